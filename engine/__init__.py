@@ -1,0 +1,1 @@
+"""pressor engine."""

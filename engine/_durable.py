@@ -1,0 +1,246 @@
+"""The only module that talks to durable-rules.
+
+It drives the C module ``durable_rules_engine`` directly (never ``durable.lang``'s
+``Host``), following the pattern measured to hold up on this machine:
+
+* every rule is ``{"all": [{"m": {"$and": [{"_ps": 1}, <condition>]}}]}``; the
+  ``_ps`` guard keeps rules off the engine's own state records;
+* one session per shard, created once; per evaluation the state is asserted as
+  one fact with a fixed id, the actions are drained, and the fact is retracted in
+  ``finally``; no Python actions, no per-evaluation sessions, no ``delete_state``;
+* rules are sharded so that no ruleset nears the engine's limits (error 303 past 64
+  alpha tests matching one fact; hangs past 512 conditions under one node);
+* numbers are written without a bare exponent (error 204), NaN/Infinity never reach
+  it, facts are type-checked upstream, and 32-bit FNV-1a name hashes are checked
+  for collisions when a matcher is built;
+* any engine failure discards the matcher (its rulesets may be unusable) and is
+  raised as :class:`~pressor.engine.errors.EvaluationError`;
+* one lock per matcher: the C extension's state is not safe for concurrent use.
+
+Conditions arrive here already in *positive* form: negation pushed down to the
+leaves, so that "fact absent ⇒ comparison false" gives exactly the facts for
+which the condition is TRUE under Kleene logic.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import threading
+from typing import Any, Iterable, Mapping
+
+import durable_rules_engine as _dre
+
+from .errors import EvaluationError, RuleFileError
+
+#: Alpha tests (distinct leaf comparisons) per shard; the engine fails at 64 on one fact.
+MAX_TESTS_PER_SHARD = 40
+#: Rules per shard, well below the 512 conditions the engine stops returning at.
+MAX_RULES_PER_SHARD = 48
+
+_SESSION = "pressor"
+_FACT_ID = "pressor-state"
+_names = itertools.count()
+_OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
+
+
+def fnv1a_32(name: str) -> int:
+    """The 32-bit FNV-1a hash durable-rules identifies property names by."""
+    h = 0x811C9DC5
+    for byte in name.encode("utf-8"):
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def check_name_hashes(names: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs of property names whose FNV-1a hashes collide (durable-rules would confuse them)."""
+    seen: dict[int, str] = {}
+    clashes = []
+    for name in sorted(set(names) | {"_ps", "sid", "id"}):
+        h = fnv1a_32(name)
+        if h in seen:
+            clashes.append((seen[h], name))
+        else:
+            seen[h] = name
+    return clashes
+
+
+def number_json(x: float | int) -> str:
+    """JSON for a number that durable-rules accepts: never a bare exponent (``1e-05``)."""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, int):
+        return str(x)
+    if not math.isfinite(x):
+        raise ValueError(f"non-finite number {x!r} cannot reach the engine")
+    text = repr(x)
+    if "e" in text or "E" in text:
+        mantissa, exp = text.lower().split("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        text = f"{mantissa}e{exp}"
+    return text
+
+
+def _value_json(value: Any) -> str:
+    if isinstance(value, (bool, int, float)):
+        return number_json(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    raise TypeError(f"unsupported fact value {value!r}")
+
+
+def fact_json(flat: Mapping[str, Any]) -> str:
+    """Serialise one flat fact (name -> scalar) the way the engine needs it."""
+    parts = [f"{json.dumps(k)}:{_value_json(v)}" for k, v in flat.items()]
+    parts.append(f'"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1')
+    return "{" + ",".join(parts) + "}"
+
+
+def leaf(name: str, op: str, value: Any) -> dict[str, Any]:
+    """One engine comparison: ``name op value`` in durable-rules' JSON form."""
+    if op == "==":
+        return {name: value}
+    if op == "exists":
+        return {"$ex": {name: 1}}
+    if op == "absent":
+        return {"$nex": {name: 1}}
+    return {_OPS[op]: {name: value}}
+
+
+def group(kind: str, children: list[dict[str, Any]]) -> dict[str, Any]:
+    """``$and``/``$or`` of at least one child; a one-child group collapses to the child."""
+    if not children:
+        raise ValueError("empty group: durable-rules would match every fact")
+    if len(children) == 1:
+        return children[0]
+    return {kind: children}
+
+
+def count_tests(cond: dict[str, Any]) -> int:
+    """Number of leaf comparisons in an engine condition."""
+    for key in ("$and", "$or"):
+        if key in cond:
+            return sum(count_tests(c) for c in cond[key])
+    return 1
+
+
+def _dumps(obj: Any) -> str:
+    """JSON for a ruleset definition with engine-safe numbers."""
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_dumps(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, list):
+        return "[" + ",".join(_dumps(v) for v in obj) + "]"
+    if isinstance(obj, (bool, int, float)):
+        return number_json(obj)
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def shard(conditions: Mapping[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """Split ``{key: condition}`` into shards under the engine's limits, keeping order."""
+    shards: list[dict[str, dict[str, Any]]] = [{}]
+    tests = 0
+    for key, cond in conditions.items():
+        n = count_tests(cond)
+        if n > MAX_TESTS_PER_SHARD:
+            raise RuleFileError.single(
+                f"condition has {n} comparisons; the engine allows at most {MAX_TESTS_PER_SHARD} per rule",
+                rule_id=key, suggestion="split the rule or move part of it into a derived fact",
+            )
+        if shards[-1] and (tests + n > MAX_TESTS_PER_SHARD or len(shards[-1]) >= MAX_RULES_PER_SHARD):
+            shards.append({})
+            tests = 0
+        shards[-1][key] = cond
+        tests += n
+    return [s for s in shards if s]
+
+
+class Matcher:
+    """Compiled durable-rules rulesets for one pack; ``match(flat_fact)`` gives the keys that fire.
+
+    Build once per pack (and per draft setting); call :meth:`close` to free the engine's memory.
+    """
+
+    def __init__(self, conditions: Mapping[str, dict[str, Any]]) -> None:
+        clashes = check_name_hashes(_names_in(conditions.values()))
+        if clashes:
+            a, b = clashes[0]
+            raise RuleFileError.single(
+                f"fact names '{a}' and '{b}' share a 32-bit hash in durable-rules and would be confused",
+                suggestion="rename one of the facts",
+            )
+        self._lock = threading.Lock()
+        self._shards = shard(conditions)
+        self._handles: list[int] = []
+        self.keys = tuple(conditions)
+        try:
+            for definition in self._shards:
+                name = f"pressor-{next(_names)}"
+                ruleset = {
+                    key: {"all": [{"m": {"$and": [{"_ps": 1}, cond]}}]} for key, cond in definition.items()
+                }
+                self._handles.append(_dre.create_ruleset(name, _dumps(ruleset)))
+        except Exception as exc:  # durable-rules raises its own bare error type
+            self.close()
+            raise RuleFileError.single(f"durable-rules refused the compiled rules: {exc}") from exc
+
+    @property
+    def shard_sizes(self) -> list[int]:
+        """Number of rules in each shard (for tests and the benchmark)."""
+        return [len(s) for s in self._shards]
+
+    def match(self, flat: Mapping[str, Any]) -> set[str]:
+        """Keys of every rule whose condition the fact satisfies (de-duplicated)."""
+        payload = fact_json(flat)
+        fired: set[str] = set()
+        with self._lock:
+            if self._handles is None:
+                raise EvaluationError.single("the matcher was closed after an engine failure")
+            for handle in self._handles:
+                try:
+                    code, state = _dre.assert_fact(handle, payload)
+                    try:
+                        if code == 0:
+                            message = _dre.start_action_for_state(handle, state)
+                            while message:
+                                fired.update(json.loads(message[1]).keys())
+                                nxt = _dre.complete_and_start_action(handle, state)
+                                message = (None, nxt) if nxt else None
+                    finally:
+                        _dre.retract_fact(handle, payload)
+                except Exception as exc:  # engine state may now be unusable: discard it
+                    self.close()
+                    raise EvaluationError.single(f"durable-rules failed during evaluation: {exc}") from exc
+        return fired
+
+    def close(self) -> None:
+        """Free the engine's rulesets. Safe to call twice."""
+        handles, self._handles = self._handles, None
+        for handle in handles or ():
+            try:
+                _dre.delete_state(handle, _SESSION)
+            except Exception:  # noqa: S110 - freeing memory is best effort once a ruleset failed
+                pass
+            try:
+                _dre.delete_ruleset(handle)
+            except Exception:  # noqa: S110
+                pass
+
+
+def _names_in(conditions: Iterable[dict[str, Any]]) -> set[str]:
+    names: set[str] = set()
+
+    def walk(c: Any) -> None:
+        if isinstance(c, dict):
+            for k, v in c.items():
+                if k.startswith("$"):
+                    walk(v)
+                else:
+                    names.add(k)
+        elif isinstance(c, list):
+            for v in c:
+                walk(v)
+
+    for cond in conditions:
+        walk(cond)
+    return names

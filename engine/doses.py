@@ -1,0 +1,114 @@
+"""Dose arithmetic for one fired rule: the authored range, the amount for this weight, pump rates.
+
+The per-minute amount and the pump rate are always computed from the weight-based
+dose and the weight; figures the source states as equivalents are never used here
+(they live in reviewer notes and ``stated_equivalents``, which the lint checks).
+No weight, no weight-based figure: ``patient.weight_kg`` is reported as missing.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .model import DoseSpec, Preparation, Quantity
+from .units import parse_unit
+
+WEIGHT = "patient.weight_kg"
+CONCENTRATION_IN_USE = "infusions.norepinephrine_concentration_mcg_ml"
+PEDIATRIC = "derived.pediatric"
+
+
+def _r(x: float, places: int = 2) -> float:
+    return float(round(x + 0.0, places))
+
+
+def _scaled(q: Quantity, factor: float, unit: str, cap: float | None = None, places: int = 2) -> dict[str, Any]:
+    lo, hi = q.low * factor, q.high * factor
+    out: dict[str, Any] = {}
+    if cap is not None and hi > cap:
+        lo, hi = min(lo, cap), min(hi, cap)
+        out["capped_at"] = cap
+    body = {"low": _r(lo, places), "high": _r(hi, places)} if q.is_range else {"value": _r(lo, places)}
+    return {**body, "unit": unit, **out}
+
+
+def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[Preparation, ...]) -> dict[str, Any]:
+    """JSON-ready dose for a fired rule, given the patient's facts (see ``result.schema.json``)."""
+    unit = parse_unit(spec.range.unit)
+    weight = facts.get(WEIGHT)
+    out: dict[str, Any] = {"drug": spec.drug, "range": spec.range.to_dict()}
+    for key in ("typical", "maximum", "alternative", "cap"):
+        q = getattr(spec, key)
+        if q is not None:
+            out[key] = q.to_dict()
+    for key in ("route", "frequency", "within"):
+        if getattr(spec, key):
+            out[key] = getattr(spec, key)
+    missing: list[str] = []
+
+    if unit.per_kg:
+        if weight is None:
+            missing.append(WEIGHT)
+        else:
+            out["for_weight"] = _for_weight(spec, unit, weight, facts)
+
+    if spec.pump_rate:
+        rates, needs = _pump_rates(spec, unit, weight, facts, preparations)
+        out["pump_rates"] = rates
+        missing.extend(m for m in needs if m not in missing)
+    if missing:
+        out["missing"] = missing
+        out["unavailable"] = "weight-based figures need " + ", ".join(missing)
+    return out
+
+
+def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, Any]) -> dict[str, Any]:
+    shown = unit.without_kg()
+    cap = None
+    if spec.cap is not None:
+        cap_unit = parse_unit(spec.cap.unit)
+        cap = spec.cap.high * cap_unit.to_base / unit.to_base
+    result: dict[str, Any] = {"weight_kg": weight, "range": _scaled(spec.range, weight, shown, cap)}
+    for key in ("typical", "maximum", "alternative"):
+        q = getattr(spec, key)
+        if q is not None and parse_unit(q.unit).per_kg:
+            result[key] = _scaled(q, weight, parse_unit(q.unit).without_kg(), cap)
+    if spec.remaining_after is not None and spec.remaining_after in facts:
+        given = facts[spec.remaining_after]
+        target = spec.range.high
+        result["already_given"] = {"value": _r(given * weight, 0), "unit": shown}
+        result["remaining"] = {"value": _r(max(0.0, target - given) * weight, 0), "unit": shown}
+    return result
+
+
+def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[str, Any],
+                preparations: tuple[Preparation, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+    """mL/h at the concentration in use, or at each of the pack's preparations for this population."""
+    if unit.per_kg and weight is None:
+        return [], [WEIGHT]
+    per_min = unit.to_base * unit.per_minute_factor * (weight if unit.per_kg else 1.0)  # mcg/min per unit of dose
+    bags: list[tuple[str, float]] = []
+    needs: list[str] = []
+    if CONCENTRATION_IN_USE in facts:
+        bags.append(("in use", facts[CONCENTRATION_IN_USE]))
+    else:
+        pediatric = facts.get(PEDIATRIC)
+        for prep in preparations:
+            if prep.drug != spec.drug:
+                continue
+            if pediatric is not None and (prep.population == "pediatric") != pediatric:
+                continue
+            conc = prep.concentration_mcg_ml(weight)
+            if conc is None:
+                needs.append(WEIGHT)
+                continue
+            bags.append((prep.id, conc))
+    rates = []
+    for source, conc in bags:
+        mlh = per_min * 60.0 / conc
+        rate: dict[str, Any] = {"preparation": source, "concentration_mcg_ml": _r(conc, 3)}
+        if spec.range.is_range:
+            rate.update(low_ml_h=_r(spec.range.low * mlh, 1), high_ml_h=_r(spec.range.high * mlh, 1))
+        else:
+            rate["ml_h"] = _r(spec.range.low * mlh, 1)
+        rates.append(rate)
+    return rates, needs

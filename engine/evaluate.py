@@ -1,0 +1,188 @@
+"""``evaluate(pack, state, *, now)``: the one way anything is evaluated.
+
+The CLI, the tests and any service call it. The pack is loaded and compiled once
+(:func:`pressor.engine.pack.load_pack`); this module only does per-patient work.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from ._durable import Matcher
+from .compile import engine_name, member_name, to_engine
+from .doses import compute_dose
+from .errors import EvaluationError, PatientStateError, Problem
+from .load import Document
+from .logic import derive, verdict
+from .model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
+from .validate import check_state
+
+ACTIVE_BY_DEFAULT = frozenset({"approved"})
+ACTIVE_WITH_DRAFTS = frozenset({"approved", "draft", "in-review"})
+
+
+def engine_version() -> str:
+    """``pressor X; durable-rules Y`` (both matter when replaying a result)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("pressor")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        own = "unknown"
+    return f"pressor {own}; durable-rules 2.0.28"
+
+
+_ENGINE_VERSION = engine_version()
+
+
+class Evaluator:
+    """The compiled engine for one pack: every rule (of every status) in durable-rules, sharded."""
+
+    def __init__(self, rules: tuple[Rule, ...], matcher: Matcher) -> None:
+        self.rules = rules
+        self.matcher = matcher
+        self.reads = {r.id: frozenset(p for leaf in leaves(r.when) for p in leaf.facts()) for r in rules}
+
+    @classmethod
+    def build(cls, rules: list[Rule] | tuple[Rule, ...]) -> "Evaluator":
+        """Compile the rules' conditions and create the engine's rulesets."""
+        rules = tuple(rules)
+        return cls(rules, Matcher({r.id: to_engine(r.when) for r in rules}))
+
+    def close(self) -> None:
+        """Free the engine's memory."""
+        self.matcher.close()
+
+
+class _EngineSlot:
+    """Holds a pack's evaluator; rebuilt after an engine failure, shared by threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._evaluator: Evaluator | None = None
+
+    def get(self, pack: RulePack) -> Evaluator:
+        with self._lock:
+            if self._evaluator is None:
+                self._evaluator = Evaluator.build(pack.rules)
+            return self._evaluator
+
+    def discard(self, evaluator: Evaluator) -> None:
+        with self._lock:
+            if self._evaluator is evaluator:
+                self._evaluator = None
+        evaluator.close()
+
+
+def _slot(pack: RulePack) -> _EngineSlot:
+    slot = pack.cache.get("engine")
+    if slot is None:
+        slot = pack.cache.setdefault("engine", _EngineSlot())
+    return slot
+
+
+def prepare(pack: RulePack) -> None:
+    """Build the pack's engine now (load time), so that anything it refuses fails before any patient."""
+    _slot(pack).get(pack)
+
+
+def release(pack: RulePack) -> None:
+    """Free the engine built for ``pack`` (on reload: build the new pack first, then release the old)."""
+    slot = pack.cache.pop("engine", None)
+    if slot is not None and slot._evaluator is not None:
+        slot._evaluator.close()
+
+
+def flatten_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"vitals": {"map_mmhg": 60}}`` -> ``{"vitals.map_mmhg": 60}``; lists stay whole."""
+    facts: dict[str, Any] = {}
+    for section, value in state.items():
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                facts[f"{section}.{key}"] = inner
+        else:
+            facts[section] = value
+    return facts
+
+
+def _engine_fact(facts: Mapping[str, Any], array_members: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for path, value in facts.items():
+        if isinstance(value, list):
+            for member in array_members.get(path, ()):
+                flat[member_name(path, member)] = member in value
+        else:
+            flat[engine_name(path)] = value
+    return flat
+
+
+def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_draft: bool = False,
+             document: Document | None = None) -> Result:
+    """Every applicable recommendation of ``pack`` for the patient ``state`` at time ``now``.
+
+    Raises :class:`PatientStateError` if the state is invalid (nothing is evaluated),
+    :class:`EvaluationError` if the engine fails (the engine is rebuilt for the next call).
+    """
+    if not isinstance(state, Mapping):
+        raise PatientStateError([Problem("a patient state must be a mapping of sections", pointer="")])
+    check_state(state, document)
+    facts = flatten_state(state)
+    missing_of = derive(pack.derived, facts)
+    slot = _slot(pack)
+    evaluator = slot.get(pack)
+    try:
+        fired = evaluator.matcher.match(_engine_fact(facts, pack.array_members))
+    except EvaluationError:
+        slot.discard(evaluator)
+        raise
+    active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
+    recommendations: list[Recommendation] = []
+    not_evaluable: list[NotEvaluable] = []
+    for rule in pack.rules:
+        if rule.status not in active:
+            continue
+        if rule.id in fired:
+            v = verdict(rule.when, facts, missing_of)
+            if v.truth is not True:
+                raise EvaluationError.single(
+                    f"engine fired '{rule.id}' but its condition is {v.truth}; refusing to answer",
+                    rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+                )
+            recommendations.append(_recommendation(pack, rule, v.evidence, facts))
+        elif not evaluator.reads[rule.id] <= facts.keys():
+            v = verdict(rule.when, facts, missing_of)
+            if v.truth is None:
+                not_evaluable.append(NotEvaluable(rule.id, rule.version, rule.title, tuple(sorted(v.missing))))
+            elif v.truth:
+                raise EvaluationError.single(
+                    f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
+                    rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+                )
+    recommendations.sort(key=Recommendation.sort_key)
+    derived_out = {d.name: facts.get(d.name) for d in pack.derived}
+    unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
+    warnings = tuple(
+        f"reference [{n}] is cited by the source but missing from its reference list; treat its claims as unverified"
+        for n in unresolved
+    )
+    return Result(
+        pack={"name": pack.name, "version": pack.version, "sha256": pack.sha256},
+        evaluated_at=now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        engine_version=_ENGINE_VERSION,
+        recommendations=tuple(recommendations),
+        not_evaluable=tuple(not_evaluable),
+        derived=derived_out,
+        warnings=warnings,
+        include_draft=include_draft,
+    )
+
+
+def _recommendation(pack: RulePack, rule: Rule, evidence: tuple, facts: Mapping[str, Any]) -> Recommendation:
+    dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
+    return Recommendation(
+        rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
+        title=rule.title, summary=rule.summary, detail=rule.detail,
+        citations=tuple(pack.references[c.ref] for c in rule.citations), evidence=evidence,
+        source_section=rule.section, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
+    )

@@ -1,0 +1,216 @@
+"""Read YAML or JSON documents safely, keeping ``file:line:col`` for every JSON pointer.
+
+YAML goes through PyYAML's safe composer; aliases and anchors are refused outright
+(no rule file or patient state needs them, and refusing them stops alias bombs
+before any expansion). JSON goes through :mod:`json` so that JSON numbers keep
+JSON's meaning (PyYAML 1.1 would read ``1e5`` as a string); its positions are
+taken from a best-effort YAML compose of the same text.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+#: Largest document read, in bytes. Real states are ~2 KB, rule files ~30 KB.
+MAX_DOCUMENT_BYTES = 1_048_576
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed document and the source position of every JSON pointer in it."""
+
+    data: Any
+    file: str
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    text: str = ""
+
+    def where(self, pointer: str) -> dict[str, Any]:
+        """Keyword arguments locating ``pointer`` for :class:`~pressor.engine.errors.Problem`.
+
+        Falls back to the nearest enclosing pointer that has a position.
+        """
+        probe = pointer
+        while True:
+            if probe in self.positions:
+                line, col = self.positions[probe]
+                return {"file": self.file, "line": line, "column": col, "pointer": pointer}
+            if not probe:
+                return {"file": self.file, "pointer": pointer}
+            probe = probe.rsplit("/", 1)[0]
+
+
+def escape_pointer_token(token: Any) -> str:
+    """RFC 6901 escaping of one reference token."""
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def pointer_of(parts: Any) -> str:
+    """JSON pointer for a sequence of keys/indices."""
+    return "".join("/" + escape_pointer_token(p) for p in parts)
+
+
+def read_text(path: str | Path, *, label: str | None = None) -> str:
+    """Read a file (or ``-`` for stdin) as UTF-8, refusing oversized input."""
+    import sys
+
+    label = label or str(path)
+    try:
+        if str(path) == "-":
+            raw = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_DOCUMENT_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise InputError.single("file not found", file=label, suggestion="check the path") from exc
+    except IsADirectoryError as exc:
+        raise InputError.single("is a directory, expected a file", file=label) from exc
+    except OSError as exc:
+        raise InputError.single(f"cannot read: {exc.strerror}", file=label) from exc
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise InputError.single(
+            f"document is larger than {MAX_DOCUMENT_BYTES} bytes; refused",
+            file=label,
+            suggestion="a patient state or rule file is a few KB; check that this is the right file",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError.single(f"not UTF-8 text (byte {exc.start})", file=label) from exc
+
+
+def parse(text: str, *, file: str, fmt: str | None = None) -> Document:
+    """Parse ``text`` as JSON (if ``fmt == 'json'`` or it starts with ``{``/``[``) or YAML."""
+    if len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
+        raise InputError.single(f"document is larger than {MAX_DOCUMENT_BYTES} bytes; refused", file=file)
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError.single("empty document", file=file, suggestion="expected a mapping of facts or rules")
+    if fmt == "json" or (fmt is None and stripped[:1] in "{["):
+        return _parse_json(text, file)
+    return _parse_yaml(text, file)
+
+
+def load_document(path: str | Path, *, label: str | None = None) -> Document:
+    """Read and parse one file (``-`` is stdin)."""
+    label = label or ("<stdin>" if str(path) == "-" else str(path))
+    text = read_text(path, label=label)
+    fmt = "json" if str(path).endswith(".json") else None
+    return parse(text, file=label, fmt=fmt)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number pressor accepts")
+
+
+def _parse_json(text: str, file: str) -> Document:
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError.single(
+            f"malformed JSON: {exc.msg}", file=file, line=exc.lineno, column=exc.colno
+        ) from exc
+    except ValueError as exc:
+        raise InputError.single(f"malformed JSON: {exc}", file=file, suggestion="NaN and Infinity are not allowed") from exc
+    except RecursionError as exc:
+        raise InputError.single("JSON nested too deeply", file=file) from exc
+    positions: dict[str, tuple[int, int]] = {}
+    try:
+        node = _compose(text, file)
+        if node is not None:
+            _walk(node, [], positions)
+    except InputError:
+        positions = {}
+    return Document(data, file, positions, text)
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    """Compose one YAML document, refusing aliases, anchors and multiple documents."""
+    loader = yaml.SafeLoader(text)
+    try:
+        # Scan events first: an alias must be refused before anything is built from it.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                raise InputError.single(
+                    "YAML anchors and aliases are not allowed",
+                    file=file, line=mark.line + 1, column=mark.column + 1,
+                    suggestion="write the value out in full",
+                )
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise InputError.single(
+            f"malformed YAML: {exc.problem or exc.context}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise InputError.single(f"malformed YAML: {exc}", file=file) from exc
+    finally:
+        loader.dispose()
+    return node
+
+
+def _parse_yaml(text: str, file: str) -> Document:
+    node = _compose(text, file)
+    if node is None:
+        raise InputError.single("empty document", file=file, suggestion="expected a mapping of facts or rules")
+    positions: dict[str, tuple[int, int]] = {}
+    data = _walk(node, [], positions, file=file)
+    return Document(data, file, positions, text)
+
+
+_SCALARS = yaml.SafeLoader("")
+
+
+def _walk(node: yaml.Node, path: list[Any], positions: dict[str, tuple[int, int]], *, file: str | None = None) -> Any:
+    """Build plain Python data from a node tree, recording each pointer's position."""
+    positions[pointer_of(path)] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node, file)
+            if not isinstance(key, str):
+                key = str(key).lower() if isinstance(key, bool) else str(key)
+            if key in out and file is not None:
+                raise InputError.single(
+                    f"duplicate key '{key}'", file=file,
+                    line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
+                    pointer=pointer_of(path + [key]), suggestion="each key may appear once",
+                )
+            out[key] = _walk(value_node, path + [key], positions, file=file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(child, path + [i], positions, file=file) for i, child in enumerate(node.value)]
+    return _scalar(node, file)
+
+
+def _scalar(node: yaml.Node, file: str | None) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        if file is None:
+            return None
+        raise InputError.single(
+            "a mapping key must be a plain value", file=file,
+            line=node.start_mark.line + 1, column=node.start_mark.column + 1,
+        )
+    value = _SCALARS.construct_object(node)
+    if isinstance(value, float) and not math.isfinite(value) and file is not None:
+        raise InputError.single(
+            f"'{node.value}' is not a finite number", file=file,
+            line=node.start_mark.line + 1, column=node.start_mark.column + 1,
+            suggestion="NaN and infinity are not allowed; leave the fact out if it is unknown",
+        )
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return node.value
+    return value

@@ -1,0 +1,355 @@
+"""Frozen data: the compiled rule pack, and the result of one evaluation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+# --- conditions -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A leaf: ``fact op value`` (or ``fact op value_fact``), or ``fact known|unknown``."""
+
+    fact: str
+    op: str
+    value: Any = None
+    value_fact: str | None = None
+    pointer: str = ""
+
+    def facts(self) -> tuple[str, ...]:
+        """Fact paths this leaf reads."""
+        return (self.fact,) if self.value_fact is None else (self.fact, self.value_fact)
+
+    def describe(self) -> str:
+        """``vitals.sbp_mmhg < 70`` in text."""
+        if self.op in ("known", "unknown"):
+            return f"{self.fact} is {self.op}"
+        rhs = self.value_fact if self.value_fact is not None else _literal(self.value)
+        return f"{self.fact} {self.op} {rhs}"
+
+
+@dataclass(frozen=True)
+class All:
+    """Every child holds."""
+
+    children: tuple["Condition", ...]
+    pointer: str = ""
+
+
+@dataclass(frozen=True)
+class Any_:
+    """At least one child holds."""
+
+    children: tuple["Condition", ...]
+    pointer: str = ""
+
+
+@dataclass(frozen=True)
+class Not:
+    """The child does not hold."""
+
+    child: "Condition"
+    pointer: str = ""
+
+
+Condition = Union[Compare, All, Any_, Not]
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return str(value)
+
+
+def leaves(cond: Condition) -> list[Compare]:
+    """Every comparison in a condition, in document order."""
+    if isinstance(cond, Compare):
+        return [cond]
+    if isinstance(cond, Not):
+        return leaves(cond.child)
+    out: list[Compare] = []
+    for child in cond.children:
+        out.extend(leaves(child))
+    return out
+
+
+# --- the pack ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One numbered reference of the source document; ``resolved`` is False for a number the source cites but does not list."""
+
+    number: int
+    title: str
+    resolved: bool = True
+    kind: str | None = None
+    publisher: str | None = None
+    year: int | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A rule's citation of one reference number, with an optional evidence note."""
+
+    ref: int
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A dose quantity: a range (low..high) or a single value, in a unit like ``mcg/kg/min``."""
+
+    unit: str
+    low: float
+    high: float
+    label: str | None = None
+
+    @property
+    def is_range(self) -> bool:
+        """True if low and high differ."""
+        return self.low != self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``{low, high, unit}`` or ``{value, unit}``."""
+        out: dict[str, Any] = {"low": self.low, "high": self.high} if self.is_range else {"value": self.low}
+        out["unit"] = self.unit
+        if self.label:
+            out["label"] = self.label
+        return out
+
+
+@dataclass(frozen=True)
+class DoseSpec:
+    """A rule's dose, as authored."""
+
+    drug: str
+    range: Quantity
+    typical: Quantity | None = None
+    maximum: Quantity | None = None
+    cap: Quantity | None = None
+    alternative: Quantity | None = None
+    remaining_after: str | None = None
+    route: str | None = None
+    frequency: str | None = None
+    within: str | None = None
+    pump_rate: bool = False
+    stated_equivalents: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A way of making up an infusion bag; ``amount_mg_per_kg`` makes it weight-dependent (rule of 6)."""
+
+    id: str
+    drug: str
+    population: str
+    volume_ml: float
+    diluent: str
+    amount_mg: float | None = None
+    amount_mg_per_kg: float | None = None
+    stated_concentration_mcg_ml: float | None = None
+    citations: tuple[Citation, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def concentration_mcg_ml(self, weight_kg: float | None) -> float | None:
+        """Concentration made up for this weight (None if weight-dependent and weight unknown)."""
+        if self.amount_mg is not None:
+            return self.amount_mg * 1000.0 / self.volume_ml
+        if weight_kg is None:
+            return None
+        return self.amount_mg_per_kg * weight_kg * 1000.0 / self.volume_ml
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A derived fact, declared in the rule files: boolean from a condition, a number by cases, or a product of two facts."""
+
+    name: str
+    type: str
+    description: str
+    when: Condition | None = None
+    cases: tuple[tuple[Condition, Any], ...] = ()
+    default: Any = None
+    product: tuple[str, str] | None = None
+    status: str = "approved"
+    file: str = ""
+    line: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def reads(self) -> set[str]:
+        """Fact paths this derived fact depends on directly."""
+        out: set[str] = set(self.product or ())
+        conds = ([self.when] if self.when is not None else []) + [c for c, _ in self.cases]
+        for cond in conds:
+            for leaf in leaves(cond):
+                out.update(leaf.facts())
+        return out
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the pack, as loaded and checked."""
+
+    id: str
+    version: str
+    status: str
+    title: str
+    when: Condition
+    kind: str
+    severity: str
+    summary: str
+    detail: str
+    citations: tuple[Citation, ...]
+    section: str
+    paragraph: int | None = None
+    drug: str | None = None
+    dose: DoseSpec | None = None
+    notes: tuple[str, ...] = ()
+    file: str = ""
+    line: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RulePack:
+    """A loaded, validated pack. Build with :func:`pressor.engine.pack.load_pack`."""
+
+    name: str
+    version: str
+    title: str
+    sha256: str
+    directory: str
+    rules: tuple[Rule, ...]
+    derived: tuple[Derived, ...]
+    preparations: tuple[Preparation, ...]
+    references: dict[int, Reference]
+    document: dict[str, Any]
+    files: dict[str, str]
+    warnings: tuple[Any, ...] = ()
+    array_members: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    raw_pack: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def rule(self, rule_id: str) -> Rule:
+        """The rule with this id (KeyError if none)."""
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+
+# --- results ----------------------------------------------------------------
+
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One fact that decided a comparison: its path, the test, and the value seen."""
+
+    fact: str
+    test: str
+    value: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"fact": self.fact, "test": self.test, "value": self.value}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What one fired rule recommends, with its provenance."""
+
+    rule_id: str
+    rule_version: str
+    status: str
+    kind: str
+    severity: str
+    title: str
+    summary: str
+    detail: str
+    citations: tuple[Reference, ...]
+    evidence: tuple[Evidence, ...]
+    source_section: str
+    dose: dict[str, Any] | None = None
+    drug: str | None = None
+
+    def sort_key(self) -> tuple[int, str]:
+        """Critical first, then warning, then info; then rule id."""
+        return (SEVERITY_ORDER[self.severity], self.rule_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (see ``schemas/result.schema.json``)."""
+        out: dict[str, Any] = {
+            "rule_id": self.rule_id,
+            "rule_version": self.rule_version,
+            "status": self.status,
+            "kind": self.kind,
+            "severity": self.severity,
+            "title": self.title,
+            "summary": self.summary,
+            "detail": self.detail,
+            "citations": [c.to_dict() for c in self.citations],
+            "source_section": self.source_section,
+            "evidence": [e.to_dict() for e in self.evidence],
+        }
+        if self.drug:
+            out["drug"] = self.drug
+        if self.dose is not None:
+            out["dose"] = self.dose
+        return out
+
+
+@dataclass(frozen=True)
+class NotEvaluable:
+    """A rule that could not be decided because facts it needs are unknown."""
+
+    rule_id: str
+    rule_version: str
+    title: str
+    missing: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title, "missing": list(self.missing)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything one evaluation produced."""
+
+    pack: dict[str, str]
+    evaluated_at: str
+    engine_version: str
+    recommendations: tuple[Recommendation, ...]
+    not_evaluable: tuple[NotEvaluable, ...]
+    derived: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    include_draft: bool = False
+
+    def fired_ids(self) -> list[str]:
+        """Ids of the rules that fired, in output order."""
+        return [r.rule_id for r in self.recommendations]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (see ``schemas/result.schema.json``)."""
+        return {
+            "pack": dict(self.pack),
+            "evaluated_at": self.evaluated_at,
+            "engine_version": self.engine_version,
+            "include_draft": self.include_draft,
+            "recommendations": [r.to_dict() for r in self.recommendations],
+            "not_evaluable": [n.to_dict() for n in self.not_evaluable],
+            "derived": dict(self.derived),
+            "warnings": list(self.warnings),
+        }

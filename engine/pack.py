@@ -1,0 +1,347 @@
+"""Load a rule pack directory once: parse, validate, check, and build the model.
+
+Every problem in every file is collected (best first per file) and raised together
+as one :class:`~pressor.engine.errors.RuleFileError`, before any patient is seen.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .compile import ConditionCompiler, FactType, problems_from, state_vocabulary
+from .errors import InputError, Problem, RuleFileError
+from .load import Document, load_document
+from .model import (
+    Citation,
+    Condition,
+    Derived,
+    DoseSpec,
+    Preparation,
+    Quantity,
+    Reference,
+    Rule,
+    RulePack,
+    leaves,
+)
+from .units import UnitError, parse_unit
+from .validate import STATE_SCHEMA, schema, schema_problems
+
+RULE_SCHEMA = "rule-file.schema.json"
+
+
+def default_rules_dir() -> Path:
+    """The bundled pack (``pressor.rules``)."""
+    return Path(str(resources.files("pressor.rules")))
+
+
+def rule_files(directory: Path) -> list[Path]:
+    """The pack's YAML files, sorted by name."""
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_pack(directory: str | Path | None = None, *, check_examples: bool = False) -> RulePack:
+    """Load, validate and check the pack in ``directory`` (default: the bundled rules).
+
+    Raises :class:`RuleFileError` listing every problem found. Warnings (for example
+    citations of references the source does not list) are kept on ``pack.warnings``.
+    """
+    directory = Path(directory) if directory is not None else default_rules_dir()
+    if not directory.is_dir():
+        raise InputError.single("rule directory not found", file=str(directory), suggestion="pass --rules DIR")
+    files = rule_files(directory)
+    if not files:
+        raise RuleFileError.single("no .yaml rule files in the directory", file=str(directory))
+    return _Builder(directory, files, check_examples).build()
+
+
+class _Builder:
+    """One pass over a pack directory; accumulates problems instead of stopping at the first."""
+
+    def __init__(self, directory: Path, files: list[Path], check_examples: bool) -> None:
+        self.directory = directory
+        self.files = files
+        self.check_examples = check_examples
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.docs: list[Document] = []
+        self.vocab: dict[str, FactType] = dict(state_vocabulary(schema(STATE_SCHEMA)))
+
+    # -- entry ----------------------------------------------------------------
+    def build(self) -> RulePack:
+        manifest: dict[str, str] = {}
+        for path in self.files:
+            label = self._label(path)
+            try:
+                doc = load_document(path, label=label)
+            except InputError as exc:
+                self.problems.extend(exc.problems)
+                continue
+            manifest[path.name] = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
+            if not isinstance(doc.data, dict):
+                self.problems.append(Problem("a rule file must be a mapping", **doc.where("")))
+                continue
+            found = schema_problems(doc, RULE_SCHEMA)
+            self.problems.extend(found)
+            if not found:
+                self.docs.append(doc)
+        if self.problems:
+            raise RuleFileError(self.problems)
+
+        pack_doc, pack_meta = self._single("pack")
+        refs_doc, refs_meta = self._single("references")
+        self._raise_if_problems()
+        references = self._references(refs_doc, refs_meta)
+        derived = self._derived(references)
+        preparations = self._preparations(references)
+        rules = self._rules(references, {p.drug for p in preparations})
+        self._raise_if_problems()
+        if self.check_examples:
+            self._examples()
+            self._raise_if_problems()
+        pack_sha = hashlib.sha256(
+            "".join(f"{name}\0{digest}\n" for name, digest in sorted(manifest.items())).encode()
+        ).hexdigest()
+        pack = RulePack(
+            name=pack_meta["name"], version=pack_meta["version"], title=pack_meta["title"],
+            sha256=pack_sha, directory=str(self.directory), rules=tuple(rules), derived=tuple(derived),
+            preparations=tuple(preparations), references=references, document=dict(refs_meta["document"]),
+            files=manifest, warnings=tuple(self.warnings), raw_pack=dict(pack_meta),
+            array_members={p: ft.values for p, ft in self.vocab.items() if ft.kind == "array"},
+        )
+        self._engine_check(pack)
+        return pack
+
+    def _label(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    def _raise_if_problems(self) -> None:
+        if self.problems:
+            raise RuleFileError(self.problems)
+
+    def _sections(self, key: str) -> list[tuple[Document, Any]]:
+        return [(d, d.data[key]) for d in self.docs if key in d.data]
+
+    def _single(self, key: str) -> tuple[Document | None, dict[str, Any]]:
+        found = self._sections(key)
+        if len(found) != 1:
+            where = found[1][0].where(f"/{key}") if len(found) > 1 else {"file": str(self.directory)}
+            self.problems.append(Problem(f"the pack needs exactly one '{key}' section, found {len(found)}", **where))
+            return None, {}
+        return found[0]
+
+    # -- references -----------------------------------------------------------
+    def _references(self, doc: Document | None, meta: dict[str, Any]) -> dict[int, Reference]:
+        refs: dict[int, Reference] = {}
+        for i, item in enumerate(meta.get("items", [])):
+            if item["number"] in refs:
+                self.problems.append(Problem(f"reference {item['number']} is listed twice", **doc.where(f"/references/items/{i}/number")))
+            refs[item["number"]] = Reference(item["number"], item["title"], True, item.get("kind"), item.get("publisher"), item.get("year"))
+        for i, item in enumerate(meta.get("unresolved", [])):
+            if item["number"] in refs:
+                self.problems.append(Problem(f"reference {item['number']} is both listed and unresolved", **doc.where(f"/references/unresolved/{i}/number")))
+                continue
+            refs[item["number"]] = Reference(item["number"], "unresolved: cited by the source but not in its reference list", False, note=item["note"])
+        return refs
+
+    def _citations(self, doc: Document, pointer: str, data: list[dict[str, Any]], refs: dict[int, Reference], owner: str, approved: bool) -> tuple[Citation, ...]:
+        out = []
+        for i, c in enumerate(data):
+            ref = refs.get(c["ref"])
+            where = doc.where(f"{pointer}/{i}/ref")
+            if ref is None:
+                self.problems.append(Problem(f"citation [{c['ref']}] has no entry in references.yaml", rule_id=owner,
+                                             suggestion=f"cite one of {sorted(refs)} or add the reference", **where))
+                continue
+            if not ref.resolved:
+                self.warnings.append(Problem(f"cites [{c['ref']}], which the source cites but does not list", rule_id=owner,
+                                             severity="warning", code="citation-unresolved", **where))
+            out.append(Citation(c["ref"], c.get("evidence")))
+        if approved and out and all(not refs[c.ref].resolved for c in out):
+            self.warnings.append(Problem("approved, but every citation is unresolved", rule_id=owner, severity="warning",
+                                         code="citation-only-unresolved", **doc.where(pointer)))
+        return tuple(out)
+
+    # -- derived facts --------------------------------------------------------
+    def _derived(self, refs: dict[int, Reference]) -> list[Derived]:
+        entries = []
+        for doc, items in self._sections("derived"):
+            for i, item in enumerate(items):
+                ptr = f"/derived/{i}"
+                if item["name"] in self.vocab:
+                    self.problems.append(Problem(f"derived fact '{item['name']}' is declared twice", **doc.where(f"{ptr}/name")))
+                    continue
+                kind = item["type"]
+                self.vocab[item["name"]] = FactType(item["name"], kind, description=item["description"], derived=True)
+                entries.append((doc, ptr, item))
+        out: list[Derived] = []
+        for doc, ptr, item in entries:
+            report = problems_from(self.problems, doc.where, item["name"])
+            cc = ConditionCompiler(self.vocab, report)
+            when = cc.parse(item["when"], f"{ptr}/when", allow_fact_refs=True) if "when" in item else None
+            cases = tuple(
+                (cc.parse(c["when"], f"{ptr}/cases/{j}/when", allow_fact_refs=True), c["value"])
+                for j, c in enumerate(item.get("cases", []))
+            )
+            if "cases" in item and "default" not in item:
+                report(ptr, "a derived fact with cases needs a default (its value when no case holds)", "add 'default:'")
+            if item["type"] == "boolean" and "product" in item:
+                report(f"{ptr}/product", "a product is a number", "set type: number")
+            if item["type"] == "number" and "when" in item:
+                report(f"{ptr}/when", "'when' yields true/false", "set type: boolean or use cases")
+            for j, path in enumerate(item.get("product", [])):
+                ft = self.vocab.get(path)
+                if ft is None or ft.kind != "number":
+                    report(f"{ptr}/product/{j}", f"'{path}' is not a numeric fact", None)
+            for j, (_, value) in enumerate(cases):
+                if isinstance(value, bool) != (item["type"] == "boolean"):
+                    report(f"{ptr}/cases/{j}/value", f"value {value!r} does not match type {item['type']}", None)
+            if "citations" in item:
+                self._citations(doc, f"{ptr}/citations", item["citations"], refs, item["name"], False)
+            line = doc.where(ptr).get("line")
+            out.append(Derived(
+                name=item["name"], type=item["type"], description=item["description"], when=when,
+                cases=tuple((c, v) for c, v in cases if c is not None), default=item.get("default"),
+                product=tuple(item["product"]) if "product" in item else None,
+                status=item.get("status", "approved"), file=doc.file, line=line, raw=item,
+            ))
+        return self._order_derived(out)
+
+    def _order_derived(self, items: list[Derived]) -> list[Derived]:
+        """Dependency order; a cycle is an error naming its members."""
+        by_name = {d.name: d for d in items}
+        ordered: list[Derived] = []
+        state: dict[str, int] = {}
+
+        def visit(d: Derived, chain: list[str]) -> None:
+            if state.get(d.name) == 2:
+                return
+            if state.get(d.name) == 1:
+                cycle = " -> ".join(chain[chain.index(d.name):] + [d.name])
+                self.problems.append(Problem(f"derived facts depend on each other in a cycle: {cycle}", file=d.file, line=d.line))
+                return
+            state[d.name] = 1
+            for dep in sorted(d.reads()):
+                if dep in by_name:
+                    visit(by_name[dep], chain + [d.name])
+            state[d.name] = 2
+            ordered.append(d)
+
+        for d in items:
+            visit(d, [])
+        return ordered
+
+    # -- preparations ---------------------------------------------------------
+    def _preparations(self, refs: dict[int, Reference]) -> list[Preparation]:
+        out = []
+        seen: set[str] = set()
+        for doc, items in self._sections("preparations"):
+            for i, item in enumerate(items):
+                ptr = f"/preparations/{i}"
+                if item["id"] in seen:
+                    self.problems.append(Problem(f"preparation '{item['id']}' is declared twice", **doc.where(f"{ptr}/id")))
+                seen.add(item["id"])
+                cites = self._citations(doc, f"{ptr}/citations", item["citations"], refs, item["id"], False)
+                out.append(Preparation(
+                    id=item["id"], drug=item["drug"], population=item["population"], volume_ml=item["volume_ml"],
+                    diluent=item["diluent"], amount_mg=item.get("amount_mg"), amount_mg_per_kg=item.get("amount_mg_per_kg"),
+                    stated_concentration_mcg_ml=item.get("stated_concentration_mcg_ml"), citations=cites, raw=item,
+                ))
+        return out
+
+    # -- rules ----------------------------------------------------------------
+    def _rules(self, refs: dict[int, Reference], prepared_drugs: set[str]) -> list[Rule]:
+        rules: list[Rule] = []
+        first_seen: dict[str, str] = {}
+        for doc, items in self._sections("rules"):
+            for i, item in enumerate(items):
+                ptr = f"/rules/{i}"
+                where = doc.where(ptr)
+                rid = item["id"]
+                if rid in first_seen:
+                    self.problems.append(Problem(f"duplicate rule id '{rid}' (first defined at {first_seen[rid]})", rule_id=rid,
+                                                 suggestion="rule ids must be unique across the pack", **doc.where(f"{ptr}/id")))
+                    continue
+                first_seen[rid] = f"{where['file']}:{where.get('line')}"
+                report = problems_from(self.problems, doc.where, rid)
+                when = ConditionCompiler(self.vocab, report).parse(item["when"], f"{ptr}/when")
+                cites = self._citations(doc, f"{ptr}/citations", item["citations"], refs, rid, item["status"] == "approved")
+                dose = self._dose(doc, f"{ptr}/dose", item.get("dose"), report, prepared_drugs) if "dose" in item else None
+                if when is None:
+                    continue
+                rec = item["recommend"]
+                rules.append(Rule(
+                    id=rid, version=item["version"], status=item["status"], title=item["title"], when=when,
+                    kind=rec["kind"], severity=rec["severity"], summary=rec["summary"], detail=rec["detail"].strip(),
+                    drug=rec.get("drug"), citations=cites, section=item["source"]["section"],
+                    paragraph=item["source"].get("paragraph"), dose=dose, notes=tuple(item.get("notes", ())),
+                    file=doc.file, line=where.get("line"), raw=item,
+                ))
+        return rules
+
+    def _quantity(self, data: dict[str, Any] | None, pointer: str, report: Any) -> Quantity | None:
+        if data is None:
+            return None
+        try:
+            parse_unit(data["unit"])
+        except UnitError as exc:
+            report(f"{pointer}/unit", str(exc), None)
+        low, high = (data["value"], data["value"]) if "value" in data else (data["low"], data["high"])
+        if low > high:
+            report(pointer, f"low ({low}) is above high ({high})", "swap them")
+        return Quantity(data["unit"], float(low), float(high), data.get("label"))
+
+    def _dose(self, doc: Document, ptr: str, data: dict[str, Any], report: Any, prepared_drugs: set[str]) -> DoseSpec:
+        q = {k: self._quantity(data.get(k), f"{ptr}/{k}", report) for k in ("range", "typical", "maximum", "cap", "alternative")}
+        rng = q["range"]
+        unit = parse_unit(rng.unit) if rng else None
+        if data.get("remaining_after"):
+            ft = self.vocab.get(data["remaining_after"])
+            if ft is None or ft.kind != "number":
+                report(f"{ptr}/remaining_after", f"'{data['remaining_after']}' is not a numeric fact", None)
+        if data.get("pump_rate"):
+            if unit is None or unit.dimension != "mass" or unit.per_time is None:
+                report(f"{ptr}/pump_rate", f"a pump rate needs a mass-per-time dose, not {rng.unit if rng else '?'}", None)
+            if data["drug"] not in prepared_drugs:
+                report(f"{ptr}/pump_rate", f"no preparation of '{data['drug']}' is declared", "add one under preparations:")
+        if q["cap"] is not None and (unit is None or not unit.per_kg):
+            report(f"{ptr}/cap", "a cap bounds a weight-based dose; this dose is not per kg", None)
+        return DoseSpec(
+            drug=data["drug"], range=rng, typical=q["typical"], maximum=q["maximum"], cap=q["cap"],
+            alternative=q["alternative"], remaining_after=data.get("remaining_after"), route=data.get("route"),
+            frequency=data.get("frequency"), within=data.get("within"), pump_rate=bool(data.get("pump_rate")),
+            stated_equivalents=tuple(data.get("stated_equivalents", ())),
+        )
+
+    # -- examples and engine --------------------------------------------------
+    def _examples(self) -> None:
+        from .validate import _semantic_problems
+
+        for doc, items in self._sections("rules"):
+            for i, item in enumerate(items):
+                for j, ex in enumerate(item.get("examples", [])):
+                    base = ("rules", i, "examples", j, "state")
+                    found = schema_problems(doc, STATE_SCHEMA, base=base, data=ex["state"])
+                    if not found:
+                        found = [Problem(p.message, suggestion=p.suggestion, **doc.where("/" + "/".join(map(str, base)) + (p.pointer or "")))
+                                 for p in _semantic_problems(ex["state"], None)]
+                    self.problems.extend(replace(p, rule_id=item["id"]) for p in found)
+
+    def _engine_check(self, pack: RulePack) -> None:
+        """Build the engine now, so that anything it refuses fails at load time."""
+        from .evaluate import prepare
+
+        prepare(pack)
+
+
+def condition_facts(cond: Condition) -> set[str]:
+    """Fact paths a condition reads."""
+    out: set[str] = set()
+    for leaf in leaves(cond):
+        out.update(leaf.facts())
+    return out
