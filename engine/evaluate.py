@@ -128,7 +128,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         raise PatientStateError([Problem("a patient state must be a mapping of sections", pointer="")])
     check_state(state, document)
     facts = flatten_state(state)
-    missing_of = derive(pack.derived, facts)
+    derivation = derive(pack.derived, facts)
+    missing_of = derivation.missing_of
     slot = _slot(pack)
     evaluator = slot.get(pack)
     try:
@@ -149,7 +150,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
                     f"engine fired '{rule.id}' but its condition is {v.truth}; refusing to answer",
                     rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
                 )
-            recommendations.append(_recommendation(pack, rule, v.evidence, facts))
+            recommendations.append(_recommendation(pack, rule, derivation.expand(v.evidence), facts))
         elif not evaluator.reads[rule.id] <= facts.keys():
             v = verdict(rule.when, facts, missing_of)
             if v.truth is None:

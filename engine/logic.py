@@ -111,18 +111,46 @@ def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, 
     return Verdict(not decisive, evidence=tuple(e for v in children for e in v.evidence))
 
 
-def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> dict[str, frozenset[str]]:
+@dataclass
+class Derivation:
+    """What :func:`derive` learnt: for unknown derived facts the missing inputs, for known ones the evidence."""
+
+    missing_of: dict[str, frozenset[str]]
+    why: dict[str, tuple[Evidence, ...]]
+
+    def expand(self, evidence: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
+        """Evidence with every derived fact followed by the input facts that decided it (no repeats)."""
+        out: list[Evidence] = []
+        seen: set[tuple[str, str]] = set()
+
+        def add(items: tuple[Evidence, ...]) -> None:
+            for e in items:
+                if (e.fact, e.test) in seen:
+                    continue
+                seen.add((e.fact, e.test))
+                out.append(e)
+                if e.fact in self.why:
+                    add(self.why[e.fact])
+
+        add(evidence)
+        return tuple(out)
+
+
+def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
     """Add the pack's derived facts to ``facts`` in place (they are in dependency order).
 
-    A derived fact that cannot be decided is left absent; the returned mapping gives,
-    for each such fact, the input facts whose absence made it unknown.
+    A derived fact that cannot be decided is left absent; ``missing_of`` gives, for each
+    such fact, the input facts whose absence made it unknown. ``why`` gives, for each
+    decided one, the evidence that decided it.
     """
     missing_of: dict[str, frozenset[str]] = {}
+    why: dict[str, tuple[Evidence, ...]] = {}
     for d in derived:
         if d.product is not None:
             a, b = d.product
             if a in facts and b in facts:
                 facts[d.name] = facts[a] * facts[b]
+                why[d.name] = (Evidence(a, f"{a} (factor)", facts[a]), Evidence(b, f"{b} (factor)", facts[b]))
             else:
                 missing_of[d.name] = frozenset().union(
                     *(missing_of.get(p, frozenset((p,))) for p in (a, b) if p not in facts)
@@ -134,10 +162,13 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> dict[str, fro
                 missing_of[d.name] = v.missing
             else:
                 facts[d.name] = v.truth
+                why[d.name] = v.evidence
             continue
         pending: set[str] = set()
+        decided: tuple[Evidence, ...] = ()
         for cond, value in d.cases:
             v = verdict(cond, facts, missing_of)
+            decided += v.evidence
             if v.truth is True:
                 break
             if v.truth is None:
@@ -150,4 +181,5 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> dict[str, fro
             missing_of[d.name] = frozenset(pending)
         else:
             facts[d.name] = value
-    return missing_of
+            why[d.name] = decided
+    return Derivation(missing_of, why)

@@ -353,3 +353,16 @@ class Result:
             "derived": dict(self.derived),
             "warnings": list(self.warnings),
         }
+
+
+def render_condition(cond: Condition, indent: str = "") -> list[str]:
+    """A condition as indented text lines (for ``rules show`` and explanations)."""
+    if isinstance(cond, Compare):
+        return [indent + cond.describe()]
+    if isinstance(cond, Not):
+        return [indent + "not:"] + render_condition(cond.child, indent + "  ")
+    head = "all of:" if isinstance(cond, All) else "any of:"
+    out = [indent + head]
+    for child in cond.children:
+        out.extend(render_condition(child, indent + "  "))
+    return out

@@ -1,0 +1,57 @@
+"""What every command shares: the ``--json`` and ``--rules`` options, error reporting, output."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from pressor.engine.errors import EvaluationError, PressorError
+
+from . import exit_codes
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout (human text goes to stderr).")
+rules_option = click.option(
+    "--rules", "rules_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+    help="Rule pack directory (default: the bundled pack).",
+)
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document to stdout."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def say(text: str = "", **style: Any) -> None:
+    """Human text, to stderr."""
+    click.secho(text, err=True, **style)
+
+
+def report_error(exc: PressorError, as_json: bool, *, limit: int = 10) -> None:
+    """Print an error: every problem with ``--json`` (stdout), the first ``limit`` otherwise (stderr)."""
+    if as_json:
+        emit_json(exc.to_dict())
+    problems = exc.problems or []
+    for problem in problems[:limit]:
+        say(f"error: {problem}", fg="red")
+    if len(problems) > limit:
+        say(f"... and {len(problems) - limit} more problems (use --json to see all)", fg="red")
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn :class:`PressorError` into a clear message and its exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EvaluationError as exc:
+            report_error(exc, kwargs.get("as_json", False))
+            sys.exit(exit_codes.ENGINE_FAILURE)
+        except PressorError as exc:
+            report_error(exc, kwargs.get("as_json", False))
+            sys.exit(exit_codes.INVALID)
+
+    return wrapper

@@ -1,0 +1,88 @@
+"""Human text for the bedside: critical first, each line with its citations and dose."""
+from __future__ import annotations
+
+from typing import Any
+
+from pressor.engine.model import Result
+
+_BADGE = {"critical": ("CRITICAL", "red"), "warning": ("WARNING", "yellow"), "info": ("INFO", "cyan")}
+_MARK = {"do": "+", "avoid": "x", "monitor": "~", "consider": "?"}
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def quantity(q: dict[str, Any]) -> str:
+    """``0.02-0.05 mcg/kg/min`` or ``0.1 mcg/kg/min``."""
+    body = f"{_num(q['low'])}-{_num(q['high'])}" if "low" in q else _num(q["value"])
+    text = f"{body} {q['unit']}"
+    if "capped_at" in q:
+        text += f" (capped at {_num(q['capped_at'])})"
+    return text
+
+
+def citations(cites: list[dict[str, Any]]) -> str:
+    """``[1,2,7?]``: a question mark marks a reference the source cites but does not list."""
+    return "[" + ",".join(f"{c['number']}" + ("" if c["resolved"] else "?") for c in cites) + "]"
+
+
+def dose_lines(dose: dict[str, Any]) -> list[str]:
+    """The dose block of one recommendation."""
+    lines = [f"dose: {dose['drug']} {quantity(dose['range'])}"
+             + (f", {dose['route']}" if dose.get("route") else "")
+             + (f", {dose['frequency']}" if dose.get("frequency") else "")
+             + (f", within {dose['within']}" if dose.get("within") else "")]
+    for key, label in (("typical", "usual range"), ("maximum", "maximum"), ("alternative", "alternative"), ("cap", "at most")):
+        if key in dose:
+            lines.append(f"  {label}: {quantity(dose[key])}" + (f" ({dose[key]['label']})" if dose[key].get("label") else ""))
+    fw = dose.get("for_weight")
+    if fw:
+        text = f"  for {_num(fw['weight_kg'])} kg: {quantity(fw['range'])}"
+        if "remaining" in fw:
+            text += f"; already given {quantity(fw['already_given'])}, still to give {quantity(fw['remaining'])}"
+        lines.append(text)
+        for key in ("typical", "maximum", "alternative"):
+            if key in fw:
+                lines.append(f"    {key}: {quantity(fw[key])}")
+    for rate in dose.get("pump_rates", []):
+        mlh = f"{_num(rate['low_ml_h'])}-{_num(rate['high_ml_h'])}" if "low_ml_h" in rate else _num(rate["ml_h"])
+        lines.append(f"  pump: {mlh} mL/h at {_num(rate['concentration_mcg_ml'])} mcg/mL ({rate['preparation']})")
+    if dose.get("missing"):
+        lines.append(f"  no weight-based figures: missing {', '.join(dose['missing'])}")
+    return lines
+
+
+def result_text(result: Result, *, color: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """The whole report as (line, click style) pairs."""
+    data = result.to_dict()
+    pack = data["pack"]
+    out: list[tuple[str, dict[str, Any]]] = [
+        (f"pressor: {pack['name']} {pack['version']} (sha256 {pack['sha256'][:12]}), evaluated {data['evaluated_at']}", {"bold": True}),
+    ]
+    recs = data["recommendations"]
+    if not recs:
+        out.append(("No recommendation applies to this patient state.", {}))
+    current = None
+    for rec in recs:
+        if rec["severity"] != current:
+            current = rec["severity"]
+            label, colour = _BADGE[current]
+            out.append(("", {}))
+            out.append((label, {"fg": colour, "bold": True}))
+        mark = _MARK[rec["kind"]]
+        draft = "" if rec["status"] == "approved" else f" [{rec['status'].upper()}]"
+        out.append((f" {mark} {rec['summary']} {citations(rec['citations'])}{draft}", {"fg": _BADGE[rec["severity"]][1]} if rec["severity"] == "critical" else {}))
+        out.append((f"     {rec['rule_id']} v{rec['rule_version']}; because " + "; ".join(e["test"] for e in rec["evidence"][:4])
+                    + (" ..." if len(rec["evidence"]) > 4 else ""), {"dim": True}))
+        if "dose" in rec:
+            out.extend((f"     {line}", {}) for line in dose_lines(rec["dose"]))
+    if data["not_evaluable"]:
+        out.append(("", {}))
+        out.append((f"COULD NOT DECIDE ({len(data['not_evaluable'])} rules; these facts are unknown)", {"bold": True}))
+        for ne in data["not_evaluable"]:
+            out.append((f" - {ne['rule_id']}: missing {', '.join(ne['missing'])}", {}))
+    for warning in data["warnings"]:
+        out.append((f"note: {warning}", {"fg": "yellow"}))
+    out.append(("Citations marked ? are cited by the source but absent from its reference list.", {"dim": True}))
+    return out

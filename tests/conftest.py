@@ -1,0 +1,34 @@
+"""Shared fixtures: the bundled pack (loaded once), a pinned clock, the result schema."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pressor.engine.pack import load_pack
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """The bundled rule pack, loaded and compiled once for the whole run."""
+    return load_pack(check_examples=True)
+
+
+@pytest.fixture
+def now() -> datetime:
+    """A fixed evaluation time: tests never read the wall clock."""
+    return NOW
+
+
+@pytest.fixture(scope="session")
+def result_validator():
+    """Validates any JSON result against schemas/result.schema.json."""
+    schema = json.loads(resources.files("pressor.schemas").joinpath("result.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
