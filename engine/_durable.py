@@ -13,8 +13,14 @@ It drives the C module ``durable_rules_engine`` directly (never ``durable.lang``
 * numbers are written without a bare exponent (error 204), NaN/Infinity never reach
   it, facts are type-checked upstream, and 32-bit FNV-1a name hashes are checked
   for collisions when a matcher is built;
-* any engine failure discards the matcher (its rulesets may be unusable) and is
-  raised as :class:`~pressor.engine.errors.EvaluationError`;
+* any engine failure discards the matcher (its rulesets may be unusable, and a later
+  call into them can segfault: they are never touched again) and is raised as
+  :class:`~pressor.engine.errors.EvaluationError`;
+* ``delete_state`` is never called: measured here, it corrupts the heap ("double free
+  or corruption", "free(): invalid pointer") on our rulesets as soon as PyYAML is
+  imported in the same process. :meth:`Matcher.close` frees rulesets with
+  ``delete_ruleset`` only, which leaves the one session per shard behind (about
+  0.65 MB per rebuild of the bundled pack); rebuilds happen only on pack reload;
 * one lock per matcher: the C extension's state is not safe for concurrent use.
 
 Conditions arrive here already in *positive* form: negation pushed down to the
@@ -181,7 +187,7 @@ class Matcher:
                 }
                 self._handles.append(_dre.create_ruleset(name, _dumps(ruleset)))
         except Exception as exc:  # durable-rules raises its own bare error type
-            self.close()
+            self._handles = None  # a half-built set is abandoned, never touched again
             raise RuleFileError.single(f"durable-rules refused the compiled rules: {exc}") from exc
 
     @property
@@ -208,23 +214,16 @@ class Matcher:
                                 message = (None, nxt) if nxt else None
                     finally:
                         _dre.retract_fact(handle, payload)
-                except Exception as exc:  # engine state may now be unusable: discard it
-                    self.close()
+                except Exception as exc:  # engine state may now be unusable: abandon it untouched
+                    self._handles = None
                     raise EvaluationError.single(f"durable-rules failed during evaluation: {exc}") from exc
         return fired
 
     def close(self) -> None:
-        """Free the engine's rulesets. Safe to call twice."""
+        """Free the engine's rulesets (not their sessions: see the module notes). Safe to call twice."""
         handles, self._handles = self._handles, None
         for handle in handles or ():
-            try:
-                _dre.delete_state(handle, _SESSION)
-            except Exception:  # noqa: S110 - freeing memory is best effort once a ruleset failed
-                pass
-            try:
-                _dre.delete_ruleset(handle)
-            except Exception:  # noqa: S110
-                pass
+            _dre.delete_ruleset(handle)
 
 
 def _names_in(conditions: Iterable[dict[str, Any]]) -> set[str]:

@@ -7,6 +7,7 @@ No weight, no weight-based figure: ``patient.weight_kg`` is reported as missing.
 """
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping
 
 from .model import DoseSpec, Preparation, Quantity
@@ -18,7 +19,9 @@ PEDIATRIC = "derived.pediatric"
 
 
 def _r(x: float, places: int = 2) -> float:
-    return float(round(x + 0.0, places))
+    """Round half up at ``places`` decimals (5.85 mL/h -> 5.9), immune to binary noise."""
+    exact = Decimal(repr(round(x, 9)))
+    return float(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def _scaled(q: Quantity, factor: float, unit: str, cap: float | None = None, places: int = 2) -> dict[str, Any]:

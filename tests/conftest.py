@@ -21,7 +21,7 @@ def pack():
     return load_pack(check_examples=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def now() -> datetime:
     """A fixed evaluation time: tests never read the wall clock."""
     return NOW

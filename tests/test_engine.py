@@ -1,0 +1,213 @@
+"""The durable-rules adapter against the plain-Python reference semantics."""
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from pressor.engine import _durable
+from pressor.engine.compile import to_engine
+from pressor.engine.errors import EvaluationError, RuleFileError
+from pressor.engine.evaluate import _engine_fact, evaluate, flatten_state
+from pressor.engine.logic import derive, truth
+from pressor.engine.model import All, Any_, Compare, Not
+from pressor.engine.pack import load_pack
+
+from .strategies import patient_states
+
+NUMS = ["vitals__a", "vitals__b", "vitals__c"]
+BOOLS = ["flags__x", "flags__y"]
+ENUM = ("septic", "cardiogenic", "none")
+
+
+def _random_leaf(rng: random.Random) -> Compare:
+    kind = rng.choice(["num", "num", "bool", "enum", "known"])
+    if kind == "num":
+        op = rng.choice(["<", "<=", ">", ">=", "==", "!=", "in"])
+        value = tuple(rng.sample([0, 1, 2.5, 65, 70], 2)) if op == "in" else rng.choice([0, 1, 2.5, 65, 70, 1.0e-05])
+        return Compare(rng.choice(NUMS).replace("__", "."), op, value)
+    if kind == "bool":
+        return Compare(rng.choice(BOOLS).replace("__", "."), rng.choice(["==", "!="]), rng.choice([True, False]))
+    if kind == "enum":
+        op = rng.choice(["==", "!=", "in"])
+        return Compare("shock.type", op, tuple(rng.sample(ENUM, 2)) if op == "in" else rng.choice(ENUM))
+    return Compare(rng.choice(NUMS + BOOLS).replace("__", "."), rng.choice(["known", "unknown"]))
+
+
+def _random_condition(rng: random.Random, depth: int = 0):
+    if depth >= 3 or rng.random() < 0.35:
+        return _random_leaf(rng)
+    roll = rng.random()
+    if roll < 0.2:
+        return Not(_random_condition(rng, depth + 1))
+    kids = tuple(_random_condition(rng, depth + 1) for _ in range(rng.randint(1, 3)))
+    return All(kids) if roll < 0.6 else Any_(kids)
+
+
+def _random_facts(rng: random.Random) -> dict:
+    facts: dict = {}
+    for name in NUMS:
+        if rng.random() < 0.75:
+            facts[name.replace("__", ".")] = rng.choice([0, 1, 2.5, 65, 70, 64.99, 70.01, 1.0e-05, 3])
+    for name in BOOLS:
+        if rng.random() < 0.75:
+            facts[name.replace("__", ".")] = rng.choice([True, False])
+    if rng.random() < 0.75:
+        facts["shock.type"] = rng.choice(ENUM)
+    return facts
+
+
+def test_engine_matches_reference_on_random_rules_and_facts():
+    """300 random rules (nested all/any/not, every operator) x 1,000 random facts: zero mismatches."""
+    rng = random.Random(20261124)
+    rules = {f"r{i}": _random_condition(rng) for i in range(300)}
+    matcher = _durable.Matcher({k: to_engine(c) for k, c in rules.items()})
+    try:
+        assert len(matcher.shard_sizes) > 1  # the generated set must exercise sharding
+        for _ in range(1000):
+            facts = _random_facts(rng)
+            expected = {k for k, c in rules.items() if truth(c, facts) is True}
+            assert matcher.match(_engine_fact(facts, {})) == expected, facts
+    finally:
+        matcher.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(state=patient_states())
+def test_pack_firings_equal_reference_semantics(pack, now, state):
+    """For the shipped pack, what durable-rules fires is exactly what Kleene logic says is TRUE."""
+    facts = flatten_state(state)
+    derive(pack.derived, facts)
+    expected = {r.id for r in pack.rules if truth(r.when, facts) is True}
+    matcher = pack.cache["engine"].get(pack).matcher
+    assert matcher.match(_engine_fact(facts, pack.array_members)) == expected
+    result = evaluate(pack, state, now=now, include_draft=True)
+    assert set(result.fired_ids()) == {r.id for r in pack.rules if r.id in expected and r.status != "retired"}
+
+
+def test_stress_more_alpha_tests_on_one_fact_than_one_ruleset_allows():
+    """640 rules on one fact, all satisfied at once: sharding keeps every ruleset under error 303."""
+    rules = {f"t{i}": Compare("vitals.map_mmhg", ">", float(i) / 10) for i in range(640)}
+    matcher = _durable.Matcher({k: to_engine(c) for k, c in rules.items()})
+    try:
+        assert max(matcher.shard_sizes) <= _durable.MAX_TESTS_PER_SHARD
+        assert matcher.match({"vitals__map_mmhg": 100}) == set(rules)
+        assert matcher.match({"vitals__map_mmhg": 0}) == set()
+    finally:
+        matcher.close()
+
+
+def _greedy_state(pack) -> tuple[dict, int, int]:
+    """A state that satisfies as many of the pack's comparisons on input facts as one state can.
+
+    For each input fact, pick the candidate value (each threshold and either side of it)
+    that makes the most comparisons true. Returns the state, the comparisons it satisfies
+    and the number of comparisons on input facts.
+    """
+    from pressor.engine.logic import compare
+    from pressor.engine.model import leaves
+
+    from .strategies import VOCAB
+
+    by_fact: dict[str, list] = {}
+    for rule in pack.rules:
+        for leaf in leaves(rule.when):
+            if leaf.fact in VOCAB and leaf.op not in ("known", "unknown"):
+                by_fact.setdefault(leaf.fact, []).append(leaf)
+    state: dict = {}
+    satisfied = 0
+    for fact, tests in by_fact.items():
+        ft = VOCAB[fact]
+        if ft.kind == "boolean":
+            options = [True, False]
+        elif ft.kind == "enum":
+            options = list(ft.values)
+        elif ft.kind == "array":
+            options = [list(ft.values)]
+        else:
+            points = {v for t in tests for v in (t.value if isinstance(t.value, tuple) else (t.value,))}
+            options = [p + d for p in points for d in (-0.01, 0, 0.01) if ft.minimum < p + d <= ft.maximum]
+        best = max(options, key=lambda o: sum(bool(compare(t, {fact: o})) for t in tests))
+        satisfied += sum(bool(compare(t, {fact: best})) for t in tests)
+        section, _, key = fact.partition(".")
+        if key:
+            state.setdefault(section, {})[key] = best
+        else:
+            state[section] = best
+    state.get("vitals", {}).pop("map_mmhg", None)  # keep the pressures consistent with each other
+    return state, satisfied, sum(len(t) for t in by_fact.values())
+
+
+def test_stress_state_satisfying_as_many_conditions_as_possible(pack, now):
+    """The state matching the most comparisons at once fires exactly what the reference says."""
+    state, satisfied, total = _greedy_state(pack)
+    assert satisfied >= total // 2
+    facts = flatten_state(state)
+    derive(pack.derived, facts)
+    expected = {r.id for r in pack.rules if truth(r.when, facts) is True}
+    result = evaluate(pack, state, now=now, include_draft=True)
+    assert set(result.fired_ids()) == expected
+    assert len(expected) >= 10
+
+
+def test_concurrent_evaluations_from_threads_are_correct(pack, now):
+    from hypothesis import find  # noqa: F401 - hypothesis is only used for its generator below
+
+    states = [patient_states().example() for _ in range(40)]
+    expected = [evaluate(pack, s, now=now).to_dict() for s in states]
+    errors: list[str] = []
+
+    def worker(offset: int) -> None:
+        for i in range(200):
+            k = (i + offset) % len(states)
+            if evaluate(pack, states[k], now=now).to_dict() != expected[k]:
+                errors.append(f"thread {offset} state {k}")
+
+    threads = [threading.Thread(target=worker, args=(n * 7,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_engine_failure_is_translated_and_the_engine_rebuilt(monkeypatch, now):
+    fresh = load_pack()
+    state = {"vitals": {"sbp_mmhg": 65, "dbp_mmhg": 40}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
+    before = evaluate(fresh, state, now=now).fired_ids()
+
+    def broken(*_args):
+        raise _durable._dre.error("Could not assert fact, error code: 303")
+
+    with monkeypatch.context() as m:
+        m.setattr(_durable._dre, "assert_fact", broken)
+        with pytest.raises(EvaluationError, match="durable-rules failed"):
+            evaluate(fresh, state, now=now)
+    assert evaluate(fresh, state, now=now).fired_ids() == before
+
+
+def test_fnv_collisions_are_detected_at_build_time():
+    assert _durable.fnv1a_32("lab_512789") == _durable.fnv1a_32("lab_749192")
+    assert _durable.check_name_hashes(["lab_512789", "lab_749192", "other"]) == [("lab_512789", "lab_749192")]
+    with pytest.raises(RuleFileError, match="share a 32-bit hash"):
+        _durable.Matcher({"a": {"lab_512789": 1}, "b": {"lab_749192": 1}})
+
+
+@pytest.mark.parametrize("value, text", [(1e-05, "1.0e-05"), (1e16, "1.0e+16"), (0.1, "0.1"), (65, "65"), (True, "true")])
+def test_numbers_reach_the_engine_without_bare_exponents(value, text):
+    assert _durable.number_json(value) == text
+
+
+def test_empty_groups_never_reach_the_engine():
+    with pytest.raises(ValueError, match="empty group"):
+        _durable.group("$and", [])
+
+
+def test_no_module_but_the_adapter_imports_durable_rules():
+    from pathlib import Path
+
+    engine_dir = Path(_durable.__file__).parent
+    importers = [p.name for p in engine_dir.glob("*.py") if "durable_rules" in p.read_text() and p.name != "_durable.py"]
+    assert importers == []
