@@ -125,7 +125,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     :class:`EvaluationError` if the engine fails (the engine is rebuilt for the next call).
     """
     if not isinstance(state, Mapping):
-        raise PatientStateError([Problem("a patient state must be a mapping of sections", pointer="")])
+        where = document.where("") if document is not None else {"pointer": ""}
+        raise PatientStateError([Problem("a patient state must be a mapping of sections (patient, vitals, ...)", **where)])
     check_state(state, document)
     facts = flatten_state(state)
     derivation = derive(pack.derived, facts)

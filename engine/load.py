@@ -166,13 +166,15 @@ _SCALARS = yaml.SafeLoader("")  # only its scalar constructors are used
 
 
 def _walk(node: yaml.Node, path: list[Any], positions: dict[str, tuple[int, int]], *,
-          file: str | None = None, seen: set[int] | None = None) -> Any:
+          file: str | None = None, seen: set[int] | None = None, mark: Any = None) -> Any:
     """Build plain Python data from a node tree, recording each pointer's position.
 
     The composer resolves an alias to the very node it names, so a collection node met
     twice is an alias: it is refused before anything is expanded (no alias bombs).
+    A mapping entry is located at its key (``mark``), where an editor would look.
     """
-    positions[pointer_of(path)] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    mark = mark or node.start_mark
+    positions[pointer_of(path)] = (mark.line + 1, mark.column + 1)
     if seen is not None and not isinstance(node, yaml.ScalarNode):
         if id(node) in seen:
             raise InputError.single(
@@ -193,7 +195,7 @@ def _walk(node: yaml.Node, path: list[Any], positions: dict[str, tuple[int, int]
                     line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
                     pointer=pointer_of(path + [key]), suggestion="each key may appear once",
                 )
-            out[key] = _walk(value_node, path + [key], positions, file=file, seen=seen)
+            out[key] = _walk(value_node, path + [key], positions, file=file, seen=seen, mark=key_node.start_mark)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(child, path + [i], positions, file=file, seen=seen) for i, child in enumerate(node.value)]
