@@ -13,6 +13,11 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+def _because(e: dict[str, Any]) -> str:
+    shown = "" if e["fact"].startswith("derived.") or isinstance(e["value"], bool) else f" ({e['value']})"
+    return ("" if e["holds"] else "not ") + e["test"] + shown
+
+
 def quantity(q: dict[str, Any]) -> str:
     """``0.02-0.05 mcg/kg/min`` or ``0.1 mcg/kg/min``."""
     body = f"{_num(q['low'])}-{_num(q['high'])}" if "low" in q else _num(q["value"])
@@ -73,8 +78,8 @@ def result_text(result: Result, *, color: bool = True) -> list[tuple[str, dict[s
         mark = _MARK[rec["kind"]]
         draft = "" if rec["status"] == "approved" else f" [{rec['status'].upper()}]"
         out.append((f" {mark} {rec['summary']} {citations(rec['citations'])}{draft}", {"fg": _BADGE[rec["severity"]][1]} if rec["severity"] == "critical" else {}))
-        out.append((f"     {rec['rule_id']} v{rec['rule_version']}; because " + "; ".join(e["test"] for e in rec["evidence"][:4])
-                    + (" ..." if len(rec["evidence"]) > 4 else ""), {"dim": True}))
+        out.append((f"     {rec['rule_id']} v{rec['rule_version']}; because " + "; ".join(map(_because, rec["evidence"][:5]))
+                    + (" ..." if len(rec["evidence"]) > 5 else ""), {"dim": True}))
         if "dose" in rec:
             out.extend((f"     {line}", {}) for line in dose_lines(rec["dose"]))
     if data["not_evaluable"]:

@@ -92,7 +92,7 @@ def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, 
                     missing |= missing_of.get(path, frozenset((path,)))
             return Verdict(None, frozenset(missing))
         shown = facts.get(cond.fact) if cond.op not in ("known", "unknown") else (cond.fact in facts)
-        return Verdict(t, evidence=(Evidence(cond.fact, cond.describe(), shown),))
+        return Verdict(t, evidence=(Evidence(cond.fact, cond.describe(), shown, bool(t)),))
     if isinstance(cond, Not):
         inner = verdict(cond.child, facts, missing_of)
         if inner.truth is None:
@@ -150,7 +150,7 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
             a, b = d.product
             if a in facts and b in facts:
                 facts[d.name] = facts[a] * facts[b]
-                why[d.name] = (Evidence(a, f"{a} (factor)", facts[a]), Evidence(b, f"{b} (factor)", facts[b]))
+                why[d.name] = (Evidence(a, f"{a} is a factor of {d.name}", facts[a]), Evidence(b, f"{b} is a factor of {d.name}", facts[b]))
             else:
                 missing_of[d.name] = frozenset().union(
                     *(missing_of.get(p, frozenset((p,))) for p in (a, b) if p not in facts)

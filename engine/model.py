@@ -255,15 +255,16 @@ SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 @dataclass(frozen=True)
 class Evidence:
-    """One fact that decided a comparison: its path, the test, and the value seen."""
+    """One fact that decided a comparison: its path, the test, the value seen, and whether the test held."""
 
     fact: str
     test: str
     value: Any
+    holds: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"fact": self.fact, "test": self.test, "value": self.value}
+        return {"fact": self.fact, "test": self.test, "value": self.value, "holds": self.holds}
 
 
 @dataclass(frozen=True)
