@@ -29,6 +29,7 @@ which the condition is TRUE under Kleene logic.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -39,8 +40,9 @@ import durable_rules_engine as _dre
 
 from .errors import EvaluationError, RuleFileError
 
-#: Alpha tests (distinct leaf comparisons) per shard; the engine fails at 64 on one fact.
-MAX_TESTS_PER_SHARD = 40
+#: Leaf comparisons per shard. The engine fails past 64 alpha tests matching one fact; a
+#: shard's tests (plus the shared ``_ps`` guard) bound how many one fact can match.
+MAX_TESTS_PER_SHARD = 56
 #: Rules per shard, well below the 512 conditions the engine stops returning at.
 MAX_RULES_PER_SHARD = 48
 
@@ -96,9 +98,14 @@ def _value_json(value: Any) -> str:
     raise TypeError(f"unsupported fact value {value!r}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_json(name: str) -> str:
+    return json.dumps(name) + ":"
+
+
 def fact_json(flat: Mapping[str, Any]) -> str:
     """Serialise one flat fact (name -> scalar) the way the engine needs it."""
-    parts = [f"{json.dumps(k)}:{_value_json(v)}" for k, v in flat.items()]
+    parts = [_key_json(k) + _value_json(v) for k, v in flat.items()]
     parts.append(f'"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1')
     return "{" + ",".join(parts) + "}"
 
@@ -209,7 +216,7 @@ class Matcher:
                         if code == 0:
                             message = _dre.start_action_for_state(handle, state)
                             while message:
-                                fired.update(json.loads(message[1]).keys())
+                                fired.add(_rule_key(message[1]))
                                 nxt = _dre.complete_and_start_action(handle, state)
                                 message = (None, nxt) if nxt else None
                     finally:
@@ -224,6 +231,12 @@ class Matcher:
         handles, self._handles = self._handles, None
         for handle in handles or ():
             _dre.delete_ruleset(handle)
+
+
+def _rule_key(message: str) -> str:
+    """The rule key of an action message ``{"<key>":{"m":{...}}}``; keys never hold quotes or escapes."""
+    start = message.index('"') + 1
+    return message[start:message.index('"', start)]
 
 
 def _names_in(conditions: Iterable[dict[str, Any]]) -> set[str]:

@@ -9,8 +9,7 @@ Truth values are ``True``, ``False`` and ``None`` (unknown: a fact it needs is a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from .model import All, Any_, Compare, Condition, Derived, Evidence, Not
 
@@ -26,8 +25,7 @@ _ORDER = {
 }
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """Outcome of a condition: truth, the facts missing if unknown, and the deciding evidence."""
 
     truth: bool | None
@@ -82,6 +80,7 @@ def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, 
     """Kleene truth with the missing facts (if unknown) or the deciding evidence (if known).
 
     ``missing_of`` maps an unknown derived fact to the input facts whose absence made it unknown.
+    For all(): the first false child decides; for any(): every true child is evidence.
     """
     if isinstance(cond, Compare):
         t = compare(cond, facts)
@@ -92,31 +91,63 @@ def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, 
                     missing |= missing_of.get(path, frozenset((path,)))
             return Verdict(None, frozenset(missing))
         shown = facts.get(cond.fact) if cond.op not in ("known", "unknown") else (cond.fact in facts)
-        return Verdict(t, evidence=(Evidence(cond.fact, cond.describe(), shown, bool(t)),))
+        return Verdict(t, evidence=(Evidence(cond.fact, cond.text, shown, t),))
     if isinstance(cond, Not):
         inner = verdict(cond.child, facts, missing_of)
         if inner.truth is None:
             return inner
         return Verdict(not inner.truth, evidence=inner.evidence)
-    children = [verdict(c, facts, missing_of) for c in cond.children]
-    decisive = False if isinstance(cond, All) else True
-    hits = [v for v in children if v.truth is decisive]
-    if hits:
-        # For all(): the first false child decides; for any(): every true child is evidence.
-        chosen = hits[:1] if isinstance(cond, All) else hits
-        return Verdict(decisive, evidence=tuple(e for v in chosen for e in v.evidence))
-    unknown = [v for v in children if v.truth is None]
+    conj = isinstance(cond, All)
+    held: list[Evidence] = []  # evidence of the children that were true
+    failed: list[Evidence] = []  # ... and of those that were false
+    unknown: list[Verdict] = []
+    for child in cond.children:
+        v = verdict(child, facts, missing_of)
+        if v.truth is None:
+            unknown.append(v)
+        elif v.truth:
+            held.extend(v.evidence)
+        elif conj:
+            return Verdict(False, evidence=v.evidence)
+        else:
+            failed.extend(v.evidence)
+    if not conj and held:
+        return Verdict(True, evidence=tuple(held))
     if unknown:
         return Verdict(None, frozenset().union(*(v.missing for v in unknown)))
-    return Verdict(not decisive, evidence=tuple(e for v in children for e in v.evidence))
+    return Verdict(True, evidence=tuple(held)) if conj else Verdict(False, evidence=tuple(failed))
 
 
-@dataclass
 class Derivation:
-    """What :func:`derive` learnt: for unknown derived facts the missing inputs, for known ones the evidence."""
+    """What :func:`derive` learnt: the inputs missing behind each unknown derived fact, and, on
+    demand, the evidence that decided each known one (built lazily: most evaluations never ask)."""
 
-    missing_of: dict[str, frozenset[str]]
-    why: dict[str, tuple[Evidence, ...]]
+    def __init__(self, derived: tuple[Derived, ...], facts: Mapping[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
+        self.missing_of = missing_of
+        self._by_name = {d.name: d for d in derived}
+        self._facts = facts
+        self._why: dict[str, tuple[Evidence, ...]] = {}
+
+    def why(self, name: str) -> tuple[Evidence, ...]:
+        """Evidence that decided the known derived fact ``name`` (empty for input facts)."""
+        d = self._by_name.get(name)
+        if d is None or name not in self._facts:
+            return ()
+        if name not in self._why:
+            facts = self._facts
+            if d.product is not None:
+                self._why[name] = tuple(Evidence(p, f"{p} is a factor of {name}", facts[p]) for p in d.product)
+            elif d.when is not None:
+                self._why[name] = verdict(d.when, facts, self.missing_of).evidence
+            else:
+                decided: tuple[Evidence, ...] = ()
+                for cond, _ in d.cases:
+                    v = verdict(cond, facts, self.missing_of)
+                    decided += v.evidence
+                    if v.truth:
+                        break
+                self._why[name] = decided
+        return self._why[name]
 
     def expand(self, evidence: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
         """Evidence with every derived fact followed by the input facts that decided it (no repeats)."""
@@ -129,8 +160,7 @@ class Derivation:
                     continue
                 seen.add((e.fact, e.test))
                 out.append(e)
-                if e.fact in self.why:
-                    add(self.why[e.fact])
+                add(self.why(e.fact))
 
         add(evidence)
         return tuple(out)
@@ -140,46 +170,36 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
     """Add the pack's derived facts to ``facts`` in place (they are in dependency order).
 
     A derived fact that cannot be decided is left absent; ``missing_of`` gives, for each
-    such fact, the input facts whose absence made it unknown. ``why`` gives, for each
-    decided one, the evidence that decided it.
+    such fact, the input facts whose absence made it unknown.
     """
     missing_of: dict[str, frozenset[str]] = {}
-    why: dict[str, tuple[Evidence, ...]] = {}
     for d in derived:
         if d.product is not None:
             a, b = d.product
             if a in facts and b in facts:
                 facts[d.name] = facts[a] * facts[b]
-                why[d.name] = (Evidence(a, f"{a} is a factor of {d.name}", facts[a]), Evidence(b, f"{b} is a factor of {d.name}", facts[b]))
             else:
                 missing_of[d.name] = frozenset().union(
                     *(missing_of.get(p, frozenset((p,))) for p in (a, b) if p not in facts)
                 )
             continue
         if d.when is not None:
-            v = verdict(d.when, facts, missing_of)
-            if v.truth is None:
-                missing_of[d.name] = v.missing
+            t = truth(d.when, facts)
+            if t is None:
+                missing_of[d.name] = verdict(d.when, facts, missing_of).missing
             else:
-                facts[d.name] = v.truth
-                why[d.name] = v.evidence
+                facts[d.name] = t
             continue
-        pending: set[str] = set()
-        decided: tuple[Evidence, ...] = ()
-        for cond, value in d.cases:
-            v = verdict(cond, facts, missing_of)
-            decided += v.evidence
-            if v.truth is True:
+        value = d.default
+        for cond, case_value in d.cases:
+            t = truth(cond, facts)
+            if t is True:
+                value = case_value
                 break
-            if v.truth is None:
-                pending |= v.missing
+            if t is None:
+                missing_of[d.name] = verdict(cond, facts, missing_of).missing
                 value = None
                 break
-        else:
-            value = d.default
-        if value is None:
-            missing_of[d.name] = frozenset(pending)
-        else:
+        if value is not None:
             facts[d.name] = value
-            why[d.name] = decided
-    return Derivation(missing_of, why)
+    return Derivation(derived, facts, missing_of)

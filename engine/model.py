@@ -16,13 +16,20 @@ class Compare:
     value: Any = None
     value_fact: str | None = None
     pointer: str = ""
+    text: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", self._text())
 
     def facts(self) -> tuple[str, ...]:
         """Fact paths this leaf reads."""
         return (self.fact,) if self.value_fact is None else (self.fact, self.value_fact)
 
     def describe(self) -> str:
-        """``vitals.sbp_mmhg < 70`` in text."""
+        """``vitals.sbp_mmhg < 70`` in text (computed once)."""
+        return self.text
+
+    def _text(self) -> str:
         if self.op in ("known", "unknown"):
             return f"{self.fact} is {self.op}"
         rhs = self.value_fact if self.value_fact is not None else _literal(self.value)

@@ -211,3 +211,14 @@ def test_no_module_but_the_adapter_imports_durable_rules():
     engine_dir = Path(_durable.__file__).parent
     importers = [p.name for p in engine_dir.glob("*.py") if "durable_rules" in p.read_text() and p.name != "_durable.py"]
     assert importers == []
+
+
+def test_evidence_of_a_true_negation_inside_any_is_kept():
+    from pressor.engine.logic import verdict
+
+    cond = Any_((Not(Compare("vitals.map_mmhg", "<", 65)), Compare("vitals.sbp_mmhg", "<", 70)))
+    v = verdict(cond, {"vitals.map_mmhg": 70, "vitals.sbp_mmhg": 90}, {})
+    assert v.truth is True
+    assert [(e.fact, e.holds) for e in v.evidence] == [("vitals.map_mmhg", False)]
+    v = verdict(All((Compare("vitals.map_mmhg", "<", 65), Compare("vitals.sbp_mmhg", "<", 70))), {"vitals.map_mmhg": 70}, {})
+    assert v.truth is False and v.evidence[0].fact == "vitals.map_mmhg"
