@@ -29,10 +29,10 @@ which the condition is TRUE under Kleene logic.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
+import re
 import threading
 from typing import Any, Iterable, Mapping
 
@@ -90,24 +90,21 @@ def number_json(x: float | int) -> str:
     return text
 
 
-def _value_json(value: Any) -> str:
-    if isinstance(value, (bool, int, float)):
-        return number_json(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    raise TypeError(f"unsupported fact value {value!r}")
-
-
-@functools.lru_cache(maxsize=4096)
-def _key_json(name: str) -> str:
-    return json.dumps(name) + ":"
+#: A number written with an exponent and no dot, right after a key: ``"x":1e-05``.
+_BARE_EXPONENT = re.compile(r'(":-?\d+)([eE][-+]?\d+)')
+_TRAILER = f',"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1}}'
 
 
 def fact_json(flat: Mapping[str, Any]) -> str:
-    """Serialise one flat fact (name -> scalar) the way the engine needs it."""
-    parts = [_key_json(k) + _value_json(v) for k, v in flat.items()]
-    parts.append(f'"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1')
-    return "{" + ",".join(parts) + "}"
+    """Serialise one flat fact (name -> bool, number or string) the way the engine needs it.
+
+    One ``json.dumps`` call, then every bare exponent (which the engine refuses with error
+    204) gets a ``.0``; the pattern is anchored after a key, so strings are never touched.
+    """
+    text = json.dumps(flat, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if "e" in text or "E" in text:
+        text = _BARE_EXPONENT.sub(r"\1.0\2", text)
+    return (text[:-1] + _TRAILER) if len(text) > 2 else _TRAILER.replace(",", "{", 1)
 
 
 def leaf(name: str, op: str, value: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from .compile import engine_name, member_name, to_engine
 from .doses import compute_dose
 from .errors import EvaluationError, PatientStateError, Problem
 from .load import Document
-from .logic import derive, truth, verdict
+from .logic import derive, unknowns, verdict
 from .model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
 from .validate import check_state
 
@@ -153,9 +153,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
                 )
             recommendations.append(_recommendation(pack, rule, derivation.expand(v.evidence), facts))
         elif not evaluator.reads[rule.id] <= facts.keys():
-            t = truth(rule.when, facts)
+            t, missing = unknowns(rule.when, facts, missing_of)
             if t is None:
-                missing = verdict(rule.when, facts, missing_of).missing
                 not_evaluable.append(NotEvaluable(rule.id, rule.version, rule.title, tuple(sorted(missing))))
             elif t:
                 raise EvaluationError.single(

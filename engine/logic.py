@@ -76,6 +76,33 @@ def truth(cond: Condition, facts: Mapping[str, Any]) -> bool | None:
     return None if unknown else False
 
 
+def unknowns(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, frozenset[str]]) -> tuple[bool | None, frozenset[str]]:
+    """Kleene truth and, if unknown, the input facts whose absence made it so (no evidence built)."""
+    if isinstance(cond, Compare):
+        t = compare(cond, facts)
+        if t is not None:
+            return t, frozenset()
+        missing: frozenset[str] = frozenset()
+        for path in cond.facts():
+            if path not in facts:
+                missing |= missing_of.get(path, frozenset((path,)))
+        return None, missing
+    if isinstance(cond, Not):
+        t, missing = unknowns(cond.child, facts, missing_of)
+        return (None if t is None else not t), missing
+    conj = isinstance(cond, All)
+    pending: list[frozenset[str]] = []
+    for child in cond.children:
+        t, missing = unknowns(child, facts, missing_of)
+        if t is None:
+            pending.append(missing)
+        elif t is not conj:
+            return t, frozenset()
+    if pending:
+        return None, frozenset().union(*pending)
+    return conj, frozenset()
+
+
 def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, frozenset[str]]) -> Verdict:
     """Kleene truth with the missing facts (if unknown) or the deciding evidence (if known).
 
@@ -184,20 +211,20 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
                 )
             continue
         if d.when is not None:
-            t = truth(d.when, facts)
+            t, missing = unknowns(d.when, facts, missing_of)
             if t is None:
-                missing_of[d.name] = verdict(d.when, facts, missing_of).missing
+                missing_of[d.name] = missing
             else:
                 facts[d.name] = t
             continue
         value = d.default
         for cond, case_value in d.cases:
-            t = truth(cond, facts)
+            t, missing = unknowns(cond, facts, missing_of)
             if t is True:
                 value = case_value
                 break
             if t is None:
-                missing_of[d.name] = verdict(cond, facts, missing_of).missing
+                missing_of[d.name] = missing
                 value = None
                 break
         if value is not None:

@@ -222,3 +222,22 @@ def test_evidence_of_a_true_negation_inside_any_is_kept():
     assert [(e.fact, e.holds) for e in v.evidence] == [("vitals.map_mmhg", False)]
     v = verdict(All((Compare("vitals.map_mmhg", "<", 65), Compare("vitals.sbp_mmhg", "<", 70))), {"vitals.map_mmhg": 70}, {})
     assert v.truth is False and v.evidence[0].fact == "vitals.map_mmhg"
+
+
+def test_fact_json_never_writes_a_bare_exponent():
+    text = _durable.fact_json({"vitals__a": 1e-05, "flags__x": True, "shock__type": "septic", "e__b": 1e16, "n": 2.5e-07})
+    assert '"vitals__a":1.0e-05' in text and '"e__b":1.0e+16' in text and '"n":2.5e-07' in text
+    assert text.endswith(',"sid":"pressor","id":"pressor-state","_ps":1}')
+    assert _durable.fact_json({}) == '{"sid":"pressor","id":"pressor-state","_ps":1}'
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(state=patient_states(presence=0.5))
+def test_unknowns_agrees_with_verdict(pack, state):
+    from pressor.engine.logic import unknowns, verdict
+
+    facts = flatten_state(state)
+    missing_of = derive(pack.derived, facts).missing_of
+    for rule in pack.rules:
+        v = verdict(rule.when, facts, missing_of)
+        assert unknowns(rule.when, facts, missing_of) == (v.truth, v.missing), rule.id
