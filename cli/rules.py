@@ -87,10 +87,9 @@ def show_rule(rule_id: str, as_json: bool, rules_dir: str | None) -> None:
     say(f"{rule.id} v{rule.version} [{rule.status}]: {rule.title}", bold=True)
     say(f"  defined at {rule.file}:{rule.line}; source section: {rule.section}"
         + (f", paragraph {rule.paragraph}" if rule.paragraph else ""))
-    if rule.source_sha256:
-        say(f"  source document sha256: {rule.source_sha256}")
-    say(f"  author: {rule.author or '(none)'}; reviewers: {', '.join(rule.reviewers) or '(none)'}")
-    say(f"  effective: {rule.effective or '(not set)'}")
+    say(f"  source document sha256: {rule.source_sha256}")
+    say(f"  author: {rule.author}; reviewers: {', '.join(rule.reviewers) or '(none listed)'}")
+    say(f"  effective: {rule.effective}")
     say("  status history:")
     for line in history_lines(rule.status_history):
         say(f"    {line}")
@@ -135,7 +134,7 @@ def rule_history(rule_id: str, as_json: bool, rules_dir: str | None) -> None:
     if as_json:
         emit_json({"rule_id": rule.id, **rule.provenance()})
         return
-    say(f"{rule.id} v{rule.version} [{rule.status}], effective {rule.effective or '(not set)'}: {rule.title}", bold=True)
+    say(f"{rule.id} v{rule.version} [{rule.status}], effective {rule.effective}: {rule.title}", bold=True)
     for line in history_lines(rule.status_history):
         say(f"  {line}")
 

@@ -284,8 +284,8 @@ class _Builder:
                     kind=rec["kind"], severity=rec["severity"], summary=rec["summary"], detail=rec["detail"].strip(),
                     drug=rec.get("drug"), citations=cites, section=item["source"]["section"],
                     paragraph=item["source"].get("paragraph"), dose=dose, notes=tuple(item.get("notes", ())),
-                    author=item.get("author"), reviewers=tuple(item.get("reviewers", ())), effective=item.get("effective"),
-                    status_history=history, source_sha256=item["source"].get("sha256"),
+                    author=item["author"], reviewers=tuple(item.get("reviewers", ())), effective=item["effective"],
+                    status_history=history, source_sha256=item["source"]["sha256"],
                     file=doc.file, line=where.get("line"), raw=item,
                 ))
         return rules
@@ -293,8 +293,8 @@ class _Builder:
     def _provenance(self, item: dict[str, Any], ptr: str, report: Any, source_doc: dict[str, Any]) -> tuple[StatusChange, ...]:
         """Check a rule's provenance against itself and the source document; the status history as model objects."""
         source = item["source"]
-        sha = source.get("sha256")
-        if sha is not None and sha != source_doc.get("sha256"):
+        sha = source["sha256"]
+        if sha != source_doc.get("sha256"):
             report(f"{ptr}/source/sha256", f"source sha256 {sha[:12]}... is not the sha256 of the source document in "
                    f"references.yaml ({str(source_doc.get('sha256'))[:12]}...)",
                    "the rule was checked against another version of the source: re-check it against the current "
@@ -304,7 +304,7 @@ class _Builder:
             close = difflib.get_close_matches(source["section"], sections, n=1)
             report(f"{ptr}/source/section", f"'{source['section']}' is not a section of the source document",
                    f"did you mean '{close[0]}'?" if close else "use a section listed in references.yaml")
-        history = item.get("status_history", [])
+        history = item["status_history"]
         dates: list[date | None] = []
         for j, entry in enumerate(history):
             try:
@@ -320,16 +320,15 @@ class _Builder:
             report(f"{ptr}/status_history/{len(history) - 1}/status",
                    f"the last status_history entry is '{history[-1]['status']}' but the rule's status is '{item['status']}'",
                    f"append an entry with status: {item['status']} (date, by, comment), or correct the rule's status")
-        if "effective" in item:
-            try:
-                effective = date.fromisoformat(item["effective"])
-            except ValueError:
-                report(f"{ptr}/effective", f"'{item['effective']}' is not a calendar date", "write YYYY-MM-DD")
-            else:
-                approved = [d for e, d in zip(history, dates) if e["status"] == "approved" and d is not None]
-                if item["status"] == "approved" and approved and effective < approved[-1]:
-                    report(f"{ptr}/effective", f"takes effect {effective}, before it was approved ({approved[-1]})",
-                           "an approved version cannot take effect before its approval")
+        try:
+            effective = date.fromisoformat(item["effective"])
+        except ValueError:
+            report(f"{ptr}/effective", f"'{item['effective']}' is not a calendar date", "write YYYY-MM-DD")
+        else:
+            approved = [d for e, d in zip(history, dates) if e["status"] == "approved" and d is not None]
+            if item["status"] == "approved" and approved and effective < approved[-1]:
+                report(f"{ptr}/effective", f"takes effect {effective}, before it was approved ({approved[-1]})",
+                       "an approved version cannot take effect before its approval")
         return tuple(StatusChange(e["date"], e["status"], e["by"], e.get("comment")) for e in history)
 
     def _quantity(self, data: dict[str, Any] | None, pointer: str, report: Any) -> Quantity | None:

@@ -210,6 +210,18 @@ def test_a_disagreement_with_the_engine_is_refused(pack, now, monkeypatch):
 
 # --- CLI ---------------------------------------------------------------------
 
+def test_cli_disagreement_exits_4(monkeypatch):
+    real = explain_module.evaluate
+
+    def engine_that_fires_nothing(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), recommendations=())
+
+    monkeypatch.setattr(explain_module, "evaluate", engine_that_fires_nothing)
+    res = run("explain", "-", stdin=json.dumps(EMERGENCY))
+    assert res.exit_code == 4
+    assert "(not_fired) disagrees with the reference logic (fired); refusing to explain" in res.stderr
+
+
 def run(*args, stdin=None):
     return CliRunner().invoke(cli, list(args), input=stdin)
 

@@ -174,6 +174,14 @@ def test_an_impossible_date_is_located_not_a_traceback(pack_copy):
     assert problem.message.startswith("'2026-02-30' is not a valid date")
 
 
+def test_a_quoted_impossible_date_is_located(pack_copy):
+    path = pack_copy("target.yaml", "- {date: 2026-11-22, status: in-review", "- {date: \"2026-11-31\", status: in-review")
+    problem = only_problem(pack_copy.dir)
+    assert problem.pointer == "/rules/0/status_history/1/date"
+    assert problem.line == line_of(path, "2026-11-31")
+    assert (problem.message, problem.suggestion) == ("'2026-11-31' is not a calendar date", "write YYYY-MM-DD")
+
+
 def test_an_approved_version_cannot_take_effect_before_its_approval(pack_copy):
     pack_copy("target.yaml", "    effective: 2026-11-24\n", "    effective: 2026-11-01\n")
     problem = only_problem(pack_copy.dir)
