@@ -149,7 +149,8 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
             raise EvaluationError.single(
                 f"the engine's outcome for '{rule.id}' ({engine}) disagrees with the reference logic "
                 f"({explanation.outcome}); refusing to explain",
-                rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+                rule_id=rule.id, file=rule.file, line=rule.line,
+                suggestion="report this: the engine and the reference semantics disagree",
             )
         explained.append(explanation)
     return Explanation(
@@ -226,6 +227,7 @@ class _Tracer:
     thresholds: Mapping[str, str]
 
     def trace(self, leaf: Compare, negated: bool) -> LeafTrace:
+        """The comparison with its value, threshold, truth and inputs."""
         facts = self.facts
         v = verdict(leaf, facts, self.derivation.missing_of)
         if leaf.value_fact is not None:

@@ -392,7 +392,7 @@ def find_rule(pack: RulePack, rule_id: str) -> Rule:
         return pack.rule(rule_id)
     except KeyError:
         close = difflib.get_close_matches(rule_id, [r.id for r in pack.rules], n=1)
-        raise InputError.single(f"no rule '{rule_id}' in {pack.name}",
+        raise InputError.single(f"no rule '{rule_id}' in {pack.name}", file=pack.directory,
                                 suggestion=f"did you mean '{close[0]}'?" if close else "see 'pressor rules list'") from None
 
 

@@ -1,6 +1,7 @@
 """Hypothesis strategies for patient states, read off ``schemas/patient-state.schema.json``.
 
-Every section and every fact may be absent (absent = unknown). Numbers come mostly
+Every section and every fact may be absent (absent = unknown); half the time a state or
+section is drawn complete, so that most rules are decided as well. Numbers come mostly
 from the values where rules change their answer: each threshold the bundled pack
 compares a fact with, its neighbours on both sides, the schema's bounds and a few
 cross-fact edges (MAP against its 65/70 targets, 20 mL/kg x 50 kg = 1 L); otherwise
@@ -95,8 +96,9 @@ def _value(path: str, node: dict[str, Any], edges: dict[str, set[float]]) -> st.
 
 
 def _section(name: str, node: dict[str, Any], edges: dict[str, set[float]]) -> st.SearchStrategy[dict[str, Any]]:
+    """A section with any of its facts absent, or (as often) with all of them, so that rules get decided too."""
     props = {key: _value(f"{name}.{key}", child, edges) for key, child in node["properties"].items()}
-    return st.fixed_dictionaries({}, optional=props)
+    return st.one_of(st.fixed_dictionaries(props), st.fixed_dictionaries({}, optional=props))
 
 
 @st.composite
@@ -138,4 +140,4 @@ def patient_states(pack: Any = None) -> st.SearchStrategy[dict[str, Any]]:
         else:
             sections[name] = _value(name, node, edges)
     sections["vitals"] = _consistent_vitals(sections["vitals"], edges)
-    return st.fixed_dictionaries({}, optional=sections)
+    return st.one_of(st.fixed_dictionaries(sections), st.fixed_dictionaries({}, optional=sections))
