@@ -206,7 +206,7 @@ def _scalar(node: yaml.Node, file: str | None) -> Any:
         value = _SCALARS.construct_object(node)
     except ValueError as exc:  # a date-shaped scalar that is not a date, e.g. 2026-02-30
         raise InputError.single(
-            f"'{node.value}' is not a valid date ({exc})", file=file or "<input>",
+            f"'{node.value}' is not a valid date or time ({exc})", file=file or "<input>",
             line=node.start_mark.line + 1, column=node.start_mark.column + 1,
             suggestion="write a real calendar date, YYYY-MM-DD",
         ) from exc

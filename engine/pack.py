@@ -99,7 +99,7 @@ class _Builder:
         references = self._references(refs_doc, refs_meta)
         derived = self._derived(references)
         preparations = self._preparations(references)
-        rules = self._rules(references, {p.drug for p in preparations}, refs_meta.get("document", {}))
+        rules = self._rules(references, {p.drug for p in preparations}, refs_meta["document"])
         self._raise_if_problems()
         if self.check_examples:
             self._examples()
@@ -294,9 +294,9 @@ class _Builder:
         """Check a rule's provenance against itself and the source document; the status history as model objects."""
         source = item["source"]
         sha = source["sha256"]
-        if sha != source_doc.get("sha256"):
+        if sha != source_doc["sha256"]:
             report(f"{ptr}/source/sha256", f"source sha256 {sha[:12]}... is not the sha256 of the source document in "
-                   f"references.yaml ({str(source_doc.get('sha256'))[:12]}...)",
+                   f"references.yaml ({source_doc['sha256'][:12]}...)",
                    "the rule was checked against another version of the source: re-check it against the current "
                    "source, then copy references.yaml's document sha256")
         sections = source_doc.get("sections")
