@@ -210,7 +210,14 @@ def _scalar(node: yaml.Node, file: str | None) -> Any:
             "a mapping key must be a plain value", file=file,
             line=node.start_mark.line + 1, column=node.start_mark.column + 1,
         )
-    value = _SCALARS.construct_object(node)
+    try:
+        value = _SCALARS.construct_object(node)
+    except ValueError as exc:  # a date-shaped scalar that is not a date, e.g. 2026-02-30
+        raise InputError.single(
+            f"'{node.value}' is not a valid date or time ({exc})", file=file or "<input>",
+            line=node.start_mark.line + 1, column=node.start_mark.column + 1,
+            suggestion="write a real calendar date, YYYY-MM-DD",
+        ) from exc
     if isinstance(value, float) and not math.isfinite(value) and file is not None:
         raise InputError.single(
             f"'{node.value}' is not a finite number", file=file,

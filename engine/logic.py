@@ -118,7 +118,11 @@ def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, 
                     missing |= missing_of.get(path, frozenset((path,)))
             return Verdict(None, frozenset(missing))
         shown = facts.get(cond.fact) if cond.op not in ("known", "unknown") else (cond.fact in facts)
-        return Verdict(t, evidence=(Evidence(cond.fact, cond.text, shown, t),))
+        if cond.value_fact is None:
+            return Verdict(t, evidence=(Evidence(cond.fact, cond.text, shown, t),))
+        # A fact-to-fact comparison (MAP below the MAP target) is decided by both facts.
+        return Verdict(t, evidence=(Evidence(cond.fact, cond.text, shown, t),
+                                    Evidence(cond.value_fact, cond.text, facts[cond.value_fact], t)))
     if isinstance(cond, Not):
         inner = verdict(cond.child, facts, missing_of)
         if inner.truth is None:
@@ -154,6 +158,10 @@ class Derivation:
         self._by_name = {d.name: d for d in derived}
         self._facts = facts
         self._why: dict[str, tuple[Evidence, ...]] = {}
+
+    def decided(self, name: str) -> bool:
+        """True if ``name`` is a derived fact with a known value."""
+        return name in self._by_name and name in self._facts
 
     def why(self, name: str) -> tuple[Evidence, ...]:
         """Evidence that decided the known derived fact ``name`` (empty for input facts)."""

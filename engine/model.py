@@ -203,6 +203,20 @@ class Derived:
 
 
 @dataclass(frozen=True)
+class StatusChange:
+    """One entry of a rule's status history: when it took which status, by whom, and why."""
+
+    date: str
+    status: str
+    by: str
+    comment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; an absent comment is omitted."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Rule:
     """One rule of the pack, as loaded and checked."""
 
@@ -221,9 +235,27 @@ class Rule:
     drug: str | None = None
     dose: DoseSpec | None = None
     notes: tuple[str, ...] = ()
+    author: str | None = None
+    reviewers: tuple[str, ...] = ()
+    effective: str | None = None
+    status_history: tuple[StatusChange, ...] = ()
+    source_sha256: str | None = None
     file: str = ""
     line: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def provenance(self) -> dict[str, Any]:
+        """Who wrote and reviewed the rule, its status history, and the exact source it encodes."""
+        source: dict[str, Any] = {"section": self.section}
+        if self.paragraph is not None:
+            source["paragraph"] = self.paragraph
+        if self.source_sha256 is not None:
+            source["sha256"] = self.source_sha256
+        return {
+            "version": self.version, "status": self.status, "effective": self.effective, "author": self.author,
+            "reviewers": list(self.reviewers), "status_history": [s.to_dict() for s in self.status_history],
+            "source": source,
+        }
 
 
 @dataclass(frozen=True)
@@ -253,6 +285,15 @@ class RulePack:
             if rule.id == rule_id:
                 return rule
         raise KeyError(rule_id)
+
+    def manifest(self) -> dict[str, Any]:
+        """The pack's identity: name, version, the SHA-256 of every file and of the whole pack."""
+        meta = {k: self.raw_pack[k] for k in ("author", "effective") if k in self.raw_pack}
+        return {
+            "name": self.name, "version": self.version, "title": self.title, **meta,
+            "sha256": self.sha256, "directory": self.directory, "rules": len(self.rules),
+            "files": [{"name": name, "sha256": digest} for name, digest in sorted(self.files.items())],
+        }
 
 
 # --- results ----------------------------------------------------------------

@@ -5,8 +5,10 @@ as one :class:`~pressor.engine.errors.RuleFileError`, before any patient is seen
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import replace
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from .model import (
     Reference,
     Rule,
     RulePack,
+    StatusChange,
     leaves,
 )
 from .units import UnitError, parse_unit
@@ -96,7 +99,7 @@ class _Builder:
         references = self._references(refs_doc, refs_meta)
         derived = self._derived(references)
         preparations = self._preparations(references)
-        rules = self._rules(references, {p.drug for p in preparations})
+        rules = self._rules(references, {p.drug for p in preparations}, refs_meta["document"])
         self._raise_if_problems()
         if self.check_examples:
             self._examples()
@@ -255,7 +258,7 @@ class _Builder:
         return out
 
     # -- rules ----------------------------------------------------------------
-    def _rules(self, refs: dict[int, Reference], prepared_drugs: set[str]) -> list[Rule]:
+    def _rules(self, refs: dict[int, Reference], prepared_drugs: set[str], source_doc: dict[str, Any]) -> list[Rule]:
         rules: list[Rule] = []
         first_seen: dict[str, str] = {}
         for doc, items in self._sections("rules"):
@@ -272,6 +275,7 @@ class _Builder:
                 when = ConditionCompiler(self.vocab, report).parse(item["when"], f"{ptr}/when")
                 cites = self._citations(doc, f"{ptr}/citations", item["citations"], refs, rid, item["status"] == "approved")
                 dose = self._dose(doc, f"{ptr}/dose", item.get("dose"), report, prepared_drugs) if "dose" in item else None
+                history = self._provenance(item, ptr, report, source_doc)
                 if when is None:
                     continue
                 rec = item["recommend"]
@@ -280,9 +284,52 @@ class _Builder:
                     kind=rec["kind"], severity=rec["severity"], summary=rec["summary"], detail=rec["detail"].strip(),
                     drug=rec.get("drug"), citations=cites, section=item["source"]["section"],
                     paragraph=item["source"].get("paragraph"), dose=dose, notes=tuple(item.get("notes", ())),
+                    author=item["author"], reviewers=tuple(item.get("reviewers", ())), effective=item["effective"],
+                    status_history=history, source_sha256=item["source"]["sha256"],
                     file=doc.file, line=where.get("line"), raw=item,
                 ))
         return rules
+
+    def _provenance(self, item: dict[str, Any], ptr: str, report: Any, source_doc: dict[str, Any]) -> tuple[StatusChange, ...]:
+        """Check a rule's provenance against itself and the source document; the status history as model objects."""
+        source = item["source"]
+        sha = source["sha256"]
+        if sha != source_doc["sha256"]:
+            report(f"{ptr}/source/sha256", f"source sha256 {sha[:12]}... is not the sha256 of the source document in "
+                   f"references.yaml ({source_doc['sha256'][:12]}...)",
+                   "the rule was checked against another version of the source: re-check it against the current "
+                   "source, then copy references.yaml's document sha256")
+        sections = source_doc.get("sections")
+        if sections and source["section"] not in sections:
+            close = difflib.get_close_matches(source["section"], sections, n=1)
+            report(f"{ptr}/source/section", f"'{source['section']}' is not a section of the source document",
+                   f"did you mean '{close[0]}'?" if close else "use a section listed in references.yaml")
+        history = item["status_history"]
+        dates: list[date | None] = []
+        for j, entry in enumerate(history):
+            try:
+                dates.append(date.fromisoformat(entry["date"]))
+            except ValueError:
+                dates.append(None)
+                report(f"{ptr}/status_history/{j}/date", f"'{entry['date']}' is not a calendar date", "write YYYY-MM-DD")
+        for j in range(1, len(dates)):
+            if dates[j] is not None and dates[j - 1] is not None and dates[j] < dates[j - 1]:
+                report(f"{ptr}/status_history/{j}/date", f"{dates[j]} is earlier than the entry before it ({dates[j - 1]})",
+                       "list the status history oldest first")
+        if history and history[-1]["status"] != item["status"]:
+            report(f"{ptr}/status_history/{len(history) - 1}/status",
+                   f"the last status_history entry is '{history[-1]['status']}' but the rule's status is '{item['status']}'",
+                   f"append an entry with status: {item['status']} (date, by, comment), or correct the rule's status")
+        try:
+            effective = date.fromisoformat(item["effective"])
+        except ValueError:
+            report(f"{ptr}/effective", f"'{item['effective']}' is not a calendar date", "write YYYY-MM-DD")
+        else:
+            approved = [d for e, d in zip(history, dates) if e["status"] == "approved" and d is not None]
+            if item["status"] == "approved" and approved and effective < approved[-1]:
+                report(f"{ptr}/effective", f"takes effect {effective}, before it was approved ({approved[-1]})",
+                       "an approved version cannot take effect before its approval")
+        return tuple(StatusChange(e["date"], e["status"], e["by"], e.get("comment")) for e in history)
 
     def _quantity(self, data: dict[str, Any] | None, pointer: str, report: Any) -> Quantity | None:
         if data is None:
@@ -337,6 +384,16 @@ class _Builder:
         from .evaluate import prepare
 
         prepare(pack)
+
+
+def find_rule(pack: RulePack, rule_id: str) -> Rule:
+    """The rule with this id, or an :class:`InputError` naming the closest id."""
+    try:
+        return pack.rule(rule_id)
+    except KeyError:
+        close = difflib.get_close_matches(rule_id, [r.id for r in pack.rules], n=1)
+        raise InputError.single(f"no rule '{rule_id}' in {pack.name}", file=pack.directory,
+                                suggestion=f"did you mean '{close[0]}'?" if close else "see 'pressor rules list'") from None
 
 
 def condition_facts(cond: Condition) -> set[str]:

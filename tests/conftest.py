@@ -32,3 +32,10 @@ def result_validator():
     """Validates any JSON result against schemas/result.schema.json."""
     schema = json.loads(resources.files("pressor.schemas").joinpath("result.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+@pytest.fixture(scope="session")
+def explanation_validator():
+    """Validates any JSON explanation against schemas/explanation.schema.json."""
+    schema = json.loads(resources.files("pressor.schemas").joinpath("explanation.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())

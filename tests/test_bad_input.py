@@ -155,7 +155,7 @@ def test_string_compared_with_number_fails_at_load(pack_copy):
 
 
 def test_dangling_citation_number(pack_copy):
-    edit(pack_copy / "target.yaml", "citations: [{ref: 3}]", "citations: [{ref: 9}]")
+    edit(pack_copy / "target.yaml", "- {ref: 3, evidence: \"the only citation", "- {ref: 9, evidence: \"the only citation")
     found = problems(pack_copy)
     assert any("target.yaml:" in p and "citation [9] has no entry in references.yaml" in p for p in found), found
 
@@ -192,7 +192,7 @@ def test_validate_cli_reports_errors_and_warnings(pack_copy):
     assert ok.exit_code == 0
     assert "cites [6], which the source cites but does not list" in ok.stderr
     assert "cites [7]" in ok.stderr
-    edit(pack_copy / "target.yaml", "citations: [{ref: 3}]", "citations: [{ref: 9}]")
+    edit(pack_copy / "target.yaml", "- {ref: 3, evidence: \"the only citation", "- {ref: 9, evidence: \"the only citation")
     bad = run(["validate", str(pack_copy), "--json"])
     assert bad.exit_code == 1
     data = json.loads(bad.stdout)

@@ -109,7 +109,10 @@ def _greedy_state(pack) -> tuple[dict, int, int]:
     from pressor.engine.logic import compare
     from pressor.engine.model import leaves
 
-    from .strategies import VOCAB
+    from pressor.engine.compile import state_vocabulary
+    from pressor.engine.validate import STATE_SCHEMA, schema
+
+    VOCAB = state_vocabulary(schema(STATE_SCHEMA))
 
     by_fact: dict[str, list] = {}
     for rule in pack.rules:
@@ -232,7 +235,7 @@ def test_fact_json_never_writes_a_bare_exponent():
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(state=patient_states(presence=0.5))
+@given(state=patient_states())
 def test_unknowns_agrees_with_verdict(pack, state):
     from pressor.engine.logic import unknowns, verdict
 

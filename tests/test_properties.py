@@ -10,7 +10,7 @@ from .strategies import patient_states
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(state=patient_states(presence=0.7))
+@given(state=patient_states())
 def test_evaluate_never_raises_and_keeps_its_promises(pack, now, result_validator, state):
     result = evaluate(pack, state, now=now, include_draft=True)
     data = result.to_dict()
