@@ -6,6 +6,7 @@ import click
 from . import exit_codes
 from .recommend import recommend
 from .rules import rules
+from .serve import serve
 from .validate import validate
 
 
@@ -30,6 +31,7 @@ def cli() -> None:
 cli.add_command(recommend)
 cli.add_command(validate)
 cli.add_command(rules)
+cli.add_command(serve)
 
 
 def main() -> None:
