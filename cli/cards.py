@@ -35,7 +35,6 @@ _MISSING_WHAT = {
     "conditions": "the problem list (shock type, hypertension, pregnancy)",
     "medicationAdministrations": "running infusions",
     "medicationRequests": "active medication orders",
-    "Patient": "the Patient (age, sex)",
 }
 
 

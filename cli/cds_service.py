@@ -11,6 +11,7 @@ Endpoints: ``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (cards
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -23,7 +24,6 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -168,7 +168,9 @@ class Verifier:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._seen: dict[str, float] = {}
+        # jti of tokens not yet expired, and a heap of (exp, jti) to forget them in order
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []
         self._lock = threading.Lock()
 
     def verify(self, authorization: str | None, audiences: list[str]) -> dict[str, Any]:
@@ -207,10 +209,12 @@ class Verifier:
         if not isinstance(jti, str) or not jti:
             raise AuthError("token has no jti")
         with self._lock:
-            self._seen = {k: v for k, v in self._seen.items() if v > now - self.config.clock_skew_s}
+            while self._expiry and self._expiry[0][0] < now - self.config.clock_skew_s:
+                self._seen.discard(heapq.heappop(self._expiry)[1])
             if jti in self._seen:
                 raise AuthError("token replayed (jti already used)")
-            self._seen[jti] = exp
+            self._seen.add(jti)
+            heapq.heappush(self._expiry, (exp, jti))
         return claims
 
 
@@ -310,14 +314,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail),
                       headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, "bad_request", "the request does not have the expected shape")
-
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", "internal error; the server log has the details")
+        # this answer leaves from outside the middleware stack: mark insecure mode here too
+        return _error(500, "internal_error", "internal error; the server log has the details",
+                      headers={INSECURE_HEADER: INSECURE_TEXT} if settings.insecure else None)
 
     def rt_of(request: Request) -> Runtime:
         return request.app.state.rt

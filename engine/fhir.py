@@ -138,13 +138,6 @@ class FhirMapping:
         """(system, code) -> numeric observation rule."""
         return {(c.system, c.code): r for r in self.quantities for c in r.codes}
 
-    def rxnorm_code(self, drug: str) -> Code | None:
-        """The first code the mapping lists for ``drug`` (for suggestions that create orders)."""
-        for med in self.medications:
-            if med.drug == drug:
-                return med.codes[0]
-        return None
-
     def observation_codes(self) -> list[Code]:
         """Every observation code the mapping reads (for prefetch templates)."""
         return [c for r in self.quantities for c in r.codes] + [c for r in self.coded for c in r.codes]
@@ -307,7 +300,6 @@ class Sources:
 
     resources: list[Located] = field(default_factory=list)
     orders: list[Located] = field(default_factory=list)
-    has_patient: bool = True
     conditions_complete: bool = True
     medications_complete: bool = True
     missing: list[str] = field(default_factory=list)
@@ -326,9 +318,7 @@ class Conversion:
 
     def states(self) -> list[dict[str, Any]]:
         """The state to evaluate: one per proposed order (the order merged in), or the state alone."""
-        if not self.orders:
-            return [self.state]
-        return [{**self.state, "order": {k: v for k, v in o.items() if k in ("drug", "purpose")}} for o in self.orders]
+        return [{**self.state, "order": _order_fact(o)} for o in self.orders] or [self.state]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``fhir`` part of ``pressor recommend --fhir --json``)."""
@@ -384,8 +374,7 @@ def from_bundle(bundle: Any, *, now: datetime, mapping: FhirMapping | None = Non
             src.resources.append(loc)
     if problems:
         raise FhirError(problems)
-    src.has_patient = any(r.resource["resourceType"] == "Patient" for r in src.resources)
-    if not src.has_patient:
+    if not any(r.resource["resourceType"] == "Patient" for r in src.resources):
         src.missing.append("Patient")
     return convert(src, now=now, mapping=mapping, file=file)
 
@@ -436,7 +425,6 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
                 src.orders.append(loc)
     if problems:
         raise FhirError(problems)
-    src.has_patient = PREFETCH_PATIENT not in src.missing
     src.conditions_complete = PREFETCH_CONDITIONS not in src.missing
     src.medications_complete = not (PREFETCH_MED_ADMIN in src.missing and PREFETCH_MED_REQUEST in src.missing)
     return convert(src, now=now, mapping=mapping, file=file)
@@ -831,11 +819,16 @@ def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<
         raise FhirError(c.problems)
     state = _nest(c.facts)
     try:
-        for s in ([{**state, "order": {k: v for k, v in o.items() if k != "source"}} for o in orders] or [state]):
+        for s in [{**state, "order": _order_fact(o)} for o in orders] or [state]:
             check_state(s)
     except PatientStateError as exc:
         raise FhirError([_locate(p, c, file) for p in exc.problems]) from exc
     return Conversion(state, c.notes, dict(sorted(c.sources.items())), orders, list(src.missing), mapping)
+
+
+def _order_fact(order: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``order`` section of a state from a proposed order (its source stays in the notes)."""
+    return {k: v for k, v in order.items() if k in ("drug", "purpose")}
 
 
 def _locate(p: Problem, c: _Converter, file: str) -> Problem:
