@@ -140,8 +140,12 @@ def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_insta
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
     order = medication_request(rec, patient_id, drug_coding)
     if order is not None:
+        rate = order["dosageInstruction"][0]["doseAndRate"][0]
+        q = rate.get("rateQuantity") or rate["rateRange"]
+        at = f"{q['value']:g}" if "value" in q else f"{q['low']['value']:g}-{q['high']['value']:g}"
+        unit = (q.get("unit") or q["low"]["unit"])
         card["suggestions"] = [{
-            "label": _short(f"Order {order['dosageInstruction'][0]['text'].split('.')[0]}", 120),
+            "label": _short(f"Order {order['medicationCodeableConcept']['text']} {at} {unit} (draft)", 120),
             "uuid": _uuid(card_id, "order"),
             "isRecommended": True,
             "actions": [{"type": "create", "description": f"Create a draft order: {order['dosageInstruction'][0]['text']}",

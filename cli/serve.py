@@ -39,11 +39,14 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     """
     import uvicorn
 
+    from pressor.engine.evaluate import release
+
     from .cds_service import SERVICES, SETTINGS_ENV, Settings, announce_insecure, build_runtime
 
     settings = Settings(config_path=os.path.abspath(config_path) if config_path else None,
                         rules_dir=os.path.abspath(rules_dir) if rules_dir else None, insecure=insecure)
     runtime = build_runtime(settings)  # fail here, with a located message, before any worker starts
+    release(runtime.pack)  # each worker builds its own engine
     if not insecure and not runtime.config.issuers:
         raise click.UsageError("no trusted issuers: give --config with 'issuers' (or --insecure-no-auth for local testing)")
     if insecure:

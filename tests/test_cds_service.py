@@ -185,6 +185,7 @@ def test_patient_view_septic_adult(server, signing_key, card_schema):
     rate = order["dosageInstruction"][0]["doseAndRate"][0]["rateRange"]
     assert (rate["low"]["value"], rate["high"]["value"], rate["low"]["code"]) == (1.44, 3.6, "ug/min")  # 0.02-0.05 x 72 kg
     assert order["medicationCodeableConcept"]["coding"][0]["code"] == "7512"
+    assert dose["suggestions"][0]["label"] == "Order norepinephrine 1.44-3.6 mcg/min (draft)"
     assert "72 kg" in dose["detail"] and "mL/h" in dose["detail"]
     assert all(len(c["summary"]) < 140 for c in r.json()["cards"])
     notes = r.json()["extension"]["pressor"]["notes"]

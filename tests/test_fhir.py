@@ -129,6 +129,13 @@ def test_infusion_rates_in_every_accepted_form(now):
     assert conv.state["infusions"]["dopamine_mcg_kg_min"] == 0
 
 
+def test_a_fact_from_an_unverified_code_says_so(now):
+    b = add(bundle("septic-adult"), observation("uo", "9188-4", "2026-11-24T11:00:00Z", 0.3, "mL/kg/h"))
+    conv = from_bundle(b, now=now)
+    assert conv.state["perfusion"]["urine_output_ml_kg_h"] == 0.3
+    assert any("9188-4" in n and "not verified" in n for n in conv.notes)
+
+
 def test_a_running_infusion_without_a_rate_is_unknown_not_zero(now):
     b = bundle("cardiogenic-on-norepinephrine")
     del resource(b, "ne")["dosage"]["rateQuantity"]
