@@ -7,6 +7,7 @@ from . import exit_codes
 from .explain import explain
 from .recommend import recommend
 from .rules import rules
+from .serve import serve
 from .validate import validate
 
 
@@ -32,6 +33,7 @@ cli.add_command(recommend)
 cli.add_command(validate)
 cli.add_command(rules)
 cli.add_command(explain)
+cli.add_command(serve)
 
 
 def main() -> None:

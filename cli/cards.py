@@ -1,0 +1,196 @@
+"""CDS Hooks cards from evaluation results: rendering only (the engine decided what applies).
+
+One card per recommendation (de-duplicated by rule id across the states of one call),
+critical first. Bans (kind ``avoid``) carry override reasons; a dose that is a rate and
+could be computed for this patient becomes a suggestion that creates the MedicationRequest.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Iterable
+
+from pressor.engine.fhir import Conversion
+from pressor.engine.model import SEVERITY_ORDER, Result
+from pressor.engine.units import parse_unit
+
+from .render import dose_lines, quantity
+
+#: Namespace of card and suggestion uuids: uuid5(hookInstance | rule | version | pack), so the
+#: same call always yields the same ids and an auditor can recompute them.
+CARD_NAMESPACE = uuid.UUID("7d0b8f0e-3c8a-4b8e-9a53-0f6f3c2e6b1d")
+RULE_SYSTEM = "urn:pressor:rule"
+OVERRIDE_SYSTEM = "urn:pressor:override-reason"
+OVERRIDE_REASONS = (
+    ("clinical-judgement", "Clinical judgement: the benefit outweighs the risk for this patient"),
+    ("data-incorrect", "The patient data behind this card is wrong or out of date"),
+    ("already-addressed", "Already addressed"),
+)
+_UCUM_AMOUNT = {"mcg": "ug", "mg": "mg", "g": "g", "units": "[USP'U]", "mL": "mL", "L": "L"}
+_UCUM_TIME = {"min": "min", "h": "h", "day": "d"}
+SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
+_MISSING_WHAT = {
+    "patient": "the Patient (age, sex)",
+    "observations": "vital signs, weight and lactate",
+    "conditions": "the problem list (shock type, hypertension, pregnancy)",
+    "medicationAdministrations": "running infusions",
+    "medicationRequests": "active medication orders",
+}
+
+
+def _short(text: str, limit: int = SUMMARY_MAX) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _uuid(*parts: str) -> str:
+    return str(uuid.uuid5(CARD_NAMESPACE, "|".join(parts)))
+
+
+def _ucum(unit_text: str) -> str | None:
+    """``mcg/min`` -> ``ug/min``; None if the unit is not amount/time."""
+    unit = parse_unit(unit_text)
+    if unit.per_time is None or unit.per_kg:
+        return None
+    return f"{_UCUM_AMOUNT[unit.amount]}/{_UCUM_TIME[unit.per_time]}"
+
+
+def _q(value: float, unit_text: str, code: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit_text, "system": "http://unitsofmeasure.org", "code": code}
+
+
+def medication_request(rec: dict[str, Any], patient_id: str, drug_coding: dict[str, str] | None) -> dict[str, Any] | None:
+    """The MedicationRequest a dosed recommendation proposes, at the rate computed for this patient; None if none can be."""
+    dose = rec.get("dose")
+    if not dose or rec["kind"] not in ("do", "consider") or dose.get("missing"):
+        return None
+    authored = parse_unit(dose["range"]["unit"])
+    if authored.per_time is None:
+        return None
+    q = dose["for_weight"]["range"] if authored.per_kg else dose["range"]
+    code = _ucum(q["unit"])
+    if code is None:
+        return None
+    rate: dict[str, Any]
+    if "low" in q:
+        rate = {"rateRange": {"low": _q(q["low"], q["unit"], code), "high": _q(q["high"], q["unit"], code)}}
+    else:
+        rate = {"rateQuantity": _q(q["value"], q["unit"], code)}
+    text = f"{dose['drug']} {quantity(dose['range'])}"
+    if authored.per_kg:
+        text += f" = {quantity(q)} for {dose['for_weight']['weight_kg']:g} kg"
+    pumps = [f"{r.get('low_ml_h', r.get('ml_h'))}" + (f"-{r['high_ml_h']}" if "high_ml_h" in r else "")
+             + f" mL/h at {r['concentration_mcg_ml']:g} mcg/mL ({r['preparation']})" for r in dose.get("pump_rates", [])]
+    if pumps:
+        text += "; pump " + "; or ".join(pumps)
+    concept: dict[str, Any] = {"text": dose["drug"]}
+    if drug_coding:
+        concept["coding"] = [drug_coding]
+    instruction: dict[str, Any] = {"text": text + ". Titrate to the target; see the card.", "doseAndRate": [{
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/dose-rate-type", "code": "calculated",
+                             "display": "Calculated"}]},
+        **rate,
+    }]}
+    if dose.get("route"):
+        instruction["route"] = {"text": dose["route"]}
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "medicationCodeableConcept": concept,
+        "dosageInstruction": [instruction],
+        "note": [{"text": f"Proposed by pressor rule {rec['rule_id']} v{rec['rule_version']}."}],
+    }
+
+
+def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
+    lines = [f"**{rec['title']}**", "", rec["detail"]]
+    if rec.get("dose"):
+        lines += ["", "**Dose**", ""] + [f"- {line.strip()}" for line in dose_lines(rec["dose"])]
+    if rec["evidence"]:
+        lines += ["", "**Why this card**", ""] + [f"- `{e['test']}` (value: {json.dumps(e['value'])})" for e in rec["evidence"]]
+    lines += ["", "**Sources**", ""]
+    for c in rec["citations"]:
+        extra = ", ".join(str(x) for x in (c.get("publisher"), c.get("year")) if x)
+        flag = "" if c["resolved"] else " (cited by the source but not in its reference list: unverified)"
+        lines.append(f"- [{c['number']}] {c['title']}" + (f", {extra}" if extra else "") + flag)
+    status = "" if rec["status"] == "approved" else f", status **{rec['status'].upper()}**"
+    lines += ["", f"_Rule {rec['rule_id']} v{rec['rule_version']}{status}; pack {pack['name']} {pack['version']} "
+                  f"(sha256 {pack['sha256'][:12]})._"]
+    return "\n".join(lines)
+
+
+def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_instance: str, base_url: str,
+                        patient_id: str, drug_coding: dict[str, str] | None) -> dict[str, Any]:
+    """The card for one recommendation."""
+    card_id = _uuid(hook_instance, rec["rule_id"], rec["rule_version"], pack["sha256"])
+    card: dict[str, Any] = {
+        "uuid": card_id,
+        "summary": _short(rec["summary"]),
+        "indicator": rec["severity"],
+        "detail": _detail(rec, pack),
+        "source": {
+            "label": f"pressor: {pack['name']} {pack['version']}",
+            "url": f"{base_url}/rules/{rec['rule_id']}",
+            "topic": {"system": RULE_SYSTEM, "code": f"{rec['rule_id']}|{rec['rule_version']}", "display": rec["title"]},
+        },
+    }
+    if rec["kind"] == "avoid":
+        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+    order = medication_request(rec, patient_id, drug_coding)
+    if order is not None:
+        rate = order["dosageInstruction"][0]["doseAndRate"][0]
+        q = rate.get("rateQuantity") or rate["rateRange"]
+        at = f"{q['value']:g}" if "value" in q else f"{q['low']['value']:g}-{q['high']['value']:g}"
+        unit = (q.get("unit") or q["low"]["unit"])
+        card["suggestions"] = [{
+            "label": _short(f"Order {order['medicationCodeableConcept']['text']} {at} {unit} (draft)", 120),
+            "uuid": _uuid(card_id, "order"),
+            "isRecommended": True,
+            "actions": [{"type": "create", "description": f"Create a draft order: {order['dosageInstruction'][0]['text']}",
+                         "resource": order}],
+        }]
+        card["selectionBehavior"] = "at-most-one"
+    return card
+
+
+def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dict[str, str], hook_instance: str,
+                 base_url: str) -> dict[str, Any] | None:
+    """An info card naming the data that was not supplied, and what could not be decided for want of it."""
+    if not conversion.missing:
+        return None
+    what = [f"`{k}` ({_MISSING_WHAT.get(k, k)})" for k in conversion.missing]
+    undecided: dict[str, list[str]] = {}
+    for result in results:
+        for ne in result.not_evaluable:
+            undecided.setdefault(ne.rule_id, list(ne.missing))
+    lines = ["Nothing is fetched from the EHR: these were not supplied with the call, so what depends on them is unknown.",
+             "", "**Not supplied**", ""] + [f"- {w}" for w in what]
+    if undecided:
+        lines += ["", f"**Could not decide ({len(undecided)} rules)**", ""]
+        lines += [f"- {rid}: missing {', '.join(miss)}" for rid, miss in sorted(undecided.items())]
+    if conversion.notes:
+        lines += ["", "**How the record was read**", ""] + [f"- {n}" for n in conversion.notes]
+    return {
+        "uuid": _uuid(hook_instance, "missing-data", pack["sha256"]),
+        "summary": _short(f"Data not supplied: {', '.join(conversion.missing)}; some recommendations could not be decided"),
+        "indicator": "info",
+        "detail": "\n".join(lines),
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
+    }
+
+
+def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: str, base_url: str, patient_id: str,
+              drug_codings: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Every card for one call: recommendations (once per rule, critical first), then the missing-data card."""
+    seen: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for rec in result.to_dict()["recommendations"]:
+            seen.setdefault(rec["rule_id"], rec)
+    pack = results[0].pack
+    recs = sorted(seen.values(), key=lambda r: (SEVERITY_ORDER[r["severity"]], r["rule_id"]))
+    cards = [recommendation_card(r, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
+                                 drug_coding=drug_codings.get(r.get("drug") or "")) for r in recs]
+    info = missing_card(conversion, results, pack=pack, hook_instance=hook_instance, base_url=base_url)
+    return cards + ([info] if info else [])

@@ -1,0 +1,460 @@
+"""The CDS Hooks 2.0 service (FastAPI). No clinical logic here: ``engine.fhir`` reads the
+request, ``engine.evaluate`` decides, ``cards`` renders.
+
+Stateless: each worker process loads and compiles the pack, the FHIR mapping and the
+configuration once, at start-up (the lifespan), and serves requests from them. Nothing is
+fetched from ``fhirServer``: what the call does not carry stays unknown.
+
+Endpoints: ``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (cards),
+``POST /cds-services/{id}/feedback``, and, without authentication (no patient data),
+``GET /rules/{rule_id}`` (a rule's documentation, the cards' source URL) and ``GET /healthz``.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from pressor.engine.errors import EvaluationError, InputError, PressorError, Problem
+from pressor.engine.evaluate import evaluate
+from pressor.engine.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
+from pressor.engine.load import Document, load_document
+from pressor.engine.model import RulePack
+from pressor.engine.pack import load_pack
+from pressor.engine.validate import schema, schema_problems
+
+from .cards import cards_for
+from .rules import rule_detail
+
+log = logging.getLogger("pressor.serve")
+
+#: Environment variable through which ``pressor serve`` hands its options to every worker.
+SETTINGS_ENV = "PRESSOR_SERVE_SETTINGS"
+INSECURE_HEADER = "X-Pressor-Insecure"
+INSECURE_TEXT = "authentication disabled (--insecure-no-auth): do not use with patient data"
+DEFAULT_ALGORITHMS = ("ES384", "RS384")
+CONFIG_SCHEMA = "serve-config.schema.json"
+REQUEST_SCHEMA = "cds-hooks-request.schema.json"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One CDS Service this server offers."""
+
+    id: str
+    hook: str
+    title: str
+    description: str
+
+
+SERVICES = {s.id: s for s in (
+    Service("pressor-patient-view", "patient-view", "Norepinephrine protocol: what applies now",
+            "Reads the patient's vital signs, weight, lactate, problem list and running infusions and returns the "
+            "protocol's applicable recommendations for refractory hypotension, with doses for the patient's weight."),
+    Service("pressor-order-select", "order-select", "Norepinephrine protocol: check a vasopressor order",
+            "Checks a draft vasopressor order against the protocol (for example dopamine or phenylephrine first-line) "
+            "and returns the applicable recommendations."),
+)}
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``pressor serve`` passes to each worker (JSON in ``PRESSOR_SERVE_SETTINGS``)."""
+
+    config_path: str | None = None
+    rules_dir: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """The settings of this worker (defaults if the variable is unset)."""
+        raw = os.environ.get(SETTINGS_ENV)
+        return cls(**json.loads(raw)) if raw else cls()
+
+    def to_env(self) -> str:
+        """JSON for ``PRESSOR_SERVE_SETTINGS``."""
+        return json.dumps(self.__dict__)
+
+
+@dataclass
+class Config:
+    """The server configuration file, checked."""
+
+    base_url: str | None = None
+    issuers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    max_token_lifetime_s: int = 600
+    clock_skew_s: int = 60
+    max_body_bytes: int = 1_048_576
+    feedback_log: str | None = None
+    fhir_mapping: str | None = None
+    lookback_hours: dict[str, float] = field(default_factory=dict)
+    include_draft: bool = False
+
+
+def load_config(path: str | None) -> Config:
+    """Read and check the configuration file (YAML or JSON); every problem is reported, with its line."""
+    if path is None:
+        return Config()
+    doc = load_document(path)
+    if not isinstance(doc.data, dict):
+        raise InputError.single("the configuration must be a mapping", file=doc.file)
+    problems = schema_problems(doc, CONFIG_SCHEMA)
+    if problems:
+        raise InputError(problems)
+    data = doc.data
+    issuers: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(data.get("issuers", [])):
+        keys: dict[str, Any] = {}
+        for j, spec in enumerate(item["keys"]):
+            key, kid = _public_key(spec, doc, f"/issuers/{i}/keys/{j}")
+            keys[kid] = key
+        issuers[item["iss"]] = keys
+    base = data.get("base_url")
+    return Config(
+        base_url=base.rstrip("/") if base else None, issuers=issuers,
+        algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
+        max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), feedback_log=data.get("feedback_log"),
+        fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
+        include_draft=data.get("include_draft", False),
+    )
+
+
+def _public_key(spec: dict[str, Any], doc: Document, pointer: str) -> tuple[Any, str]:
+    import jwt
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        if "pem" in spec:
+            key = load_pem_public_key(spec["pem"].encode("ascii"))
+            kid = spec.get("kid")
+        else:
+            jwk = jwt.PyJWK(spec["jwk"])
+            key, kid = jwk.key, spec.get("kid") or spec["jwk"].get("kid")
+    except (ValueError, TypeError, jwt.PyJWTError) as exc:
+        raise InputError([Problem(f"unreadable public key: {exc}", **doc.where(pointer))]) from exc
+    if not kid:
+        raise InputError([Problem("a key needs a 'kid' (tokens name their key with it)", **doc.where(pointer))])
+    if hasattr(key, "private_bytes"):
+        raise InputError([Problem("this is a private key; give the public key only", **doc.where(pointer))])
+    return key, kid
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+class AuthError(Exception):
+    """A request without a valid CDS Hooks JWT (401)."""
+
+
+class Verifier:
+    """Checks the CDS Hooks bearer JWT: trusted issuer, its key, algorithm, aud, exp, iat, jti (no replay)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # jti of tokens not yet expired, and a heap of (exp, jti) to forget them in order
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def verify(self, authorization: str | None, audiences: list[str]) -> dict[str, Any]:
+        """The token's claims; :class:`AuthError` saying why not."""
+        import jwt
+
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthError("missing bearer token (Authorization: Bearer <JWT>)")
+        token = authorization[len("Bearer "):].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from exc
+        alg, kid, iss = header.get("alg"), header.get("kid"), unverified.get("iss")
+        if alg not in self.config.algorithms:
+            raise AuthError(f"algorithm '{alg}' is not accepted (accepted: {', '.join(self.config.algorithms)})")
+        keys = self.config.issuers.get(iss) if isinstance(iss, str) else None
+        if keys is None:
+            raise AuthError(f"issuer {iss!r} is not trusted")
+        if not kid or kid not in keys:
+            raise AuthError(f"unknown key id {kid!r} for issuer {iss!r}")
+        try:
+            claims = jwt.decode(token, keys[kid], algorithms=[alg], audience=audiences, issuer=iss,
+                                leeway=self.config.clock_skew_s, options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError(f"wrong audience: the token must be for {audiences[0]}") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        now = time.time()
+        iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
+        if iat > now + self.config.clock_skew_s:
+            raise AuthError("token issued in the future (iat)")
+        if exp - iat > self.config.max_token_lifetime_s:
+            raise AuthError(f"token lifetime exp - iat is over {self.config.max_token_lifetime_s} s")
+        if not isinstance(jti, str) or not jti:
+            raise AuthError("token has no jti")
+        with self._lock:
+            while self._expiry and self._expiry[0][0] < now - self.config.clock_skew_s:
+                self._seen.discard(heapq.heappop(self._expiry)[1])
+            if jti in self._seen:
+                raise AuthError("token replayed (jti already used)")
+            self._seen.add(jti)
+            heapq.heappush(self._expiry, (exp, jti))
+        return claims
+
+
+# --- feedback --------------------------------------------------------------------------------
+
+
+class FeedbackStore:
+    """Append-only JSONL (one ``write`` per batch on an O_APPEND file, safe across workers), or the log."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Store records (each one JSON line)."""
+        text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+        if self.path is None:
+            for line in text.splitlines():
+                log.info("feedback %s", line)
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+
+# --- the runtime ---------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """Everything a worker loads once."""
+
+    settings: Settings
+    config: Config
+    pack: RulePack
+    mapping: FhirMapping
+    verifier: Verifier
+    store: FeedbackStore
+    validators: dict[str, Any]
+    drug_codings: dict[str, dict[str, str]]
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Load configuration, pack and mapping, and compile the request validators (once per process)."""
+    import fastjsonschema
+
+    config = load_config(settings.config_path)
+    pack = load_pack(settings.rules_dir)
+    mapping = load_mapping(config.fhir_mapping, lookback_hours=config.lookback_hours or None)
+    defs = schema(REQUEST_SCHEMA)
+    validators = {name: fastjsonschema.compile({**defs, "$ref": f"#/$defs/{name}"}) for name in ("hookRequest", "feedback")}
+    codings = {}
+    for med in mapping.medications:
+        c = med.codes[0]
+        codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
+    return Runtime(settings, config, pack, mapping, Verifier(config), FeedbackStore(config.feedback_log), validators, codings)
+
+
+def _error(status: int, kind: str, message: str, problems: list[dict[str, Any]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": kind, "message": message}
+    if problems:
+        body["problems"] = problems
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app (uvicorn factory). Settings default to ``PRESSOR_SERVE_SETTINGS``."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.rt = build_runtime(settings)
+        yield
+
+    app = FastAPI(title="pressor CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    if settings.insecure:
+        @app.middleware("http")
+        async def announce_insecure(request: Request, call_next: Any) -> Any:
+            response = await call_next(request)
+            response.headers[INSECURE_HEADER] = INSECURE_TEXT
+            return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kinds = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        return _error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail),
+                      headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # this answer leaves from outside the middleware stack: mark insecure mode here too
+        return _error(500, "internal_error", "internal error; the server log has the details",
+                      headers={INSECURE_HEADER: INSECURE_TEXT} if settings.insecure else None)
+
+    def rt_of(request: Request) -> Runtime:
+        return request.app.state.rt
+
+    def base_url(request: Request) -> str:
+        rt = rt_of(request)
+        return rt.config.base_url or str(request.base_url).rstrip("/")
+
+    def authenticate(request: Request, audiences: list[str]) -> str:
+        rt = rt_of(request)
+        if rt.settings.insecure:
+            return "insecure-no-auth"
+        try:
+            return rt.verifier.verify(request.headers.get("authorization"), audiences)["iss"]
+        except AuthError as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+    async def read_json(request: Request) -> Any:
+        limit = rt_of(request).config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"request body is over {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"request body is over {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError as exc:
+            raise _BadRequest("malformed_json", f"body is not UTF-8 (byte {exc.start})") from exc
+        except json.JSONDecodeError as exc:
+            raise _BadRequest("malformed_json", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise _BadRequest("malformed_json", f"malformed JSON: {exc}") from exc
+
+    def check_shape(request: Request, name: str, body: Any) -> None:
+        import fastjsonschema
+
+        try:
+            rt_of(request).validators[name](body)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            pointer = "/" + "/".join(str(p) for p in exc.path[1:]) if len(exc.path) > 1 else ""
+            raise _BadRequest("bad_request", f"{pointer or '/'}: {exc.message.replace('data.', '').replace('data ', '')}") from exc
+
+    @app.exception_handler(_BadRequest)
+    async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
+        return _error(400, exc.kind, exc.message, exc.problems)
+
+    @app.exception_handler(PressorError)
+    async def pressor_error(request: Request, exc: PressorError) -> JSONResponse:
+        if isinstance(exc, EvaluationError):
+            log.error("evaluation failed: %s", exc)
+            return _error(500, exc.kind, str(exc), [p.to_dict() for p in exc.problems])
+        return _error(400, exc.kind, str(exc), [p.to_dict() for p in exc.problems])
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> dict[str, Any]:
+        pack = rt_of(request).pack
+        return {"status": "ok", "pack": {"name": pack.name, "version": pack.version, "sha256": pack.sha256}}
+
+    @app.get("/rules/{rule_id}")
+    async def rule_doc(request: Request, rule_id: str) -> dict[str, Any]:
+        pack = rt_of(request).pack
+        try:
+            return rule_detail(pack, pack.rule(rule_id))
+        except KeyError:
+            raise HTTPException(404, f"no rule '{rule_id}' in {pack.name}") from None
+
+    @app.get("/cds-services")
+    async def discovery(request: Request) -> dict[str, Any]:
+        authenticate(request, [f"{base_url(request)}/cds-services"])
+        templates = prefetch_templates(rt_of(request).mapping)
+        return {"services": [{"hook": s.hook, "id": s.id, "title": s.title, "description": s.description,
+                              "prefetch": templates} for s in SERVICES.values()]}
+
+    def service_of(service_id: str) -> Service:
+        service = SERVICES.get(service_id)
+        if service is None:
+            raise HTTPException(404, f"no CDS Service '{service_id}' (see GET /cds-services)")
+        return service
+
+    @app.post("/cds-services/{service_id}")
+    async def call(request: Request, service_id: str) -> JSONResponse:
+        service = service_of(service_id)
+        base = base_url(request)
+        authenticate(request, [f"{base}/cds-services/{service_id}"])
+        body = await read_json(request)
+        check_shape(request, "hookRequest", body)
+        if body["hook"] != service.hook:
+            raise _BadRequest("bad_request", f"/hook: service '{service_id}' answers '{service.hook}', not '{body['hook']}'")
+        rt = rt_of(request)
+        now = _utc_now()
+        conversion = from_hook_request(body, now=now, mapping=rt.mapping)
+        results = [evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft) for state in conversion.states()]
+        cards = cards_for(results, conversion, hook_instance=body["hookInstance"], base_url=base,
+                          patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings)
+        rt.store.append([{"type": "card_issued", "service": service_id, "hookInstance": body["hookInstance"],
+                          "card": c["uuid"], "topic": c["source"].get("topic", {}).get("code", "missing-data"),
+                          "indicator": c["indicator"], "pack_sha256": rt.pack.sha256, "issued_at": _iso(now)} for c in cards])
+        extension = {"notes": conversion.notes, "missing": conversion.missing,
+                     "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
+        return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
+
+    @app.post("/cds-services/{service_id}/feedback")
+    async def feedback(request: Request, service_id: str) -> JSONResponse:
+        service_of(service_id)
+        base = base_url(request)
+        client = authenticate(request, [f"{base}/cds-services/{service_id}", f"{base}/cds-services/{service_id}/feedback"])
+        body = await read_json(request)
+        check_shape(request, "feedback", body)
+        received = _iso(_utc_now())
+        rt_of(request).store.append([{"type": "feedback", "service": service_id, "client": client, "received_at": received, **item}
+                                     for item in body["feedback"]])
+        return JSONResponse({"received": len(body["feedback"])})
+
+    return app
+
+
+class _BadRequest(Exception):
+    """A 400 with a JSON body naming the problem."""
+
+    def __init__(self, kind: str, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.problems = kind, message, problems
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def announce_insecure() -> None:
+    """The loud start-up warning of ``--insecure-no-auth``."""
+    bar = "!" * 78
+    sys.stderr.write(f"{bar}\n!! pressor serve: {INSECURE_TEXT}\n!! every response carries the header {INSECURE_HEADER}\n{bar}\n")
+    sys.stderr.flush()
