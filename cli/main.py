@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import exit_codes
+from .audit import audit
 from .recommend import recommend
 from .rules import rules
 from .validate import validate
@@ -30,6 +31,7 @@ def cli() -> None:
 cli.add_command(recommend)
 cli.add_command(validate)
 cli.add_command(rules)
+cli.add_command(audit)
 
 
 def main() -> None:
