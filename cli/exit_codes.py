@@ -15,8 +15,7 @@ ENGINE_FAILURE = 4
 
 TABLE = (
     (OK, "success"),
-    (INVALID, "invalid input: patient state, rule pack or file (message on stderr); audit log unusable,"
-              " chain broken, replay differs, or not recorded under --require-audit"),
+    (INVALID, "invalid input or rule pack (message on stderr); audit log unusable, chain broken, replay differs"),
     (USAGE, "usage error: unknown option or missing argument"),
     (NOT_RECORDED, "recommendation shown but NOT recorded in the audit log"),
     (ENGINE_FAILURE, "rule engine failure: nothing was recommended"),

@@ -94,19 +94,17 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
     options = {"audit_db": audit_db, "input_mode": audit_input, "user": user}
     if require_audit:
         try:
-            done = record(pack, document.data, result, **options)
+            record(pack, document.data, result, **options)
         except AuditError as exc:
             report_error(exc, as_json)
             say("error: the recommendation is withheld: --require-audit, and it could not be recorded", fg="red", bold=True)
             sys.exit(exit_codes.INVALID)
         show(result, as_json)
-    else:
-        # The clinician sees the recommendation first; recording comes after.
-        show(result, as_json)
-        try:
-            done = record(pack, document.data, result, **options)
-        except AuditError as exc:
-            say(f"WARNING: this recommendation was NOT recorded in the audit log: {exc}", fg="red", bold=True)
-            sys.exit(exit_codes.NOT_RECORDED)
-    if not as_json:
-        say(f"audit: recorded as #{done.seq} {done.id}", dim=True)
+        return
+    # The clinician sees the recommendation first; recording comes after. Success is silent.
+    show(result, as_json)
+    try:
+        record(pack, document.data, result, **options)
+    except AuditError as exc:
+        say(f"WARNING: this recommendation was NOT recorded in the audit log: {exc}", fg="red", bold=True)
+        sys.exit(exit_codes.NOT_RECORDED)
