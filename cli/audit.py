@@ -227,7 +227,7 @@ def export(fmt: str, output: str | None, audit_db: str | None, as_json: bool) ->
         raise click.UsageError("--json needs --output: without it the export itself is written to stdout")
     with open_log(audit_db) as log:
         if output is None:
-            log.export(fmt, click.get_text_stream("stdout"))
+            log.export(fmt, sys.stdout)
             return
         count = write_atomically(output, lambda fh: log.export(fmt, fh))
     if as_json:
