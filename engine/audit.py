@@ -620,8 +620,8 @@ class AuditLog:
         if pack.sha256 != record.pack_sha256:
             raise AuditError.single(f"the rebuilt pack hashes to {pack.sha256}, not the recorded {record.pack_sha256}",
                                     file=str(self.path))
-        # Not released after use: freeing a durable-rules session that never fired can crash
-        # the process (see _durable.Matcher.close), so one engine per pack lives as long as the log.
+        # Kept while the log is open, so that replaying many records of one pack compiles it once.
+        # Never released: durable-rules cannot free a compiled pack safely and completely.
         self._replay_packs[record.pack_sha256] = pack
         return pack
 
