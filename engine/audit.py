@@ -374,6 +374,21 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
 
 
+def _connect_for_reading(path: Path) -> sqlite3.Connection:
+    """Read-only; also in a read-only directory (an archive), where WAL mode cannot create its index."""
+    conn = _connect(path, readonly=True)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()  # SQLite opens lazily: this is where it fails
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc) or path.with_name(path.name + "-wal").exists():
+            raise
+    # No WAL file and no way to create one: nobody is writing, so the file may be read as immutable.
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                           check_same_thread=False)
+
+
 # --- the log ----------------------------------------------------------------
 
 
@@ -404,7 +419,7 @@ class AuditLog:
             try:
                 if create:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                conn = _connect(path, readonly=not create)
+                conn = _connect(path, readonly=False) if create else _connect_for_reading(path)
                 conn.execute("PRAGMA foreign_keys = ON")
                 if create:
                     # WAL: readers never block the writer; FULL: a record, once acknowledged, is on disk.
