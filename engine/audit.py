@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -344,7 +345,7 @@ def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
         why, fix = ("the audit log is not a readable SQLite database (corrupt, or another kind of file)",
                     "keep the file for investigation, move it aside and start a new log")
     elif "locked" in low or "busy" in low:
-        why, fix = (f"the audit log stayed locked by another process for more than {BUSY_TIMEOUT_S:g} s",
+        why, fix = (f"the audit log is locked by another process (waited up to {BUSY_TIMEOUT_S:g} s)",
                     "retry; look for a hung process holding the file")
     elif "unable to open" in low:
         why, fix = "the audit log cannot be opened", f"check that {path.parent} exists and is writable"
@@ -422,8 +423,8 @@ class AuditLog:
                 conn = _connect(path, readonly=False) if create else _connect_for_reading(path)
                 conn.execute("PRAGMA foreign_keys = ON")
                 if create:
-                    # WAL: readers never block the writer; FULL: a record, once acknowledged, is on disk.
-                    conn.execute("PRAGMA journal_mode = WAL")
+                    _use_wal(conn)
+                    # FULL: a record, once acknowledged, is on disk.
                     conn.execute("PRAGMA synchronous = FULL")
                     _ensure_schema(conn, path)
                 else:
@@ -723,6 +724,24 @@ def _record_problems(rec: AuditRecord, database_id: str, expected_seq: int, expe
     if rec.input_json is not None and sha256_text(rec.input_json) != rec.input_sha256:
         reasons.append("the stored input does not match its input_sha256")
     return reasons
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """WAL mode (readers never block the writer), kept in the file once set.
+
+    Switching needs a moment alone with a new file; SQLite then answers "locked" at once,
+    without its busy handler, so two processes creating the log together retry here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _check_format(conn: sqlite3.Connection, path: Path) -> None:

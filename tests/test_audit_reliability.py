@@ -127,3 +127,27 @@ def test_a_writer_killed_after_insert_before_commit_leaves_no_record(audit_db, p
         assert [r.user for r in log.records()] == ["kept"]
         log.append(pack, state, result, now=now, user="next")  # the write lock died with the writer
         assert log.verify().records == 2
+
+
+def _opening_writer(path, pack, state, result, now, start):
+    start.wait()
+    for _ in range(5):
+        with AuditLog.open(path) as log:  # open, append, close: what each `pressor recommend` does
+            log.append(pack, state, result, now=now, user=str(os.getpid()))
+
+
+def test_six_processes_creating_the_log_at_once(tmp_path, pack, evaluated):
+    state, result, now = evaluated
+    for attempt in range(3):
+        path = tmp_path / f"race{attempt}" / "audit.db"
+        start = FORK.Event()
+        writers = [FORK.Process(target=_opening_writer, args=(path, pack, state, result, now, start)) for _ in range(6)]
+        for w in writers:
+            w.start()
+        start.set()
+        for w in writers:
+            w.join(timeout=120)
+        assert [w.exitcode for w in writers] == [0] * 6
+        with AuditLog.open(path, create=False) as log:
+            outcome = log.verify()
+            assert outcome.ok and outcome.records == 30
