@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import exit_codes
+from .audit import audit
 from .explain import explain
 from .recommend import recommend
 from .rules import rules
@@ -33,6 +34,7 @@ cli.add_command(recommend)
 cli.add_command(validate)
 cli.add_command(rules)
 cli.add_command(explain)
+cli.add_command(audit)
 cli.add_command(serve)
 
 

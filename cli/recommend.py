@@ -1,18 +1,25 @@
 """``pressor recommend``: what to do for this patient now."""
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pressor.engine.errors import InputError
+from pressor.engine.errors import AuditError, InputError
 from pressor.engine.evaluate import evaluate
 from pressor.engine.load import load_document
+from pressor.engine.model import Result, RulePack
 from pressor.engine.pack import load_pack
 
 from . import exit_codes
-from .common import emit_json, handles_errors, json_option, rules_option, say
+from .audit import audit_db_option
+from .common import emit_json, handles_errors, json_option, report_error, rules_option, say
 from .render import result_text
+
+if TYPE_CHECKING:
+    from pressor.engine.audit import AuditRecord
 
 
 def parse_now(value: str | None) -> datetime:
@@ -26,6 +33,28 @@ def parse_now(value: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, input_mode: str,
+           user: str | None) -> "AuditRecord":
+    """Append the evaluation to the audit log (raises :class:`AuditError` if it cannot)."""
+    from pressor.engine.audit import AuditLog, os_user, resolve_path
+
+    with AuditLog.open(resolve_path(audit_db)) as log:
+        # The time of recording is the wall clock, whatever --now says about the evaluation.
+        return log.append(pack, state, result, now=datetime.now(timezone.utc), user=user or os_user(),
+                          input_mode=input_mode)
+
+
+def show(result: Result, as_json: bool, conversion: Any = None) -> None:
+    """The result: JSON on stdout, or text on stderr (after the FHIR conversion's notes, if any)."""
+    if as_json:
+        emit_json(result.to_dict() if conversion is None else {"result": result.to_dict(), "fhir": conversion.to_dict()})
+        return
+    for note in conversion.notes if conversion is not None else ():
+        say(f"fhir: {note}", dim=True)
+    for line, style in result_text(result):
+        say(line, **style)
+
+
 @click.command(epilog=exit_codes.help_text())
 @click.argument("state_file", metavar="FILE|-", type=str)
 @json_option
@@ -35,9 +64,16 @@ def parse_now(value: str | None) -> datetime:
 @click.option("--fhir", is_flag=True,
               help="FILE is a FHIR R4 Bundle (JSON): converted to a patient state first; "
                    "--json then prints {\"result\": ..., \"fhir\": {\"state\", \"notes\", ...}}.")
+@audit_db_option
+@click.option("--audit-input", "audit_input", type=click.Choice(["full", "hash"]), default="full", show_default=True,
+              help="Keep the input in the audit log, or only its SHA-256 (no patient data stored; no replay).")
+@click.option("--user", metavar="NAME", default=None, help="Who asked, for the audit log (default: the OS user).")
+@click.option("--no-audit", is_flag=True, help="Do not record this recommendation in the audit log.")
+@click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
 @handles_errors
 def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_draft: bool, now_text: str | None,
-              fhir: bool) -> None:
+              fhir: bool, audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
+              require_audit: bool) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
 
     Absent facts are unknown, never false: rules that need them are listed as not
@@ -45,12 +81,18 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
     the file is the patient's FHIR R4 Bundle; what the conversion did (units converted,
     observations too old, facts inferred) is listed as notes.
 
+    Each recommendation is appended to the audit log (see `pressor audit`). If that
+    fails it is still shown, with a warning, and the exit code is 3; with
+    --require-audit nothing is shown and the exit code is 1.
+
     \b
     Example:
       pressor recommend examples/septic-shock-adult.yaml
-      cat state.json | pressor recommend - --json
+      cat state.json | pressor recommend - --json --audit-input hash --user dr.lee
       pressor recommend --fhir examples/fhir/septic-adult.json
     """
+    if no_audit and require_audit:
+        raise click.UsageError("--no-audit and --require-audit contradict each other; give one")
     now = parse_now(now_text)
     pack = load_pack(rules_dir)
     document = load_document(state_file)
@@ -66,11 +108,24 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
                                     file=document.file, suggestion="keep one draft MedicationRequest in the bundle")
         state, document = states[0], None
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
-    if as_json:
-        emit_json(result.to_dict() if conversion is None else {"result": result.to_dict(), "fhir": conversion.to_dict()})
+    if no_audit:
+        show(result, as_json, conversion)
         return
-    if conversion is not None:
-        for note in conversion.notes:
-            say(f"fhir: {note}", dim=True)
-    for line, style in result_text(result):
-        say(line, **style)
+    # With --fhir the patient state the bundle was converted to is recorded: it is what was evaluated.
+    options = {"audit_db": audit_db, "input_mode": audit_input, "user": user}
+    if require_audit:
+        try:
+            record(pack, state, result, **options)
+        except AuditError as exc:
+            report_error(exc, as_json)
+            say("error: the recommendation is withheld: --require-audit, and it could not be recorded", fg="red", bold=True)
+            sys.exit(exit_codes.INVALID)
+        show(result, as_json, conversion)
+        return
+    # The clinician sees the recommendation first; recording comes after. Success is silent.
+    show(result, as_json, conversion)
+    try:
+        record(pack, state, result, **options)
+    except AuditError as exc:
+        say(f"WARNING: this recommendation was NOT recorded in the audit log: {exc}", fg="red", bold=True)
+        sys.exit(exit_codes.NOT_RECORDED)

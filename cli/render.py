@@ -58,9 +58,9 @@ def dose_lines(dose: dict[str, Any]) -> list[str]:
     return lines
 
 
-def result_text(result: Result, *, color: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    """The whole report as (line, click style) pairs."""
-    data = result.to_dict()
+def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """The whole report as (line, click style) pairs; ``result`` may be a stored Result's JSON."""
+    data = result if isinstance(result, dict) else result.to_dict()
     pack = data["pack"]
     out: list[tuple[str, dict[str, Any]]] = [
         (f"pressor: {pack['name']} {pack['version']} (sha256 {pack['sha256'][:12]}), evaluated {data['evaluated_at']}", {"bold": True}),

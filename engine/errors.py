@@ -97,3 +97,9 @@ class EvaluationError(PressorError):
     """The rule engine failed during an evaluation (the evaluator is rebuilt)."""
 
     kind = "evaluation_error"
+
+
+class AuditError(PressorError):
+    """The audit log could not be opened, written or read, or a record cannot be replayed."""
+
+    kind = "audit_error"

@@ -104,9 +104,7 @@ class _Builder:
         if self.check_examples:
             self._examples()
             self._raise_if_problems()
-        pack_sha = hashlib.sha256(
-            "".join(f"{name}\0{digest}\n" for name, digest in sorted(manifest.items())).encode()
-        ).hexdigest()
+        pack_sha = pack_sha256(manifest)
         pack = RulePack(
             name=pack_meta["name"], version=pack_meta["version"], title=pack_meta["title"],
             sha256=pack_sha, directory=str(self.directory), rules=tuple(rules), derived=tuple(derived),
@@ -402,3 +400,8 @@ def condition_facts(cond: Condition) -> set[str]:
     for leaf in leaves(cond):
         out.update(leaf.facts())
     return out
+
+
+def pack_sha256(manifest: dict[str, str]) -> str:
+    """The pack's identity: SHA-256 over ``name\\0sha256\\n`` of its files, sorted by name."""
+    return hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(manifest.items())).encode()).hexdigest()

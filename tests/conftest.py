@@ -15,6 +15,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def audit_db(tmp_path, monkeypatch) -> Path:
+    """Every test records into its own audit database, never the user's data directory."""
+    path = tmp_path / "audit" / "audit.db"
+    monkeypatch.setenv("PRESSOR_AUDIT_DB", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def pack():
     """The bundled rule pack, loaded and compiled once for the whole run."""

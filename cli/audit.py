@@ -1,0 +1,235 @@
+"""``pressor audit list|show|verify|replay|export``: the audit log of recommendations.
+
+The audit library (and sqlite3) is imported inside each command, so that commands
+which never touch the log do not pay for it at start-up.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import exit_codes
+from .common import emit_json, handles_errors, json_option, say
+
+if TYPE_CHECKING:
+    from pressor.engine.audit import AuditLog, AuditRecord
+
+audit_db_option = click.option(
+    "--audit-db", "audit_db", metavar="PATH", default=None,
+    help="Audit database file (default: $PRESSOR_AUDIT_DB, else audit.db in the user data directory).",
+)
+
+
+def open_log(audit_db: str | None, *, create: bool = False) -> "AuditLog":
+    """The audit log named by ``--audit-db``, ``$PRESSOR_AUDIT_DB`` or the default; read-only unless ``create``."""
+    from pressor.engine.audit import AuditLog, resolve_path
+
+    return AuditLog.open(resolve_path(audit_db), create=create)
+
+
+@click.group(epilog=exit_codes.help_text())
+def audit() -> None:
+    """The audit log: every recommendation, append-only and hash-chained.
+
+    Each record keeps the input (or its SHA-256), the rule pack and engine versions,
+    the full result, who asked and when. `verify` proves the chain is unaltered and
+    prints the head hash to publish elsewhere; `replay` evaluates a record again.
+
+    \b
+    Example:
+      pressor audit list --since 2026-11-01
+      pressor audit verify --json
+    """
+
+
+def summary(record: "AuditRecord") -> dict[str, Any]:
+    """One line of ``audit list --json``."""
+    result = record.result
+    return {"seq": record.seq, "id": record.id, "recorded_at": record.recorded_at, "user": record.user,
+            "evaluated_at": result.get("evaluated_at"), "input_mode": record.input_mode,
+            "pack": {"name": record.pack_name, "version": record.pack_version, "sha256": record.pack_sha256},
+            "recommendations": record.fired(), "record_hash": record.record_hash}
+
+
+@audit.command("list", epilog=exit_codes.help_text())
+@click.option("--since", metavar="ISO-8601", default=None, help="Only records made at or after this time (UTC if no offset).")
+@click.option("--rule", "rule_id", metavar="ID", default=None, help="Only records in which this rule fired.")
+@audit_db_option
+@json_option
+@handles_errors
+def list_records(since: str | None, rule_id: str | None, audit_db: str | None, as_json: bool) -> None:
+    """One line per record: sequence, id, time, user, pack version, rules that fired.
+
+    \b
+    Example:
+      pressor audit list --rule escalation.add-vasopressin --since 2026-11-01
+    """
+    from .recommend import parse_now
+
+    moment = parse_now(since) if since else None
+    with open_log(audit_db) as log:
+        records = [summary(r) for r in log.records(since=moment, rule=rule_id)]
+    if as_json:
+        emit_json(records)
+        return
+    for r in records:
+        fired = ", ".join(f.split("@")[0] for f in r["recommendations"]) or "-"
+        fired = fired if len(fired) <= 60 else fired[:57] + "..."
+        say(f"#{r['seq']:<6} {r['id'][:8]}  {r['recorded_at'][:19]}Z  {r['user']:<12} v{r['pack']['version']:<7} "
+            f"{len(r['recommendations']):>2} rec: {fired}")
+    say(f"{len(records)} record(s)", dim=True)
+
+
+@audit.command("show", epilog=exit_codes.help_text())
+@click.argument("record_id", metavar="ID")
+@audit_db_option
+@json_option
+@handles_errors
+def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
+    """One record in full: input, result, pack, user, hashes (ID or a unique prefix of it).
+
+    \b
+    Example:
+      pressor audit show 3f2a9c1e --json
+    """
+    from .render import result_text
+
+    with open_log(audit_db) as log:
+        record = log.record(record_id)
+        database_id = log.database_id
+    if as_json:
+        emit_json({"database_id": database_id, **record.to_dict()})
+        return
+    say(f"record #{record.seq} {record.id}", bold=True)
+    say(f"  recorded {record.recorded_at} for {record.user}; engine {record.engine_version}")
+    say(f"  pack {record.pack_name} {record.pack_version} sha256 {record.pack_sha256}")
+    kept = "kept in full" if record.input_mode == "full" else "NOT kept (hash only)"
+    say(f"  input sha256 {record.input_sha256} ({kept})")
+    say(f"  prev_hash   {record.prev_hash}")
+    say(f"  record_hash {record.record_hash}")
+    say()
+    for line, style in result_text(record.result):
+        say(line, **style)
+
+
+def parse_anchor(value: str | None) -> tuple[int, str] | None:
+    """``--anchor SEQ:HASH`` as a pair."""
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+        raise click.BadParameter(f"'{value}' is not SEQ:HASH (e.g. 1200:3f2a...; 64 hex digits)", param_hint="--anchor")
+    return int(seq), digest.lower()
+
+
+@audit.command("verify", epilog=exit_codes.help_text())
+@click.option("--anchor", metavar="SEQ:HASH", default=None,
+              help="A head published earlier (from verify): that record must still have that hash.")
+@audit_db_option
+@json_option
+@handles_errors
+def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
+    """Recompute every record's hash and link; exit 1 naming the first bad record.
+
+    Prints the head (last sequence number and hash): publish it somewhere the log's
+    writers cannot change, and pass it back with --anchor to detect a rebuilt chain.
+
+    \b
+    Example:
+      pressor audit verify
+      pressor audit verify --anchor 1200:3f2a...e9 --json
+    """
+    pinned = parse_anchor(anchor)
+    with open_log(audit_db) as log:
+        outcome = log.verify(anchor=pinned)
+        path = str(log.path)
+    if as_json:
+        emit_json({"path": path, **outcome.to_dict()})
+    head = f"head #{outcome.head_seq} {outcome.head_hash}"
+    if outcome.ok:
+        say(f"ok: {outcome.records} record(s), chain intact; {head}", fg="green")
+        say(f"database {outcome.database_id}; anchor with --anchor {outcome.head_seq}:{outcome.head_hash}", dim=True)
+        return
+    bad = outcome.first_bad
+    if bad is not None:
+        say(f"BROKEN: first bad record #{bad.seq} ({bad.id}): {'; '.join(bad.reasons)}", fg="red", bold=True)
+    for problem in outcome.problems:
+        if problem is not bad:
+            say(f"  also: {problem}", fg="red")
+    say(f"{len(outcome.problems)} problem(s) in {outcome.records} record(s); {head}", fg="red")
+    sys.exit(exit_codes.INVALID)
+
+
+@audit.command("replay", epilog=exit_codes.help_text())
+@click.argument("record_id", metavar="ID")
+@click.option("--input", "input_file", metavar="FILE", default=None,
+              help="The original input, for a record kept with --audit-input hash (its SHA-256 must match).")
+@audit_db_option
+@json_option
+@handles_errors
+def replay(record_id: str, input_file: str | None, audit_db: str | None, as_json: bool) -> None:
+    """Evaluate a record again with its stored pack, input and time; exit 1 if the result differs.
+
+    \b
+    Example:
+      pressor audit replay 3f2a9c1e
+    """
+    from pressor.engine.load import load_document
+
+    state = load_document(input_file).data if input_file else None
+    with open_log(audit_db) as log:
+        outcome = log.replay(record_id, state=state)
+    if as_json:
+        emit_json(outcome.to_dict())
+    record = outcome.record
+    if outcome.identical:
+        say(f"identical: record #{record.seq} ({record.id}) replays to the same result with "
+            f"{record.pack_name} {record.pack_version}", fg="green")
+        return
+    say(f"DIFFERENT: record #{record.seq} ({record.id}) replays to a different result "
+        f"({len(outcome.differences)} difference(s)):", fg="red", bold=True)
+    for diff in outcome.differences:
+        d = diff.to_dict()
+        say(f"  {d['pointer']}: stored {_shown(d, 'stored')}, replayed {_shown(d, 'replayed')}")
+    sys.exit(exit_codes.INVALID)
+
+
+def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
+    """One side of a difference as short JSON text."""
+    import json
+
+    text = json.dumps(diff[side], ensure_ascii=False) if side in diff else "(absent)"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@audit.command("export", epilog=exit_codes.help_text())
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True, help="Output format.")
+@click.option("--output", metavar="FILE", default=None,
+              help="Write here (through a temporary file renamed into place); default stdout.")
+@audit_db_option
+@json_option
+@handles_errors
+def export(fmt: str, output: str | None, audit_db: str | None, as_json: bool) -> None:
+    """Every record, with the exact stored texts and hashes, as JSON lines or CSV.
+
+    Each row carries database_id, so record_hash can be recomputed from the export
+    alone (see docs/audit.md). With --json (needs --output), a summary goes to stdout.
+
+    \b
+    Example:
+      pressor audit export --format csv --output audit.csv
+    """
+    from pressor.engine.audit import write_atomically
+
+    if as_json and output is None:
+        raise click.UsageError("--json needs --output: without it the export itself is written to stdout")
+    with open_log(audit_db) as log:
+        if output is None:
+            log.export(fmt, sys.stdout)
+            return
+        count = write_atomically(output, lambda fh: log.export(fmt, fh))
+    if as_json:
+        emit_json({"output": output, "format": fmt, "records": count})
+    say(f"exported {count} record(s) to {output}", fg="green")
