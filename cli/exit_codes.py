@@ -1,7 +1,8 @@
 """The CLI's exit codes: one table, used by every command, ``--help`` and the README."""
 
 OK = 0
-#: Invalid input: a patient state, a rule pack, a file that cannot be read or parsed.
+#: Invalid input: a patient state, a rule pack, a file that cannot be read or parsed; or a check
+#: failed (lint found an error, a scenario failed or coverage fell short, a diff found an unbumped version).
 INVALID = 1
 #: Usage error (unknown option, missing argument): click's own code.
 USAGE = 2
@@ -12,7 +13,8 @@ ENGINE_FAILURE = 4
 
 TABLE = (
     (OK, "success"),
-    (INVALID, "invalid input: patient state, rule pack or file (message on stderr)"),
+    (INVALID, "invalid input: patient state, rule pack or file (message on stderr); "
+              "or a check failed (lint error, failing scenario, coverage too low, unbumped rule version)"),
     (USAGE, "usage error: unknown option or missing argument"),
     (NOT_RECORDED, "recommendation shown but NOT recorded in the audit log"),
     (ENGINE_FAILURE, "rule engine failure: nothing was recommended"),

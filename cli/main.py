@@ -4,8 +4,10 @@ from __future__ import annotations
 import click
 
 from . import exit_codes
+from .lint import lint
 from .recommend import recommend
 from .rules import rules
+from .test_cmd import test
 from .validate import validate
 
 
@@ -30,6 +32,8 @@ def cli() -> None:
 cli.add_command(recommend)
 cli.add_command(validate)
 cli.add_command(rules)
+cli.add_command(lint)
+cli.add_command(test)
 
 
 def main() -> None:

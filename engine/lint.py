@@ -24,7 +24,7 @@ from .logic import derive, truth
 from .model import All, Condition, Decision, Rule, RulePack, Waiver, leaves
 from .pack import default_rules_dir, load_pack, rule_files
 from .solver import Atom, SolverLimit, Space, conj
-from .validate import STATE_SCHEMA, _semantic_problems, schema
+from .validate import STATE_SCHEMA, schema
 
 SEVERITIES = ("error", "warning", "info")
 #: Fixed evaluation time for witnesses: the lint's output never depends on the clock.
@@ -115,8 +115,12 @@ class LintReport:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def lint_pack(directory: str | Path | None = None) -> LintReport:
-    """Lint the pack in ``directory`` (default: the bundled pack)."""
+def lint_pack(directory: str | Path | None = None, *, budget: int = 200_000) -> LintReport:
+    """Lint the pack in ``directory`` (default: the bundled pack).
+
+    ``budget`` bounds the search steps of each question put to the solver; a question
+    that needs more is reported as ``solver-incomplete`` rather than answered.
+    """
     directory = Path(directory) if directory is not None else default_rules_dir()
     docs = _documents(directory)
     findings = list(_missing_citations(docs.values()))
@@ -125,7 +129,7 @@ def lint_pack(directory: str | Path | None = None) -> LintReport:
     except RuleFileError as exc:
         findings += _load_findings(exc.problems, findings)
         return LintReport(str(directory), _ordered(findings))
-    linter = _Linter(pack, docs)
+    linter = _Linter(pack, docs, budget)
     findings += linter.run()
     return LintReport(str(directory), _ordered(findings),
                       {"name": pack.name, "version": pack.version, "sha256": pack.sha256})
@@ -192,10 +196,10 @@ def drug_of(rule: Rule) -> str | None:
 class _Linter:
     """All checks that need the loaded pack."""
 
-    def __init__(self, pack: RulePack, docs: dict[str, Document]) -> None:
+    def __init__(self, pack: RulePack, docs: dict[str, Document], budget: int) -> None:
         self.pack = pack
         self.docs = docs
-        self.space = Space(pack, schema(STATE_SCHEMA))
+        self.space = Space(pack, schema(STATE_SCHEMA), budget=budget)
         self.live = [r for r in pack.rules if r.status != "retired"]
         self.by_id = {r.id: r for r in pack.rules}
         self.superseded_by = pack.superseded_by()
@@ -255,6 +259,10 @@ class _Linter:
                 out.append(self._incomplete(f"reachability of {rule.id}", exc, (rule,)))
                 continue
             shown = "; ".join(leaf.describe() for c in core for leaf in leaves(c))
+            only = leaves(core[0]) if len(core) == 1 else []
+            var = self.space.variables.get(only[0].fact) if len(only) == 1 else None
+            if var is not None and var.kind == "number":
+                shown += f" (the schema allows {only[0].fact} in {var.span[0].describe()})"
             out.append(Finding(
                 "unreachable-rule", severity_for([rule]),
                 f"'{rule.id}' can never fire: no patient state satisfies {shown}", rule.file, rule.line, (rule.id,),
@@ -324,8 +332,8 @@ class _Linter:
 
         first = rules[0]
         regions = [w for w in self._waivers_for(code, ids) if w.when is not None]
-        return [Finding(code, severity_for(rules), message + note, first.file, first.line, tuple(r.id for r in rules),
-                        witness, suggestion=_CONTRADICTION_FIX, details={**({"decision": decision.id} if decision else {}), **extra})
+        return [Finding(code, "warning" if extra else severity_for(rules), message + note, first.file, first.line,
+                        tuple(r.id for r in rules), witness, suggestion=None if extra else _CONTRADICTION_FIX, details={**({"decision": decision.id} if decision else {}), **extra})
                 for witness, note, extra in self._search(parts, confirm, regions, message, rules)]
 
     def _search(self, parts: list[Any], confirm: Any, regions: list[Waiver], what: str,
@@ -376,7 +384,7 @@ class _Linter:
                     "gap-decision", "warning" if extra else "error",
                     f"decision '{d.id}' ({d.description}): none of {', '.join(sorted(ids))} applies to this patient" + note,
                     d.file, d.line, tuple(sorted(ids)), witness,
-                    suggestion="add or widen a rule for this region, narrow the population, or record a waiver with a 'when'",
+                    suggestion=None if extra else "add or widen a rule for this region, narrow the population, or record a waiver with a 'when'",
                     details={"decision": d.id, **extra},
                 ))
         return out
@@ -532,7 +540,7 @@ class _Linter:
                 out.append(f)
                 continue
             self.used_waivers.add(id(match))
-            out.append(replace(f, severity="warning", message=f"{f.message} [waived: {match.reason}]",
+            out.append(replace(f, severity="warning", message=f"{f.message} [waived: {match.reason}]", suggestion=None,
                                details={**f.details, "waived": {"file": match.file, "line": match.line, "reason": match.reason}}))
         for w in self.pack.waivers:
             if id(w) not in self.used_waivers:
@@ -572,14 +580,16 @@ def _quantity(q: Any) -> str:
 
 
 def _valid_state(state: dict[str, Any]) -> bool:
-    """Schema-valid and sensible (DBP < SBP, MAP between them)."""
+    """Schema-valid, and plausible: DBP < MAP < SBP for whichever of the three are given."""
     from .validate import check_state
 
     try:
         check_state(state)
     except PatientStateError:
         return False
-    return not any(True for _ in _semantic_problems(state, None))
+    vitals = state.get("vitals") or {}
+    given = [vitals[k] for k in ("dbp_mmhg", "map_mmhg", "sbp_mmhg") if k in vitals]
+    return all(a < b for a, b in zip(given, given[1:]))
 
 
 def _typical_values(pack: RulePack) -> dict[str, list[Any]]:

@@ -361,6 +361,7 @@ class Space:
     # -- search -----------------------------------------------------------------
     def solutions(self, goal: Any) -> Iterator[Store]:
         """Every region (a store of domains) where ``goal`` holds; raises :class:`SolverLimit` past the budget."""
+        self.steps = 0  # the budget is per question
         yield from self._dfs((goal,), {})
 
     def satisfiable(self, goal: Any) -> bool:
