@@ -34,6 +34,7 @@ def lint(directory: str | None, as_json: bool) -> None:
     report = lint_pack(directory)
     if as_json:
         emit_json(report.to_dict())
+        raise SystemExit(exit_codes.OK if report.ok else exit_codes.INVALID)
     for f in report.findings:
         say(f"{f.location()}: {f.severity} {f.code}: {f.message}", fg=_COLOUR[f.severity])
         if f.rules:

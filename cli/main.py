@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import exit_codes
+from .diff import diff
 from .lint import lint
 from .recommend import recommend
 from .rules import rules
@@ -34,6 +35,7 @@ cli.add_command(validate)
 cli.add_command(rules)
 cli.add_command(lint)
 cli.add_command(test)
+cli.add_command(diff)
 
 
 def main() -> None:

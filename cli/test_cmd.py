@@ -49,6 +49,7 @@ def test(paths: tuple[str, ...], as_json: bool, rules_dir: str | None, with_cove
     outcome = run(pack, scenarios, with_coverage=with_coverage, min_coverage=min_coverage)
     if as_json:
         emit_json(outcome.to_dict())
+        raise SystemExit(exit_codes.OK if outcome.ok else exit_codes.INVALID)
     for o in outcome.failed:
         say(f"FAIL {o.scenario.label}", fg="red", bold=True)
         for f in o.failures:

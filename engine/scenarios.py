@@ -106,11 +106,11 @@ def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_scenarios(paths: Iterable[str | Path], pack: RulePack) -> list[Scenario]:
-    """Read and check scenario files; every problem (schema, unknown rule ids) is raised together."""
+def load_scenarios(paths: Iterable[str | Path], pack: RulePack | None = None) -> list[Scenario]:
+    """Read and check scenario files; every problem (schema, rule ids unknown to ``pack``) is raised together."""
     scenarios: list[Scenario] = []
     problems: list[Problem] = []
-    known = {r.id for r in pack.rules}
+    known = {r.id for r in pack.rules} if pack is not None else None
     for path in scenario_files(paths):
         doc = load_document(path)
         found = schema_problems(doc, SCENARIO_SCHEMA)
@@ -118,7 +118,8 @@ def load_scenarios(paths: Iterable[str | Path], pack: RulePack) -> list[Scenario
             problems += found
             continue
         for i, item in enumerate(doc.data["scenarios"]):
-            problems += _unknown_ids(doc, i, item, known)
+            if known is not None:
+                problems += _unknown_ids(doc, i, item, known)
             scenarios.append(_scenario(doc, i, item))
     if problems:
         raise InputError(problems)
