@@ -136,7 +136,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out or {prefix: {}}
+        return out or ({prefix: {}} if prefix else {})
     if isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
         out = {}
         for i, v in enumerate(value):

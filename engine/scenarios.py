@@ -196,8 +196,16 @@ def _why(pack: RulePack, rule: Rule, scenario: Scenario, facts: Mapping[str, Any
     v = verdict(rule.when, facts, derivation.missing_of)
     if v.truth is None:
         return "missing " + ", ".join(sorted(v.missing))
-    shown = [f"{e.test} [{e.fact} = {e.value}]" for e in derivation.expand(v.evidence)[:4]]
-    return ("because " if v.truth else "false because ") + "; ".join(shown)
+    # The rule's own tests first, then the input facts under any derived fact they used.
+    derived = {d.name for d in pack.derived}
+    chosen = list(v.evidence) + [e for e in derivation.expand(v.evidence) if e.fact not in derived]
+    shown = list(dict.fromkeys(f"{e.test} [{e.fact} = {_value(e.value)}]" for e in chosen))
+    more = f"; +{len(shown) - 6} more" if len(shown) > 6 else ""
+    return ("because " if v.truth else "false because ") + "; ".join(shown[:6]) + more
+
+
+def _value(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
 
 
 def _dose_failures(rid: str, checks: Mapping[str, Any], result: Result) -> list[Failure]:

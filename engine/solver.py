@@ -260,13 +260,13 @@ class Space:
                 self.variables[d.name] = Variable(d.name, "number", (Interval(min(corners), max(corners)),), factors=d.product)
         self.budget = budget
         self.steps = 0
-        self._memo: dict[tuple[int, str], Any] = {}
+        self._memo: dict[tuple[Condition, str], Any] = {}
         self._branch_memo: dict[str, tuple[list[tuple[Any, tuple[str, Any]]], Any, Any]] = {}
 
     # -- translation ------------------------------------------------------------
     def formula(self, cond: Condition, pol: str) -> Any:
         """``cond`` as a formula for polarity ``T`` (true), ``F`` (false), ``NT`` (not true) or ``NF`` (not false)."""
-        key = (id(cond), pol)
+        key = (cond, pol)  # by value: equal conditions have equal formulas, and the key keeps ``cond`` alive
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = self._translate(cond, pol)
