@@ -236,14 +236,12 @@ class _Linter:
 
     # -- loader warnings --------------------------------------------------------
     def _loader_warnings(self) -> list[Finding]:
+        """The loader's citation warnings; resting only on unresolved references is an error for an approved rule."""
         out = []
         for w in self.pack.warnings:
             code = w.code if w.code in CODES else "load-error"
-            sev = CODES[code][0] if code == "citation-only-unresolved" else w.severity
-            rule = self.by_id.get(w.rule_id or "")
-            if code == "citation-only-unresolved" and rule is not None:
-                sev = severity_for([rule])
-            out.append(Finding(code, sev, w.message, w.file, w.line, (w.rule_id,) if w.rule_id else (),
+            out.append(Finding(code, "error" if code == "citation-only-unresolved" else w.severity, w.message, w.file,
+                               w.line, (w.rule_id,) if w.rule_id else (),
                                suggestion="cite a listed reference as well, or record the claim as unverified in the notes"))
         return out
 

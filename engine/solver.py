@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from itertools import product as cartesian
 from typing import Any, Iterable, Iterator, Mapping
 
-from .compile import _NEGATE
 from .logic import _ORDER
 from .model import All, Any_, Compare, Condition, Derived, Not, RulePack
 

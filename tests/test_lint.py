@@ -191,3 +191,8 @@ def test_cli_lint_load_error_exits_1_with_location():
 def test_cli_lint_missing_directory_is_an_input_error(tmp_path):
     out = CliRunner().invoke(cli, ["lint", str(tmp_path / "nope")])
     assert out.exit_code == 1 and "rule directory not found" in out.stderr
+
+
+def test_every_code_is_documented_for_authors():
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "authoring.md").read_text()
+    assert all(f"`{code}`" in guide for code in CODES)
