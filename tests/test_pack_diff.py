@@ -127,3 +127,10 @@ def test_thresholds_include_the_map_target_cases(pack):
 ])
 def test_field_changes(old, new, paths):
     assert [c.path for c in field_changes(old, new)] == paths
+
+
+def test_every_diff_code_is_documented_for_authors():
+    from pressor.engine.pack_diff import DIFF_CODES
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "authoring.md").read_text()
+    assert all(f"`{code}`" in guide for code in DIFF_CODES)
