@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from pressor.engine.pack import load_pack
-from pressor.engine.scenarios import OUTCOMES, example_scenarios, load_scenarios, run
+from pressor.engine.scenarios import OUTCOMES, Coverage, example_scenarios, load_scenarios, run
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, rules_option, say
@@ -67,8 +67,8 @@ def test(paths: tuple[str, ...], as_json: bool, rules_dir: str | None, with_cove
         raise SystemExit(exit_codes.INVALID)
 
 
-def _coverage_text(cov: object) -> None:
-    data = cov.to_dict()  # type: ignore[attr-defined]
+def _coverage_text(cov: Coverage) -> None:
+    data = cov.to_dict()
     rules, leaves = data["rules"], data["leaves"]
     say(f"rule coverage: {rules['percent']}% ({rules['seen']}/{rules['reachable']} reachable outcomes: "
         f"{', '.join(OUTCOMES)})", bold=True)

@@ -330,8 +330,10 @@ class _Linter:
 
         first = rules[0]
         regions = [w for w in self._waivers_for(code, ids) if w.when is not None]
-        return [Finding(code, "warning" if extra else severity_for(rules), message + note, first.file, first.line,
-                        tuple(r.id for r in rules), witness, suggestion=None if extra else _CONTRADICTION_FIX, details={**({"decision": decision.id} if decision else {}), **extra})
+        base = {"decision": decision.id} if decision else {}
+        return [Finding(code, "warning" if extra or witness is None else severity_for(rules), message + note, first.file,
+                        first.line, tuple(r.id for r in rules), witness, suggestion=None if extra else _CONTRADICTION_FIX,
+                        details={**base, **extra})
                 for witness, note, extra in self._search(parts, confirm, regions, message, rules)]
 
     def _search(self, parts: list[Any], confirm: Any, regions: list[Waiver], what: str,
@@ -348,7 +350,7 @@ class _Linter:
             if found is None:
                 continue
             witness, confirmed = found
-            note = "" if confirmed else " (no confirmed example)"
+            note = "" if confirmed else " (possible by search, but no plausible example was confirmed)"
             extra: dict[str, Any] = {}
             if waiver is not None:
                 self.used_waivers.add(id(waiver))
@@ -379,7 +381,7 @@ class _Linter:
 
             for witness, note, extra in self._search(parts, confirm, waivers, f"gaps in decision '{d.id}'", shown):
                 out.append(Finding(
-                    "gap-decision", "warning" if extra else "error",
+                    "gap-decision", "warning" if extra or witness is None else "error",
                     f"decision '{d.id}' ({d.description}): none of {', '.join(sorted(ids))} applies to this patient" + note,
                     d.file, d.line, tuple(sorted(ids)), witness,
                     suggestion=None if extra else "add or widen a rule for this region, narrow the population, or record a waiver with a 'when'",
@@ -388,21 +390,22 @@ class _Linter:
         return out
 
     # -- witnesses --------------------------------------------------------------
-    def _witness(self, goal: Any, confirm: Any, tries: int = 40) -> tuple[dict[str, Any], bool] | None:
-        """The first state in ``goal`` that ``confirm`` accepts; else the first found (unconfirmed); else None."""
-        first: dict[str, Any] | None = None
+    def _witness(self, goal: Any, confirm: Any, tries: int = 40, regions: int = 200
+                 ) -> tuple[dict[str, Any] | None, bool] | None:
+        """``(state, True)`` for the first state in ``goal`` that ``confirm`` accepts; ``(None, False)`` if the
+        search finds regions but no plausible, confirmed state in them; ``None`` if ``goal`` is impossible."""
+        possible = False
         seen = 0
-        for store in self.space.solutions(goal):
+        for n, store in enumerate(self.space.solutions(goal)):
+            possible = True
+            if n >= regions or seen >= tries:
+                break
             for state in self.space.witnesses(store, typical=self.typical, valid=_valid_state, coupled=COUPLED_FACTS):
                 seen += 1
-                if first is None:
-                    first = state
                 if confirm(state):
                     return state, True
-                if seen >= tries:
-                    return first, False
                 break  # one state per region: the next region is more likely to differ usefully
-        return (first, False) if first is not None else None
+        return (None, False) if possible else None
 
     def _evaluate(self, state: dict[str, Any], include_draft: bool) -> Any:
         return evaluate(self.pack, state, now=WITNESS_TIME, include_draft=include_draft)

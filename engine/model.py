@@ -235,7 +235,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class Waiver:
-    """A lint finding reviewed and accepted, with its reason; it is still reported, as info."""
+    """A lint finding reviewed and accepted, with its reason; it is still reported, as a warning."""
 
     code: str
     reason: str

@@ -5,6 +5,7 @@ as one :class:`~pressor.engine.errors.RuleFileError`, before any patient is seen
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import replace
 from importlib import resources
@@ -294,8 +295,6 @@ class _Builder:
         return rules
 
     def _unknown_rule(self, rule_id: str, known: set[str], where: dict[str, Any], owner: str | None) -> None:
-        import difflib
-
         close = difflib.get_close_matches(rule_id, sorted(known), n=1)
         self.problems.append(Problem(f"no rule '{rule_id}' in the pack", rule_id=owner,
                                      suggestion=f"did you mean '{close[0]}'?" if close else "check the rule id", **where))

@@ -196,3 +196,16 @@ def test_cli_lint_missing_directory_is_an_input_error(tmp_path):
 def test_every_code_is_documented_for_authors():
     guide = (Path(__file__).resolve().parent.parent / "docs" / "authoring.md").read_text()
     assert all(f"`{code}`" in guide for code in CODES)
+
+
+def test_overlap_without_a_plausible_patient_is_only_a_warning(tmp_path):
+    """MAP above 100 with systolic below 90 is schema-valid but not a real patient: no witness, warning only."""
+    pack = tmp_path / "pack"
+    shutil.copytree(LINT_PACKS / "contradiction-do-avoid", pack)
+    text = (pack / "rules.yaml").read_text()
+    text = text.replace('{fact: vitals.map_mmhg, op: "<", value: 65}', '{fact: vitals.map_mmhg, op: ">", value: 100}')
+    text = text.replace('{fact: vitals.map_mmhg, op: "<", value: 60}', '{fact: vitals.sbp_mmhg, op: "<", value: 90}')
+    (pack / "rules.yaml").write_text(text)
+    (f,) = lint_pack(pack).findings
+    assert f.code == "contradiction-do-avoid" and f.severity == "warning" and f.witness is None
+    assert "no plausible example" in f.message
