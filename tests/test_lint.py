@@ -209,3 +209,14 @@ def test_overlap_without_a_plausible_patient_is_only_a_warning(tmp_path):
     (f,) = lint_pack(pack).findings
     assert f.code == "contradiction-do-avoid" and f.severity == "warning" and f.witness is None
     assert "no plausible example" in f.message
+
+
+def test_pint_stays_off_the_evaluation_path():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pressor.cli.main import cli; from pressor.engine.pack import load_pack; "
+            "from pressor.engine.evaluate import evaluate; import datetime as d; "
+            "evaluate(load_pack(), {}, now=d.datetime.now(d.timezone.utc)); print('pint' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
