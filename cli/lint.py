@@ -35,8 +35,13 @@ def lint(directory: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
         raise SystemExit(exit_codes.OK if report.ok else exit_codes.INVALID)
+    reasons_shown: set[tuple[str, int]] = set()
     for f in report.findings:
         say(f"{f.location()}: {f.severity} {f.code}: {f.message}", fg=_COLOUR[f.severity])
+        waived = f.details.get("waived")
+        if waived and (waived["file"], waived["line"]) not in reasons_shown:  # each reason once
+            reasons_shown.add((waived["file"], waived["line"]))
+            say(f"    waived: {waived['reason']}", dim=True)
         if f.rules:
             say(f"    rules: {', '.join(f.rules)}")
         if f.witness is not None:

@@ -354,7 +354,7 @@ class _Linter:
             extra: dict[str, Any] = {}
             if waiver is not None:
                 self.used_waivers.add(id(waiver))
-                note += f" [waived: {waiver.reason}]"
+                note += f" [waived at {waiver.file}:{waiver.line}]"
                 extra = {"waived": {"file": waiver.file, "line": waiver.line, "reason": waiver.reason}}
             yield (witness if confirmed else None), note, extra
 
@@ -541,7 +541,7 @@ class _Linter:
                 out.append(f)
                 continue
             self.used_waivers.add(id(match))
-            out.append(replace(f, severity="warning", message=f"{f.message} [waived: {match.reason}]", suggestion=None,
+            out.append(replace(f, severity="warning", message=f"{f.message} [waived at {match.file}:{match.line}]", suggestion=None,
                                details={**f.details, "waived": {"file": match.file, "line": match.line, "reason": match.reason}}))
         for w in self.pack.waivers:
             if id(w) not in self.used_waivers:
