@@ -1,9 +1,10 @@
 """The CLI's exit codes: one table, used by every command, ``--help`` and the README."""
 
 OK = 0
-#: Invalid input: a patient state, a rule pack, a file that cannot be read or parsed. Also:
-#: a broken audit chain (`audit verify`), a replay that differs (`audit replay`), an audit
-#: log that cannot be used, and a recommendation withheld under `recommend --require-audit`.
+#: Invalid input: a patient state, a rule pack, a file that cannot be read or parsed; or a check
+#: failed: lint found an error, a scenario failed or coverage fell short, a diff found an unbumped
+#: version, the audit chain is broken (`audit verify`), a replay differs (`audit replay`), the audit
+#: log cannot be used, or a recommendation was withheld under `recommend --require-audit`.
 INVALID = 1
 #: Usage error (unknown option, missing argument): click's own code.
 USAGE = 2
@@ -15,7 +16,8 @@ ENGINE_FAILURE = 4
 
 TABLE = (
     (OK, "success"),
-    (INVALID, "invalid input or rule pack (message on stderr); audit log unusable, chain broken, replay differs"),
+    (INVALID, "invalid input (patient state, rule pack, file) or a failed check (lint error, failing scenario, "
+              "coverage too low, unbumped rule version, broken audit chain, replay differs); message on stderr"),
     (USAGE, "usage error: unknown option or missing argument"),
     (NOT_RECORDED, "recommendation shown but NOT recorded in the audit log"),
     (ENGINE_FAILURE, "rule engine failure: nothing was recommended"),

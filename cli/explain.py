@@ -16,6 +16,7 @@ from .recommend import parse_now
 
 _HEADINGS = {
     "fired": ("FIRED", {"fg": "green", "bold": True}),
+    "superseded": ("SUPERSEDED (condition held; a refining rule is shown instead)", {"bold": True}),
     "not_fired": ("NOT FIRED", {"bold": True}),
     "not_evaluable": ("NOT EVALUABLE", {"fg": "yellow", "bold": True}),
     "inactive": ("INACTIVE", {"dim": True, "bold": True}),
@@ -51,7 +52,7 @@ def rule_lines(rule: RuleExplanation) -> list[str]:
     """One block: the rule, then its comparisons (or why it was not evaluated)."""
     status = "" if rule.status == "approved" else f" [{rule.status}]"
     lines = [f"{rule.rule_id} v{rule.rule_version}{status}: {rule.title}"]
-    if rule.outcome == "inactive":
+    if rule.outcome in ("inactive", "superseded"):
         lines.append(f"  {rule.reason}")
     if rule.outcome == "not_evaluable":
         lines.append(f"  missing: {', '.join(rule.missing)}")

@@ -5,10 +5,13 @@ import click
 
 from . import exit_codes
 from .audit import audit
+from .diff import diff
 from .explain import explain
+from .lint import lint
 from .recommend import recommend
 from .rules import rules
 from .serve import serve
+from .test_cmd import test
 from .validate import validate
 
 
@@ -34,6 +37,9 @@ cli.add_command(recommend)
 cli.add_command(validate)
 cli.add_command(rules)
 cli.add_command(explain)
+cli.add_command(lint)
+cli.add_command(test)
+cli.add_command(diff)
 cli.add_command(audit)
 cli.add_command(serve)
 

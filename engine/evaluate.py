@@ -161,10 +161,11 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
                     f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
                     rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
                 )
+    recommendations, superseded = _drop_superseded(pack, recommendations)
     recommendations.sort(key=Recommendation.sort_key)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
-    warnings = tuple(
+    warnings = superseded + tuple(
         f"reference [{n}] is cited by the source but missing from its reference list; treat its claims as unverified"
         for n in unresolved
     )
@@ -178,6 +179,24 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         warnings=warnings,
         include_draft=include_draft,
     )
+
+
+def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[Recommendation], tuple[str, ...]]:
+    """A rule that another shown rule supersedes (``supersedes:``) is left out, and the result says so."""
+    by = pack.cache.get("superseded_by")
+    if by is None:
+        by = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    if not by:
+        return recs, ()
+    shown = {r.rule_id for r in recs}
+    kept, notes = [], []
+    for rec in recs:
+        winners = sorted(by.get(rec.rule_id, frozenset()) & shown)
+        if winners:
+            notes.append(f"{rec.rule_id} is not shown: superseded by {', '.join(winners)}")
+        else:
+            kept.append(rec)
+    return kept, tuple(notes)
 
 
 def _recommendation(pack: RulePack, rule: Rule, evidence: tuple, facts: Mapping[str, Any]) -> Recommendation:

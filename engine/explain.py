@@ -9,7 +9,7 @@ engine did not do would be worse than none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -21,7 +21,7 @@ from .model import All, Compare, Condition, Evidence, Not, Rule, RulePack, leave
 from .pack import find_rule
 
 #: Outcomes in the order explanations are grouped.
-OUTCOMES = ("fired", "not_fired", "not_evaluable", "inactive")
+OUTCOMES = ("fired", "superseded", "not_fired", "not_evaluable", "inactive")
 
 
 @dataclass(frozen=True)
@@ -138,12 +138,19 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
     derivation = derive(pack.derived, facts)
     tracer = _Tracer(facts, derivation, _thresholds(pack))
     active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
+    superseded_by = pack.superseded_by()
     explained = []
     for rule in chosen:
         if rule.status not in active:
             explained.append(_inactive(rule))
             continue
         explanation = _explain_rule(rule, tracer)
+        winners = sorted(superseded_by.get(rule.id, frozenset()) & fired)
+        if explanation.outcome == "fired" and winners and rule.id not in fired:
+            # The condition held, but a shown rule that refines this one fired too (supersedes:).
+            explanation = replace(explanation, outcome="superseded", reason=f"superseded by {', '.join(winners)}")
+            explained.append(explanation)
+            continue
         engine = "fired" if rule.id in fired else "not_evaluable" if rule.id in undecided else "not_fired"
         if engine != explanation.outcome or (engine == "not_evaluable" and undecided[rule.id] != frozenset(explanation.missing)):
             raise EvaluationError.single(

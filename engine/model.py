@@ -243,6 +243,8 @@ class Rule:
     file: str = ""
     line: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Rules this one refines: when both apply only this one is shown.
+    supersedes: tuple[str, ...] = ()
 
     def provenance(self) -> dict[str, Any]:
         """Who wrote and reviewed the rule, its status history, and the exact source it encodes."""
@@ -256,6 +258,31 @@ class Rule:
             "reviewers": list(self.reviewers), "status_history": [s.to_dict() for s in self.status_history],
             "source": source,
         }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A question the pack answers for everyone in ``population``: exactly one of ``rules`` should apply."""
+
+    id: str
+    description: str
+    population: Condition
+    rules: tuple[str, ...]
+    file: str = ""
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A lint finding reviewed and accepted, with its reason; it is still reported, as a warning."""
+
+    code: str
+    reason: str
+    rules: tuple[str, ...] = ()
+    decision: str | None = None
+    when: Condition | None = None
+    file: str = ""
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +303,8 @@ class RulePack:
     warnings: tuple[Any, ...] = ()
     array_members: dict[str, tuple[str, ...]] = field(default_factory=dict)
     raw_pack: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    decisions: tuple[Decision, ...] = ()
+    waivers: tuple[Waiver, ...] = ()
     #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -294,6 +323,24 @@ class RulePack:
             "sha256": self.sha256, "directory": self.directory, "rules": len(self.rules),
             "files": [{"name": name, "sha256": digest} for name, digest in sorted(self.files.items())],
         }
+
+    def superseded_by(self) -> dict[str, frozenset[str]]:
+        """Rule id -> every rule that supersedes it, directly or through a chain."""
+        direct: dict[str, set[str]] = {}
+        for rule in self.rules:
+            for old in rule.supersedes:
+                direct.setdefault(old, set()).add(rule.id)
+        closed: dict[str, frozenset[str]] = {}
+        for old in direct:
+            seen: set[str] = set()
+            todo = list(direct[old])
+            while todo:
+                new = todo.pop()
+                if new not in seen:
+                    seen.add(new)
+                    todo.extend(direct.get(new, ()))
+            closed[old] = frozenset(seen)
+        return closed
 
 
 # --- results ----------------------------------------------------------------

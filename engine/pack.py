@@ -19,6 +19,7 @@ from .load import Document, load_document
 from .model import (
     Citation,
     Condition,
+    Decision,
     Derived,
     DoseSpec,
     Preparation,
@@ -27,6 +28,7 @@ from .model import (
     Rule,
     RulePack,
     StatusChange,
+    Waiver,
     leaves,
 )
 from .units import UnitError, parse_unit
@@ -70,6 +72,7 @@ class _Builder:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.docs: list[Document] = []
+        self.located: dict[str, tuple[Any, str]] = {}  # rule id -> (its document's where(), its pointer)
         self.vocab: dict[str, FactType] = dict(state_vocabulary(schema(STATE_SCHEMA)))
 
     # -- entry ----------------------------------------------------------------
@@ -100,6 +103,9 @@ class _Builder:
         derived = self._derived(references)
         preparations = self._preparations(references)
         rules = self._rules(references, {p.drug for p in preparations}, refs_meta["document"])
+        self._supersedes(rules)
+        decisions = self._decisions({r.id for r in rules})
+        waivers = self._waivers({r.id for r in rules}, {d.id for d in decisions})
         self._raise_if_problems()
         if self.check_examples:
             self._examples()
@@ -111,6 +117,7 @@ class _Builder:
             preparations=tuple(preparations), references=references, document=dict(refs_meta["document"]),
             files=manifest, warnings=tuple(self.warnings), raw_pack=dict(pack_meta),
             array_members={p: ft.values for p, ft in self.vocab.items() if ft.kind == "array"},
+            decisions=tuple(decisions), waivers=tuple(waivers),
         )
         self._engine_check(pack)
         return pack
@@ -157,7 +164,8 @@ class _Builder:
             where = doc.where(f"{pointer}/{i}/ref")
             if ref is None:
                 self.problems.append(Problem(f"citation [{c['ref']}] has no entry in references.yaml", rule_id=owner,
-                                             suggestion=f"cite one of {sorted(refs)} or add the reference", **where))
+                                             suggestion=f"cite one of {sorted(refs)} or add the reference",
+                                             code="citation-unknown-reference", **where))
                 continue
             if not ref.resolved:
                 self.warnings.append(Problem(f"cites [{c['ref']}], which the source cites but does not list", rule_id=owner,
@@ -284,8 +292,9 @@ class _Builder:
                     paragraph=item["source"].get("paragraph"), dose=dose, notes=tuple(item.get("notes", ())),
                     author=item["author"], reviewers=tuple(item.get("reviewers", ())), effective=item["effective"],
                     status_history=history, source_sha256=item["source"]["sha256"],
-                    file=doc.file, line=where.get("line"), raw=item,
+                    file=doc.file, line=where.get("line"), raw=item, supersedes=tuple(item.get("supersedes", ())),
                 ))
+                self.located[rid] = (doc.where, ptr)
         return rules
 
     def _provenance(self, item: dict[str, Any], ptr: str, report: Any, source_doc: dict[str, Any]) -> tuple[StatusChange, ...]:
@@ -328,6 +337,73 @@ class _Builder:
                 report(f"{ptr}/effective", f"takes effect {effective}, before it was approved ({approved[-1]})",
                        "an approved version cannot take effect before its approval")
         return tuple(StatusChange(e["date"], e["status"], e["by"], e.get("comment")) for e in history)
+    def _unknown_rule(self, rule_id: str, known: set[str], where: dict[str, Any], owner: str | None) -> None:
+        close = difflib.get_close_matches(rule_id, sorted(known), n=1)
+        self.problems.append(Problem(f"no rule '{rule_id}' in the pack", rule_id=owner,
+                                     suggestion=f"did you mean '{close[0]}'?" if close else "check the rule id", **where))
+
+    def _supersedes(self, rules: list[Rule]) -> None:
+        """Superseded ids must exist, differ from the rule's own, and not loop back to it."""
+        known = {r.id for r in rules}
+        for rule in rules:
+            where, base = self.located[rule.id]
+            for i, old in enumerate(rule.supersedes):
+                loc = where(f"{base}/supersedes/{i}")
+                if old == rule.id:
+                    self.problems.append(Problem("a rule cannot supersede itself", rule_id=rule.id, **loc))
+                elif old not in known:
+                    self._unknown_rule(old, known, loc, rule.id)
+        graph = {r.id: [o for o in r.supersedes if o in known and o != r.id] for r in rules}
+        for rule in rules:
+            todo, seen = list(graph[rule.id]), set()
+            while todo:
+                nxt = todo.pop()
+                if nxt == rule.id:
+                    where, base = self.located[rule.id]
+                    self.problems.append(Problem("rules supersede each other in a cycle", rule_id=rule.id,
+                                                 suggestion="only the refining rule lists the rule it refines",
+                                                 **where(f"{base}/supersedes")))
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.extend(graph[nxt])
+
+    def _decisions(self, rule_ids: set[str]) -> list[Decision]:
+        out: list[Decision] = []
+        seen: set[str] = set()
+        for doc, items in self._sections("decisions"):
+            for i, item in enumerate(items):
+                ptr = f"/decisions/{i}"
+                if item["id"] in seen:
+                    self.problems.append(Problem(f"decision '{item['id']}' is declared twice", **doc.where(f"{ptr}/id")))
+                seen.add(item["id"])
+                report = problems_from(self.problems, doc.where, None)
+                population = ConditionCompiler(self.vocab, report).parse(item["population"], f"{ptr}/population")
+                for j, rid in enumerate(item["rules"]):
+                    if rid not in rule_ids:
+                        self._unknown_rule(rid, rule_ids, doc.where(f"{ptr}/rules/{j}"), None)
+                if population is not None:
+                    out.append(Decision(item["id"], item["description"], population, tuple(item["rules"]),
+                                        file=doc.file, line=doc.where(ptr).get("line")))
+        return out
+
+    def _waivers(self, rule_ids: set[str], decision_ids: set[str]) -> list[Waiver]:
+        out: list[Waiver] = []
+        for doc, items in self._sections("waivers"):
+            for i, item in enumerate(items):
+                ptr = f"/waivers/{i}"
+                for j, rid in enumerate(item.get("rules", ())):
+                    if rid not in rule_ids:
+                        self._unknown_rule(rid, rule_ids, doc.where(f"{ptr}/rules/{j}"), None)
+                if "decision" in item and item["decision"] not in decision_ids:
+                    self.problems.append(Problem(f"no decision '{item['decision']}' in the pack",
+                                                 suggestion=f"declared: {', '.join(sorted(decision_ids)) or 'none'}",
+                                                 **doc.where(f"{ptr}/decision")))
+                report = problems_from(self.problems, doc.where, None)
+                when = ConditionCompiler(self.vocab, report).parse(item["when"], f"{ptr}/when") if "when" in item else None
+                out.append(Waiver(item["code"], item["reason"].strip(), tuple(item.get("rules", ())), item.get("decision"),
+                                  when, file=doc.file, line=doc.where(ptr).get("line")))
+        return out
 
     def _quantity(self, data: dict[str, Any] | None, pointer: str, report: Any) -> Quantity | None:
         if data is None:

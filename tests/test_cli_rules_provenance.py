@@ -74,11 +74,12 @@ def test_rules_history_json():
     assert res.stderr == ""
     data = json.loads(res.stdout)
     assert data["rule_id"] == "special.hepatorenal"
-    assert (data["version"], data["status"], data["effective"]) == ("1.0.0", "approved", "2026-11-24")
-    assert data["status_history"][-1] == {
+    assert (data["version"], data["status"], data["effective"]) == ("1.1.0", "approved", "2026-11-24")
+    assert data["status_history"][-2] == {
         "date": "2026-11-24", "status": "approved", "by": TEAM,
         "comment": "approved for the bundled pack; sign-off by the listed clinical reviewers is pending",
     }
+    assert data["status_history"][-1]["comment"].startswith("1.1.0: adults only")
     assert "hepatologist (pending)" in data["reviewers"]
     assert data["source"]["sha256"] == SOURCE_SHA
 

@@ -59,6 +59,12 @@ def _random_facts(rng: random.Random) -> dict:
     return facts
 
 
+def _shown(pack, fired: set[str]) -> set[str]:
+    """The fired rules a result shows: those superseded by another fired rule are left out."""
+    by = pack.superseded_by()
+    return {rid for rid in fired if not (by.get(rid, frozenset()) & fired)}
+
+
 def test_engine_matches_reference_on_random_rules_and_facts():
     """300 random rules (nested all/any/not, every operator) x 1,000 random facts: zero mismatches."""
     rng = random.Random(20261124)
@@ -84,7 +90,7 @@ def test_pack_firings_equal_reference_semantics(pack, now, state):
     matcher = pack.cache["engine"].get(pack).matcher
     assert matcher.match(_engine_fact(facts, pack.array_members)) == expected
     result = evaluate(pack, state, now=now, include_draft=True)
-    assert set(result.fired_ids()) == {r.id for r in pack.rules if r.id in expected and r.status != "retired"}
+    assert set(result.fired_ids()) == _shown(pack, {r.id for r in pack.rules if r.id in expected and r.status != "retired"})
 
 
 def test_stress_more_alpha_tests_on_one_fact_than_one_ruleset_allows():
@@ -151,7 +157,7 @@ def test_stress_state_satisfying_as_many_conditions_as_possible(pack, now):
     derive(pack.derived, facts)
     expected = {r.id for r in pack.rules if truth(r.when, facts) is True}
     result = evaluate(pack, state, now=now, include_draft=True)
-    assert set(result.fired_ids()) == expected
+    assert set(result.fired_ids()) == _shown(pack, expected)
     assert len(expected) >= 10
 
 

@@ -1,0 +1,606 @@
+"""``pressor lint``: static analysis of a rule pack, beyond what loading it checks.
+
+Every finding has a stable code (see :data:`CODES`), a severity, a location, the
+rules involved and, where a patient state can show the problem, a *witness*: a
+schema-valid state found by :mod:`pressor.engine.solver` and confirmed by running it
+through :func:`~pressor.engine.evaluate.evaluate`.
+
+Severity policy: a problem among approved rules is an error; the same problem when a
+draft or in-review rule is involved is a warning (those rules are not shown by
+default); a problem the pack has reviewed and accepted (a ``waivers:`` entry, or for
+stated equivalents a rule note containing "CONTRADICTION") is a warning that says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import InputError, PatientStateError, Problem, RuleFileError
+from .evaluate import evaluate, flatten_state
+from .load import Document, load_document
+from .logic import derive, truth
+from .model import All, Condition, Decision, Rule, RulePack, Waiver, leaves
+from .pack import default_rules_dir, load_pack, rule_files
+from .solver import Atom, SolverLimit, Space, conj
+from .validate import STATE_SCHEMA, schema
+
+SEVERITIES = ("error", "warning", "info")
+#: Fixed evaluation time for witnesses: the lint's output never depends on the clock.
+WITNESS_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+#: Facts the patient-state checks relate to each other (varied first when building a witness).
+COUPLED_FACTS = ("vitals.sbp_mmhg", "vitals.dbp_mmhg", "vitals.map_mmhg")
+#: Relative difference below which two thresholds on one fact look like a typo of each other.
+NEAR_THRESHOLD = 0.001
+
+#: Every finding code: default severity and what it means. ``docs/authoring.md`` explains each.
+CODES: dict[str, tuple[str, str]] = {
+    "contradiction-do-avoid": ("error", "a rule says do and another says avoid for the same drug, for one patient"),
+    "contradiction-dose": ("error", "two rules give different doses of the same drug for one patient"),
+    "contradiction-decision": ("error", "two answers of one decision (e.g. two MAP targets) apply to one patient"),
+    "gap-decision": ("error", "patients in a decision's population for whom none of its rules applies"),
+    "unreachable-rule": ("error", "a rule whose condition can never hold"),
+    "threshold-near-duplicate": ("warning", "thresholds on one fact that differ by a hair (typo?)"),
+    "threshold-strictness-mismatch": ("info", "< in one place and <= in another at the same threshold on one fact"),
+    "threshold-boundary-hole": ("warning", "< and > at the same threshold with nothing covering the value itself"),
+    "arithmetic-preparation-mismatch": ("error", "a preparation's stated concentration or rate does not follow from its amounts"),
+    "arithmetic-stated-equivalent-mismatch": ("error", "a dose's stated equivalent is not what the dose works out to"),
+    "arithmetic-dimension": ("error", "quantities that cannot be converted into each other (units or a missing weight)"),
+    "arithmetic-dose-order": ("error", "a dose's maximum is below its own range"),
+    "citation-missing": ("error", "a rule without a citation"),
+    "citation-unknown-reference": ("error", "a citation number with no entry in references.yaml"),
+    "citation-unresolved": ("warning", "a citation of a reference the source cites but does not list"),
+    "citation-only-unresolved": ("error", "an approved rule whose every citation is unresolved"),
+    "status-draft-dependency": ("error", "an approved rule that depends on a derived fact that is not approved"),
+    "status-retired-referenced": ("error", "a retired rule still named by a decision (error) or by supersedes (warning)"),
+    "waiver-unused": ("warning", "a waiver that matches no finding (remove it)"),
+    "solver-incomplete": ("warning", "the search gave up on a question; the check it belongs to is incomplete"),
+    "load-error": ("error", "the pack does not load; nothing else was checked"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One lint finding."""
+
+    code: str
+    severity: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    rules: tuple[str, ...] = ()
+    witness: dict[str, Any] | None = None
+    suggestion: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def location(self) -> str:
+        """``file:line``."""
+        return f"{self.file or '<pack>'}" + (f":{self.line}" if self.line is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out: dict[str, Any] = {"code": self.code, "severity": self.severity, "message": self.message,
+                               "file": self.file, "line": self.line, "rules": list(self.rules)}
+        if self.witness is not None:
+            out["witness"] = self.witness
+        if self.suggestion:
+            out["suggestion"] = self.suggestion
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass
+class LintReport:
+    """Every finding for one pack, most severe first."""
+
+    directory: str
+    findings: list[Finding]
+    pack: dict[str, str] | None = None
+
+    def count(self, severity: str) -> int:
+        """How many findings have this severity."""
+        return sum(1 for f in self.findings if f.severity == severity)
+
+    @property
+    def ok(self) -> bool:
+        """No error finding."""
+        return self.count("error") == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"directory": self.directory, "pack": self.pack, "ok": self.ok,
+                "counts": {s: self.count(s) for s in SEVERITIES},
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def lint_pack(directory: str | Path | None = None, *, budget: int = 200_000) -> LintReport:
+    """Lint the pack in ``directory`` (default: the bundled pack).
+
+    ``budget`` bounds the search steps of each question put to the solver; a question
+    that needs more is reported as ``solver-incomplete`` rather than answered.
+    """
+    directory = Path(directory) if directory is not None else default_rules_dir()
+    docs = _documents(directory)
+    findings = list(_missing_citations(docs.values()))
+    try:
+        pack = load_pack(directory)
+    except RuleFileError as exc:
+        findings += _load_findings(exc.problems, findings)
+        return LintReport(str(directory), _ordered(findings))
+    linter = _Linter(pack, docs, budget)
+    findings += linter.run()
+    return LintReport(str(directory), _ordered(findings),
+                      {"name": pack.name, "version": pack.version, "sha256": pack.sha256})
+
+
+def _ordered(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), f.code, f.file or "", f.line or 0, f.rules))
+
+
+def _documents(directory: Path) -> dict[str, Document]:
+    """The pack's files parsed with positions, keyed by the label the loader gives them."""
+    if not directory.is_dir():
+        raise InputError.single("rule directory not found", file=str(directory), suggestion="pass a pack directory")
+    out: dict[str, Document] = {}
+    for path in rule_files(directory):
+        try:
+            label = str(path.relative_to(Path.cwd()))
+        except ValueError:
+            label = str(path)
+        try:
+            out[label] = load_document(path, label=label)
+        except InputError:
+            continue  # the loader reports it, with its position
+    return out
+
+
+def _missing_citations(docs: Iterable[Document]) -> Iterator[Finding]:
+    """Rules with no citation (the schema refuses them, so this reads the raw files)."""
+    for doc in docs:
+        items = doc.data.get("rules") if isinstance(doc.data, dict) else None
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            if isinstance(item, dict) and not item.get("citations"):
+                where = doc.where(f"/rules/{i}")
+                rid = item.get("id") if isinstance(item.get("id"), str) else None
+                yield Finding("citation-missing", "error", f"rule '{rid}' cites nothing", where["file"], where.get("line"),
+                              (rid,) if rid else (), suggestion="add citations: [{ref: N}] naming the reference it rests on",
+                              details={"pointer": f"/rules/{i}"})
+
+
+def _load_findings(problems: list[Problem], already: list[Finding]) -> list[Finding]:
+    reported = {(f.file, f.details["pointer"] + tail) for f in already if f.code == "citation-missing" for tail in ("", "/citations")}
+    out = []
+    for p in problems:
+        if (p.file, p.pointer) in reported:
+            continue  # the schema's side of a rule already reported as citation-missing
+        code = p.code if p.code in CODES else "load-error"
+        out.append(Finding(code, p.severity if p.severity in SEVERITIES else "error", p.message, p.file, p.line,
+                           (p.rule_id,) if p.rule_id else (), suggestion=p.suggestion))
+    return out
+
+
+def severity_for(rules: Iterable[Rule], default: str = "error") -> str:
+    """``default`` for approved rules; one step milder when a draft or in-review rule is involved."""
+    if default == "error" and any(r.status != "approved" for r in rules):
+        return "warning"
+    return default
+
+
+def drug_of(rule: Rule) -> str | None:
+    """The drug a rule is about: ``recommend.drug``, else ``dose.drug``."""
+    return rule.drug or (rule.dose.drug if rule.dose else None)
+
+
+class _Linter:
+    """All checks that need the loaded pack."""
+
+    def __init__(self, pack: RulePack, docs: dict[str, Document], budget: int) -> None:
+        self.pack = pack
+        self.docs = docs
+        self.space = Space(pack, schema(STATE_SCHEMA), budget=budget)
+        self.live = [r for r in pack.rules if r.status != "retired"]
+        self.by_id = {r.id: r for r in pack.rules}
+        self.superseded_by = pack.superseded_by()
+        self.typical = _typical_values(pack)
+        self.findings: list[Finding] = []
+        self.used_waivers: set[int] = set()
+
+    def run(self) -> list[Finding]:
+        from .lint_arithmetic import check_arithmetic
+
+        self.findings += self._loader_warnings()
+        self.findings += self._unreachable()
+        self.findings += self._contradictions()
+        self.findings += self._gaps()
+        self.findings += self._thresholds()
+        self.findings += check_arithmetic(self.pack, self.locate)
+        self.findings += self._status()
+        return self._apply_waivers(self.findings)
+
+    # -- where things are -------------------------------------------------------
+    def locate(self, section: str, key: str, pointer: str = "") -> tuple[str | None, int | None]:
+        """``(file, line)`` of the item of ``section`` whose id (or name) is ``key``, plus ``pointer`` inside it."""
+        name = "name" if section == "derived" else "id"
+        for label, doc in self.docs.items():
+            items = doc.data.get(section) if isinstance(doc.data, dict) else None
+            for i, item in enumerate(items if isinstance(items, list) else ()):
+                if isinstance(item, dict) and item.get(name) == key:
+                    return label, doc.where(f"/{section}/{i}{pointer}").get("line")
+        return None, None
+
+    def _leaf_line(self, file: str, pointer: str) -> int | None:
+        doc = self.docs.get(file)
+        return doc.where(pointer).get("line") if doc else None
+
+    # -- loader warnings --------------------------------------------------------
+    def _loader_warnings(self) -> list[Finding]:
+        """The loader's citation warnings; resting only on unresolved references is an error for an approved rule."""
+        out = []
+        for w in self.pack.warnings:
+            code = w.code if w.code in CODES else "load-error"
+            out.append(Finding(code, "error" if code == "citation-only-unresolved" else w.severity, w.message, w.file,
+                               w.line, (w.rule_id,) if w.rule_id else (),
+                               suggestion="cite a listed reference as well, or record the claim as unverified in the notes"))
+        return out
+
+    # -- unreachable ------------------------------------------------------------
+    def _unreachable(self) -> list[Finding]:
+        out = []
+        for rule in self.live:
+            try:
+                if self.space.satisfiable(self.space.formula(rule.when, "T")):
+                    continue
+                core = self._core(rule.when)
+            except SolverLimit as exc:
+                out.append(self._incomplete(f"reachability of {rule.id}", exc, (rule,)))
+                continue
+            shown = "; ".join(leaf.describe() for c in core for leaf in leaves(c))
+            only = leaves(core[0]) if len(core) == 1 else []
+            var = self.space.variables.get(only[0].fact) if len(only) == 1 else None
+            if var is not None and var.kind == "number":
+                shown += f" (the schema allows {only[0].fact} in {var.span[0].describe()})"
+            out.append(Finding(
+                "unreachable-rule", severity_for([rule]),
+                f"'{rule.id}' can never fire: no patient state satisfies {shown}", rule.file, rule.line, (rule.id,),
+                suggestion="check the thresholds and the schema's range of each fact", details={"conflict": shown},
+            ))
+        return out
+
+    def _core(self, cond: Condition) -> list[Condition]:
+        """A smallest-found set of top-level conjuncts that cannot hold together (deletion-based)."""
+        parts = list(cond.children) if isinstance(cond, All) else [cond]
+        i = 0
+        while i < len(parts) and len(parts) > 1:
+            trial = parts[:i] + parts[i + 1:]
+            if not self.space.satisfiable(conj(*(self.space.formula(c, "T") for c in trial))):
+                parts = trial
+            else:
+                i += 1
+        return parts
+
+    # -- contradictions ---------------------------------------------------------
+    def _supersede_pair(self, a: Rule, b: Rule) -> bool:
+        return a.id in self.superseded_by.get(b.id, ()) or b.id in self.superseded_by.get(a.id, ())
+
+    def _contradictions(self) -> list[Finding]:
+        out = []
+        decided: set[frozenset[str]] = set()
+        for i, a in enumerate(self.live):
+            for b in self.live[i + 1:]:
+                if self._supersede_pair(a, b) or drug_of(a) is None or drug_of(a) != drug_of(b):
+                    continue
+                if {a.kind, b.kind} == {"do", "avoid"}:
+                    do, avoid = (a, b) if a.kind == "do" else (b, a)
+                    out += self._overlap("contradiction-do-avoid", [do, avoid],
+                                         f"'{do.id}' says do and '{avoid.id}' says avoid for {drug_of(a)}, for the same patient")
+                if a.dose is not None and b.dose is not None and _comparable_doses(a, b):
+                    decided.add(frozenset((a.id, b.id)))
+                    if _dose_key(a) != _dose_key(b):
+                        out += self._overlap(
+                            "contradiction-dose", [a, b],
+                            f"'{a.id}' gives {_quantity(a.dose.range)} and '{b.id}' gives {_quantity(b.dose.range)} "
+                            f"of {a.dose.drug} for the same patient")
+        for d in self.pack.decisions:
+            members = [self.by_id[r] for r in d.rules if self.by_id[r].status != "retired"]
+            for i, a in enumerate(members):
+                for b in members[i + 1:]:
+                    if self._supersede_pair(a, b) or frozenset((a.id, b.id)) in decided:
+                        continue
+                    if a.dose is not None and b.dose is not None and _dose_key(a) == _dose_key(b):
+                        continue  # the same answer twice is not a contradiction
+                    out += self._overlap("contradiction-decision", [a, b],
+                                         f"'{a.id}' and '{b.id}' both answer '{d.id}' ({d.description}) for the same patient",
+                                         decision=d)
+        return out
+
+    def _overlap(self, code: str, rules: list[Rule], message: str, decision: Decision | None = None) -> list[Finding]:
+        """A finding if every rule in ``rules`` can fire (and be shown) for one patient."""
+        parts = [self.space.formula(r.when, "T") for r in rules]
+        ids = {r.id for r in rules}
+        for r in rules:  # a rule hidden by a superseding rule that fires is not shown: stay outside those
+            for winner in self.superseded_by.get(r.id, ()):
+                if self.by_id[winner].status != "retired":
+                    parts.append(self.space.formula(self.by_id[winner].when, "NT"))
+        include_draft = any(r.status != "approved" for r in rules)
+
+        def confirm(state: dict[str, Any]) -> bool:
+            return ids <= set(self._evaluate(state, include_draft).fired_ids())
+
+        first = rules[0]
+        regions = [w for w in self._waivers_for(code, ids) if w.when is not None]
+        base = {"decision": decision.id} if decision else {}
+        return [Finding(code, "warning" if extra or witness is None else severity_for(rules), message + note, first.file,
+                        first.line, tuple(r.id for r in rules), witness, suggestion=None if extra else _CONTRADICTION_FIX,
+                        details={**base, **extra})
+                for witness, note, extra in self._search(parts, confirm, regions, message, rules)]
+
+    def _search(self, parts: list[Any], confirm: Any, regions: list[Waiver], what: str,
+                rules: Iterable[Rule]) -> Iterator[tuple[dict[str, Any] | None, str, dict[str, Any]]]:
+        """(witness, message suffix, details) for the problem outside waived regions, then inside each of them."""
+        goals = [(conj(*parts, *(self.space.formula(w.when, "NT") for w in regions)), None)]  # type: ignore[arg-type]
+        goals += [(conj(*parts, self.space.formula(w.when, "T")), w) for w in regions]  # type: ignore[arg-type]
+        for goal, waiver in goals:
+            try:
+                found = self._witness(goal, confirm)
+            except SolverLimit as exc:
+                self.findings.append(self._incomplete(what, exc, rules))
+                continue
+            if found is None:
+                continue
+            witness, confirmed = found
+            note = "" if confirmed else " (possible by search, but no plausible example was confirmed)"
+            extra: dict[str, Any] = {}
+            if waiver is not None:
+                self.used_waivers.add(id(waiver))
+                note += f" [waived at {waiver.file}:{waiver.line}]"
+                extra = {"waived": {"file": waiver.file, "line": waiver.line, "reason": waiver.reason}}
+            yield (witness if confirmed else None), note, extra
+
+    # -- gaps -------------------------------------------------------------------
+    def _gaps(self) -> list[Finding]:
+        out = []
+        for d in self.pack.decisions:
+            shown = [self.by_id[r] for r in d.rules if self.by_id[r].status == "approved"]
+            waivers = [w for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
+            needed = self.space.inputs(d.population)
+            for cond in [r.when for r in shown] + [w.when for w in waivers]:
+                needed |= self.space.inputs(cond)
+            parts = [self.space.formula(d.population, "T")]
+            parts += [self.space.formula(r.when, "F") for r in shown]
+            parts += [Atom(p, "known") for p in sorted(needed)]
+            ids = {r.id for r in shown}
+
+            def confirm(state: dict[str, Any], d: Decision = d, ids: set[str] = ids) -> bool:
+                result = self._evaluate(state, False)
+                facts = flatten_state(state)
+                derive(self.pack.derived, facts)
+                quiet = ids.isdisjoint(result.fired_ids()) and ids.isdisjoint(n.rule_id for n in result.not_evaluable)
+                return truth(d.population, facts) is True and quiet
+
+            for witness, note, extra in self._search(parts, confirm, waivers, f"gaps in decision '{d.id}'", shown):
+                out.append(Finding(
+                    "gap-decision", "warning" if extra or witness is None else "error",
+                    f"decision '{d.id}' ({d.description}): none of {', '.join(sorted(ids))} applies to this patient" + note,
+                    d.file, d.line, tuple(sorted(ids)), witness,
+                    suggestion=None if extra else "add or widen a rule for this region, narrow the population, or record a waiver with a 'when'",
+                    details={"decision": d.id, **extra},
+                ))
+        return out
+
+    # -- witnesses --------------------------------------------------------------
+    def _witness(self, goal: Any, confirm: Any, tries: int = 40, regions: int = 200
+                 ) -> tuple[dict[str, Any] | None, bool] | None:
+        """``(state, True)`` for the first state in ``goal`` that ``confirm`` accepts; ``(None, False)`` if the
+        search finds regions but no plausible, confirmed state in them; ``None`` if ``goal`` is impossible."""
+        possible = False
+        seen = 0
+        for n, store in enumerate(self.space.solutions(goal)):
+            possible = True
+            if n >= regions or seen >= tries:
+                break
+            for state in self.space.witnesses(store, typical=self.typical, valid=_valid_state, coupled=COUPLED_FACTS):
+                seen += 1
+                if confirm(state):
+                    return state, True
+                break  # one state per region: the next region is more likely to differ usefully
+        return (None, False) if possible else None
+
+    def _evaluate(self, state: dict[str, Any], include_draft: bool) -> Any:
+        return evaluate(self.pack, state, now=WITNESS_TIME, include_draft=include_draft)
+
+    def _incomplete(self, what: str, exc: Exception, rules: Iterable[Rule]) -> Finding:
+        rules = list(rules)
+        first = rules[0] if rules else None
+        return Finding("solver-incomplete", "warning", f"undecided: {what} ({exc})", first.file if first else None,
+                       first.line if first else None, tuple(r.id for r in rules))
+
+    # -- thresholds -------------------------------------------------------------
+    def _comparisons(self) -> list[tuple[str, str, float, str, str, int | None]]:
+        """Every numeric comparison with a constant: (fact, op, value, owner, file, line)."""
+        owners: list[tuple[str, str, Condition]] = [(r.id, r.file, r.when) for r in self.live]
+        for d in self.pack.derived:
+            for cond in ([d.when] if d.when is not None else []) + [c for c, _ in d.cases]:
+                owners.append((d.name, d.file, cond))
+        owners += [(d.id, d.file, d.population) for d in self.pack.decisions]
+        out = []
+        for owner, file, cond in owners:
+            for leaf in leaves(cond):
+                var = self.space.variables.get(leaf.fact)
+                if leaf.op in ("known", "unknown", "includes"):
+                    continue
+                line = self._leaf_line(file, leaf.pointer)
+                if leaf.value_fact is not None:
+                    cases = self.space.derived.get(leaf.value_fact)
+                    if cases is not None and cases.product is None and cases.when is None:
+                        for value in [v for _, v in cases.cases] + [cases.default]:
+                            out.append((leaf.fact, leaf.op, float(value), owner, file, line))
+                    continue
+                if var is None or var.kind != "number":
+                    continue
+                values = leaf.value if leaf.op == "in" else (leaf.value,)
+                op = "==" if leaf.op == "in" else leaf.op
+                out += [(leaf.fact, op, float(v), owner, file, line) for v in values]
+        return out
+
+    def _thresholds(self) -> list[Finding]:
+        by_fact: dict[str, list[tuple[str, str, float, str, str, int | None]]] = {}
+        for item in self._comparisons():
+            by_fact.setdefault(item[0], []).append(item)
+        out = []
+        for fact, items in sorted(by_fact.items()):
+            values = sorted({v for _, _, v, *_ in items})
+            for lo, hi in zip(values, values[1:]):
+                scale = max(abs(lo), abs(hi))
+                if scale and (hi - lo) / scale < NEAR_THRESHOLD:
+                    a = next(i for i in items if i[2] == lo)
+                    b = next(i for i in items if i[2] == hi)
+                    out.append(Finding(
+                        "threshold-near-duplicate", "warning",
+                        f"{fact}: {a[3]} uses {lo:g} and {b[3]} uses {hi:g}; a difference this small is usually a typo",
+                        b[4], b[5], _rule_ids([a[3], b[3]], self.by_id), suggestion="use one threshold in both places",
+                        details={"fact": fact, "values": [lo, hi]}))
+            for value in values:
+                at = [i for i in items if i[2] == value]
+                ops = {i[1] for i in at}
+                owners = sorted({i[3] for i in at})
+                where = at[0]
+                for strict, loose in (("<", "<="), (">", ">=")):
+                    if strict in ops and loose in ops:
+                        s = next(i for i in at if i[1] == strict)
+                        lo_ = next(i for i in at if i[1] == loose)
+                        out.append(Finding(
+                            "threshold-strictness-mismatch", "info",
+                            f"{fact} {strict} {value:g} in {s[3]} but {fact} {loose} {value:g} in {lo_[3]}: "
+                            f"at exactly {value:g} one holds and the other does not",
+                            lo_[4], lo_[5], _rule_ids(owners, self.by_id), details={"fact": fact, "value": value},
+                            suggestion="make sure the value itself belongs where the source puts it"))
+                covering = ops & {"<=", ">=", "==", "!="}
+                if "<" in ops and ">" in ops and not covering:
+                    out.append(Finding(
+                        "threshold-boundary-hole", "warning",
+                        f"{fact} < {value:g} and {fact} > {value:g} are both tested ({', '.join(owners)}) but nothing "
+                        f"decides {fact} == {value:g}",
+                        where[4], where[5], _rule_ids(owners, self.by_id), details={"fact": fact, "value": value},
+                        suggestion="make one of the two comparisons include the threshold"))
+        return out
+
+    # -- status -----------------------------------------------------------------
+    def _status(self) -> list[Finding]:
+        out = []
+        derived = {d.name: d for d in self.pack.derived}
+        for rule in self.live:
+            if rule.status != "approved":
+                continue
+            for name in sorted(self._derived_read(rule.when)):
+                d = derived[name]
+                if d.status != "approved":
+                    out.append(Finding(
+                        "status-draft-dependency", "error",
+                        f"approved rule '{rule.id}' depends on derived fact '{name}', which is {d.status}",
+                        rule.file, rule.line, (rule.id,), suggestion=f"approve '{name}' first, or set the rule back to draft"))
+        for d in self.pack.decisions:
+            for rid in d.rules:
+                if self.by_id[rid].status == "retired":
+                    out.append(Finding("status-retired-referenced", "error",
+                                       f"decision '{d.id}' counts on retired rule '{rid}', which never fires",
+                                       d.file, d.line, (rid,), suggestion="list its replacement instead"))
+        for rule in self.live:
+            for old in rule.supersedes:
+                if self.by_id[old].status == "retired":
+                    file, line = self.locate("rules", rule.id, "/supersedes")
+                    out.append(Finding("status-retired-referenced", "warning",
+                                       f"'{rule.id}' supersedes retired rule '{old}', which never fires anyway",
+                                       file, line, (rule.id, old), suggestion="drop it from supersedes"))
+        return out
+
+    def _derived_read(self, cond: Condition) -> set[str]:
+        out: set[str] = set()
+        todo = [p for leaf in leaves(cond) for p in leaf.facts()]
+        while todo:
+            path = todo.pop()
+            d = self.space.derived.get(path)
+            if d is not None and path not in out:
+                out.add(path)
+                todo.extend(d.reads())
+        return out
+
+    # -- waivers ----------------------------------------------------------------
+    def _waivers_for(self, code: str, rules: set[str]) -> list[Waiver]:
+        return [w for w in self.pack.waivers if w.code == code and w.rules and set(w.rules) <= rules]
+
+    def _apply_waivers(self, findings: list[Finding]) -> list[Finding]:
+        """Findings a waiver without a region accepts become warnings; unused waivers are findings themselves."""
+        out = []
+        for f in findings:
+            match = None if "waived" in f.details or f.severity == "info" else next(
+                (w for w in self.pack.waivers if w.when is None and w.code == f.code and set(w.rules) <= set(f.rules)
+                 and (w.decision is None or f.details.get("decision") == w.decision)), None)
+            if match is None:
+                out.append(f)
+                continue
+            self.used_waivers.add(id(match))
+            out.append(replace(f, severity="warning", message=f"{f.message} [waived at {match.file}:{match.line}]", suggestion=None,
+                               details={**f.details, "waived": {"file": match.file, "line": match.line, "reason": match.reason}}))
+        for w in self.pack.waivers:
+            if id(w) not in self.used_waivers:
+                out.append(Finding("waiver-unused", "warning", f"waiver for {w.code} matches no finding", w.file, w.line,
+                                   w.rules, suggestion="remove it; the problem it accepted is gone"))
+        return out
+
+
+_CONTRADICTION_FIX = ("make the conditions exclusive, or declare 'supersedes: [other id]' on the rule that refines "
+                      "the other, or record a reviewed waiver")
+
+
+def _rule_ids(owners: Iterable[str], rules: dict[str, Rule]) -> tuple[str, ...]:
+    return tuple(sorted(o for o in set(owners) if o in rules))
+
+
+def _comparable_doses(a: Rule, b: Rule) -> bool:
+    """Both rates or both amounts: a one-off amount (a bag, a bolus) does not compete with an infusion rate."""
+    from .units import parse_unit
+
+    return (parse_unit(a.dose.range.unit).per_time is None) == (parse_unit(b.dose.range.unit).per_time is None)  # type: ignore[union-attr]
+
+
+def _dose_key(rule: Rule) -> tuple[Any, ...]:
+    """A dose range in base units (mcg, units or mL; per kg or not; per minute), for comparison."""
+    from .units import parse_unit
+
+    q = rule.dose.range  # type: ignore[union-attr]
+    u = parse_unit(q.unit)
+    factor = u.to_base * (u.per_minute_factor or 1.0)
+    return (rule.dose.drug, u.dimension, u.per_kg, u.per_time is None,  # type: ignore[union-attr]
+            round(q.low * factor, 9), round(q.high * factor, 9))
+
+
+def _quantity(q: Any) -> str:
+    return (f"{q.low:g}-{q.high:g}" if q.is_range else f"{q.low:g}") + f" {q.unit}"
+
+
+def _valid_state(state: dict[str, Any]) -> bool:
+    """Schema-valid, and plausible: DBP < MAP < SBP for whichever of the three are given."""
+    from .validate import check_state
+
+    try:
+        check_state(state)
+    except PatientStateError:
+        return False
+    vitals = state.get("vitals") or {}
+    given = [vitals[k] for k in ("dbp_mmhg", "map_mmhg", "sbp_mmhg") if k in vitals]
+    return all(a < b for a, b in zip(given, given[1:]))
+
+
+def _typical_values(pack: RulePack) -> dict[str, list[Any]]:
+    """Values the pack's own examples use for each fact, most used first: witnesses read like real patients."""
+    counts: dict[str, dict[Any, int]] = {}
+    for rule in pack.rules:
+        for ex in rule.raw.get("examples", ()):
+            for path, value in flatten_state(ex.get("state") or {}).items():
+                if isinstance(value, list):
+                    continue
+                counts.setdefault(path, {})
+                counts[path][value] = counts[path].get(value, 0) + 1
+    return {p: sorted(c, key=lambda v: -c[v]) for p, c in counts.items()}

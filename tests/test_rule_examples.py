@@ -1,0 +1,29 @@
+"""Every rule's examples, one pytest case each (ids "rule_id::example name"), run as scenarios."""
+from __future__ import annotations
+
+import pytest
+
+from pressor.engine.pack import load_pack
+from pressor.engine.scenarios import example_scenarios, run_scenario
+
+PACK = load_pack()
+EXAMPLES = example_scenarios(PACK)
+
+
+@pytest.mark.parametrize("scenario", EXAMPLES, ids=[s.name for s in EXAMPLES])
+def test_rule_example(scenario, result_validator):
+    outcome = run_scenario(PACK, scenario)
+    assert outcome.result is not None
+    result_validator.validate(outcome.result.to_dict())
+    assert outcome.ok, "; ".join(f.describe() for f in outcome.failures)
+
+
+def test_every_rule_has_examples():
+    assert {s.name.split("::")[0] for s in EXAMPLES} == {r.id for r in PACK.rules}
+
+
+def test_every_rule_has_a_firing_and_a_non_firing_example():
+    """The authoring standard: each rule shows one state that fires it and one at its boundary that does not."""
+    for rule in PACK.rules:
+        expects = {ex["expect"] for ex in rule.raw.get("examples", [])}
+        assert {"fires", "does_not_fire"} <= expects, rule.id
