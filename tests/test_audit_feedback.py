@@ -19,6 +19,8 @@ from pressor.engine.evaluate import evaluate
 from pressor.engine.load import load_document
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FORMAT_1_FIELDS = ("seq", "id", "recorded_at", "user", "input_mode", "input_json", "input_sha256", "pack_name",
+                   "pack_version", "pack_sha256", "engine_version", "include_draft", "result_json", "prev_hash")
 REASON = {"code": "clinical-judgement", "system": "urn:pressor:override-reason"}
 
 
@@ -180,8 +182,8 @@ def old_log(audit_db, pack, state, now):
             input_json=audit_mod.canonical_json(state), input_sha256=audit_mod.sha256_text(audit_mod.canonical_json(state)),
             pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256, engine_version=result.engine_version,
             include_draft=False, result_json=audit_mod.canonical_json(result.to_dict()), prev_hash=prev, record_hash="")
-        # the format-1 hash: every field but record_hash, plus the database id
-        old = {k: v for k, v in rec.to_dict(parsed=False).items() if k != "record_hash"}
+        # the format-1 hash, spelled out: its fields but record_hash, plus the database id
+        old = {k: getattr(rec, k) for k in FORMAT_1_FIELDS}
         rec = replace(rec, record_hash=audit_mod.sha256_text(audit_mod.canonical_json({**old, "database_id": "old-db"})))
         cols = [c for c in audit_mod._COLUMNS if c != "hook_instance"]
         conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
