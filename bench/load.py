@@ -74,7 +74,7 @@ def start(workers: int, key, tmp: Path) -> tuple[subprocess.Popen, str]:
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     config = tmp / f"serve-{workers}.json"
     config.write_text(json.dumps({"base_url": base, "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}],
-                                  "feedback_log": str(tmp / "feedback.jsonl")}))
+                                  "audit_db": str(tmp / f"audit-{workers}.db")}))
     exe = str(Path(sys.executable).with_name("pressor"))
     proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers), "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,4 +1,4 @@
-"""``pressor audit list|show|verify|replay|export``: the audit log of recommendations.
+"""``pressor audit list|show|feedback|verify|replay|export``: the audit log of recommendations and card feedback.
 
 The audit library (and sqlite3) is imported inside each command, so that commands
 which never touch the log do not pay for it at start-up.
@@ -34,12 +34,15 @@ def audit() -> None:
     """The audit log: every recommendation, append-only and hash-chained.
 
     Each record keeps the input (or its SHA-256), the rule pack and engine versions,
-    the full result, who asked and when. `verify` proves the chain is unaltered and
-    prints the head hash to publish elsewhere; `replay` evaluates a record again.
+    the full result, who asked and when. Feedback on CDS Hooks cards (accepted or
+    overridden) has its own chain in the same file: see `feedback`. `verify` proves both
+    chains are unaltered and prints the head hash to publish elsewhere; `replay`
+    evaluates a record again.
 
     \b
     Example:
       pressor audit list --since 2026-11-01
+      pressor audit feedback --json
       pressor audit verify --json
     """
 
@@ -114,6 +117,57 @@ def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
         say(line, **style)
 
 
+def issuing_records(log: "AuditLog") -> dict[str, list[dict[str, Any]]]:
+    """Card uuid -> the records of CDS Hooks calls that issued that card (recomputed from each
+    record's hook_instance, the fired rule and version, and the pack's SHA-256)."""
+    from .cards import card_uuid
+
+    issued: dict[str, list[dict[str, Any]]] = {}
+    for record in log.records(hooked=True):
+        for fired in record.fired():
+            rule, _, version = fired.partition("@")
+            uid = card_uuid(record.hook_instance or "", rule, version, record.pack_sha256)
+            issued.setdefault(uid, []).append({"id": record.id, "seq": record.seq, "rule": fired})
+    return issued
+
+
+@audit.command("feedback", epilog=exit_codes.help_text())
+@click.option("--since", metavar="ISO-8601", default=None, help="Only entries recorded at or after this time (UTC if no offset).")
+@click.option("--card", "card", metavar="UUID", default=None, help="Only feedback on this card.")
+@audit_db_option
+@json_option
+@handles_errors
+def feedback(since: str | None, card: str | None, audit_db: str | None, as_json: bool) -> None:
+    """Feedback on CDS Hooks cards: outcome, override reason, who, and the record that issued the card.
+
+    `pressor serve` records every item of POST /cds-services/{id}/feedback here, in a
+    hash chain of its own (checked by `verify`; exported by `export --kind feedback`).
+    A card is linked to the audit records of the call that issued it by its uuid,
+    derived from hookInstance + rule + version + pack. --json gives every entry in full.
+
+    \b
+    Example:
+      pressor audit feedback --since 2026-11-01
+      pressor audit feedback --card 0b1c2d3e-... --json
+    """
+    from .recommend import parse_now
+
+    moment = parse_now(since) if since else None
+    with open_log(audit_db) as log:
+        entries = list(log.feedback(since=moment, card=card))
+        issued = issuing_records(log) if entries else {}
+    rows = [{**e.to_dict(), "records": issued.get(e.card_uuid, [])} for e in entries]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        reason = (row["override_reason"] or {}).get("reason", {}).get("code", "")
+        linked = ", ".join(f"#{r['seq']} {r['rule'].split('@')[0]}" for r in row["records"]) or "no record found"
+        say(f"#{row['seq']:<6} {row['id'][:8]}  {row['recorded_at'][:19]}Z  {row['user']:<12} {row['outcome']:<10} "
+            f"{reason:<18} card {row['card_uuid'][:8]} -> {linked}")
+    say(f"{len(rows)} feedback entr{'y' if len(rows) == 1 else 'ies'}", dim=True)
+
+
 def parse_anchor(value: str | None) -> tuple[int, str] | None:
     """``--anchor SEQ:HASH`` as a pair."""
     if value is None:
@@ -131,10 +185,11 @@ def parse_anchor(value: str | None) -> tuple[int, str] | None:
 @json_option
 @handles_errors
 def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
-    """Recompute every record's hash and link; exit 1 naming the first bad record.
+    """Recompute every record's and feedback entry's hash and link; exit 1 naming the first bad one.
 
     Prints the head (last sequence number and hash): publish it somewhere the log's
     writers cannot change, and pass it back with --anchor to detect a rebuilt chain.
+    The feedback chain is checked the same way (its head is printed too).
 
     \b
     Example:
@@ -149,12 +204,13 @@ def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
         emit_json({"path": path, **outcome.to_dict()})
     head = f"head #{outcome.head_seq} {outcome.head_hash}"
     if outcome.ok:
-        say(f"ok: {outcome.records} record(s), chain intact; {head}", fg="green")
+        say(f"ok: {outcome.records} record(s) and {outcome.feedback} feedback entr{'y' if outcome.feedback == 1 else 'ies'}, "
+            f"chains intact; {head}", fg="green")
         say(f"database {outcome.database_id}; anchor with --anchor {outcome.head_seq}:{outcome.head_hash}", dim=True)
         return
     bad = outcome.first_bad
     if bad is not None:
-        say(f"BROKEN: first bad record #{bad.seq} ({bad.id}): {'; '.join(bad.reasons)}", fg="red", bold=True)
+        say(f"BROKEN: first bad {bad.kind} #{bad.seq} ({bad.id}): {'; '.join(bad.reasons)}", fg="red", bold=True)
     for problem in outcome.problems:
         if problem is not bad:
             say(f"  also: {problem}", fg="red")
@@ -206,13 +262,16 @@ def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
 
 @audit.command("export", epilog=exit_codes.help_text())
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True, help="Output format.")
+@click.option("--kind", type=click.Choice(["records", "feedback"]), default="records", show_default=True,
+              help="Which chain: the recommendation records, or the feedback entries.")
 @click.option("--output", metavar="FILE", default=None,
               help="Write here (through a temporary file renamed into place); default stdout.")
 @audit_db_option
 @json_option
 @handles_errors
-def export(fmt: str, output: str | None, audit_db: str | None, as_json: bool) -> None:
-    """Every record, with the exact stored texts and hashes, as JSON lines or CSV.
+def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_json: bool) -> None:
+    """Every record (or, with --kind feedback, every feedback entry), with the exact stored
+    texts and hashes, as JSON lines or CSV.
 
     Each row carries database_id, so record_hash can be recomputed from the export
     alone (see docs/audit.md). With --json (needs --output), a summary goes to stdout.
@@ -220,6 +279,7 @@ def export(fmt: str, output: str | None, audit_db: str | None, as_json: bool) ->
     \b
     Example:
       pressor audit export --format csv --output audit.csv
+      pressor audit export --kind feedback --output feedback.jsonl
     """
     from pressor.engine.audit import write_atomically
 
@@ -227,9 +287,9 @@ def export(fmt: str, output: str | None, audit_db: str | None, as_json: bool) ->
         raise click.UsageError("--json needs --output: without it the export itself is written to stdout")
     with open_log(audit_db) as log:
         if output is None:
-            log.export(fmt, sys.stdout)
+            log.export(fmt, sys.stdout, kind=kind)
             return
-        count = write_atomically(output, lambda fh: log.export(fmt, fh))
+        count = write_atomically(output, lambda fh: log.export(fmt, fh, kind=kind))
     if as_json:
-        emit_json({"output": output, "format": fmt, "records": count})
-    say(f"exported {count} record(s) to {output}", fg="green")
+        emit_json({"output": output, "format": fmt, "kind": kind, "records": count})
+    say(f"exported {count} {'record(s)' if kind == 'records' else 'feedback entries'} to {output}", fg="green")

@@ -47,6 +47,24 @@ def _uuid(*parts: str) -> str:
     return str(uuid.uuid5(CARD_NAMESPACE, "|".join(parts)))
 
 
+def card_uuid(hook_instance: str, rule_id: str, rule_version: str, pack_sha256: str) -> str:
+    """The uuid of the card a recommendation becomes in one call; what feedback names, and
+    what links it back to the audit record of that call (which keeps ``hook_instance``)."""
+    return _uuid(hook_instance, rule_id, rule_version, pack_sha256)
+
+
+def not_recorded_card(hook_instance: str, pack: dict[str, Any], base_url: str, why: str) -> dict[str, Any]:
+    """A warning card: the advice above was given but is NOT in the audit log."""
+    return {
+        "uuid": _uuid(hook_instance, "not-recorded", pack["sha256"]),
+        "summary": "This advice was NOT recorded in the audit log",
+        "indicator": "warning",
+        "detail": f"The cards of this call could not be written to the audit log, so there is no record of them: {why}. "
+                  "Tell the team that runs the CDS service.",
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
+    }
+
+
 def _ucum(unit_text: str) -> str | None:
     """``mcg/min`` -> ``ug/min``; None if the unit is not amount/time."""
     unit = parse_unit(unit_text)
@@ -124,7 +142,7 @@ def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
 def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_instance: str, base_url: str,
                         patient_id: str, drug_coding: dict[str, str] | None) -> dict[str, Any]:
     """The card for one recommendation."""
-    card_id = _uuid(hook_instance, rec["rule_id"], rec["rule_version"], pack["sha256"])
+    card_id = card_uuid(hook_instance, rec["rule_id"], rec["rule_version"], pack["sha256"])
     card: dict[str, Any] = {
         "uuid": card_id,
         "summary": _short(rec["summary"]),

@@ -8,6 +8,9 @@ fetched from ``fhirServer``: what the call does not carry stays unknown.
 Endpoints: ``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (cards),
 ``POST /cds-services/{id}/feedback``, and, without authentication (no patient data),
 ``GET /rules/{rule_id}`` (a rule's documentation, the cards' source URL) and ``GET /healthz``.
+
+Every evaluation and every feedback item goes to the audit log (``engine.audit``), opened
+once per worker; see :class:`AuditSink`.
 """
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from pressor.engine.errors import EvaluationError, InputError, PressorError, Problem
+from pressor.engine.audit import AuditLog, resolve_path
+from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError, Problem
 from pressor.engine.evaluate import evaluate
 from pressor.engine.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
 from pressor.engine.load import Document, load_document
@@ -35,7 +40,7 @@ from pressor.engine.model import RulePack
 from pressor.engine.pack import load_pack
 from pressor.engine.validate import schema, schema_problems
 
-from .cards import cards_for
+from .cards import cards_for, not_recorded_card
 from .rules import rule_detail
 
 log = logging.getLogger("pressor.serve")
@@ -101,7 +106,9 @@ class Config:
     max_token_lifetime_s: int = 600
     clock_skew_s: int = 60
     max_body_bytes: int = 1_048_576
-    feedback_log: str | None = None
+    audit_db: str | None = None
+    audit_input: str = "full"
+    require_audit: bool = False
     fhir_mapping: str | None = None
     lookback_hours: dict[str, float] = field(default_factory=dict)
     include_draft: bool = False
@@ -130,7 +137,8 @@ def load_config(path: str | None) -> Config:
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
-        max_body_bytes=data.get("max_body_bytes", 1_048_576), feedback_log=data.get("feedback_log"),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"),
+        audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
         fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
         include_draft=data.get("include_draft", False),
     )
@@ -218,27 +226,56 @@ class Verifier:
         return claims
 
 
-# --- feedback --------------------------------------------------------------------------------
+# --- the audit log ---------------------------------------------------------------------------
 
 
-class FeedbackStore:
-    """Append-only JSONL (one ``write`` per batch on an O_APPEND file, safe across workers), or the log."""
+class AuditSink:
+    """The worker's one connection to the audit log, shared by all its requests.
 
-    def __init__(self, path: str | None) -> None:
+    Opened in the lifespan; if that fails, each later write tries again, so a log that
+    becomes writable is used without a restart. Writes run in the threadpool (an fsync must
+    not stall the event loop), so one lock serialises them on the shared connection; across
+    worker processes SQLite's WAL and ``BEGIN IMMEDIATE`` keep one valid chain.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], input_mode: str) -> None:
         self.path = path
+        self.input_mode = input_mode
+        self._log: AuditLog | None = None
+        self._lock = threading.Lock()
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        """Store records (each one JSON line)."""
-        text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-        if self.path is None:
-            for line in text.splitlines():
-                log.info("feedback %s", line)
-            return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    def open(self) -> None:
+        """Open the log now; an :class:`AuditError` is logged, not raised (the next write retries)."""
         try:
-            os.write(fd, text.encode("utf-8"))
-        finally:
-            os.close(fd)
+            with self._lock:
+                self._opened()
+        except AuditError as exc:
+            log.error("the audit log cannot be opened; the next call tries again: %s", exc)
+
+    def _opened(self) -> AuditLog:
+        if self._log is None:
+            self._log = AuditLog.open(self.path)
+        return self._log
+
+    def close(self) -> None:
+        """Close the connection (worker shutdown)."""
+        with self._lock:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def record(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str,
+               hook_instance: str) -> list[str]:
+        """One record per evaluated ``(state, result)``; their ids. Raises :class:`AuditError`."""
+        with self._lock:
+            audit = self._opened()
+            return [audit.append(pack, state, result, now=now, user=user, input_mode=self.input_mode,
+                                 hook_instance=hook_instance).id for state, result in pairs]
+
+    def record_feedback(self, items: list[dict[str, Any]], *, service: str, now: datetime, user: str) -> list[str]:
+        """One feedback entry per item, all or none; their ids. Raises :class:`AuditError`."""
+        with self._lock:
+            return [e.id for e in self._opened().append_feedback(items, service=service, now=now, user=user)]
 
 
 # --- the runtime ---------------------------------------------------------------------------
@@ -253,7 +290,7 @@ class Runtime:
     pack: RulePack
     mapping: FhirMapping
     verifier: Verifier
-    store: FeedbackStore
+    audit: AuditSink
     validators: dict[str, Any]
     drug_codings: dict[str, dict[str, str]]
 
@@ -271,7 +308,8 @@ def build_runtime(settings: Settings) -> Runtime:
     for med in mapping.medications:
         c = med.codes[0]
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
-    return Runtime(settings, config, pack, mapping, Verifier(config), FeedbackStore(config.feedback_log), validators, codings)
+    audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
+    return Runtime(settings, config, pack, mapping, Verifier(config), audit, validators, codings)
 
 
 def _error(status: int, kind: str, message: str, problems: list[dict[str, Any]] | None = None,
@@ -286,10 +324,6 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app (uvicorn factory). Settings default to ``PRESSOR_SERVE_SETTINGS``."""
     settings = settings or Settings.from_env()
@@ -297,7 +331,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.rt = build_runtime(settings)
-        yield
+        app.state.rt.audit.open()
+        try:
+            yield
+        finally:
+            app.state.rt.audit.close()
 
     app = FastAPI(title="pressor CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -329,13 +367,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return rt.config.base_url or str(request.base_url).rstrip("/")
 
     def authenticate(request: Request, audiences: list[str]) -> str:
+        """Who calls, for the audit log: the token's ``iss``, and ``|sub`` when it has one."""
         rt = rt_of(request)
         if rt.settings.insecure:
             return "insecure-no-auth"
         try:
-            return rt.verifier.verify(request.headers.get("authorization"), audiences)["iss"]
+            claims = rt.verifier.verify(request.headers.get("authorization"), audiences)
         except AuthError as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+        sub = claims.get("sub")
+        return f"{claims['iss']}|{sub}" if isinstance(sub, str) and sub else claims["iss"]
 
     async def read_json(request: Request) -> Any:
         limit = rt_of(request).config.max_body_bytes
@@ -408,7 +449,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def call(request: Request, service_id: str) -> JSONResponse:
         service = service_of(service_id)
         base = base_url(request)
-        authenticate(request, [f"{base}/cds-services/{service_id}"])
+        client = authenticate(request, [f"{base}/cds-services/{service_id}"])
         body = await read_json(request)
         check_shape(request, "hookRequest", body)
         if body["hook"] != service.hook:
@@ -416,13 +457,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt = rt_of(request)
         now = _utc_now()
         conversion = from_hook_request(body, now=now, mapping=rt.mapping)
-        results = [evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft) for state in conversion.states()]
-        cards = cards_for(results, conversion, hook_instance=body["hookInstance"], base_url=base,
+        states = conversion.states()
+        results = [evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft) for state in states]
+        hook_instance = body["hookInstance"]
+        cards = cards_for(results, conversion, hook_instance=hook_instance, base_url=base,
                           patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings)
-        rt.store.append([{"type": "card_issued", "service": service_id, "hookInstance": body["hookInstance"],
-                          "card": c["uuid"], "topic": c["source"].get("topic", {}).get("code", "missing-data"),
-                          "indicator": c["indicator"], "pack_sha256": rt.pack.sha256, "issued_at": _iso(now)} for c in cards])
-        extension = {"notes": conversion.notes, "missing": conversion.missing,
+        try:
+            ids = await run_in_threadpool(rt.audit.record, rt.pack, list(zip(states, results)), now=now, user=client,
+                                          hook_instance=hook_instance)
+            audited: dict[str, Any] = {"recorded": True, "records": ids}
+        except AuditError as exc:
+            log.error("cards of hookInstance %s NOT recorded in the audit log: %s", hook_instance, exc)
+            if rt.config.require_audit:
+                return _error(503, "audit_unavailable",
+                              f"the advice is withheld (require_audit) because it could not be recorded: {exc}",
+                              [p.to_dict() for p in exc.problems])
+            # The clinician keeps the advice, and is told that there is no record of it.
+            cards.append(not_recorded_card(hook_instance, results[0].pack, base, exc.problems[0].message))
+            audited = {"recorded": False, "reason": str(exc)}
+        extension = {"notes": conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
         return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
 
@@ -433,10 +486,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = authenticate(request, [f"{base}/cds-services/{service_id}", f"{base}/cds-services/{service_id}/feedback"])
         body = await read_json(request)
         check_shape(request, "feedback", body)
-        received = _iso(_utc_now())
-        rt_of(request).store.append([{"type": "feedback", "service": service_id, "client": client, "received_at": received, **item}
-                                     for item in body["feedback"]])
-        return JSONResponse({"received": len(body["feedback"])})
+        try:
+            ids = await run_in_threadpool(rt_of(request).audit.record_feedback, body["feedback"], service=service_id,
+                                          now=_utc_now(), user=client)
+        except AuditError as exc:
+            # Feedback is only worth its record: say so, and the client may send it again.
+            log.error("feedback on %s NOT recorded in the audit log: %s", service_id, exc)
+            return _error(503, "audit_unavailable", f"the feedback could not be recorded: {exc}",
+                          [p.to_dict() for p in exc.problems])
+        return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
 

@@ -16,7 +16,8 @@ from .common import emit_json, handles_errors, json_option, rules_option, say
               help="Worker processes; each loads and compiles the pack once.")
 @rules_option
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
-              help="Server configuration (YAML or JSON): trusted issuers and keys, base_url, feedback_log, limits.")
+              help="Server configuration (YAML or JSON): trusted issuers and keys, base_url, audit_db, audit_input, "
+                   "require_audit, limits.")
 @click.option("--insecure-no-auth", "insecure", is_flag=True,
               help="Accept requests without a token. For local testing only; announced on stderr and in every response.")
 @json_option
@@ -32,6 +33,12 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     stays unknown and an info card says what is missing. --json prints the start-up
     summary on stdout.
 
+    Every evaluation (one record per evaluated state, user = the token's iss|sub) and
+    every feedback item goes to the audit log: config audit_db, else $PRESSOR_AUDIT_DB,
+    else the default (see `pressor audit`). If a call cannot be recorded its cards still
+    come back, with a warning card saying so (503 instead with require_audit: true);
+    feedback that cannot be recorded is answered 503.
+
     \b
     Example:
       pressor serve --config serve.yaml --port 8080 --workers 2
@@ -39,6 +46,8 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     """
     import uvicorn
 
+    from pressor.engine.audit import AuditLog
+    from pressor.engine.errors import AuditError
     from pressor.engine.evaluate import release
 
     from .cds_service import SERVICES, SETTINGS_ENV, Settings, announce_insecure, build_runtime
@@ -46,13 +55,22 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     settings = Settings(config_path=os.path.abspath(config_path) if config_path else None,
                         rules_dir=os.path.abspath(rules_dir) if rules_dir else None, insecure=insecure)
     runtime = build_runtime(settings)  # fail here, with a located message, before any worker starts
+    audit_path = str(runtime.audit.path)
+    try:
+        # Create (or migrate) the log once here, so that workers only open it; a failure is
+        # not fatal (each call reports it, and the workers retry), but it is said now.
+        AuditLog.open(audit_path).close()
+    except AuditError as exc:
+        say(f"WARNING: the audit log cannot be used; calls will say their advice is not recorded"
+            f"{' and be refused (require_audit)' if runtime.config.require_audit else ''}: {exc}", fg="red", bold=True)
     release(runtime.pack)  # each worker builds its own engine
     if not insecure and not runtime.config.issuers:
         raise click.UsageError("no trusted issuers: give --config with 'issuers' (or --insecure-no-auth for local testing)")
     if insecure:
         announce_insecure()
     summary = {"url": f"http://{host}:{port}", "services": sorted(SERVICES), "workers": workers, "insecure": insecure,
-               "pack": {"name": runtime.pack.name, "version": runtime.pack.version, "sha256": runtime.pack.sha256}}
+               "pack": {"name": runtime.pack.name, "version": runtime.pack.version, "sha256": runtime.pack.sha256},
+               "audit": {"path": audit_path, "input": runtime.config.audit_input, "required": runtime.config.require_audit}}
     if as_json:
         emit_json(summary)
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "

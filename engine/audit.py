@@ -1,4 +1,4 @@
-"""The audit log: every recommendation, append-only and hash-chained, in one SQLite file.
+"""The audit log: every recommendation, and the feedback on it, append-only and hash-chained, in one SQLite file.
 
 Each record holds the canonical JSON of the input (or only its SHA-256), the rule pack's
 identity, the engine version, the full Result, who asked and when, and two hashes:
@@ -10,6 +10,10 @@ The database refuses UPDATE and DELETE, and any INSERT that does not extend the 
 chain, through triggers. Someone with write access can drop them; :meth:`AuditLog.verify`
 then still finds every edited, deleted, inserted or reordered record, unless the whole chain
 after it was rebuilt: anchoring the head hash elsewhere closes that gap (see docs/audit.md).
+
+Feedback on CDS Hooks cards (accepted / overridden) is a second kind of entry, in the
+``feedback`` table with its own chain (own ``seq``, genesis and triggers), so that the
+records chain, its exports and outside verifiers stay exactly as they were.
 
 Nothing here reads the wall clock: callers pass ``now``.
 """
@@ -35,14 +39,19 @@ from .pack import pack_sha256
 
 #: ``prev_hash`` of the first record of every database.
 GENESIS = "0" * 64
-#: Schema version, kept in SQLite's ``user_version``.
-FORMAT = 1
+#: Schema version, kept in SQLite's ``user_version``. Format 1 (no feedback table, no
+#: ``records.hook_instance``) is still read, and migrated when opened for writing.
+FORMAT = 2
+#: Formats this pressor reads.
+READABLE_FORMATS = (1, 2)
 #: Environment variable naming the audit database (overridden by an explicit path).
 ENV_VAR = "PRESSOR_AUDIT_DB"
 #: How long an append waits for another process holding the write lock.
 BUSY_TIMEOUT_S = 10.0
 INPUT_MODES = ("full", "hash")
+FEEDBACK_OUTCOMES = ("accepted", "overridden")
 EXPORT_FORMATS = ("jsonl", "csv")
+EXPORT_KINDS = ("records", "feedback")
 
 _TRIGGERS = {
     "records_append_at_head": f"""
@@ -78,6 +87,37 @@ _TRIGGERS = {
         BEGIN SELECT RAISE(ABORT, 'audit metadata is append-only: DELETE refused'); END""",
 }
 
+_FEEDBACK_TRIGGERS = {
+    "feedback_append_at_head": f"""
+        CREATE TRIGGER feedback_append_at_head BEFORE INSERT ON feedback
+        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM feedback)
+          OR NEW.prev_hash IS NOT COALESCE((SELECT record_hash FROM feedback ORDER BY seq DESC LIMIT 1), '{GENESIS}')
+        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: a new entry must extend the head of the chain'); END""",
+    "feedback_no_update": """
+        CREATE TRIGGER feedback_no_update BEFORE UPDATE ON feedback
+        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: UPDATE refused'); END""",
+    "feedback_no_delete": """
+        CREATE TRIGGER feedback_no_delete BEFORE DELETE ON feedback
+        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: DELETE refused'); END""",
+}
+
+_FEEDBACK_TABLE = (
+    """CREATE TABLE feedback (
+        seq INTEGER PRIMARY KEY CHECK (seq >= 1),
+        id TEXT NOT NULL UNIQUE,
+        recorded_at TEXT NOT NULL,
+        user TEXT NOT NULL,
+        service TEXT NOT NULL,
+        card_uuid TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'overridden')),
+        override_reason_json TEXT,
+        outcome_timestamp TEXT NOT NULL,
+        payload_json TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record_hash TEXT NOT NULL UNIQUE)""",
+    "CREATE INDEX feedback_card_uuid ON feedback (card_uuid)",
+)
+
 _TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE packs (
@@ -101,9 +141,12 @@ _TABLES = (
         result_json TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         record_hash TEXT NOT NULL UNIQUE,
+        hook_instance TEXT,
         CHECK ((input_mode = 'full') = (input_json IS NOT NULL)))""",
     "CREATE INDEX records_recorded_at ON records (recorded_at)",
 )
+#: What turns a format-1 database into format 2 (run once, in one transaction).
+_MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBACK_TABLE)
 
 
 def canonical_json(value: Any) -> str:
@@ -170,10 +213,15 @@ class AuditRecord:
     result_json: str
     prev_hash: str
     record_hash: str
+    #: The CDS Hooks call that asked (None from the CLI): with the rule, its version and the
+    #: pack it gives the card uuids, which is how feedback finds this record.
+    hook_instance: str | None = None
 
     def hashed(self, database_id: str) -> str:
-        """The canonical JSON that ``record_hash`` is the SHA-256 of."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "record_hash"}
+        """The canonical JSON that ``record_hash`` is the SHA-256 of (``hook_instance`` only when
+        set, so that records made before it existed keep their hash)."""
+        data = self.to_dict(parsed=False)
+        del data["record_hash"]
         data["database_id"] = database_id
         return canonical_json(data)
 
@@ -199,6 +247,8 @@ class AuditRecord:
         """JSON-ready. ``parsed``: input and result as objects; otherwise the exact stored texts
         (what an outside verifier must hash)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if data["hook_instance"] is None:
+            del data["hook_instance"]
         if parsed:
             data["input"] = self.input
             data["result"] = self.result
@@ -208,6 +258,56 @@ class AuditRecord:
 
 _COLUMNS = tuple(f.name for f in fields(AuditRecord))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM records"
+#: The same from a format-1 database, opened read-only (no ``hook_instance`` column yet).
+_SELECT_V1 = _SELECT.replace("hook_instance FROM", "NULL AS hook_instance FROM")
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One feedback item of a CDS Hooks ``/feedback`` call: what the clinician did with a card.
+
+    ``payload_json`` is the item exactly as received (canonical JSON); the other fields are
+    taken from it for querying, and all of them are hashed.
+    """
+
+    seq: int
+    id: str
+    recorded_at: str
+    user: str
+    service: str
+    card_uuid: str
+    outcome: str
+    override_reason_json: str | None
+    outcome_timestamp: str
+    payload_json: str
+    prev_hash: str
+    record_hash: str
+
+    def hashed(self, database_id: str) -> str:
+        """The canonical JSON that ``record_hash`` is the SHA-256 of (marked as feedback, so that
+        no feedback hash can stand in for a record's)."""
+        data = self.to_dict(parsed=False)
+        del data["record_hash"]
+        data["database_id"] = database_id
+        data["kind"] = "feedback"
+        return canonical_json(data)
+
+    def compute_hash(self, database_id: str) -> str:
+        """What ``record_hash`` must be for this content."""
+        return sha256_text(self.hashed(database_id))
+
+    def to_dict(self, *, parsed: bool = True) -> dict[str, Any]:
+        """JSON-ready. ``parsed``: payload and override reason as objects; otherwise the stored texts."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if parsed:
+            data["payload"] = json.loads(self.payload_json)
+            data["override_reason"] = None if self.override_reason_json is None else json.loads(self.override_reason_json)
+            del data["payload_json"], data["override_reason_json"]
+        return data
+
+
+_FEEDBACK_COLUMNS = tuple(f.name for f in fields(FeedbackEntry))
+_FEEDBACK_SELECT = f"SELECT {', '.join(_FEEDBACK_COLUMNS)} FROM feedback"
 
 
 def _record(row: tuple[Any, ...]) -> AuditRecord:
@@ -223,14 +323,16 @@ class ChainProblem:
     seq: int | None
     id: str | None
     reasons: tuple[str, ...]
+    #: "record" or "feedback": which chain.
+    kind: str = "record"
 
     def __str__(self) -> str:
-        where = f"record #{self.seq} ({self.id})" if self.seq is not None else "database"
+        where = f"{self.kind} #{self.seq} ({self.id})" if self.seq is not None else "database"
         return f"{where}: {'; '.join(self.reasons)}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"seq": self.seq, "id": self.id, "reasons": list(self.reasons)}
+        return {"kind": self.kind, "seq": self.seq, "id": self.id, "reasons": list(self.reasons)}
 
 
 @dataclass(frozen=True)
@@ -243,6 +345,9 @@ class Verification:
     head_id: str | None
     head_hash: str
     problems: tuple[ChainProblem, ...]
+    feedback: int = 0
+    #: ``(seq, id, record_hash)`` of the last feedback entry.
+    feedback_head: tuple[int, str | None, str] = (0, None, GENESIS)
 
     @property
     def ok(self) -> bool:
@@ -251,15 +356,17 @@ class Verification:
 
     @property
     def first_bad(self) -> ChainProblem | None:
-        """The first record (in sequence order) that is wrong, if any."""
+        """The first entry (records first, then feedback, each in sequence order) that is wrong, if any."""
         return next((p for p in self.problems if p.seq is not None), None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``audit verify --json``)."""
         bad = self.first_bad
+        seq, fid, fhash = self.feedback_head
         return {
             "ok": self.ok, "database_id": self.database_id, "records": self.records,
             "head": {"seq": self.head_seq, "id": self.head_id, "record_hash": self.head_hash},
+            "feedback": self.feedback, "feedback_head": {"seq": seq, "id": fid, "record_hash": fhash},
             "first_bad": bad.to_dict() if bad else None,
             "problems": [p.to_dict() for p in self.problems],
         }
@@ -400,6 +507,9 @@ class AuditLog:
         self.path = path
         self.database_id = database_id
         self._conn = conn
+        #: The format of the file: 1 only when an old log is opened read-only (never migrated then).
+        self.format = conn.execute("PRAGMA user_version").fetchone()[0]
+        self._select = _SELECT if self.format >= 2 else _SELECT_V1
         #: Packs rebuilt for replay, by SHA-256: each is compiled once per open log.
         self._replay_packs: dict[str, RulePack] = {}
 
@@ -450,11 +560,12 @@ class AuditLog:
 
     # -- writing --------------------------------------------------------------
     def append(self, pack: RulePack, state: Any, result: Result, *, now: datetime, user: str,
-               input_mode: str = "full") -> AuditRecord:
+               input_mode: str = "full", hook_instance: str | None = None) -> AuditRecord:
         """Record one evaluation; atomic (all of it or nothing) and safe across processes.
 
         ``now`` is the time of recording (the Result keeps its own ``evaluated_at``);
-        ``input_mode`` "hash" keeps only the input's SHA-256 (no patient data stored).
+        ``input_mode`` "hash" keeps only the input's SHA-256 (no patient data stored);
+        ``hook_instance``: the CDS Hooks call, when the service asked.
         """
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}")
@@ -466,7 +577,7 @@ class AuditLog:
             input_json=input_text if input_mode == "full" else None, input_sha256=sha256_text(input_text),
             pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256,
             engine_version=result_dict["engine_version"], include_draft=draft,
-            result_json=canonical_json(result_dict), prev_hash="", record_hash="",
+            result_json=canonical_json(result_dict), prev_hash="", record_hash="", hook_instance=hook_instance,
         )
         with _translated(self.path, "write the record"):
             # Read the pack's files before taking the write lock, and only once per pack.
@@ -490,13 +601,58 @@ class AuditLog:
                 raise
         return record
 
+    def append_feedback(self, items: list[Mapping[str, Any]], *, service: str, now: datetime, user: str) -> list[FeedbackEntry]:
+        """Record the items of one CDS Hooks feedback call, all in one transaction (all or none).
+
+        Each item needs ``card``, ``outcome`` (accepted|overridden) and ``outcomeTimestamp``;
+        the whole item is kept as canonical JSON.
+        """
+        drafts = []
+        for item in items:
+            if item.get("outcome") not in FEEDBACK_OUTCOMES:
+                raise ValueError(f"outcome must be one of {FEEDBACK_OUTCOMES}")
+            reason = item.get("overrideReason")
+            drafts.append(FeedbackEntry(
+                seq=0, id=str(uuid.uuid4()), recorded_at=utc_text(now), user=user, service=service,
+                card_uuid=str(item["card"]), outcome=item["outcome"],
+                override_reason_json=None if reason is None else canonical_json(reason),
+                outcome_timestamp=str(item["outcomeTimestamp"]), payload_json=canonical_json(item),
+                prev_hash="", record_hash=""))
+        out: list[FeedbackEntry] = []
+        with _translated(self.path, "write the feedback"):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                head = conn.execute("SELECT seq, record_hash FROM feedback ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = head if head else (0, GENESIS)
+                for draft in drafts:
+                    entry = replace(draft, seq=seq + 1, prev_hash=prev)
+                    entry = replace(entry, record_hash=entry.compute_hash(self.database_id))
+                    conn.execute(f"INSERT INTO feedback ({', '.join(_FEEDBACK_COLUMNS)}) "
+                                 f"VALUES ({', '.join('?' * len(_FEEDBACK_COLUMNS))})",
+                                 tuple(getattr(entry, c) for c in _FEEDBACK_COLUMNS))
+                    out.append(entry)
+                    seq, prev = entry.seq, entry.record_hash
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return out
+
     def _has_pack(self, sha: str) -> bool:
         return self._conn.execute("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)).fetchone() is not None
 
     # -- reading --------------------------------------------------------------
-    def records(self, *, since: datetime | None = None, rule: str | None = None) -> Iterator[AuditRecord]:
-        """Records in sequence order; ``since``: recorded at or after; ``rule``: that rule fired."""
+    def records(self, *, since: datetime | None = None, rule: str | None = None,
+                hooked: bool = False) -> Iterator[AuditRecord]:
+        """Records in sequence order; ``since``: recorded at or after; ``rule``: that rule fired;
+        ``hooked``: only those made for a CDS Hooks call."""
         where, args = [], []
+        if hooked:
+            if self.format < 2:
+                return
+            where.append("hook_instance IS NOT NULL")
         if since is not None:
             where.append("recorded_at >= ?")
             args.append(utc_text(since))
@@ -504,20 +660,36 @@ class AuditLog:
             where.append("EXISTS (SELECT 1 FROM json_each(records.result_json, '$.recommendations') AS r "
                          "WHERE json_extract(r.value, '$.rule_id') = ?)")
             args.append(rule)
-        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        sql = self._select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
         with _translated(self.path, "read the records"):
             for row in self._conn.execute(sql, args):
                 yield _record(row)
 
+    def feedback(self, *, since: datetime | None = None, card: str | None = None) -> Iterator[FeedbackEntry]:
+        """Feedback entries in sequence order; ``since``: recorded at or after; ``card``: on that card uuid."""
+        if self.format < 2:
+            return
+        where, args = [], []
+        if since is not None:
+            where.append("recorded_at >= ?")
+            args.append(utc_text(since))
+        if card is not None:
+            where.append("card_uuid = ?")
+            args.append(card)
+        sql = _FEEDBACK_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        with _translated(self.path, "read the feedback"):
+            for row in self._conn.execute(sql, args):
+                yield FeedbackEntry(*row)
+
     def record(self, ref: str) -> AuditRecord:
         """The record with this id, or with the one id starting with ``ref``."""
         with _translated(self.path, "read the record"):
-            row = self._conn.execute(_SELECT + " WHERE id = ?", (ref,)).fetchone()
+            row = self._conn.execute(self._select + " WHERE id = ?", (ref,)).fetchone()
             if row is not None:
                 return _record(row)
             rows = []
             if ref and all(c in "0123456789abcdef-" for c in ref.lower()):
-                rows = self._conn.execute(_SELECT + " WHERE id LIKE ? ORDER BY seq LIMIT 2", (ref.lower() + "%",)).fetchall()
+                rows = self._conn.execute(self._select + " WHERE id LIKE ? ORDER BY seq LIMIT 2", (ref.lower() + "%",)).fetchall()
         if not rows:
             raise AuditError.single(f"no audit record '{ref}'", file=str(self.path), suggestion="see `pressor audit list`")
         if len(rows) > 1:
@@ -548,7 +720,8 @@ class AuditLog:
         problems: list[ChainProblem] = []
         with _translated(self.path, "verify the chain"):
             present = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-            missing = sorted(set(_TRIGGERS) - present)
+            expected = set(_TRIGGERS) | (set(_FEEDBACK_TRIGGERS) if self.format >= 2 else set())
+            missing = sorted(expected - present)
             if missing:
                 problems.append(ChainProblem(None, None, (f"append-only triggers were removed: {', '.join(missing)}",)))
             bad_packs: dict[str, str] = {}
@@ -559,7 +732,7 @@ class AuditLog:
             expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
             known_packs = {r[0] for r in self._conn.execute("SELECT sha256 FROM packs")}
             anchored: str | None = None
-            for row in self._conn.execute(_SELECT + " ORDER BY seq"):
+            for row in self._conn.execute(self._select + " ORDER BY seq"):
                 rec = _record(row)
                 reasons = _record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
                 if rec.pack_sha256 not in known_packs:
@@ -572,6 +745,7 @@ class AuditLog:
                 if anchor is not None and rec.seq == anchor[0]:
                     anchored = rec.record_hash
             count = self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+            feedback_count, feedback_head = self._verify_feedback(problems)
         if anchor is not None:
             seq, expected = anchor
             if anchored is None:
@@ -579,7 +753,27 @@ class AuditLog:
             elif anchored != expected:
                 problems.append(ChainProblem(None, None, (
                     f"record #{seq} no longer has the anchored hash {expected[:16]}...: the chain was rewritten",)))
-        return Verification(self.database_id, count, head[0], head[1], head[2], tuple(problems))
+        return Verification(self.database_id, count, head[0], head[1], head[2], tuple(problems),
+                            feedback_count, feedback_head)
+
+    def _verify_feedback(self, problems: list[ChainProblem]) -> tuple[int, tuple[int, str | None, str]]:
+        """Walk the feedback chain like the records chain; append its problems. ``(count, head)``."""
+        expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
+        count = 0
+        for entry in self.feedback():
+            count += 1
+            reasons = _chain_problems(entry, self.database_id, expected_seq, expected_prev, head[0], "entry")
+            try:
+                payload = json.loads(entry.payload_json)
+                if (payload.get("card"), payload.get("outcome"), payload.get("outcomeTimestamp")) != (
+                        entry.card_uuid, entry.outcome, entry.outcome_timestamp):
+                    reasons.append("card_uuid, outcome or outcome_timestamp differ from the stored payload")
+            except (ValueError, AttributeError):
+                reasons.append("the stored payload is not a JSON object")
+            if reasons:
+                problems.append(ChainProblem(entry.seq, entry.id, tuple(reasons), kind="feedback"))
+            expected_prev, expected_seq, head = entry.record_hash, entry.seq + 1, (entry.seq, entry.id, entry.record_hash)
+        return count, head
 
     # -- replay ---------------------------------------------------------------
     def replay(self, ref: str, *, state: Any = None) -> Replay:
@@ -642,20 +836,24 @@ class AuditLog:
         return pack
 
     # -- export ---------------------------------------------------------------
-    def export(self, fmt: str, out: TextIO) -> int:
-        """Write every record to ``out`` as JSON lines or CSV; returns how many.
+    def export(self, fmt: str, out: TextIO, *, kind: str = "records") -> int:
+        """Write every record (``kind`` "feedback": every feedback entry) to ``out`` as JSON lines
+        or CSV; returns how many.
 
-        Input and result are the exact stored texts, so that ``record_hash`` can be
-        recomputed from the export alone (with ``database_id``, included on every row).
+        Texts are exactly as stored, so that ``record_hash`` can be recomputed from the export
+        alone (with ``database_id``, included on every row; feedback rows also hash ``"kind": "feedback"``).
         """
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"format must be one of {EXPORT_FORMATS}")
-        columns = ["database_id", *_COLUMNS]
+        if kind not in EXPORT_KINDS:
+            raise ValueError(f"kind must be one of {EXPORT_KINDS}")
+        entries: Iterator[AuditRecord | FeedbackEntry] = self.records() if kind == "records" else self.feedback()
+        columns = ["database_id", *(_COLUMNS if kind == "records" else _FEEDBACK_COLUMNS)]
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
         if writer:
             writer.writeheader()
         count = 0
-        for rec in self.records():
+        for rec in entries:
             row = {"database_id": self.database_id, **rec.to_dict(parsed=False)}
             if writer:
                 writer.writerow(row)
@@ -711,16 +909,23 @@ def _pack_problem(sha: str, files_json: str) -> str | None:
     return None if digest == sha else f"its stored rule pack {sha[:12]} was altered (its files hash to {digest[:12]})"
 
 
-def _record_problems(rec: AuditRecord, database_id: str, expected_seq: int, expected_prev: str, prev_seq: int) -> list[str]:
+def _chain_problems(rec: AuditRecord | FeedbackEntry, database_id: str, expected_seq: int, expected_prev: str,
+                    prev_seq: int, noun: str) -> list[str]:
+    """What breaks the chain at ``rec`` (``noun``: "record" or "entry", for the messages)."""
     reasons = []
     if rec.seq != expected_seq:
-        reasons.append(f"sequence number {rec.seq} follows #{prev_seq}: records are missing, inserted or reordered"
-                       if prev_seq else f"the chain starts at #{rec.seq}, not #1: records before it are missing")
+        reasons.append(f"sequence number {rec.seq} follows #{prev_seq}: {noun}s are missing, inserted or reordered"
+                       if prev_seq else f"the chain starts at #{rec.seq}, not #1: {noun}s before it are missing")
     if rec.prev_hash != expected_prev:
-        before = f"record #{prev_seq}" if prev_seq else "the genesis (64 zeros)"
-        reasons.append(f"prev_hash does not match {before}: the record before it was deleted, replaced or edited")
+        before = f"{noun} #{prev_seq}" if prev_seq else "the genesis (64 zeros)"
+        reasons.append(f"prev_hash does not match {before}: the {noun} before it was deleted, replaced or edited")
     if rec.compute_hash(database_id) != rec.record_hash:
-        reasons.append("record_hash does not match the record's content: the record was edited")
+        reasons.append(f"record_hash does not match the {noun}'s content: the {noun} was edited")
+    return reasons
+
+
+def _record_problems(rec: AuditRecord, database_id: str, expected_seq: int, expected_prev: str, prev_seq: int) -> list[str]:
+    reasons = _chain_problems(rec, database_id, expected_seq, expected_prev, prev_seq, "record")
     if rec.input_json is not None and sha256_text(rec.input_json) != rec.input_sha256:
         reasons.append("the stored input does not match its input_sha256")
     return reasons
@@ -747,7 +952,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 def _check_format(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a SQLite file that is not a pressor audit log, or is from a newer pressor."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == FORMAT:
+    if version in READABLE_FORMATS:
         return
     if version > FORMAT:
         raise AuditError.single(f"the audit log has format {version}; this pressor reads format {FORMAT}", file=str(path),
@@ -764,9 +969,14 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-            for sql in (*_TABLES, *_TRIGGERS.values()):
+            for sql in (*_TABLES, *_FEEDBACK_TABLE, *_TRIGGERS.values(), *_FEEDBACK_TRIGGERS.values()):
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?), ('database_id', ?)", (str(FORMAT), str(uuid.uuid4())))
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
+        elif version == 1:
+            # A log from before feedback: add the column and the second chain; the records keep their hashes.
+            for sql in (*_MIGRATE_1_TO_2, *_FEEDBACK_TRIGGERS.values()):
+                conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {FORMAT}")
         else:
             _check_format(conn, path)

@@ -287,7 +287,7 @@ def test_export_jsonl_to_stdout_and_csv_to_a_file(audit_db, tmp_path):
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
     target = tmp_path / "out.csv"
     result = run("audit", "export", "--format", "csv", "--output", str(target), "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout) == {"output": str(target), "format": "csv", "records": 2}
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"output": str(target), "format": "csv", "kind": "records", "records": 2}
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert [r["seq"] for r in rows] == ["1", "2"]
     assert run("audit", "export", "--json").exit_code == exit_codes.USAGE

@@ -19,6 +19,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pressor.cli.cards import card_uuid
+from pressor.engine.audit import AuditLog
+
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
 PRESSOR = str(Path(sys.executable).with_name("pressor"))
 ISS = "https://ehr.test.invalid"
@@ -37,13 +40,16 @@ def free_port() -> int:
 class Server:
     """A running ``pressor serve`` and what a test needs to call it."""
 
-    def __init__(self, args: list[str], port: int, tmp: Path) -> None:
+    def __init__(self, args: list[str], port: int, tmp: Path, audit_db: Path | None = None) -> None:
         self.port = port
+        # the audit log the server falls back to when its config names none: never the user's
+        self.audit_db = audit_db or tmp / "audit.db"
         self.base = f"http://127.0.0.1:{port}"
         self.stderr_path = tmp / f"serve-{port}.err"
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([PRESSOR, "serve", "--port", str(port), *args], stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     stderr=self.stderr, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                              "PRESSOR_AUDIT_DB": str(self.audit_db)})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -74,15 +80,23 @@ def signing_key():
 def server(tmp_path_factory, signing_key):
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
-    pem = signing_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    config = {"base_url": f"http://127.0.0.1:{port}", "feedback_log": str(tmp / "feedback.jsonl"),
-              "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}]}
-    (tmp / "serve.json").write_text(json.dumps(config))
-    srv = Server(["--config", str(tmp / "serve.json")], port, tmp)
-    srv.feedback_log = tmp / "feedback.jsonl"
+    pem = public_pem(signing_key)
+    srv = configured_server(tmp, pem, audit_db=str(tmp / "log" / "audit.db"), port=port)
     yield srv
     srv.stop()
+
+
+def public_pem(key) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def configured_server(tmp: Path, pem: str, *, port: int | None = None, **config) -> Server:
+    """A server trusting the test issuer, with ``config`` (e.g. audit_db, require_audit) added."""
+    port = port or free_port()
+    config = {"base_url": f"http://127.0.0.1:{port}", "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}], **config}
+    (tmp / f"serve-{port}.json").write_text(json.dumps(config))
+    return Server(["--config", str(tmp / f"serve-{port}.json")], port, tmp,
+                  audit_db=Path(config["audit_db"]) if "audit_db" in config else None)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +266,30 @@ def test_prefetch_null_means_nothing_found(server, signing_key):
 # --- feedback ------------------------------------------------------------------------------
 
 
-def test_feedback_is_validated_and_stored(server, signing_key):
+def audit_log(server):
+    return AuditLog.open(server.audit_db, create=False)
+
+
+def test_a_hook_call_is_recorded_in_the_audit_log(server, signing_key, result_validator):
+    body = hook_request("septic-adult")
+    r = call(server, signing_key, PATIENT_VIEW, body, sub="Practitioner/dr-lee")
+    assert r.status_code == 200, r.text
+    audited = r.json()["extension"]["pressor"]["audit"]
+    assert audited["recorded"] is True and len(audited["records"]) >= 1
+    with audit_log(server) as log:
+        records = [log.record(i) for i in audited["records"]]
+    assert {rec.user for rec in records} == {f"{ISS}|Practitioner/dr-lee"}
+    assert {rec.hook_instance for rec in records} == {body["hookInstance"]} and {rec.input_mode for rec in records} == {"full"}
+    for rec in records:
+        result_validator.validate(rec.result)
+    fired = {f for rec in records for f in rec.fired()}
+    assert fired == {c["source"]["topic"]["code"].replace("|", "@") for c in r.json()["cards"] if "topic" in c["source"]}
+    # an auditor recomputes every card's uuid from the record
+    assert {card_uuid(records[0].hook_instance, *f.split("@"), records[0].pack_sha256) for f in fired} == {
+        c["uuid"] for c in r.json()["cards"] if "topic" in c["source"]}
+
+
+def test_feedback_is_validated_and_recorded_in_the_audit_chain(server, signing_key):
     r = call(server, signing_key, ORDER_SELECT, hook_request("dopamine-first-line", "order-select"))
     ban = cards_by_rule(r)["avoid.dopamine-first-line"]
     path = f"/cds-services/{ORDER_SELECT}/feedback"
@@ -260,15 +297,63 @@ def test_feedback_is_validated_and_stored(server, signing_key):
         {"card": ban["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-24T12:01:00Z",
          "overrideReason": {"reason": ban["overrideReasons"][0], "userComment": "on specialist advice"}}]}
     ok = server.client.post(path, json=body, headers=auth(server, signing_key, path))
-    assert ok.status_code == 200 and ok.json() == {"received": 1}
-    lines = [json.loads(line) for line in server.feedback_log.read_text().splitlines()]
-    stored = [x for x in lines if x["type"] == "feedback" and x["card"] == ban["uuid"]]
-    assert stored and stored[0]["outcome"] == "overridden" and stored[0]["client"] == ISS
-    assert any(x["type"] == "card_issued" and x["card"] == ban["uuid"] and x["topic"] == "avoid.dopamine-first-line|1.0.0"
-               for x in lines)
+    assert ok.status_code == 200 and ok.json()["received"] == 1 and len(ok.json()["recorded"]) == 1
+    with audit_log(server) as log:
+        (entry,) = log.feedback(card=ban["uuid"])
+    assert (entry.outcome, entry.user, entry.service) == ("overridden", ISS, ORDER_SELECT)
+    assert json.loads(entry.override_reason_json)["reason"] == ban["overrideReasons"][0]
+    assert json.loads(entry.payload_json) == body["feedback"][0]
     bad = {"feedback": [{"card": ban["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-24T12:01:00Z"}]}
     r = server.client.post(path, json=bad, headers=auth(server, signing_key, path))
     assert r.status_code == 400 and "acceptedSuggestions" in r.json()["message"]
+    # the CLI links the feedback to the record of the call that issued the card, and both chains verify
+    listed = subprocess.run([PRESSOR, "audit", "feedback", "--card", ban["uuid"], "--json", "--audit-db", str(server.audit_db)],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert [x["rule"] for x in row["records"]] == ["avoid.dopamine-first-line@1.0.0"]
+    verified = subprocess.run([PRESSOR, "audit", "verify", "--json", "--audit-db", str(server.audit_db)],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stderr
+    outcome = json.loads(verified.stdout)
+    assert outcome["ok"] and outcome["feedback"] >= 1 and outcome["records"] >= 1
+
+
+@pytest.fixture(scope="module")
+def unrecorded_servers(tmp_path_factory, signing_key):
+    """Two servers whose audit log cannot be created (its directory would be under a file): lenient and strict."""
+    tmp = tmp_path_factory.mktemp("unrecorded")
+    (tmp / "a-file").write_text("not a directory")
+    where = str(tmp / "a-file" / "audit.db")
+    lenient = configured_server(tmp, public_pem(signing_key), audit_db=where)
+    strict = configured_server(tmp, public_pem(signing_key), audit_db=where, require_audit=True)
+    yield lenient, strict
+    lenient.stop()
+    strict.stop()
+
+
+def test_unrecorded_advice_is_still_given_with_a_warning_card(unrecorded_servers, signing_key, card_schema):
+    lenient, _ = unrecorded_servers
+    r = call(lenient, signing_key, PATIENT_VIEW, hook_request("septic-adult"))
+    assert r.status_code == 200, r.text
+    card_schema.validate(r.json())
+    assert "norepinephrine.start-emergency" in cards_by_rule(r)
+    warning = r.json()["cards"][-1]
+    assert warning["indicator"] == "warning" and "NOT recorded" in warning["summary"]
+    audited = r.json()["extension"]["pressor"]["audit"]
+    assert audited["recorded"] is False and "audit log" in audited["reason"]
+    assert "NOT recorded in the audit log" in lenient.stderr_path.read_text()
+    path = f"/cds-services/{PATIENT_VIEW}/feedback"
+    fb = {"feedback": [{"card": warning["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-24T12:01:00Z"}]}
+    refused = lenient.client.post(path, json=fb, headers=auth(lenient, signing_key, path))
+    assert refused.status_code == 503 and refused.json()["error"] == "audit_unavailable"
+
+
+def test_require_audit_withholds_unrecorded_advice_with_503(unrecorded_servers, signing_key):
+    _, strict = unrecorded_servers
+    r = call(strict, signing_key, PATIENT_VIEW, hook_request("septic-adult"))
+    assert r.status_code == 503 and r.json()["error"] == "audit_unavailable"
+    assert "withheld" in r.json()["message"] and "cards" not in r.json()
 
 
 # --- authentication ------------------------------------------------------------------------------
@@ -372,6 +457,8 @@ def test_insecure_mode_is_announced_on_stderr_and_in_every_response(insecure_ser
     card_schema.validate(r.json())
     assert "authentication disabled" in r.headers["X-Pressor-Insecure"]
     assert "authentication disabled" in insecure_server.client.get("/healthz").headers["X-Pressor-Insecure"]
+    with audit_log(insecure_server) as log:
+        assert {rec.user for rec in log.records()} == {"insecure-no-auth"}
 
 
 def test_serve_refuses_to_start_without_issuers(tmp_path):
