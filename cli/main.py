@@ -1,21 +1,44 @@
 """``pressor``: the command line. Thin: parse options, call the engine, render."""
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from . import exit_codes
-from .audit import audit
-from .diff import diff
-from .explain import explain
-from .lint import lint
-from .recommend import recommend
-from .rules import rules
-from .serve import serve
-from .test_cmd import test
-from .validate import validate
+
+#: Each command's module, imported only when the command runs (or help lists it), so that
+#: `pressor recommend` does not pay for the lint solver, the diff or the service at start-up.
+COMMANDS = {
+    "recommend": "pressor.cli.recommend:recommend",
+    "validate": "pressor.cli.validate:validate",
+    "rules": "pressor.cli.rules:rules",
+    "explain": "pressor.cli.explain:explain",
+    "lint": "pressor.cli.lint:lint",
+    "test": "pressor.cli.test_cmd:test",
+    "diff": "pressor.cli.diff:diff",
+    "audit": "pressor.cli.audit:audit",
+    "serve": "pressor.cli.serve:serve",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        if name not in self.commands:
+            module, attr = COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return self.commands[name]
 
 
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=exit_codes.help_text(),
 )
@@ -33,15 +56,6 @@ def cli() -> None:
     """
 
 
-cli.add_command(recommend)
-cli.add_command(validate)
-cli.add_command(rules)
-cli.add_command(explain)
-cli.add_command(lint)
-cli.add_command(test)
-cli.add_command(diff)
-cli.add_command(audit)
-cli.add_command(serve)
 
 
 def main() -> None:

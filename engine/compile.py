@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 from .errors import Problem
@@ -59,6 +60,7 @@ def state_vocabulary(state_schema: dict[str, Any]) -> dict[str, FactType]:
     return vocab
 
 
+@lru_cache(maxsize=4096)
 def engine_name(path: str) -> str:
     """Property name of a fact in the engine (flat: durable-rules reads dots as nesting)."""
     return path.replace(".", "__")

@@ -199,11 +199,20 @@ def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[R
     return kept, tuple(notes)
 
 
+def _citations(pack: RulePack, rule: Rule) -> tuple:
+    """The rule's citations resolved against the pack's references (computed once per pack)."""
+    resolved = pack.cache.get("citations")
+    if resolved is None:
+        resolved = pack.cache.setdefault(
+            "citations", {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules})
+    return resolved[rule.id]
+
+
 def _recommendation(pack: RulePack, rule: Rule, evidence: tuple, facts: Mapping[str, Any]) -> Recommendation:
     dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
     return Recommendation(
         rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
         title=rule.title, summary=rule.summary, detail=rule.detail,
-        citations=tuple(pack.references[c.ref] for c in rule.citations), evidence=evidence,
+        citations=_citations(pack, rule), evidence=evidence,
         source_section=rule.section, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
     )

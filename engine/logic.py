@@ -158,6 +158,7 @@ class Derivation:
         self._by_name = {d.name: d for d in derived}
         self._facts = facts
         self._why: dict[str, tuple[Evidence, ...]] = {}
+        self._chains: dict[str, tuple[Evidence, ...]] = {}
 
     def decided(self, name: str) -> bool:
         """True if ``name`` is a derived fact with a known value."""
@@ -184,20 +185,27 @@ class Derivation:
                 self._why[name] = decided
         return self._why[name]
 
+    def _chain(self, name: str) -> tuple[Evidence, ...]:
+        """The evidence behind a derived fact, followed down to input facts (memoised per evaluation)."""
+        chain = self._chains.get(name)
+        if chain is None:
+            out: list[Evidence] = []
+            for e in self.why(name):
+                out.append(e)
+                out.extend(self._chain(e.fact))
+            chain = self._chains[name] = tuple(out)
+        return chain
+
     def expand(self, evidence: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
         """Evidence with every derived fact followed by the input facts that decided it (no repeats)."""
         out: list[Evidence] = []
         seen: set[tuple[str, str]] = set()
-
-        def add(items: tuple[Evidence, ...]) -> None:
-            for e in items:
-                if (e.fact, e.test) in seen:
-                    continue
-                seen.add((e.fact, e.test))
-                out.append(e)
-                add(self.why(e.fact))
-
-        add(evidence)
+        for e in evidence:
+            for item in (e, *self._chain(e.fact)):
+                key = (item.fact, item.test)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(item)
         return tuple(out)
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 # --- conditions -------------------------------------------------------------
 
@@ -348,9 +348,11 @@ class RulePack:
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """One fact that decided a comparison: its path, the test, the value seen, and whether the test held."""
+class Evidence(NamedTuple):
+    """One fact that decided a comparison: its path, the test, the value seen, and whether the test held.
+
+    A named tuple, not a dataclass: dozens are made per evaluation, and this is the cheap immutable kind.
+    """
 
     fact: str
     test: str

@@ -82,7 +82,9 @@ def test_rules_list_and_show():
 
 
 def _commands(group: click.Group, prefix: str = "pressor"):
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         path = f"{prefix} {name}"
         yield path, command
         if isinstance(command, click.Group):

@@ -98,7 +98,8 @@ def test_stress_more_alpha_tests_on_one_fact_than_one_ruleset_allows():
     rules = {f"t{i}": Compare("vitals.map_mmhg", ">", float(i) / 10) for i in range(640)}
     matcher = _durable.Matcher({k: to_engine(c) for k, c in rules.items()})
     try:
-        assert max(matcher.shard_sizes) <= _durable.MAX_TESTS_PER_SHARD
+        # 640 distinct tests: at most 56 distinct tests and 48 rules a shard, so 14 shards
+        assert len(matcher.shard_sizes) == 14 and max(matcher.shard_sizes) <= _durable.MAX_RULES_PER_SHARD
         assert matcher.match({"vitals__map_mmhg": 100}) == set(rules)
         assert matcher.match({"vitals__map_mmhg": 0}) == set()
     finally:
@@ -205,6 +206,17 @@ def test_fnv_collisions_are_detected_at_build_time():
 @pytest.mark.parametrize("value, text", [(1e-05, "1.0e-05"), (1e16, "1.0e+16"), (0.1, "0.1"), (65, "65"), (True, "true")])
 def test_numbers_reach_the_engine_without_bare_exponents(value, text):
     assert _durable.number_json(value) == text
+
+
+def test_identical_comparisons_are_shared_and_do_not_need_another_shard():
+    """40 rules over the same two comparisons fit one shard (the engine shares identical tests)."""
+    rules = {f"s{i}": All((Compare("vitals.map_mmhg", "<", 65), Compare("flags.x", "==", True))) for i in range(40)}
+    matcher = _durable.Matcher({k: to_engine(c) for k, c in rules.items()})
+    try:
+        assert matcher.shard_sizes == [40]
+        assert matcher.match({"vitals__map_mmhg": 60, "flags__x": True}) == set(rules)
+    finally:
+        matcher.close()
 
 
 def test_empty_groups_never_reach_the_engine():
