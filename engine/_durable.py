@@ -129,11 +129,6 @@ def group(kind: str, children: list[dict[str, Any]]) -> dict[str, Any]:
     return {kind: children}
 
 
-def count_tests(cond: dict[str, Any]) -> int:
-    """Number of leaf comparisons in an engine condition."""
-    return len(distinct_tests(cond))
-
-
 def distinct_tests(cond: dict[str, Any]) -> set[str]:
     """The distinct leaf comparisons of an engine condition (the engine shares identical ones)."""
     for key in ("$and", "$or"):

@@ -18,7 +18,6 @@ from .errors import InputError, Problem, RuleFileError
 from .load import Document, load_document
 from .model import (
     Citation,
-    Condition,
     Decision,
     Derived,
     DoseSpec,
@@ -29,7 +28,6 @@ from .model import (
     RulePack,
     StatusChange,
     Waiver,
-    leaves,
 )
 from .units import UnitError, parse_unit
 from .validate import STATE_SCHEMA, schema, schema_problems
@@ -468,14 +466,6 @@ def find_rule(pack: RulePack, rule_id: str) -> Rule:
         close = difflib.get_close_matches(rule_id, [r.id for r in pack.rules], n=1)
         raise InputError.single(f"no rule '{rule_id}' in {pack.name}", file=pack.directory,
                                 suggestion=f"did you mean '{close[0]}'?" if close else "see 'pressor rules list'") from None
-
-
-def condition_facts(cond: Condition) -> set[str]:
-    """Fact paths a condition reads."""
-    out: set[str] = set()
-    for leaf in leaves(cond):
-        out.update(leaf.facts())
-    return out
 
 
 def pack_sha256(manifest: dict[str, str]) -> str:
