@@ -454,6 +454,8 @@ def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
     elif "locked" in low or "busy" in low:
         why, fix = (f"the audit log is locked by another process (waited up to {BUSY_TIMEOUT_S:g} s)",
                     "retry; look for a hung process holding the file")
+    elif isinstance(exc, FileNotFoundError):
+        why, fix = f"the directory {path.parent} does not exist", "create it, or choose another path"
     elif "unable to open" in low:
         why, fix = "the audit log cannot be opened", f"check that {path.parent} exists and is writable"
     elif "no such table" in low or "no such column" in low:

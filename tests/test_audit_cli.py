@@ -305,3 +305,20 @@ def test_cli_start_up_does_not_import_the_audit_store():
     code = "import sys, pressor.cli.main; print('pressor.engine.audit' in sys.modules, 'sqlite3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_export_into_a_missing_directory_says_so(tmp_path):
+    """A user error, not an audit-log failure: the message names the missing directory; nothing is written."""
+    from click.testing import CliRunner
+
+    from pressor.cli.main import cli
+
+    db = str(tmp_path / "a.db")
+    state = tmp_path / "state.json"
+    state.write_text('{"vitals": {"sbp_mmhg": 65, "dbp_mmhg": 40}}')
+    assert CliRunner().invoke(cli, ["recommend", str(state), "--json", "--audit-db", db]).exit_code == 0
+    target = tmp_path / "no" / "such" / "out.jsonl"
+    out = CliRunner().invoke(cli, ["audit", "export", "--output", str(target), "--audit-db", db])
+    assert out.exit_code == 1 and "Traceback" not in out.stderr
+    assert f"the directory {target.parent} does not exist" in out.stderr and "create it" in out.stderr
+    assert not target.parent.exists()
