@@ -14,10 +14,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pressor.engine.audit import AuditLog
-from pressor.engine.evaluate import evaluate
-from pressor.engine.load import load_document
-from pressor.engine.pack import load_pack
+from pressor.engine.audit.log import AuditLog
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import load_document
+from pressor.engine.evaluation.pack import load_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / "examples" / "septic-shock-adult.yaml"

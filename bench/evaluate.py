@@ -22,11 +22,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pressor.engine.compile import state_vocabulary
-from pressor.engine.evaluate import _engine_fact, evaluate, flatten_state
-from pressor.engine.logic import derive, truth
-from pressor.engine.pack import load_pack
-from pressor.engine.validate import STATE_SCHEMA, schema
+from pressor.engine.evaluation.compile import state_vocabulary
+from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state
+from pressor.engine.evaluation.logic import derive, truth
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "septic-shock-adult.yaml"

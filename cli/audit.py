@@ -14,7 +14,7 @@ from . import exit_codes
 from .common import emit_json, handles_errors, json_option, say
 
 if TYPE_CHECKING:
-    from pressor.engine.audit import AuditLog, AuditRecord
+    from pressor.engine.audit.log import AuditLog, AuditRecord
 
 audit_db_option = click.option(
     "--audit-db", "audit_db", metavar="PATH", default=None,
@@ -24,7 +24,7 @@ audit_db_option = click.option(
 
 def open_log(audit_db: str | None, *, create: bool = False) -> "AuditLog":
     """The audit log named by ``--audit-db``, ``$PRESSOR_AUDIT_DB`` or the default; read-only unless ``create``."""
-    from pressor.engine.audit import AuditLog, resolve_path
+    from pressor.engine.audit.log import AuditLog, resolve_path
 
     return AuditLog.open(resolve_path(audit_db), create=create)
 
@@ -97,7 +97,7 @@ def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
     Example:
       pressor audit show 3f2a9c1e --json
     """
-    from .render import result_text
+    from pressor.engine.report import result_text
 
     with open_log(audit_db) as log:
         record = log.record(record_id)
@@ -120,7 +120,7 @@ def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
 def issuing_records(log: "AuditLog") -> dict[str, list[dict[str, Any]]]:
     """Card uuid -> the records of CDS Hooks calls that issued that card (recomputed from each
     record's hook_instance, the fired rule and version, and the pack's SHA-256)."""
-    from .cards import card_uuid
+    from pressor.service.cards import card_uuid
 
     issued: dict[str, list[dict[str, Any]]] = {}
     for record in log.records(hooked=True):
@@ -232,7 +232,7 @@ def replay(record_id: str, input_file: str | None, audit_db: str | None, as_json
     Example:
       pressor audit replay 3f2a9c1e
     """
-    from pressor.engine.load import load_document
+    from pressor.engine.evaluation.load import load_document
 
     state = load_document(input_file).data if input_file else None
     with open_log(audit_db) as log:
@@ -281,7 +281,7 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
       pressor audit export --format csv --output audit.csv
       pressor audit export --kind feedback --output feedback.jsonl
     """
-    from pressor.engine.audit import write_atomically
+    from pressor.engine.audit.log import write_atomically
 
     if as_json and output is None:
         raise click.UsageError("--json needs --output: without it the export itself is written to stdout")

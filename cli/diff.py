@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from pressor.engine.pack import load_pack
-from pressor.engine.pack_diff import diff_packs
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.authoring.pack_diff import diff_packs
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, say

@@ -5,10 +5,10 @@ from typing import Any
 
 import click
 
-from pressor.engine.explain import Explanation, LeafTrace, RuleExplanation
-from pressor.engine.explain import explain as explain_state
-from pressor.engine.load import load_document
-from pressor.engine.pack import load_pack
+from pressor.engine.evaluation.explain import Explanation, LeafTrace, RuleExplanation
+from pressor.engine.evaluation.explain import explain as explain_state
+from pressor.engine.evaluation.load import load_document
+from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, rules_option, say

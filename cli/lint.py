@@ -5,7 +5,7 @@ import json
 
 import click
 
-from pressor.engine.lint import lint_pack
+from pressor.engine.authoring.lint import lint_pack
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, say

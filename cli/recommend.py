@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pressor.engine.errors import AuditError, InputError
-from pressor.engine.evaluate import evaluate
-from pressor.engine.load import load_document
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import load_document
 from pressor.engine.model import Result, RulePack
-from pressor.engine.pack import load_pack
+from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
 from .audit import audit_db_option
 from .common import emit_json, handles_errors, json_option, report_error, rules_option, say
-from .render import result_text
+from pressor.engine.report import result_text
 
 if TYPE_CHECKING:
-    from pressor.engine.audit import AuditRecord
+    from pressor.engine.audit.log import AuditRecord
 
 
 def parse_now(value: str | None) -> datetime:
@@ -36,7 +36,7 @@ def parse_now(value: str | None) -> datetime:
 def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, input_mode: str,
            user: str | None) -> "AuditRecord":
     """Append the evaluation to the audit log (raises :class:`AuditError` if it cannot)."""
-    from pressor.engine.audit import AuditLog, os_user, resolve_path
+    from pressor.engine.audit.log import AuditLog, os_user, resolve_path
 
     with AuditLog.open(resolve_path(audit_db)) as log:
         # The time of recording is the wall clock, whatever --now says about the evaluation.
@@ -99,7 +99,7 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
     conversion = None
     state = document.data
     if fhir:
-        from pressor.engine.fhir import from_bundle
+        from pressor.engine.ehr.fhir import from_bundle
 
         conversion = from_bundle(document.data, now=now, file=document.file)
         states = conversion.states()

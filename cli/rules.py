@@ -6,12 +6,12 @@ from typing import Any
 import click
 
 from pressor.engine.model import Rule, RulePack, render_condition
-from pressor.engine.pack import find_rule, load_pack
+from pressor.engine.evaluation.pack import find_rule, load_pack
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, rules_option, say
-from .render import citations as cite_text
-from .render import quantity
+from pressor.engine.report import citations as cite_text
+from pressor.engine.report import quantity, rule_detail
 
 
 @click.group(epilog=exit_codes.help_text())
@@ -32,16 +32,6 @@ def rule_summary(rule: Rule) -> dict[str, Any]:
     return {"id": rule.id, "version": rule.version, "status": rule.status, "kind": rule.kind,
             "severity": rule.severity, "title": rule.title, "file": rule.file, "line": rule.line}
 
-
-def rule_detail(pack: RulePack, rule: Rule) -> dict[str, Any]:
-    """Everything about one rule, with its citations resolved."""
-    data = dict(rule.raw)
-    data["citations"] = [
-        {**pack.references[c.ref].to_dict(), **({"evidence": c.evidence} if c.evidence else {})} for c in rule.citations
-    ]
-    data["location"] = {"file": rule.file, "line": rule.line}
-    data["pack"] = {"name": pack.name, "version": pack.version, "sha256": pack.sha256}
-    return data
 
 
 @rules.command("list", epilog=exit_codes.help_text())

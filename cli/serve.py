@@ -46,11 +46,11 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     """
     import uvicorn
 
-    from pressor.engine.audit import AuditLog
+    from pressor.engine.audit.log import AuditLog
     from pressor.engine.errors import AuditError
-    from pressor.engine.evaluate import release
+    from pressor.engine.evaluation.evaluate import release
 
-    from .cds_service import SERVICES, SETTINGS_ENV, Settings, announce_insecure, build_runtime
+    from pressor.service.app import SERVICES, SETTINGS_ENV, Settings, announce_insecure, build_runtime
 
     settings = Settings(config_path=os.path.abspath(config_path) if config_path else None,
                         rules_dir=os.path.abspath(rules_dir) if rules_dir else None, insecure=insecure)
@@ -76,5 +76,5 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "
         f"({workers} worker{'s' if workers > 1 else ''})")
     os.environ[SETTINGS_ENV] = settings.to_env()
-    uvicorn.run("pressor.cli.cds_service:create_app", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("pressor.service.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)

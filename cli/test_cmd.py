@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from pressor.engine.pack import load_pack
-from pressor.engine.scenarios import OUTCOMES, Coverage, example_scenarios, load_scenarios, run
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.authoring.scenarios import OUTCOMES, Coverage, example_scenarios, load_scenarios, run
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, rules_option, say

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from pressor.engine.errors import RuleFileError
-from pressor.engine.pack import load_pack
+from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, say

@@ -287,7 +287,7 @@ class Waiver:
 
 @dataclass(frozen=True)
 class RulePack:
-    """A loaded, validated pack. Build with :func:`pressor.engine.pack.load_pack`."""
+    """A loaded, validated pack. Build with :func:`pressor.engine.evaluation.pack.load_pack`."""
 
     name: str
     version: str

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pressor.engine.pack import load_pack
+from pressor.engine.evaluation.pack import load_pack
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)

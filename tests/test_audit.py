@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pressor.engine import audit as audit_mod
-from pressor.engine.audit import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
+from pressor.engine.audit import log as audit_mod
+from pressor.engine.audit.log import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
 from pressor.engine.errors import AuditError, PressorError
-from pressor.engine.evaluate import evaluate
-from pressor.engine.load import load_document
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import load_document
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -479,7 +479,7 @@ def test_reading_a_missing_log_says_where_it_looked(tmp_path):
 def test_a_pack_file_changed_since_loading_is_not_stored(tmp_path, pack, states, now, audit_db):
     from shutil import copytree
 
-    from pressor.engine.pack import load_pack
+    from pressor.engine.evaluation.pack import load_pack
 
     copy = copytree(pack.directory, tmp_path / "rules", ignore=lambda d, names: [n for n in names if not n.endswith(".yaml")])
     mine = load_pack(copy)

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from pressor.cli import exit_codes
 from pressor.cli.main import cli
-from pressor.engine import audit as audit_mod
-from pressor.engine.audit import AuditLog
-from pressor.engine.load import load_document
+from pressor.engine.audit import log as audit_mod
+from pressor.engine.audit.log import AuditLog
+from pressor.engine.evaluation.load import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = str(ROOT / "examples" / "septic-shock-adult.yaml")
@@ -302,7 +302,7 @@ def test_reading_commands_on_a_missing_log_say_where_they_looked(audit_db):
 
 def test_cli_start_up_does_not_import_the_audit_store():
     # Start-up cost: sqlite3 and the audit store are imported by the commands that use them, not by every command.
-    code = "import sys, pressor.cli.main; print('pressor.engine.audit' in sys.modules, 'sqlite3' in sys.modules)"
+    code = "import sys, pressor.cli.main; print('pressor.engine.audit.log' in sys.modules, 'sqlite3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pressor.cli.cards import card_uuid
+from pressor.service.cards import card_uuid
 from pressor.cli.main import cli
-from pressor.engine import audit as audit_mod
-from pressor.engine.audit import GENESIS, AuditLog, FeedbackEntry
-from pressor.engine.evaluate import evaluate
-from pressor.engine.load import load_document
+from pressor.engine.audit import log as audit_mod
+from pressor.engine.audit.log import GENESIS, AuditLog, FeedbackEntry
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import load_document
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORMAT_1_FIELDS = ("seq", "id", "recorded_at", "user", "input_mode", "input_json", "input_sha256", "pack_name",

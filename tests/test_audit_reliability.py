@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pressor.engine.audit import AuditLog
-from pressor.engine.evaluate import evaluate
-from pressor.engine.load import load_document
+from pressor.engine.audit.log import AuditLog
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import load_document
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORK = multiprocessing.get_context("fork")

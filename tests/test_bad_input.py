@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from pressor.cli.main import cli
 from pressor.engine.errors import InputError, PatientStateError, RuleFileError
-from pressor.engine.evaluate import evaluate
-from pressor.engine.load import MAX_DOCUMENT_BYTES, parse
-from pressor.engine.pack import default_rules_dir, load_pack
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import MAX_DOCUMENT_BYTES, parse
+from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 
 GOOD = {"patient": {"age_years": 60, "weight_kg": 70}, "vitals": {"map_mmhg": 60}}
 

@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pressor.cli.cards import card_uuid
-from pressor.engine.audit import AuditLog
+from pressor.service.cards import card_uuid
+from pressor.engine.audit.log import AuditLog
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
 PRESSOR = str(Path(sys.executable).with_name("pressor"))

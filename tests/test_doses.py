@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pressor.engine.evaluate import evaluate
+from pressor.engine.evaluation.evaluate import evaluate
 
 ADULT_START = {
     "patient": {"age_years": 68, "weight_kg": 72, "pregnant": False, "chronic_hypertension": False},

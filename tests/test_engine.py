@@ -7,13 +7,13 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pressor.engine import _durable
-from pressor.engine.compile import to_engine
+from pressor.engine.evaluation import _durable
+from pressor.engine.evaluation.compile import to_engine
 from pressor.engine.errors import EvaluationError, RuleFileError
-from pressor.engine.evaluate import _engine_fact, evaluate, flatten_state
-from pressor.engine.logic import derive, truth
+from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state
+from pressor.engine.evaluation.logic import derive, truth
 from pressor.engine.model import All, Any_, Compare, Not
-from pressor.engine.pack import load_pack
+from pressor.engine.evaluation.pack import load_pack
 
 from .strategies import patient_states
 
@@ -113,11 +113,11 @@ def _greedy_state(pack) -> tuple[dict, int, int]:
     that makes the most comparisons true. Returns the state, the comparisons it satisfies
     and the number of comparisons on input facts.
     """
-    from pressor.engine.logic import compare
+    from pressor.engine.evaluation.logic import compare
     from pressor.engine.model import leaves
 
-    from pressor.engine.compile import state_vocabulary
-    from pressor.engine.validate import STATE_SCHEMA, schema
+    from pressor.engine.evaluation.compile import state_vocabulary
+    from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
 
     VOCAB = state_vocabulary(schema(STATE_SCHEMA))
 
@@ -233,7 +233,7 @@ def test_no_module_but_the_adapter_imports_durable_rules():
 
 
 def test_evidence_of_a_true_negation_inside_any_is_kept():
-    from pressor.engine.logic import verdict
+    from pressor.engine.evaluation.logic import verdict
 
     cond = Any_((Not(Compare("vitals.map_mmhg", "<", 65)), Compare("vitals.sbp_mmhg", "<", 70)))
     v = verdict(cond, {"vitals.map_mmhg": 70, "vitals.sbp_mmhg": 90}, {})
@@ -253,7 +253,7 @@ def test_fact_json_never_writes_a_bare_exponent():
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=patient_states())
 def test_unknowns_agrees_with_verdict(pack, state):
-    from pressor.engine.logic import unknowns, verdict
+    from pressor.engine.evaluation.logic import unknowns, verdict
 
     facts = flatten_state(state)
     missing_of = derive(pack.derived, facts).missing_of

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from pressor.cli.main import cli
-from pressor.engine import explain as explain_module
+from pressor.engine.evaluation import explain as explain_module
 from pressor.engine.errors import EvaluationError, InputError, PatientStateError
-from pressor.engine.explain import OUTCOMES, explain
+from pressor.engine.evaluation.explain import OUTCOMES, explain
 from pressor.engine.model import Evidence
-from pressor.engine.pack import default_rules_dir, load_pack
+from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 
 from .conftest import EXAMPLES
 
@@ -166,7 +166,7 @@ def test_every_example_explains_every_rule_as_the_engine_decided(pack, now, expl
     import yaml
 
     state = yaml.safe_load(example.read_text())
-    from pressor.engine.evaluate import evaluate
+    from pressor.engine.evaluation.evaluate import evaluate
 
     result = evaluate(pack, state, now=now)
     explanation = explain(pack, state, now=now)

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from .strategies import patient_states
 
-from pressor.engine.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate
-from pressor.engine.explain import explain
+from pressor.engine.evaluation.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate
+from pressor.engine.evaluation.explain import explain
 from pressor.engine.model import leaves
-from pressor.engine.pack import load_pack
+from pressor.engine.evaluation.pack import load_pack
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 #: Loaded at import: the strategy is built from the pack's thresholds before any fixture exists.

@@ -1,4 +1,4 @@
-"""FHIR R4 -> patient state (engine/fhir.py) and ``pressor recommend --fhir``."""
+"""FHIR R4 -> patient state (engine/ehr/fhir.py) and ``pressor recommend --fhir``."""
 from __future__ import annotations
 
 import copy
@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from pressor.cli.main import cli
 from pressor.engine.errors import InputError
-from pressor.engine.evaluate import evaluate
-from pressor.engine.fhir import FhirError, from_bundle, from_hook_request, load_mapping
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.ehr.fhir import FhirError, from_bundle, from_hook_request, load_mapping
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
 UCUM = "http://unitsofmeasure.org"

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from pressor.cli.main import cli
 from pressor.engine.errors import RuleFileError
-from pressor.engine.evaluate import evaluate, flatten_state
-from pressor.engine.lint import CODES, Finding, lint_pack
-from pressor.engine.logic import derive, truth
-from pressor.engine.pack import default_rules_dir, load_pack
+from pressor.engine.evaluation.evaluate import evaluate, flatten_state
+from pressor.engine.authoring.lint import CODES, Finding, lint_pack
+from pressor.engine.evaluation.logic import derive, truth
+from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 
 LINT_PACKS = Path(__file__).resolve().parent / "lint_packs"
 CASES = sorted(p.name for p in LINT_PACKS.iterdir() if p.is_dir())
@@ -212,8 +212,8 @@ def test_pint_stays_off_the_evaluation_path():
     import subprocess
     import sys
 
-    code = ("import sys; from pressor.cli.main import cli; from pressor.engine.pack import load_pack; "
-            "from pressor.engine.evaluate import evaluate; import datetime as d; "
+    code = ("import sys; from pressor.cli.main import cli; from pressor.engine.evaluation.pack import load_pack; "
+            "from pressor.engine.evaluation.evaluate import evaluate; import datetime as d; "
             "evaluate(load_pack(), {}, now=d.datetime.now(d.timezone.utc)); print('pint' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

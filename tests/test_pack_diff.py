@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from pressor.cli.main import cli
-from pressor.engine.pack import default_rules_dir, load_pack
-from pressor.engine.pack_diff import diff_packs, field_changes, thresholds
+from pressor.engine.evaluation.pack import default_rules_dir, load_pack
+from pressor.engine.authoring.pack_diff import diff_packs, field_changes, thresholds
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 ESCALATION = str(SCENARIOS / "escalation.yaml")
@@ -130,7 +130,7 @@ def test_field_changes(old, new, paths):
 
 
 def test_every_diff_code_is_documented_for_authors():
-    from pressor.engine.pack_diff import DIFF_CODES
+    from pressor.engine.authoring.pack_diff import DIFF_CODES
 
     guide = (Path(__file__).resolve().parent.parent / "docs" / "authoring.md").read_text()
     assert all(f"`{code}`" in guide for code in DIFF_CODES)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from pressor.engine.evaluate import evaluate
-from pressor.engine.units import parse_unit
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.units import parse_unit
 
 from .strategies import patient_states
 

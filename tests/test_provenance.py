@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pressor.engine.errors import RuleFileError
-from pressor.engine.evaluate import evaluate, release
-from pressor.engine.pack import default_rules_dir, load_pack
+from pressor.engine.evaluation.evaluate import evaluate, release
+from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 
 SOURCE_SHA = "8011f740a5272ce9733bc804ccdbdde3d04d53fb153537f85da56329cc77e7b3"
 #: Paragraphs per section of the source (blocks between blank lines; each bullet or numbered item counts as one).

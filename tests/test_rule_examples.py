@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pressor.engine.pack import load_pack
-from pressor.engine.scenarios import example_scenarios, run_scenario
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.authoring.scenarios import example_scenarios, run_scenario
 
 PACK = load_pack()
 EXAMPLES = example_scenarios(PACK)

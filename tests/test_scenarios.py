@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from pressor.cli.main import cli
 from pressor.engine.errors import InputError
-from pressor.engine.pack import load_pack
-from pressor.engine.scenarios import coverage, load_scenarios, run
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.authoring.scenarios import coverage, load_scenarios, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"

@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pressor.engine.errors import PatientStateError
-from pressor.engine.evaluate import flatten_state
-from pressor.engine.logic import derive, truth
+from pressor.engine.evaluation.evaluate import flatten_state
+from pressor.engine.evaluation.logic import derive, truth
 from pressor.engine.model import All, Any_, Compare, Not
-from pressor.engine.solver import Interval, Space, complement, meet, op_span, points
-from pressor.engine.validate import STATE_SCHEMA, check_state, schema
+from pressor.engine.authoring.solver import Interval, Space, complement, meet, op_span, points
+from pressor.engine.evaluation.validate import STATE_SCHEMA, check_state, schema
 
 POLARITY = {"T": True, "F": False, "U": None}
 

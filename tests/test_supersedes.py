@@ -1,7 +1,7 @@
 """A rule that another shown rule supersedes is left out of the result, which says so."""
 from __future__ import annotations
 
-from pressor.engine.evaluate import evaluate
+from pressor.engine.evaluation.evaluate import evaluate
 
 PREGNANT_HEPATORENAL = {"patient": {"age_years": 33, "weight_kg": 68, "pregnant": True},
                         "shock": {"type": "hepatorenal"}, "infusions": {"norepinephrine_mcg_kg_min": 0}}

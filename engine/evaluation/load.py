@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Largest document read, in bytes. Real states are ~2 KB, rule files ~30 KB.
 MAX_DOCUMENT_BYTES = 1_048_576

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import PatientStateError
-from .evaluate import evaluate, flatten_state
-from .model import RulePack, leaves
+from ..errors import PatientStateError
+from ..evaluation.evaluate import evaluate, flatten_state
+from ..model import RulePack, leaves
 from .scenarios import DEFAULT_NOW, Scenario, example_scenarios, load_scenarios
-from .validate import check_state
+from ..evaluation.validate import check_state
 
 #: Rule fields whose change alters what a patient is told: each needs a higher version.
 BEHAVIOURAL_FIELDS = ("when", "recommend", "dose", "supersedes")

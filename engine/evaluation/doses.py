@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping
 
-from .model import DoseSpec, Preparation, Quantity
+from ..model import DoseSpec, Preparation, Quantity
 from .units import parse_unit
 
 WEIGHT = "patient.weight_kg"

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping
 
 import durable_rules_engine as _dre
 
-from .errors import EvaluationError, RuleFileError
+from ..errors import EvaluationError, RuleFileError
 
 #: Distinct leaf comparisons per shard. The engine fails past 64 distinct alpha tests
 #: matching one fact (measured: 64 distinct pass, 65 give error 303; identical tests are

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .compile import ConditionCompiler, FactType, problems_from, state_vocabulary
-from .errors import InputError, Problem, RuleFileError
+from ..errors import InputError, Problem, RuleFileError
 from .load import Document, load_document
-from .model import (
+from ..model import (
     Citation,
     Decision,
     Derived,

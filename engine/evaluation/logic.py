@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
-from .model import All, Compare, Condition, Derived, Evidence, Not
+from ..model import All, Compare, Condition, Derived, Evidence, Not
 
 _ORDER = {
     "<": lambda a, b: a < b,

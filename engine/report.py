@@ -1,9 +1,10 @@
-"""Human text for the bedside: critical first, each line with its citations and dose."""
+"""Human-readable views shared by the CLI, the CDS Hooks cards and the web app: bedside text
+(critical first, each line with its citations and dose) and a rule's resolved detail."""
 from __future__ import annotations
 
 from typing import Any
 
-from pressor.engine.model import Result
+from .model import Result, Rule, RulePack
 
 _BADGE = {"critical": ("CRITICAL", "red"), "warning": ("WARNING", "yellow"), "info": ("INFO", "cyan")}
 _MARK = {"do": "+", "avoid": "x", "monitor": "~", "consider": "?"}
@@ -91,3 +92,13 @@ def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[
         out.append((f"note: {warning}", {"fg": "yellow"}))
     out.append(("Citations marked ? are cited by the source but absent from its reference list.", {"dim": True}))
     return out
+
+def rule_detail(pack: RulePack, rule: Rule) -> dict[str, Any]:
+    """Everything about one rule, with its citations resolved."""
+    data = dict(rule.raw)
+    data["citations"] = [
+        {**pack.references[c.ref].to_dict(), **({"evidence": c.evidence} if c.evidence else {})} for c in rule.citations
+    ]
+    data["location"] = {"file": rule.file, "line": rule.line}
+    data["pack"] = {"name": pack.name, "version": pack.version, "sha256": pack.sha256}
+    return data

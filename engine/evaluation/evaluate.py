@@ -1,7 +1,7 @@
 """``evaluate(pack, state, *, now)``: the one way anything is evaluated.
 
 The CLI, the tests and any service call it. The pack is loaded and compiled once
-(:func:`pressor.engine.pack.load_pack`); this module only does per-patient work.
+(:func:`pressor.engine.evaluation.pack.load_pack`); this module only does per-patient work.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any, Mapping
 from ._durable import Matcher
 from .compile import engine_name, member_name, to_engine
 from .doses import compute_dose
-from .errors import EvaluationError, PatientStateError, Problem
+from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
 from .logic import derive, unknowns, verdict
-from .model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
+from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
 from .validate import check_state
 
 ACTIVE_BY_DEFAULT = frozenset({"approved"})

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .lint import Finding, severity_for
-from .model import DoseSpec, Preparation, Quantity, Rule, RulePack
-from .units import UnitError, parse_unit
+from ..model import DoseSpec, Preparation, Quantity, Rule, RulePack
+from ..evaluation.units import UnitError, parse_unit
 
 #: Relative tolerance for an exact statement (a concentration, a rate).
 EXACT = 0.005

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
-from .errors import Problem
-from .model import All, Any_, Compare, Condition, Not
+from ..errors import Problem
+from ..model import All, Any_, Compare, Condition, Not
 
 NUMERIC_OPS = {"<", "<=", ">", ">=", "==", "!=", "in"}
 OPS_BY_KIND = {

@@ -2,8 +2,8 @@
 
 Every finding has a stable code (see :data:`CODES`), a severity, a location, the
 rules involved and, where a patient state can show the problem, a *witness*: a
-schema-valid state found by :mod:`pressor.engine.solver` and confirmed by running it
-through :func:`~pressor.engine.evaluate.evaluate`.
+schema-valid state found by :mod:`pressor.engine.authoring.solver` and confirmed by running it
+through :func:`~pressor.engine.evaluation.evaluate.evaluate`.
 
 Severity policy: a problem among approved rules is an error; the same problem when a
 draft or in-review rule is involved is a warning (those rules are not shown by
@@ -17,14 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import InputError, PatientStateError, Problem, RuleFileError
-from .evaluate import evaluate, flatten_state
-from .load import Document, load_document
-from .logic import derive, truth
-from .model import All, Condition, Decision, Rule, RulePack, Waiver, leaves
-from .pack import default_rules_dir, load_pack, rule_files
+from ..errors import InputError, PatientStateError, Problem, RuleFileError
+from ..evaluation.evaluate import evaluate, flatten_state
+from ..evaluation.load import Document, load_document
+from ..evaluation.logic import derive, truth
+from ..model import All, Condition, Decision, Rule, RulePack, Waiver, leaves
+from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .solver import Atom, SolverLimit, Space, conj
-from .validate import STATE_SCHEMA, schema
+from ..evaluation.validate import STATE_SCHEMA, schema
 
 SEVERITIES = ("error", "warning", "info")
 #: Fixed evaluation time for witnesses: the lint's output never depends on the clock.
@@ -560,14 +560,14 @@ def _rule_ids(owners: Iterable[str], rules: dict[str, Rule]) -> tuple[str, ...]:
 
 def _comparable_doses(a: Rule, b: Rule) -> bool:
     """Both rates or both amounts: a one-off amount (a bag, a bolus) does not compete with an infusion rate."""
-    from .units import parse_unit
+    from ..evaluation.units import parse_unit
 
     return (parse_unit(a.dose.range.unit).per_time is None) == (parse_unit(b.dose.range.unit).per_time is None)  # type: ignore[union-attr]
 
 
 def _dose_key(rule: Rule) -> tuple[Any, ...]:
     """A dose range in base units (mcg, units or mL; per kg or not; per minute), for comparison."""
-    from .units import parse_unit
+    from ..evaluation.units import parse_unit
 
     q = rule.dose.range  # type: ignore[union-attr]
     u = parse_unit(q.unit)
@@ -582,7 +582,7 @@ def _quantity(q: Any) -> str:
 
 def _valid_state(state: dict[str, Any]) -> bool:
     """Schema-valid, and plausible: DBP < MAP < SBP for whichever of the three are given."""
-    from .validate import check_state
+    from ..evaluation.validate import check_state
 
     try:
         check_state(state)

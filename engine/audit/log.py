@@ -33,9 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
-from .errors import AuditError, PatientStateError, Problem, RuleFileError
-from .model import Result, RulePack
-from .pack import pack_sha256
+from ..errors import AuditError, PatientStateError, Problem, RuleFileError
+from ..model import Result, RulePack
+from ..evaluation.pack import pack_sha256
 
 #: ``prev_hash`` of the first record of every database.
 GENESIS = "0" * 64
@@ -419,7 +419,7 @@ class Replay:
 
 def json_diff(stored: Any, replayed: Any, pointer: str = "") -> list[Difference]:
     """Every difference between two JSON values, by JSON pointer (types matter: 1 is not true)."""
-    from .load import escape_pointer_token
+    from ..evaluation.load import escape_pointer_token
 
     if isinstance(stored, dict) and isinstance(replayed, dict):
         out: list[Difference] = []
@@ -784,7 +784,7 @@ class AuditLog:
         A record kept in hash mode has no input: pass the original ``state`` (its SHA-256
         must match the recorded one) or it cannot be replayed.
         """
-        from .evaluate import evaluate
+        from ..evaluation.evaluate import evaluate
 
         record = self.record(ref)
         if state is None:
@@ -811,7 +811,7 @@ class AuditLog:
 
     def _replay_pack(self, record: AuditRecord) -> RulePack:
         """The record's pack, rebuilt from the stored texts in a temporary directory and loaded."""
-        from .pack import load_pack
+        from ..evaluation.pack import load_pack
 
         pack = self._replay_packs.get(record.pack_sha256)
         if pack is not None:

@@ -31,17 +31,17 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from pressor.engine.audit import AuditLog, resolve_path
+from pressor.engine.audit.log import AuditLog, resolve_path
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError, Problem
-from pressor.engine.evaluate import evaluate
-from pressor.engine.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
-from pressor.engine.load import Document, load_document
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.ehr.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
+from pressor.engine.evaluation.load import Document, load_document
 from pressor.engine.model import RulePack
-from pressor.engine.pack import load_pack
-from pressor.engine.validate import schema, schema_problems
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.evaluation.validate import schema, schema_problems
 
 from .cards import cards_for, not_recorded_card
-from .rules import rule_detail
+from pressor.engine.report import rule_detail
 
 log = logging.getLogger("pressor.serve")
 

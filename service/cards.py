@@ -10,11 +10,11 @@ import json
 import uuid
 from typing import Any, Iterable
 
-from pressor.engine.fhir import Conversion
+from pressor.engine.ehr.fhir import Conversion
 from pressor.engine.model import SEVERITY_ORDER, Result
-from pressor.engine.units import parse_unit
+from pressor.engine.evaluation.units import parse_unit
 
-from .render import dose_lines, quantity
+from pressor.engine.report import dose_lines, quantity
 
 #: Namespace of card and suggestion uuids: uuid5(hookInstance | rule | version | pack), so the
 #: same call always yields the same ids and an auditor can recompute them.

@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator
 
-from .errors import PatientStateError, Problem
+from ..errors import PatientStateError, Problem
 from .load import Document, pointer_of
 
 

@@ -1,7 +1,7 @@
 """Why each rule fired, did not fire, could not be decided, or was not evaluated.
 
-:func:`explain` runs :func:`~pressor.engine.evaluate.evaluate` for what the engine
-actually did, and the reference logic (:mod:`pressor.engine.logic`) for the detail
+:func:`explain` runs :func:`~pressor.engine.evaluation.evaluate.evaluate` for what the engine
+actually did, and the reference logic (:mod:`pressor.engine.evaluation.logic`) for the detail
 behind it: every comparison with the value seen and the threshold, and for derived
 facts the input facts that decided them. If the two ever disagree about a rule, it
 refuses to answer (:class:`EvaluationError`): an explanation of something the
@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping
 
-from .errors import EvaluationError
+from ..errors import EvaluationError
 from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state
 from .load import Document
 from .logic import Derivation, derive, truth, verdict
-from .model import All, Compare, Condition, Evidence, Not, Rule, RulePack, leaves
+from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, leaves
 from .pack import find_rule
 
 #: Outcomes in the order explanations are grouped.
@@ -201,7 +201,7 @@ def _deciding(cond: Condition, facts: Mapping[str, Any], negated: bool) -> list[
 
     False all(): its first false child. False any(): every child. Unknown: the unknown
     children. True all(): every child; true any(): the true children (both only reached
-    under a not()). The truths come from :func:`~pressor.engine.logic.truth`.
+    under a not()). The truths come from :func:`~pressor.engine.evaluation.logic.truth`.
     """
     if isinstance(cond, Compare):
         return [(cond, negated)]

@@ -26,10 +26,10 @@ from importlib import resources as _resources
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .compile import state_vocabulary
-from .errors import InputError, PatientStateError, Problem
-from .load import Document, escape_pointer_token, load_document
-from .validate import STATE_SCHEMA, check_state, schema, schema_problems
+from ..evaluation.compile import state_vocabulary
+from ..errors import InputError, PatientStateError, Problem
+from ..evaluation.load import Document, escape_pointer_token, load_document
+from ..evaluation.validate import STATE_SCHEMA, check_state, schema, schema_problems
 
 MAPPING_SCHEMA = "fhir-mapping.schema.json"
 UCUM = "http://unitsofmeasure.org"

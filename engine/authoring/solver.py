@@ -10,7 +10,7 @@ answered here by search, not by sampling:
   booleans, required and excluded members for arrays;
 * a condition is translated, for the polarity asked (true, false, not true, not
   false), into and/or of constraints on single variables, following the Kleene
-  semantics of :mod:`pressor.engine.logic` (an absent fact makes a comparison
+  semantics of :mod:`pressor.engine.evaluation.logic` (an absent fact makes a comparison
   unknown, never false);
 * derived facts are expanded into their definitions: a boolean into its condition,
   a number by cases into one branch per case. A product (``derived.crystalloid_ml``)
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from itertools import product as cartesian
 from typing import Any, Iterable, Iterator, Mapping
 
-from .logic import _ORDER
-from .model import All, Any_, Compare, Condition, Derived, Not, RulePack
+from ..evaluation.logic import _ORDER
+from ..model import All, Any_, Compare, Condition, Derived, Not, RulePack
 
 INF = math.inf
 
@@ -597,6 +597,6 @@ def _nest(facts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _leaves(cond: Condition) -> list[Compare]:
-    from .model import leaves
+    from ..model import leaves
 
     return leaves(cond)

@@ -6,8 +6,8 @@ within a tolerance. Every ``examples:`` entry of the rule files is a scenario to
 
 Coverage records, per rule, whether its condition was seen true, false and unknown,
 and per condition leaf (rules and derived facts) the same, using the reference
-semantics of :mod:`pressor.engine.logic`. Outcomes that no patient state can produce
-(found with :mod:`pressor.engine.solver`) are listed with the reason and left out of
+semantics of :mod:`pressor.engine.evaluation.logic`. Outcomes that no patient state can produce
+(found with :mod:`pressor.engine.authoring.solver`) are listed with the reason and left out of
 the percentage.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import InputError, PatientStateError, Problem
-from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state
-from .load import Document, load_document
-from .logic import compare, derive, verdict
-from .model import Compare, Result, Rule, RulePack, leaves
-from .validate import check_state, schema_problems
+from ..errors import InputError, PatientStateError, Problem
+from ..evaluation.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state
+from ..evaluation.load import Document, load_document
+from ..evaluation.logic import compare, derive, verdict
+from ..model import Compare, Result, Rule, RulePack, leaves
+from ..evaluation.validate import check_state, schema_problems
 
 SCENARIO_SCHEMA = "scenario.schema.json"
 #: Evaluation time when a scenario gives none: results never depend on the clock.
@@ -342,7 +342,7 @@ def _impossible(pack: RulePack, rules: list[Rule], leaf_list: list[tuple[tuple[s
                 ) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], dict[str, str]]]:
     """Outcomes that no patient state gives (decided by search over the fact space), with the reason."""
     from .solver import SolverLimit, Space
-    from .validate import STATE_SCHEMA, schema
+    from ..evaluation.validate import STATE_SCHEMA, schema
 
     space = Space(pack, schema(STATE_SCHEMA))
     reasons = {"T": "can never hold", "F": "can never be false",

@@ -1,0 +1,1 @@
+"""Authoring: lint (fact-space solver, arithmetic), scenario tests and coverage, pack diff."""
