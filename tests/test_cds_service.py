@@ -91,9 +91,11 @@ def public_pem(key) -> str:
 
 
 def configured_server(tmp: Path, pem: str, *, port: int | None = None, **config) -> Server:
-    """A server trusting the test issuer, with ``config`` (e.g. audit_db, require_audit) added."""
+    """A server trusting the test issuer (and ``issuers_extra``), with ``config`` (e.g. audit_db, require_audit) added."""
     port = port or free_port()
-    config = {"base_url": f"http://127.0.0.1:{port}", "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}], **config}
+    extra = config.pop("issuers_extra", [])
+    config = {"base_url": f"http://127.0.0.1:{port}", "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}, *extra],
+              **config}
     (tmp / f"serve-{port}.json").write_text(json.dumps(config))
     return Server(["--config", str(tmp / f"serve-{port}.json")], port, tmp,
                   audit_db=Path(config["audit_db"]) if "audit_db" in config else None)
