@@ -59,7 +59,7 @@ log = logging.getLogger("pressor.serve")
 INSECURE_HEADER = "X-Pressor-Insecure"
 INSECURE_TEXT = "authentication disabled (--insecure-no-auth): do not use with patient data"
 REQUEST_SCHEMA = "cds-hooks-request.schema.json"
-_DRAFT_POINTER = re.compile(r"/context/draftOrders(?:/entry/(\d+)/resource)?(?=/|$)")
+_DRAFT_POINTER = re.compile(r"/context/draftOrders(?:/entry/(\d+))?(?=/|$)")
 
 
 @dataclass(frozen=True)
@@ -459,7 +459,7 @@ def _unselect_pointer(problem: Any, index: list[int] | None) -> Any:
     m = _DRAFT_POINTER.match(problem.pointer)
     if not m or m.group(1) is None:
         return problem
-    original = f"/context/draftOrders/entry/{index[int(m.group(1))]}/resource"
+    original = f"/context/draftOrders/entry/{index[int(m.group(1))]}"
     return replace(problem, pointer=original + problem.pointer[m.end():])
 
 
