@@ -15,6 +15,7 @@ checks that a token accepted by one instance is refused by the other, and runs
     python bench/load.py                      # 50 clients, 30 s, 1 and 2 workers
     python bench/load.py --clients 10 --duration 5 --workers 1 --json
     python bench/load.py --instances 2 --postgres auto --workers 1
+    python bench/load.py --instances 2 --workers 1   # no PostgreSQL: one SQLite file, replay cache per process
 """
 from __future__ import annotations
 
@@ -221,7 +222,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--instances", type=int, default=1, help="instances sharing one audit log (needs --postgres when > 1)")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="instances sharing one audit log (PostgreSQL with --postgres, else one SQLite file here)")
     ap.add_argument("--postgres", metavar="URL|auto", help="the shared audit log and replay cache (auto: a throwaway cluster)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
@@ -230,20 +232,24 @@ def main() -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     body = request_body()
     if args.instances > 1 or args.postgres:
-        if not args.postgres:
-            raise SystemExit("several instances share one audit log only through PostgreSQL: give --postgres URL|auto")
-        import importlib.util
-        if importlib.util.find_spec("pressor.engine.audit.store_postgres") is None:
-            raise SystemExit("this build has no PostgreSQL audit backend (pressor.engine.audit.store_postgres)")
+        if args.postgres:
+            import importlib.util
+            if importlib.util.find_spec("pressor.engine.audit.store_postgres") is None:
+                raise SystemExit("this build has no PostgreSQL audit backend (pressor.engine.audit.store_postgres)")
         with tempfile.TemporaryDirectory() as tmp:
-            with (throwaway_postgres(Path(tmp)) if args.postgres == "auto" else contextlib.nullcontext(args.postgres)) as url:
-                figures = shared(args, key, body, Path(tmp), url)
+            if args.postgres == "auto":
+                store = throwaway_postgres(Path(tmp))
+            else:  # without PostgreSQL: one SQLite file on this machine (instances on one disk only)
+                store = contextlib.nullcontext(args.postgres or str(Path(tmp) / "shared-audit.db"))
+            with store as audit_db:
+                figures = shared(args, key, body, Path(tmp), audit_db)
+        backend = "PostgreSQL" if args.postgres else "one SQLite file"
         figures.update(instances=args.instances, workers_each=args.workers[0], clients=args.clients, duration_s=args.duration,
-                       cpus=os.cpu_count())
+                       cpus=os.cpu_count(), audit_backend=backend)
         if args.json:
             print(json.dumps(figures, indent=2))
             return
-        print(f"{args.instances} instances x {args.workers[0]} worker(s) sharing PostgreSQL, {args.clients} clients, "
+        print(f"{args.instances} instances x {args.workers[0]} worker(s) sharing {backend}, {args.clients} clients, "
               f"{args.duration:g} s, {os.cpu_count()} CPUs (client, servers and database share them)")
         print(f"requests {figures['requests']}  rps {figures['rps']}  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
               f"errors {figures['errors']} {figures['statuses']}")

@@ -29,12 +29,20 @@ class _JsonLines(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if isinstance(record.msg, dict):
-            line = {"time": _now(), **record.msg}
+            line = {"time": _now(), **{k: _capped(v) for k, v in record.msg.items()}}
         else:
             line = {"time": _now(), "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
             if record.exc_info and record.exc_info[1] is not None:
                 line["error"] = repr(record.exc_info[1])
         return json.dumps(line, separators=(",", ":"), default=str)
+
+
+#: Longest string written for one field: a caller cannot make a line huge (hookInstance, a claimed iss).
+MAX_FIELD = 300
+
+
+def _capped(value: Any) -> Any:
+    return value[:MAX_FIELD] + "…" if isinstance(value, str) and len(value) > MAX_FIELD else value
 
 
 def configure(log_file: str | None) -> None:
