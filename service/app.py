@@ -59,6 +59,7 @@ log = logging.getLogger("pressor.serve")
 INSECURE_HEADER = "X-Pressor-Insecure"
 INSECURE_TEXT = "authentication disabled (--insecure-no-auth): do not use with patient data"
 REQUEST_SCHEMA = "cds-hooks-request.schema.json"
+CARD_SCHEMA = "cds-hooks-card.schema.json"
 _DRAFT_POINTER = re.compile(r"/context/draftOrders(?:/entry/(\d+))?(?=/|$)")
 
 
@@ -326,7 +327,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def openapi(request: Request) -> JSONResponse:
             base = base_url(request)
             await authenticate(request, [f"{base}/openapi.json", f"{base}/cds-services"])
-            return JSONResponse(request.app.openapi())
+            if request.app.openapi_schema is None:
+                request.app.openapi_schema = _openapi_document(request.app)
+            return JSONResponse(request.app.openapi_schema)
 
     @app.get("/cds-services", summary="CDS Hooks discovery: the services and their prefetch templates")
     async def discovery(request: Request) -> dict[str, Any]:
@@ -365,7 +368,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 [{"prefetch": k, "template": rt.templates[k], "reason": why[k]} for k in required])
         return why, notes
 
-    @app.post("/cds-services/{service_id}", summary="Call a CDS Service: cards for this patient (CDS Hooks 2.0)")
+    @app.post("/cds-services/{service_id}", summary="Call a CDS Service: cards for this patient (CDS Hooks 2.0)",
+              openapi_extra=_body_and_answer("request.hookRequest", "cards.response",
+                                             {"412": "required data neither prefetched nor fetchable",
+                                              "503": "the advice could not be recorded (require_audit)"}))
     async def call(request: Request, service_id: str) -> JSONResponse:
         service = service_of(service_id)
         base = base_url(request)
@@ -410,7 +416,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             extension["not_fetched"] = why_missing
         return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
 
-    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards (CDS Hooks 2.0): recorded in the audit log")
+    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards (CDS Hooks 2.0): recorded in the audit log",
+              openapi_extra=_body_and_answer("request.feedback", None, {"503": "the feedback could not be recorded"}))
     async def feedback(request: Request, service_id: str) -> JSONResponse:
         service_of(service_id)
         base = base_url(request)
@@ -429,6 +436,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
+
+
+def _body_and_answer(request_schema: str, answer_schema: str | None, errors: dict[str, str]) -> dict[str, Any]:
+    """OpenAPI for a POST taking a JSON body (a schema of ``components``) and answering JSON."""
+    ok: dict[str, Any] = {"description": "OK"}
+    if answer_schema:
+        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer_schema}"}}}
+    answers = {"200": ok, "400": {"description": "malformed JSON, a request of the wrong shape, or bad FHIR content"},
+               "401": {"description": "no valid CDS Hooks JWT"}, "413": {"description": "body over max_body_bytes"},
+               **{code: {"description": why} for code, why in errors.items()}}
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{request_schema}"}}}}, "responses": answers}
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the CDS Hooks request and card schemas (schemas/) as its components."""
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for prefix, name in (("request", REQUEST_SCHEMA), ("cards", CARD_SCHEMA)):
+        source = schema(name)
+        text = json.dumps(source.get("$defs", {})).replace('"#/$defs/', f'"#/components/schemas/{prefix}.')
+        schemas.update({f"{prefix}.{k}": v for k, v in json.loads(text).items()})
+        if prefix == "cards":
+            top = {k: v for k, v in source.items() if k not in ("$defs", "$schema", "$id")}
+            schemas["cards.response"] = json.loads(json.dumps(top).replace('"#/$defs/', '"#/components/schemas/cards.'))
+    components["securitySchemes"] = {"cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                                     "description": "CDS Hooks JWT signed by a trusted issuer"}}
+    doc["security"] = [{"cdsHooksJwt": []}]
+    return doc
 
 
 def _selected_drafts(body: dict[str, Any]) -> tuple[dict[str, Any], list[int] | None]:

@@ -113,8 +113,17 @@ def test_openapi_behind_the_same_authentication(server, signing_key):
     assert server.client.get("/openapi.json").status_code == 401
     r = server.client.get("/openapi.json", headers=auth(server, signing_key, "/openapi.json"))
     assert r.status_code == 200
-    paths = r.json()["paths"]
+    doc = r.json()
+    paths = doc["paths"]
     assert {"/cds-services", "/cds-services/{service_id}", "/cds-services/{service_id}/feedback", "/healthz"} <= set(paths)
+    hook = paths["/cds-services/{service_id}"]["post"]
+    ref = hook["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/request.hookRequest" and {"200", "401", "412"} <= set(hook["responses"])
+    schemas = doc["components"]["schemas"]
+    text = json.dumps(doc)
+    for target in {m.split('"')[0] for m in text.split('"$ref": "#/components/schemas/')[1:]}:
+        assert target in schemas, target  # every reference resolves
+    assert doc["components"]["securitySchemes"]["cdsHooksJwt"]["scheme"] == "bearer"
 
 
 def test_openapi_off_by_config(plain, signing_key):
