@@ -116,7 +116,7 @@ class FhirFetcher:
             if resource is None:
                 return None  # supplied, nothing found
             if not isinstance(resource, dict) or resource.get("resourceType") != path.split("/")[0]:
-                raise FetchFailed(f"{query} did not return a {path.split('/')[0]}")
+                raise FetchFailed(f"GET {_path_of(base + '/' + query)} did not return a {path.split('/')[0]}")
             return resource
         url: str | None = f"{base}/{query}&_count={self.settings.page_size}"
         entries: list[dict[str, Any]] = []
@@ -171,8 +171,12 @@ class FhirFetcher:
 
 
 def _path_of(url: str) -> str:
-    """The path of a FHIR URL without its query (which may hold identifiers)."""
-    return urlsplit(url).path
+    """The path of a FHIR URL for messages and logs: no query, and a read's id masked (``/fhir/Patient/{id}``):
+    both may identify the patient."""
+    parts = urlsplit(url).path.split("/")
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        parts[-1] = "{id}"
+    return "/".join(parts)
 
 
 def _is_outcome(entry: dict[str, Any]) -> bool:

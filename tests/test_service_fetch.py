@@ -95,6 +95,7 @@ def test_412_names_what_is_missing_when_the_token_is_refused(fetching, signing_k
     assert body["error"] == "precondition_failed"
     assert {m["prefetch"] for m in body["missing"]} == {"patient", "observations"}
     assert all("HTTP 401" in m["reason"] for m in body["missing"])
+    assert "GET /fhir/Patient/{id} answered HTTP 401" in body["message"] and "sep-adult" not in r.text  # no identifier
 
 
 def test_412_without_fhir_server_when_required_data_is_not_prefetched(fetching, signing_key):
