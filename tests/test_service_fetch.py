@@ -144,3 +144,14 @@ def test_fhir_server_outside_the_allowlist_is_not_fetched(tmp_path, signing_key,
         assert ehr.requests("/fhir/") == []
     finally:
         srv.stop()
+
+
+def test_templates_are_filled_from_the_context_or_not_at_all():
+    from pressor.service.fhir_fetch import fill_template
+
+    context = {"patientId": "p1", "userId": "Practitioner/dr-1", "encounterId": "e9", "selections": ["x"]}
+    assert fill_template("Observation?patient={{context.patientId}}&encounter={{ context.encounterId }}", context) == (
+        "Observation?patient=p1&encounter=e9")
+    assert fill_template("PractitionerRole?practitioner={{userPractitionerId}}", context) == "PractitionerRole?practitioner=dr-1"
+    assert fill_template("Patient/{{context.patientId}}/x/{{context.selections}}", context) is None  # not a primitive
+    assert fill_template("Observation?patient={{context.nope}}", context) is None
