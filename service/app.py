@@ -167,7 +167,7 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         c = med.codes[0]
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
     audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
-    verifier = Verifier(config, open_replay_cache(config.audit_db, grace_s=config.clock_skew_s))
+    verifier = Verifier(config, open_replay_cache(None))
     return Runtime(settings, config, pack, mapping, prefetch_templates(mapping), verifier, audit, validators, codings)
 
 

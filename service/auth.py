@@ -140,7 +140,12 @@ class Verifier:
             raise AuthError(f"token lifetime exp - iat is over {self.config.max_token_lifetime_s} s", iss=iss)
         if not isinstance(jti, str) or not jti:
             raise AuthError("token has no jti", iss=iss)
-        if not self.replay.first_use(f"{iss}|{jti}", float(exp)):
+        try:  # kept until exp plus the clock skew: a token is refused as replayed for as long as it could be accepted
+            replayed = self.replay.seen(f"{iss}|{jti}", float(exp) + self.config.clock_skew_s)
+        except Exception as exc:  # a shared cache that fails accepts nothing
+            log.error("the token replay cache failed: %r", exc)
+            raise AuthError(f"the token replay cache is unavailable ({type(exc).__name__})", iss=iss) from exc
+        if replayed:
             raise AuthError("token replayed (jti already used)", iss=iss)
         return claims
 

@@ -1,8 +1,9 @@
-"""Token replay detection: has this ``jti`` been used before it expired?
+"""Token replay detection: has this token id been used before it expired?
 
-The one seam between the verifier and where used token ids are kept. :class:`MemoryReplayCache`
-keeps them in this process (enough for one worker); a cache shared by several processes or
-machines implements the same one method, and :func:`open_replay_cache` chooses it.
+The one seam between the verifier and where used token ids are kept: an object with
+``seen(jti, expires_at) -> bool``. :class:`MemoryReplayCache` keeps them in this process (enough
+for one worker); a cache shared by several processes or machines implements the same method,
+and :func:`open_replay_cache` chooses it.
 """
 from __future__ import annotations
 
@@ -13,35 +14,35 @@ from typing import Protocol
 
 
 class ReplayCache(Protocol):
-    """Where the ids of accepted tokens are kept until they expire."""
+    """Token ids seen and not yet expired."""
 
-    def first_use(self, key: str, expires_at: float) -> bool:
-        """Record ``key`` (``iss`` and ``jti``) as used until ``expires_at`` (epoch seconds);
-        False if it was already recorded and has not expired since."""
+    def seen(self, jti: str, expires_at: float) -> bool:
+        """True if ``jti`` was already recorded (a replay); otherwise record it until ``expires_at``
+        (seconds since the epoch) and return False. Atomic: of two callers racing with one id,
+        exactly one gets False."""
         ...
 
 
 class MemoryReplayCache:
-    """Token ids in this process: a set, and a heap of expiry times to forget them in order."""
+    """Per process: a set, and a heap of expiry times to forget ids in order."""
 
-    def __init__(self, grace_s: float = 0.0) -> None:
-        self._grace_s = grace_s
+    def __init__(self) -> None:
         self._seen: set[str] = set()
         self._expiry: list[tuple[float, str]] = []
         self._lock = threading.Lock()
 
-    def first_use(self, key: str, expires_at: float) -> bool:
-        now = time.time()
+    def seen(self, jti: str, expires_at: float) -> bool:
         with self._lock:
-            while self._expiry and self._expiry[0][0] < now - self._grace_s:
+            now = time.time()
+            while self._expiry and self._expiry[0][0] < now:
                 self._seen.discard(heapq.heappop(self._expiry)[1])
-            if key in self._seen:
-                return False
-            self._seen.add(key)
-            heapq.heappush(self._expiry, (expires_at, key))
-            return True
+            if jti in self._seen:
+                return True
+            self._seen.add(jti)
+            heapq.heappush(self._expiry, (expires_at, jti))
+            return False
 
 
-def open_replay_cache(audit_db: str | None, *, grace_s: float) -> ReplayCache:
-    """The replay cache for this configuration (the process's own; ``audit_db`` may name a shared one)."""
-    return MemoryReplayCache(grace_s)
+def open_replay_cache(target: str | None) -> ReplayCache:
+    """The replay cache at ``target`` (None: this process's own)."""
+    return MemoryReplayCache()

@@ -235,9 +235,9 @@ def test_the_hostile_tokens_left_no_traceback_and_each_failure_a_reasoned_log_li
 def test_the_in_process_replay_cache_forgets_expired_tokens():
     from pressor.service.replay import MemoryReplayCache
 
-    cache = MemoryReplayCache(grace_s=0)
+    cache = MemoryReplayCache()
     now = time.time()
-    assert cache.first_use("iss|a", now + 60) and not cache.first_use("iss|a", now + 60)
-    assert cache.first_use("iss|old", now - 1)
-    assert cache.first_use("iss|b", now + 60)  # this call forgets iss|old, which has expired
-    assert cache.first_use("iss|old", now + 60)
+    assert not cache.seen("iss|a", now + 60) and cache.seen("iss|a", now + 60)
+    assert not cache.seen("iss|old", now - 1)
+    assert not cache.seen("iss|b", now + 60)  # this call forgets iss|old, which has expired
+    assert not cache.seen("iss|old", now + 60)
