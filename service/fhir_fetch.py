@@ -118,7 +118,8 @@ class FhirFetcher:
             if not isinstance(resource, dict) or resource.get("resourceType") != path.split("/")[0]:
                 raise FetchFailed(f"GET {_path_of(base + '/' + query)} did not return a {path.split('/')[0]}")
             return resource
-        url: str | None = f"{base}/{query}&_count={self.settings.page_size}"
+        count = "" if re.search(r"[?&]_count=", query) else f"&_count={self.settings.page_size}"
+        url: str | None = f"{base}/{query}{count}"
         entries: list[dict[str, Any]] = []
         pages = 0
         origin = urlsplit(base)

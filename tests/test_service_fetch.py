@@ -155,3 +155,19 @@ def test_templates_are_filled_from_the_context_or_not_at_all():
     assert fill_template("PractitionerRole?practitioner={{userPractitionerId}}", context) == "PractitionerRole?practitioner=dr-1"
     assert fill_template("Patient/{{context.patientId}}/x/{{context.selections}}", context) is None  # not a primitive
     assert fill_template("Observation?patient={{context.nope}}", context) is None
+
+
+def test_the_specifications_example_request_shape(fetching, signing_key, ehr, card_schema):
+    # CDS Hooks 2.0's patient-view example (hookInstance, fhirServer, fhirAuthorization with scope and
+    # subject, context with userId/patientId/encounterId, a prefetch key this service never asked for),
+    # pointed at the local FHIR server and one of its patients
+    body = {"hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "fhirServer": ehr.fhir, "hook": "patient-view",
+            "fhirAuthorization": {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                  "scope": "user/Patient.read user/Observation.read", "subject": "cds-service4"},
+            "context": {"userId": "Practitioner/example", "patientId": "cardio", "encounterId": "89284"},
+            "prefetch": {"patientToGreet": {"resourceType": "Patient", "gender": "male", "birthDate": "1925-12-23",
+                                            "id": "1288992", "active": True}}}
+    r = call(fetching, signing_key, PATIENT_VIEW, body)
+    assert r.status_code == 200, r.text
+    card_schema.validate(r.json())
+    assert r.json()["cards"] and ehr.requests("/fhir/Patient/cardio")
