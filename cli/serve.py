@@ -71,7 +71,9 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
         announce_insecure()
     summary = {"url": f"http://{host}:{port}", "services": sorted(SERVICES), "workers": workers, "insecure": insecure,
                "pack": {"name": runtime.pack.name, "version": runtime.pack.version, "sha256": runtime.pack.sha256},
-               "audit": {"path": audit_path, "input": runtime.config.audit_input, "required": runtime.config.require_audit}}
+               "audit": {"path": audit_path, "input": runtime.config.audit_input, "required": runtime.config.require_audit},
+               "issuers": sorted(runtime.config.issuers), "cors_origins": list(runtime.config.cors_origins),
+               "fhir_fetch": runtime.config.fhir_fetch.enabled, "log": runtime.config.log_file or "stderr"}
     if as_json:
         emit_json(summary)
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "

@@ -99,3 +99,26 @@ def test_the_service_is_its_own_package_and_serve_a_thin_wrapper():
     assert Path(app.__file__).parent.name == "service"
     serve = (ROOT / "cli" / "serve.py").read_text()
     assert len(serve.splitlines()) < 120 and "FastAPI" not in serve and "jwt" not in serve
+
+
+def test_serve_json_summary_names_what_was_configured(tmp_path):
+    import json
+
+    config = tmp_path / "serve.yaml"
+    config.write_text("issuers: [{iss: https://ehr.invalid, jwks_url: https://ehr.invalid/jwks.json}]\n"
+                      "cors_origins: [https://sandbox.cds-hooks.org]\n"
+                      f"audit_db: {tmp_path / 'audit.db'}\n")
+    proc = subprocess.Popen([PRESSOR, "serve", "--json", "--port", "0", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("}"):
+                break
+        summary = json.loads("".join(lines))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert summary["issuers"] == ["https://ehr.invalid"] and summary["cors_origins"] == ["https://sandbox.cds-hooks.org"]
+    assert summary["fhir_fetch"] is True and summary["log"] == "stderr"
