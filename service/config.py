@@ -63,6 +63,7 @@ class FetchSettings:
 
     enabled: bool = True
     timeout_s: float = 10.0
+    deadline_s: float = 20.0
     page_size: int = 100
     max_pages: int = 10
     max_page_bytes: int = 8_388_608

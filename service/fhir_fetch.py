@@ -5,7 +5,8 @@ Each missing prefetch key's template (``engine.ehr.fhir.prefetch_templates``) is
 context and run, bounded: a time-out per request, ``_count``, at most ``max_pages`` pages through
 ``next`` links (which must stay on the same server: the token never leaves it), a size limit per
 response, and a date bound on observations from the mapping's longest look-back window. What
-cannot be fetched is reported with the reason; the app answers 412 when it was required.
+cannot be fetched is reported with the reason; the app answers 412 when it was required. All the
+searches of one call run concurrently and must finish within ``deadline_s``.
 """
 from __future__ import annotations
 
@@ -106,7 +107,14 @@ class FhirFetcher:
             except FetchFailed as exc:
                 out.failed[key] = str(exc)
 
-        await asyncio.gather(*(one(k, t) for k, t in templates.items()))
+        tasks = {key: asyncio.ensure_future(one(key, template)) for key, template in templates.items()}
+        _, late = await asyncio.wait(tasks.values(), timeout=self.settings.deadline_s)
+        for task in late:
+            task.cancel()
+        for key, task in tasks.items():
+            if task in late:
+                out.prefetch.pop(key, None)
+                out.failed[key] = f"not fetched within fhir_fetch.deadline_s ({self.settings.deadline_s:g} s)"
         return out
 
     async def _run(self, base: str, query: str, headers: dict[str, str], key: str, notes: list[str]) -> Any:

@@ -3,6 +3,7 @@ FHIR server process (tests/ehr_server.py) over HTTP: bounded, paged, with the ca
 naming what is missing when required data cannot be had."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -171,3 +172,16 @@ def test_the_specifications_example_request_shape(fetching, signing_key, ehr, ca
     assert r.status_code == 200, r.text
     card_schema.validate(r.json())
     assert r.json()["cards"] and ehr.requests("/fhir/Patient/cardio")
+
+
+def test_all_searches_are_bounded_by_one_deadline(tmp_path, signing_key, ehr):
+    srv = configured_server(tmp_path, public_pem(signing_key), fhir_fetch={"timeout_s": 30, "deadline_s": 1,
+                                                                           "required": ["patient"]})
+    try:
+        ehr.control(Condition="slow")  # 5 s, under the 30 s time-out but over the 1 s deadline
+        started = time.monotonic()
+        r = call(srv, signing_key, PATIENT_VIEW, bare_request(server=ehr.fhir))
+        assert r.status_code == 200 and time.monotonic() - started < 4.5
+        assert r.json()["extension"]["pressor"]["not_fetched"] == {"conditions": "not fetched within fhir_fetch.deadline_s (1 s)"}
+    finally:
+        srv.stop()
