@@ -7,8 +7,11 @@ import copy
 
 import pytest
 
-from tests.test_cds_service import (ORDER_SELECT, call, card_schema, cards_by_rule, configured_server,  # noqa: F401
-                                    hook_request, public_pem, signing_key)
+from tests import test_cds_service
+from tests.test_cds_service import ORDER_SELECT, call, cards_by_rule, configured_server, hook_request, public_pem
+
+card_schema = test_cds_service.card_schema  # the shared fixture
+signing_key = test_cds_service.signing_key  # the shared fixture
 
 UI = "https://pressor.hospital.invalid/ui"
 PHENYLEPHRINE = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "8163", "display": "phenylephrine"}

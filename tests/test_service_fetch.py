@@ -9,8 +9,11 @@ import uuid
 import pytest
 
 from tests.service_support import Ehr
-from tests.test_cds_service import (PATIENT_VIEW, call, card_schema, cards_by_rule, configured_server,  # noqa: F401
-                                    hook_request, public_pem, signing_key)
+from tests import test_cds_service
+from tests.test_cds_service import PATIENT_VIEW, call, cards_by_rule, configured_server, hook_request, public_pem
+
+card_schema = test_cds_service.card_schema  # the shared fixture
+signing_key = test_cds_service.signing_key  # the shared fixture
 
 TOKEN = "ehr-access-token-1"
 

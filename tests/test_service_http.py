@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from tests.test_cds_service import (ISS, PATIENT_VIEW, auth, call, configured_server, hook_request,  # noqa: F401
-                                    public_pem, signing_key)
+from tests import test_cds_service
+from tests.test_cds_service import ISS, PATIENT_VIEW, auth, call, configured_server, hook_request, public_pem
+
+signing_key = test_cds_service.signing_key  # the shared fixture
 
 ALLOWED = "https://sandbox.cds-hooks.org"
 

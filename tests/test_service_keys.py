@@ -12,8 +12,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.service_support import Ehr, forged, public_jwk
-from tests.test_cds_service import (ORDER_SELECT, PATIENT_VIEW, card_schema, cards_by_rule,  # noqa: F401
-                                    configured_server, hook_request, public_pem, signing_key)
+from tests import test_cds_service
+from tests.test_cds_service import (ORDER_SELECT, PATIENT_VIEW, cards_by_rule, configured_server, hook_request,
+                                    public_pem)
+
+card_schema = test_cds_service.card_schema  # the shared fixture
+signing_key = test_cds_service.signing_key  # the shared fixture
 
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"  # the sandbox's iss (src/retrieve-data-helpers/jwt-generator.js)
 ROTATING_ISS = "https://ehr.rotating.invalid"
