@@ -245,3 +245,23 @@ def test_the_in_process_replay_cache_forgets_expired_tokens():
     assert not cache.seen("iss|old", now - 1)
     assert not cache.seen("iss|b", now + 60)  # this call forgets iss|old, which has expired
     assert not cache.seen("iss|old", now + 60)
+
+
+def test_an_unreachable_key_set_is_a_401_and_a_broken_one_keeps_the_keys_held(server, keys, ehr, tmp_path, signing_key):
+    missing = f"{ehr.base}/jwks/never-published.json"
+    url = ehr.publish("flaky", {"keys": [public_jwk(keys["old"], "old", "ES384")]})
+    srv = configured_server(tmp_path, public_pem(signing_key), jwks={"min_refetch_s": 0, "cache_s": 0},
+                            issuers_extra=[{"iss": "https://ehr.gone.invalid", "jwks_url": missing},
+                                           {"iss": ROTATING_ISS, "jwks_url": url}])
+    try:
+        path = f"/cds-services/{PATIENT_VIEW}"
+        r = post(srv, sign(keys["old"], srv, path, iss="https://ehr.gone.invalid", kid="old"), PATIENT_VIEW, {})
+        assert r.status_code == 401 and "could not be fetched" in r.json()["message"]
+        assert post(srv, sign(keys["old"], srv, path, iss=ROTATING_ISS, kid="old"), PATIENT_VIEW,
+                    hook_request("septic-adult")).status_code == 200
+        ehr.publish("flaky", {"keys": []})  # the issuer publishes nothing usable: the keys held stay in use
+        again = post(srv, sign(keys["old"], srv, path, iss=ROTATING_ISS, kid="old"), PATIENT_VIEW, hook_request("septic-adult"))
+        assert again.status_code == 200, again.text
+        assert len(ehr.requests("/jwks/flaky.json")) == 2  # cache_s 0: it was asked again
+    finally:
+        srv.stop()
