@@ -248,9 +248,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if rt.settings.insecure:
             client = "insecure-no-auth"
         else:
-            try:
-                # in the threadpool: a key set may have to be fetched from the issuer
-                claims = await run_in_threadpool(rt.verifier.verify, request.headers.get("authorization"), audiences)
+            header = request.headers.get("authorization")
+            try:  # in the threadpool when a key set may have to be fetched from an issuer
+                claims = (await run_in_threadpool(rt.verifier.verify, header, audiences) if rt.verifier.may_block
+                          else rt.verifier.verify(header, audiences))
             except AuthError as exc:
                 logs.auth_failure(exc.reason, path=request.url.path, iss=exc.iss,
                                   peer=request.client.host if request.client else None)

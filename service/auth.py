@@ -13,7 +13,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .config import Config, Issuer, JwksSettings
-from .replay import ReplayCache
+from .replay import MemoryReplayCache, ReplayCache
 
 log = logging.getLogger("pressor.serve")
 
@@ -92,6 +92,10 @@ class Verifier:
         self.replay = replay
         self._key_sets: dict[str, KeySet] = {}
         self._lock = threading.Lock()
+        #: Whether checking a token may wait on I/O (a key set to fetch, a shared replay cache): then it belongs
+        #: in a thread, not on the event loop.
+        self.may_block = (any(i.jwks_url or i.jku for i in config.issuers.values())
+                          or not isinstance(replay, MemoryReplayCache))
 
     def verify(self, authorization: str | None, audiences: list[str]) -> dict[str, Any]:
         """The token's claims; :class:`AuthError` saying why not. Never raises anything else."""
