@@ -188,3 +188,14 @@ def test_all_searches_are_bounded_by_one_deadline(tmp_path, signing_key, ehr):
         assert r.json()["extension"]["pressor"]["not_fetched"] == {"conditions": "not fetched within fhir_fetch.deadline_s (1 s)"}
     finally:
         srv.stop()
+
+
+def test_an_open_fhir_server_is_fetched_without_a_token(fetching, signing_key):
+    open_ehr = Ehr()  # no token required, as the sandbox's open FHIR servers
+    try:
+        r = call(fetching, signing_key, PATIENT_VIEW, bare_request(server=open_ehr.fhir, token=None))
+        assert r.status_code == 200, r.text
+        seen = open_ehr.requests("/fhir/")
+        assert len({q["path"] for q in seen}) == 5 and {q["authorization"] for q in seen} == {None}
+    finally:
+        open_ehr.stop()
