@@ -86,9 +86,11 @@ def explanation_text(explanation: Explanation) -> list[tuple[str, dict[str, Any]
 @rules_option
 @click.option("--now", "now_text", metavar="ISO-8601", default=None, help="Evaluation time (default: now, UTC).")
 @click.option("--fhir", is_flag=True, help="FILE is a FHIR R4 Bundle (JSON): converted to a patient state first.")
+@click.option("--trust-complete", "trust", metavar="LIST", multiple=True,
+              help="With --fhir: the bundle's list is complete for this (medications, conditions, or a fact path).")
 @handles_errors
 def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: bool, rules_dir: str | None,
-            now_text: str | None, fhir: bool) -> None:
+            now_text: str | None, fhir: bool, trust: tuple[str, ...]) -> None:
     """Why each rule fired, did not fire, could not be decided, or was not evaluated.
 
     Fired: every comparison with the value seen and its threshold, and for derived
@@ -106,7 +108,7 @@ def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: 
     """
     now = parse_now(now_text)
     pack = load_pack(rules_dir)
-    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now)
+    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     explanation = explain_state(pack, state, now=now, include_draft=include_draft, rule_id=rule_id, document=document)
     if as_json:
         emit_json(with_facts(explanation.to_dict(), conversion))

@@ -44,13 +44,15 @@ def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, 
                           input_mode=input_mode)
 
 
-def read_input(state_file: str, *, fhir: bool, pack: RulePack, now: datetime) -> tuple[Any, Any, Any]:
+def read_input(state_file: str, *, fhir: bool, pack: RulePack, now: datetime,
+               trust: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
     """(state, document for evaluate, conversion): a patient state, a FHIR bundle (``fhir``) or a timeline input."""
     if fhir:
-        from pressor.engine.ehr.fhir import from_bundle, load_bundle
+        from pressor.engine.ehr.fhir import from_bundle, load_bundle, load_mapping
 
-        document = load_bundle(state_file)
-        conversion = from_bundle(document.data, now=now, file=document.file, pack=pack)
+        mapping = load_mapping().with_trusted(trust)
+        document = load_bundle(state_file, mapping=mapping)
+        conversion = from_bundle(document.data, now=now, file=document.file, pack=pack, mapping=mapping)
         states = conversion.states()
         if len(states) > 1:
             raise InputError.single(f"the bundle holds {len(states)} draft orders; one proposed order is evaluated at a time",
@@ -94,6 +96,9 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.option("--fhir", is_flag=True,
               help="FILE is a FHIR R4 Bundle (JSON, up to 32 MiB by default): converted to a patient state first; "
                    "--json then prints {\"result\": ..., \"fhir\": {\"state\", \"notes\", ...}}.")
+@click.option("--trust-complete", "trust", metavar="LIST", multiple=True,
+              help="With --fhir: the bundle's list is complete for this (medications, conditions, or a fact path; "
+                   "repeatable): absence there is 0/false instead of unknown.")
 @audit_db_option
 @click.option("--audit-input", "audit_input", type=click.Choice(["full", "hash"]), default="full", show_default=True,
               help="Keep the input in the audit log, or only its SHA-256 (no patient data stored; no replay).")
@@ -102,7 +107,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
 @handles_errors
 def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_draft: bool, now_text: str | None,
-              fhir: bool, audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
+              fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
               require_audit: bool) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
 
@@ -124,14 +129,14 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
     Example:
       pressor recommend examples/septic-shock-adult.yaml
       cat state.json | pressor recommend - --json --audit-input hash --user dr.lee
-      pressor recommend --fhir examples/fhir/septic-adult.json --now 2026-11-24T12:00:00Z
+      pressor recommend --fhir examples/fhir/septic-adult.json --now 2026-11-24T12:00:00Z --trust-complete medications
       pressor recommend examples/timeline/septic-persisting.yaml
     """
     if no_audit and require_audit:
         raise click.UsageError("--no-audit and --require-audit contradict each other; give one")
     now = parse_now(now_text)
     pack = load_pack(rules_dir)
-    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now)
+    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     if no_audit:
         show(result, as_json, conversion)

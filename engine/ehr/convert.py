@@ -227,7 +227,7 @@ class Converter:
     def observations(self) -> None:
         qi, ci = self.m.quantity_index(), self.m.coded_index()
         horizon = self.now - timedelta(hours=self.m.longest_window_hours)
-        stale: dict[str, int] = {}
+        stale: dict[str, list[str]] = {}
         readings: dict[str, list[tuple[datetime, Any, Located, str, str, list[Code]]]] = {}
         for loc in self.of_type("Observation"):
             r = loc.resource
@@ -240,7 +240,7 @@ class Converter:
                 continue
             if when < horizon:
                 for rule, *_ in matches:
-                    stale[rule.fact] = stale.get(rule.fact, 0) + 1
+                    stale.setdefault(rule.fact, []).append(f"{loc.label} ({iso(when)})")
                 continue
             status = r.get("status")
             if status not in self.m.observation_status:
@@ -263,7 +263,7 @@ class Converter:
                 where = loc.where(sub)
                 self.tl.readings.append(Reading(rule.fact, when, value, f"{where} ({iso(when)})", why))
                 if not in_window:
-                    stale[rule.fact] = stale.get(rule.fact, 0) + 1
+                    stale.setdefault(rule.fact, []).append(f"{loc.label} ({iso(when)})")
                     continue
                 readings.setdefault(rule.fact, []).append((when, value, loc, sub, why, [c for c in used if not c.verified]))
         for fact, items in readings.items():
@@ -286,12 +286,14 @@ class Converter:
             self.set(fact, value, loc, sub, when)
             for code in unverified:
                 self.notes.append(f"{fact} comes from code {code.code} ({code.display}), which is not verified in the mapping")
-        for fact, n in stale.items():
+        for fact, old in stale.items():
             rule = next(r for r in (*self.m.quantities, *self.m.coded) if r.fact == fact)
-            left = "" if fact in self.facts else f"; {fact} left unknown"
-            self.notes.append(f"ignored {n} observation(s) for {fact} older than {self.m.lookback_hours[rule.window]:g} h{left}")
+            hours = self.m.lookback_hours[rule.window]
+            left = "" if fact in self.facts or fact in self.unknown else f"; {fact} left unknown"
+            shown = ", ".join(old[:5]) + (f" and {len(old) - 5} more" if len(old) > 5 else "")
+            self.notes.append(f"ignored {len(old)} observation(s) for {fact} older than {hours:g} h: {shown}{left}")
             if fact not in self.facts and fact not in self.unknown:
-                self.unknown[fact] = f"no observation within {self.m.lookback_hours[rule.window]:g} h ({n} older ignored)"
+                self.unknown[fact] = f"no observation within {hours:g} h ({len(old)} older ignored)"
 
     def _observed(self, rule: Any, loc: Located, sub: str, element: dict[str, Any]) -> tuple[Any, str]:
         """(value, '') or (None, why unusable)."""

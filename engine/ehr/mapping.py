@@ -111,6 +111,25 @@ class FhirMapping:
             raise InputError.single(f"look-back hours for {', '.join(bad)} must be positive numbers")
         return replace(self, lookback_hours={**self.lookback_hours, **overrides})
 
+    def with_trusted(self, names: list[str] | tuple[str, ...] | None) -> "FhirMapping":
+        """The same mapping also trusting complete lists for ``names``: fact paths, or ``medications`` (every rate
+        fact) or ``conditions`` (every condition fact with a ``when_absent``). Unknown names are refused."""
+        if not names:
+            return self
+        groups = {"medications": {m.rate_fact for m in self.medications if m.rate_fact},
+                  "conditions": {c.fact for c in self.conditions if c.has_when_absent}}
+        known = set().union(*groups.values())
+        out = set(self.trusted_complete)
+        for name in names:
+            if name in groups:
+                out |= groups[name]
+            elif name in known:
+                out.add(name)
+            else:
+                raise InputError.single(f"cannot trust a complete list for '{name}'",
+                                        suggestion=f"one of medications, conditions, {', '.join(sorted(known))}")
+        return replace(self, trusted_complete=frozenset(out))
+
     def quantity_index(self) -> dict[tuple[str, str], QuantityRule]:
         """(system, code) -> numeric observation rule."""
         return {(c.system, c.code): r for r in self.quantities for c in r.codes}
@@ -124,9 +143,10 @@ class FhirMapping:
         return [c for r in self.quantities for c in r.codes] + [c for r in self.coded for c in r.codes]
 
     def drug_codes(self, drug: str) -> tuple[Code, ...]:
-        """The codes of one drug's value set."""
+        """The codes of one drug's value set, the ingredient's first (confirmed, then by length)."""
         med = next(m for m in self.medications if m.drug == drug)
-        return self.valuesets.codes(med.valueset)
+        return tuple(sorted(self.valuesets.codes(med.valueset),
+                            key=lambda c: (c.display.lower() != drug.replace("_", " "), not c.verified, len(c.display))))
 
     @property
     def longest_window_hours(self) -> float:
