@@ -122,6 +122,45 @@ def _walk_codings(node: Any, out: list[tuple[str, str]], depth: int = 0) -> None
             _walk_codings(v, out, depth + 1)
 
 
+def relevance(mapping: FhirMapping, now: datetime):
+    """A shape-tolerant filter: observations of codes the mapping reads and within the longest look-back window.
+
+    Older matching observations are only counted (``Sources.stale``); everything else passes to the shape check.
+    """
+    qi, ci = mapping.quantity_index(), mapping.coded_index()
+    horizon = now - timedelta(hours=mapping.longest_window_hours)
+    surely_older = (horizon - timedelta(days=2)).date().isoformat()  # any date string before this is outside every window
+
+    def loose(concept: Any) -> list[tuple[Any, Any]]:
+        coding = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(coding, list):
+            return [("?", "?")] if concept is not None else []
+        return [(c.get("system"), c.get("code")) if isinstance(c, dict) else ("?", "?") for c in coding]
+
+    def relevant(loc: Located, src: Sources) -> bool:
+        if loc.type != "Observation":
+            return True
+        r = loc.resource
+        found = loose(r.get("code"))
+        comps = r.get("component")
+        if isinstance(comps, list):
+            for comp in comps:
+                found += loose(comp.get("code")) if isinstance(comp, dict) else [("?", "?")]
+        elif comps is not None:
+            return True
+        facts = [(qi.get(sc) or ci.get(sc)).fact for sc in found if isinstance(sc[1], str) and (sc in qi or sc in ci)]
+        if not facts:
+            return any(not isinstance(sc[1], str) or sc == ("?", "?") for sc in found)  # unreadable: let the shape check say so
+        when = r.get("effectiveDateTime") or r.get("effectiveInstant")
+        if isinstance(when, str) and len(when) >= 10 and when[:10] < surely_older and when[:4].isdigit():
+            for fact in facts:
+                src.stale.setdefault(fact, []).append(f"{loc.label} ({when})")
+            return False
+        return True
+
+    return relevant
+
+
 class Converter:
     """One conversion: facts, their sources, notes, and the timeline."""
 
@@ -227,7 +266,7 @@ class Converter:
     def observations(self) -> None:
         qi, ci = self.m.quantity_index(), self.m.coded_index()
         horizon = self.now - timedelta(hours=self.m.longest_window_hours)
-        stale: dict[str, list[str]] = {}
+        stale: dict[str, list[str]] = {k: list(v) for k, v in self.src.stale.items()}
         readings: dict[str, list[tuple[datetime, Any, Located, str, str, list[Code]]]] = {}
         for loc in self.of_type("Observation"):
             r = loc.resource

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from ..errors import Problem
 from ..evaluation.load import Document
 from ..model import RulePack
-from .convert import Conversion, convert, fill_unmapped, nest
+from .convert import Conversion, convert, fill_unmapped, nest, relevance
 from .mapping import FhirMapping, default_mapping_path, load_mapping
 from .reading import FhirError, Located, Sources, collect, entries, pointer_key, read_bundle
 from .timeline import Provenance, apply, from_document, is_timeline
@@ -47,7 +47,7 @@ def from_bundle(bundle: Any, *, now: datetime, mapping: FhirMapping | None = Non
     src = Sources()
     located = list(entries(bundle, "", src, problems, file, "bundle"))
     if not problems:
-        collect(located, src, problems, file)
+        collect(located, src, problems, file, relevant=relevance(mapping, now))
     if problems:
         raise FhirError(problems)
     if "bundle" in src.missing:
@@ -106,7 +106,7 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
     orders = list(entries(drafts, "/context/draftOrders", src, problems, file, "draftOrders")) if drafts is not None else []
     if not problems:
         patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
-        collect(located, src, problems, file, context_id=patient_id, orders=orders)
+        collect(located, src, problems, file, context_id=patient_id, orders=orders, relevant=relevance(mapping, now))
     if problems:
         raise FhirError(problems)
     src.conditions_complete = PREFETCH_CONDITIONS not in src.missing

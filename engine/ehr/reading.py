@@ -73,6 +73,7 @@ class Sources:
     rejected: list[tuple[Located, str, str]] = field(default_factory=list)
     patient_id: str | None = None
     patient_urls: set[str] = field(default_factory=set)
+    stale: dict[str, list[str]] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -80,7 +81,7 @@ def _validators() -> dict[str, Callable[[Any], Any]]:
     import fastjsonschema
 
     defs = schema(READ_SCHEMA)["$defs"]
-    return {t: fastjsonschema.compile({"$defs": defs, "$ref": f"#/$defs/{t}"}) for t in READ_TYPES + ("Bundle",)}
+    return {t: fastjsonschema.compile({"$defs": defs, "$ref": f"#/$defs/{t}"}) for t in READ_TYPES}
 
 
 def shape_problem(resource: dict[str, Any]) -> tuple[str, str] | None:
@@ -111,17 +112,20 @@ def entries(container: Any, pointer: str, src: Sources, problems: list[Problem],
     if container["resourceType"] != "Bundle":
         yield Located(container, pointer)
         return
-    bad = shape_problem(container)
-    if bad is not None:
-        problems.append(Problem(f"Bundle: {bad[1]}", file=file, pointer=pointer + bad[0]))
+    entry_list, links = container.get("entry", []), container.get("link", [])
+    if not isinstance(entry_list, list) or not all(isinstance(e, dict) for e in entry_list):
+        problems.append(Problem("Bundle.entry must be an array of objects", file=file, pointer=f"{pointer}/entry"))
         return
-    for link in container.get("link") or []:
+    if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
+        problems.append(Problem("Bundle.link must be an array of objects", file=file, pointer=f"{pointer}/link"))
+        return
+    for link in links:
         if link.get("relation") == "next":
             src.notes.append(f"{what} at {pointer or '/'} is one page of a paginated result (a 'next' link): "
                              "read as incomplete")
             src.missing.append(what)
             break
-    for i, entry in enumerate(container.get("entry") or []):
+    for i, entry in enumerate(entry_list):
         res = entry.get("resource")
         ptr = f"{pointer}/entry/{i}/resource"
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
@@ -130,12 +134,20 @@ def entries(container: Any, pointer: str, src: Sources, problems: list[Problem],
         if res["resourceType"] == "Bundle":
             yield from entries(res, ptr, src, problems, file, what)
         else:
-            yield Located(res, ptr, entry.get("fullUrl"))
+            url = entry.get("fullUrl")
+            yield Located(res, ptr, url if isinstance(url, str) else None)
 
 
-def admit(loc: Located, src: Sources, problems: list[Problem], file: str) -> bool:
-    """Shape-check one resource and check its subject; True if it may be read."""
+def admit(loc: Located, src: Sources, problems: list[Problem], file: str,
+          relevant: Callable[[Located, Sources], bool] | None = None) -> bool:
+    """Shape-check one resource and check its subject; True if it may be read.
+
+    ``relevant`` (a cheap, shape-tolerant look at codes and time) skips what would never be read,
+    such as observations of codes the mapping does not know or older than every look-back window.
+    """
     if loc.type not in READ_TYPES:
+        return False
+    if relevant is not None and not relevant(loc, src):
         return False
     bad = shape_problem(loc.resource)
     if bad is not None:
@@ -196,7 +208,7 @@ def identify_patient(candidates: list[Located], src: Sources, problems: list[Pro
 
 
 def collect(located: list[Located], src: Sources, problems: list[Problem], file: str, *, context_id: str | None = None,
-            orders: list[Located] | None = None) -> None:
+            orders: list[Located] | None = None, relevant: Callable[[Located, Sources], bool] | None = None) -> None:
     """Admit the input's resources into ``src`` (one patient; shape-checked); draft MedicationRequests become orders."""
     patients = [loc for loc in located if loc.type == "Patient"]
     patient = identify_patient(patients, src, problems, file, context_id)
@@ -217,7 +229,7 @@ def collect(located: list[Located], src: Sources, problems: list[Problem], file:
             elif loc is patient:
                 pass
             continue
-        if not admit(loc, src, problems, file):
+        if not admit(loc, src, problems, file, relevant):
             continue
         if loc.type == "MedicationRequest" and loc.resource.get("status") == "draft" and orders is None:
             src.orders.append(loc)
