@@ -354,8 +354,7 @@ def test_a_temporal_fact_with_the_wrong_unit_or_fact_is_refused_at_load(tmp_path
 
 def test_lint_reads_a_pack_with_temporal_facts():
     out = CliRunner().invoke(cli, ["lint", "--json"])
-    assert out.exit_code == 0, out.stdout
-    assert json.loads(out.stdout)["summary"]["error"] == 0 if "summary" in json.loads(out.stdout) else True
+    assert out.exit_code == 0, out.stdout  # no error finding on the bundled pack, temporal facts included
 
 
 # --- 6. the remaining mappings ------------------------------------------------------------------
