@@ -457,3 +457,13 @@ def test_shuffling_a_bundles_entries_never_changes_the_result(seed, record, pack
     a, b = from_bundle(record, now=now, pack=pack), from_bundle(shuffled, now=now, pack=pack)
     assert a.state == b.state
     assert evaluate(pack, a.state, now=now).to_dict()["recommendations"] == evaluate(pack, b.state, now=now).to_dict()["recommendations"]
+
+
+def test_lint_checks_temporal_units_and_ranges(tmp_path):
+    from pressor.engine.authoring.lint import lint_pack
+
+    rules = pack_with(tmp_path, "temporal:\n  - {fact: anaphylaxis.minutes_since_epinephrine, kind: hours_since, marker: shock_recognised,"
+                                " unit: h, description: d}\n  - {fact: findings.hypotension_persists, kind: sustained_below,"
+                                " series: vitals.map_mmhg, threshold: 400, minutes: 15, description: d}\n")
+    codes = {(f.code, f.severity) for f in lint_pack(rules).findings}
+    assert ("temporal-unit", "error") in codes and ("temporal-range", "warning") in codes
