@@ -480,8 +480,11 @@ class Converter:
                     self.notes.append(f"{self.med_sets[name].drug} recognised by code {code.code} ({code.display}), "
                                       "which is not confirmed")
                 return "drug", self.med_sets[name]
-        for name, _ in members:
+        for name, code in members:
             if name in self.m.fluids:
+                if not code.verified:
+                    self.notes.append(f"{loc.label} read as {self.m.fluids[name]} by code {code.code} ({code.display}), "
+                                      "which is not confirmed")
                 return "fluid", self.m.fluids[name]
             if name in self.m.recognised:
                 return "recognised", name
@@ -536,6 +539,7 @@ class Converter:
         running: dict[str, tuple[int, datetime, Located]] = {}
         stopped: dict[str, tuple[datetime, Located]] = {}
         unidentified: list[tuple[Located, str | None]] = []
+        tied: dict[str, list[Located]] = {}
         epoch = datetime.min.replace(tzinfo=timezone.utc)
         for loc in self.of_type("MedicationAdministration", "MedicationRequest"):
             r = loc.resource
@@ -566,6 +570,9 @@ class Converter:
                 held = running.get(med.drug)
                 if held is None or key > held[:2]:
                     running[med.drug] = (rank, start or epoch, loc)
+                    tied.pop(med.drug, None)
+                elif key == held[:2]:
+                    tied.setdefault(med.drug, []).append(loc)
             elif loc.type == "MedicationAdministration" and r.get("status") in _STOPPED:
                 end = parse_time((r.get("effectivePeriod") or {}).get("end"))
                 if end is not None and end <= self.now and (med.drug not in stopped or end > stopped[med.drug][0]):
@@ -579,7 +586,12 @@ class Converter:
                                       "it shares, so it is listed as sharing the norepinephrine line: check the lines")
                 if med.rate_fact:
                     rate, sub, present = self._rate(loc, med)
-                    if rate is None:
+                    others = [o for o in tied.get(med.drug, []) if self._rate(o, med)[0] != rate]
+                    if others:
+                        both = ", ".join(f"{x.label} = {self._rate(x, med)[0]}" for x in [loc, *others])
+                        self.notes.append(f"{med.rate_fact} left unknown: infusions started at the same time disagree ({both})")
+                        self.leave_unknown(med.rate_fact, f"infusions started at the same time disagree: {both}")
+                    elif rate is None:
                         why = (f"{med.drug} is running ({loc.label}) but its rate could not be read" if present
                                else f"{med.drug} is running ({loc.label}) but no rate is given")
                         if not present:
