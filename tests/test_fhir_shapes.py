@@ -111,3 +111,24 @@ def test_the_service_answers_200_with_a_note_never_500(client, name, rid, path, 
     assert r.status_code == 200, r.text
     notes = r.json()["extension"]["pressor"]["notes"]
     assert any(f"/{rid}" in n and pointer in n for n in notes), notes
+
+
+def another_patients_weight(b: dict) -> dict:
+    b = copy.deepcopy(b)
+    _, w = by_id(b, "w1")
+    w["subject"] = {"reference": "Patient/someone-else"}
+    return b
+
+
+def test_the_cli_refuses_another_patients_resource_naming_it(tmp_path):
+    file = tmp_path / "b.json"
+    file.write_text(json.dumps(another_patients_weight(example("septic-adult"))))
+    out = CliRunner().invoke(cli, ["recommend", "--fhir", str(file), "--no-audit", "--now", NOW])
+    assert out.exit_code == 1 and "Observation/w1 is about Patient/someone-else" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_the_service_refuses_another_patients_resource_with_400(client):
+    r = client.post("/cds-services/pressor-patient-view", json=hook_body(another_patients_weight(example("septic-adult")), "patient-view"))
+    assert r.status_code == 400 and r.json()["error"] == "fhir_error"
+    assert "Observation/w1 is about Patient/someone-else" in r.json()["problems"][0]["message"]
