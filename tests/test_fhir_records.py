@@ -467,3 +467,16 @@ def test_lint_checks_temporal_units_and_ranges(tmp_path):
                                 " series: vitals.map_mmhg, threshold: 400, minutes: 15, description: d}\n")
     codes = {(f.code, f.severity) for f in lint_pack(rules).findings}
     assert ("temporal-unit", "error") in codes and ("temporal-range", "warning") in codes
+
+
+def test_a_timeline_applies_the_look_back_windows_and_says_same_time_conflicts(tmp_path, now):
+    doc = tmp_path / "t.yaml"
+    doc.write_text("timeline:\n  events:\n    - {at: -8h, observe: vitals.heart_rate_bpm, value: 90}\n"
+                   "    - {at: -5min, observe: vitals.map_mmhg, value: 50}\n    - {at: -5min, observe: vitals.map_mmhg, value: 95}\n")
+    out = CliRunner().invoke(cli, ["recommend", str(doc), "--json", "--no-audit", "--now", iso(now)])
+    assert out.exit_code == 0, out.stderr
+    data = json.loads(out.stdout)
+    facts = data["result"]["facts"]
+    assert facts["vitals.map_mmhg"]["from"] == "unknown" and "conflicting" in facts["vitals.map_mmhg"]["why"]
+    assert facts["vitals.heart_rate_bpm"]["from"] == "unknown"
+    assert any("older than 6 h" in n for n in data["timeline"]["notes"])

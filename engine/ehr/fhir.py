@@ -11,7 +11,7 @@ The public entry points (the CLI and the service use these); the work is split b
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -122,21 +122,38 @@ def from_timeline(doc: Document, *, now: datetime, pack: RulePack) -> Conversion
     prov = Provenance()
     for fact, value in given.items():
         prov.given(fact, value, f"{doc.file} /timeline/state")
-    latest: dict[str, Any] = {}
-    for r in sorted(tl.readings, key=lambda r: r.at):
-        latest[r.fact] = r
-    for fact, r in latest.items():
+    mapping = load_mapping()
+    windows = {r.fact: mapping.lookback_hours[r.window] for r in (*mapping.quantities, *mapping.coded)}
+    notes: list[str] = []
+    by_fact: dict[str, list[Any]] = {}
+    for r in tl.readings:
+        by_fact.setdefault(r.fact, []).append(r)
+    for fact, readings in sorted(by_fact.items()):
         if fact in given:
             continue
-        facts[fact] = r.value
-        prov.record(fact, r.value, [f"{doc.file} {r.source}"])
-    rate_of = {m.drug: m.rate_fact for m in load_mapping().medications if m.rate_fact}
+        hours = windows.get(fact)
+        recent = [r for r in readings if hours is None or r.at >= now - timedelta(hours=hours)]
+        if len(recent) < len(readings):
+            notes.append(f"ignored {len(readings) - len(recent)} reading(s) of {fact} older than {hours:g} h")
+        if not recent:
+            prov.unknown(fact, f"no reading within {hours:g} h")
+            continue
+        last = max(r.at for r in recent)
+        at_last = [r for r in recent if r.at == last]
+        if len({repr(r.value) for r in at_last}) > 1:
+            both = ", ".join(f"{r.source} = {r.value}" for r in at_last)
+            notes.append(f"{fact} left unknown: conflicting readings at the same time ({both})")
+            prov.unknown(fact, f"conflicting readings at the same time: {both}")
+            continue
+        facts[fact] = at_last[0].value
+        prov.record(fact, at_last[0].value, [f"{doc.file} {at_last[0].source}"])
+    rate_of = {m.drug: m.rate_fact for m in mapping.medications if m.rate_fact}
     for change in sorted(tl.rates, key=lambda c: c.at):
         fact = rate_of[change.drug]
         if fact not in given and change.rate is not None:
             facts[fact] = change.rate
             prov.record(fact, change.rate, [f"{doc.file} {change.source}"])
-    notes = apply(pack, tl, facts, set(given), prov, now, {f: d for d, f in rate_of.items()})
+    notes += apply(pack, tl, facts, set(given), prov, now, {f: d for d, f in rate_of.items()})
     fill_unmapped(prov, "not given and not computed from the timeline")
     sources = {k: "; ".join(v.get("sources") or [v.get("how", "")]) for k, v in prov.entries.items() if v["from"] != "unknown"}
     from ..evaluation.validate import check_state
