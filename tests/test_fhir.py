@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pressor.cli.main import cli
 from pressor.engine.errors import InputError
 from pressor.engine.evaluation.evaluate import evaluate
-from pressor.engine.ehr.fhir import FhirError, from_bundle, from_hook_request, load_mapping
+from pressor.engine.ehr.fhir import from_bundle, from_hook_request, load_mapping
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
 UCUM = "http://unitsofmeasure.org"

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from pressor.cli.main import cli
 from pressor.engine.ehr.fhir import FhirError, from_bundle, from_hook_request, load_mapping
 from pressor.engine.ehr.reading import read_bundle
-from pressor.engine.ehr.terminology import load_valuesets
 from pressor.engine.errors import InputError, RuleFileError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.pack import load_pack

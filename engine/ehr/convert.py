@@ -17,7 +17,7 @@ from ..errors import PatientStateError, Problem
 from ..evaluation.compile import state_vocabulary
 from ..evaluation.validate import STATE_SCHEMA, check_state, schema
 from ..model import RulePack
-from .mapping import CodedRule, FhirMapping, MedicationRule, QuantityRule
+from .mapping import CodedRule, FhirMapping, MedicationRule
 from .reading import FhirError, Located, Sources
 from .terminology import Code
 from .timeline import Dose, Fluid, Provenance, RateChange, Reading, Timeline, apply

@@ -21,10 +21,10 @@ from ..model import RulePack
 from .convert import Conversion, convert, fill_unmapped, nest, relevance
 from .mapping import FhirMapping, default_mapping_path, load_mapping
 from .reading import FhirError, Located, Sources, collect, entries, pointer_key, read_bundle
-from .timeline import Provenance, apply, from_document, is_timeline
+from .timeline import Provenance, apply, from_document
 
 __all__ = ["Conversion", "FhirError", "FhirMapping", "default_mapping_path", "from_bundle", "from_hook_request",
-           "from_timeline", "is_timeline", "load_bundle", "load_mapping", "prefetch_templates"]
+           "from_timeline", "load_bundle", "load_mapping", "prefetch_templates"]
 
 
 def load_bundle(path: str | Path, *, mapping: FhirMapping | None = None) -> Document:
@@ -117,7 +117,7 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
 def from_timeline(doc: Document, *, now: datetime, pack: RulePack) -> Conversion:
     """A timeline input (``schemas/timeline.schema.json``): facts given directly, plus those the pack computes
     from the events; the latest reading of each observed fact is its value unless given directly."""
-    given, tl, _ = from_document(doc, now)
+    given, tl = from_document(doc, now)
     facts = dict(given)
     prov = Provenance()
     for fact, value in given.items():

@@ -236,13 +236,8 @@ def parse_time(text: Any, now: datetime) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def is_timeline(data: Any) -> bool:
-    """True if a parsed document is a timeline input (top-level ``timeline:``)."""
-    return isinstance(data, dict) and "timeline" in data
-
-
-def from_document(doc: Document, now: datetime) -> tuple[dict[str, Any], Timeline, list[str]]:
-    """A timeline input: (facts given directly, flat; the timeline; the events' flat fact paths). Raises InputError."""
+def from_document(doc: Document, now: datetime) -> tuple[dict[str, Any], Timeline]:
+    """A timeline input: (facts given directly, as flat paths; the timeline). Raises InputError listing every problem."""
     problems = schema_problems(doc, TIMELINE_SCHEMA)
     if problems:
         raise InputError(problems)
@@ -275,7 +270,7 @@ def from_document(doc: Document, now: datetime) -> tuple[dict[str, Any], Timelin
                 tl.markers[ev["marker"]] = (at, src)
     if bad:
         raise InputError(bad)
-    return given, tl, []
+    return given, tl
 
 
 def _flatten(state: Mapping[str, Any]) -> dict[str, Any]:
