@@ -123,12 +123,14 @@ def synthea_like(*, now: datetime, years: int = 8, seed: int = 7, target_bytes: 
         import json
 
         t = start + timedelta(days=17)
-        while len(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})) < target_bytes:
-            for _ in range(20):
-                visit(t)
-                t += timedelta(days=11)
-                if t > now - timedelta(days=3):
-                    t = start + timedelta(days=rng.randint(1, 300))
+        size = len(json.dumps(entries))
+        while size < target_bytes:
+            first = len(entries)
+            visit(t)
+            size += sum(len(json.dumps(e)) + 2 for e in entries[first:])
+            t += timedelta(days=11)
+            if t > now - timedelta(days=3):
+                t = start + timedelta(days=rng.randint(1, 300))
     if shock:
         onset = now - timedelta(hours=4)
         icu = encounter(onset, 4, "IMP")
