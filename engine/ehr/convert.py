@@ -540,6 +540,7 @@ class Converter:
         stopped: dict[str, tuple[datetime, Located]] = {}
         unidentified: list[tuple[Located, str | None]] = []
         tied: dict[str, list[Located]] = {}
+        trusted_zero: list[str] = []
         epoch = datetime.min.replace(tzinfo=timezone.utc)
         for loc in self.of_type("MedicationAdministration", "MedicationRequest"):
             r = loc.resource
@@ -618,10 +619,13 @@ class Converter:
                     self.facts[med.rate_fact] = 0
                     self.sources[med.rate_fact] = ["no running administration or active order in the supplied medications "
                                                    "(a complete list, trusted per the mapping)"]
-                    self.notes.append(f"{med.rate_fact} = 0: not running per the supplied medications, a list the mapping trusts")
+                    trusted_zero.append(med.drug)
                 else:
                     self.unknown.setdefault(med.rate_fact, f"no running or stopped {med.drug} in the record "
                                                            "(absence is unknown, not 0)")
+        if trusted_zero:
+            self.notes.append(f"not running per the supplied medications, a list the mapping trusts as complete "
+                              f"(recorded as 0): {', '.join(trusted_zero)}")
         for loc, unit in unidentified:
             could = [m.drug for m in self.m.medications if m.rate_fact and (unit is None or unit in m.factors)
                      and m.drug not in running]
