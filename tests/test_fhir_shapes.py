@@ -15,6 +15,8 @@ from pressor.cli.main import cli
 ROOT = Path(__file__).resolve().parent.parent
 FHIR = ROOT / "examples" / "fhir"
 NOW = "2026-11-24T12:00:00Z"
+# starlette's notice that its test client will move off httpx: not about pressor
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 def example(name: str) -> dict:
