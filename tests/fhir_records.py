@@ -144,7 +144,7 @@ def synthea_like(*, now: datetime, years: int = 8, seed: int = 7, target_bytes: 
         obs(icu, now - timedelta(hours=3), "29463-7", "Body Weight", 72, "kg")
         for i, volume in enumerate((1000, 1000, 200)):
             add({"resourceType": "MedicationAdministration", "status": "completed",
-                 "medicationCodeableConcept": concept(RXNORM, "313002", "1000 ML sodium chloride 9 MG/ML Injection"),
+                 "medicationCodeableConcept": concept(RXNORM, "1807639", "1000 ML sodium chloride 9 MG/ML Injection"),
                  "subject": {"reference": patient_url}, "context": {"reference": icu},
                  "effectivePeriod": {"start": iso(onset + timedelta(minutes=15 + 45 * i)),
                                      "end": iso(onset + timedelta(minutes=45 + 45 * i))},

@@ -202,10 +202,18 @@ def test_the_value_set_script_regenerates_from_a_vsac_directory(tmp_path):
                "valuesets": {"hypertension": {"title": "t", "vsac": [{"oid": "2.16.840.1.113883.3.464.1003.104.12.1011",
                                                                       "systems": ["snomed"]}],
                                               "vsac_display": [{"pattern": "^essential", "systems": ["snomed"]}]}}}
-    out = build(sources, vsac)
+    (tmp_path / "drugs").mkdir()
+    (tmp_path / "drugs" / "p.csv").write_text("id,code,name,set\n1,2103185,vasopressin (USP) 20 UNT/ML Injection,p\n"
+                                              "2,OMOP1,vasopressin Box of 5,p\n3,9,50 ML Lidocaine / Vasopressin,p\n")
+    sources["csv_source"] = {"repository": "q", "commit": "d"}
+    sources["systems"]["rxnorm"] = RXNORM
+    sources["valuesets"]["vasopressin"] = {"title": "v", "csv": [{"file": "drugs/p.csv", "code": 1, "name": 2, "system": "rxnorm",
+                                                                  "match": "vasopressin", "exclude": "lidocaine"}]}
+    out = build(sources, vsac, tmp_path)
     assert [c["code"] for c in out["valuesets"]["hypertension"]["codes"]] == ["59621000"]
     assert "Essential Hypertension" in out["valuesets"]["hypertension"]["codes"][0]["source"]
-    assert build(sources, vsac) == out  # deterministic
+    assert [c["code"] for c in out["valuesets"]["vasopressin"]["codes"]] == ["2103185"]  # RxNorm only, exclusions applied
+    assert build(sources, vsac, tmp_path) == out  # deterministic
 
 
 # --- 3. one patient ----------------------------------------------------------------------------
@@ -479,3 +487,9 @@ def test_a_timeline_applies_the_look_back_windows_and_says_same_time_conflicts(t
     assert facts["vitals.map_mmhg"]["from"] == "unknown" and "conflicting" in facts["vitals.map_mmhg"]["why"]
     assert facts["vitals.heart_rate_bpm"]["from"] == "unknown"
     assert any("older than 6 h" in n for n in data["timeline"]["notes"])
+
+
+def test_a_branded_vasopressin_product_is_recognised(now):
+    vaso = infusion("vaso", RXNORM, "2399915", now - timedelta(minutes=30), 0.03, unit="U/min")  # 100 ML ... [Vasostrict]
+    conv = from_bundle(bundle(patient(), vaso), now=now)
+    assert conv.state["infusions"]["vasopressin_units_min"] == 0.03
