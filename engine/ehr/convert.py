@@ -439,24 +439,8 @@ class Converter:
                 self.unknown.setdefault(rule.fact, f"no Condition in '{rule.valueset}' (absence is unknown, not false)")
 
     # -- medications ----------------------------------------------------------------------
-    def _medication_codes(self, r: dict[str, Any]) -> list[tuple[str, str]]:
-        codes = codings(r.get("medicationCodeableConcept"))
-        ref = (r.get("medicationReference") or {}).get("reference")
-        if isinstance(ref, str):
-            med = None
-            if ref.startswith("#"):
-                med = next((c for c in r.get("contained") or [] if isinstance(c, dict) and c.get("id") == ref[1:]), None)
-            else:
-                med = self.by_ref.get(ref) or self.by_ref.get("/".join(ref.split("/_history")[0].split("/")[-2:]))
-            if med is not None and not self._medication_ok(med):
-                med = None
-            if med is not None:
-                codes += codings(med.get("code"))
-                for ing in med.get("ingredient") or []:
-                    codes += codings(ing.get("itemCodeableConcept"))
-        return codes
-
     def _medication(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        """The Medication a resource references (contained or in the input), if it is there and well-formed."""
         ref = (r.get("medicationReference") or {}).get("reference")
         if not isinstance(ref, str):
             return None
@@ -465,6 +449,16 @@ class Converter:
         else:
             med = self.by_ref.get(ref) or self.by_ref.get("/".join(ref.split("/_history")[0].split("/")[-2:]))
         return med if med is not None and self._medication_ok(med) else None
+
+    def _medication_codes(self, r: dict[str, Any]) -> list[tuple[str, str]]:
+        """The drug's codes: medicationCodeableConcept, or the referenced Medication's code and ingredients."""
+        codes = codings(r.get("medicationCodeableConcept"))
+        med = self._medication(r)
+        if med is not None:
+            codes += codings(med.get("code"))
+            for ing in med.get("ingredient") or []:
+                codes += codings(ing.get("itemCodeableConcept"))
+        return codes
 
     def _medication_ok(self, med: dict[str, Any]) -> bool:
         from .reading import shape_problem
