@@ -493,3 +493,11 @@ def test_a_branded_vasopressin_product_is_recognised(now):
     vaso = infusion("vaso", RXNORM, "2399915", now - timedelta(minutes=30), 0.03, unit="U/min")  # 100 ML ... [Vasostrict]
     conv = from_bundle(bundle(patient(), vaso), now=now)
     assert conv.state["infusions"]["vasopressin_units_min"] == 0.03
+
+
+def test_vasopressor_hours_count_the_current_episode_only(pack, now):
+    old = infusion("ne-2019", RXNORM, "7512", now - timedelta(days=900), 0.1, status="completed", end=now - timedelta(days=898))
+    ne = infusion("ne1", RXNORM, "7512", now - timedelta(hours=5), 0.05, status="completed", end=now - timedelta(hours=2))
+    vaso = infusion("v", RXNORM, "11149", now - timedelta(hours=3), 0.03, unit="U/min")
+    conv = from_bundle(bundle(patient(), old, ne, vaso), now=now, pack=pack)
+    assert conv.state["infusions"]["vasopressor_hours"] == 5.0  # 5 h ago, unbroken (vasopressin overlapped the stop)

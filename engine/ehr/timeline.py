@@ -169,11 +169,24 @@ def compute(tf: TemporalFact, tl: Timeline, facts: Mapping[str, Any], now: datet
             return None, f"no {p['drug']} dose recorded (absence is not a 'no')"
         return True, f"{len(doses)} {p['drug']} dose(s): {', '.join(d.source for d in doses)}"
     if tf.kind == "hours_since_first_rate":
-        starts = [c for c in tl.rates if c.drug in p["drugs"] and c.at <= now and (c.rate is None or c.rate > 0)]
-        if not starts:
+        # The current episode: since the last moment none of the drugs was running.
+        changes = sorted((c for c in tl.rates if c.drug in p["drugs"] and c.at <= now), key=lambda c: (c.at, c.rate == 0))
+        if not changes:
             return None, "no vasopressor infusion recorded"
-        first = min(starts, key=lambda c: c.at)
-        return _hours(first.at, now), f"first started {first.source}"
+        running: set[str] = set()
+        first: RateChange | None = None
+        for c in changes:
+            if c.rate == 0:
+                running.discard(c.drug)
+                if not running:
+                    first = None
+            else:
+                if not running:
+                    first = c
+                running.add(c.drug)
+        if first is None:
+            return None, "no vasopressor is running now (the last one was stopped)"
+        return _hours(first.at, now), f"running without a break since {first.source}"
     if tf.kind == "volume_per_kg_since":
         marker = tl.markers.get(p["since"])
         if marker is None:
