@@ -164,7 +164,7 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
     validators = {name: fastjsonschema.compile({**defs, "$ref": f"#/$defs/{name}"}) for name in ("hookRequest", "feedback")}
     codings = {}
     for med in mapping.medications:
-        c = med.codes[0]
+        c = mapping.drug_codes(med.drug)[0]
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
     audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
     verifier = Verifier(config, open_replay_cache(None))
@@ -357,7 +357,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notes: list[str] = []
         if refusal is None:
             fetched = await fetcher.fetch(body["fhirServer"], body.get("fhirAuthorization"), lacking, body["context"],
-                                          now=now, lookback_hours=max(rt.mapping.lookback_hours.values(), default=24))
+                                          now=now, lookback_hours=rt.mapping.longest_window_hours)
             body["prefetch"] = {**prefetch, **fetched.prefetch}
             why, notes = fetched.failed, fetched.notes
             request.state.fetched = sorted(fetched.prefetch)
@@ -387,7 +387,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         why_missing, fetch_notes = await complete_prefetch(request, body, now)
         selected, index = _selected_drafts(body)
         try:
-            conversion = from_hook_request(selected, now=now, mapping=rt.mapping)
+            conversion = from_hook_request(selected, now=now, mapping=rt.mapping, pack=rt.pack)
         except FhirError as exc:
             raise FhirError([_unselect_pointer(p, index) for p in exc.problems]) from exc
         states = conversion.states()

@@ -3,7 +3,7 @@
 It serves, over real HTTP (``http.server``):
 
 - a FHIR R4 server at ``/fhir``: ``Patient/{id}`` reads and searches of Observation, Condition,
-  MedicationAdministration and MedicationRequest by ``patient``, ``code`` and ``combo-code``
+  MedicationAdministration, MedicationRequest and Procedure by ``patient``, ``code`` and ``combo-code``
   (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``, paged by ``_count`` with ``next``
   links; optionally only with ``Authorization: Bearer <--token>``;
 - published key sets at ``/jwks/{name}.json`` (set with ``PUT``), as an EHR publishes its JWKS;
@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-SEARCHABLE = ("Observation", "Condition", "MedicationAdministration", "MedicationRequest")
+SEARCHABLE = ("Observation", "Condition", "MedicationAdministration", "MedicationRequest", "Procedure")
 
 
 def shifted(data: Any, delta: timedelta) -> Any:
