@@ -433,7 +433,7 @@ class _Linter:
                 line = self._leaf_line(file, leaf.pointer)
                 if leaf.value_fact is not None:
                     cases = self.space.derived.get(leaf.value_fact)
-                    if cases is not None and cases.product is None and cases.when is None:
+                    if cases is not None and cases.product is None and cases.when is None and cases.mean_pressure is None:
                         for value in [v for _, v in cases.cases] + [cases.default]:
                             out.append((leaf.fact, leaf.op, float(value), owner, file, line))
                     continue

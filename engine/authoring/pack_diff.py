@@ -267,7 +267,7 @@ def _variants(state: Mapping[str, Any], fact: str, k: float, products: Mapping[s
         a, b = products[fact]
         if a not in flat or b not in flat or not flat[b]:
             return []
-        target, scale = a, 1.0 / flat[b]
+        target, scale = a, (1.0 if a == b else 1.0 / flat[b])
     elif fact not in flat:
         return []
     out = []
@@ -296,6 +296,8 @@ def _behaviour(old: RulePack, new: RulePack, scenarios: list[Scenario]) -> tuple
     limits = thresholds(old) | thresholds(new)
     products = {d.name: d.product for d in new.derived if d.product is not None}
     products.update({d.name: d.product for d in old.derived if d.product is not None})
+    # a mean pressure moves with its measured MAP (the scale factor 1 holds it to itself)
+    products.update({d.name: (d.mean_pressure[0], d.mean_pressure[0]) for d in (*old.derived, *new.derived) if d.mean_pressure is not None})
     states: dict[str, tuple[str, dict[str, Any], bool]] = {}
     for s in scenarios:
         try:

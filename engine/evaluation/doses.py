@@ -15,7 +15,7 @@ from .units import parse_unit
 
 WEIGHT = "patient.weight_kg"
 CONCENTRATION_IN_USE = "infusions.norepinephrine_concentration_mcg_ml"
-PEDIATRIC = "derived.pediatric"
+PEDIATRIC = "derived.pediatric_dosing"  # children under the paediatric dosing cut-off (weight)
 
 
 def _r(x: float, places: int = 2) -> float:
@@ -85,13 +85,20 @@ def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, An
 
 def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[str, Any],
                 preparations: tuple[Preparation, ...]) -> tuple[list[dict[str, Any]], list[str]]:
-    """mL/h at the concentration in use, or at each of the pack's preparations for this population."""
+    """mL/h at the concentration in use, or at each of the pack's preparations for this population.
+
+    Children under the pack's dosing cut-off (``derived.pediatric_dosing``) get the paediatric bags,
+    everyone else the adult ones; a bag with ``max_weight_kg`` is offered only up to that weight.
+    A drug dosed in units (vasopressin) gets units/h beside mL/h.
+    """
     if unit.per_kg and weight is None:
         return [], [WEIGHT]
-    per_min = unit.to_base * unit.per_minute_factor * (weight if unit.per_kg else 1.0)  # mcg/min per unit of dose
+    # amount per minute (mcg or units) per unit of dose
+    per_min = unit.to_base * unit.per_minute_factor * (weight if unit.per_kg else 1.0)
+    in_units = unit.dimension == "units"
     bags: list[tuple[str, float]] = []
     needs: list[str] = []
-    if CONCENTRATION_IN_USE in facts:
+    if spec.drug == "norepinephrine" and CONCENTRATION_IN_USE in facts:
         bags.append(("in use", facts[CONCENTRATION_IN_USE]))
     else:
         pediatric = facts.get(PEDIATRIC)
@@ -99,6 +106,8 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
             if prep.drug != spec.drug:
                 continue
             if pediatric is not None and (prep.population == "pediatric") != pediatric:
+                continue
+            if prep.max_weight_kg is not None and (weight is None or weight > prep.max_weight_kg):
                 continue
             conc = prep.concentration_mcg_ml(weight)
             if conc is None:
@@ -108,10 +117,15 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
     rates = []
     for source, conc in bags:
         mlh = per_min * 60.0 / conc
-        rate: dict[str, Any] = {"preparation": source, "concentration_mcg_ml": _r(conc, 3)}
+        rate: dict[str, Any] = {"preparation": source}
+        rate["concentration_units_ml" if in_units else "concentration_mcg_ml"] = _r(conc, 3)
         if spec.range.is_range:
             rate.update(low_ml_h=_r(spec.range.low * mlh, 1), high_ml_h=_r(spec.range.high * mlh, 1))
+            if in_units:
+                rate.update(low_units_h=_r(spec.range.low * per_min * 60.0, 3), high_units_h=_r(spec.range.high * per_min * 60.0, 3))
         else:
             rate["ml_h"] = _r(spec.range.low * mlh, 1)
+            if in_units:
+                rate["units_h"] = _r(spec.range.low * per_min * 60.0, 3)
         rates.append(rate)
     return rates, needs
