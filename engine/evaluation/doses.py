@@ -105,7 +105,7 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
         for prep in preparations:
             if prep.drug != spec.drug:
                 continue
-            if pediatric is not None and (prep.population == "pediatric") != pediatric:
+            if prep.population != "all" and pediatric is not None and (prep.population == "pediatric") != pediatric:
                 continue
             if prep.max_weight_kg is not None and (weight is None or weight > prep.max_weight_kg):
                 continue
