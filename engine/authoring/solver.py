@@ -265,6 +265,18 @@ class Space:
         self.steps = 0
         self._memo: dict[tuple[Condition, str], Any] = {}
         self._branch_memo: dict[str, tuple[list[tuple[Any, tuple[str, Any]]], Any, Any]] = {}
+        self.assumed: dict[str, Any] = {}
+
+    def assuming(self, path: str, value: Any) -> "Space":
+        """The same space, in which the derived fact ``path`` is taken to have ``value``.
+
+        Sound only for questions whose goal itself forces ``path`` to ``value`` (a decision's
+        population ``derived.X == value``): the rules' own tests of ``path`` then need no search.
+        """
+        other = object.__new__(Space)
+        other.__dict__.update(self.__dict__)
+        other._memo, other._branch_memo, other.assumed = {}, {}, {**self.assumed, path: value}
+        return other
 
     # -- translation ------------------------------------------------------------
     def formula(self, cond: Condition, pol: str) -> Any:
@@ -310,7 +322,9 @@ class Space:
         if found is not None:
             return found
         d = self.derived.get(path)
-        if d is None:
+        if path in self.assumed:
+            out = ([(TRUE, ("const", self.assumed[path]))], TRUE, FALSE)
+        elif d is None:
             out = ([(TRUE, ("var", path))], Atom(path, "known"), Atom(path, "unknown"))
         elif d.product is not None:
             ks, us = zip(*(self.branches(p)[1:] for p in d.product))
