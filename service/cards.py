@@ -136,6 +136,10 @@ def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
     status = "" if rec["status"] == "approved" else f", status **{rec['status'].upper()}**"
     lines += ["", f"_Rule {rec['rule_id']} v{rec['rule_version']}{status}; pack {pack['name']} {pack['version']} "
                   f"(sha256 {pack['sha256'][:12]})._"]
+    if pack.get("profile"):
+        from pressor.engine.report import profile_lines
+
+        lines += [f"_{line}_" for line in profile_lines(pack["profile"])]
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ def test_adult_start_per_minute_and_pump_rates(pack, now, result_validator):
     assert dose["for_weight"]["alternative"] == {"low": 7.2, "high": 36.0, "unit": "mcg/min"}
     rates = {r["preparation"]: (r["low_ml_h"], r["high_ml_h"]) for r in dose["pump_rates"]}
     # 1.44 x 60 / 16 = 5.4, 3.6 x 60 / 16 = 13.5; at 10 mcg/mL: 8.64 -> 8.6, 21.6
-    assert rates == {"standard-4mg-250ml": (5.4, 13.5), "alternative-1mg-100ml": (8.6, 21.6)}
+    assert rates == {"standard-250ml-d5w": (5.4, 13.5), "alternative-1mg-100ml": (8.6, 21.6)}
 
 
 def test_concentration_in_use_replaces_the_standard_bags(pack, now):
@@ -69,13 +69,13 @@ def test_pregnancy_dose_rounds_half_up(pack, now):
     dose = rec(evaluate(pack, state, now=now), "norepinephrine.dose-pregnancy")["dose"]
     # 0.02 x 78 = 1.56 mcg/min; 1.56 x 60 / 16 = 5.85 -> 5.9; / 10 = 9.36 -> 9.4
     assert dose["for_weight"]["range"] == {"value": 1.56, "unit": "mcg/min"}
-    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-4mg-250ml": 5.9, "alternative-1mg-100ml": 9.4}
+    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-250ml-d5w": 5.9, "alternative-1mg-100ml": 9.4}
 
 
 def test_hepatorenal_fixed_rate_needs_no_weight(pack, now):
     dose = rec(evaluate(pack, {"patient": {"age_years": 52}, "shock": {"type": "hepatorenal"}}, now=now), "special.hepatorenal")["dose"]
     # 0.5 mg/h = 500 mcg/h; / 16 = 31.25 -> 31.3 mL/h; / 10 = 50 mL/h
-    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-4mg-250ml": 31.3, "alternative-1mg-100ml": 50.0}
+    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-250ml-d5w": 31.3, "alternative-1mg-100ml": 50.0}
     assert "missing" not in dose and "for_weight" not in dose
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -142,6 +143,28 @@ def resolve(doc: Document, params: dict[str, Parameter], problems: list[Problem]
                                             suggestion="compare the fact with a parameter in its own unit", **doc.where(ptr)))
                     continue
                 parent[slot] = int(p.value) if p.value == int(p.value) else p.value
+            for parent, slot, text, ptr in _texts(doc.data[key], f"/{key}"):
+                def value(m: re.Match[str], ptr: str = ptr) -> str:
+                    p = params.get(m[1])
+                    if p is None:
+                        problems.append(Problem(f"unknown parameter '{m[1]}' in text", **doc.where(ptr)))
+                        return m[0]
+                    return f"{p.value:g}"
+                parent[slot] = _IN_TEXT.sub(value, text)
+
+
+_IN_TEXT = re.compile(r"\{param:([a-z][a-z0-9_]*)\}")
+
+
+def _texts(node: Any, ptr: str) -> Iterator[tuple[Any, Any, str, str]]:
+    """(parent, key, text, pointer) for every string under ``node`` that names a parameter."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in list(items):
+        if isinstance(child, str):
+            if "{param:" in child:
+                yield node, key, child, f"{ptr}/{key}"
+        else:
+            yield from _texts(child, f"{ptr}/{key}")
 
 
 def _references(node: Any, ptr: str) -> Iterator[tuple[Any, Any, dict[str, Any], str]]:
