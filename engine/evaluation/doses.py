@@ -7,6 +7,7 @@ No weight, no weight-based figure: ``patient.weight_kg`` is reported as missing.
 """
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping
 
@@ -24,8 +25,16 @@ def _r(x: float, places: int = 2) -> float:
     return float(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
+def _places(x: float, places: int) -> int:
+    """Decimals that keep at least two significant digits of a small amount (0.0014 units/min, not 0.0)."""
+    if x == 0 or abs(x) >= 10.0 ** -(places - 1):
+        return places
+    return max(places, 1 - math.floor(math.log10(abs(x))))
+
+
 def _scaled(q: Quantity, factor: float, unit: str, cap: float | None = None, places: int = 2) -> dict[str, Any]:
     lo, hi = q.low * factor, q.high * factor
+    places = _places(min(abs(lo), abs(hi)) or max(abs(lo), abs(hi)), places)
     out: dict[str, Any] = {}
     if cap is not None and hi > cap:
         lo, hi = min(lo, cap), min(hi, cap)
