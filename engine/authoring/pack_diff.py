@@ -189,6 +189,10 @@ def _sections(old: RulePack, new: RulePack, changed: list[ItemChange]) -> list[D
         ("preparation", {p.id: p.raw for p in old.preparations}, {p.id: p.raw for p in new.preparations}),
         ("decision", _decisions(old), _decisions(new)),
         ("pack", {"pack": old.raw_pack}, {"pack": new.raw_pack}),
+        ("reference", {str(n): r.to_dict() for n, r in old.references.items()}, {str(n): r.to_dict() for n, r in new.references.items()}),
+        ("parameter", {p.name: p.to_dict() for p in old.parameters}, {p.name: p.to_dict() for p in new.parameters}),
+        ("waiver", {f"{w.code}@{w.decision or ','.join(w.rules)}": {"reason": w.reason} for w in old.waivers},
+         {f"{w.code}@{w.decision or ','.join(w.rules)}": {"reason": w.reason} for w in new.waivers}),
     )
     for kind, a, b in pairs:
         for key in sorted(set(a) | set(b)):
