@@ -31,7 +31,7 @@ def lint(directory: str | None, as_json: bool, profile: str | None) -> None:
     Example:
       pressor lint
       pressor lint rules/ --json
-      pressor lint --profile examples/profile-site.yaml
+      pressor lint --profile examples/profiles/teaching-hospital-icu.yaml
 
     With --profile, the profile's values are checked against the parameters' allowed ranges
     (profile-out-of-range) and every check then runs with them applied.

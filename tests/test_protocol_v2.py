@@ -22,7 +22,7 @@ from pressor.engine.evaluation.pack import load_pack
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"
 V1 = ROOT / "tests" / "packs" / "v1.2.0"
-PROFILE = ROOT / "examples" / "profile-site.yaml"
+PROFILE = ROOT / "examples" / "profiles" / "teaching-hospital-icu.yaml"
 NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
 ITEM = re.compile(r"\bitem (\d+)\b")
 #: Items whose fix is in the rule text only (notes, detail): checked by the text tests below.
