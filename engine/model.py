@@ -150,6 +150,7 @@ class DoseSpec:
     frequency: str | None = None
     within: str | None = None
     pump_rate: bool = False
+    step: bool = False  # the amount is a change to the running rate (titration), never a rate to order
     stated_equivalents: tuple[dict[str, Any], ...] = ()
 
 

@@ -35,7 +35,8 @@ def citations(cites: list[dict[str, Any]]) -> str:
 
 def dose_lines(dose: dict[str, Any]) -> list[str]:
     """The dose block of one recommendation."""
-    lines = [f"dose: {dose['drug']} {quantity(dose['range'])}"
+    lines = [(f"titration step: change the running {dose['drug']} by {quantity(dose['range'])}" if dose.get("step")
+              else f"dose: {dose['drug']} {quantity(dose['range'])}")
              + (f", {dose['route']}" if dose.get("route") else "")
              + (f", {dose['frequency']}" if dose.get("frequency") else "")
              + (f", within {dose['within']}" if dose.get("within") else "")]
@@ -51,13 +52,14 @@ def dose_lines(dose: dict[str, Any]) -> list[str]:
         for key in ("typical", "maximum", "alternative"):
             if key in fw:
                 lines.append(f"    {key}: {quantity(fw[key])}")
+    pump = "pump rate change" if dose.get("step") else "pump"
     for rate in dose.get("pump_rates", []):
         mlh = f"{_num(rate['low_ml_h'])}-{_num(rate['high_ml_h'])}" if "low_ml_h" in rate else _num(rate["ml_h"])
         if "concentration_units_ml" in rate:  # a drug dosed in units (vasopressin)
             uh = f"{_num(rate['low_units_h'])}-{_num(rate['high_units_h'])}" if "low_units_h" in rate else _num(rate["units_h"])
-            lines.append(f"  pump: {mlh} mL/h ({uh} units/h) at {_num(rate['concentration_units_ml'])} units/mL ({rate['preparation']})")
+            lines.append(f"  {pump}: {mlh} mL/h ({uh} units/h) at {_num(rate['concentration_units_ml'])} units/mL ({rate['preparation']})")
         else:
-            lines.append(f"  pump: {mlh} mL/h at {_num(rate['concentration_mcg_ml'])} mcg/mL ({rate['preparation']})")
+            lines.append(f"  {pump}: {mlh} mL/h at {_num(rate['concentration_mcg_ml'])} mcg/mL ({rate['preparation']})")
     if dose.get("missing"):
         lines.append(f"  no weight-based figures: missing {', '.join(dose['missing'])}")
     return lines

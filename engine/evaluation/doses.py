@@ -48,6 +48,8 @@ def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[P
     unit = parse_unit(spec.range.unit)
     weight = facts.get(WEIGHT)
     out: dict[str, Any] = {"drug": spec.drug, "range": spec.range.to_dict()}
+    if spec.step:
+        out["step"] = True
     for key in ("typical", "maximum", "alternative", "cap"):
         q = getattr(spec, key)
         if q is not None:

@@ -463,6 +463,7 @@ class _Builder:
             drug=data["drug"], range=rng, typical=q["typical"], maximum=q["maximum"], cap=q["cap"],
             alternative=q["alternative"], remaining_after=data.get("remaining_after"), route=data.get("route"),
             frequency=data.get("frequency"), within=data.get("within"), pump_rate=bool(data.get("pump_rate")),
+            step=bool(data.get("step")),
             stated_equivalents=tuple(data.get("stated_equivalents", ())),
         )
 
