@@ -221,3 +221,19 @@ def test_diff_against_1_2_0_lists_every_change(v1, pack):
             ("reference", "8"), ("parameter", "vasopressin_start_norepinephrine_mcg_kg_min")} <= changed
     assert not [f for f in diff.findings if f.code in ("diff-version-not-bumped", "diff-version-decreased",
                                                          "diff-pack-version-not-bumped")]
+
+
+def test_cds_card_names_the_profile_and_never_orders_a_titration_step():
+    from pressor.service.cards import recommendation_card
+
+    site = load_pack(profile=PROFILE)
+    state = {"patient": {"age_years": 60, "weight_kg": 70, "chronic_hypertension": False}, "shock": {"type": "septic"},
+             "vitals": {"map_mmhg": 58}, "findings": {"active_bleeding": False}, "availability": {"vasopressin": True},
+             "infusions": {"norepinephrine_mcg_kg_min": 0.22, "vasopressin_units_min": 0}}
+    data = evaluate(site, state, now=NOW).to_dict()
+    cards = {r["rule_id"]: recommendation_card(r, pack=data["pack"], hook_instance="h", base_url="https://cds.example",
+                                                patient_id="p", drug_coding=None) for r in data["recommendations"]}
+    titrate, vaso = cards["norepinephrine.titrate"], cards["escalation.add-vasopressin"]
+    assert "site profile: example-teaching-hospital-icu" in titrate["detail"] and "(default 0.25)" in titrate["detail"]
+    assert "suggestions" not in titrate  # a step is a change to the running rate, not an order
+    assert "pump 9.0 mL/h at 0.2 units/mL" in vaso["suggestions"][0]["actions"][0]["description"]
