@@ -158,7 +158,7 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
     import fastjsonschema
 
     config = config or load_config(settings.config_path)
-    pack = load_pack(settings.rules_dir)
+    pack = load_pack(settings.rules_dir, profile=config.profile)
     mapping = load_mapping(config.fhir_mapping, lookback_hours=config.lookback_hours or None)
     defs = schema(REQUEST_SCHEMA)
     validators = {name: fastjsonschema.compile({**defs, "$ref": f"#/$defs/{name}"}) for name in ("hookRequest", "feedback")}

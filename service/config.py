@@ -87,6 +87,7 @@ class Config:
     fhir_mapping: str | None = None
     lookback_hours: dict[str, float] = field(default_factory=dict)
     include_draft: bool = False
+    profile: str | None = None  # a site profile file for the pack's parameters
     jwks: JwksSettings = field(default_factory=JwksSettings)
     fhir_fetch: FetchSettings = field(default_factory=FetchSettings)
     cors_origins: tuple[str, ...] = ()
@@ -125,7 +126,7 @@ def load_config(path: str | None) -> Config:
         max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
         fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
-        include_draft=data.get("include_draft", False),
+        include_draft=data.get("include_draft", False), profile=data.get("profile"),
         jwks=JwksSettings(**data.get("jwks", {})),
         fhir_fetch=FetchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}),
         cors_origins=tuple(data.get("cors_origins", ())), log_file=data.get("log_file"),
