@@ -355,3 +355,16 @@ def test_the_engine_group_limit_is_the_engines():
     assert problem.rule_id == "r"
     assert problem.message == ("durable-rules refused rule 'r' (error 113: more all/any groups than the engine "
                                f"takes in one rule, at most {MAX_GROUPS_PER_RULE})")
+
+
+# --- found by the fuzz test: what the input puts in a message stays on one line ------------------
+
+def test_control_characters_from_the_input_are_escaped_in_messages(tmp_path):
+    path = write(tmp_path, "nl.json", '{"patient": {"a\\nb": 1}, "shock": {"type": "x\\u001b[31mred"}}')
+    result = run(["recommend", path, *NOW])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {path}:1:36 /shock/type: 'x\\x1b[31mred' is not one of 'septic', 'cardiogenic', 'anaphylactic', "
+        "'hepatorenal', 'hypovolemic', 'other', 'none'",
+        f"error: {path}:1:14 /patient/a\\nb: unknown key 'a\\nb' (expected one of: age_years, chronic_hypertension, pregnant, weight_kg)",
+    ]

@@ -340,8 +340,13 @@ def _parse_yaml(text: str, file: str) -> Document:
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
         ) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
+        line, col = _line_col(text, exc.position) if isinstance(exc.position, int) else (None, None)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+        raise InputError.single(f"malformed YAML: {exc.reason} (found #x{char:04x})", file=file,
+                                line=line, column=col, suggestion="remove it, or quote and escape it") from exc
     except yaml.YAMLError as exc:
-        raise InputError.single(f"malformed YAML: {exc}", file=file) from exc
+        raise InputError.single(f"malformed YAML: {' '.join(str(exc).split())}", file=file) from exc
     finally:
         loader.dispose()
     return Document(data, file, positions, text)
