@@ -320,6 +320,7 @@ def test_fourteen_any_pairs_name_the_rule_its_line_and_the_fix(pack_copy):
     _, line = rule_with(pack_copy, 14)
     with pytest.raises(RuleFileError) as info:
         load_pack(pack_copy)
+    assert len(info.value.problems) == 1  # the rule is not dropped: nothing naming it reports it missing
     problem = info.value.problems[0]
     assert (problem.file.endswith("target.yaml"), problem.line, problem.pointer, problem.rule_id) == (True, line, "/rules/0/when", "target.map-65")
     assert problem.message == ("rule 'target.map-65' is too complex for durable-rules: its condition compiles to 15 "

@@ -283,9 +283,8 @@ class _Builder:
                 if when is None:
                     continue
                 too_complex = engine_limit(rid, when)
-                if too_complex:
+                if too_complex:  # the rule is kept, so that nothing naming it reports it missing
                     report(f"{ptr}/when", *too_complex)
-                    continue
                 rec = item["recommend"]
                 rules.append(Rule(
                     id=rid, version=item["version"], status=item["status"], title=item["title"], when=when,
