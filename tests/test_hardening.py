@@ -10,7 +10,6 @@ with a located one-line message, never read wrongly and never a traceback or a 5
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 
 from pressor.cli.main import cli
 from pressor.engine.errors import InputError, RuleFileError
-from pressor.engine.evaluation.load import MAX_DEPTH, load_document, loads_json, parse
+from pressor.engine.evaluation.load import MAX_DEPTH, loads_json, parse
 from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 
 ROOT = Path(__file__).resolve().parent.parent
