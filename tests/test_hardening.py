@@ -368,3 +368,15 @@ def test_control_characters_from_the_input_are_escaped_in_messages(tmp_path):
         "'hepatorenal', 'hypovolemic', 'other', 'none'",
         f"error: {path}:1:14 /patient/a\\nb: unknown key 'a\\nb' (expected one of: age_years, chronic_hypertension, pregnant, weight_kg)",
     ]
+
+
+def test_an_engine_refusal_the_loader_did_not_predict_is_still_named_and_located(pack_copy, monkeypatch):
+    """Were the prediction ever wrong, the engine's own refusal is attributed to the rule and located."""
+    _, line = rule_with(pack_copy, 14)
+    monkeypatch.setattr("pressor.engine.evaluation._durable.limit_problem", lambda key, cond: None)
+    with pytest.raises(RuleFileError) as info:
+        load_pack(pack_copy)
+    problem = info.value.problems[0]
+    assert (problem.line, problem.pointer, problem.rule_id) == (line, "/rules/0/when", "target.map-65")
+    assert problem.message == ("durable-rules refused rule 'target.map-65' (error 113: more all/any groups than the engine "
+                               "takes in one rule, at most 14)")
