@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pressor.cli.main import cli
@@ -216,16 +216,7 @@ def test_recommend_fhir_on_a_broken_bundle_exits_0_or_1_with_a_message(tmp_path,
     check_cli(CliRunner().invoke(cli, ["recommend", "--fhir", str(path), *NOW]))
 
 
-#: For the tests expected to fail until item 5 lands: no time spent shrinking the first failure.
-UNSHRUNK = settings(FUZZ, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-ITEM_5 = pytest.mark.xfail(
-    reason="issue 11 item 5 (branch fhir): FHIR resources are not shape-checked yet, so a field of the wrong type "
-           "inside a resource (code.coding: 5, status: {}, ...) raises TypeError in engine/ehr/fhir.py; "
-           "remove this mark when item 5 lands", strict=False)
-
-
-@ITEM_5
-@UNSHRUNK
+@FUZZ
 @given(bundle=resource_bundles())
 def test_recommend_fhir_on_a_resource_of_the_wrong_shape_exits_0_or_1(tmp_path, bundle):
     path = tmp_path / "b.json"
@@ -296,8 +287,7 @@ def test_a_broken_hook_request_is_never_a_500(service, case):
     check_response(service.post(f"/cds-services/{service_id}", content=body, headers={"Content-Type": "application/json"}))
 
 
-@ITEM_5
-@UNSHRUNK
+@FUZZ
 @given(case=hook_bodies(inside_resources=True))
 def test_a_hook_request_with_a_resource_of_the_wrong_shape_is_never_a_500(service, case):
     service_id, body = case

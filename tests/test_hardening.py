@@ -137,6 +137,8 @@ def test_strict_json_is_the_only_json_reader():
         "engine/evaluation/validate.py",  # the bundled schemas (package data)
         "engine/audit/log.py",  # the audit log's own canonical JSON, written by pressor
         "service/app.py",  # Settings.from_env: written by `pressor serve` itself for its workers
+        "engine/ehr/terminology.py",  # the bundled value-set expansions (package data)
+        "engine/ehr/valueset_build.py",  # a maintainer's generator of that package data, never run by pressor
     }
     offenders = []
     for folder in ("engine", "service", "cli"):
@@ -380,3 +382,4 @@ def test_an_engine_refusal_the_loader_did_not_predict_is_still_named_and_located
     assert (problem.line, problem.pointer, problem.rule_id) == (line, "/rules/0/when", "target.map-65")
     assert problem.message == ("durable-rules refused rule 'target.map-65' (error 113: more all/any groups than the engine "
                                "takes in one rule, at most 14)")
+
