@@ -383,3 +383,19 @@ def test_an_engine_refusal_the_loader_did_not_predict_is_still_named_and_located
     assert problem.message == ("durable-rules refused rule 'target.map-65' (error 113: more all/any groups than the engine "
                                "takes in one rule, at most 14)")
 
+
+def test_a_coding_system_of_the_wrong_type_is_a_note_not_a_traceback(tmp_path, service):
+    """Found by the fuzz test after item 5 landed: a component coding whose system is a list raised TypeError."""
+    bundle = json.loads((FHIR / "septic-adult.json").read_text())
+    for entry in bundle["entry"]:
+        for comp in entry["resource"].get("component", []):
+            comp["code"]["coding"][0]["system"] = ["http://loinc.org"]
+    result = run(["recommend", "--fhir", write(tmp_path, "b.json", json.dumps(bundle)), *NOW])
+    assert result.exit_code in (0, 1), result.stderr
+    resources = [e["resource"] for e in bundle["entry"]]
+    body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "context": {"patientId": "x"},
+            "prefetch": {"patient": next(r for r in resources if r["resourceType"] == "Patient"),
+                         "observations": {"resourceType": "Bundle", "type": "searchset",
+                                          "entry": [{"resource": r} for r in resources if r["resourceType"] == "Observation"]}}}
+    r = service.post("/cds-services/pressor-patient-view", json=body)
+    assert r.status_code in (200, 400), r.text
