@@ -193,14 +193,29 @@ def loads_json(text: str, *, file: str) -> Any:
     except ValueError as exc:  # NaN, Infinity, 1e999, a number of more than _MAX_DIGITS digits
         raise InputError.single(f"malformed JSON: {exc}", file=file,
                                 suggestion="NaN and Infinity are not allowed; write numbers in plain decimal") from exc
-    _check_json_depth(text, file)
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        _check_json_depth(text, file)
+        raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX)
     return data
 
 
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether parsed JSON nests more than ``limit`` levels (a walk of the data: several times
+    faster than scanning the text, which is kept for locating a refusal)."""
+    stack = [(data, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            return True
+        for value in node.values() if isinstance(node, dict) else node:
+            if isinstance(value, (dict, list)):
+                push((value, depth + 1))
+    return False
+
+
 def _check_json_depth(text: str, file: str) -> None:
-    """Refuse nesting deeper than :data:`MAX_DEPTH`, located (strings skipped, no recursion)."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return
+    """Refuse nesting deeper than :data:`MAX_DEPTH`, located (a scan of the text: strings skipped, no recursion)."""
     depth = 0
     for match in _JSON_NESTING.finditer(text):
         char = text[match.start()]
