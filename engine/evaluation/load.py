@@ -202,7 +202,7 @@ def loads_json(text: str, *, file: str) -> Any:
 def _deeper_than(data: Any, limit: int) -> bool:
     """Whether parsed JSON nests more than ``limit`` levels (a walk of the data: several times
     faster than scanning the text, which is kept for locating a refusal)."""
-    stack = [(data, 1)]
+    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
     pop, push = stack.pop, stack.append
     while stack:
         node, depth = pop()
