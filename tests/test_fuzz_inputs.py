@@ -41,7 +41,7 @@ def pack_loaded_once(pack):
     """``recommend`` gets the session's pack instead of loading and compiling it per example."""
     with pytest.MonkeyPatch.context() as mp:
         for command in ("recommend", "explain"):
-            mp.setattr(f"pressor.cli.{command}.load_pack", lambda rules_dir=None: pack)
+            mp.setattr(f"pressor.cli.{command}.load_pack", lambda *args, **kwargs: pack)
         yield
 
 

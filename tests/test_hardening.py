@@ -216,7 +216,7 @@ def test_a_tag_in_a_rule_file_is_refused_in_validate_lint_and_test(pack_copy):
     text = target.read_text()
     target.write_text(text.replace("version: 1.0.0", "version: !!str 1.0.0", 1))
     line = next(i for i, l in enumerate(target.read_text().splitlines(), 1) if "!!str" in l)
-    expected = rf"target\.yaml:{line}:\d+ /rules/0/version: YAML tags are not allowed \(found '!!str'\)"
+    expected = rf"target\.yaml:{line}:\d+ /rules/\d+/version: YAML tags are not allowed \(found '!!str'\)"
     one_line_error(run(["validate", str(pack_copy)]), expected)
     # lint reports a file it cannot read as a finding, in its own file:line format
     one_line_error(run(["lint", str(pack_copy)]), rf"target\.yaml:{line}: error load-error: YAML tags are not allowed \(found '!!str'\)")
