@@ -38,8 +38,9 @@ from starlette.requests import ClientDisconnect
 
 from pressor.engine.audit.log import AuditLog, resolve_path
 from pressor.engine.ehr.fhir import FhirError, FhirMapping, from_hook_request, load_mapping, prefetch_templates
-from pressor.engine.errors import AuditError, EvaluationError, PressorError
+from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.load import loads_json
 from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.evaluation.validate import schema
 from pressor.engine.model import RulePack
@@ -277,13 +278,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise _ClientGone() from exc
         raw = b"".join(chunks)
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            return loads_json(raw.decode("utf-8"), file="request body")
         except UnicodeDecodeError as exc:
             raise _BadRequest("malformed_json", f"body is not UTF-8 (byte {exc.start})") from exc
-        except json.JSONDecodeError as exc:
-            raise _BadRequest("malformed_json", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-        except (ValueError, RecursionError) as exc:
-            raise _BadRequest("malformed_json", f"malformed JSON: {exc}") from exc
+        except InputError as exc:  # duplicate key, NaN, nesting past MAX_DEPTH, bad syntax: located
+            p = exc.problems[0]
+            where = (f" at line {p.line} column {p.column}" if p.line else "") + (f" ({p.pointer})" if p.pointer else "")
+            raise _BadRequest("malformed_json", p.message + where, [q.to_dict() for q in exc.problems]) from exc
 
     def check_shape(request: Request, name: str, body: Any) -> None:
         import fastjsonschema
@@ -534,10 +535,6 @@ class _Precondition(Exception):
 
 class _ClientGone(Exception):
     """The client went away before its request body was complete."""
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def announce_insecure() -> None:
