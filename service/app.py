@@ -18,7 +18,6 @@ once per worker; see :class:`AuditSink`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -461,15 +460,24 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     for prefix, name in (("request", REQUEST_SCHEMA), ("cards", CARD_SCHEMA)):
         source = schema(name)
-        text = json.dumps(source.get("$defs", {})).replace('"#/$defs/', f'"#/components/schemas/{prefix}.')
-        schemas.update({f"{prefix}.{k}": v for k, v in json.loads(text).items()})
+        schemas.update({f"{prefix}.{k}": _components_refs(v, prefix) for k, v in source.get("$defs", {}).items()})
         if prefix == "cards":
-            top = {k: v for k, v in source.items() if k not in ("$defs", "$schema", "$id")}
-            schemas["cards.response"] = json.loads(json.dumps(top).replace('"#/$defs/', '"#/components/schemas/cards.'))
+            schemas["cards.response"] = _components_refs(
+                {k: v for k, v in source.items() if k not in ("$defs", "$schema", "$id")}, prefix)
     components["securitySchemes"] = {"cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                                      "description": "CDS Hooks JWT signed by a trusted issuer"}}
     doc["security"] = [{"cdsHooksJwt": []}]
     return doc
+
+
+def _components_refs(node: Any, prefix: str) -> Any:
+    """A JSON Schema with its ``#/$defs/X`` references pointed at ``#/components/schemas/{prefix}.X``."""
+    if isinstance(node, dict):
+        return {k: (f"#/components/schemas/{prefix}." + v[len("#/$defs/"):] if k == "$ref" and isinstance(v, str)
+                    and v.startswith("#/$defs/") else _components_refs(v, prefix)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_components_refs(v, prefix) for v in node]
+    return node
 
 
 def _selected_drafts(body: dict[str, Any]) -> tuple[dict[str, Any], list[int] | None]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pressor.engine.errors import InputError, Problem
-from pressor.engine.evaluation.load import Document, load_document
+from pressor.engine.evaluation.load import Document, load_document, loads_json
 from pressor.engine.evaluation.validate import schema_problems
 
 #: Environment variable through which ``pressor serve`` hands its options to every worker.
@@ -31,7 +31,7 @@ class Settings:
     def from_env(cls) -> "Settings":
         """The settings of this worker (defaults if the variable is unset)."""
         raw = os.environ.get(SETTINGS_ENV)
-        return cls(**json.loads(raw)) if raw else cls()
+        return cls(**loads_json(raw, file=SETTINGS_ENV)) if raw else cls()
 
     def to_env(self) -> str:
         """JSON for ``PRESSOR_SERVE_SETTINGS``."""

@@ -11,7 +11,6 @@ searches of one call run concurrently and must finish within ``deadline_s``.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from pressor.engine.errors import InputError
+from pressor.engine.evaluation.load import loads_json
 
 from .config import FetchSettings
 
@@ -174,9 +176,11 @@ class FhirFetcher:
         except httpx.HTTPError as exc:
             raise FetchFailed(f"GET {_path_of(url)} failed: {type(exc).__name__}") from exc
         try:
-            return json.loads(bytes(body))
-        except (ValueError, RecursionError) as exc:
-            raise FetchFailed(f"GET {_path_of(url)} did not return JSON") from exc
+            return loads_json(bytes(body).decode("utf-8"), file=_path_of(url))
+        except UnicodeDecodeError as exc:
+            raise FetchFailed(f"GET {_path_of(url)} did not return JSON (not UTF-8)") from exc
+        except InputError as exc:  # malformed, duplicate keys, too deep: the strict reader's reason
+            raise FetchFailed(f"GET {_path_of(url)} did not return JSON the service accepts: {exc.problems[0].message}") from exc
 
 
 def _path_of(url: str) -> str:
