@@ -10,12 +10,11 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from ._durable import Matcher
+from .compiled import compiled_pack
 from .compile import engine_name, member_name, to_engine
-from .doses import compute_dose
 from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
-from .logic import derive, unknowns, verdict
-from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
+from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack
 from .validate import check_state
 
 ACTIVE_BY_DEFAULT = frozenset({"approved"})
@@ -42,7 +41,6 @@ class Evaluator:
     def __init__(self, rules: tuple[Rule, ...], matcher: Matcher) -> None:
         self.rules = rules
         self.matcher = matcher
-        self.reads = {r.id: frozenset(p for leaf in leaves(r.when) for p in leaf.facts()) for r in rules}
 
     @classmethod
     def build(cls, rules: list[Rule] | tuple[Rule, ...]) -> "Evaluator":
@@ -83,8 +81,9 @@ def _slot(pack: RulePack) -> _EngineSlot:
 
 
 def prepare(pack: RulePack) -> None:
-    """Build the pack's engine now (load time), so that anything it refuses fails before any patient."""
+    """Build the pack's engine and compiled conditions now (load time), so that anything refused fails before any patient."""
     _slot(pack).get(pack)
+    compiled_pack(pack)
 
 
 def release(pack: RulePack) -> None:
@@ -128,8 +127,9 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         where = document.where("") if document is not None else {"pointer": ""}
         raise PatientStateError([Problem("a patient state must be a mapping of sections (patient, vitals, ...)", **where)])
     check_state(state, document)
+    compiled = compiled_pack(pack)
     facts = flatten_state(state)
-    derivation = derive(pack.derived, facts)
+    derivation = compiled.derive(facts)
     missing_of = derivation.missing_of
     slot = _slot(pack)
     evaluator = slot.get(pack)
@@ -138,25 +138,24 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     except EvaluationError:
         slot.discard(evaluator)
         raise
-    active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
     recommendations: list[Recommendation] = []
     not_evaluable: list[NotEvaluable] = []
-    for rule in pack.rules:
-        if rule.status not in active:
-            continue
+    known = facts.keys()
+    for rule in compiled.active(ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT):
         if rule.id in fired:
-            v = verdict(rule.when, facts, missing_of)
-            if v.truth is not True:
+            # Every rule the engine fires must be TRUE under the reference semantics (compiled).
+            truth, evidence = rule.verdict(facts)
+            if truth is not True:
                 raise EvaluationError.single(
-                    f"engine fired '{rule.id}' but its condition is {v.truth}; refusing to answer",
+                    f"engine fired '{rule.id}' but its condition is {truth}; refusing to answer",
                     rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
                 )
-            recommendations.append(_recommendation(pack, rule, derivation.expand(v.evidence), facts))
-        elif not evaluator.reads[rule.id] <= facts.keys():
-            t, missing = unknowns(rule.when, facts, missing_of)
-            if t is None:
-                not_evaluable.append(NotEvaluable(rule.id, rule.version, rule.title, tuple(sorted(missing))))
-            elif t:
+            recommendations.append(rule.recommendation(derivation.expand(evidence), facts, pack))
+        elif not rule.reads <= known:
+            truth = rule.truth(facts)
+            if truth is None:
+                not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of)))
+            elif truth:
                 raise EvaluationError.single(
                     f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
                     rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
@@ -197,22 +196,3 @@ def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[R
         else:
             kept.append(rec)
     return kept, tuple(notes)
-
-
-def _citations(pack: RulePack, rule: Rule) -> tuple:
-    """The rule's citations resolved against the pack's references (computed once per pack)."""
-    resolved = pack.cache.get("citations")
-    if resolved is None:
-        resolved = pack.cache.setdefault(
-            "citations", {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules})
-    return resolved[rule.id]
-
-
-def _recommendation(pack: RulePack, rule: Rule, evidence: tuple, facts: Mapping[str, Any]) -> Recommendation:
-    dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
-    return Recommendation(
-        rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
-        title=rule.title, summary=rule.summary, detail=rule.detail,
-        citations=_citations(pack, rule), evidence=evidence,
-        source_section=rule.section, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
-    )
