@@ -76,6 +76,10 @@ def test_compiled_pack_equals_reference_on_patient_states(pack, state):
         if truth is None:
             assert rule.missing(facts, ref.missing_of) == want_missing, rule.id
         assert rule.verdict(facts) == (truth, want_evidence), rule.id
+        if truth:
+            assert got.expand(want_evidence) == ref.expand(want_evidence), rule.id
+    for d in pack.derived:
+        assert got.why(d.name) == ref.why(d.name), d.name
 
 
 def test_recommendations_built_from_static_parts_equal_the_dataclass(pack, now):

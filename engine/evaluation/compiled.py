@@ -295,6 +295,7 @@ class CompiledPack:
         self._active: dict[frozenset[str], tuple[CompiledRule, ...]] = {}
         self.derived = tuple(_CompiledDerived(d, conditions) for d in pack.derived)
         self._derived_model = pack.derived
+        self._derived_by_name = {d.name: d for d in self.derived}
 
     def active(self, statuses: frozenset[str]) -> tuple[CompiledRule, ...]:
         """The rules whose status is in ``statuses``, in pack order (computed once per set)."""
@@ -308,7 +309,7 @@ class CompiledPack:
         missing_of: dict[str, frozenset[str]] = {}
         for d in self.derived:
             d.apply(facts, missing_of)
-        return Derivation(self._derived_model, facts, missing_of)
+        return _CompiledDerivation(self._derived_model, facts, missing_of, self._derived_by_name)
 
 
 def _derived_conditions(d: Derived) -> list[Condition]:
@@ -318,7 +319,7 @@ def _derived_conditions(d: Derived) -> list[Condition]:
 class _CompiledDerived:
     """One derived fact: product, boolean ``when``, or ``cases`` with a default."""
 
-    __slots__ = ("name", "product", "when", "cases", "default")
+    __slots__ = ("name", "product", "when", "cases", "default", "verdicts")
 
     def __init__(self, d: Derived, conditions: _Conditions) -> None:
         self.name = d.name
@@ -330,6 +331,7 @@ class _CompiledDerived:
 
         self.when = compiled(d.when) if d.when is not None else None
         self.cases = tuple((*compiled(c), v) for c, v in d.cases)
+        self.verdicts = tuple(compile_verdict(c, conditions.truth) for c in _derived_conditions(d))
 
     def apply(self, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
         name = self.name
@@ -361,6 +363,53 @@ class _CompiledDerived:
                 break
         if value is not None:
             facts[name] = value
+
+
+class _CompiledDerivation(Derivation):
+    """:class:`.logic.Derivation` with compiled verdicts, and expansion that skips input facts at once."""
+
+    def __init__(self, derived: tuple[Derived, ...], facts: Mapping[str, Any], missing_of: dict[str, frozenset[str]],
+                 compiled: Mapping[str, _CompiledDerived]) -> None:
+        super().__init__(derived, facts, missing_of)
+        self._compiled = compiled
+
+    def why(self, name: str) -> tuple[Evidence, ...]:
+        d = self._compiled.get(name)
+        if d is None or name not in self._facts:
+            return ()
+        found = self._why.get(name)
+        if found is None:
+            facts = self._facts
+            if d.product is not None:
+                found = tuple(Evidence(p, f"{p} is a factor of {name}", facts[p]) for p in d.product)
+            elif d.when is not None:
+                found = d.verdicts[0](facts)[1]
+            else:
+                found = ()
+                for verdict in d.verdicts:
+                    t, evidence = verdict(facts)
+                    found += evidence
+                    if t:
+                        break
+            self._why[name] = found
+        return found
+
+    def expand(self, evidence: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
+        out: list[Evidence] = []
+        seen: set[tuple[str, str]] = set()
+        derived = self._compiled
+        for e in evidence:
+            key = (e.fact, e.test)
+            if key not in seen:
+                seen.add(key)
+                out.append(e)
+            if e.fact in derived:
+                for item in self._chain(e.fact):
+                    key = (item.fact, item.test)
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(item)
+        return tuple(out)
 
 
 def compiled_pack(pack: RulePack) -> CompiledPack:
