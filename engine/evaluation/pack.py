@@ -57,7 +57,36 @@ def load_pack(directory: str | Path | None = None, *, check_examples: bool = Fal
     files = rule_files(directory)
     if not files:
         raise RuleFileError.single("no .yaml rule files in the directory", file=str(directory))
-    return _Builder(directory, files, check_examples).build()
+    if check_examples:
+        return _Builder(directory, files, check_examples).build()
+    return _load_cached(directory, files)
+
+
+def _load_cached(directory: Path, files: list[Path]) -> RulePack:
+    """The pack from the pack cache (keyed by the files' SHA-256, see :mod:`.pack_cache`), else built and stored."""
+    from . import pack_cache
+
+    try:
+        key = pack_cache.pack_key(str(directory), [(_label(p), p.read_bytes()) for p in files])
+    except OSError:  # unreadable file: the builder reports it with its location
+        return _Builder(directory, files, False).build()
+    pack = pack_cache.get(key)
+    if pack is None:
+        pack = _Builder(directory, files, False).build()
+        pack_cache.put(key, pack)
+    else:
+        from .evaluate import prepare
+
+        prepare(pack)
+    return pack
+
+
+def _label(path: Path) -> str:
+    """How a rule file is named in messages: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class _Builder:
@@ -77,7 +106,7 @@ class _Builder:
     def build(self) -> RulePack:
         manifest: dict[str, str] = {}
         for path in self.files:
-            label = self._label(path)
+            label = _label(path)
             try:
                 doc = load_document(path, label=label)
             except InputError as exc:
@@ -119,12 +148,6 @@ class _Builder:
         )
         self._engine_check(pack)
         return pack
-
-    def _label(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
 
     def _raise_if_problems(self) -> None:
         if self.problems:
