@@ -1,0 +1,179 @@
+"""Many patient states evaluated across processes, answered in input order with flat memory.
+
+Input is JSON lines (one state per line) or a directory of state files (YAML or JSON, sorted
+by name). States travel to worker processes in chunks; at most ``window`` chunks are in flight,
+so memory stays flat however long the input. Each worker loads the pack once (from the pack
+cache) and answers every state of a chunk with one JSON line; a state that cannot be read or
+is invalid gets an error line of its own and the others are unaffected.
+
+One line per state, in input order::
+
+    {"index": 0, "source": "<stdin>:1", "ok": true, "result": {...result.schema.json...}}
+    {"index": 1, "source": "<stdin>:2", "ok": false, "exit_code": 1, "error": "patient_state_error", "problems": [...]}
+
+``exit_code`` is what ``pressor recommend`` would have exited with for that state alone
+(1 invalid input, 4 engine failure).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, NamedTuple
+
+from ..errors import EvaluationError, InputError, PressorError
+from ..model import Result
+
+#: States per chunk sent to a worker: large enough to amortise the round trip, small enough to keep memory flat.
+CHUNK = 64
+
+
+class Item(NamedTuple):
+    """One input: where it came from (``file`` or ``<stdin>:LINE``), its text, whether it is one JSON line,
+    and, if it could not even be read, the error (as JSON-ready data)."""
+
+    source: str
+    text: str
+    json_line: bool
+    unreadable: dict[str, Any] | None = None
+
+
+class Answer(NamedTuple):
+    """One output line, and (only when asked, for the audit log) the state and result behind it."""
+
+    line: str
+    exit_code: int
+    state: Any = None
+    result: Result | None = None
+
+
+def json_lines(stream: IO[str], label: str = "<stdin>") -> Iterator[Item]:
+    """Every non-blank line of ``stream`` as an item named ``label:LINE``."""
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            yield Item(f"{label}:{number}", line, True)
+
+
+def state_files(directory: Path) -> Iterator[Item]:
+    """Every ``.json``/``.yaml``/``.yml`` file of ``directory``, sorted by name (read one at a time)."""
+    from .load import read_text
+
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".json", ".yaml", ".yml") and p.is_file()):
+        try:
+            text = read_text(path)
+        except InputError as exc:
+            yield Item(str(path), "", False, exc.to_dict())
+            continue
+        yield Item(str(path), text, False)
+
+
+class _Worker:
+    """What one process keeps between chunks: the pack and the evaluation settings."""
+
+    def __init__(self, rules_dir: str | None, now: datetime, include_draft: bool, keep: bool) -> None:
+        from .pack import load_pack
+
+        self.pack = load_pack(rules_dir)
+        self.now = now
+        self.include_draft = include_draft
+        self.keep = keep
+        from .result_json import ResultWriter
+
+        self.write = ResultWriter()
+
+    def answer(self, index: int, item: Item) -> Answer:
+        from .evaluate import evaluate
+        from .load import Document, parse
+
+        head = {"index": index, "source": item.source}
+        if item.unreadable is not None:
+            return Answer(_dumps({**head, "ok": False, "exit_code": 1, **item.unreadable}), 1)
+        try:
+            if item.json_line:  # no positions inside one line: problems name the line and the JSON pointer
+                state = _json_state(item)
+                document = Document(state, item.source)
+            else:
+                document = parse(item.text, file=item.source, fmt="json" if item.source.endswith(".json") else None)
+                state = document.data
+            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document)
+        except PressorError as exc:
+            code = 4 if isinstance(exc, EvaluationError) else 1
+            return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code)
+        line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":{self.write(result)}}}'
+        return Answer(line, 0, state, result) if self.keep else Answer(line, 0)
+
+
+def _json_state(item: Item) -> Any:
+    try:
+        return json.loads(item.text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError.single(f"malformed JSON: {exc.msg}", file=item.source, column=exc.colno) from exc
+    except (ValueError, RecursionError) as exc:
+        raise InputError.single(f"malformed JSON: {exc}", file=item.source,
+                                suggestion="NaN and Infinity are not allowed") from exc
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number pressor accepts")
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+_worker: _Worker | None = None
+
+
+def _start_worker(*args: Any) -> None:
+    global _worker
+    _worker = _Worker(*args)
+
+
+def _answer_chunk(chunk: list[tuple[int, Item]]) -> list[Answer]:
+    assert _worker is not None, "worker process not initialised"
+    return [_worker.answer(i, item) for i, item in chunk]
+
+
+def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime, include_draft: bool = False,
+                  jobs: int = 1, keep: bool = False, window: int | None = None) -> Iterator[Answer]:
+    """An :class:`Answer` per item, in input order, evaluated by ``jobs`` processes.
+
+    ``keep``: answers also carry the state and the :class:`Result` (for the audit log).
+    At most ``window`` chunks (default ``4 * jobs``) of :data:`CHUNK` states are in flight.
+    """
+    numbered = enumerate(items)
+    if jobs <= 1:
+        worker = _Worker(rules_dir, now, include_draft, keep)
+        for index, item in numbered:
+            yield worker.answer(index, item)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    window = window or 4 * jobs
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(rules_dir, now, include_draft, keep)) as pool:
+        pending: deque = deque()
+        chunk: list[tuple[int, Item]] = []
+        for entry in numbered:
+            chunk.append(entry)
+            if len(chunk) == CHUNK:
+                pending.append(pool.submit(_answer_chunk, chunk))
+                chunk = []
+                if len(pending) >= window:
+                    yield from pending.popleft().result()
+        if chunk:
+            pending.append(pool.submit(_answer_chunk, chunk))
+        while pending:
+            yield from pending.popleft().result()
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
