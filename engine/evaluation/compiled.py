@@ -292,16 +292,16 @@ class CompiledPack:
         conditions = _Conditions(roots)
         citations = {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules}
         self.rules = tuple(CompiledRule(r, conditions, citations[r.id]) for r in pack.rules)
-        self._active: dict[frozenset[str], tuple[CompiledRule, ...]] = {}
+        self._active: dict[frozenset[str], ActiveRules] = {}
         self.derived = tuple(_CompiledDerived(d, conditions) for d in pack.derived)
         self._derived_model = pack.derived
         self._derived_by_name = {d.name: d for d in self.derived}
 
-    def active(self, statuses: frozenset[str]) -> tuple[CompiledRule, ...]:
-        """The rules whose status is in ``statuses``, in pack order (computed once per set)."""
+    def active(self, statuses: frozenset[str]) -> "ActiveRules":
+        """The rules whose status is in ``statuses``, indexed (computed once per set of statuses)."""
         found = self._active.get(statuses)
         if found is None:
-            found = self._active[statuses] = tuple(c for c in self.rules if c.rule.status in statuses)
+            found = self._active[statuses] = ActiveRules(tuple(c for c in self.rules if c.rule.status in statuses))
         return found
 
     def derive(self, facts: dict[str, Any]) -> Derivation:
@@ -310,6 +310,39 @@ class CompiledPack:
         for d in self.derived:
             d.apply(facts, missing_of)
         return _CompiledDerivation(self._derived_model, facts, missing_of, self._derived_by_name)
+
+
+class ActiveRules:
+    """The rules evaluated, in pack order, indexed so that an evaluation touches only the rules that
+    fired or that read a fact the patient lacks (the others are false: no fact unknown, not fired)."""
+
+    __slots__ = ("rules", "position", "readers", "facts")
+
+    def __init__(self, rules: tuple[CompiledRule, ...]) -> None:
+        self.rules = rules
+        self.position = {r.id: i for i, r in enumerate(rules)}
+        readers: dict[str, list[int]] = {}
+        for i, rule in enumerate(rules):
+            for fact in rule.reads:
+                readers.setdefault(fact, []).append(i)
+        self.readers = {fact: tuple(at) for fact, at in readers.items()}
+        self.facts = frozenset(readers)
+
+    def fired(self, keys: set[str]) -> list[CompiledRule]:
+        """The rules among ``keys`` (what the engine fired), in pack order."""
+        position = self.position
+        return [self.rules[i] for i in sorted(position[k] for k in keys if k in position)]
+
+    def reading_absent(self, known: Any) -> list[CompiledRule]:
+        """The rules that read a fact not in ``known``, in pack order."""
+        absent = self.facts.difference(known)
+        if not absent:
+            return []
+        readers = self.readers
+        at: set[int] = set()
+        for fact in absent:
+            at.update(readers[fact])
+        return [self.rules[i] for i in sorted(at)]
 
 
 def _derived_conditions(d: Derived) -> list[Condition]:

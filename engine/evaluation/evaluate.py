@@ -136,26 +136,28 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         raise
     recommendations: list[Recommendation] = []
     not_evaluable: list[NotEvaluable] = []
-    known = facts.keys()
-    for rule in compiled.active(ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT):
+    active = compiled.active(ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT)
+    for rule in active.fired(fired):
+        # Every rule the engine fires must be TRUE under the reference semantics (compiled).
+        truth, evidence = rule.verdict(facts)
+        if truth is not True:
+            raise EvaluationError.single(
+                f"engine fired '{rule.id}' but its condition is {truth}; refusing to answer",
+                rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+            )
+        recommendations.append(rule.recommendation(derivation.expand(evidence), facts, pack))
+    # A rule not fired is false if it knows all its facts; unknown or false otherwise: ask the reference.
+    for rule in active.reading_absent(facts.keys()):
         if rule.id in fired:
-            # Every rule the engine fires must be TRUE under the reference semantics (compiled).
-            truth, evidence = rule.verdict(facts)
-            if truth is not True:
-                raise EvaluationError.single(
-                    f"engine fired '{rule.id}' but its condition is {truth}; refusing to answer",
-                    rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
-                )
-            recommendations.append(rule.recommendation(derivation.expand(evidence), facts, pack))
-        elif not rule.reads <= known:
-            truth = rule.truth(facts)
-            if truth is None:
-                not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of)))
-            elif truth:
-                raise EvaluationError.single(
-                    f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
-                    rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
-                )
+            continue
+        truth = rule.truth(facts)
+        if truth is None:
+            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of)))
+        elif truth:
+            raise EvaluationError.single(
+                f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
+                rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+            )
     recommendations, superseded = _drop_superseded(pack, recommendations)
     recommendations.sort(key=Recommendation.sort_key)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
