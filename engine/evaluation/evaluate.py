@@ -101,14 +101,21 @@ def flatten_state(state: Mapping[str, Any]) -> dict[str, Any]:
     return facts
 
 
+_NAMES: dict[str, str] = {}  # fact path -> engine property name (a few dozen, shared by every pack)
+
+
 def _engine_fact(facts: Mapping[str, Any], array_members: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
+    names = _NAMES
     for path, value in facts.items():
-        if isinstance(value, list):
+        if value.__class__ is list:
             for member in array_members.get(path, ()):
                 flat[member_name(path, member)] = member in value
         else:
-            flat[engine_name(path)] = value
+            name = names.get(path)
+            if name is None:
+                name = names[path] = engine_name(path)
+            flat[name] = value
     return flat
 
 
