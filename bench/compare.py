@@ -244,10 +244,46 @@ def compare(size: int, states: list[dict]) -> dict[str, float]:
             fn(s)
     times = {name: median_us(fn, states) for name, fn in engines.items()}
     times["pressor: durable-rules match alone"] = median_us(matcher.match, engine_facts)
+    times.update(parts(pack, states))
     times["_fired"] = statistics.mean(fired_counts)
     times["_shards"] = len(matcher.shard_sizes)
     release(pack)
     return times
+
+
+def parts(pack, states: list[dict]) -> dict[str, float]:
+    """Median µs of each step of ``evaluate()``, measured apart (where the time goes)."""
+    from pressor.engine.evaluation.compiled import compiled_pack
+    from pressor.engine.evaluation.evaluate import ACTIVE_BY_DEFAULT
+    from pressor.engine.evaluation.validate import check_state
+
+    compiled = compiled_pack(pack)
+    active = compiled.active(ACTIVE_BY_DEFAULT)
+    matcher = pack.cache["engine"].get(pack).matcher
+    prepared = []
+    for state in states:
+        facts = flatten_state(state)
+        derivation = compiled.derive(facts)
+        prepared.append((facts, derivation, matcher.match(_engine_fact(facts, pack.array_members))))
+
+    def fired(p):
+        facts, derivation, keys = p
+        for rule in active.fired(keys):
+            rule.recommendation(derivation.expand(rule.verdict(facts)[1]), facts, pack)
+
+    def undecided(p):
+        facts, derivation, keys = p
+        for rule in active.reading_absent(facts.keys()):
+            if rule.id not in keys and rule.truth(facts) is None:
+                rule.not_evaluable(rule.missing(facts, derivation.missing_of))
+
+    return {
+        "_part: state check": median_us(check_state, states),
+        "_part: flatten and derived facts": median_us(lambda s: compiled.derive(flatten_state(s)), states),
+        "_part: engine fact and match": median_us(lambda p: matcher.match(_engine_fact(p[0], pack.array_members)), prepared),
+        "_part: fired rules: check, evidence, recommendations": median_us(fired, prepared),
+        "_part: unknown vs false, missing facts": median_us(undecided, prepared),
+    }
 
 
 def wall_ms(cmd: list[str], runs: int, env: dict | None = None) -> float:
@@ -286,7 +322,12 @@ def main() -> None:
         for name, us in t.items():
             if not name.startswith("_"):
                 print(f"{size:>5}  {name:36}{us:>10.1f}{us / zen_expr:>12.2f}{us / hand:>16.2f}")
-        print(f"{'':7}({t['_fired']:.1f} rules fire per state on average; pressor: {t['_shards']} engine shards)\n")
+        print(f"{'':7}({t['_fired']:.1f} rules fire per state on average; pressor: {t['_shards']} engine shards)")
+        print(f"{'':7}pressor evaluate(), its steps measured apart (median µs, share of evaluate()):")
+        for name, us in t.items():
+            if name.startswith("_part: "):
+                print(f"{'':9}{name[7:]:52}{us:>8.1f}{us / t['pressor evaluate()']:>8.0%}")
+        print()
         ratio = t["pressor evaluate()"] / zen_expr
         if size in (32, 512):
             target = TARGETS[f"zen expression at {size} rules"]
