@@ -11,7 +11,7 @@ condition, once, into
 * ``missing(facts, missing_of)``: for a condition whose truth is unknown, the input facts
   whose absence made it so (what :func:`.logic.unknowns` returns), a closure;
 * ``verdict(facts)``: truth and the deciding evidence (what :func:`.logic.verdict` returns),
-  a closure, called only for rules that fired.
+  a closure, called only for rules that fired (and for the derived facts their evidence names).
 
 Each rule also gets the parts of its recommendation that do not depend on the patient,
 built once (:class:`CompiledRule`). The compiled form lives in ``pack.cache`` and is
@@ -19,6 +19,7 @@ rebuilt (in a few milliseconds) whenever a pack is loaded, also from the pack ca
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Mapping
 
@@ -120,16 +121,20 @@ def compile_truths(conditions: list[Condition]) -> list[Truth]:
 
 # --- missing facts and evidence: closures (cold path) ---------------------------
 
+#: The comparison operators as C functions (``in``: the value is one of the constants; ``includes``: the list holds it).
+_OPERATOR = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+             "!=": operator.ne, "in": lambda a, b: a in b, "includes": operator.contains}
+_new_evidence = tuple.__new__  # Evidence(...) without the named tuple's Python-level __new__
+
+
 def _leaf_truth(leaf: Compare) -> Truth:
     """Truth of one comparison as a closure (leaves are many; only groups get generated code)."""
-    from .logic import _ORDER
-
     fact, other, value = leaf.fact, leaf.value_fact, leaf.value
     if leaf.op == "known":
         return lambda facts: fact in facts
     if leaf.op == "unknown":
         return lambda facts: fact not in facts
-    op = _ORDER[leaf.op]
+    op = _OPERATOR[leaf.op]
     if other is not None:
         return lambda facts: op(facts[fact], facts[other]) if fact in facts and other in facts else None
     return lambda facts: op(facts[fact], value) if fact in facts else None
@@ -162,25 +167,40 @@ def compile_missing(cond: Condition, truth_of: Callable[[Condition], Truth]) -> 
     return group_missing
 
 
-def compile_verdict(cond: Condition, truth_of: Callable[[Condition], Truth]) -> VerdictFn:
+def compile_verdict(cond: Condition) -> VerdictFn:
     """``verdict(facts)``: truth and deciding evidence, as :func:`.logic.verdict` (missing facts not kept)."""
     if isinstance(cond, Compare):
-        truth = truth_of(cond)
         fact, text, other = cond.fact, cond.text, cond.value_fact
-        presence = cond.op in ("known", "unknown")
+        if cond.op in ("known", "unknown"):
+            wanted = cond.op == "known"
 
-        def leaf_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
-            t = truth(facts)
-            if t is None:
+            def presence_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
+                present = fact in facts
+                t = present is wanted
+                return t, (_new_evidence(Evidence, (fact, text, present, t)),)
+
+            return presence_verdict
+        op, value = _OPERATOR[cond.op], cond.value
+        if other is None:
+            def leaf_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
+                if fact not in facts:
+                    return None, ()
+                shown = facts[fact]
+                t = op(shown, value)
+                return t, (_new_evidence(Evidence, (fact, text, shown, t)),)
+
+            return leaf_verdict
+
+        def pair_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
+            if fact not in facts or other not in facts:
                 return None, ()
-            shown = (fact in facts) if presence else facts.get(fact)
-            if other is None:
-                return t, (Evidence(fact, text, shown, t),)
-            return t, (Evidence(fact, text, shown, t), Evidence(other, text, facts[other], t))
+            shown, against = facts[fact], facts[other]
+            t = op(shown, against)
+            return t, (_new_evidence(Evidence, (fact, text, shown, t)), _new_evidence(Evidence, (other, text, against, t)))
 
-        return leaf_verdict
+        return pair_verdict
     if isinstance(cond, Not):
-        inner = compile_verdict(cond.child, truth_of)
+        inner = compile_verdict(cond.child)
 
         def not_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
             t, evidence = inner(facts)
@@ -188,7 +208,7 @@ def compile_verdict(cond: Condition, truth_of: Callable[[Condition], Truth]) -> 
 
         return not_verdict
     conj = isinstance(cond, All)
-    kids = tuple(compile_verdict(c, truth_of) for c in cond.children)
+    kids = tuple(compile_verdict(c) for c in cond.children)
 
     def group_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
         held: list[Evidence] = []
@@ -259,7 +279,7 @@ class CompiledRule:
         self.reads = frozenset(p for leaf in leaves(rule.when) for p in leaf.facts())
         self.truth = conditions.truth(rule.when)
         self.missing = compile_missing(rule.when, conditions.truth)
-        self.verdict = compile_verdict(rule.when, conditions.truth)
+        self.verdict = compile_verdict(rule.when)
         self.dose = rule.dose
         self.static = {
             "rule_id": rule.id, "rule_version": rule.version, "status": rule.status, "kind": rule.kind,
@@ -364,7 +384,7 @@ class _CompiledDerived:
 
         self.when = compiled(d.when) if d.when is not None else None
         self.cases = tuple((*compiled(c), v) for c, v in d.cases)
-        self.verdicts = tuple(compile_verdict(c, conditions.truth) for c in _derived_conditions(d))
+        self.verdicts = tuple(compile_verdict(c) for c in _derived_conditions(d))
 
     def apply(self, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
         name = self.name
