@@ -35,6 +35,7 @@ import stat
 import sys
 import tempfile
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -56,6 +57,7 @@ def cache_dir() -> Path | None:
     return Path(platformdirs.user_cache_dir("pressor")) / "packs"
 
 
+@lru_cache(maxsize=None)
 def _code_fingerprint() -> bytes:
     """SHA-256 over the code and schemas that decide what a loaded pack holds."""
     h = hashlib.sha256()
