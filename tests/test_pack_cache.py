@@ -122,3 +122,17 @@ def test_a_cache_hit_imports_no_jsonschema_pint_sqlite_or_metadata(cache):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the cache
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_recommend_imports_only_what_it_uses(cache):
+    """`pressor recommend --no-audit` on a cache hit: no jsonschema, pint, SQLite, metadata scan, lint or service."""
+    example = str(EXAMPLES / "septic-shock-adult.yaml")
+    code = ("import sys; from pressor.cli.main import cli; "
+            f"cli(['recommend', {example!r}, '--json', '--no-audit'], standalone_mode=False); "
+            "heavy = ('jsonschema', 'pint', 'sqlite3', 'importlib.metadata', 'pressor.engine.authoring.lint', "
+            "'pressor.service.app', 'fastapi', 'multiprocessing'); "
+            "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)")
+    env = {**os.environ, pack_cache.ENV: str(cache)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the cache
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    assert out.stderr.strip().splitlines()[-1] == "[]"
