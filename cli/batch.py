@@ -23,10 +23,11 @@ def run_batch(source: str, *, rules_dir: str | None, now: datetime, include_draf
     order, by this process; a state whose record fails is still answered (exit 3) unless
     ``require_audit``, when its line becomes an error line (exit 1).
     """
-    from pressor.engine.evaluation.batch import default_jobs, evaluate_many, json_lines, state_files
+    from pressor.engine.evaluation.batch import default_jobs, evaluate_many, freeze_long_lived, json_lines, state_files
     from pressor.engine.evaluation.pack import load_pack
 
     pack = load_pack(rules_dir)  # a bad pack fails here, once, before any state is read
+    freeze_long_lived()  # this process does nothing else now
     path = Path(source)
     if source != "-" and not path.exists():
         raise InputError.single("file not found", file=source,
