@@ -8,7 +8,6 @@ from dataclasses import fields, make_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
