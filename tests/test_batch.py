@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import fields, make_dataclass
@@ -171,3 +172,20 @@ def test_result_writer_stands_aside_when_results_gain_fields(pack, monkeypatch):
     assert not ResultWriter().fast
     result = evaluate(pack, _states()[0], now=NOW_DT)
     assert ResultWriter()(result) == compact_json(result)
+
+
+def _die(chunk):
+    os._exit(9)
+
+
+def test_a_worker_that_dies_is_an_engine_failure_not_a_traceback(monkeypatch):
+    from pressor.engine.errors import EvaluationError
+
+    monkeypatch.setattr(batch, "_answer_chunk", _die)  # forked workers inherit the patched module
+    items = [batch.Item("<t>:1", json.dumps(_states()[0]), True)] * 3
+    try:
+        list(batch.evaluate_many(items, rules_dir=None, now=NOW_DT, jobs=2))
+    except EvaluationError as exc:
+        assert "worker process died" in str(exc.problems[0])
+    else:
+        raise AssertionError("a dead worker went unnoticed")

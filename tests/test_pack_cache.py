@@ -136,3 +136,11 @@ def test_recommend_imports_only_what_it_uses(cache):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the cache
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
     assert out.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_old_entries_are_pruned(cache, monkeypatch):
+    monkeypatch.setattr(pack_cache, "KEEP", 3)
+    for i in range(5):
+        pack_cache._write(f"{i:064x}.pack", b"payload")
+        os.utime(cache / f"{i:064x}.pack", (1000 + i, 1000 + i))
+    assert {p.name for p in cache.iterdir()} == {f"{i:064x}.pack" for i in (2, 3, 4)}

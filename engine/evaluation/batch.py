@@ -165,21 +165,29 @@ def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime
 
     window = window or 4 * jobs
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(rules_dir, now, include_draft, keep)) as pool:
-        pending: deque = deque()
-        chunk: list[tuple[int, Item]] = []
-        for entry in numbered:
-            chunk.append(entry)
-            if len(chunk) == CHUNK:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(rules_dir, now, include_draft, keep)) as pool:
+            pending: deque = deque()
+            chunk: list[tuple[int, Item]] = []
+            for entry in numbered:
+                chunk.append(entry)
+                if len(chunk) == CHUNK:
+                    pending.append(pool.submit(_answer_chunk, chunk))
+                    chunk = []
+                    if len(pending) >= window:
+                        yield from pending.popleft().result()
+            if chunk:
                 pending.append(pool.submit(_answer_chunk, chunk))
-                chunk = []
-                if len(pending) >= window:
-                    yield from pending.popleft().result()
-        if chunk:
-            pending.append(pool.submit(_answer_chunk, chunk))
-        while pending:
-            yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+    except BrokenProcessPool as exc:  # a worker died (killed, out of memory, a crash in the engine)
+        raise EvaluationError.single(
+            "a batch worker process died; the states from the first unanswered one on were not evaluated",
+            suggestion="rerun those states; if it happens again, run with --jobs 1 and report it",
+        ) from exc
 
 
 def default_jobs() -> int:

@@ -127,6 +127,7 @@ def _write(name: str, payload: bytes) -> None:
             fh.write(_header(name, payload) + payload)
         os.replace(tmp, where / name)
         tmp = None
+        _prune(where)
     except OSError:
         return
     finally:
@@ -135,6 +136,20 @@ def _write(name: str, payload: bytes) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+#: Entries kept; beyond that the least recently written go (each is ~150 KB; old code and pack versions pile up).
+KEEP = 64
+
+
+def _prune(where: Path) -> None:
+    try:
+        entries = sorted(where.glob("*.*"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-KEEP]:
+            if not old.name.startswith(".tmp-"):
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass  # another process pruned first, or the directory went: nothing to keep tidy
 
 
 def get(key: str) -> RulePack | None:
