@@ -144,3 +144,13 @@ def test_old_entries_are_pruned(cache, monkeypatch):
         pack_cache._write(f"{i:064x}.pack", b"payload")
         os.utime(cache / f"{i:064x}.pack", (1000 + i, 1000 + i))
     assert {p.name for p in cache.iterdir()} == {f"{i:064x}.pack" for i in (2, 3, 4)}
+
+
+def test_compiled_condition_code_is_cached_by_its_source(cache):
+    source = "def answer(f):\n    return f.get('x', 0) < 3\n"
+    first = pack_cache.compiled_code(source, "<test>")
+    assert len(list(cache.glob("*.code"))) == 1
+    second = pack_cache.compiled_code(source, "<test>")
+    assert second == first  # the same code object, read back from its marshalled form
+    pack_cache.compiled_code(source + "\n", "<test>")
+    assert len(list(cache.glob("*.code"))) == 2  # another source, another entry

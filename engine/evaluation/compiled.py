@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from .doses import compute_dose
 from .logic import Derivation
+from .pack_cache import compiled_code
 from ..model import All, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
 
 Truth = Callable[[Mapping[str, Any]], "bool | None"]
@@ -115,7 +116,8 @@ def compile_truths(conditions: list[Condition]) -> list[Truth]:
     source = _TruthSource()
     names = [source.function(c) for c in conditions]
     namespace = dict(source.constants)
-    exec(compile("\n".join(source.lines) + "\n", "<pressor compiled conditions>", "exec"), namespace)  # noqa: S102
+    code = compiled_code("\n".join(source.lines) + "\n", "<pressor compiled conditions>")
+    exec(code, namespace)  # noqa: S102 - our own generated source: names, operators, constants bound by name
     return [namespace[n] for n in names]
 
 
