@@ -34,7 +34,6 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -121,6 +120,8 @@ def _write(name: str, payload: bytes) -> None:
     where = cache_dir()
     if where is None:
         return
+    import tempfile  # only when writing: with shutil and the compressors it costs ~10 ms of every start
+
     tmp = None
     try:
         where.mkdir(parents=True, exist_ok=True, mode=0o700)
