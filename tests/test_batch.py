@@ -189,3 +189,15 @@ def test_a_worker_that_dies_is_an_engine_failure_not_a_traceback(monkeypatch):
         assert "worker process died" in str(exc.problems[0])
     else:
         raise AssertionError("a dead worker went unnoticed")
+
+
+def test_a_timeline_input_is_converted_as_recommend_converts_it(tmp_path):
+    timeline = EXAMPLES / "timeline" / "septic-persisting.yaml"
+    (tmp_path / "t.yaml").write_text(timeline.read_text())
+    out = _run(str(tmp_path), "--no-audit")
+    assert out.exit_code == 0, out.stdout
+    line = _lines(out.stdout)[0]
+    alone = CliRunner().invoke(cli, ["recommend", str(timeline), "--json", "--no-audit", "--now", NOW])
+    expected = json.loads(alone.stdout)
+    assert line["facts"] == expected.pop("facts")
+    assert line["result"] == expected
