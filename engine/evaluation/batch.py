@@ -11,8 +11,9 @@ One line per state, in input order::
     {"index": 0, "source": "<stdin>:1", "ok": true, "result": {...result.schema.json...}}
     {"index": 1, "source": "<stdin>:2", "ok": false, "exit_code": 1, "error": "patient_state_error", "problems": [...]}
 
-A timeline input (top-level ``timeline:``) is converted as ``pressor recommend`` converts it, and its
-line also carries ``facts`` (where each fact's value came from).
+A timeline input (top-level ``timeline:``) is converted as ``pressor recommend`` converts it: its
+``result`` also holds ``facts`` (where each fact's value came from) and the line ``timeline`` (what
+the conversion did), as ``pressor recommend --json`` prints them.
 
 ``exit_code`` is what ``pressor recommend`` would have exited with for that state alone
 (1 invalid input, 4 engine failure).
@@ -100,18 +101,22 @@ class _Worker:
             else:
                 document = parse(item.text, file=item.source, fmt="json" if item.source.endswith(".json") else None)
                 state = document.data
-            facts = None
+            conversion = None
             if isinstance(state, dict) and "timeline" in state:  # a timeline input, as `pressor recommend` takes it
                 from ..ehr.fhir import from_timeline
 
                 conversion = from_timeline(document, now=self.now, pack=self.pack)
-                state, document, facts = conversion.state, None, conversion.facts
+                state, document = conversion.state, None
             result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document)
         except PressorError as exc:
             code = 4 if isinstance(exc, EvaluationError) else 1
             return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code)
-        line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":{self.write(result)}'
-        line += f',"facts":{_dumps(facts)}}}' if facts is not None else "}"
+        text = self.write(result)
+        line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":'
+        if conversion is None:
+            line += text + "}"
+        else:  # as `pressor recommend --json` shows it: the facts' provenance in the result, the conversion beside
+            line += f'{text[:-1]},"facts":{_dumps(conversion.facts)}}},"timeline":{_dumps(conversion.to_dict())}}}'
         return Answer(line, 0, state, result) if self.keep else Answer(line, 0)
 
 
