@@ -15,7 +15,7 @@ from . import exit_codes
 from .common import say
 
 
-def run_batch(source: str, *, rules_dir: str | None, now: datetime, include_draft: bool, jobs: int,
+def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None, now: datetime, include_draft: bool, jobs: int,
               audit: dict[str, Any] | None, require_audit: bool) -> int:
     """Evaluate every state of ``source`` (``-`` or a file: JSON lines; a directory: state files); the exit code.
 
@@ -26,7 +26,7 @@ def run_batch(source: str, *, rules_dir: str | None, now: datetime, include_draf
     from pressor.engine.evaluation.batch import default_jobs, evaluate_many, freeze_long_lived, json_lines, state_files
     from pressor.engine.evaluation.pack import load_pack
 
-    pack = load_pack(rules_dir)  # a bad pack fails here, once, before any state is read
+    pack = load_pack(rules_dir, profile=profile)  # a bad pack fails here, once, before any state is read
     freeze_long_lived()  # this process does nothing else now
     path = Path(source)
     if source != "-" and not path.exists():
@@ -44,7 +44,7 @@ def run_batch(source: str, *, rules_dir: str | None, now: datetime, include_draf
             items = json_lines(stack.enter_context(open(path, encoding="utf-8")), label=str(path))
         if log is not None and not_recorded is None:
             stack.callback(log.close)
-        answers = evaluate_many(items, rules_dir=rules_dir, now=now, include_draft=include_draft,
+        answers = evaluate_many(items, rules_dir=rules_dir, profile=profile, now=now, include_draft=include_draft,
                                 jobs=default_jobs() if jobs == 0 else jobs, keep=audit is not None)
         for answer in answers:
             line, code = answer.line, answer.exit_code

@@ -16,7 +16,7 @@ from pressor.engine.evaluation.pack import load_pack
 from . import exit_codes
 from .audit import audit_db_option
 from .batch import jobs_option, run_batch
-from .common import emit_json, handles_errors, json_option, report_error, rules_option, say
+from .common import emit_json, handles_errors, json_option, profile_option, report_error, rules_option, say
 from pressor.engine.report import result_text
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.argument("state_file", metavar="FILE|-", type=str)
 @json_option
 @rules_option
+@profile_option
 @click.option("--include-draft", is_flag=True, help="Also evaluate draft and in-review rules (marked as such).")
 @click.option("--now", "now_text", metavar="ISO-8601", default=None, help="Evaluation time (default: now, UTC).")
 @click.option("--fhir", is_flag=True,
@@ -111,7 +112,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
                    "files; one JSON line per state on stdout, in input order (see the README for their shape).")
 @jobs_option
 @handles_errors
-def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_draft: bool, now_text: str | None,
+def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: str | None, include_draft: bool, now_text: str | None,
               fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
               require_audit: bool, batch: bool, jobs: int) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
@@ -151,11 +152,11 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
         if fhir:
             raise click.UsageError("--batch reads patient states, not FHIR bundles; give one of --batch and --fhir")
         audit = None if no_audit else {"audit_db": audit_db, "input_mode": audit_input, "user": user}
-        sys.exit(run_batch(state_file, rules_dir=rules_dir, now=now, include_draft=include_draft, jobs=jobs,
-                           audit=audit, require_audit=require_audit))
+        sys.exit(run_batch(state_file, rules_dir=rules_dir, profile=profile, now=now, include_draft=include_draft,
+                           jobs=jobs, audit=audit, require_audit=require_audit))
     if jobs != 1:
         raise click.UsageError("--jobs applies to --batch only")
-    pack = load_pack(rules_dir)
+    pack = load_pack(rules_dir, profile=profile)
     state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     if no_audit:

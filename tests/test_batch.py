@@ -200,3 +200,14 @@ def test_a_timeline_input_is_converted_as_recommend_converts_it():
     expected = json.loads(alone.stdout)
     assert "facts" in line["result"] and line["result"] == expected["result"]
     assert line["timeline"] == expected["timeline"]
+
+
+def test_a_site_profile_applies_to_every_state_of_the_batch():
+    profile = sorted((EXAMPLES / "profiles").glob("*.yaml"))[0]
+    states = _states()[:2]
+    out = _run("-", "--no-audit", "--profile", str(profile), stdin=_jsonl(states))
+    assert out.exit_code == 0, out.stderr
+    for line, example in zip(_lines(out.stdout), sorted(EXAMPLES.glob("*.yaml"))[:2]):
+        alone = CliRunner().invoke(cli, ["recommend", str(example), "--json", "--no-audit", "--now", NOW,
+                                         "--profile", str(profile)])
+        assert line["result"] == json.loads(alone.stdout) and "profile" in line["result"]["pack"]

@@ -154,3 +154,16 @@ def test_compiled_condition_code_is_cached_by_its_source(cache):
     assert second == first  # the same code object, read back from its marshalled form
     pack_cache.compiled_code(source + "\n", "<test>")
     assert len(list(cache.glob("*.code"))) == 2  # another source, another entry
+
+
+def test_a_site_profile_is_part_of_the_key_and_never_served_stale(cache, rules, tmp_path):
+    profile = sorted((EXAMPLES / "profiles").glob("*.yaml"))[0]
+    mine = tmp_path / "site.yaml"
+    mine.write_text(profile.read_text())
+    plain, profiled = load_pack(rules), load_pack(rules, profile=mine)
+    assert plain.profile is None and profiled.profile is not None
+    assert len(list(cache.glob("*.pack"))) == 2
+    assert load_pack(rules, profile=mine) == profiled  # from the cache
+    mine.write_text(profile.read_text() + "\n# edited\n")
+    load_pack(rules, profile=mine)
+    assert len(list(cache.glob("*.pack"))) == 3  # an edited profile is another key

@@ -24,7 +24,7 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable, Mapping
 
 from .doses import compute_dose
-from .logic import Derivation
+from .logic import Derivation, estimated_map
 from .pack_cache import compiled_code
 from ..model import All, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
 
@@ -372,13 +372,15 @@ def _derived_conditions(d: Derived) -> list[Condition]:
 
 
 class _CompiledDerived:
-    """One derived fact: product, boolean ``when``, or ``cases`` with a default."""
+    """One derived fact: the mean pressure (measured, else estimated), a product, a boolean ``when``, or
+    ``cases`` with a default; as :func:`.logic.derive` computes them (the differential tests compare)."""
 
-    __slots__ = ("name", "product", "when", "cases", "default", "verdicts")
+    __slots__ = ("name", "product", "mean_pressure", "when", "cases", "default", "verdicts")
 
     def __init__(self, d: Derived, conditions: _Conditions) -> None:
         self.name = d.name
         self.product = d.product
+        self.mean_pressure = d.mean_pressure
         self.default = d.default
 
         def compiled(c: Condition) -> tuple[Truth, Missing]:
@@ -390,6 +392,15 @@ class _CompiledDerived:
 
     def apply(self, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
         name = self.name
+        if self.mean_pressure is not None:
+            m, sbp, dbp = self.mean_pressure
+            if m in facts:
+                facts[name] = facts[m]
+            elif sbp in facts and dbp in facts:
+                facts[name] = estimated_map(facts[sbp], facts[dbp])
+            else:
+                missing_of[name] = frozenset((m,))
+            return
         if self.product is not None:
             a, b = self.product
             if a in facts and b in facts:
@@ -437,6 +448,13 @@ class _CompiledDerivation(Derivation):
             facts = self._facts
             if d.product is not None:
                 found = tuple(Evidence(p, f"{p} is a factor of {name}", facts[p]) for p in d.product)
+            elif d.mean_pressure is not None:
+                m, sbp, dbp = d.mean_pressure
+                if m in facts:
+                    found = (Evidence(m, f"{name} is the measured MAP", facts[m]),)
+                else:
+                    test = f"{name} ESTIMATED as DBP + (SBP - DBP) / 3 (no measured MAP)"
+                    found = (Evidence(sbp, test, facts[sbp]), Evidence(dbp, test, facts[dbp]))
             elif d.when is not None:
                 found = d.verdicts[0](facts)[1]
             else:

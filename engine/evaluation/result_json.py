@@ -76,10 +76,11 @@ class ResultWriter:
     def _write(self, result: Result) -> str:
         recs = ",".join(self._recommendation(r) for r in result.recommendations)
         missing = ",".join(self._not_evaluable(n) for n in result.not_evaluable)
-        key = (tuple(result.pack.items()), result.evaluated_at, result.engine_version, result.include_draft)
+        pack = _dumps(result.pack)  # the pack's identity, with the site profile when there is one
+        key = (pack, result.evaluated_at, result.engine_version, result.include_draft)
         header = self._headers.get(key)
         if header is None:
-            header = (f'{{"pack":{_dumps(result.pack)},"evaluated_at":{_dumps(result.evaluated_at)},'
+            header = (f'{{"pack":{pack},"evaluated_at":{_dumps(result.evaluated_at)},'
                       f'"engine_version":{_dumps(result.engine_version)},"include_draft":{_dumps(result.include_draft)},')
             _remember(self._headers, key, header)
         warnings = _dumps(list(result.warnings)) if result.warnings else "[]"
