@@ -92,8 +92,7 @@ def _record(log: Any, pack: Any, answer: Any, audit: dict[str, Any],
             error = exc
     if not require_audit:
         return answer.line, exit_codes.NOT_RECORDED, error
-    head = json.loads(answer.line)
-    withheld = {"index": head["index"], "source": head["source"], "ok": False, "exit_code": exit_codes.INVALID,
+    withheld = {"index": answer.index, "source": answer.source, "ok": False, "exit_code": exit_codes.INVALID,
                 **error.to_dict()}
     return json.dumps(withheld, ensure_ascii=False, separators=(",", ":")), exit_codes.INVALID, error
 

@@ -116,7 +116,7 @@ _encode_fact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow
 def fact_json(flat: Mapping[str, Any]) -> str:
     """Serialise one flat fact (name -> bool, number or string) the way the engine needs it.
 
-    One ``json.dumps`` call, then (only if the text holds an exponent) every bare exponent (which the engine refuses with error
+    One encoder call, then (only if the text holds an exponent) every bare exponent (which the engine refuses with error
     204) gets a ``.0``; the pattern is anchored after a key, so strings are never touched.
     """
     text = _encode_fact(flat)

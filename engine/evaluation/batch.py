@@ -45,10 +45,13 @@ class Item(NamedTuple):
 
 
 class Answer(NamedTuple):
-    """One output line, and (only when asked, for the audit log) the state and result behind it."""
+    """One output line, its state's place in the input, and (only when asked, for the audit log) the
+    state and result behind it."""
 
     line: str
     exit_code: int
+    index: int
+    source: str
     state: Any = None
     result: Result | None = None
 
@@ -89,14 +92,14 @@ class _Worker:
 
     def answer(self, index: int, item: Item) -> Answer:
         from .evaluate import evaluate
-        from .load import Document, parse
+        from .load import Document, loads_json, parse
 
         head = {"index": index, "source": item.source}
         if item.unreadable is not None:
-            return Answer(_dumps({**head, "ok": False, "exit_code": 1, **item.unreadable}), 1)
+            return Answer(_dumps({**head, "ok": False, "exit_code": 1, **item.unreadable}), 1, index, item.source)
         try:
             if item.json_line:  # no positions inside one line: problems name the line and the JSON pointer
-                state = _json_state(item)
+                state = loads_json(item.text, file=item.source)
                 document = Document(state, item.source)
             else:
                 document = parse(item.text, file=item.source, fmt="json" if item.source.endswith(".json") else None)
@@ -110,28 +113,14 @@ class _Worker:
             result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document)
         except PressorError as exc:
             code = 4 if isinstance(exc, EvaluationError) else 1
-            return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code)
+            return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code, index, item.source)
         text = self.write(result)
         line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":'
         if conversion is None:
             line += text + "}"
         else:  # as `pressor recommend --json` shows it: the facts' provenance in the result, the conversion beside
             line += f'{text[:-1]},"facts":{_dumps(conversion.facts)}}},"timeline":{_dumps(conversion.to_dict())}}}'
-        return Answer(line, 0, state, result) if self.keep else Answer(line, 0)
-
-
-def _json_state(item: Item) -> Any:
-    try:
-        return json.loads(item.text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InputError.single(f"malformed JSON: {exc.msg}", file=item.source, column=exc.colno) from exc
-    except (ValueError, RecursionError) as exc:
-        raise InputError.single(f"malformed JSON: {exc}", file=item.source,
-                                suggestion="NaN and Infinity are not allowed") from exc
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number pressor accepts")
+        return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
 
 
 def _dumps(data: dict[str, Any]) -> str:
