@@ -116,8 +116,9 @@ _encode_fact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow
 def fact_json(flat: Mapping[str, Any]) -> str:
     """Serialise one flat fact (name -> bool, number or string) the way the engine needs it.
 
-    One encoder call, then (only if the text holds an exponent) every bare exponent (which the engine refuses with error
-    204) gets a ``.0``; the pattern is anchored after a key, so strings are never touched.
+    One encoder call, then (only if the text holds an exponent) every bare exponent (which the
+    engine refuses with error 204) gets a ``.0``; the pattern is anchored after a key, so strings
+    are never touched.
     """
     text = _encode_fact(flat)
     if "e-" in text or "e+" in text:  # repr() writes every exponent with its sign; names never hold - or +
