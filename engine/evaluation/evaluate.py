@@ -15,11 +15,14 @@ from .doses import compute_dose
 from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
 from .logic import derive, unknowns, verdict
-from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
+from ..model import (SEVERITY_ORDER, AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack,
+                     leaves)
 from .validate import check_state
 
 ACTIVE_BY_DEFAULT = frozenset({"approved"})
 ACTIVE_WITH_DRAFTS = frozenset({"approved", "draft", "in-review"})
+#: Among conditional advice for the same answer: acting before avoiding, considering and watching.
+_KIND_ORDER = {"do": 0, "avoid": 1, "consider": 2, "monitor": 3}
 
 
 def engine_version() -> str:
@@ -141,6 +144,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
     recommendations: list[Recommendation] = []
     not_evaluable: list[NotEvaluable] = []
+    undecided: list[Rule] = []
     for rule in pack.rules:
         if rule.status not in active:
             continue
@@ -156,6 +160,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
             t, missing = unknowns(rule.when, facts, missing_of)
             if t is None:
                 not_evaluable.append(NotEvaluable(rule.id, rule.version, rule.title, tuple(sorted(missing))))
+                undecided.append(rule)
             elif t:
                 raise EvaluationError.single(
                     f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
@@ -163,6 +168,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
                 )
     recommendations, superseded = _drop_superseded(pack, recommendations)
     recommendations.sort(key=Recommendation.sort_key)
+    conditional, ask_next, not_applicable = (
+        _when_missing(pack, undecided, facts, recommendations) if undecided else ((), (), ()))
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
     warnings = superseded + tuple(
@@ -178,7 +185,54 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         derived=derived_out,
         warnings=warnings,
         include_draft=include_draft,
+        conditional=conditional,
+        ask_next=ask_next,
+        not_applicable=not_applicable,
     )
+
+
+def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any], shown: list[Recommendation]
+                  ) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...], tuple[NotApplicable, ...]]:
+    """Conditional advice, the questions that decide it, and the rules that cannot apply (see residual.py)."""
+    from .residual import analyse, inputs_of
+    from .wording import question, words
+
+    analysis = analyse(pack, undecided, facts, frozenset(r.rule_id for r in shown))
+    descriptions = {d.name: d.description for d in pack.derived}
+    rank = {q.fact: i for i, q in enumerate(analysis.questions)}
+    order = {r.id: i for i, r in enumerate(pack.rules)}
+    groups: dict[Any, list[Conditional]] = {}
+    not_applicable: list[NotApplicable] = []
+    for item in analysis.undecided:
+        rule = item.rule
+        if item.outcome == "conditional":
+            dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
+            groups.setdefault(item.residual, []).append(Conditional(
+                rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
+                title=rule.title, summary=rule.summary, detail=rule.detail, citations=_citations(pack, rule),
+                source_section=rule.section, condition=item.residual, text=words(item.residual, descriptions),
+                facts=inputs_of(item.residual), dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
+            ))
+        elif item.outcome == "not_applicable":
+            if item.because:
+                because, declared = "; ".join(d.meaning for d in item.because), tuple(d.name for d in item.because)
+            else:
+                because, declared = "no value of the missing facts makes it apply", ()
+            not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, because, declared))
+
+    def rule_key(c: Conditional) -> tuple:
+        return (SEVERITY_ORDER[c.severity], _KIND_ORDER[c.kind], order[c.rule_id])
+
+    def group_key(members: list[Conditional]) -> tuple:
+        # What the best question decides first; then fewer facts, more severe, acting before watching, more rules.
+        best = min(members, key=rule_key)
+        return (min(rank.get(f, len(rank)) for f in best.facts), len(best.facts), rule_key(best)[:2], -len(members),
+                order[best.rule_id])
+
+    conditional = [c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key)]
+    ask = tuple(AskNext(q.fact, question(q.fact, descriptions), tuple((r.id, r.severity, r.title) for r in q.decides))
+                for q in analysis.questions)
+    return tuple(conditional), ask, tuple(not_applicable)
 
 
 def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[Recommendation], tuple[str, ...]]:
