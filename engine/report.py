@@ -132,12 +132,17 @@ def if_groups(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     return list(groups.items())
 
 
+def shown_if_groups(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The conditional advice worth showing first: groups decided by the first questions alone."""
+    asked = {a["fact"] for a in data.get("ask_next", [])[:ASK_SHOWN]}
+    return [(text, members) for text, members in if_groups(data) if set(members[0]["if"]["facts"]) <= asked][:IF_GROUPS_SHOWN]
+
+
 def _conditional_block(data: dict[str, Any], out: list[tuple[str, dict[str, Any]]]) -> set[str]:
     """The "IF ..." block: advice that one of the first questions' answers would make firm."""
     asked = {a["fact"]: a["question"] for a in data.get("ask_next", [])[:ASK_SHOWN]}
     shown: set[str] = set()
-    groups = [(text, members) for text, members in if_groups(data) if set(members[0]["if"]["facts"]) <= set(asked)]
-    for text, members in groups[:IF_GROUPS_SHOWN]:
+    for text, members in shown_if_groups(data):
         out.append(("", {}))
         out.append((f"IF {text}:", {"bold": True}))
         questions = [asked[f] for f in members[0]["if"]["facts"] if f in asked]

@@ -434,7 +434,8 @@ class _Builder:
                         continue
                     facts = (ft.path,)
                 when = ConditionCompiler(self.vocab, report).parse(item["when"], f"{ptr}/when") if "when" in item else None
-                out.append(AbsentMeans(facts, item["meaning"].strip(), item.get("section"), item.get("fact"), item.get("none"),
+                out.append(AbsentMeans(facts, item["meaning"].strip(), item.get("section"), item.get("fact"),
+                                       tuple(item["none"]) if isinstance(item.get("none"), list) else item.get("none"),
                                        when, file=doc.file, line=doc.where(ptr).get("line"), pointer=ptr))
         return out
 
