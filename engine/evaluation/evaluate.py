@@ -194,25 +194,27 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
 def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any], shown: list[Recommendation]
                   ) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...], tuple[NotApplicable, ...]]:
     """Conditional advice, the questions that decide it, and the rules that cannot apply (see residual.py)."""
-    from .residual import analyse, inputs_of
-    from .wording import question, words
+    from .residual import analyse, context
+    from .wording import question
 
     analysis = analyse(pack, undecided, facts, frozenset(r.rule_id for r in shown))
-    descriptions = {d.name: d.description for d in pack.derived}
     rank = {q.fact: i for i, q in enumerate(analysis.questions)}
-    order = {r.id: i for i, r in enumerate(pack.rules)}
-    groups: dict[Any, list[Conditional]] = {}
+    order = context(pack).order
+    groups: dict[str, list[Conditional]] = {}
     not_applicable: list[NotApplicable] = []
     for item in analysis.undecided:
         rule = item.rule
         if item.outcome == "conditional":
             dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
-            groups.setdefault(item.residual, []).append(Conditional(
+            groups.setdefault(item.text, []).append(Conditional(
                 rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
                 title=rule.title, summary=rule.summary, detail=rule.detail, citations=_citations(pack, rule),
-                source_section=rule.section, condition=item.residual, text=words(item.residual, descriptions),
-                facts=inputs_of(item.residual), dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
+                source_section=rule.section, condition=item.residual, text=item.text,
+                facts=item.needs, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
             ))
+        elif item.outcome == "superseded":
+            winners = sorted(pack.cache["superseded_by"][rule.id] & {r.rule_id for r in shown})
+            not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, f"superseded by {', '.join(winners)}"))
         elif item.outcome == "not_applicable":
             if item.because:
                 because, declared = "; ".join(d.meaning for d in item.because), tuple(d.name for d in item.because)
@@ -230,7 +232,7 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
                 order[best.rule_id])
 
     conditional = [c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key)]
-    ask = tuple(AskNext(q.fact, question(q.fact, descriptions), tuple((r.id, r.severity, r.title) for r in q.decides))
+    ask = tuple(AskNext(q.fact, question(q.fact), tuple((r.id, r.severity, r.title) for r in q.decides))
                 for q in analysis.questions)
     return tuple(conditional), ask, tuple(not_applicable)
 

@@ -73,8 +73,22 @@ def disj(items: Iterable[Residual]) -> Residual:
     for leaf in [c for c in out if isinstance(c, Compare) and c.value_fact is None and c.op not in ("known", "unknown")]:
         other = _negated(leaf)
         if leaf in out and other in out:  # x or not x: true once x is known, whatever its value
-            out = [c for c in out if c != leaf and c != other] + [Compare(leaf.fact, "known")]
+            out = [c for c in out if c != leaf and c != other] + [_leaf_of(leaf.fact, "known")]
     return out[0] if len(out) == 1 else Any_(tuple(out))
+
+
+_LEAVES: dict[tuple[Any, ...], Compare] = {}
+
+
+def _leaf_of(fact: str, op: str, value: Any = None, value_fact: str | None = None) -> Compare:
+    """One shared Compare per meaning (building one renders its text; residuals build many)."""
+    key = (fact, op, type(value), value, value_fact)
+    found = _LEAVES.get(key)
+    if found is None:
+        if len(_LEAVES) > 20_000:
+            _LEAVES.clear()
+        found = _LEAVES[key] = Compare(fact, op, value, value_fact)
+    return found
 
 
 def _negated(leaf: Compare) -> Condition:
@@ -82,16 +96,16 @@ def _negated(leaf: Compare) -> Condition:
     if leaf.op in _FLIP:
         value = leaf.value
         if leaf.op in ("==", "!=") and isinstance(value, bool):  # b != true reads as b == false
-            return Compare(leaf.fact, "==", not value) if leaf.op == "==" else Compare(leaf.fact, "==", value)
-        return Compare(leaf.fact, _FLIP[leaf.op], value, leaf.value_fact)
+            return _leaf_of(leaf.fact, "==", not value) if leaf.op == "==" else _leaf_of(leaf.fact, "==", value)
+        return _leaf_of(leaf.fact, _FLIP[leaf.op], value, leaf.value_fact)
     return Not(leaf)  # in, includes
 
 
 def _plain(leaf: Compare) -> Compare:
     """The leaf without its file pointer (residuals compare by meaning), ``b != x`` as ``b == not x``."""
     if leaf.op == "!=" and isinstance(leaf.value, bool):
-        return Compare(leaf.fact, "==", not leaf.value)
-    return Compare(leaf.fact, leaf.op, leaf.value, leaf.value_fact)
+        return _leaf_of(leaf.fact, "==", not leaf.value)
+    return _leaf_of(leaf.fact, leaf.op, leaf.value, leaf.value_fact)
 
 
 class _Partial:
@@ -126,7 +140,7 @@ class _Partial:
         if leaf.op in ("known", "unknown"):
             if leaf.fact in self.absent:  # it stays absent
                 return (leaf.op == "unknown") == pol
-            return _plain(leaf) if pol else Compare(leaf.fact, _FLIP[leaf.op])
+            return _plain(leaf) if pol else _leaf_of(leaf.fact, _FLIP[leaf.op])
         lefts = self.branches(leaf.fact)
         rights = self.branches(leaf.value_fact) if leaf.value_fact is not None else [(True, ("const", leaf.value))]
         return disj(conj((gl, gr, self._test(tl, leaf.op, tr, pol))) for gl, tl in lefts for gr, tr in rights)
@@ -155,13 +169,12 @@ class _Partial:
     def _test(left: tuple[str, Any], op: str, right: tuple[str, Any], pol: bool) -> Residual:
         (lk, lv), (rk, rv) = left, right
         if lk == "const" and rk == "const":
-            return compare(Compare("a", op, rv), {"a": lv}) == pol
+            return compare(_leaf_of("a", op, rv), {"a": lv}) == pol
         if lk == "const":
             if op not in _TURN:  # includes / in with a constant on the left cannot arise from the schema
                 return False
             lk, lv, rk, rv, op = rk, rv, lk, lv, _TURN[op]
-        leaf = Compare(lv, op, value_fact=rv) if rk == "var" else Compare(lv, op, rv)
-        leaf = _plain(leaf)
+        leaf = _leaf_of(lv, op, value_fact=rv) if rk == "var" else _plain(_leaf_of(lv, op, rv))
         return leaf if pol else _negated(leaf)
 
 
@@ -185,8 +198,11 @@ class Undecided(NamedTuple):
 
     rule: Rule
     residual: Residual
-    outcome: str  # conditional | not_applicable | undecided
+    outcome: str  # conditional | not_applicable | superseded (a rule that fired refines it) | undecided
     because: tuple[AbsentMeans, ...] = ()
+    deciding: tuple[str, ...] = ()  # conditional: the missing facts whose answer changes it
+    text: str = ""  # conditional: the residual in clinical words
+    needs: tuple[str, ...] = ()  # conditional: the facts the residual reads
 
 
 class Question(NamedTuple):
@@ -220,8 +236,67 @@ class ResidualContext:
         self._schema = schema(STATE_SCHEMA)
         self.domains = _domains(self._schema)
         self._space: Any = None
-        self._sat: OrderedDict[Any, bool | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._sat: OrderedDict[Any, bool | None] = OrderedDict()
+        self._deciding: OrderedDict[Any, tuple[str, ...]] = OrderedDict()
+        self.order = {r.id: i for i, r in enumerate(pack.rules)}
+        self.descriptions = {d.name: d.description for d in pack.derived}
+        #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else.
+        self.outcomes: OrderedDict[Any, Undecided] = OrderedDict()
+        self._probes = {r.id: self._probes_of(r.when) for r in pack.rules}
+
+    def _probes_of(self, cond: Condition) -> tuple[tuple[Compare, tuple[Any, ...] | None], ...]:
+        """Every comparison the rule's residual can depend on, derived facts followed down to input facts;
+        a comparison with a derived number carries that number's possible values."""
+        out: dict[Compare, tuple[Any, ...] | None] = {}
+        todo = list(leaves(cond))
+        seen: set[str] = set()
+        while todo:
+            leaf = todo.pop()
+            if leaf in out:
+                continue
+            cases = None
+            for path in leaf.facts():
+                d = self.derived.get(path)
+                if d is None:
+                    continue
+                if d.cases:
+                    cases = tuple(v for _, v in d.cases) + (d.default,)
+                if path not in seen:
+                    seen.add(path)
+                    conds = ([d.when] if d.when is not None else []) + [c for c, _ in d.cases]
+                    todo.extend(x for c in conds for x in leaves(c))
+            out[leaf] = cases
+        return tuple(out.items())
+
+    def key(self, rule: Rule, facts: Mapping[str, Any], absent: frozenset[str]) -> tuple[Any, ...]:
+        """What a rule's residual depends on: the truth of each comparison it can reach, the known side of
+        a comparison with an unknown derived number against each value that number can take, and which
+        absent facts the pack declares not applicable."""
+        parts: list[Any] = [rule.id, absent]
+        for leaf, cases in self._probes[rule.id]:
+            t = compare(leaf, facts)
+            parts.append(t)
+            if t is None and cases is not None:
+                for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
+                    if side in facts and other is not None and other not in facts:
+                        v = facts[side]
+                        parts.append(tuple(compare(_leaf_of("a", leaf.op, value_fact="b"),
+                                                   {"a": v, "b": c} if side == leaf.fact else {"a": c, "b": v})
+                                           for c in cases))
+            elif t is None and leaf.value_fact is not None:
+                parts.append((facts.get(leaf.fact), facts.get(leaf.value_fact)))
+        for d in self.products:  # products: the known factor sets the thresholds of the one asked for
+            parts.extend(facts.get(p) for p in d.product)  # type: ignore[union-attr]
+        return tuple(parts)
+
+    def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
+        """Keep ``outcome`` for ``key`` (bounded, least recently stored dropped first)."""
+        with self._lock:
+            self.outcomes[key] = outcome
+            if len(self.outcomes) > 4 * self.CACHE_SIZE:
+                self.outcomes.popitem(last=False)
+        return outcome
 
     def satisfiable(self, res: Residual) -> bool | None:
         """Can ``res`` be true for a plausible patient (schema ranges)? None if the solver gave up."""
@@ -243,6 +318,29 @@ class ResidualContext:
             if len(self._sat) > self.CACHE_SIZE:
                 self._sat.popitem(last=False)
             return answer
+
+    def deciding(self, res: Residual, facts: Mapping[str, Any]) -> tuple[str, ...]:
+        """The missing facts whose values do not all leave ``res`` in the same state (cached per residual;
+        a residual over a product also depends on its known factor, which joins the key)."""
+        factors = tuple(sorted((p, facts[p]) for d in self.products if d.name in inputs_of(res)
+                               for p in d.product if p in facts))  # type: ignore[union-attr]
+        key = (res, factors)
+        found = self._deciding.get(key)
+        if found is not None:
+            return found
+        out = []
+        for fact in _askable(self, res):
+            seen = set()
+            for value in _values(self, fact, res, facts):
+                seen.add(truth(res, _with(self, facts, fact, value)))
+                if len(seen) > 1:
+                    out.append(fact)
+                    break
+        with self._lock:
+            self._deciding[key] = found = tuple(out)
+            if len(self._deciding) > self.CACHE_SIZE:
+                self._deciding.popitem(last=False)
+        return found
 
     def absent_declared(self, facts: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, AbsentMeans]]:
         """Absent facts that the pack's ``absent_means`` declarations make not applicable here."""
@@ -271,65 +369,65 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     """
     ctx = context(pack)
     absent, declared = ctx.absent_declared(facts)
-    plain = _Partial(ctx.derived, facts, frozenset())
-    partial = _Partial(ctx.derived, facts, absent) if absent else plain
     superseded = pack.cache.get("superseded_by")
     if superseded is None:
         superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    partials: list[_Partial] = []  # built on the first cache miss only
     undecided: list[Undecided] = []
     for rule in rules:
-        res = partial.of(rule.when, True)
-        if res is False:
-            if absent and plain.of(rule.when, True) is not False:
-                reads = set(_reads(plain.of(rule.when, True)))
-                because = tuple(dict.fromkeys(declared[p] for p in sorted(reads & absent)))
-                undecided.append(Undecided(rule, res, "not_applicable", because))
-            else:
-                undecided.append(Undecided(rule, res, "not_applicable"))
-            continue
-        sat = ctx.satisfiable(res)
-        if sat is None:
-            undecided.append(Undecided(rule, res, "undecided"))
-        elif not sat:
-            undecided.append(Undecided(rule, False, "not_applicable"))
-        elif superseded.get(rule.id, frozenset()) & shown:
-            undecided.append(Undecided(rule, res, "not_applicable"))
-        else:
-            undecided.append(Undecided(rule, res, "conditional"))
-    return Analysis(tuple(undecided), _questions(ctx, undecided, facts, absent))
+        key = ctx.key(rule, facts, absent)
+        found = ctx.outcomes.get(key)
+        if found is None:
+            if not partials:
+                plain = _Partial(ctx.derived, facts, frozenset())
+                partials = [plain, _Partial(ctx.derived, facts, absent) if absent else plain]
+            found = ctx.remember(key, _outcome(ctx, rule, facts, absent, declared, *partials))
+        if found.outcome == "conditional" and superseded.get(rule.id, frozenset()) & shown:
+            found = found._replace(outcome="superseded")
+        undecided.append(found)
+    return Analysis(tuple(undecided), _questions(ctx, undecided))
 
 
-def _reads(res: Residual) -> Iterable[str]:
-    """Input facts behind a residual (products through their factors)."""
-    return inputs_of(res)
+def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absent: frozenset[str],
+             declared: Mapping[str, AbsentMeans], plain: _Partial, partial: _Partial) -> Undecided:
+    """What becomes of one undecided rule: its residual, and conditional / not applicable / undecided."""
+    res = partial.of(rule.when, True)
+    if res is False:
+        unmasked = plain.of(rule.when, True)
+        if absent and unmasked is not False:
+            reads = set(inputs_of(unmasked)) & absent
+            return Undecided(rule, False, "not_applicable", tuple(dict.fromkeys(declared[p] for p in sorted(reads))))
+        return Undecided(rule, False, "not_applicable")
+    sat = ctx.satisfiable(res)
+    if sat is None:
+        return Undecided(rule, res, "undecided")
+    if not sat:
+        return Undecided(rule, False, "not_applicable")
+    from .wording import words
+
+    return Undecided(rule, res, "conditional", deciding=ctx.deciding(res, facts), text=words(res, ctx.descriptions),
+                     needs=inputs_of(res))
 
 
-def assign(ctx: ResidualContext, res: Residual, fact: str, value: Any, facts: Mapping[str, Any],
-           absent: frozenset[str] = frozenset()) -> Residual:
-    """``res`` with ``fact`` supplied as ``value`` (and products of known factors computed), simplified."""
+def _with(ctx: ResidualContext, facts: Mapping[str, Any], fact: str, value: Any) -> dict[str, Any]:
+    """``facts`` with ``fact`` supplied as ``value``, and the products it completes."""
     known = dict(facts)
     known[fact] = value
     for d in ctx.products:
         a, b = d.product  # type: ignore[misc]
         if d.name not in known and a in known and b in known:
             known[d.name] = known[a] * known[b]
-    return _Partial(ctx.derived, known, absent).of(res, True) if not isinstance(res, bool) else res
+    return known
 
 
-def _questions(ctx: ResidualContext, undecided: list[Undecided], facts: Mapping[str, Any],
-               absent: frozenset[str]) -> tuple[Question, ...]:
+def _questions(ctx: "ResidualContext", undecided: list[Undecided]) -> tuple[Question, ...]:
+    """Missing facts by the most severe conditional rule their answer decides, then by how many."""
     decides: dict[str, list[Rule]] = {}
     for item in undecided:
-        if item.outcome != "conditional":
-            continue
-        for fact in _askable(ctx, item.residual):
-            outcomes = set()
-            for value in _values(ctx, fact, item.residual, facts):
-                outcomes.add(assign(ctx, item.residual, fact, value, facts, absent))
-                if len(outcomes) > 1:
-                    decides.setdefault(fact, []).append(item.rule)
-                    break
-    order = {r.id: i for i, r in enumerate(ctx.pack.rules)}
+        if item.outcome == "conditional":
+            for fact in item.deciding:
+                decides.setdefault(fact, []).append(item.rule)
+    order = ctx.order
     questions = [
         Question(fact, tuple(sorted(rules, key=lambda r: (SEVERITY_ORDER[r.severity], order[r.id]))))
         for fact, rules in decides.items()

@@ -9,7 +9,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Mapping
 
-from ..model import All, Any_, Compare, Condition, Not
+from ..model import All, Compare, Condition, Not
 
 _OP_WORDS = {"<": "below", "<=": "at most", ">": "above", ">=": "at least", "==": "exactly", "!=": "not"}
 
