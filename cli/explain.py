@@ -58,13 +58,13 @@ def rule_lines(rule: RuleExplanation) -> list[str]:
         lines.append(f"  {rule.reason}")
     if rule.outcome == "not_evaluable":
         lines.append(f"  missing: {', '.join(rule.missing)}")
-        wm = rule.when_missing or {}
-        if wm.get("outcome") == "conditional":
-            lines.append(f"  would fire if: {wm['if']}")
-        elif wm.get("outcome") == "not_applicable":
-            lines.append(f"  not applicable: {wm['because']}")
     for leaf in rule.conditions:
         lines.extend("  " + line for line in leaf_lines(leaf))
+    wm = rule.when_missing or {}
+    if wm.get("outcome") == "conditional":
+        lines.append(f"  would fire if: {wm['if']}")
+    elif wm.get("outcome") == "not_applicable":
+        lines.append(f"  not applicable: {wm['because']}")
     return lines
 
 

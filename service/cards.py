@@ -20,6 +20,9 @@ from pressor.engine.report import decides_text, dose_lines, quantity, shown_if_g
 #: same call always yields the same ids and an auditor can recompute them.
 CARD_NAMESPACE = uuid.UUID("7d0b8f0e-3c8a-4b8e-9a53-0f6f3c2e6b1d")
 RULE_SYSTEM = "urn:pressor:rule"
+#: Topic systems of the cards for missing facts: advice on a condition, and the questions to ask.
+CONDITIONAL_SYSTEM = "urn:pressor:rule-conditional"
+QUESTION_SYSTEM = "urn:pressor:ask-next"
 OVERRIDE_SYSTEM = "urn:pressor:override-reason"
 OVERRIDE_REASONS = (
     ("clinical-judgement", "Clinical judgement: the benefit outweighs the risk for this patient"),
@@ -240,7 +243,8 @@ def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dic
                     "source": {
                         "label": f"pressor: {pack['name']} {pack['version']} (conditional)",
                         "url": f"{base_url}/rules/{c['rule_id']}",
-                        "topic": {"system": RULE_SYSTEM, "code": f"{c['rule_id']}|{c['rule_version']}", "display": c["title"]},
+                        "topic": {"system": CONDITIONAL_SYSTEM, "code": f"{c['rule_id']}|{c['rule_version']}",
+                                  "display": c["title"]},
                     },
                 })
     return cards
@@ -262,5 +266,6 @@ def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance
         "summary": _short(f"Ask first: {ranked[0]['question']}"),
         "indicator": "info",
         "detail": "\n".join(lines),
-        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules",
+                   "topic": {"system": QUESTION_SYSTEM, "code": ranked[0]["fact"], "display": ranked[0]["question"]}},
     }

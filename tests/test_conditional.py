@@ -159,3 +159,29 @@ def test_supplying_the_asked_fact_decides_the_conditional_advice(pack, now, stat
                         assert rec.dose == c.dose
                 elif holds is False:
                     assert not _fired(after, c.rule_id), (c.rule_id, fact, value, c.text)
+
+
+def test_the_audit_record_keeps_the_conditional_advice_and_replays_it_exactly(pack, now, audit_db):
+    from pressor.engine.audit.log import AuditLog
+
+    state = _state("septic-no-infusions.yaml")
+    result = evaluate(pack, state, now=now)
+    with AuditLog.open(audit_db) as log:
+        rec = log.append(pack, state, result, now=now, user="u")
+        assert rec.result["conditional"][0]["rule_id"] == "norepinephrine.start"
+        assert rec.result["ask_next"][0]["fact"] == "infusions.norepinephrine_mcg_kg_min"
+        assert log.replay(rec.id).identical and log.replay(rec.id).identical  # cold, then warm caches
+
+
+def test_every_fact_has_a_question_and_every_wording_names_a_fact(pack):
+    from pressor.engine.evaluation.residual import context
+    from pressor.engine.evaluation.wording import wording
+
+    inputs = set(context(pack).domains)
+    table = wording()
+    assert inputs - set(table) == set(), "add these facts to schemas/fact-wording.json"
+    assert set(table) - inputs == set(), "schemas/fact-wording.json names facts the patient state does not have"
+    for fact, entry in table.items():
+        assert entry["question"].endswith("?"), fact
+        kind = context(pack).domains[fact][0]
+        assert kind != "boolean" or {"true", "false"} <= set(entry), fact

@@ -86,8 +86,12 @@ def _slot(pack: RulePack) -> _EngineSlot:
 
 
 def prepare(pack: RulePack) -> None:
-    """Build the pack's engine now (load time), so that anything it refuses fails before any patient."""
+    """Build the pack's engine now (load time), so that anything it refuses fails before any patient;
+    and what the residuals of undecided rules need (see residual.py)."""
+    from .residual import context
+
     _slot(pack).get(pack)
+    context(pack)
 
 
 def release(pack: RulePack) -> None:

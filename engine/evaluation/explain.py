@@ -174,7 +174,7 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
     return Explanation(
         pack=dict(result.pack), evaluated_at=result.evaluated_at, engine_version=result.engine_version,
         include_draft=include_draft, derived=dict(result.derived), rules=tuple(explained),
-        ask_next=tuple(q.to_dict() for q in result.ask_next),
+        ask_next=tuple(q.to_dict() for q in result.ask_next if rule_id is None or rule_id in {r for r, _, _ in q.decides}),
     )
 
 
