@@ -172,5 +172,7 @@ def _undecided_block(data: dict[str, Any], shown: set[str], out: list[tuple[str,
             else:
                 out.append((f" - {ne['rule_id']}: missing {', '.join(ne['missing'])}", {}))
     if not_applicable:
+        if not rest:
+            out.append(("", {}))
         reasons = sorted({n["because"] for n in not_applicable.values()})
         out.append((f"Not applicable ({len(not_applicable)} rules): " + "; ".join(reasons), {"dim": True}))

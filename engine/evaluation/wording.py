@@ -106,6 +106,27 @@ def _words(cond: Condition, negated: bool, descriptions: Mapping[str, str] | Non
             return _leaf(cond.child, not negated, descriptions)
         return _words(cond.child, not negated, descriptions, top)
     conjunctive = isinstance(cond, All) != negated  # not(all) reads as any of the negations
-    parts = [_words(c, negated, descriptions) for c in cond.children]
+    children = list(cond.children)
+    parts = []
+    if conjunctive and not negated:
+        children, parts = _running_below(children, descriptions)
+    parts += [_words(c, negated, descriptions) for c in children]
     text = (" and " if conjunctive else " or ").join(parts)
     return text if top else f"({text})"
+
+
+def _running_below(children: list[Condition], descriptions: Mapping[str, str] | None) -> tuple[list[Condition], list[str]]:
+    """``rate > 0 and rate < 0.1`` reads "norepinephrine is running at below 0.1 mcg/kg/min"."""
+    parts: list[str] = []
+    rest = list(children)
+    for c in children:
+        if not (isinstance(c, Compare) and c.op == ">" and c.value == 0 and "positive" in _entry(c.fact, descriptions)):
+            continue
+        bound = next((b for b in rest if isinstance(b, Compare) and b.fact == c.fact and b.op in ("<", "<=")
+                      and b.value_fact is None), None)
+        if bound is None:
+            continue
+        e = _entry(c.fact, descriptions)
+        parts.append(f"{e['positive']} at {_OP_WORDS[bound.op]} {_value(bound.value)} {e.get('unit', '')}".rstrip())
+        rest = [x for x in rest if x is not c and x is not bound]
+    return rest, parts
