@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..model import SEVERITY_ORDER, AbsentMeans, All, Any_, Compare, Condition, Derived, Not, Rule, RulePack, leaves
-from .logic import compare, truth
+from .logic import _ORDER as _ORDER_OF, compare, truth
 
 Residual = Any  # True | False | Condition
 
@@ -219,6 +219,13 @@ class Analysis(NamedTuple):
     questions: tuple[Question, ...]
 
 
+class _Observed(NamedTuple):
+    """Per call: what the known facts say to each probe comparison, and what every key shares."""
+
+    parts: list[Any]
+    common: tuple[Any, ...]
+
+
 class ResidualContext:
     """Per-pack data for residuals, built once: derived facts, the facts each rule reads through
     them, fact domains, and a bounded cache of the solver's answers."""
@@ -243,7 +250,17 @@ class ResidualContext:
         self.descriptions = {d.name: d.description for d in pack.derived}
         #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else.
         self.outcomes: OrderedDict[Any, Undecided] = OrderedDict()
-        self._probes = {r.id: self._probes_of(r.when) for r in pack.rules}
+        probes: dict[Compare, int] = {}
+        self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]] = []
+        self._probe_index: dict[str, tuple[int, ...]] = {}
+        for r in pack.rules:
+            index = []
+            for leaf, cases in self._probes_of(r.when):
+                if leaf not in probes:
+                    probes[leaf] = len(self._probe_list)
+                    self._probe_list.append((leaf, cases))
+                index.append(probes[leaf])
+            self._probe_index[r.id] = tuple(index)
 
     def _probes_of(self, cond: Condition) -> tuple[tuple[Compare, tuple[Any, ...] | None], ...]:
         """Every comparison the rule's residual can depend on, derived facts followed down to input facts;
@@ -269,26 +286,32 @@ class ResidualContext:
             out[leaf] = cases
         return tuple(out.items())
 
-    def key(self, rule: Rule, facts: Mapping[str, Any], absent: frozenset[str]) -> tuple[Any, ...]:
-        """What a rule's residual depends on: the truth of each comparison it can reach, the known side of
-        a comparison with an unknown derived number against each value that number can take, and which
-        absent facts the pack declares not applicable."""
-        parts: list[Any] = [rule.id, absent]
-        for leaf, cases in self._probes[rule.id]:
+    def observe(self, facts: Mapping[str, Any], absent: frozenset[str]) -> "_Observed":
+        """What the known facts say to every comparison any residual can depend on (once per call)."""
+        parts: list[Any] = []
+        for leaf, cases in self._probe_list:
             t = compare(leaf, facts)
-            parts.append(t)
             if t is None and cases is not None:
+                # a comparison with an unknown derived number: the known side against each value it can take
+                extra = []
                 for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
                     if side in facts and other is not None and other not in facts:
                         v = facts[side]
-                        parts.append(tuple(compare(_leaf_of("a", leaf.op, value_fact="b"),
-                                                   {"a": v, "b": c} if side == leaf.fact else {"a": c, "b": v})
+                        extra.append(tuple(_ORDER_OF[leaf.op](v, c) if side == leaf.fact else _ORDER_OF[leaf.op](c, v)
                                            for c in cases))
+                parts.append(tuple(extra))
             elif t is None and leaf.value_fact is not None:
                 parts.append((facts.get(leaf.fact), facts.get(leaf.value_fact)))
-        for d in self.products:  # products: the known factor sets the thresholds of the one asked for
-            parts.extend(facts.get(p) for p in d.product)  # type: ignore[union-attr]
-        return tuple(parts)
+            else:
+                parts.append(t)
+        factors = tuple(facts.get(p) for d in self.products for p in d.product)  # type: ignore[union-attr]
+        return _Observed(parts, (absent, factors))
+
+    def key(self, rule: Rule, seen: "_Observed") -> tuple[Any, ...]:
+        """What a rule's residual depends on: what the known facts say to each comparison it can reach,
+        which absent facts the pack declares not applicable, and the known factors of products."""
+        parts = seen.parts
+        return (rule.id, seen.common, *[parts[i] for i in self._probe_index[rule.id]])
 
     def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
         """Keep ``outcome`` for ``key`` (bounded, least recently stored dropped first)."""
@@ -369,13 +392,14 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     """
     ctx = context(pack)
     absent, declared = ctx.absent_declared(facts)
+    seen = ctx.observe(facts, absent)
     superseded = pack.cache.get("superseded_by")
     if superseded is None:
         superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
     partials: list[_Partial] = []  # built on the first cache miss only
     undecided: list[Undecided] = []
     for rule in rules:
-        key = ctx.key(rule, facts, absent)
+        key = ctx.key(rule, seen)
         found = ctx.outcomes.get(key)
         if found is None:
             if not partials:
