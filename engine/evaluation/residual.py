@@ -219,11 +219,15 @@ class Analysis(NamedTuple):
     questions: tuple[Question, ...]
 
 
+_UNSEEN = object()
+
+
 class _Observed(NamedTuple):
-    """Per call: what the known facts say to each probe comparison, and what every key shares."""
+    """Per call: what the known facts say to each probe comparison (filled on demand), and what every key shares."""
 
     parts: list[Any]
     common: tuple[Any, ...]
+    facts: Mapping[str, Any]
 
 
 class ResidualContext:
@@ -287,30 +291,33 @@ class ResidualContext:
         return tuple(out.items())
 
     def observe(self, facts: Mapping[str, Any], absent: frozenset[str]) -> "_Observed":
-        """What the known facts say to every comparison any residual can depend on (once per call)."""
-        parts: list[Any] = []
-        for leaf, cases in self._probe_list:
-            t = compare(leaf, facts)
-            if t is None and cases is not None:
-                # a comparison with an unknown derived number: the known side against each value it can take
-                extra = []
-                for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
-                    if side in facts and other is not None and other not in facts:
-                        v = facts[side]
-                        extra.append(tuple(_ORDER_OF[leaf.op](v, c) if side == leaf.fact else _ORDER_OF[leaf.op](c, v)
-                                           for c in cases))
-                parts.append(tuple(extra))
-            elif t is None and leaf.value_fact is not None:
-                parts.append((facts.get(leaf.fact), facts.get(leaf.value_fact)))
-            else:
-                parts.append(t)
+        """What every key of this call shares; the probe comparisons are evaluated on demand, once each."""
         factors = tuple(facts.get(p) for d in self.products for p in d.product)  # type: ignore[union-attr]
-        return _Observed(parts, (absent, factors))
+        return _Observed([_UNSEEN] * len(self._probe_list), (absent, factors), facts)
+
+    def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
+        leaf, cases = self._probe_list[i]
+        t = compare(leaf, facts)
+        if t is None and cases is not None:
+            # a comparison with an unknown derived number: the known side against each value it can take
+            extra = []
+            for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
+                if side in facts and other is not None and other not in facts:
+                    v = facts[side]
+                    extra.append(tuple(_ORDER_OF[leaf.op](v, c) if side == leaf.fact else _ORDER_OF[leaf.op](c, v)
+                                       for c in cases))
+            return tuple(extra)
+        if t is None and leaf.value_fact is not None:
+            return (facts.get(leaf.fact), facts.get(leaf.value_fact))
+        return t
 
     def key(self, rule: Rule, seen: "_Observed") -> tuple[Any, ...]:
         """What a rule's residual depends on: what the known facts say to each comparison it can reach,
         which absent facts the pack declares not applicable, and the known factors of products."""
         parts = seen.parts
+        for i in self._probe_index[rule.id]:
+            if parts[i] is _UNSEEN:
+                parts[i] = self._probe(i, seen.facts)
         return (rule.id, seen.common, *[parts[i] for i in self._probe_index[rule.id]])
 
     def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
