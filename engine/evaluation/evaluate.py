@@ -176,12 +176,15 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         _when_missing(pack, undecided, facts, recommendations) if undecided else ((), (), ()))
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
-    warnings = superseded + tuple(
+    warnings = _measurement_warnings(facts) + superseded + tuple(
         f"reference [{n}] is cited by the source but missing from its reference list; treat its claims as unverified"
         for n in unresolved
     )
+    identity: dict[str, Any] = {"name": pack.name, "version": pack.version, "sha256": pack.sha256}
+    if pack.profile is not None:
+        identity["profile"] = pack.profile.to_dict()
     return Result(
-        pack={"name": pack.name, "version": pack.version, "sha256": pack.sha256},
+        pack=identity,
         evaluated_at=now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
         engine_version=_ENGINE_VERSION,
         recommendations=tuple(recommendations),
@@ -230,15 +233,44 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
         return (SEVERITY_ORDER[c.severity], _KIND_ORDER[c.kind], order[c.rule_id])
 
     def group_key(members: list[Conditional]) -> tuple:
-        # What the best question decides first; then fewer facts, more severe, acting before watching, more rules.
+        # The answer to the best question first; among its answers, the one that makes the most advice firm
+        # (advice that holds whatever the answer comes last), then the most severe, acting before watching.
         best = min(members, key=rule_key)
-        return (min(rank.get(f, len(rank)) for f in best.facts), len(best.facts), rule_key(best)[:2], -len(members),
-                order[best.rule_id])
+        whatever = all(leaf.op == "known" for leaf in leaves(best.condition))
+        return (min(rank.get(f, len(rank)) for f in best.facts), len(best.facts), whatever, -len(members),
+                rule_key(best)[:2], order[best.rule_id])
 
     conditional = [c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key)]
     ask = tuple(AskNext(q.fact, question(q.fact), tuple((r.id, r.severity, r.title) for r in q.decides))
                 for q in analysis.questions)
     return tuple(conditional), ask, tuple(not_applicable)
+
+
+MAP, SBP, DBP = "vitals.map_mmhg", "vitals.sbp_mmhg", "vitals.dbp_mmhg"
+MAP_USED, MAP_TARGET = "derived.map_mmhg", "derived.map_target_mmhg"
+BELOW_TARGET, FLAG = "derived.below_map_target", "findings.hypotension_persists"
+
+
+def _measurement_warnings(facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """Say when the MAP was estimated, and when the hypotension flag contradicts the measured pressure.
+
+    The pack decides "below target" from the pressure (``derived.below_map_target``); the flag never
+    overrides it, but a disagreement is worth a look (a stale flag, or a wrong reading).
+    """
+    out: list[str] = []
+    if MAP_USED in facts and MAP not in facts:
+        out.append(f"MAP not measured: ESTIMATED as {facts[MAP_USED]:g} mmHg from SBP {facts[SBP]:g} and DBP "
+                   f"{facts[DBP]:g} (DBP + (SBP - DBP) / 3); rules that compare the MAP used this estimate")
+    below, flag = facts.get(BELOW_TARGET), facts.get(FLAG)
+    if below is not None and flag is not None and below != flag:
+        if MAP_USED in facts and MAP_TARGET in facts:
+            shown = (f"the {'measured' if MAP in facts else 'estimated'} MAP is {facts[MAP_USED]:g} mmHg against a "
+                     f"target of {facts[MAP_TARGET]:g} mmHg")
+        else:
+            shown = f"the pressure ({SBP} {facts.get(SBP, 'unknown')}) is {'below' if below else 'not below'} the target for age"
+        out.append(f"{FLAG} is {str(flag).lower()} but {shown} ({'below' if below else 'not below'} target): the "
+                   f"recommendations follow the measured pressure; check the flag and the reading")
+    return tuple(out)
 
 
 def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[Recommendation], tuple[str, ...]]:

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..model import SEVERITY_ORDER, AbsentMeans, All, Any_, Compare, Condition, Derived, Not, Rule, RulePack, leaves
-from .logic import _ORDER as _ORDER_OF, compare, truth
+from .logic import _ORDER as _ORDER_OF, compare, derive, truth
 
 Residual = Any  # True | False | Condition
 
@@ -152,8 +152,9 @@ class _Partial:
         if path in self.absent:
             return []
         d = self.derived.get(path)
-        if d is None or d.product is not None:
-            if d is not None and any(p in self.absent for p in d.product):
+        if d is None or d.product is not None or d.mean_pressure is not None:  # a number of its own
+            factors = (d.product or d.mean_pressure) if d is not None else ()
+            if factors and all(p in self.absent for p in factors):
                 return []
             return [(True, ("var", path))]
         if d.when is not None:
@@ -162,7 +163,8 @@ class _Partial:
         for case, value in d.cases:
             out.append((conj((prefix, self.of(case, True))), ("const", value)))
             prefix = conj((prefix, self.of(case, False)))
-        out.append((prefix, ("const", d.default)))
+        if d.default is not None:  # no default: unknown when no case holds
+            out.append((prefix, ("const", d.default)))
         return out
 
     @staticmethod
@@ -243,7 +245,8 @@ class ResidualContext:
 
         self.pack = pack
         self.derived = {d.name: d for d in pack.derived}
-        self.products = [d for d in pack.derived if d.product is not None]
+        #: Derived numbers of their own (products, the mean pressure), recomputed when a fact is supplied.
+        self.numbers = tuple(d for d in pack.derived if d.product is not None or d.mean_pressure is not None)
         self._schema = schema(STATE_SCHEMA)
         self.domains = _domains(self._schema)
         self._space: Any = None
@@ -282,7 +285,7 @@ class ResidualContext:
                 if d is None:
                     continue
                 if d.cases:
-                    cases = tuple(v for _, v in d.cases) + (d.default,)
+                    cases = tuple(v for _, v in d.cases) + ((d.default,) if d.default is not None else ())
                 if path not in seen:
                     seen.add(path)
                     conds = ([d.when] if d.when is not None else []) + [c for c, _ in d.cases]
@@ -292,7 +295,7 @@ class ResidualContext:
 
     def observe(self, facts: Mapping[str, Any], absent: frozenset[str]) -> "_Observed":
         """What every key of this call shares; the probe comparisons are evaluated on demand, once each."""
-        factors = tuple(facts.get(p) for d in self.products for p in d.product)  # type: ignore[union-attr]
+        factors = tuple(facts.get(p) for d in self.numbers for p in (d.product or d.mean_pressure))  # type: ignore[union-attr]
         return _Observed([_UNSEEN] * len(self._probe_list), (absent, factors), facts)
 
     def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
@@ -352,8 +355,8 @@ class ResidualContext:
     def deciding(self, res: Residual, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """The missing facts whose values do not all leave ``res`` in the same state (cached per residual;
         a residual over a product also depends on its known factor, which joins the key)."""
-        factors = tuple(sorted((p, facts[p]) for d in self.products if d.name in inputs_of(res)
-                               for p in d.product if p in facts))  # type: ignore[union-attr]
+        factors = tuple(sorted((p, facts[p]) for d in self.numbers if d.name in inputs_of(res)
+                               for p in (d.product or d.mean_pressure) if p in facts))  # type: ignore[union-attr]
         key = (res, factors)
         found = self._deciding.get(key)
         if found is not None:
@@ -441,13 +444,13 @@ def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absen
 
 
 def _with(ctx: ResidualContext, facts: Mapping[str, Any], fact: str, value: Any) -> dict[str, Any]:
-    """``facts`` with ``fact`` supplied as ``value``, and the products it completes."""
+    """``facts`` with ``fact`` supplied as ``value``, and the derived numbers it completes."""
     known = dict(facts)
     known[fact] = value
-    for d in ctx.products:
-        a, b = d.product  # type: ignore[misc]
-        if d.name not in known and a in known and b in known:
-            known[d.name] = known[a] * known[b]
+    stale = [d for d in ctx.numbers if fact in (d.product or d.mean_pressure or ())]
+    for d in stale:
+        known.pop(d.name, None)
+    derive(tuple(stale), known)
     return known
 
 
@@ -472,7 +475,7 @@ def _askable(ctx: ResidualContext, res: Residual) -> list[str]:
     out: list[str] = []
     for path in inputs_of(res):
         d = ctx.derived.get(path)
-        for p in (d.product if d is not None and d.product is not None else (path,)):
+        for p in ((d.product or d.mean_pressure or (path,)) if d is not None else (path,)):
             if p in ctx.domains and p not in out:
                 out.append(p)
     return out
@@ -495,12 +498,15 @@ def _values(ctx: ResidualContext, fact: str, res: Residual, facts: Mapping[str, 
         scale = 1.0
         if leaf.fact != fact:  # a product: its threshold divided by the known factor
             d = ctx.derived.get(leaf.fact)
-            if d is None or d.product is None or fact not in d.product:
+            if d is not None and d.mean_pressure is not None and fact == d.mean_pressure[0]:
+                scale = 1.0  # the measured MAP is the mean pressure itself
+            elif d is None or d.product is None or fact not in d.product:
                 continue
-            other = d.product[1] if d.product[0] == fact else d.product[0]
-            if not facts.get(other):
-                continue
-            scale = float(facts[other])
+            else:
+                other = d.product[1] if d.product[0] == fact else d.product[0]
+                if not facts.get(other):
+                    continue
+                scale = float(facts[other])
         for v in values:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 cuts.add(v / scale)
