@@ -5,6 +5,8 @@ from typing import Any
 
 import click
 
+from pressor.engine.report import decides_text
+
 from pressor.engine.evaluation.explain import Explanation, LeafTrace, RuleExplanation
 from pressor.engine.evaluation.explain import explain as explain_state
 from pressor.engine.evaluation.pack import load_pack
@@ -57,6 +59,11 @@ def rule_lines(rule: RuleExplanation) -> list[str]:
         lines.append(f"  missing: {', '.join(rule.missing)}")
     for leaf in rule.conditions:
         lines.extend("  " + line for line in leaf_lines(leaf))
+    wm = rule.when_missing or {}
+    if wm.get("outcome") == "conditional":
+        lines.append(f"  would fire if: {wm['if']}")
+    elif wm.get("outcome") == "not_applicable":
+        lines.append(f"  not applicable: {wm['because']}")
     return lines
 
 
@@ -79,6 +86,12 @@ def explanation_text(explanation: Explanation) -> list[tuple[str, dict[str, Any]
         out.append((f"{heading} ({len(rules)})", style))
         for rule in rules:
             out.extend((f"  {line}", {}) for line in rule_lines(rule))
+    if explanation.ask_next:
+        out.append(("", {}))
+        out.append(("ASK FIRST (what each answer decides)", {"bold": True}))
+        for ask in explanation.ask_next:
+            out.append((f"  {ask['question']} [{ask['fact']}]", {}))
+            out.append((f"    decides: {decides_text(ask, limit=len(ask['decides']))}", {"dim": True}))
     return out
 
 

@@ -122,8 +122,11 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
     facts are computed (a fact given directly wins). With --json, the result's `facts` says
     for every fact where its value came from, or why it is unknown.
 
-    Absent facts are unknown, never false: rules that need them are listed as not
-    evaluable with the missing fact paths. No weight, no weight-based dose. With --fhir
+    Absent facts are unknown, never false: a rule that needs them is shown as
+    conditional advice ("IF norepinephrine is not already running: ..."), the
+    questions whose answers decide the most severe advice come next ("ASK FIRST"),
+    and what is still undecided is listed with the missing fact paths. No weight,
+    no weight-based dose. With --fhir
     the file is the patient's FHIR R4 Bundle; what the conversion did (units converted,
     observations too old, facts inferred) is listed as notes.
 

@@ -71,6 +71,20 @@ def _literal(value: Any) -> str:
     return str(value)
 
 
+def condition_data(cond: Condition) -> dict[str, Any]:
+    """A condition as rule-file data (``{fact, op, value}``, ``{all: [...]}``, ``{any: [...]}``, ``{not: ...}``)."""
+    if isinstance(cond, Compare):
+        out: dict[str, Any] = {"fact": cond.fact, "op": cond.op}
+        if cond.value_fact is not None:
+            out["value_fact"] = cond.value_fact
+        elif cond.op not in ("known", "unknown"):
+            out["value"] = list(cond.value) if isinstance(cond.value, tuple) else cond.value
+        return out
+    if isinstance(cond, Not):
+        return {"not": condition_data(cond.child)}
+    return {"all" if isinstance(cond, All) else "any": [condition_data(c) for c in cond.children]}
+
+
 def leaves(cond: Condition) -> list[Compare]:
     """Every comparison in a condition, in document order."""
     if isinstance(cond, Compare):
@@ -325,6 +339,27 @@ class Waiver:
 
 
 @dataclass(frozen=True)
+class AbsentMeans:
+    """A pack declaration: when these facts are absent (and ``when`` holds), rules that need them
+    are not applicable, rather than undecided (no ``order`` section: no order is proposed)."""
+
+    facts: tuple[str, ...]
+    meaning: str
+    section: str | None = None
+    fact: str | None = None
+    none: Any = None
+    when: Condition | None = None
+    file: str = ""
+    line: int | None = None
+    pointer: str = ""
+
+    @property
+    def name(self) -> str:
+        """The section or fact declared."""
+        return self.section or self.fact or ""
+
+
+@dataclass(frozen=True)
 class RulePack:
     """A loaded, validated pack. Build with :func:`pressor.engine.evaluation.pack.load_pack`."""
 
@@ -344,6 +379,7 @@ class RulePack:
     raw_pack: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     decisions: tuple[Decision, ...] = ()
     waivers: tuple[Waiver, ...] = ()
+    absent_means: tuple[AbsentMeans, ...] = ()
     temporal: tuple[TemporalFact, ...] = ()
     #: The pack's parameters with the values in force, and the site profile that set them (if any).
     parameters: tuple[Any, ...] = ()
@@ -466,6 +502,75 @@ class NotEvaluable:
 
 
 @dataclass(frozen=True)
+class Conditional:
+    """A rule that would fire if the missing facts turn out as ``condition`` says (its residual)."""
+
+    rule_id: str
+    rule_version: str
+    status: str
+    kind: str
+    severity: str
+    title: str
+    summary: str
+    detail: str
+    citations: tuple[Reference, ...]
+    source_section: str
+    condition: Condition
+    text: str
+    facts: tuple[str, ...]
+    dose: dict[str, Any] | None = None
+    drug: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (see ``schemas/result.schema.json``)."""
+        out: dict[str, Any] = {
+            "rule_id": self.rule_id, "rule_version": self.rule_version, "status": self.status, "kind": self.kind,
+            "severity": self.severity, "title": self.title, "summary": self.summary, "detail": self.detail,
+            "citations": [c.to_dict() for c in self.citations], "source_section": self.source_section,
+            "if": {"condition": condition_data(self.condition), "text": self.text, "facts": list(self.facts)},
+        }
+        if self.drug:
+            out["drug"] = self.drug
+        if self.dose is not None:
+            out["dose"] = self.dose
+        return out
+
+
+@dataclass(frozen=True)
+class AskNext:
+    """A missing fact worth asking for, and the conditional rules its answer decides (most severe first)."""
+
+    fact: str
+    question: str
+    decides: tuple[tuple[str, str, str], ...]  # (rule id, severity, title)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"fact": self.fact, "question": self.question,
+                "decides": [{"rule_id": r, "severity": s, "title": t} for r, s, t in self.decides]}
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """An undecided rule that cannot apply: no value of the missing facts makes it fire, or the pack
+    declares what their absence means (``declared``)."""
+
+    rule_id: str
+    rule_version: str
+    title: str
+    because: str
+    declared: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out: dict[str, Any] = {"rule_id": self.rule_id, "rule_version": self.rule_version, "title": self.title,
+                               "because": self.because}
+        if self.declared:
+            out["declared"] = list(self.declared)
+        return out
+
+
+@dataclass(frozen=True)
 class Result:
     """Everything one evaluation produced."""
 
@@ -477,6 +582,9 @@ class Result:
     derived: dict[str, Any]
     warnings: tuple[str, ...] = ()
     include_draft: bool = False
+    conditional: tuple[Conditional, ...] = ()
+    ask_next: tuple[AskNext, ...] = ()
+    not_applicable: tuple[NotApplicable, ...] = ()
 
     def fired_ids(self) -> list[str]:
         """Ids of the rules that fired, in output order."""
@@ -493,6 +601,9 @@ class Result:
             "not_evaluable": [n.to_dict() for n in self.not_evaluable],
             "derived": dict(self.derived),
             "warnings": list(self.warnings),
+            "conditional": [c.to_dict() for c in self.conditional],
+            "ask_next": [q.to_dict() for q in self.ask_next],
+            "not_applicable": [n.to_dict() for n in self.not_applicable],
         }
 
 

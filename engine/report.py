@@ -98,11 +98,16 @@ def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[
                     + (" ..." if len(rec["evidence"]) > 5 else ""), {"dim": True}))
         if "dose" in rec:
             out.extend((f"     {line}", {}) for line in dose_lines(rec["dose"]))
-    if data["not_evaluable"]:
+    shown_ifs = _conditional_block(data, out)
+    asks = data.get("ask_next", [])
+    if asks:
         out.append(("", {}))
-        out.append((f"COULD NOT DECIDE ({len(data['not_evaluable'])} rules; these facts are unknown)", {"bold": True}))
-        for ne in data["not_evaluable"]:
-            out.append((f" - {ne['rule_id']}: missing {', '.join(ne['missing'])}", {}))
+        out.append(("ASK FIRST:", {"bold": True}))
+        for i, ask in enumerate(asks[:ASK_SHOWN], 1):
+            out.append((f" {i}. {ask['question']}", {}))
+            out.append((f"     decides: {decides_text(ask)}", {"dim": True}))
+    if data["not_evaluable"]:
+        _undecided_block(data, shown_ifs, out)
     for warning in data["warnings"]:
         out.append((f"note: {warning}", {"fg": "yellow"}))
     out.append(("Citations marked ? are cited by the source but absent from its reference list.", {"dim": True}))
@@ -117,3 +122,72 @@ def rule_detail(pack: RulePack, rule: Rule) -> dict[str, Any]:
     data["location"] = {"file": rule.file, "line": rule.line}
     data["pack"] = {"name": pack.name, "version": pack.version, "sha256": pack.sha256}
     return data
+
+
+# --- when facts are missing ---------------------------------------------------------
+
+#: How many questions the text shows; the JSON has them all.
+ASK_SHOWN = 3
+#: At most this many "IF ..." groups are shown in full, each decided by the questions shown.
+IF_GROUPS_SHOWN = 4
+
+
+def decides_text(ask: dict[str, Any], limit: int = 4) -> str:
+    """``Start norepinephrine as first-line vasopressor (warning), ... (+3 more)``."""
+    items = [f"{d['title']} ({d['severity']})" for d in ask["decides"][:limit]]
+    more = len(ask["decides"]) - limit
+    return ", ".join(items) + (f" (+{more} more)" if more > 0 else "")
+
+
+def if_groups(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Conditional advice grouped by its condition, in the result's order (most decisive first)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in data.get("conditional", []):
+        groups.setdefault(c["if"]["text"], []).append(c)
+    return list(groups.items())
+
+
+def shown_if_groups(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The conditional advice worth showing first: groups decided by the first questions alone."""
+    asked = {a["fact"] for a in data.get("ask_next", [])[:ASK_SHOWN]}
+    return [(text, members) for text, members in if_groups(data) if set(members[0]["if"]["facts"]) <= asked][:IF_GROUPS_SHOWN]
+
+
+def _conditional_block(data: dict[str, Any], out: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    """The "IF ..." block: advice that one of the first questions' answers would make firm."""
+    asked = {a["fact"]: a["question"] for a in data.get("ask_next", [])[:ASK_SHOWN]}
+    shown: set[str] = set()
+    for text, members in shown_if_groups(data):
+        out.append(("", {}))
+        out.append((f"IF {text}:", {"bold": True}))
+        questions = [asked[f] for f in members[0]["if"]["facts"] if f in asked]
+        out.append((f"   (ask: {' / '.join(questions)})", {"dim": True}))
+        for c in members:
+            shown.add(c["rule_id"])
+            draft = "" if c["status"] == "approved" else f" [{c['status'].upper()}]"
+            out.append((f" {_MARK[c['kind']]} {c['summary']} {citations(c['citations'])}{draft}", {}))
+            out.append((f"     {c['rule_id']} v{c['rule_version']} ({c['severity']}; conditional)", {"dim": True}))
+            if "dose" in c:
+                out.extend((f"     {line}", {}) for line in dose_lines(c["dose"]))
+    return shown
+
+
+def _undecided_block(data: dict[str, Any], shown: set[str], out: list[tuple[str, dict[str, Any]]]) -> None:
+    """What is still open: other conditional advice in one line each, then rules nothing could decide."""
+    conditional = {c["rule_id"]: c for c in data.get("conditional", [])}
+    not_applicable = {n["rule_id"]: n for n in data.get("not_applicable", [])}
+    rest = [ne for ne in data["not_evaluable"] if ne["rule_id"] not in shown and ne["rule_id"] not in not_applicable]
+    if rest:
+        out.append(("", {}))
+        out.append((f"COULD NOT DECIDE ({len(rest)} more rules; these facts are unknown)", {"bold": True}))
+        for ne in rest:
+            c = conditional.get(ne["rule_id"])
+            if c is not None:
+                out.append((f" - {ne['rule_id']} ({c['severity']}): if {c['if']['text']}", {}))
+            else:
+                out.append((f" - {ne['rule_id']}: missing {', '.join(ne['missing'])}", {}))
+    if not_applicable:
+        if not rest:
+            out.append(("", {}))
+        reasons = sorted({n["because"] for n in not_applicable.values()})
+        out.append((f"Not applicable ({len(not_applicable)} rules): " + "; ".join(reasons), {"dim": True}))

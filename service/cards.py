@@ -18,12 +18,15 @@ from pressor.engine.ehr.fhir import Conversion
 from pressor.engine.model import SEVERITY_ORDER, Result
 from pressor.engine.evaluation.units import parse_unit
 
-from pressor.engine.report import dose_lines, quantity
+from pressor.engine.report import decides_text, dose_lines, quantity, shown_if_groups
 
 #: Namespace of card and suggestion uuids: uuid5(hookInstance | rule | version | pack), so the
 #: same call always yields the same ids and an auditor can recompute them.
 CARD_NAMESPACE = uuid.UUID("7d0b8f0e-3c8a-4b8e-9a53-0f6f3c2e6b1d")
 RULE_SYSTEM = "urn:pressor:rule"
+#: Topic systems of the cards for missing facts: advice on a condition, and the questions to ask.
+CONDITIONAL_SYSTEM = "urn:pressor:rule-conditional"
+QUESTION_SYSTEM = "urn:pressor:ask-next"
 OVERRIDE_SYSTEM = "urn:pressor:override-reason"
 OVERRIDE_REASONS = (
     ("clinical-judgement", "Clinical judgement: the benefit outweighs the risk for this patient"),
@@ -290,9 +293,11 @@ def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: s
                                  drug_coding=drug_codings.get(r.get("drug") or ""), ui_base_url=ui_base_url,
                                  drafts=banned.get(r["rule_id"], []), replacement=replacement.get(r["rule_id"]))
              for r in recs]
+    cards += conditional_cards(results, seen, pack=pack, hook_instance=hook_instance, base_url=base_url)
+    ask = questions_card(results, pack=pack, hook_instance=hook_instance, base_url=base_url)
     info = missing_card(conversion, results, pack=pack, hook_instance=hook_instance, base_url=base_url,
                         why_missing=why_missing)
-    return cards + ([info] if info else [])
+    return cards + ([ask] if ask else []) + ([info] if info else [])
 
 
 def _norepinephrine_order(recs: list[dict[str, Any]], patient_id: str,
@@ -304,3 +309,55 @@ def _norepinephrine_order(recs: list[dict[str, Any]], patient_id: str,
             if order is not None:
                 return order
     return None
+
+
+def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dict[str, str], hook_instance: str,
+                      base_url: str) -> list[dict[str, Any]]:
+    """Advice that the first questions' answers would make firm, as info cards whose summary starts "If ...".
+
+    Never with a suggestion: nothing is ordered on a condition nobody has checked.
+    """
+    cards: list[dict[str, Any]] = []
+    seen: set[str] = set(fired)
+    for result in results:
+        for text, members in shown_if_groups(result.to_dict()):
+            for c in members:
+                if c["rule_id"] in seen:
+                    continue
+                seen.add(c["rule_id"])
+                condition = text[:1].upper() + text[1:]
+                detail = [f"**If {text}** (not yet known; ask first), then:", "", _detail({**c, "evidence": []}, pack)]
+                cards.append({
+                    "uuid": _uuid(hook_instance, "if", c["rule_id"], c["rule_version"], pack["sha256"]),
+                    "summary": _short(f"If {condition[:1].lower() + condition[1:]}: {c['summary']}"),
+                    "indicator": "info",
+                    "detail": "\n".join(detail),
+                    "source": {
+                        "label": f"pressor: {pack['name']} {pack['version']} (conditional)",
+                        "url": f"{base_url}/rules/{c['rule_id']}",
+                        "topic": {"system": CONDITIONAL_SYSTEM, "code": f"{c['rule_id']}|{c['rule_version']}",
+                                  "display": c["title"]},
+                    },
+                })
+    return cards
+
+
+def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance: str, base_url: str) -> dict[str, Any] | None:
+    """One info card listing the questions whose answers decide the most severe advice, best first."""
+    asks: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for ask in result.to_dict()["ask_next"]:
+            asks.setdefault(ask["fact"], ask)
+    if not asks:
+        return None
+    ranked = list(asks.values())
+    lines = ["These facts are unknown; their answers decide the advice below (most severe first).", ""]
+    lines += [f"{i}. **{a['question']}** Decides: {decides_text(a, limit=6)}" for i, a in enumerate(ranked, 1)]
+    return {
+        "uuid": _uuid(hook_instance, "ask-next", pack["sha256"]),
+        "summary": _short(f"Ask first: {ranked[0]['question']}"),
+        "indicator": "info",
+        "detail": "\n".join(lines),
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules",
+                   "topic": {"system": QUESTION_SYSTEM, "code": ranked[0]["fact"], "display": ranked[0]["question"]}},
+    }

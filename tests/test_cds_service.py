@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pressor.service.cards import card_uuid
+from pressor.service.cards import RULE_SYSTEM, card_uuid
 from pressor.engine.audit.log import AuditLog
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
@@ -187,7 +187,12 @@ def call(server, key, service: str, body, **override) -> httpx.Response:
 
 
 def cards_by_rule(response: httpx.Response) -> dict[str, dict]:
-    return {c["source"]["topic"]["code"].split("|")[0]: c for c in response.json()["cards"] if "topic" in c["source"]}
+    return {c["source"]["topic"]["code"].split("|")[0]: c for c in response.json()["cards"] if firm(c)}
+
+
+def firm(card: dict) -> bool:
+    """A card for a rule that fired (not conditional advice, not the questions card)."""
+    return card["source"].get("topic", {}).get("system") == RULE_SYSTEM
 
 
 # --- discovery and hooks --------------------------------------------------------------
@@ -302,10 +307,10 @@ def test_a_hook_call_is_recorded_in_the_audit_log(server, signing_key, result_va
     for rec in records:
         result_validator.validate(rec.result)
     fired = {f for rec in records for f in rec.fired()}
-    assert fired == {c["source"]["topic"]["code"].replace("|", "@") for c in r.json()["cards"] if "topic" in c["source"]}
+    assert fired == {c["source"]["topic"]["code"].replace("|", "@") for c in r.json()["cards"] if firm(c)}
     # an auditor recomputes every card's uuid from the record
     assert {card_uuid(records[0].hook_instance, *f.split("@"), records[0].pack_sha256) for f in fired} == {
-        c["uuid"] for c in r.json()["cards"] if "topic" in c["source"]}
+        c["uuid"] for c in r.json()["cards"] if firm(c)}
 
 
 def test_feedback_is_validated_and_recorded_in_the_audit_chain(server, signing_key):
@@ -491,3 +496,15 @@ def test_serve_reports_a_bad_config_with_its_line(tmp_path):
     out = subprocess.run([PRESSOR, "serve", "--config", str(tmp_path / "bad.yaml")], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and "bad.yaml:3" in out.stderr
+
+
+def test_missing_facts_give_a_questions_card_and_if_cards_without_orders(server, signing_key, card_schema):
+    body = hook_request("dopamine-first-line", "order-select",
+                        drop=("conditions", "medicationAdministrations", "medicationRequests"))
+    r = call(server, signing_key, ORDER_SELECT, body)
+    card_schema.validate(r.json())
+    cards = r.json()["cards"]
+    asks = [c for c in cards if c["source"].get("topic", {}).get("system") == "urn:pressor:ask-next"]
+    assert len(asks) == 1 and asks[0]["summary"].startswith("Ask first: ") and asks[0]["indicator"] == "info"
+    ifs = [c for c in cards if c["source"].get("topic", {}).get("system") == "urn:pressor:rule-conditional"]
+    assert ifs and all(c["summary"].startswith("If ") and "suggestions" not in c for c in ifs)

@@ -99,6 +99,14 @@ def _confirm(pack, finding: Finding, now) -> None:
         assert truth(decision.population, facts) is True
         assert set(finding.rules).isdisjoint(result.fired_ids())
         assert set(finding.rules).isdisjoint(n.rule_id for n in result.not_evaluable)
+    elif finding.code == "absent-means-hides-rule":
+        # Recorded as "none", the rule fires; left out, the declaration lists it as not applicable.
+        assert set(finding.rules) <= set(evaluate(pack, finding.witness, now=now).fired_ids())
+        (decl,) = [d for d in pack.absent_means if d.file == finding.file and d.line == finding.line]
+        absent = {k: {f: v for f, v in sec.items() if f"{k}.{f}" != decl.fact} if isinstance(sec, dict) else sec
+                  for k, sec in finding.witness.items() if k != decl.fact}
+        result = evaluate(pack, absent, now=now)
+        assert set(finding.rules) <= {n.rule_id for n in result.not_applicable}
     else:
         raise AssertionError(f"unexpected witness on {finding.code}")
 

@@ -58,6 +58,7 @@ CODES: dict[str, tuple[str, str]] = {
     "status-retired-referenced": ("error", "a retired rule still named by a decision (error) or by supersedes (warning)"),
     "waiver-unused": ("warning", "a waiver that matches no finding (remove it)"),
     "solver-incomplete": ("warning", "the search gave up on a question; the check it belongs to is incomplete"),
+    "absent-means-hides-rule": ("error", "an absent_means declaration would list as not applicable a rule that fires when the fact is recorded as 'none'"),
     "load-error": ("error", "the pack does not load; nothing else was checked"),
 }
 
@@ -224,6 +225,7 @@ class _Linter:
         self.findings += self._thresholds()
         self.findings += check_arithmetic(self.pack, self.locate)
         self.findings += self._status()
+        self.findings += self._absent_means()
         self.findings += self._temporal()
         return self._apply_waivers(self.findings)
 
@@ -557,6 +559,51 @@ class _Linter:
                     out.append(Finding("status-retired-referenced", "warning",
                                        f"'{rule.id}' supersedes retired rule '{old}', which never fires anyway",
                                        file, line, (rule.id, old), suggestion="drop it from supersedes"))
+        return out
+
+    # -- absent_means -----------------------------------------------------------
+    def _absent_means(self) -> list[Finding]:
+        """A declaration that an absent fact means "none" must not hide a rule that fires on "none".
+
+        For a fact declared with ``none: V``: if some rule can fire with the fact recorded as V
+        (where the declaration's ``when`` holds), the same patient with the fact left out would see
+        that rule as not applicable: absence would not mean what the declaration says.
+        """
+        out = []
+        for decl in self.pack.absent_means:
+            if decl.fact is None:
+                continue
+            var = self.space.variables[decl.fact]
+            if var.kind == "array":
+                none = conj(Atom(decl.fact, "known"), *(Atom(decl.fact, "has", (m, False)) for m in var.values
+                                                        if m not in (decl.none or ())),
+                            *(Atom(decl.fact, "has", (m, True)) for m in (decl.none or ())))
+            else:
+                none = self.space.formula(Compare(decl.fact, "==", decl.none), "T")
+            scope = self.space.formula(decl.when, "T") if decl.when is not None else None
+            for rule in self.live:
+                if decl.fact not in self.space.inputs(rule.when):
+                    continue
+                goal = conj(self.space.formula(rule.when, "T"), none, *([scope] if scope is not None else []))
+
+                def confirm(state: dict[str, Any], rule: Rule = rule) -> bool:
+                    return rule.id in self._evaluate(state, rule.status != "approved").fired_ids()
+
+                try:
+                    found = self._witness(goal, confirm)
+                except SolverLimit as exc:
+                    out.append(self._incomplete(f"absent_means {decl.name} against {rule.id}", exc, (rule,)))
+                    continue
+                if found is None:
+                    continue
+                witness, _ = found
+                out.append(Finding(
+                    "absent-means-hides-rule", "error",
+                    f"absent_means declares that an absent '{decl.fact}' means {decl.none!r} ({decl.meaning}), but "
+                    f"'{rule.id}' fires when it is recorded as {decl.none!r}: with the fact left out it would be "
+                    "listed as not applicable instead of asked for", decl.file, decl.line, (rule.id,), witness=witness,
+                    suggestion="narrow the declaration's 'when' so the rule is excluded, or remove the declaration",
+                ))
         return out
 
     def _derived_read(self, cond: Condition) -> set[str]:

@@ -312,8 +312,9 @@ class CompiledPack:
     def __init__(self, pack: RulePack) -> None:
         roots = [r.when for r in pack.rules] + [c for d in pack.derived for c in _derived_conditions(d)]
         conditions = _Conditions(roots)
-        citations = {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules}
-        self.rules = tuple(CompiledRule(r, conditions, citations[r.id]) for r in pack.rules)
+        #: Each rule's citations resolved against the pack's references.
+        self.citations = {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules}
+        self.rules = tuple(CompiledRule(r, conditions, self.citations[r.id]) for r in pack.rules)
         self._active: dict[frozenset[str], ActiveRules] = {}
         self.derived = tuple(_CompiledDerived(d, conditions) for d in pack.derived)
         self._derived_model = pack.derived

@@ -15,11 +15,15 @@ from .compile import engine_name, member_name, to_engine
 from .. import __version__
 from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
-from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack
+from .doses import compute_dose
+from ..model import (SEVERITY_ORDER, AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack,
+                     leaves)
 from .validate import check_state
 
 ACTIVE_BY_DEFAULT = frozenset({"approved"})
 ACTIVE_WITH_DRAFTS = frozenset({"approved", "draft", "in-review"})
+#: Among conditional advice for the same answer: acting before avoiding, considering and watching.
+_KIND_ORDER = {"do": 0, "avoid": 1, "consider": 2, "monitor": 3}
 
 
 def engine_version() -> str:
@@ -77,9 +81,13 @@ def _slot(pack: RulePack) -> _EngineSlot:
 
 
 def prepare(pack: RulePack) -> None:
-    """Build the pack's engine and compiled conditions now (load time), so that anything refused fails before any patient."""
+    """Build the pack's engine, its compiled conditions and what the residuals of undecided rules
+    need (see residual.py) now (load time), so that anything refused fails before any patient."""
+    from .residual import context
+
     _slot(pack).get(pack)
     compiled_pack(pack)
+    context(pack)
 
 
 def release(pack: RulePack) -> None:
@@ -143,6 +151,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         raise
     recommendations: list[Recommendation] = []
     not_evaluable: list[NotEvaluable] = []
+    undecided: list[Rule] = []
     active = compiled.active(ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT)
     for rule in active.fired(fired):
         # Every rule the engine fires must be TRUE under the reference semantics (compiled).
@@ -160,6 +169,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         truth = rule.truth(facts)
         if truth is None:
             not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of)))
+            undecided.append(rule.rule)
         elif truth:
             raise EvaluationError.single(
                 f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
@@ -167,6 +177,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
             )
     recommendations, superseded = _drop_superseded(pack, recommendations)
     recommendations.sort(key=Recommendation.sort_key)
+    conditional, ask_next, not_applicable = (
+        _when_missing(pack, undecided, facts, recommendations) if undecided else ((), (), ()))
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
     warnings = _measurement_warnings(facts) + superseded + tuple(
@@ -185,7 +197,58 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         derived=derived_out,
         warnings=warnings,
         include_draft=include_draft,
+        conditional=conditional,
+        ask_next=ask_next,
+        not_applicable=not_applicable,
     )
+
+
+def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any], shown: list[Recommendation]
+                  ) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...], tuple[NotApplicable, ...]]:
+    """Conditional advice, the questions that decide it, and the rules that cannot apply (see residual.py)."""
+    from .residual import analyse, context
+    from .wording import question
+
+    analysis = analyse(pack, undecided, facts, frozenset(r.rule_id for r in shown))
+    rank = {q.fact: i for i, q in enumerate(analysis.questions)}
+    order = context(pack).order
+    groups: dict[str, list[Conditional]] = {}
+    not_applicable: list[NotApplicable] = []
+    for item in analysis.undecided:
+        rule = item.rule
+        if item.outcome == "conditional":
+            dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
+            groups.setdefault(item.text, []).append(Conditional(
+                rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
+                title=rule.title, summary=rule.summary, detail=rule.detail, citations=compiled_pack(pack).citations[rule.id],
+                source_section=rule.section, condition=item.residual, text=item.text,
+                facts=item.needs, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
+            ))
+        elif item.outcome == "superseded":
+            winners = sorted(pack.cache["superseded_by"][rule.id] & {r.rule_id for r in shown})
+            not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, f"superseded by {', '.join(winners)}"))
+        elif item.outcome == "not_applicable":
+            if item.because:
+                because, declared = "; ".join(d.meaning for d in item.because), tuple(d.name for d in item.because)
+            else:
+                because, declared = "no value of the missing facts makes it apply", ()
+            not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, because, declared))
+
+    def rule_key(c: Conditional) -> tuple:
+        return (SEVERITY_ORDER[c.severity], _KIND_ORDER[c.kind], order[c.rule_id])
+
+    def group_key(members: list[Conditional]) -> tuple:
+        # The answer to the best question first; among its answers, the one that makes the most advice firm
+        # (advice that holds whatever the answer comes last), then the most severe, acting before watching.
+        best = min(members, key=rule_key)
+        whatever = all(leaf.op == "known" for leaf in leaves(best.condition))
+        return (min(rank.get(f, len(rank)) for f in best.facts), len(best.facts), whatever, -len(members),
+                rule_key(best)[:2], order[best.rule_id])
+
+    conditional = [c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key)]
+    ask = tuple(AskNext(q.fact, question(q.fact), tuple((r.id, r.severity, r.title) for r in q.decides))
+                for q in analysis.questions)
+    return tuple(conditional), ask, tuple(not_applicable)
 
 
 MAP, SBP, DBP = "vitals.map_mmhg", "vitals.sbp_mmhg", "vitals.dbp_mmhg"

@@ -17,7 +17,7 @@ from ..errors import EvaluationError
 from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state
 from .load import Document
 from .logic import Derivation, derive, truth, verdict
-from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, leaves
+from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, condition_data, leaves
 from .pack import find_rule
 
 #: Outcomes in the order explanations are grouped.
@@ -76,6 +76,8 @@ class RuleExplanation:
     conditions: tuple[LeafTrace, ...] = ()
     missing: tuple[str, ...] = ()
     reason: str | None = None
+    #: not_evaluable only: {outcome: conditional | not_applicable | undecided, if, condition, because}.
+    when_missing: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -88,6 +90,8 @@ class RuleExplanation:
             out["missing"] = list(self.missing)
         if self.reason is not None:
             out["reason"] = self.reason
+        if self.when_missing is not None:
+            out["when_missing"] = dict(self.when_missing)
         return out
 
 
@@ -101,6 +105,7 @@ class Explanation:
     include_draft: bool
     derived: dict[str, Any]
     rules: tuple[RuleExplanation, ...]
+    ask_next: tuple[dict[str, Any], ...] = ()
 
     def grouped(self) -> dict[str, list[RuleExplanation]]:
         """Rules by outcome, in :data:`OUTCOMES` order (every outcome present, maybe empty)."""
@@ -118,6 +123,7 @@ class Explanation:
             "include_draft": self.include_draft,
             "counts": {o: len(rs) for o, rs in self.grouped().items()},
             "derived": dict(self.derived),
+            "ask_next": list(self.ask_next),
             "rules": [r.to_dict() for r in self.rules],
         }
 
@@ -134,6 +140,9 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     fired = set(result.fired_ids())
     undecided = {n.rule_id: frozenset(n.missing) for n in result.not_evaluable}
+    when_missing: dict[str, dict[str, Any]] = {
+        c.rule_id: {"outcome": "conditional", "if": c.text, "condition": condition_data(c.condition)} for c in result.conditional}
+    when_missing.update({n.rule_id: {"outcome": "not_applicable", "because": n.because} for n in result.not_applicable})
     facts = flatten_state(state)
     derivation = derive(pack.derived, facts)
     tracer = _Tracer(facts, derivation, _thresholds(pack))
@@ -159,10 +168,13 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
                 rule_id=rule.id, file=rule.file, line=rule.line,
                 suggestion="report this: the engine and the reference semantics disagree",
             )
+        if engine == "not_evaluable":
+            explanation = replace(explanation, when_missing=when_missing.get(rule.id, {"outcome": "undecided"}))
         explained.append(explanation)
     return Explanation(
         pack=dict(result.pack), evaluated_at=result.evaluated_at, engine_version=result.engine_version,
         include_draft=include_draft, derived=dict(result.derived), rules=tuple(explained),
+        ask_next=tuple(q.to_dict() for q in result.ask_next if rule_id is None or rule_id in {r for r, _, _ in q.decides}),
     )
 
 

@@ -18,6 +18,7 @@ from ..errors import InputError, Problem, RuleFileError
 from .load import Document, load_document
 from ..model import (
     TEMPORAL_KINDS,
+    AbsentMeans,
     TemporalFact,
     Citation,
     Decision,
@@ -155,6 +156,7 @@ class _Builder:
         self._supersedes(rules)
         decisions = self._decisions({r.id for r in rules})
         waivers = self._waivers({r.id for r in rules}, {d.id for d in decisions})
+        absent_means = self._absent_means()
         temporal = self._temporal(references)
         self._raise_if_problems()
         if self.check_examples:
@@ -167,8 +169,8 @@ class _Builder:
             preparations=tuple(preparations), references=references, document=dict(refs_meta["document"]),
             files=manifest, warnings=tuple(self.warnings), raw_pack=dict(pack_meta),
             array_members={p: ft.values for p, ft in self.vocab.items() if ft.kind == "array"},
-            decisions=tuple(decisions), waivers=tuple(waivers), temporal=tuple(temporal),
-            parameters=tuple(params.values()), profile=profile,
+            decisions=tuple(decisions), waivers=tuple(waivers), absent_means=tuple(absent_means),
+            temporal=tuple(temporal), parameters=tuple(params.values()), profile=profile,
         )
         self._engine_check(pack)
         return pack
@@ -515,6 +517,40 @@ class _Builder:
                 when = ConditionCompiler(self.vocab, report).parse(item["when"], f"{ptr}/when") if "when" in item else None
                 out.append(Waiver(item["code"], item["reason"].strip(), tuple(item.get("rules", ())), item.get("decision"),
                                   when, file=doc.file, line=doc.where(ptr).get("line")))
+        return out
+
+    def _absent_means(self) -> list[AbsentMeans]:
+        """``absent_means:`` declarations; a section or fact the patient-state schema does not have stops the load."""
+        out: list[AbsentMeans] = []
+        sections = sorted({p.split(".", 1)[0] for p in self.vocab if not self.vocab[p].derived})
+        for doc, items in self._sections("absent_means"):
+            for i, item in enumerate(items):
+                ptr = f"/absent_means/{i}"
+                report = problems_from(self.problems, doc.where, None)
+                if "section" in item:
+                    name = item["section"]
+                    facts = tuple(p for p in self.vocab if p.split(".", 1)[0] == name and not self.vocab[p].derived)
+                    if not facts:
+                        close = difflib.get_close_matches(name, sections, n=1)
+                        self.problems.append(Problem(f"unknown section '{name}'", suggestion=(
+                            f"did you mean '{close[0]}'?" if close else f"sections: {', '.join(sections)}"), **doc.where(f"{ptr}/section")))
+                        continue
+                else:
+                    ft = self.vocab.get(item["fact"])
+                    if ft is None or ft.derived:
+                        close = difflib.get_close_matches(item["fact"], [p for p in self.vocab if not self.vocab[p].derived], n=1)
+                        self.problems.append(Problem(f"unknown fact '{item['fact']}' (only patient-state facts can be absent)",
+                                                     suggestion=f"did you mean '{close[0]}'?" if close else "see the patient-state schema",
+                                                     **doc.where(f"{ptr}/fact")))
+                        continue
+                    if ft.kind in ("number", "boolean", "enum") and not ConditionCompiler(self.vocab, report)._value_ok(
+                            ft, item["none"], f"{ptr}/none"):
+                        continue
+                    facts = (ft.path,)
+                when = ConditionCompiler(self.vocab, report).parse(item["when"], f"{ptr}/when") if "when" in item else None
+                out.append(AbsentMeans(facts, item["meaning"].strip(), item.get("section"), item.get("fact"),
+                                       tuple(item["none"]) if isinstance(item.get("none"), list) else item.get("none"),
+                                       when, file=doc.file, line=doc.where(ptr).get("line"), pointer=ptr))
         return out
 
     def _quantity(self, data: dict[str, Any] | None, pointer: str, report: Any) -> Quantity | None:

@@ -18,7 +18,7 @@ from ..model import Evidence, NotEvaluable, Recommendation, Result
 
 _KNOWN = {
     Result: {"pack", "evaluated_at", "engine_version", "recommendations", "not_evaluable", "derived", "warnings",
-             "include_draft"},
+             "include_draft", "conditional", "ask_next", "not_applicable"},
     Recommendation: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
                      "citations", "evidence", "source_section", "dose", "drug"},
 }
@@ -84,8 +84,13 @@ class ResultWriter:
                       f'"engine_version":{_dumps(result.engine_version)},"include_draft":{_dumps(result.include_draft)},')
             _remember(self._headers, key, header)
         warnings = _dumps(list(result.warnings)) if result.warnings else "[]"
+        # The advice for missing facts is per patient and small: serialised as it is.
+        conditional = _items(result.conditional)
+        ask_next = _items(result.ask_next)
+        not_applicable = _items(result.not_applicable)
         return (f'{header}"recommendations":[{recs}],"not_evaluable":[{missing}],'
-                f'"derived":{_dumps(result.derived)},"warnings":{warnings}}}')
+                f'"derived":{_dumps(result.derived)},"warnings":{warnings},"conditional":{conditional},'
+                f'"ask_next":{ask_next},"not_applicable":{not_applicable}}}')
 
     def _recommendation(self, rec: Recommendation) -> str:
         heads = self._heads.get(rec.rule_id)
@@ -112,6 +117,10 @@ class ResultWriter:
             missing = _dumps(list(n.missing))
             _remember(self._missing_lists, n.missing, missing)
         return f"{head}{missing}}}"
+
+
+def _items(items: tuple) -> str:
+    return _dumps([i.to_dict() for i in items]) if items else "[]"
 
 
 def _remember(memo: dict, key: Any, value: str) -> None:

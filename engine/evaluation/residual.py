@@ -1,0 +1,544 @@
+"""When facts are missing: what each undecided rule still needs, and which question decides most.
+
+For every rule that is not evaluable, the *residual* of its condition is computed: the
+condition partially evaluated over the known facts (three-valued, exactly as
+:mod:`pressor.engine.evaluation.logic`), with derived facts expanded into their
+definitions, so that what is left reads only input facts that are absent. It is
+built per polarity, as the lint solver does: ``residual(cond, True)`` holds, for any
+facts supplied later, exactly when the rule would fire, and ``residual(cond, False)``
+exactly when it would be false. Negation therefore never meets an unknown (an
+unknown derived number compared under ``not`` stays unknown, as in the engine).
+
+The outcome of each undecided rule is then one of:
+
+* **conditional**: the residual can be true for a plausible patient (asked of the lint
+  solver once per distinct residual, cached per pack; residuals hold only absent facts,
+  so they repeat across patients);
+* **not applicable**: the residual is false, either because no value of the missing
+  facts can make the rule fire, or because the pack declares what the absence of a
+  fact means (``absent_means:``, e.g. no ``order`` section = no order proposed);
+* undecided: the solver ran out of its budget (rare; the rule stays "could not decide").
+
+A missing fact *decides* a conditional rule when its possible values do not all leave
+the rule in the same state; the questions are ranked by the most severe rule they
+decide, then by how many.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Iterable, Mapping, NamedTuple
+
+from ..model import SEVERITY_ORDER, AbsentMeans, All, Any_, Compare, Condition, Derived, Not, Rule, RulePack, leaves
+from .logic import _ORDER as _ORDER_OF, compare, derive, truth
+
+Residual = Any  # True | False | Condition
+
+_FLIP = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "==", "known": "unknown", "unknown": "known"}
+_TURN = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+# --- building residuals ------------------------------------------------------------
+
+
+def conj(items: Iterable[Residual]) -> Residual:
+    """``and`` of residuals, simplified (Kleene-sound: constants folded, nesting flattened, repeats dropped)."""
+    out: list[Condition] = []
+    for item in items:
+        if item is False:
+            return False
+        if item is True:
+            continue
+        for child in (item.children if isinstance(item, All) else (item,)):
+            if child not in out:
+                out.append(child)
+    if not out:
+        return True
+    return out[0] if len(out) == 1 else All(tuple(out))
+
+
+def disj(items: Iterable[Residual]) -> Residual:
+    """``or`` of residuals, simplified; ``x < 1 or x >= 1`` becomes ``x is known``."""
+    out: list[Condition] = []
+    for item in items:
+        if item is True:
+            return True
+        if item is False:
+            continue
+        for child in (item.children if isinstance(item, Any_) else (item,)):
+            if child not in out:
+                out.append(child)
+    if not out:
+        return False
+    for leaf in [c for c in out if isinstance(c, Compare) and c.value_fact is None and c.op not in ("known", "unknown")]:
+        other = _negated(leaf)
+        if leaf in out and other in out:  # x or not x: true once x is known, whatever its value
+            out = [c for c in out if c != leaf and c != other] + [_leaf_of(leaf.fact, "known")]
+    return out[0] if len(out) == 1 else Any_(tuple(out))
+
+
+_LEAVES: dict[tuple[Any, ...], Compare] = {}
+
+
+def _leaf_of(fact: str, op: str, value: Any = None, value_fact: str | None = None) -> Compare:
+    """One shared Compare per meaning (building one renders its text; residuals build many)."""
+    key = (fact, op, type(value), value, value_fact)
+    found = _LEAVES.get(key)
+    if found is None:
+        if len(_LEAVES) > 20_000:
+            _LEAVES.clear()
+        found = _LEAVES[key] = Compare(fact, op, value, value_fact)
+    return found
+
+
+def _negated(leaf: Compare) -> Condition:
+    """A leaf that is true exactly when ``leaf`` is false (both facts known)."""
+    if leaf.op in _FLIP:
+        value = leaf.value
+        if leaf.op in ("==", "!=") and isinstance(value, bool):  # b != true reads as b == false
+            return _leaf_of(leaf.fact, "==", not value) if leaf.op == "==" else _leaf_of(leaf.fact, "==", value)
+        return _leaf_of(leaf.fact, _FLIP[leaf.op], value, leaf.value_fact)
+    return Not(leaf)  # in, includes
+
+
+def _plain(leaf: Compare) -> Compare:
+    """The leaf without its file pointer (residuals compare by meaning), ``b != x`` as ``b == not x``."""
+    if leaf.op == "!=" and isinstance(leaf.value, bool):
+        return _leaf_of(leaf.fact, "==", not leaf.value)
+    return _leaf_of(leaf.fact, leaf.op, leaf.value, leaf.value_fact)
+
+
+class _Partial:
+    """Partial evaluation of conditions over one patient's facts (memoised per call)."""
+
+    def __init__(self, derived: Mapping[str, Derived], facts: Mapping[str, Any], absent: frozenset[str]) -> None:
+        self.derived = derived
+        self.facts = facts
+        self.absent = absent  # absent facts declared not applicable: they stay absent
+        self._memo: dict[tuple[int, bool], Residual] = {}
+
+    def of(self, cond: Condition, pol: bool) -> Residual:
+        """What must hold of the missing facts for ``cond`` to be ``pol`` (True: fires; False: false)."""
+        key = (id(cond), pol)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._of(cond, pol)
+        return found
+
+    def _of(self, cond: Condition, pol: bool) -> Residual:
+        if isinstance(cond, Compare):
+            return self._leaf(cond, pol)
+        if isinstance(cond, Not):
+            return self.of(cond.child, not pol)
+        parts = (self.of(c, pol) for c in cond.children)
+        return conj(parts) if isinstance(cond, All) == pol else disj(parts)
+
+    def _leaf(self, leaf: Compare, pol: bool) -> Residual:
+        t = compare(leaf, self.facts)
+        if t is not None:
+            return t == pol
+        if leaf.op in ("known", "unknown"):
+            if leaf.fact in self.absent:  # it stays absent
+                return (leaf.op == "unknown") == pol
+            return _plain(leaf) if pol else _leaf_of(leaf.fact, _FLIP[leaf.op])
+        lefts = self.branches(leaf.fact)
+        rights = self.branches(leaf.value_fact) if leaf.value_fact is not None else [(True, ("const", leaf.value))]
+        return disj(conj((gl, gr, self._test(tl, leaf.op, tr, pol))) for gl, tl in lefts for gr, tr in rights)
+
+    def branches(self, path: str) -> list[tuple[Residual, tuple[str, Any]]]:
+        """How a fact takes its value: ``[(when, ("const", value) | ("var", path))]``."""
+        if path in self.facts:
+            return [(True, ("const", self.facts[path]))]
+        if path in self.absent:
+            return []
+        d = self.derived.get(path)
+        if d is None or d.product is not None or d.mean_pressure is not None:  # a number of its own
+            factors = (d.product or d.mean_pressure) if d is not None else ()
+            if factors and all(p in self.absent for p in factors):
+                return []
+            return [(True, ("var", path))]
+        if d.when is not None:
+            return [(self.of(d.when, True), ("const", True)), (self.of(d.when, False), ("const", False))]
+        out, prefix = [], True
+        for case, value in d.cases:
+            out.append((conj((prefix, self.of(case, True))), ("const", value)))
+            prefix = conj((prefix, self.of(case, False)))
+        if d.default is not None:  # no default: unknown when no case holds
+            out.append((prefix, ("const", d.default)))
+        return out
+
+    @staticmethod
+    def _test(left: tuple[str, Any], op: str, right: tuple[str, Any], pol: bool) -> Residual:
+        (lk, lv), (rk, rv) = left, right
+        if lk == "const" and rk == "const":
+            return compare(_leaf_of("a", op, rv), {"a": lv}) == pol
+        if lk == "const":
+            if op not in _TURN:  # includes / in with a constant on the left cannot arise from the schema
+                return False
+            lk, lv, rk, rv, op = rk, rv, lk, lv, _TURN[op]
+        leaf = _leaf_of(lv, op, value_fact=rv) if rk == "var" else _plain(_leaf_of(lv, op, rv))
+        return leaf if pol else _negated(leaf)
+
+
+def inputs_of(res: Residual) -> tuple[str, ...]:
+    """The facts a residual reads, in order of first mention."""
+    if res is True or res is False:
+        return ()
+    out: list[str] = []
+    for leaf in leaves(res):
+        for p in leaf.facts():
+            if p not in out:
+                out.append(p)
+    return tuple(out)
+
+
+# --- the outcome for one patient ------------------------------------------------------
+
+
+class Undecided(NamedTuple):
+    """An undecided rule: its residual (fires exactly when this holds) and what became of it."""
+
+    rule: Rule
+    residual: Residual
+    outcome: str  # conditional | not_applicable | superseded (a rule that fired refines it) | undecided
+    because: tuple[AbsentMeans, ...] = ()
+    deciding: tuple[str, ...] = ()  # conditional: the missing facts whose answer changes it
+    text: str = ""  # conditional: the residual in clinical words
+    needs: tuple[str, ...] = ()  # conditional: the facts the residual reads
+
+
+class Question(NamedTuple):
+    """A missing fact and the conditional rules its answer decides (most severe first)."""
+
+    fact: str
+    decides: tuple[Rule, ...]
+
+
+class Analysis(NamedTuple):
+    """What :func:`analyse` found for one patient."""
+
+    undecided: tuple[Undecided, ...]
+    questions: tuple[Question, ...]
+
+
+_UNSEEN = object()
+
+
+class _Observed(NamedTuple):
+    """Per call: what the known facts say to each probe comparison (filled on demand), and what every key shares."""
+
+    parts: list[Any]
+    common: tuple[Any, ...]
+    facts: Mapping[str, Any]
+
+
+class ResidualContext:
+    """Per-pack data for residuals, built once: derived facts, the facts each rule reads through
+    them, fact domains, and a bounded cache of the solver's answers."""
+
+    #: Solver steps allowed per question; past it the rule is left "could not decide".
+    BUDGET = 20_000
+    CACHE_SIZE = 4096
+
+    def __init__(self, pack: RulePack) -> None:
+        from .validate import STATE_SCHEMA, schema
+
+        self.pack = pack
+        self.derived = {d.name: d for d in pack.derived}
+        #: Derived numbers of their own (products, the mean pressure), recomputed when a fact is supplied.
+        self.numbers = tuple(d for d in pack.derived if d.product is not None or d.mean_pressure is not None)
+        self._schema = schema(STATE_SCHEMA)
+        self.domains = _domains(self._schema)
+        self._space: Any = None
+        self._lock = threading.Lock()
+        self._sat: OrderedDict[Any, bool | None] = OrderedDict()
+        self._deciding: OrderedDict[Any, tuple[str, ...]] = OrderedDict()
+        self.order = {r.id: i for i, r in enumerate(pack.rules)}
+        self.descriptions = {d.name: d.description for d in pack.derived}
+        #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else.
+        self.outcomes: OrderedDict[Any, Undecided] = OrderedDict()
+        probes: dict[Compare, int] = {}
+        self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]] = []
+        self._probe_index: dict[str, tuple[int, ...]] = {}
+        for r in pack.rules:
+            index = []
+            for leaf, cases in self._probes_of(r.when):
+                if leaf not in probes:
+                    probes[leaf] = len(self._probe_list)
+                    self._probe_list.append((leaf, cases))
+                index.append(probes[leaf])
+            self._probe_index[r.id] = tuple(index)
+
+    def _probes_of(self, cond: Condition) -> tuple[tuple[Compare, tuple[Any, ...] | None], ...]:
+        """Every comparison the rule's residual can depend on, derived facts followed down to input facts;
+        a comparison with a derived number carries that number's possible values."""
+        out: dict[Compare, tuple[Any, ...] | None] = {}
+        todo = list(leaves(cond))
+        seen: set[str] = set()
+        while todo:
+            leaf = todo.pop()
+            if leaf in out:
+                continue
+            cases = None
+            for path in leaf.facts():
+                d = self.derived.get(path)
+                if d is None:
+                    continue
+                if d.cases:
+                    cases = tuple(v for _, v in d.cases) + ((d.default,) if d.default is not None else ())
+                if path not in seen:
+                    seen.add(path)
+                    conds = ([d.when] if d.when is not None else []) + [c for c, _ in d.cases]
+                    todo.extend(x for c in conds for x in leaves(c))
+            out[leaf] = cases
+        return tuple(out.items())
+
+    def observe(self, facts: Mapping[str, Any], absent: frozenset[str]) -> "_Observed":
+        """What every key of this call shares; the probe comparisons are evaluated on demand, once each."""
+        factors = tuple(facts.get(p) for d in self.numbers for p in (d.product or d.mean_pressure))  # type: ignore[union-attr]
+        return _Observed([_UNSEEN] * len(self._probe_list), (absent, factors), facts)
+
+    def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
+        leaf, cases = self._probe_list[i]
+        t = compare(leaf, facts)
+        if t is None and cases is not None:
+            # a comparison with an unknown derived number: the known side against each value it can take
+            extra = []
+            for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
+                if side in facts and other is not None and other not in facts:
+                    v = facts[side]
+                    extra.append(tuple(_ORDER_OF[leaf.op](v, c) if side == leaf.fact else _ORDER_OF[leaf.op](c, v)
+                                       for c in cases))
+            return tuple(extra)
+        if t is None and leaf.value_fact is not None:
+            return (facts.get(leaf.fact), facts.get(leaf.value_fact))
+        return t
+
+    def key(self, rule: Rule, seen: "_Observed") -> tuple[Any, ...]:
+        """What a rule's residual depends on: what the known facts say to each comparison it can reach,
+        which absent facts the pack declares not applicable, and the known factors of products."""
+        parts = seen.parts
+        for i in self._probe_index[rule.id]:
+            if parts[i] is _UNSEEN:
+                parts[i] = self._probe(i, seen.facts)
+        return (rule.id, seen.common, *[parts[i] for i in self._probe_index[rule.id]])
+
+    def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
+        """Keep ``outcome`` for ``key`` (bounded, least recently stored dropped first)."""
+        with self._lock:
+            self.outcomes[key] = outcome
+            if len(self.outcomes) > 4 * self.CACHE_SIZE:
+                self.outcomes.popitem(last=False)
+        return outcome
+
+    def satisfiable(self, res: Residual) -> bool | None:
+        """Can ``res`` be true for a plausible patient (schema ranges)? None if the solver gave up."""
+        if res is True or res is False:
+            return res
+        with self._lock:
+            if res in self._sat:
+                self._sat.move_to_end(res)
+                return self._sat[res]
+            from ..authoring.solver import SolverLimit, Space
+
+            if self._space is None or len(self._space._memo) > 50_000:
+                self._space = Space(self.pack, self._schema, budget=self.BUDGET)
+            try:
+                answer: bool | None = self._space.satisfiable(self._space.formula(res, "T"))
+            except SolverLimit:
+                answer = None
+            self._sat[res] = answer
+            if len(self._sat) > self.CACHE_SIZE:
+                self._sat.popitem(last=False)
+            return answer
+
+    def deciding(self, res: Residual, facts: Mapping[str, Any]) -> tuple[str, ...]:
+        """The missing facts whose values do not all leave ``res`` in the same state (cached per residual;
+        a residual over a product also depends on its known factor, which joins the key)."""
+        factors = tuple(sorted((p, facts[p]) for d in self.numbers if d.name in inputs_of(res)
+                               for p in (d.product or d.mean_pressure) if p in facts))  # type: ignore[union-attr]
+        key = (res, factors)
+        found = self._deciding.get(key)
+        if found is not None:
+            return found
+        out = []
+        for fact in _askable(self, res):
+            seen = set()
+            for value in _values(self, fact, res, facts):
+                seen.add(truth(res, _with(self, facts, fact, value)))
+                if len(seen) > 1:
+                    out.append(fact)
+                    break
+        with self._lock:
+            self._deciding[key] = found = tuple(out)
+            if len(self._deciding) > self.CACHE_SIZE:
+                self._deciding.popitem(last=False)
+        return found
+
+    def absent_declared(self, facts: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, AbsentMeans]]:
+        """Absent facts that the pack's ``absent_means`` declarations make not applicable here."""
+        out: dict[str, AbsentMeans] = {}
+        for decl in self.pack.absent_means:
+            if decl.when is not None and truth(decl.when, facts) is not True:
+                continue
+            for path in decl.facts:
+                if path not in facts:
+                    out.setdefault(path, decl)
+        return frozenset(out), out
+
+
+def context(pack: RulePack) -> ResidualContext:
+    """The pack's residual context (built on first use, then kept with the pack)."""
+    ctx = pack.cache.get("residual")
+    if ctx is None:
+        ctx = pack.cache.setdefault("residual", ResidualContext(pack))
+    return ctx
+
+
+def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], shown: frozenset[str] = frozenset()) -> Analysis:
+    """Residuals, outcomes and ranked questions for the undecided ``rules`` (``facts`` already derived).
+
+    ``shown`` holds the rules that fired: a conditional rule one of them supersedes is left out.
+    """
+    ctx = context(pack)
+    absent, declared = ctx.absent_declared(facts)
+    seen = ctx.observe(facts, absent)
+    superseded = pack.cache.get("superseded_by")
+    if superseded is None:
+        superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    partials: list[_Partial] = []  # built on the first cache miss only
+    undecided: list[Undecided] = []
+    for rule in rules:
+        key = ctx.key(rule, seen)
+        found = ctx.outcomes.get(key)
+        if found is None:
+            if not partials:
+                plain = _Partial(ctx.derived, facts, frozenset())
+                partials = [plain, _Partial(ctx.derived, facts, absent) if absent else plain]
+            found = ctx.remember(key, _outcome(ctx, rule, facts, absent, declared, *partials))
+        if found.outcome == "conditional" and superseded.get(rule.id, frozenset()) & shown:
+            found = found._replace(outcome="superseded")
+        undecided.append(found)
+    return Analysis(tuple(undecided), _questions(ctx, undecided))
+
+
+def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absent: frozenset[str],
+             declared: Mapping[str, AbsentMeans], plain: _Partial, partial: _Partial) -> Undecided:
+    """What becomes of one undecided rule: its residual, and conditional / not applicable / undecided."""
+    res = partial.of(rule.when, True)
+    if res is False:
+        unmasked = plain.of(rule.when, True)
+        if absent and unmasked is not False:
+            reads = set(inputs_of(unmasked)) & absent
+            return Undecided(rule, False, "not_applicable", tuple(dict.fromkeys(declared[p] for p in sorted(reads))))
+        return Undecided(rule, False, "not_applicable")
+    sat = ctx.satisfiable(res)
+    if sat is None:
+        return Undecided(rule, res, "undecided")
+    if not sat:
+        return Undecided(rule, False, "not_applicable")
+    from .wording import words
+
+    return Undecided(rule, res, "conditional", deciding=ctx.deciding(res, facts), text=words(res, ctx.descriptions),
+                     needs=inputs_of(res))
+
+
+def _with(ctx: ResidualContext, facts: Mapping[str, Any], fact: str, value: Any) -> dict[str, Any]:
+    """``facts`` with ``fact`` supplied as ``value``, and the derived numbers it completes."""
+    known = dict(facts)
+    known[fact] = value
+    stale = [d for d in ctx.numbers if fact in (d.product or d.mean_pressure or ())]
+    for d in stale:
+        known.pop(d.name, None)
+    derive(tuple(stale), known)
+    return known
+
+
+def _questions(ctx: "ResidualContext", undecided: list[Undecided]) -> tuple[Question, ...]:
+    """Missing facts by the most severe conditional rule their answer decides, then by how many."""
+    decides: dict[str, list[Rule]] = {}
+    for item in undecided:
+        if item.outcome == "conditional":
+            for fact in item.deciding:
+                decides.setdefault(fact, []).append(item.rule)
+    order = ctx.order
+    questions = [
+        Question(fact, tuple(sorted(rules, key=lambda r: (SEVERITY_ORDER[r.severity], order[r.id]))))
+        for fact, rules in decides.items()
+    ]
+    questions.sort(key=lambda q: (min(SEVERITY_ORDER[r.severity] for r in q.decides), -len(q.decides), q.fact))
+    return tuple(questions)
+
+
+def _askable(ctx: ResidualContext, res: Residual) -> list[str]:
+    """The input facts a clinician can be asked for (a product is asked through its missing factors)."""
+    out: list[str] = []
+    for path in inputs_of(res):
+        d = ctx.derived.get(path)
+        for p in ((d.product or d.mean_pressure or (path,)) if d is not None else (path,)):
+            if p in ctx.domains and p not in out:
+                out.append(p)
+    return out
+
+
+def _values(ctx: ResidualContext, fact: str, res: Residual, facts: Mapping[str, Any]) -> list[Any]:
+    """One value of ``fact`` from each region where the residual's comparisons of it could answer differently."""
+    kind, domain = ctx.domains[fact]
+    if kind == "boolean":
+        return [True, False]
+    if kind == "enum":
+        return list(domain)
+    if kind == "array":
+        members = sorted({leaf.value for leaf in leaves(res) if leaf.fact == fact and leaf.op == "includes"})
+        return [[]] + [[m] for m in members] + ([members] if len(members) > 1 else [])
+    lo, lo_in, hi, hi_in = domain
+    cuts: set[float] = set()
+    for leaf in leaves(res):
+        values = leaf.value if leaf.op == "in" else (leaf.value,)
+        scale = 1.0
+        if leaf.fact != fact:  # a product: its threshold divided by the known factor
+            d = ctx.derived.get(leaf.fact)
+            if d is not None and d.mean_pressure is not None and fact == d.mean_pressure[0]:
+                scale = 1.0  # the measured MAP is the mean pressure itself
+            elif d is None or d.product is None or fact not in d.product:
+                continue
+            else:
+                other = d.product[1] if d.product[0] == fact else d.product[0]
+                if not facts.get(other):
+                    continue
+                scale = float(facts[other])
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                cuts.add(v / scale)
+    points = sorted(cuts)
+    candidates = [lo, hi] + points
+    candidates += [(a + b) / 2 for a, b in zip(points, points[1:])]
+    if points:
+        candidates += [points[0] - 1, points[-1] + 1, (lo + points[0]) / 2, (points[-1] + hi) / 2]
+    if not lo_in:
+        candidates += [lo + min(1.0, (points[0] - lo) / 2 if points and points[0] > lo else 1.0)]
+    return sorted({c for c in candidates if (lo < c or (lo_in and c == lo)) and (c < hi or (hi_in and c == hi))})
+
+
+def _domains(state_schema: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Each input fact's kind and domain: values for booleans/enums/arrays, (min, max) for numbers."""
+    out: dict[str, tuple[str, Any]] = {}
+
+    def add(path: str, node: Mapping[str, Any]) -> None:
+        t = node.get("type")
+        if t == "object":
+            for key, child in node.get("properties", {}).items():
+                add(f"{path}.{key}" if path else key, child)
+        elif t == "array":
+            out[path] = ("array", tuple(node["items"].get("enum", ())))
+        elif "enum" in node:
+            out[path] = ("enum", tuple(node["enum"]))
+        elif t == "boolean":
+            out[path] = ("boolean", (True, False))
+        elif t in ("number", "integer"):
+            lo, lo_in = (node["minimum"], True) if "minimum" in node else (node.get("exclusiveMinimum", 0), False)
+            hi, hi_in = (node["maximum"], True) if "maximum" in node else (node.get("exclusiveMaximum", 1e6), False)
+            out[path] = ("number", (float(lo), lo_in, float(hi), hi_in))
+
+    add("", state_schema)
+    return out

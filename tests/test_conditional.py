@@ -1,0 +1,187 @@
+"""When facts are missing: conditional advice, the next question, not applicable (issue 10).
+
+The two patients of the issue are examples/septic-no-infusions.yaml (58 years, MAP 58 after
+32 mL/kg, no infusions section) and examples/pediatric-extremities-unknown.yaml (12 years, MAP 57,
+extremity temperature not recorded). The property test checks the residual's meaning over
+generated states: supplying an asked fact with a value that makes a conditional rule's residual
+true makes that rule fire firmly with the same dose; a value that makes it false keeps it from firing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+from pressor.engine.errors import PatientStateError
+from pressor.engine.evaluation.evaluate import evaluate, flatten_state
+from pressor.engine.evaluation.logic import derive, truth
+from pressor.engine.evaluation.residual import _values, context
+from pressor.engine.report import result_text
+from pressor.service.cards import conditional_cards, questions_card
+
+from .conftest import EXAMPLES
+from .strategies import patient_states
+
+#: Facts a dose itself reads: supplying one of them changes the dose, by design.
+DOSE_INPUTS = {"patient.weight_kg", "patient.age_years", "infusions.norepinephrine_concentration_mcg_ml",
+               "fluids.crystalloid_ml_kg"}
+
+
+def _state(name: str) -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLES / name).read_text())
+
+
+def _lines(result) -> list[str]:
+    return [line for line, _ in result_text(result, color=False)]
+
+
+def test_septic_adult_without_infusions_is_offered_the_start_of_norepinephrine_first(pack, now, result_validator):
+    result = evaluate(pack, _state("septic-no-infusions.yaml"), now=now)
+    result_validator.validate(result.to_dict())
+    assert result.fired_ids() == ["target.map-65", "target.no-map-85"]
+    first = result.conditional[0]
+    assert first.rule_id == "norepinephrine.start" and first.text == "norepinephrine is not already running"
+    dose = next(c for c in result.conditional if c.rule_id == "norepinephrine.dose-adult")
+    assert dose.text == first.text and dose.dose["for_weight"]["weight_kg"] == 70
+    assert dose.dose["for_weight"]["range"] == {"low": 1.4, "high": 3.5, "unit": "mcg/min"}
+    assert result.ask_next[0].fact == "infusions.norepinephrine_mcg_kg_min"
+    assert "norepinephrine.start" in [r for r, _, _ in result.ask_next[0].decides]
+    lines = _lines(result)
+    after_firm = lines[lines.index(next(line for line in lines if line.startswith("IF "))):]
+    assert after_firm[0] == "IF norepinephrine is not already running:"
+    assert after_firm[1].strip().startswith("(ask: Is a norepinephrine infusion running")
+    assert "start norepinephrine" in after_firm[2]
+    assert "ASK FIRST:" in lines
+    assert not any(line.startswith("IF ") for line in lines[:lines.index(after_firm[0])])
+
+
+def test_child_without_extremity_temperature_is_offered_norepinephrine_if_cold(pack, now, result_validator):
+    """Pack 2.0.0 starts norepinephrine (or epinephrine) for any fluid-refractory child; the cold-shock start
+    still hangs on the extremities, and is the first conditional advice, with its dose, and the first question."""
+    result = evaluate(pack, _state("pediatric-extremities-unknown.yaml"), now=now)
+    result_validator.validate(result.to_dict())
+    assert result.ask_next[0].fact == "perfusion.cold_extremities"
+    assert result.ask_next[0].question == "Are the extremities cold (poor peripheral perfusion)?"
+    first = result.conditional[0]
+    assert first.rule_id == "special.pediatric-cold-shock" and first.text == "the extremities are cold"
+    assert first.dose["for_weight"]["range"] == {"value": 4.0, "unit": "mcg/min"}
+    lines = _lines(result)
+    assert lines[lines.index("IF the extremities are cold:") + 2].startswith(" + Child in cold septic shock")
+
+
+def test_not_applicable_is_not_undecided(pack, now):
+    """No order section: the ban on a proposed order is not applicable, not asked, not 'could not decide'."""
+    result = evaluate(pack, _state("pediatric-extremities-unknown.yaml"), now=now)
+    na = {n.rule_id: n for n in result.not_applicable}
+    assert na["avoid.low-dose-dopamine-renal"].because == "no order is proposed"
+    assert na["avoid.low-dose-dopamine-renal"].declared == ("order",)
+    assert "avoid.low-dose-dopamine-renal" in {n.rule_id for n in result.not_evaluable}  # the engine's answer stands
+    assert not any(a.fact.startswith("order.") for a in result.ask_next)
+    lines = _lines(result)
+    assert not any("avoid.low-dose-dopamine-renal" in line for line in lines)
+    assert any(line.startswith("Not applicable (") and "no order is proposed" in line for line in lines)
+
+
+def test_absent_line_contents_are_not_applicable_only_when_norepinephrine_is_known_not_running(pack, now):
+    state = _state("pediatric-extremities-unknown.yaml")
+    del state["line_coinfusions"]
+    na = {n.rule_id for n in evaluate(pack, state, now=now).not_applicable}
+    assert "avoid.alkaline-coinfusion" in na
+    del state["infusions"]["norepinephrine_mcg_kg_min"]
+    result = evaluate(pack, state, now=now)
+    assert "avoid.alkaline-coinfusion" in {c.rule_id for c in result.conditional}
+    assert "line_coinfusions" in {a.fact for a in result.ask_next}
+
+
+def test_full_state_has_nothing_conditional(pack, now):
+    state = _state("septic-shock-adult.yaml")
+    state["order"] = {"drug": "norepinephrine", "purpose": "first_line"}
+    state["findings"].update(active_bleeding=False, fluid_overload=False)
+    result = evaluate(pack, state, now=now)
+    assert not result.not_evaluable and not result.conditional and not result.ask_next and not result.not_applicable
+
+
+def test_a_fact_whose_every_value_gives_the_same_advice_is_not_asked(pack, now):
+    """MAP 57 is below both targets (65 and 70): chronic hypertension does not decide the start."""
+    state = _state("pediatric-extremities-unknown.yaml")
+    del state["patient"]["chronic_hypertension"]
+    result = evaluate(pack, state, now=now)
+    for ask in result.ask_next:
+        if ask.fact == "patient.chronic_hypertension":
+            assert not {r for r, _, _ in ask.decides} & {"special.pediatric-cold-shock", "norepinephrine.start"}
+
+
+def test_cards_for_conditional_advice_never_order(pack, now):
+    result = evaluate(pack, _state("septic-no-infusions.yaml"), now=now)
+    cards = conditional_cards([result], {}, pack=result.pack, hook_instance="h", base_url="http://x")
+    assert cards and all(c["summary"].startswith("If ") and len(c["summary"]) < 140 for c in cards)
+    assert all("suggestions" not in c and c["indicator"] == "info" for c in cards)
+    assert cards[0]["summary"].startswith("If norepinephrine is not already running: Adult: MAP below target")
+    ask = questions_card([result], pack=result.pack, hook_instance="h", base_url="http://x")
+    assert ask["summary"] == "Ask first: Is a norepinephrine infusion running, and at what rate (mcg/kg/min)?"
+
+
+def _fired(result, rule_id: str) -> bool:
+    return rule_id in result.fired_ids() or any(w.startswith(f"{rule_id} is not shown") for w in result.warnings)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(state=patient_states())
+def test_supplying_the_asked_fact_decides_the_conditional_advice(pack, now, state):
+    result = evaluate(pack, state, now=now)
+    ctx = context(pack)
+    facts = flatten_state(state)
+    derive(pack.derived, facts)
+    asked = {a.fact: {r for r, _, _ in a.decides} for a in result.ask_next}
+    for c in result.conditional:
+        for fact in c.facts:
+            if c.rule_id not in asked.get(fact, ()):
+                continue
+            for value in _values(ctx, fact, c.condition, facts):
+                section, _, key = fact.partition(".")
+                supplied = {k: dict(v) if isinstance(v, dict) else v for k, v in state.items()}
+                if key:
+                    supplied.setdefault(section, {})[key] = value
+                else:
+                    supplied[section] = value
+                try:
+                    after = evaluate(pack, supplied, now=now)
+                except PatientStateError:
+                    continue  # e.g. a diastolic pressure above the systolic
+                known = flatten_state(supplied)
+                derive(pack.derived, known)
+                holds = truth(c.condition, known)
+                if holds is True:
+                    assert _fired(after, c.rule_id), (c.rule_id, fact, value, c.text)
+                    rec = next((r for r in after.recommendations if r.rule_id == c.rule_id), None)
+                    if rec is not None and fact not in DOSE_INPUTS:
+                        assert rec.dose == c.dose
+                elif holds is False:
+                    assert not _fired(after, c.rule_id), (c.rule_id, fact, value, c.text)
+
+
+def test_the_audit_record_keeps_the_conditional_advice_and_replays_it_exactly(pack, now, audit_db):
+    from pressor.engine.audit.log import AuditLog
+
+    state = _state("septic-no-infusions.yaml")
+    result = evaluate(pack, state, now=now)
+    with AuditLog.open(audit_db) as log:
+        rec = log.append(pack, state, result, now=now, user="u")
+        assert rec.result["conditional"][0]["rule_id"] == "norepinephrine.start"
+        assert rec.result["ask_next"][0]["fact"] == "infusions.norepinephrine_mcg_kg_min"
+        assert log.replay(rec.id).identical and log.replay(rec.id).identical  # cold, then warm caches
+
+
+def test_every_fact_has_a_question_and_every_wording_names_a_fact(pack):
+    from pressor.engine.evaluation.residual import context
+    from pressor.engine.evaluation.wording import wording
+
+    inputs = set(context(pack).domains)
+    table = wording()
+    assert inputs - set(table) == set(), "add these facts to schemas/fact-wording.json"
+    assert set(table) - inputs == set(), "schemas/fact-wording.json names facts the patient state does not have"
+    for fact, entry in table.items():
+        assert entry["question"].endswith("?"), fact
+        kind = context(pack).domains[fact][0]
+        assert kind != "boolean" or {"true", "false"} <= set(entry), fact
