@@ -60,6 +60,7 @@ def ui(port: int, rules_dir: str | None, audit_db: str | None, audit_input: str,
     except OSError as exc:
         sock.close()
         raise click.UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror} (try --port 0)") from exc
+    sock.listen(128)  # connections wait in the backlog until the server starts: the link works once printed
     bound = sock.getsockname()[1]
     url = f"http://127.0.0.1:{bound}/ui/"
     login = f"http://127.0.0.1:{bound}/ui/login?token={auth.start_token}"
