@@ -255,13 +255,12 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
                   record: bool = False) -> HTMLResponse:
         from pressor.engine.ehr.fhir import from_bundle
 
+        from pressor.engine.evaluation.load import parse
+
         try:
-            bundle = json.loads(text, parse_constant=_refuse_constant)
+            bundle = parse(text, file=label, fmt="json").data
             conversion = from_bundle(bundle, now=ctx.clock(), file=label)
             states = conversion.states()
-        except ValueError as exc:
-            return clinician_page(request, ctx, document=text, document_kind="fhir", status=400,
-                                  notice=f"not a JSON FHIR bundle: {exc}")
         except PressorError as exc:
             result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
             return clinician_page(request, ctx, document=text, document_kind="fhir", advice=result, status=400)
@@ -514,10 +513,6 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         except AuditError as exc:
             outcome, problem = None, str(exc)
         return _render(request, "replay.html", replay=outcome, problem=problem)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def create_ui_app(ctx: UiContext) -> FastAPI:
