@@ -239,19 +239,30 @@ def test_refused_states_say_why_without_a_traceback(local):
 
 
 def test_conditional_advice_and_questions_render_when_the_result_has_them(pack, now):
-    """The conditional-advice work adds these to the Result; the panel shows them when present."""
+    """The conditional-advice work adds ``conditional``, ``ask_next`` and ``not_applicable`` to the
+    Result; the panel shows them when present and works without them."""
     from pressor.engine.evaluation.evaluate import evaluate
 
     result = evaluate(pack, {"patient": {"weight_kg": 72}}, now=now).to_dict()
+    for key in ("conditional", "ask_next", "not_applicable"):
+        result.pop(key, None)
     template = templates.env.get_template("advice.html")
     plain = template.render(advice={"result": result, "form_errors": {}}, PREFIX="/ui")
-    assert "Conditional advice" not in plain and "Ask first" not in plain
-    result["conditional"] = [{"rule_id": "norepinephrine.start", "summary": "Start norepinephrine if MAP < 65",
-                              "missing": ["vitals.map_mmhg"]}]
-    result["ask_next"] = [{"fact": "vitals.map_mmhg", "question": "What is the MAP?"}]
+    assert "conditional advice" not in plain and "Ask first" not in plain and "Not applicable" not in plain
+    cite = {"number": 2, "title": "A reference", "resolved": True}
+    result["conditional"] = [{"rule_id": "norepinephrine.start", "rule_version": "1.0.0", "status": "approved",
+                              "kind": "do", "severity": "critical", "title": "Start", "summary": "start norepinephrine",
+                              "detail": "", "citations": [cite], "source_section": "Initial Dosing",
+                              "if": {"condition": {"fact": "vitals.map_mmhg", "op": "<", "value": 65},
+                                     "text": "MAP < 65 mmHg", "facts": ["vitals.map_mmhg"]}}]
+    result["ask_next"] = [{"fact": "vitals.map_mmhg", "question": "What is the MAP?",
+                           "decides": [{"rule_id": "norepinephrine.start", "severity": "critical", "title": "Start"}]}]
+    result["not_applicable"] = [{"rule_id": "special.anaphylaxis", "rule_version": "1.0.0", "title": "Anaphylaxis",
+                                 "because": "not in anaphylactic shock"}]
     shown = template.render(advice={"result": result, "form_errors": {}}, PREFIX="/ui")
-    assert "Conditional advice" in shown and "Start norepinephrine if MAP &lt; 65" in shown
+    assert "MAP &lt; 65 mmHg: start norepinephrine" in shown and 'href="#f-vitals-map_mmhg"' in shown
     assert "Ask first" in shown and "What is the MAP?" in shown
+    assert "not in anaphylactic shock" in shown
 
 
 def test_rule_browser_filters(local):
