@@ -214,6 +214,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
                 return clinician_page(request, ctx, notice=f"no example named '{example}'", status=404)
             if found.kind == "fhir":
                 return await run_in_threadpool(fhir_page, request, ctx, session, found.text, f"example {found.name}")
+            if found.kind == "timeline":
+                return await run_in_threadpool(state_page, request, ctx, session, found.text, f"example {found.name}")
             from pressor.engine.evaluation.load import parse
 
             state = parse(found.text, file=f"examples/{found.name}.yaml").data
@@ -273,26 +275,49 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         return clinician_page(request, ctx, state=state, advice=result, document=text, document_kind="fhir",
                               notice=f"FHIR bundle ({label}) converted to the facts below; edit them to see the advice change.")
 
+    def state_page(request: Request, ctx: UiContext, session: Session, text: str, label: str, *,
+                   record: bool = False) -> HTMLResponse:
+        """A patient state (YAML or JSON), or a timeline input (top-level ``timeline:``) where the
+        engine reads them."""
+        from pressor.engine.evaluation.load import parse
+
+        try:
+            doc = parse(text, file=label)
+        except PressorError as exc:
+            result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
+            return clinician_page(request, ctx, document=text, advice=result, status=400)
+        if not isinstance(doc.data, dict):
+            return clinician_page(request, ctx, document=text, status=400, notice="a patient state is a mapping of sections")
+        notes = None
+        state = doc.data
+        if "timeline" in state:
+            try:
+                from pressor.engine.ehr.fhir import from_timeline  # type: ignore[attr-defined]
+            except ImportError:
+                return clinician_page(request, ctx, document=text, status=400,
+                                      notice="this pressor has no timeline input; give the facts as a patient state")
+            try:
+                conversion = from_timeline(doc, now=ctx.clock(), pack=ctx.pack)
+            except PressorError as exc:
+                result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
+                return clinician_page(request, ctx, document=text, advice=result, status=400)
+            state, notes = conversion.state, {"notes": conversion.notes, "missing": getattr(conversion, "missing", [])}
+        result = advise(ctx, session, state, record=record)
+        if notes is not None:
+            result["fhir"] = notes
+        return clinician_page(request, ctx, state=state, advice=result, document=text,
+                              notice=f"{label}: read into the form below; edit the facts to see the advice change.")
+
     @app.post(f"{PREFIX}/document")
     async def document(request: Request) -> HTMLResponse:
-        """A pasted (or file-read) FHIR R4 bundle or patient state (YAML/JSON)."""
+        """A pasted (or file-read) FHIR R4 bundle, patient state (YAML/JSON) or timeline input."""
         ctx, session, pairs = await posted(request)
         form = dict(pairs)
         text, kind = form.get("document", ""), form.get("kind", "state")
         record = form.get("record") == "1"
-        if kind == "fhir":
-            return await run_in_threadpool(fhir_page, request, ctx, session, text, "pasted bundle", record=record)
-        from pressor.engine.evaluation.load import parse
-
-        try:
-            state = parse(text, file="pasted state").data
-        except PressorError as exc:
-            result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
-            return clinician_page(request, ctx, document=text, advice=result, status=400)
-        if not isinstance(state, dict):
-            return clinician_page(request, ctx, document=text, status=400, notice="a patient state is a mapping of sections")
-        result = await run_in_threadpool(advise, ctx, session, state, record=record)
-        return clinician_page(request, ctx, state=state, advice=result, document=text)
+        page = fhir_page if kind == "fhir" else state_page
+        label = "pasted bundle" if kind == "fhir" else "pasted input"
+        return await run_in_threadpool(page, request, ctx, session, text, label, record=record)
 
     @app.post(f"{PREFIX}/explain")
     async def explain_rule(request: Request) -> HTMLResponse:

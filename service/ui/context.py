@@ -26,19 +26,20 @@ class Example:
     """One example patient shipped with pressor (package ``pressor.examples``)."""
 
     name: str
-    kind: str  # "state" (YAML) | "fhir" (a FHIR R4 Bundle, JSON)
+    kind: str  # "state" (YAML) | "fhir" (a FHIR R4 Bundle, JSON) | "timeline" (YAML with ``timeline:``)
     description: str
     text: str
 
 
 def load_examples() -> tuple[Example, ...]:
-    """The bundled examples: patient states (``*.yaml``), then FHIR bundles (``fhir/*.json``)."""
+    """The bundled examples: patient states (``*.yaml``), FHIR bundles (``fhir/*.json``), timelines (``timeline/*.yaml``)."""
     try:
         root = resources.files("pressor.examples")
     except ModuleNotFoundError:
         return ()
     out: list[Example] = []
-    for kind, folder, suffix in (("state", root, ".yaml"), ("fhir", root / "fhir", ".json")):
+    for kind, folder, suffix in (("state", root, ".yaml"), ("fhir", root / "fhir", ".json"),
+                                 ("timeline", root / "timeline", ".yaml")):
         if not folder.is_dir():
             continue
         for item in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -46,9 +47,9 @@ def load_examples() -> tuple[Example, ...]:
                 continue
             text = item.read_text(encoding="utf-8")
             comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines()
-                               if line.startswith("#")) if kind == "state" else ""
+                               if line.startswith("#")) if suffix == ".yaml" else ""
             stem = item.name[: -len(suffix)]
-            out.append(Example(stem if kind == "state" else f"fhir/{stem}", kind, comment, text))
+            out.append(Example(stem if kind == "state" else f"{kind}/{stem}", kind, comment, text))
     return tuple(out)
 
 
