@@ -217,6 +217,28 @@ def test_advice_records_and_the_record_replays_and_verifies(local):
     assert 'value="72"' in client.get(f"/ui/?record={record_id}").text
 
 
+def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now):
+    from pressor.engine.audit.log import AuditLog
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.service.cards import card_uuid
+
+    ctx, client = local
+    signed_in(ctx, client)
+    state = {"patient": {"weight_kg": 72, "age_years": 68, "pregnant": False}, "shock": {"type": "septic"},
+             "vitals": {"map_mmhg": 50, "sbp_mmhg": 68, "dbp_mmhg": 40}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
+    result = evaluate(ctx.pack, state, now=now)
+    fired = result.recommendations[0]
+    with AuditLog.open(ctx.audit_path) as log:
+        record = log.append(ctx.pack, state, result, now=now, user="https://ehr.test|app", hook_instance="hook-1")
+        card = card_uuid("hook-1", fired.rule_id, fired.rule_version, ctx.pack.sha256)
+        log.append_feedback([{"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-24T12:05:00Z",
+                              "overrideReason": {"reason": {"code": "refused", "display": "Patient refused"}}}],
+                            service="pressor-patient-view", now=now, user="https://ehr.test|app")
+    page = client.get(f"/ui/audit/{record.id}").text
+    assert "Cards issued and their feedback" in page and "overridden (reason: Patient refused)" in page and card[:8] in page
+    assert "hook-1" in page
+
+
 def test_a_fhir_bundle_can_be_pasted(local):
     ctx, client = local
     csrf = signed_in(ctx, client)
@@ -288,6 +310,9 @@ def test_rule_browser_filters(local):
     assert "target.map-65" in page
     rule = client.get("/ui/rules/norepinephrine.dose-adult").text
     assert "0.02-0.05 mcg/kg/min" in rule and "Cited for:" in rule and "status_history" not in rule
+    # the condition in words, with the derived facts it reads spelt out down to patient facts
+    assert "Shock type is one of septic, cardiogenic" in rule and "Pregnant: no" in rule
+    assert "SBP (mmHg) is below 70" in rule and "Age (years) is below 18" in rule
     assert client.get("/ui/rules/no.such-rule").status_code == 404
 
 

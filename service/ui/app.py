@@ -32,6 +32,7 @@ from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, AuthFailure, Session
 from .context import UiContext
+from .words import Wording
 
 HERE = Path(__file__).resolve().parent
 PREFIX = "/ui"
@@ -383,8 +384,10 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
                     **{k: getattr(d, k).to_dict() for k in ("typical", "maximum", "alternative", "cap") if getattr(d, k)},
                     "pump_rate": d.pump_rate, "remaining_after": d.remaining_after}
         examples = rule.raw.get("examples", [])
+        wording = Wording(ctx.pack, ctx.form)
         return _render(request, "rule.html", rule=rule, detail=detail, condition=render_condition(rule.when), dose=dose,
-                       provenance=rule.provenance(), examples=examples)
+                       provenance=rule.provenance(), examples=examples, words=wording.phrases(rule.when),
+                       derived=wording.derived_used(rule.when))
 
     @app.get(f"{PREFIX}/lint")
     async def lint(request: Request) -> HTMLResponse:
