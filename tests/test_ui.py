@@ -115,8 +115,7 @@ def local(pack, audit_db, reports):
 def signed_in(ctx, client) -> str:
     """Sign in with the one-time link; the page's CSRF token."""
     response = client.get(f"/ui/login?token={ctx.auth.start_token}", follow_redirects=False)
-    assert response.status_code == 303
-    client.cookies.set(COOKIE, response.cookies[COOKIE])
+    assert response.status_code == 303 and COOKIE in client.cookies  # kept by the client, as a browser would
     page = client.get("/ui/")
     return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
 
@@ -163,6 +162,15 @@ def test_without_a_session_no_patient_data_and_no_audit_record(local):
     for path in ("/ui/advice", "/ui/explain", "/ui/document", "/ui/audit/verify", f"/ui/audit/{record_id}/replay"):
         response = post(client, path, [*SEPTIC, ("csrf_token", csrf)])
         assert response.status_code == 401 and record_id not in response.text, path
+
+
+def test_sign_out_ends_the_session_in_this_browser(local):
+    ctx, client = local
+    csrf = signed_in(ctx, client)
+    response = post(client, "/ui/logout", {"csrf_token": csrf})
+    assert response.history[0].status_code == 303 and "Sign in to pressor" in response.text
+    assert 'pressor_ui=""' in response.history[0].headers["set-cookie"]
+    assert client.get("/ui/").status_code == 401
 
 
 def test_every_post_needs_the_session_csrf_token_and_our_origin(local):
