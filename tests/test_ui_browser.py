@@ -34,9 +34,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 SIZES = ((1280, 800), (820, 1180))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser_context(tmp_path_factory):
-    """One Chromium (fresh profile) for the whole module; skips, saying why, if it cannot start."""
+    """One Chromium (fresh profile) for the test session; skips, saying why, if it cannot start."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:  # the test extra is not installed
@@ -232,6 +232,18 @@ def test_an_example_is_one_click_away(page, app):
     assert page.locator("#advice li.rec").count() > 0
 
 
+def test_a_fhir_bundle_file_is_uploaded_and_converted(page, app):
+    page.goto(app["url"])
+    page.locator("details.paste summary").click()
+    page.check("input[name=kind][value=fhir]")
+    page.set_input_files("#document-file", str(EXAMPLES / "fhir" / "septic-adult.json"))
+    page.wait_for_function("document.getElementById('document-text').value.includes('Bundle')")
+    page.get_by_role("button", name="Convert and advise", exact=True).click()
+    assert "FHIR bundle (pasted bundle) converted" in page.locator(".notice").inner_text()
+    assert page.input_value("#f-patient-weight_kg") != ""
+    assert page.locator("#advice li.rec").count() > 0
+
+
 def test_rule_browser_search_and_rule_page(page, app, tmp_path_factory):
     page.goto(app["url"] + "rules")
     page.fill("#q", "vasopressin")
@@ -286,10 +298,12 @@ def test_audit_record_verify_and_replay(page, app, tmp_path_factory):
     check_view(page, "audit-record", screenshot_dir(tmp_path_factory))
 
 
-def test_without_the_session_no_patient_data_and_no_audit_record(browser_context, app, page):
+def test_after_sign_out_no_patient_data_and_no_audit_record(browser_context, app, page):
     page.goto(app["url"] + "audit")
     record_id = page.locator("table.audit tbody tr a").first.inner_text()
-    browser_context.clear_cookies()
+    page.get_by_role("button", name="Sign out").click()  # a plain form POST, with the page's CSRF token
+    assert "Sign in to pressor" in page.content()
+    assert not [c for c in browser_context.cookies() if c["name"] == "pressor_ui"]
     for path in ("", "?example=septic-shock-adult", "audit", f"audit/{record_id}", "audit/export", "rules", "lint"):
         response = page.goto(app["url"] + path)
         assert response.status == 401, path

@@ -86,7 +86,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
             response.headers["Content-Security-Policy"] = CSP
             response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
+            # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" on form
+            # POSTs, which the CSRF check rightly refuses; nothing leaves for another origin either way.
+            response.headers["Referrer-Policy"] = "same-origin"
             response.headers["X-Frame-Options"] = "DENY"
             response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
             if not request.url.path.startswith(f"{PREFIX}/static/"):
