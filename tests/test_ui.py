@@ -253,6 +253,7 @@ def test_a_fhir_bundle_can_be_pasted(local):
     bundle = (EXAMPLES / "fhir" / "septic-adult.json").read_text()
     page = post(client, "/ui/document", {"kind": "fhir", "document": bundle, "csrf_token": csrf})
     assert page.status_code == 200 and "FHIR conversion" in page.text and 'class="rec sev-' in page.text
+    assert post(client, "/ui/document", {"kind": "fhir", "document": "x" * 2_100_000, "csrf_token": csrf}).status_code == 413
     bad = post(client, "/ui/document", {"kind": "fhir", "document": "{not json", "csrf_token": csrf})
     assert bad.status_code == 400 and "Traceback" not in bad.text
     state = post(client, "/ui/document", {"kind": "state", "document": "patient: {weight_kg: 72}", "csrf_token": csrf})

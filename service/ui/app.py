@@ -60,11 +60,29 @@ class CsrfRefused(Exception):
     """A state-changing request without this session's CSRF token or from another origin (403)."""
 
 
+class TooLarge(Exception):
+    """A request body over :data:`MAX_DOCUMENT_BYTES` (413)."""
+
+
 def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("session", getattr(request.state, "ui_session", None))
     context.setdefault("ctx", request.state.ui_ctx if hasattr(request.state, "ui_ctx") else None)
     context.setdefault("htmx", request.headers.get("hx-request") == "true")
     return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused (:class:`TooLarge`) as soon as it passes :data:`MAX_DOCUMENT_BYTES`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise TooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _utc(text: str | None) -> datetime | None:
@@ -100,6 +118,11 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         ctx = context_of(request)
         return _render(request, "signin.html", 401, ctx=ctx, session=None, message=str(exc) or None)
 
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge) -> HTMLResponse:
+        return HTMLResponse(f"<!doctype html><title>Too large</title><p>Refused: the request is over {MAX_DOCUMENT_BYTES} "
+                            "bytes.</p>", status_code=413)
+
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, exc: CsrfRefused) -> HTMLResponse:
         return HTMLResponse("<!doctype html><title>Refused</title><p>Refused: this request did not carry the page's "
@@ -116,9 +139,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     async def posted(request: Request) -> tuple[UiContext, Session, list[tuple[str, str]]]:
         """A signed-in POST with its CSRF token checked; the urlencoded form pairs."""
         ctx, session = signed_in(request)
-        body = await request.body()
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise CsrfRefused()
+        body = await _read_body(request)
         pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
             if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") else []
         offered = request.headers.get(CSRF_HEADER) or next((v for k, v in pairs if k == CSRF_FIELD), None)
@@ -152,7 +173,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     async def oidc_callback(request: Request) -> Response:
         # Cross-site by nature (the provider posts it): protected by the signed state and the nonce.
         ctx = context_of(request)
-        pairs = dict(parse_qsl((await request.body())[:MAX_DOCUMENT_BYTES].decode("utf-8", "replace")))
+        pairs = dict(parse_qsl((await _read_body(request)).decode("utf-8", "replace")))
         try:
             sub = ctx.auth.oidc_subject(pairs.get("id_token"), pairs.get("state"))
         except AuthFailure as exc:
