@@ -223,6 +223,9 @@ def test_advice_records_and_the_record_replays_and_verifies(local):
     assert export.status_code == 200 and record_id in export.text and "attachment" in export.headers["content-disposition"]
     # the record's input opens in the clinician view
     assert 'value="72"' in client.get(f"/ui/?record={record_id}").text
+    # the pack stored with the record is rebuilt from the log and compared with the one being served
+    diff = client.get(f"/ui/diff?old=stored:{ctx.pack.sha256}&new=current")
+    assert diff.status_code == 200 and "0 added, 0 removed, 0 changed" in diff.text
 
 
 def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now):
@@ -264,9 +267,9 @@ def test_a_timeline_input_is_read_by_the_engine_or_refused_clearly(local):
     ctx, client = local
     csrf = signed_in(ctx, client)
     example = EXAMPLES / "timeline" / "septic-persisting.yaml"
-    try:
-        from pressor.engine.ehr.fhir import from_timeline  # noqa: F401
-    except ImportError:  # before the timeline input exists: said so, nothing evaluated
+    import pressor.engine.ehr.fhir as fhir
+
+    if not hasattr(fhir, "from_timeline"):  # before the timeline input exists: said so, nothing evaluated
         page = post(client, "/ui/document", {"kind": "state", "document": "timeline: []", "csrf_token": csrf})
         assert page.status_code == 400 and "no timeline input" in page.text
         return
@@ -323,6 +326,11 @@ def test_rule_browser_filters(local):
     assert "Shock type is one of septic, cardiogenic" in rule and "Pregnant: no" in rule
     assert "SBP (mmHg) is below 70" in rule and "Age (years) is below 18" in rule
     assert client.get("/ui/rules/no.such-rule").status_code == 404
+    # a rule's own examples open in the clinician view
+    assert 'href="/ui/?rule_example=norepinephrine.dose-adult:0"' in rule
+    example = client.get("/ui/?rule_example=norepinephrine.dose-adult:0")
+    assert example.status_code == 200 and "Example of rule norepinephrine.dose-adult" in example.text
+    assert client.get("/ui/?rule_example=norepinephrine.dose-adult:99").status_code == 404
 
 
 # --- served mode: OpenID Connect ---------------------------------------------------------------

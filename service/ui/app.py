@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from pressor.engine.errors import AuditError, InputError, PressorError
+from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, AuthFailure, Session
@@ -228,7 +228,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
 
     @app.get(f"{PREFIX}/")
     async def clinician(request: Request, example: str | None = None, witness: int | None = None,
-                        record: str | None = None) -> HTMLResponse:
+                        record: str | None = None, rule_example: str | None = None) -> HTMLResponse:
         ctx, session = signed_in(request)
         state: Any = None
         notice = None
@@ -252,6 +252,14 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             finding = with_witness[witness]
             state = finding.witness
             notice = f"Lint witness for {finding.code} ({', '.join(finding.rules)}): {finding.message}"
+        elif rule_example:
+            rule_id, _, index = rule_example.rpartition(":")
+            try:
+                item = ctx.pack.rule(rule_id).raw.get("examples", [])[int(index)]
+            except (KeyError, ValueError, IndexError):
+                return clinician_page(request, ctx, notice=f"no rule example '{rule_example}'", status=404)
+            state = item.get("state")
+            notice = f"Example of rule {rule_id}: {item.get('name', '')} (expects it {str(item.get('expect', '')).replace('_', ' ')})"
         elif record:
             from pressor.engine.audit.log import AuditLog
 
