@@ -444,3 +444,38 @@ def test_insecure_served_app_says_so_on_every_page(tmp_path, idp_key, monkeypatc
     with TestClient(create_served_app(), base_url="http://127.0.0.1") as client:
         page = client.get("/ui/rules")
         assert page.status_code == 200 and "Authentication is disabled" in page.text
+
+
+def test_pressor_serve_ui_serves_the_app_beside_the_cds_hooks_service(tmp_path):
+    """The real command: uvicorn loads the served factory; CDS Hooks and the web app answer on one port."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err = open(tmp_path / "serve.err", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("pressor")), "serve", "--ui", "--insecure-no-auth",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=err,
+                            env={**os.environ, "PRESSOR_AUDIT_DB": str(tmp_path / "audit.db")})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "serve.err").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/rules", timeout=10)
+        assert page.status_code == 200 and "Authentication is disabled" in page.text
+        assert page.headers["content-security-policy"] == CSP
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/static/pressor.css", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        err.close()
