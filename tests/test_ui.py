@@ -85,12 +85,15 @@ def test_the_form_follows_a_schema_with_new_facts():
                                   "description": "Core temperature."}}
     extended["properties"]["vitals"]["properties"]["temperature"] = {"$ref": "#/$defs/temp"}
     extended["properties"]["vitals"]["properties"]["spo2_percent"] = {"type": "integer", "minimum": 50, "maximum": 100}
+    extended["properties"]["infusions"]["properties"]["vasopressor_hours"] = {"type": "number", "minimum": 0}
     extended["properties"]["timeline"] = {"type": "array", "items": {"type": "object"}, "description": "Earlier values."}
     form = FormSpec(extended)
     temp = form.fields["vitals.temperature"]
     assert (temp.kind, temp.unit, temp.range_text) == ("number", "°C", "plausible 25–45 °C")
     assert form.fields["vitals.spo2_percent"].unit == "%" and form.fields["vitals.spo2_percent"].label == "SpO2"
     assert form.fields["timeline"].kind == "json"
+    hours = form.fields["infusions.vasopressor_hours"]
+    assert (hours.label, hours.unit, hours.range_text) == ("Vasopressor hours", "h", "at least 0 h")
     state, errors = form.parse([("vitals.spo2_percent", "93"), ("json:timeline", '[{"at": "2026-01-01T00:00:00Z"}]')])
     assert errors == {} and state == {"vitals": {"spo2_percent": 93}, "timeline": [{"at": "2026-01-01T00:00:00Z"}]}
     assert form.parse([("vitals.spo2_percent", "93.5")])[1]  # an integer field refuses a fraction

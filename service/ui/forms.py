@@ -22,6 +22,8 @@ UNIT_SUFFIXES = (
     ("_kg", "kg"), ("_years", "years"), ("_hours", "h"), ("_minutes", "min"), ("_ml_h", "mL/h"), ("_ml", "mL"),
     ("_min", "min"), ("_h", "h"), ("_s", "s"), ("_percent", "%"), ("_celsius", "°C"),
 )
+#: Endings that stay in the label as words (a duration is not the thing it measures).
+KEEP_WORD_SUFFIXES = ("_hours", "_minutes")
 #: Name beginnings that carry a unit (``hours_since_recognition``).
 UNIT_PREFIXES = (("hours_", "h"), ("minutes_", "min"), ("days_", "days"))
 #: Words written in capitals in labels.
@@ -88,7 +90,8 @@ def unit_and_stem(name: str, spec: Mapping[str, Any]) -> tuple[str | None, str]:
     stem = name
     for suffix, text in UNIT_SUFFIXES:
         if name.endswith(suffix) and len(name) > len(suffix):
-            stem = name[: -len(suffix)]
+            # "vasopressor_hours" reads "Vasopressor hours (h)": a duration keeps its word
+            stem = name if suffix in KEEP_WORD_SUFFIXES else name[: -len(suffix)]
             unit = unit or text
             break
     else:
