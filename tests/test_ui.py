@@ -429,6 +429,27 @@ def test_served_app_refuses_bad_id_tokens(served, idp_key, case):
     assert client.get("/ui/").status_code == 401
 
 
+def test_behind_a_proxy_the_base_url_is_the_origin_and_the_redirect_uri(tmp_path, idp_key, monkeypatch):
+    """TLS ends at the balancer: the app sees http, the browser says https://cds.example.org."""
+    from pressor.service.app import SETTINGS_ENV, Settings
+    from pressor.service.ui.served import create_served_app
+
+    config = _config(tmp_path, idp_key, base_url="https://cds.example.org",
+                     ui={"oidc": {"issuer": ISS, "client_id": CLIENT_ID, "authorization_endpoint": "https://idp.test.invalid/a"}})
+    monkeypatch.setenv(SETTINGS_ENV, Settings(config_path=str(config)).to_env())
+    with TestClient(create_served_app(), base_url="http://10.0.0.5:8080") as client:
+        location = client.get("/ui/login", follow_redirects=False).headers["location"]
+        query = parse_qs(urlparse(location).query)
+        assert query["redirect_uri"] == ["https://cds.example.org/ui/login/callback"]
+        response = post(client, "/ui/login/callback", {"id_token": id_token(idp_key, query["nonce"][0]), "state": query["state"][0]})
+        assert "Secure" in response.headers["set-cookie"]
+        client.cookies.set(COOKIE, response.cookies[COOKIE])
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/ui/").text).group(1)
+        inside = post(client, "/ui/advice", [*SEPTIC, ("csrf_token", csrf)], origin="https://cds.example.org")
+        assert inside.status_code == 200
+        assert post(client, "/ui/advice", [*SEPTIC, ("csrf_token", csrf)], origin="http://10.0.0.5:8080").status_code == 403
+
+
 def test_serve_ui_needs_an_oidc_provider_unless_insecure(tmp_path, idp_key):
     config = _config(tmp_path, idp_key)
     result = CliRunner().invoke(cli, ["serve", "--ui", "--config", str(config)])

@@ -145,7 +145,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
             if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") else []
         offered = request.headers.get(CSRF_HEADER) or next((v for k, v in pairs if k == CSRF_FIELD), None)
-        own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+        own = ctx.origin or f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
         if not ctx.auth.csrf_ok(session, offered, request.headers.get("origin"), own):
             raise CsrfRefused()
         return ctx, session, pairs
@@ -160,7 +160,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         ctx = context_of(request)
         if ctx.auth.mode == "oidc":
             try:
-                return RedirectResponse(ctx.auth.authorization_url(str(request.url_for("ui_oidc_callback"))), status_code=303)
+                callback = f"{ctx.base_url}{PREFIX}/login/callback" if ctx.base_url else str(request.url_for("ui_oidc_callback"))
+                return RedirectResponse(ctx.auth.authorization_url(callback), status_code=303)
             except AuthFailure as exc:
                 return _render(request, "signin.html", 503, ctx=ctx, session=None, message=str(exc))
         try:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from pressor.engine.errors import AuditError
 from pressor.engine.model import RulePack
@@ -66,10 +67,20 @@ class UiContext:
     scenario_paths: tuple[str, ...] = ()
     clock: Callable[[], datetime] = _utc_now
     banner: str | None = None
+    #: The app's outside URL (served behind a proxy: the config's base_url); None: as each request says.
+    base_url: str | None = None
     form: FormSpec = field(default_factory=FormSpec)
     examples: tuple[Example, ...] = field(default_factory=load_examples)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def origin(self) -> str | None:
+        """``scheme://host[:port]`` of :attr:`base_url`: what a browser sends as ``Origin``."""
+        if not self.base_url:
+            return None
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     def _cached(self, key: str, make: Callable[[], Any]) -> Any:
         with self._lock:

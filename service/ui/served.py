@@ -62,7 +62,7 @@ def build_context(rt: Any, secret: bytes) -> UiContext:
         auth = Auth(Signer(secret), "oidc", oidc=provider, secure_cookies=secure, session_seconds=int(hours * 3600))
         banner = None
     return UiContext(pack=rt.pack, auth=auth, audit_path=rt.audit.path, input_mode=config.audit_input,
-                     include_draft=config.include_draft, banner=banner)
+                     include_draft=config.include_draft, banner=banner, base_url=config.base_url)
 
 
 def create_served_app() -> FastAPI:
