@@ -7,6 +7,7 @@ import json
 import re
 import time
 import uuid
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -15,7 +16,9 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fastapi.testclient import TestClient
+with warnings.catch_warnings():  # Starlette's note that it prefers httpx2 (httpx is what the project uses)
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 from pressor.cli.main import cli
 from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
