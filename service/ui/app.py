@@ -14,15 +14,16 @@ Content-Security-Policy (scripts and styles from this origin only, no inline scr
 """
 from __future__ import annotations
 
-import io
 import json
+import tempfile
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -481,12 +482,15 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
                            problem="times must look like 2026-11-30T14:05")
 
         def select() -> tuple[list[Any], int]:
+            newest: deque[Any] = deque(maxlen=AUDIT_PAGE)  # memory stays flat however long the log
+            total = 0
             with open_log(ctx) as log:
-                chosen = [r for r in log.records(since=start, rule=rule.strip() or None)
-                          if (end is None or _utc(r.recorded_at) <= end)
-                          and (not user or user.lower() in r.user.lower())
-                          and (not version or r.pack_version == version.strip())]
-            return chosen[::-1][:AUDIT_PAGE], len(chosen)
+                for r in log.records(since=start, rule=rule.strip() or None):
+                    if ((end is None or _utc(r.recorded_at) <= end) and (not user or user.lower() in r.user.lower())
+                            and (not version or r.pack_version == version.strip())):
+                        newest.append(r)
+                        total += 1
+            return list(reversed(newest)), total
 
         try:
             records, total = await run_in_threadpool(select)
@@ -502,19 +506,30 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         if kind not in ("records", "feedback") or format not in ("jsonl", "csv"):
             return _render(request, "message.html", 400, title="Export", message="kind is records|feedback, format jsonl|csv")
 
-        def export() -> str:
-            out = io.StringIO()
-            with open_log(ctx) as log:
-                log.export(format, out, kind=kind)
-            return out.getvalue()
+        def export() -> Any:
+            # In memory up to 8 MB, then on disk: a large log is not held in memory whole.
+            out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")
+            try:
+                with open_log(ctx) as log:
+                    log.export(format, out, kind=kind)
+            except BaseException:
+                out.close()
+                raise
+            out.seek(0)
+            return out
+
+        def chunks(out: Any) -> Iterator[str]:
+            with out:
+                while block := out.read(64 * 1024):
+                    yield block
 
         try:
-            body = await run_in_threadpool(export)
+            spooled = await run_in_threadpool(export)
         except AuditError as exc:
             return _render(request, "message.html", 404, title="Export", message=str(exc))
         media = "text/csv" if format == "csv" else "application/x-ndjson"
-        return Response(body, media_type=f"{media}; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="pressor-audit-{kind}.{format}"'})
+        return StreamingResponse(chunks(spooled), media_type=f"{media}; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="pressor-audit-{kind}.{format}"'})
 
     @app.get(f"{PREFIX}/audit/{{record_id}}")
     async def audit_record(request: Request, record_id: str) -> HTMLResponse:
