@@ -298,6 +298,18 @@ def test_audit_record_verify_and_replay(page, app, tmp_path_factory):
     check_view(page, "audit-record", screenshot_dir(tmp_path_factory))
 
 
+def test_a_session_ending_while_typing_leads_to_the_sign_in_page(browser_context, app, page):
+    page.goto(app["url"] + "?example=septic-shock-adult")
+    saved = browser_context.cookies()
+    browser_context.clear_cookies()
+    page.fill("#f-patient-weight_kg", "80")  # the live request is refused (401): the page reloads
+    page.get_by_role("heading", name="Sign in to pressor").wait_for()
+    assert "80" not in page.locator("main").inner_text()
+    browser_context.add_cookies(saved)
+    page.goto(app["url"])
+    assert page.get_by_role("heading", name="Patient", exact=True).is_visible()
+
+
 def test_after_sign_out_no_patient_data_and_no_audit_record(browser_context, app, page):
     page.goto(app["url"] + "audit")
     record_id = page.locator("table.audit tbody tr a").first.inner_text()

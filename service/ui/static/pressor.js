@@ -1,4 +1,4 @@
-// pressor web app: the one piece of script of its own (the page works without it).
+// pressor web app: its only script of its own (every page works without it).
 // A file chosen in an <input type="file" data-fills="ID"> is read into the textarea ID,
 // so that a bundle can be uploaded without a multipart request.
 document.addEventListener("change", function (event) {
@@ -10,4 +10,13 @@ document.addEventListener("change", function (event) {
   var reader = new FileReader();
   reader.onload = function () { target.value = reader.result; };
   reader.readAsText(input.files[0]);
+});
+
+// A fragment request refused because the session ended (401) or the page's CSRF token is stale
+// (403): htmx swaps nothing for errors, so reload the page, which shows the sign-in page or a fresh token.
+document.addEventListener("htmx:responseError", function (event) {
+  var status = event.detail.xhr.status;
+  if (status === 401 || status === 403) {
+    window.location.reload();
+  }
 });
