@@ -269,18 +269,15 @@ def test_a_fhir_bundle_can_be_pasted(local):
     assert state.status_code == 200 and 'value="72"' in state.text
 
 
-def test_a_timeline_input_is_read_by_the_engine_or_refused_clearly(local):
+def test_a_timeline_input_is_read_by_the_engine(local):
     ctx, client = local
     csrf = signed_in(ctx, client)
     example = EXAMPLES / "timeline" / "septic-persisting.yaml"
-    import pressor.engine.ehr.fhir as fhir
-
-    if not hasattr(fhir, "from_timeline"):  # before the timeline input exists: said so, nothing evaluated
-        page = post(client, "/ui/document", {"kind": "state", "document": "timeline: []", "csrf_token": csrf})
-        assert page.status_code == 400 and "no timeline input" in page.text
-        return
     page = post(client, "/ui/document", {"kind": "state", "document": example.read_text(), "csrf_token": csrf})
-    assert page.status_code == 200 and 'class="rec sev-' in page.text
+    assert page.status_code == 200 and 'class="rec sev-' in page.text and "pasted input: read into the form" in page.text
+    assert 'href="/ui/?example=timeline/septic-persisting"' in client.get("/ui/").text
+    bad = post(client, "/ui/document", {"kind": "state", "document": "timeline: 3", "csrf_token": csrf})
+    assert bad.status_code == 400 and "Traceback" not in bad.text
 
 
 def test_refused_states_say_why_without_a_traceback(local):

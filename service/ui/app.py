@@ -292,12 +292,14 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     def fhir_page(request: Request, ctx: UiContext, session: Session, text: str, label: str, *,
                   record: bool = False) -> HTMLResponse:
         from pressor.engine.ehr.fhir import from_bundle
-
         from pressor.engine.evaluation.load import parse
 
+        mapping = ctx.fhir_mapping()
         try:
-            bundle = parse(text, file=label, fmt="json").data
-            conversion = from_bundle(bundle, now=ctx.clock(), file=label)
+            # as `pressor recommend --fhir` reads a file: the FHIR size limit, temporal facts from the pack
+            bundle = parse(text, file=label, fmt="json", max_bytes=mapping.max_bundle_bytes, what="FHIR bundle",
+                           positions=False).data
+            conversion = from_bundle(bundle, now=ctx.clock(), file=label, mapping=mapping, pack=ctx.pack)
             states = conversion.states()
         except PressorError as exc:
             result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
@@ -327,11 +329,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         notes = None
         state = doc.data
         if "timeline" in state:
-            try:
-                from pressor.engine.ehr.fhir import from_timeline  # type: ignore[attr-defined]
-            except ImportError:
-                return clinician_page(request, ctx, document=text, status=400,
-                                      notice="this pressor has no timeline input; give the facts as a patient state")
+            from pressor.engine.ehr.fhir import from_timeline
+
             try:
                 conversion = from_timeline(doc, now=ctx.clock(), pack=ctx.pack)
             except PressorError as exc:

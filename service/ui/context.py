@@ -94,6 +94,12 @@ class UiContext:
 
         return self._cached("lint", lambda: lint_pack(self.pack.directory))
 
+    def fhir_mapping(self) -> Any:
+        """The bundled FHIR mapping (loaded on first use)."""
+        from pressor.engine.ehr.fhir import load_mapping
+
+        return self._cached("fhir_mapping", load_mapping)
+
     def test_run(self) -> Any:
         """Every rule example and scenario file run against the pack, with coverage."""
         from pressor.engine.authoring.scenarios import example_scenarios, load_scenarios, run
