@@ -49,7 +49,7 @@ templates.env.globals.update(dose_lines=dose_lines, cite_text=citations, quantit
 #: The dose lines of engine.report that the page does not show in its own way (the weight-based
 #: figures and pump rates get their own block; their sub-lines are indented by four spaces).
 templates.env.globals["dose_extra_lines"] = lambda dose: [
-    line.strip() for line in dose_lines(dose)[1:] if not line.startswith(("  for ", "  pump: ", "    "))]
+    line.strip() for line in dose_lines(dose)[1:] if not line.startswith(("  for ", "  pump", "    "))]
 templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=False)
 templates.env.filters["show"] = lambda v: ("unknown" if v is None else "yes" if v is True else "no" if v is False
                                            else ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
