@@ -218,10 +218,13 @@ class FormSpec:
             if text not in f.options:
                 raise ValueError(f"'{text}' is not one of the choices")
             return text
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+        from pressor.engine.errors import InputError
+        from pressor.engine.evaluation.load import parse
+
+        try:  # the strict loader, as for every JSON text from outside
+            return parse(text, file=f.path, fmt="json").data
+        except InputError as exc:
+            raise ValueError(f"not valid JSON: {exc.problems[0].message}") from None
 
     # -- state -> form values -------------------------------------------------
     def values(self, state: Mapping[str, Any] | None) -> dict[str, Any]:
