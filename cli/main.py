@@ -19,6 +19,7 @@ COMMANDS = {
     "diff": "pressor.cli.diff:diff",
     "audit": "pressor.cli.audit:audit",
     "serve": "pressor.cli.serve:serve",
+    "ui": "pressor.cli.ui:ui",
 }
 
 

@@ -20,10 +20,12 @@ from .common import emit_json, handles_errors, json_option, rules_option, say
                    "require_audit, limits.")
 @click.option("--insecure-no-auth", "insecure", is_flag=True,
               help="Accept requests without a token. For local testing only; announced on stderr and in every response.")
+@click.option("--ui", "with_ui", is_flag=True,
+              help="Also serve the web app under /ui; users sign in with the OpenID Connect provider of the config's ui.oidc.")
 @json_option
 @handles_errors
 def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path: str | None, insecure: bool,
-          as_json: bool) -> None:
+          with_ui: bool, as_json: bool) -> None:
     """Serve the protocol as CDS Hooks 2.0 services (patient-view, order-select).
 
     GET /cds-services lists the services and their prefetch templates; POST
@@ -40,9 +42,14 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     come back, with a warning card saying so (503 instead with require_audit: true);
     feedback that cannot be recorded is answered 503.
 
+    --ui adds the web app (see `pressor ui`) under /ui: sign-in through the OpenID
+    Connect provider named in the config's ui.oidc, whose ID tokens are checked with
+    the keys of the matching trusted issuer.
+
     \b
     Example:
       pressor serve --config serve.yaml --port 8080 --workers 2
+      pressor serve --config serve.yaml --ui
       pressor serve --insecure-no-auth --port 8080
     """
     import uvicorn
@@ -67,6 +74,12 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     release(runtime.pack)  # each worker builds its own engine
     if not insecure and not runtime.config.issuers:
         raise click.UsageError("no trusted issuers: give --config with 'issuers' (or --insecure-no-auth for local testing)")
+    if with_ui and not insecure:
+        from pressor.service.ui.served import oidc_problem
+
+        problem = oidc_problem(settings.config_path, runtime.config.issuers)
+        if problem:
+            raise click.UsageError(problem)
     if insecure:
         announce_insecure()
     summary = {"url": f"http://{host}:{port}", "services": sorted(SERVICES), "workers": workers, "insecure": insecure,
@@ -74,10 +87,19 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
                "audit": {"path": audit_path, "input": runtime.config.audit_input, "required": runtime.config.require_audit},
                "issuers": sorted(runtime.config.issuers), "cors_origins": list(runtime.config.cors_origins),
                "fhir_fetch": runtime.config.fhir_fetch.enabled, "log": runtime.config.log_file or "stderr"}
+    if with_ui:
+        summary["ui"] = f"http://{host}:{port}/ui/"
     if as_json:
         emit_json(summary)
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "
         f"({workers} worker{'s' if workers > 1 else ''})")
     os.environ[SETTINGS_ENV] = settings.to_env()
-    uvicorn.run("pressor.service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    factory = "pressor.service.app:create_app"
+    if with_ui:
+        import secrets
+
+        from pressor.service.ui.served import SECRET_ENV
+
+        os.environ.setdefault(SECRET_ENV, secrets.token_hex(32))  # one session secret for every worker
+        factory = "pressor.service.ui.served:create_served_app"
+    uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False)

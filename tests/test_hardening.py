@@ -137,6 +137,7 @@ def test_strict_json_is_the_only_json_reader():
         "engine/evaluation/validate.py",  # the bundled schemas (package data)
         "engine/audit/log.py",  # the audit log's own canonical JSON, written by pressor
         "service/app.py",  # Settings.from_env: written by `pressor serve` itself for its workers
+        "service/ui/auth.py",  # the web app's session cookie: pressor's own JSON, parsed after its HMAC is checked
         "engine/ehr/terminology.py",  # the bundled value-set expansions (package data)
         "engine/ehr/valueset_build.py",  # a maintainer's generator of that package data, never run by pressor
     }
