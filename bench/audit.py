@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pressor.engine.audit.log import AuditLog
+from pressor.engine.audit import AuditLog
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 from pressor.engine.evaluation.pack import load_pack

@@ -14,7 +14,7 @@ from . import exit_codes
 from .common import emit_json, handles_errors, json_option, say
 
 if TYPE_CHECKING:
-    from pressor.engine.audit.log import AuditLog, AuditRecord
+    from pressor.engine.audit import AuditLog, AuditRecord
 
 audit_db_option = click.option(
     "--audit-db", "audit_db", metavar="PATH", default=None,
@@ -24,7 +24,7 @@ audit_db_option = click.option(
 
 def open_log(audit_db: str | None, *, create: bool = False) -> "AuditLog":
     """The audit log named by ``--audit-db``, ``$PRESSOR_AUDIT_DB`` or the default; read-only unless ``create``."""
-    from pressor.engine.audit.log import AuditLog, resolve_path
+    from pressor.engine.audit import AuditLog, resolve_path
 
     return AuditLog.open(resolve_path(audit_db), create=create)
 
@@ -281,7 +281,7 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
       pressor audit export --format csv --output audit.csv
       pressor audit export --kind feedback --output feedback.jsonl
     """
-    from pressor.engine.audit.log import write_atomically
+    from pressor.engine.audit import write_atomically
 
     if as_json and output is None:
         raise click.UsageError("--json needs --output: without it the export itself is written to stdout")

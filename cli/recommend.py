@@ -19,7 +19,7 @@ from .common import emit_json, handles_errors, json_option, report_error, rules_
 from pressor.engine.report import result_text
 
 if TYPE_CHECKING:
-    from pressor.engine.audit.log import AuditRecord
+    from pressor.engine.audit import AuditRecord
 
 
 def parse_now(value: str | None) -> datetime:
@@ -36,7 +36,7 @@ def parse_now(value: str | None) -> datetime:
 def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, input_mode: str,
            user: str | None) -> "AuditRecord":
     """Append the evaluation to the audit log (raises :class:`AuditError` if it cannot)."""
-    from pressor.engine.audit.log import AuditLog, os_user, resolve_path
+    from pressor.engine.audit import AuditLog, os_user, resolve_path
 
     with AuditLog.open(resolve_path(audit_db)) as log:
         # The time of recording is the wall clock, whatever --now says about the evaluation.

@@ -46,7 +46,7 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     """
     import uvicorn
 
-    from pressor.engine.audit.log import AuditLog
+    from pressor.engine.audit import AuditLog
     from pressor.engine.errors import AuditError
     from pressor.engine.evaluation.evaluate import release
 

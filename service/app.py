@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from pressor.engine.audit.log import AuditLog, resolve_path
+from pressor.engine.audit import AuditLog, resolve_path
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError, Problem
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.ehr.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates

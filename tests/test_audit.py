@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pressor.engine.audit import log as audit_mod
-from pressor.engine.audit.log import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
+from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
 from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
@@ -56,7 +56,7 @@ def row(conn: sqlite3.Connection, seq: int) -> AuditRecord:
 
 
 def insert(conn: sqlite3.Connection, record: AuditRecord) -> None:
-    cols = audit_mod._COLUMNS
+    cols = audit_mod.COLUMNS
     conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                  tuple(getattr(record, c) for c in cols))
 

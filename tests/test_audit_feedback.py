@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from pressor.service.cards import card_uuid
 from pressor.cli.main import cli
-from pressor.engine.audit import log as audit_mod
-from pressor.engine.audit.log import GENESIS, AuditLog, FeedbackEntry
+from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit import GENESIS, AuditLog, FeedbackEntry
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 
@@ -60,7 +60,7 @@ def entry(conn, seq: int) -> FeedbackEntry:
 
 
 def insert(conn, e: FeedbackEntry) -> None:
-    cols = audit_mod._FEEDBACK_COLUMNS
+    cols = audit_mod.FEEDBACK_COLUMNS
     conn.execute(f"INSERT INTO feedback ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                  tuple(getattr(e, c) for c in cols))
 
@@ -185,7 +185,7 @@ def old_log(audit_db, pack, state, now):
         # the format-1 hash, spelled out: its fields but record_hash, plus the database id
         old = {k: getattr(rec, k) for k in FORMAT_1_FIELDS}
         rec = replace(rec, record_hash=audit_mod.sha256_text(audit_mod.canonical_json({**old, "database_id": "old-db"})))
-        cols = [c for c in audit_mod._COLUMNS if c != "hook_instance"]
+        cols = [c for c in audit_mod.COLUMNS if c != "hook_instance"]
         conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(getattr(rec, c) for c in cols))
         prev = rec.record_hash
@@ -203,13 +203,13 @@ def test_a_format_1_log_reads_and_verifies_read_only(old_log):
 
 def test_a_format_1_log_is_migrated_when_opened_for_writing(old_log, pack, state, now):
     with AuditLog.open(old_log) as log:
-        assert log.format == 2
+        assert log.format == audit_mod.FORMAT
         log.append(pack, state, evaluate(pack, state, now=now), now=now, user="svc", hook_instance="hi-1")
         fill(log, now, 2)
         outcome = log.verify()
     assert outcome.ok and outcome.records == 3 and outcome.feedback == 2
     with sqlite3.connect(old_log) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == audit_mod.FORMAT
         assert conn.execute("SELECT hook_instance FROM records ORDER BY seq").fetchall() == [(None,), (None,), ("hi-1",)]
 
 
