@@ -14,7 +14,7 @@ from pressor.engine.model import Result, RulePack
 from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
-from .audit import audit_db_option
+from .audit import audit_db_option, checked_user
 from .common import emit_json, handles_errors, json_option, report_error, rules_option, say
 from pressor.engine.report import result_text
 
@@ -67,7 +67,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @audit_db_option
 @click.option("--audit-input", "audit_input", type=click.Choice(["full", "hash"]), default="full", show_default=True,
               help="Keep the input in the audit log, or only its SHA-256 (no patient data stored; no replay).")
-@click.option("--user", metavar="NAME", default=None, help="Who asked, for the audit log (default: the OS user).")
+@click.option("--user", metavar="NAME", default=None, callback=checked_user, help="Who asked, for the audit log (default: the OS user).")
 @click.option("--no-audit", is_flag=True, help="Do not record this recommendation in the audit log.")
 @click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
 @handles_errors

@@ -50,9 +50,9 @@ def _normal(value: Any) -> Any:
     if kind is float:
         if not math.isfinite(value):
             raise ValueError(f"{value} is not a JSON number")
-        if value.is_integer() and abs(value) < 1e21:
-            return int(value)  # 36.0 -> 36, -0.0 -> 0
-        if "e" in repr(value):
+        if value.is_integer() and abs(value) <= 2**53:
+            return int(value)  # 36.0 -> 36, -0.0 -> 0 (exact below 2**53; above, ES6 prints fewer digits)
+        if value.is_integer() or "e" in repr(value):
             raise _Exotic
         return value  # Python's shortest repr, positional: the same digits as ES6
     if kind is int and abs(value) > 2**53:
@@ -64,8 +64,6 @@ def _es6_number(value: float) -> str:
     """ECMAScript's Number::toString (what JCS prescribes) for a finite double."""
     if value == 0:
         return "0"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
     sign = "-" if value < 0 else ""
     mantissa, _, exp = repr(abs(value)).partition("e")
     whole, _, frac = mantissa.partition(".")

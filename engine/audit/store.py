@@ -126,6 +126,10 @@ class AuditLog:
     def _record_select(self) -> str:
         return f"SELECT {', '.join(COLUMNS)} FROM records"
 
+    def _since_hint(self) -> str:
+        """What follows the FROM of a ``since`` query so that the store reads the ``recorded_at`` index."""
+        return ""
+
     def _rule_queries(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
         """Queries (in sequence order, one after the other) for the records in which ``rule`` fired."""
         clause = " AND ".join([*where, "seq IN (SELECT seq FROM record_rules WHERE rule_id = ?)"])
@@ -232,8 +236,8 @@ class AuditLog:
         if rule is not None:
             queries = self._rule_queries(rule, where, args)
         else:
-            queries = [(self._record_select() + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq",
-                        tuple(args))]
+            source = self._record_select() + (self._since_hint() if since is not None else "")
+            queries = [(source + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq", tuple(args))]
         with self._translated("read the records"):
             for sql, query_args in queries:
                 for row in self._rows(sql, query_args):
