@@ -14,7 +14,6 @@ once per worker; see :class:`AuditSink`.
 """
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from pressor.engine.audit import AuditLog, resolve_path
+from pressor.engine.audit.replay_cache import open_replay_cache
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError, Problem
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.ehr.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
@@ -107,6 +107,8 @@ class Config:
     clock_skew_s: int = 60
     max_body_bytes: int = 1_048_576
     audit_db: str | None = None
+    #: Where accepted token ids are kept: None (this process), a postgresql:// URL or a SQLite file (shared).
+    replay_cache: str | None = None
     audit_input: str = "full"
     require_audit: bool = False
     fhir_mapping: str | None = None
@@ -137,7 +139,7 @@ def load_config(path: str | None) -> Config:
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
-        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"), replay_cache=data.get("replay_cache"),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
         fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
         include_draft=data.get("include_draft", False),
@@ -176,10 +178,8 @@ class Verifier:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        # jti of tokens not yet expired, and a heap of (exp, jti) to forget them in order
-        self._seen: set[str] = set()
-        self._expiry: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
+        # jti of tokens not yet expired: in this process, or shared (config replay_cache)
+        self.replay = open_replay_cache(config.replay_cache)
 
     def verify(self, authorization: str | None, audiences: list[str]) -> dict[str, Any]:
         """The token's claims; :class:`AuthError` saying why not."""
@@ -216,13 +216,12 @@ class Verifier:
             raise AuthError(f"token lifetime exp - iat is over {self.config.max_token_lifetime_s} s")
         if not isinstance(jti, str) or not jti:
             raise AuthError("token has no jti")
-        with self._lock:
-            while self._expiry and self._expiry[0][0] < now - self.config.clock_skew_s:
-                self._seen.discard(heapq.heappop(self._expiry)[1])
-            if jti in self._seen:
-                raise AuthError("token replayed (jti already used)")
-            self._seen.add(jti)
-            heapq.heappush(self._expiry, (exp, jti))
+        try:
+            replayed = self.replay.seen(jti, exp + self.config.clock_skew_s)
+        except Exception as exc:  # noqa: BLE001 - a shared cache that fails accepts nothing
+            raise AuthError(f"the token replay cache is unavailable ({type(exc).__name__})") from exc
+        if replayed:
+            raise AuthError("token replayed (jti already used)")
         return claims
 
 

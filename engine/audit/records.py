@@ -224,6 +224,8 @@ def fired_rules(result: dict[str, Any]) -> list[str]:
 
 
 COLUMNS = tuple(f.name for f in fields(AuditRecord))
+#: The columns for SQL, quoted (``user`` is a reserved word in PostgreSQL).
+SQL_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ class FeedbackEntry:
 
 
 FEEDBACK_COLUMNS = tuple(f.name for f in fields(FeedbackEntry))
+SQL_FEEDBACK_COLUMNS = ", ".join(f'"{c}"' for c in FEEDBACK_COLUMNS)
 
 
 def record_from_row(row: tuple[Any, ...]) -> AuditRecord:

@@ -21,7 +21,7 @@ from ..errors import AuditError
 from ..model import Result, RulePack
 from .chain import ChainProblem, Verification, feedback_problems, pack_problem, record_problems
 from .records import (
-    COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, GENESIS, INPUT_MODES, AuditRecord, FeedbackEntry,
+    COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, AuditRecord, FeedbackEntry,
     canonical_json, pack_files, record_from_row, record_row, sha256_text, utc_text,
 )
 
@@ -124,7 +124,7 @@ class AuditLog:
         raise NotImplementedError
 
     def _record_select(self) -> str:
-        return f"SELECT {', '.join(COLUMNS)} FROM records"
+        return f"SELECT {SQL_COLUMNS} FROM records"
 
     def _since_hint(self) -> str:
         """What follows the FROM of a ``since`` query so that the store reads the ``recorded_at`` index."""
@@ -178,7 +178,7 @@ class AuditLog:
         seq, prev = head if head else (0, GENESIS)
         record = replace(record, seq=seq + 1, prev_hash=prev)
         record = replace(record, record_hash=record.compute_hash(self.database_id))
-        tx.execute(f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+        tx.execute(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
                    record_row(record))
         for rule in rules:
             tx.execute("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", (rule, record.seq))
@@ -208,7 +208,7 @@ class AuditLog:
             for draft in drafts:
                 entry = replace(draft, seq=seq + 1, prev_hash=prev)
                 entry = replace(entry, record_hash=entry.compute_hash(self.database_id))
-                tx.execute(f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) "
+                tx.execute(f"INSERT INTO feedback ({SQL_FEEDBACK_COLUMNS}) "
                            f"VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))})",
                            tuple(getattr(entry, c) for c in FEEDBACK_COLUMNS))
                 out.append(entry)
@@ -254,7 +254,7 @@ class AuditLog:
         if card is not None:
             where.append("card_uuid = ?")
             args.append(card)
-        sql = (f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = (f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY seq")
         with self._translated("read the feedback"):
             for row in self._rows(sql, tuple(args)):

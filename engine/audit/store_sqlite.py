@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import AuditError, Problem
-from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
+from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
     record_from_row, sha256_text, utc_text
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
 
@@ -146,10 +146,10 @@ _MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBA
 #: text and are searched by rule the old way).
 _MIGRATE_2_TO_3 = (*_RULES_TABLE, *_RULES_TRIGGERS.values())
 
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM records"
+_SELECT = f"SELECT {SQL_COLUMNS} FROM records"
 #: The same from a format-1 database, opened read-only (no ``hook_instance`` column yet).
-_SELECT_V1 = _SELECT.replace("hook_instance FROM", "NULL AS hook_instance FROM")
-_FEEDBACK_SELECT = f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback"
+_SELECT_V1 = _SELECT.replace('"hook_instance" FROM', "NULL AS hook_instance FROM")
+_FEEDBACK_SELECT = f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback"
 #: Records whose result names the rule, read from the result itself (text only: formats 1-2).
 _RULE_IN_TEXT = ("typeof(result_json) = 'text' AND EXISTS (SELECT 1 FROM json_each(records.result_json, '$.recommendations') AS r "
                  "WHERE json_extract(r.value, '$.rule_id') = ?)")
