@@ -96,11 +96,13 @@ def audit() -> None:
 
 def summary(record: "AuditRecord") -> dict[str, Any]:
     """One line of ``audit list --json``."""
-    result = record.result
+    from pressor.engine.audit.records import fired_rules
+
+    result = record.result  # parsed once: the costliest step of a listing
     return {"seq": record.seq, "id": record.id, "recorded_at": record.recorded_at, "user": record.user,
             "evaluated_at": result.get("evaluated_at"), "input_mode": record.input_mode,
             "pack": {"name": record.pack_name, "version": record.pack_version, "sha256": record.pack_sha256},
-            "recommendations": record.fired(), "record_hash": record.record_hash}
+            "recommendations": fired_rules(result), "record_hash": record.record_hash}
 
 
 @audit.command("list", epilog=exit_codes.help_text())
@@ -124,9 +126,8 @@ def list_records(since: str | None, rule_id: str | None, audit_db: str | None, a
         # Streamed: one record in memory at a time, whatever the size of the log.
         for record in log.records(since=moment, rule=rule_id):
             r = summary(record)
-            if as_json:
-                text = "  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-                sys.stdout.write(("[\n" if count == 0 else ",\n") + text)
+            if as_json:  # one record a line (the C encoder: indenting would take the slow pure-Python one)
+                sys.stdout.write(("[\n" if count == 0 else ",\n") + json.dumps(r, ensure_ascii=False))
             else:
                 fired = ", ".join(f.split("@")[0] for f in r["recommendations"]) or "-"
                 fired = fired if len(fired) <= 60 else fired[:57] + "..."

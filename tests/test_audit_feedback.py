@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from pressor.service.cards import card_uuid
 from pressor.cli.main import cli
 from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit.records import legacy_canonical_json
 from pressor.engine.audit import GENESIS, AuditLog, FeedbackEntry
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
@@ -173,18 +174,19 @@ def old_log(audit_db, pack, state, now):
     conn.execute("INSERT INTO meta (key, value) VALUES ('format', '1'), ('database_id', 'old-db')")
     conn.execute("PRAGMA user_version = 1")
     files = audit_mod.pack_files(pack)
-    conn.execute("INSERT INTO packs VALUES (?, ?, ?, ?)", (pack.sha256, pack.name, pack.version, audit_mod.canonical_json(files)))
+    legacy = legacy_canonical_json  # what format 1 stored and hashed (Python's sorted JSON: 36.0, not 36)
+    conn.execute("INSERT INTO packs VALUES (?, ?, ?, ?)", (pack.sha256, pack.name, pack.version, legacy(files)))
     prev = GENESIS
     for seq in (1, 2):
         result = evaluate(pack, state, now=now)
         rec = audit_mod.AuditRecord(
             seq=seq, id=f"old-{seq}", recorded_at=audit_mod.utc_text(now), user="cli", input_mode="full",
-            input_json=audit_mod.canonical_json(state), input_sha256=audit_mod.sha256_text(audit_mod.canonical_json(state)),
+            input_json=legacy(state), input_sha256=audit_mod.sha256_text(legacy(state)),
             pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256, engine_version=result.engine_version,
-            include_draft=False, result_json=audit_mod.canonical_json(result.to_dict()), prev_hash=prev, record_hash="")
+            include_draft=False, result_json=legacy(result.to_dict()), prev_hash=prev, record_hash="")
         # the format-1 hash, spelled out: its fields but record_hash, plus the database id
         old = {k: getattr(rec, k) for k in FORMAT_1_FIELDS}
-        rec = replace(rec, record_hash=audit_mod.sha256_text(audit_mod.canonical_json({**old, "database_id": "old-db"})))
+        rec = replace(rec, record_hash=audit_mod.sha256_text(legacy({**old, "database_id": "old-db"})))
         cols = [c for c in audit_mod.COLUMNS if c != "hook_instance"]
         conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(getattr(rec, c) for c in cols))
@@ -261,3 +263,18 @@ def test_a_tampered_feedback_entry_fails_audit_verify(log, now, audit_db):
         conn.execute("UPDATE feedback SET user = 'someone-else' WHERE seq = 1")
     out = run("audit", "verify")
     assert out.exit_code == 1 and "first bad feedback #1" in out.stderr
+
+
+def test_a_migrated_log_keeps_old_texts_and_finds_rules_in_old_and_new_records(old_log, pack, state, now):
+    with AuditLog.open(old_log) as log:
+        result = evaluate(pack, state, now=now)
+        log.append(pack, state, result, now=now, user="new")
+        fired = result.to_dict()["recommendations"][0]["rule_id"]
+        assert [r.seq for r in log.records(rule=fired)] == [1, 2, 3]  # old: read from the text; new: the index
+        assert list(log.records(rule="no.such-rule")) == []
+        assert log.replay("old-1").identical  # an old 36.0 is the same JSON number as a fresh 36
+        assert log.replay("old-1", state=state).identical  # an input matched against its old (non-JCS) hash
+        assert log.verify().ok
+    with sqlite3.connect(old_log) as conn:
+        kinds = conn.execute("SELECT typeof(result_json) FROM records ORDER BY seq").fetchall()
+    assert kinds == [("text",), ("text",), ("blob",)]  # nothing rewritten
