@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import json
 import sqlite3
@@ -28,9 +29,20 @@ def states():
 
 
 @pytest.fixture
-def log(audit_db):
-    with AuditLog.open(audit_db) as opened:
+def log(request, audit_db):
+    """An open log: SQLite, and also PostgreSQL for every test that does not reach into the SQLite
+    file itself (those take ``audit_db``; their PostgreSQL twins are in test_audit_backends.py)."""
+    target = audit_db
+    if getattr(request, "param", "sqlite") == "postgresql":
+        target = request.getfixturevalue("pg_url")
+        request.getfixturevalue("monkeypatch").setenv("PRESSOR_AUDIT_DB", target)  # for the CLI too
+    with AuditLog.open(target) as opened:
         yield opened
+
+
+def pytest_generate_tests(metafunc):
+    if "log" in metafunc.fixturenames and "audit_db" not in inspect.signature(metafunc.function).parameters:
+        metafunc.parametrize("log", ["sqlite", "postgresql"], indirect=True)
 
 
 def fill(log, pack, states, now, count):
@@ -154,7 +166,7 @@ def test_the_test_suite_never_writes_to_the_user_data_dir(audit_db):
     assert resolve_path() == audit_db
 
 
-def test_the_database_is_in_wal_mode(log):
+def test_the_database_is_in_wal_mode(log, audit_db):
     assert log._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

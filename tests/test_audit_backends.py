@@ -286,3 +286,26 @@ def test_two_service_instances_share_the_log_and_the_replay_cache(pg_url, signin
     verified = run("audit", "verify", "--json", "--audit-db", pg_url)
     data = json.loads(verified.stdout)
     assert verified.exit_code == 0 and data["ok"] and data["records"] >= 11
+
+
+def test_every_audit_command_on_either_backend(audit_target, tmp_path):
+    db = ["--audit-db", str(audit_target)]
+    for state in ("septic-shock-adult.yaml", "hepatorenal.yaml"):
+        assert run("recommend", str(EXAMPLES / state), "--now", "2026-11-24T12:00:00Z", "--user", "dr.lee", *db).exit_code == 0
+    records = json.loads(run("audit", "list", "--json", *db).stdout)
+    assert [r["seq"] for r in records] == [1, 2]
+    human = run("audit", "list", *db)
+    assert human.exit_code == 0 and human.stderr.splitlines()[-1] == "2 record(s)" and "dr.lee" in human.stderr
+    rule = records[0]["recommendations"][0].split("@")[0]
+    assert [r["seq"] for r in json.loads(run("audit", "list", "--json", "--rule", rule, *db).stdout)][0] == 1
+    assert json.loads(run("audit", "list", "--json", "--since", "2999-01-01", *db).stdout) == []
+    shown = run("audit", "show", records[1]["id"][:8], *db)
+    assert shown.exit_code == 0 and records[1]["record_hash"] in shown.stderr
+    verified = run("audit", "verify", *db)
+    assert verified.exit_code == 0 and f"head #2 {records[1]['record_hash']}" in verified.stderr
+    anchored = run("audit", "verify", "--anchor", f"1:{records[0]['record_hash']}", *db)
+    assert anchored.exit_code == 0
+    target = tmp_path / "out.csv"
+    exported = run("audit", "export", "--format", "csv", "--output", str(target), "--json", *db)
+    assert exported.exit_code == 0 and json.loads(exported.stdout)["records"] == 2 and target.read_text().count("\n") >= 3
+    assert json.loads(run("audit", "feedback", "--json", *db).stdout) == []

@@ -1,6 +1,7 @@
 """Feedback entries in the audit log: their own hash chain, tampering, migration of format-1 logs, the CLI."""
 from __future__ import annotations
 
+import inspect
 import hashlib
 import io
 import json
@@ -31,9 +32,20 @@ def state():
 
 
 @pytest.fixture
-def log(audit_db):
-    with AuditLog.open(audit_db) as opened:
+def log(request, audit_db):
+    """An open log: SQLite, and also PostgreSQL for every test that does not reach into the SQLite
+    file itself (those take ``audit_db``)."""
+    target = audit_db
+    if getattr(request, "param", "sqlite") == "postgresql":
+        target = request.getfixturevalue("pg_url")
+        request.getfixturevalue("monkeypatch").setenv("PRESSOR_AUDIT_DB", target)  # for the CLI too
+    with AuditLog.open(target) as opened:
         yield opened
+
+
+def pytest_generate_tests(metafunc):
+    if "log" in metafunc.fixturenames and "audit_db" not in inspect.signature(metafunc.function).parameters:
+        metafunc.parametrize("log", ["sqlite", "postgresql"], indirect=True)
 
 
 def item(card: str, outcome: str = "overridden", minute: int = 1) -> dict:
