@@ -16,7 +16,6 @@ The commands are then timed as subprocesses (`pressor audit ...`), each one's pe
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics

@@ -47,6 +47,7 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     import uvicorn
 
     from pressor.engine.audit import AuditLog
+    from pressor.engine.audit.store_postgres import redacted
     from pressor.engine.errors import AuditError
     from pressor.engine.evaluation.evaluate import release
 
@@ -70,7 +71,7 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
         announce_insecure()
     summary = {"url": f"http://{host}:{port}", "services": sorted(SERVICES), "workers": workers, "insecure": insecure,
                "pack": {"name": runtime.pack.name, "version": runtime.pack.version, "sha256": runtime.pack.sha256},
-               "audit": {"path": audit_path, "input": runtime.config.audit_input, "required": runtime.config.require_audit}}
+               "audit": {"path": redacted(audit_path), "input": runtime.config.audit_input, "required": runtime.config.require_audit}}
     if as_json:
         emit_json(summary)
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "

@@ -127,8 +127,8 @@ def test_the_store_refuses_update_delete_and_out_of_order_inserts(audit_target, 
             raw.execute("TRUNCATE records CASCADE")
     columns = 'seq, id, recorded_at, "user", input_mode, input_json, input_sha256, pack_name, pack_version, pack_sha256, ' \
               'engine_version, include_draft, result_json, prev_hash, record_hash'
-    copy = f"SELECT ?, ?, recorded_at, \"user\", input_mode, input_json, input_sha256, pack_name, pack_version, pack_sha256, " \
-           f"engine_version, include_draft, result_json, ?, ? FROM records WHERE seq = 1"
+    copy = "SELECT ?, ?, recorded_at, \"user\", input_mode, input_json, input_sha256, pack_name, pack_version, pack_sha256, " \
+           "engine_version, include_draft, result_json, ?, ? FROM records WHERE seq = 1"
     for seq, prev in ((5, recs[-1].record_hash), (4, "ab" * 32), (2, recs[0].record_hash)):
         with pytest.raises(raw.errors):
             raw.execute(f"INSERT INTO records ({columns}) {copy}", (seq, str(uuid.uuid4()), prev, uuid.uuid4().hex * 2))

@@ -230,8 +230,7 @@ def test_records_are_small_on_the_projects_scenarios(audit_db, pack):
     assert conn.execute("SELECT COUNT(*) FROM records WHERE typeof(result_json) != 'blob'").fetchone()[0] == 0
 
 
-def test_list_since_and_rule_use_indexes(audit_db, pack, now):
-    state = load_document(STATE).data
+def test_list_since_and_rule_use_indexes(audit_db):
     AuditLog.open(audit_db).close()
     conn = sqlite3.connect(audit_db)
     log = AuditLog.open(audit_db, create=False)

@@ -21,7 +21,8 @@ from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_COLUMNS, SQL_FEEDBA
     record_from_row, sha256_text, utc_text
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
 
-__all__ = ["SqliteAuditLog", "canonical_json", "pack_files", "sha256_text", "utc_text", "AuditRecord", "FeedbackEntry"]
+__all__ = ["SqliteAuditLog", "FORMAT", "COLUMNS", "FEEDBACK_COLUMNS", "canonical_json", "pack_files", "sha256_text", "utc_text",
+           "AuditRecord", "FeedbackEntry"]
 
 #: Schema version, kept in SQLite's ``user_version``. 1: no feedback, no ``records.hook_instance``;
 #: 2: feedback; 3: compressed input and result texts, the ``record_rules`` index.
