@@ -7,12 +7,11 @@ import click
 
 from pressor.engine.evaluation.explain import Explanation, LeafTrace, RuleExplanation
 from pressor.engine.evaluation.explain import explain as explain_state
-from pressor.engine.evaluation.load import load_document
 from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
 from .common import emit_json, handles_errors, json_option, rules_option, say
-from .recommend import parse_now
+from .recommend import parse_now, read_input, with_facts
 
 _HEADINGS = {
     "fired": ("FIRED", {"fg": "green", "bold": True}),
@@ -86,9 +85,12 @@ def explanation_text(explanation: Explanation) -> list[tuple[str, dict[str, Any]
 @click.option("--include-draft", is_flag=True, help="Also evaluate draft and in-review rules (retired ones never).")
 @rules_option
 @click.option("--now", "now_text", metavar="ISO-8601", default=None, help="Evaluation time (default: now, UTC).")
+@click.option("--fhir", is_flag=True, help="FILE is a FHIR R4 Bundle (JSON): converted to a patient state first.")
+@click.option("--trust-complete", "trust", metavar="LIST", multiple=True,
+              help="With --fhir: the bundle's list is complete for this (medications, conditions, or a fact path).")
 @handles_errors
 def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: bool, rules_dir: str | None,
-            now_text: str | None) -> None:
+            now_text: str | None, fhir: bool, trust: tuple[str, ...]) -> None:
     """Why each rule fired, did not fire, could not be decided, or was not evaluated.
 
     Fired: every comparison with the value seen and its threshold, and for derived
@@ -96,7 +98,8 @@ def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: 
     all(), the first false one; for any(), each one). Not evaluable: the unknown
     facts. Inactive: draft and in-review rules (unless --include-draft) and retired
     rules. The outcomes are the engine's own: if the reference logic ever disagrees,
-    nothing is explained (exit 4).
+    nothing is explained (exit 4). FILE may be a patient state, a timeline input
+    (top-level `timeline:`), or with --fhir a FHIR R4 Bundle.
 
     \b
     Example:
@@ -105,10 +108,12 @@ def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: 
     """
     now = parse_now(now_text)
     pack = load_pack(rules_dir)
-    document = load_document(state_file)
-    explanation = explain_state(pack, document.data, now=now, include_draft=include_draft, rule_id=rule_id, document=document)
+    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
+    explanation = explain_state(pack, state, now=now, include_draft=include_draft, rule_id=rule_id, document=document)
     if as_json:
-        emit_json(explanation.to_dict())
+        emit_json(with_facts(explanation.to_dict(), conversion))
     else:
+        for note in conversion.notes if conversion is not None else ():
+            say(f"{'fhir' if conversion.mapping is not None else 'timeline'}: {note}", dim=True)
         for line, style in explanation_text(explanation):
             say(line, **style)

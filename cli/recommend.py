@@ -44,13 +44,45 @@ def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, 
                           input_mode=input_mode)
 
 
+def read_input(state_file: str, *, fhir: bool, pack: RulePack, now: datetime,
+               trust: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
+    """(state, document for evaluate, conversion): a patient state, a FHIR bundle (``fhir``) or a timeline input."""
+    if fhir:
+        from pressor.engine.ehr.fhir import from_bundle, load_bundle, load_mapping
+
+        mapping = load_mapping().with_trusted(trust)
+        document = load_bundle(state_file, mapping=mapping)
+        conversion = from_bundle(document.data, now=now, file=document.file, pack=pack, mapping=mapping)
+        states = conversion.states()
+        if len(states) > 1:
+            raise InputError.single(f"the bundle holds {len(states)} draft orders; one proposed order is evaluated at a time",
+                                    file=document.file, suggestion="keep one draft MedicationRequest in the bundle")
+        return states[0], None, conversion
+    document = load_document(state_file)
+    if isinstance(document.data, dict) and "timeline" in document.data:
+        from pressor.engine.ehr.fhir import from_timeline
+
+        conversion = from_timeline(document, now=now, pack=pack)
+        return conversion.state, None, conversion
+    return document.data, document, None
+
+
+def with_facts(data: dict[str, Any], conversion: Any) -> dict[str, Any]:
+    """A result (or explanation) dict with the conversion's per-fact provenance added (``facts``)."""
+    return data if conversion is None else {**data, "facts": conversion.facts}
+
+
 def show(result: Result, as_json: bool, conversion: Any = None) -> None:
-    """The result: JSON on stdout, or text on stderr (after the FHIR conversion's notes, if any)."""
+    """The result: JSON on stdout, or text on stderr (after the conversion's notes, if any)."""
     if as_json:
-        emit_json(result.to_dict() if conversion is None else {"result": result.to_dict(), "fhir": conversion.to_dict()})
+        if conversion is None:
+            emit_json(result.to_dict())
+        else:
+            kind = "fhir" if conversion.mapping is not None else "timeline"
+            emit_json({"result": with_facts(result.to_dict(), conversion), kind: conversion.to_dict()})
         return
     for note in conversion.notes if conversion is not None else ():
-        say(f"fhir: {note}", dim=True)
+        say(f"{'fhir' if conversion.mapping is not None else 'timeline'}: {note}", dim=True)
     for line, style in result_text(result):
         say(line, **style)
 
@@ -62,8 +94,11 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.option("--include-draft", is_flag=True, help="Also evaluate draft and in-review rules (marked as such).")
 @click.option("--now", "now_text", metavar="ISO-8601", default=None, help="Evaluation time (default: now, UTC).")
 @click.option("--fhir", is_flag=True,
-              help="FILE is a FHIR R4 Bundle (JSON): converted to a patient state first; "
+              help="FILE is a FHIR R4 Bundle (JSON, up to 32 MiB by default): converted to a patient state first; "
                    "--json then prints {\"result\": ..., \"fhir\": {\"state\", \"notes\", ...}}.")
+@click.option("--trust-complete", "trust", metavar="LIST", multiple=True,
+              help="With --fhir: the bundle's list is complete for this (medications, conditions, or a fact path; "
+                   "repeatable): absence there is 0/false instead of unknown.")
 @audit_db_option
 @click.option("--audit-input", "audit_input", type=click.Choice(["full", "hash"]), default="full", show_default=True,
               help="Keep the input in the audit log, or only its SHA-256 (no patient data stored; no replay).")
@@ -72,9 +107,14 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
 @handles_errors
 def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_draft: bool, now_text: str | None,
-              fhir: bool, audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
+              fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
               require_audit: bool) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
+
+    FILE may also be a timeline input (top-level `timeline:`; schemas/timeline.schema.json):
+    timestamped vitals, labs, doses, rate changes and fluids, from which the pack's temporal
+    facts are computed (a fact given directly wins). With --json, the result's `facts` says
+    for every fact where its value came from, or why it is unknown.
 
     Absent facts are unknown, never false: rules that need them are listed as not
     evaluable with the missing fact paths. No weight, no weight-based dose. With --fhir
@@ -89,24 +129,14 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
     Example:
       pressor recommend examples/septic-shock-adult.yaml
       cat state.json | pressor recommend - --json --audit-input hash --user dr.lee
-      pressor recommend --fhir examples/fhir/septic-adult.json
+      pressor recommend --fhir examples/fhir/septic-adult.json --now 2026-11-24T12:00:00Z --trust-complete medications
+      pressor recommend examples/timeline/septic-persisting.yaml
     """
     if no_audit and require_audit:
         raise click.UsageError("--no-audit and --require-audit contradict each other; give one")
     now = parse_now(now_text)
     pack = load_pack(rules_dir)
-    document = load_document(state_file)
-    conversion = None
-    state = document.data
-    if fhir:
-        from pressor.engine.ehr.fhir import from_bundle
-
-        conversion = from_bundle(document.data, now=now, file=document.file)
-        states = conversion.states()
-        if len(states) > 1:
-            raise InputError.single(f"the bundle holds {len(states)} draft orders; one proposed order is evaluated at a time",
-                                    file=document.file, suggestion="keep one draft MedicationRequest in the bundle")
-        state, document = states[0], None
+    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     if no_audit:
         show(result, as_json, conversion)

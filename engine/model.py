@@ -202,6 +202,35 @@ class Derived:
         return out
 
 
+#: Kinds of temporal fact (facts computed from a timeline): required and optional parameters, and
+#: the unit of the value (None: a boolean). The computations are in ``pressor.engine.ehr.timeline``.
+TEMPORAL_KINDS: dict[str, tuple[frozenset[str], frozenset[str], str | None]] = {
+    "sustained_below": (frozenset({"series", "minutes"}), frozenset({"threshold", "threshold_fact", "unchanged_rate"}), None),
+    "rising": (frozenset({"series", "min_gap_minutes"}), frozenset({"within_hours"}), None),
+    "minutes_since_last_dose": (frozenset({"drug"}), frozenset(), "min"),
+    "dose_given": (frozenset({"drug"}), frozenset(), None),
+    "hours_since_first_rate": (frozenset({"drugs"}), frozenset(), "h"),
+    "volume_per_kg_since": (frozenset({"fluid", "since"}), frozenset(), "mL/kg"),
+    "hours_since": (frozenset({"marker"}), frozenset(), "h"),
+}
+
+
+@dataclass(frozen=True)
+class TemporalFact:
+    """A patient-state fact the pack computes from a timeline (FHIR record or timeline input), declared as data.
+
+    A value given directly in the input wins over the computed one; the result says which was used.
+    """
+
+    fact: str
+    kind: str
+    description: str
+    params: dict[str, Any]
+    unit: str | None = None
+    file: str = ""
+    line: int | None = None
+
+
 @dataclass(frozen=True)
 class StatusChange:
     """One entry of a rule's status history: when it took which status, by whom, and why."""
@@ -305,6 +334,7 @@ class RulePack:
     raw_pack: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     decisions: tuple[Decision, ...] = ()
     waivers: tuple[Waiver, ...] = ()
+    temporal: tuple[TemporalFact, ...] = ()
     #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

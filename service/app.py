@@ -305,7 +305,7 @@ def build_runtime(settings: Settings) -> Runtime:
     validators = {name: fastjsonschema.compile({**defs, "$ref": f"#/$defs/{name}"}) for name in ("hookRequest", "feedback")}
     codings = {}
     for med in mapping.medications:
-        c = med.codes[0]
+        c = mapping.drug_codes(med.drug)[0]
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
     audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
     return Runtime(settings, config, pack, mapping, Verifier(config), audit, validators, codings)
@@ -455,7 +455,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise _BadRequest("bad_request", f"/hook: service '{service_id}' answers '{service.hook}', not '{body['hook']}'")
         rt = rt_of(request)
         now = _utc_now()
-        conversion = from_hook_request(body, now=now, mapping=rt.mapping)
+        conversion = from_hook_request(body, now=now, mapping=rt.mapping, pack=rt.pack)
         states = conversion.states()
         results = [evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft) for state in states]
         hook_instance = body["hookInstance"]

@@ -35,6 +35,7 @@ _MISSING_WHAT = {
     "conditions": "the problem list (shock type, hypertension, pregnancy)",
     "medicationAdministrations": "running infusions",
     "medicationRequests": "active medication orders",
+    "procedures": "procedures (vascular access, fluid resuscitation)",
 }
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pressor.cli.main import cli
 from pressor.engine.errors import InputError
 from pressor.engine.evaluation.evaluate import evaluate
-from pressor.engine.ehr.fhir import FhirError, from_bundle, from_hook_request, load_mapping
+from pressor.engine.ehr.fhir import from_bundle, from_hook_request, load_mapping
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
 UCUM = "http://unitsofmeasure.org"
@@ -33,8 +33,13 @@ def observation(rid: str, code: str, when: str, value: float, unit: str) -> dict
 
 
 def add(b: dict, *resources: dict) -> dict:
+    """The bundle with resources added, each about the bundle's patient unless it names a subject."""
     b = copy.deepcopy(b)
-    b["entry"] += [{"resource": r} for r in resources]
+    pid = next(e["resource"]["id"] for e in b["entry"] if e["resource"]["resourceType"] == "Patient")
+    for r in resources:
+        if r["resourceType"] != "Patient" and "subject" not in r:
+            r = {**r, "subject": {"reference": f"Patient/{pid}"}}
+        b["entry"].append({"resource": r})
     return b
 
 
@@ -97,22 +102,21 @@ def test_the_look_back_window_is_overridable(now):
         load_mapping(lookback_hours={"vital": 1})
 
 
-def test_an_unknown_unit_is_an_error_naming_the_resource(now):
+def test_an_unknown_unit_leaves_the_fact_unknown_with_a_note_naming_the_resource(now):
     b = add(bundle("septic-adult"), observation("map-cm", "8478-0", "2026-11-24T11:55:00Z", 7, "cm[H2O]"))
-    with pytest.raises(FhirError) as err:
-        from_bundle(b, now=now, file="b.json")
-    problem = err.value.problems[0]
-    assert "Observation/map-cm" in problem.message and "cm[H2O]" in problem.message
-    assert problem.pointer == f"/entry/{len(b['entry']) - 1}/resource/valueQuantity/code"
-    assert "mm[Hg]" in problem.suggestion
+    conv = from_bundle(b, now=now, file="b.json")
+    assert "map_mmhg" not in conv.state["vitals"]  # the latest MAP is unusable: no older value stands in for it
+    pointer = f"/entry/{len(b['entry']) - 1}/resource/valueQuantity"
+    assert any("Observation/map-cm" in n and pointer in n and "cm[H2O]" in n and "mm[Hg]" in n for n in conv.notes)
+    assert conv.facts["vitals.map_mmhg"]["from"] == "unknown" and "map-cm" in conv.facts["vitals.map_mmhg"]["why"]
+    assert conv.state["patient"]["weight_kg"] == 72  # the rest of the patient is read
 
 
-def test_an_out_of_range_value_points_at_its_resource(now):
+def test_an_out_of_range_value_is_left_unknown_naming_its_resource(now):
     b = add(bundle("septic-adult"), observation("map-400", "8478-0", "2026-11-24T11:59:00Z", 400, "mm[Hg]"))
-    with pytest.raises(FhirError) as err:
-        from_bundle(b, now=now)
-    assert "Observation/map-400" in str(err.value)
-    assert err.value.problems[0].pointer.startswith(f"/entry/{len(b['entry']) - 1}/resource")
+    conv = from_bundle(b, now=now)
+    assert "map_mmhg" not in conv.state["vitals"]
+    assert any("Observation/map-400" in n and "refused" in n for n in conv.notes)
 
 
 def test_infusion_rates_in_every_accepted_form(now):
@@ -126,7 +130,7 @@ def test_infusion_rates_in_every_accepted_form(now):
     conv = from_bundle(add(b, vaso), now=now)
     assert conv.state["infusions"]["norepinephrine_mcg_kg_min"] == pytest.approx(0.12)
     assert conv.state["infusions"]["vasopressin_units_min"] == pytest.approx(0.03)
-    assert conv.state["infusions"]["dopamine_mcg_kg_min"] == 0
+    assert "dopamine_mcg_kg_min" not in conv.state["infusions"]  # open world: not in the record is unknown, not 0
 
 
 def test_a_fact_from_an_unverified_code_says_so(now):
@@ -140,12 +144,14 @@ def test_a_running_infusion_without_a_rate_is_unknown_not_zero(now):
     b = bundle("cardiogenic-on-norepinephrine")
     del resource(b, "ne")["dosage"]["rateQuantity"]
     conv = from_bundle(b, now=now)
-    assert "norepinephrine_mcg_kg_min" not in conv.state["infusions"]
+    assert "norepinephrine_mcg_kg_min" not in conv.state.get("infusions", {})
     assert any("no rate is given" in n for n in conv.notes)
 
 
 def test_conflicting_shock_types_stay_unknown(now):
-    b = add(bundle("septic-adult"), copy.deepcopy(resource(bundle("cardiogenic-on-norepinephrine"), "cs")))
+    cs = copy.deepcopy(resource(bundle("cardiogenic-on-norepinephrine"), "cs"))
+    del cs["subject"]
+    b = add(bundle("septic-adult"), cs)
     conv = from_bundle(b, now=now)
     assert "shock" not in conv.state
     assert any("conflicting Conditions" in n for n in conv.notes)
@@ -157,10 +163,26 @@ def test_age_of_an_infant_is_a_fraction_of_a_year(now):
     assert from_bundle(b, now=now).state["patient"]["age_years"] == pytest.approx(9 / 12, abs=0.01)
 
 
-def test_a_draft_vasopressor_order_with_nothing_running_is_first_line(now):
-    conv = from_bundle(bundle("dopamine-first-line"), now=now)
+def trusting(tmp_path, *facts: str):
+    """The bundled mapping with ``trusted_complete`` set to ``facts`` (a site that trusts its lists)."""
+    text = Path(load_mapping().file).read_text().replace("trusted_complete: []", f"trusted_complete: [{', '.join(facts)}]")
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text)
+    return load_mapping(path)
+
+
+VASOPRESSOR_RATES = ["infusions.norepinephrine_mcg_kg_min", "infusions.vasopressin_units_min", "infusions.epinephrine_mcg_kg_min",
+                     "infusions.dopamine_mcg_kg_min", "infusions.phenylephrine_mcg_kg_min"]
+
+
+def test_a_draft_vasopressor_order_with_nothing_running_is_first_line_when_the_list_is_trusted(now, tmp_path):
+    b = bundle("dopamine-first-line")
+    resource(b, "dopamine-order").pop("reasonCode", None)
+    conv = from_bundle(b, now=now, mapping=trusting(tmp_path, *VASOPRESSOR_RATES))
     assert conv.orders[0]["drug"] == "dopamine" and conv.orders[0]["purpose"] == "first_line"
     assert conv.states()[0]["order"] == {"drug": "dopamine", "purpose": "first_line"}
+    default = from_bundle(b, now=now)  # default: absence is unknown, so is the purpose
+    assert "purpose" not in default.orders[0]
 
 
 def test_an_order_purpose_from_reason_code_wins(now):
@@ -171,8 +193,11 @@ def test_an_order_purpose_from_reason_code_wins(now):
 
 
 def test_order_purpose_is_unknown_when_a_vasopressor_already_runs(now):
-    b = add(bundle("dopamine-first-line"), copy.deepcopy(resource(bundle("cardiogenic-on-norepinephrine"), "ne")))
-    conv = from_bundle(b, now=now)
+    b = bundle("dopamine-first-line")
+    resource(b, "dopamine-order").pop("reasonCode", None)
+    ne = copy.deepcopy(resource(bundle("cardiogenic-on-norepinephrine"), "ne"))
+    del ne["subject"]
+    conv = from_bundle(add(b, ne), now=now)
     assert "purpose" not in conv.orders[0]
     assert any("purpose unknown" in n for n in conv.notes)
 
@@ -186,7 +211,7 @@ def test_without_medications_the_infusions_and_order_purpose_are_unknown(now):
             {"resource": r} for r in res if r["resourceType"] == "Observation"]}}}
     conv = from_hook_request(request, now=now)
     assert "infusions" not in conv.state and "purpose" not in conv.orders[0]
-    assert conv.missing == ["conditions", "medicationAdministrations", "medicationRequests"]
+    assert conv.missing == ["conditions", "medicationAdministrations", "medicationRequests", "procedures"]
     assert "chronic_hypertension" not in conv.state["patient"]
 
 
@@ -211,13 +236,17 @@ def test_every_example_bundle_converts_and_evaluates(pack, now, result_validator
 
 def test_recommend_fhir_json_wraps_the_result_and_the_conversion(result_validator):
     out = CliRunner().invoke(
-        cli, ["recommend", "--fhir", str(FHIR / "dopamine-first-line.json"), "--json", "--now", "2026-11-24T12:00:00Z"])
+        cli, ["recommend", "--fhir", str(FHIR / "dopamine-first-line.json"), "--json", "--now", "2026-11-24T12:00:00Z",
+              "--trust-complete", "medications"])
     assert out.exit_code == 0, out.stderr
     data = json.loads(out.stdout)
     result_validator.validate(data["result"])
     assert data["result"]["recommendations"][0]["rule_id"] == "avoid.dopamine-first-line"
-    assert data["fhir"]["orders"][0]["drug"] == "dopamine"
-    assert any("first_line" in n for n in data["fhir"]["notes"])
+    assert data["fhir"]["orders"][0] == {"drug": "dopamine", "purpose": "first_line",
+                                         "source": data["fhir"]["orders"][0]["source"]}
+    facts = data["result"]["facts"]
+    assert facts["patient.weight_kg"]["from"] == "record" and "Observation/" in facts["patient.weight_kg"]["sources"][0]
+    assert facts["access.central_venous"]["from"] == "unknown" and facts["access.central_venous"]["why"]
 
 
 def test_recommend_fhir_text_shows_the_notes_on_stderr():

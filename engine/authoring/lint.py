@@ -217,6 +217,7 @@ class _Linter:
         self.findings += self._thresholds()
         self.findings += check_arithmetic(self.pack, self.locate)
         self.findings += self._status()
+        self.findings += self._temporal()
         return self._apply_waivers(self.findings)
 
     # -- where things are -------------------------------------------------------
@@ -233,6 +234,38 @@ class _Linter:
     def _leaf_line(self, file: str, pointer: str) -> int | None:
         doc = self.docs.get(file)
         return doc.where(pointer).get("line") if doc else None
+
+    # -- temporal facts ---------------------------------------------------------
+    def _temporal(self) -> list[Finding]:
+        """Temporal facts: the unit the fact's name states, thresholds inside the series' range, and whether anything reads them."""
+        from ..evaluation.compile import state_vocabulary
+
+        vocab = state_vocabulary(schema(STATE_SCHEMA))
+        suffix_units = (("_minutes", "min"), ("minutes_", "min"), ("_hours", "h"), ("hours_", "h"), ("_ml_kg", "mL/kg"))
+        read = {f for r in self.live for leaf in leaves(r.when) for f in leaf.facts()}
+        read |= {f for d in self.pack.derived for f in d.reads()}
+        out = []
+        for tf in self.pack.temporal:
+            where = (tf.file, tf.line)
+            named = next((u for part, u in suffix_units if part in tf.fact.split(".", 1)[1]), None)
+            if tf.unit is not None and named is not None and named != tf.unit:
+                out.append(Finding("temporal-unit", "error", f"temporal fact '{tf.fact}' is computed in {tf.unit} but its name "
+                                   f"says {named}", *where, suggestion="use the kind whose unit the fact is in"))
+            series = vocab.get(tf.params.get("series", ""))
+            if series is not None:
+                lo, hi = series.minimum, series.maximum
+                bounds = [tf.params["threshold"]] if "threshold" in tf.params else []
+                derived = next((d for d in self.pack.derived if d.name == tf.params.get("threshold_fact")), None)
+                if derived is not None:
+                    bounds += [v for _, v in derived.cases] + ([derived.default] if derived.default is not None else [])
+                for b in bounds:
+                    if isinstance(b, (int, float)) and ((lo is not None and b <= lo) or (hi is not None and b > hi)):
+                        out.append(Finding("temporal-range", "warning", f"temporal fact '{tf.fact}': threshold {b:g} is outside "
+                                           f"the range of {series.path} ({lo:g}-{hi:g}); it can never be met", *where))
+            if tf.fact not in read:
+                out.append(Finding("temporal-unread", "info", f"temporal fact '{tf.fact}' is read by no rule or derived fact",
+                                   *where, suggestion="remove it, or write the rule that needs it"))
+        return out
 
     # -- loader warnings --------------------------------------------------------
     def _loader_warnings(self) -> list[Finding]:

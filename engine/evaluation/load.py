@@ -57,60 +57,72 @@ def pointer_of(parts: Any) -> str:
     return "".join("/" + escape_pointer_token(p) for p in parts)
 
 
-def read_text(path: str | Path, *, label: str | None = None) -> str:
-    """Read a file (or ``-`` for stdin) as UTF-8, refusing oversized input."""
+def read_text(path: str | Path, *, label: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES,
+              what: str | None = None) -> str:
+    """Read a file (or ``-`` for stdin) as UTF-8, refusing input over ``max_bytes``.
+
+    ``what`` names the kind of document and its limit in the refusal (default: a patient state or rule file).
+    """
     import sys
 
     label = label or str(path)
     try:
         if str(path) == "-":
-            raw = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+            raw = sys.stdin.buffer.read(max_bytes + 1)
         else:
             with open(path, "rb") as fh:
-                raw = fh.read(MAX_DOCUMENT_BYTES + 1)
+                raw = fh.read(max_bytes + 1)
     except FileNotFoundError as exc:
         raise InputError.single("file not found", file=label, suggestion="check the path") from exc
     except IsADirectoryError as exc:
         raise InputError.single("is a directory, expected a file", file=label) from exc
     except OSError as exc:
         raise InputError.single(f"cannot read: {exc.strerror}", file=label) from exc
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise InputError.single(
-            f"document is larger than {MAX_DOCUMENT_BYTES} bytes; refused",
-            file=label,
-            suggestion="a patient state or rule file is a few KB; check that this is the right file",
-        )
+    if len(raw) > max_bytes:
+        raise _too_large(label, max_bytes, what)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError.single(f"not UTF-8 text (byte {exc.start})", file=label) from exc
 
 
-def parse(text: str, *, file: str, fmt: str | None = None) -> Document:
-    """Parse ``text`` as JSON (if ``fmt == 'json'`` or it starts with ``{``/``[``) or YAML."""
-    if len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
-        raise InputError.single(f"document is larger than {MAX_DOCUMENT_BYTES} bytes; refused", file=file)
+def _too_large(label: str, max_bytes: int, what: str | None) -> InputError:
+    if what is None:
+        return InputError.single(f"document is larger than {max_bytes} bytes; refused", file=label,
+                                 suggestion="a patient state or rule file is a few KB; check that this is the right file")
+    return InputError.single(f"{what} is larger than the {what} limit of {max_bytes} bytes; refused", file=label)
+
+
+def parse(text: str, *, file: str, fmt: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES,
+          what: str | None = None, positions: bool = True) -> Document:
+    """Parse ``text`` as JSON (if ``fmt == 'json'`` or it starts with ``{``/``[``) or YAML.
+
+    ``positions=False`` skips the line/column map of a JSON document (large FHIR bundles).
+    """
+    if len(text) > max_bytes or len(text.encode("utf-8")) > max_bytes:
+        raise _too_large(file, max_bytes, what)
     stripped = text.lstrip()
     if not stripped:
         raise InputError.single("empty document", file=file, suggestion="expected a mapping of facts or rules")
     if fmt == "json" or (fmt is None and stripped[:1] in "{["):
-        return _parse_json(text, file)
+        return _parse_json(text, file, positions)
     return _parse_yaml(text, file)
 
 
-def load_document(path: str | Path, *, label: str | None = None) -> Document:
-    """Read and parse one file (``-`` is stdin)."""
+def load_document(path: str | Path, *, label: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES,
+                  what: str | None = None, positions: bool = True) -> Document:
+    """Read and parse one file (``-`` is stdin); see :func:`read_text` and :func:`parse` for the keywords."""
     label = label or ("<stdin>" if str(path) == "-" else str(path))
-    text = read_text(path, label=label)
+    text = read_text(path, label=label, max_bytes=max_bytes, what=what)
     fmt = "json" if str(path).endswith(".json") else None
-    return parse(text, file=label, fmt=fmt)
+    return parse(text, file=label, fmt=fmt, max_bytes=max_bytes, what=what, positions=positions)
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number pressor accepts")
 
 
-def _parse_json(text: str, file: str) -> Document:
+def _parse_json(text: str, file: str, positions_wanted: bool = True) -> Document:
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
@@ -122,6 +134,8 @@ def _parse_json(text: str, file: str) -> Document:
     except RecursionError as exc:
         raise InputError.single("JSON nested too deeply", file=file) from exc
     positions: dict[str, tuple[int, int]] = {}
+    if not positions_wanted:
+        return Document(data, file, positions, text)
     try:
         node = _compose(text, file)
         if node is not None:

@@ -17,6 +17,8 @@ from .compile import ConditionCompiler, FactType, problems_from, state_vocabular
 from ..errors import InputError, Problem, RuleFileError
 from .load import Document, load_document
 from ..model import (
+    TEMPORAL_KINDS,
+    TemporalFact,
     Citation,
     Decision,
     Derived,
@@ -104,6 +106,7 @@ class _Builder:
         self._supersedes(rules)
         decisions = self._decisions({r.id for r in rules})
         waivers = self._waivers({r.id for r in rules}, {d.id for d in decisions})
+        temporal = self._temporal(references)
         self._raise_if_problems()
         if self.check_examples:
             self._examples()
@@ -115,7 +118,7 @@ class _Builder:
             preparations=tuple(preparations), references=references, document=dict(refs_meta["document"]),
             files=manifest, warnings=tuple(self.warnings), raw_pack=dict(pack_meta),
             array_members={p: ft.values for p, ft in self.vocab.items() if ft.kind == "array"},
-            decisions=tuple(decisions), waivers=tuple(waivers),
+            decisions=tuple(decisions), waivers=tuple(waivers), temporal=tuple(temporal),
         )
         self._engine_check(pack)
         return pack
@@ -242,6 +245,58 @@ class _Builder:
         for d in items:
             visit(d, [])
         return ordered
+
+    # -- temporal facts -------------------------------------------------------
+    def _temporal(self, refs: dict[int, Reference]) -> list[TemporalFact]:
+        """``temporal:`` facts computed from a timeline: kind, parameters and unit checked against the vocabulary."""
+        out: list[TemporalFact] = []
+        seen: set[str] = set()
+        drugs = self.vocab["order.drug"].values if "order.drug" in self.vocab else ()
+        for doc, items in self._sections("temporal"):
+            for i, item in enumerate(items):
+                ptr = f"/temporal/{i}"
+
+                def report(sub: str, message: str, suggestion: str | None = None) -> None:
+                    self.problems.append(Problem(f"temporal fact '{item['fact']}': {message}", suggestion=suggestion,
+                                                 **doc.where(ptr + sub)))
+
+                fact, kind = item["fact"], item["kind"]
+                required, optional, unit = TEMPORAL_KINDS[kind]
+                params = {k: v for k, v in item.items() if k not in ("fact", "kind", "description", "unit", "citations", "notes")}
+                ft = self.vocab.get(fact)
+                if ft is None or ft.derived:
+                    report("/fact", "not a patient-state fact", "a temporal fact computes a fact of schemas/patient-state.schema.json")
+                elif ft.kind != ("boolean" if unit is None else "number"):
+                    report("/fact", f"a {kind} fact is a {'boolean' if unit is None else 'number'}, '{fact}' is a {ft.kind}")
+                if fact in seen:
+                    report("/fact", "declared twice")
+                seen.add(fact)
+                for key in sorted(required - params.keys()):
+                    report("", f"{kind} needs '{key}'")
+                for key in sorted(params.keys() - required - optional):
+                    report(f"/{key}", f"{kind} takes no '{key}'", f"it takes {', '.join(sorted(required | optional))}")
+                if item.get("unit") != unit:
+                    report("/unit", f"the unit of a {kind} fact is {unit or 'none (a boolean)'}, not {item.get('unit')!r}")
+                for key in ("series", "unchanged_rate", "threshold_fact"):
+                    if key in params:
+                        target = self.vocab.get(params[key])
+                        if target is None or target.kind != "number":
+                            report(f"/{key}", f"'{params[key]}' is not a number fact")
+                        elif key != "threshold_fact" and target.derived:
+                            report(f"/{key}", f"'{params[key]}' is derived; a timeline records patient facts")
+                for key in ("drug",):
+                    if key in params and params[key] not in drugs:
+                        report(f"/{key}", f"'{params[key]}' is not a drug of order.drug", f"one of {', '.join(drugs)}")
+                for j, d in enumerate(params.get("drugs", ())):
+                    if d not in drugs:
+                        report(f"/drugs/{j}", f"'{d}' is not a drug of order.drug")
+                if "threshold" in params and "threshold_fact" in params:
+                    report("/threshold", "give threshold or threshold_fact, not both")
+                if kind == "sustained_below" and "threshold" not in params and "threshold_fact" not in params:
+                    report("", "sustained_below needs threshold or threshold_fact")
+                self._citations(doc, f"{ptr}/citations", item.get("citations", []), refs, fact, False)
+                out.append(TemporalFact(fact, kind, item["description"], params, unit, doc.file, doc.where(ptr).get("line")))
+        return out
 
     # -- preparations ---------------------------------------------------------
     def _preparations(self, refs: dict[int, Reference]) -> list[Preparation]:

@@ -1,0 +1,810 @@
+"""Located, shape-checked resources -> a patient state, a timeline, and where every fact came from.
+
+Open world: absence is unknown. A fact is set only by what the record says (an active or refuted
+Condition, an observation in its look-back window, a running or explicitly stopped infusion), or
+by a complete list the mapping declares trustworthy for that fact. A resource that cannot be
+read (bad shape, no unit, a unit outside the table, ``dataAbsentReason``, same-time conflicting
+values) leaves its facts unknown with a note; it never refuses the whole patient.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterator, Mapping
+
+from ..errors import PatientStateError, Problem
+from ..evaluation.compile import state_vocabulary
+from ..evaluation.validate import STATE_SCHEMA, check_state, schema
+from ..model import RulePack
+from .mapping import CodedRule, FhirMapping, MedicationRule
+from .reading import FhirError, Located, Sources
+from .terminology import Code
+from .timeline import Dose, Fluid, Provenance, RateChange, Reading, Timeline, apply
+
+UCUM = "http://unitsofmeasure.org"
+_ACTIVE_CONDITION = {"active", "recurrence", "relapse"}
+_VOID = {"entered-in-error"}
+_ORDER_INTENTS = {"order", "original-order", "instance-order"}
+_STOPPED = {"stopped", "completed"}
+_UNUSABLE_OBS = {"cancelled", "entered-in-error"}
+
+
+@dataclass
+class Conversion:
+    """A patient state made from FHIR (or a timeline), with notes, provenance and the timeline."""
+
+    state: dict[str, Any]
+    notes: list[str]
+    sources: dict[str, str]
+    orders: list[dict[str, Any]]
+    missing: list[str]
+    mapping: FhirMapping | None
+    facts: dict[str, dict[str, Any]]
+    timeline: Timeline | None = None
+
+    def states(self) -> list[dict[str, Any]]:
+        """The state to evaluate: one per proposed order (the order merged in), or the state alone."""
+        return [{**self.state, "order": _order_fact(o)} for o in self.orders] or [self.state]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``fhir`` part of ``pressor recommend --fhir --json``)."""
+        out = {
+            "state": self.state,
+            "orders": self.orders,
+            "notes": self.notes,
+            "sources": self.sources,
+            "missing": self.missing,
+            "facts": self.facts,
+        }
+        if self.mapping is not None:
+            from pathlib import Path
+
+            out["mapping"] = {"file": Path(self.mapping.file).name, "sha256": self.mapping.sha256,
+                              "valuesets": self.mapping.valuesets.version}
+        return out
+
+
+def codings(concept: Any) -> list[tuple[str, str]]:
+    """(system, code) pairs of a shape-checked CodeableConcept."""
+    if not isinstance(concept, dict):
+        return []
+    return [(c.get("system"), c.get("code")) for c in concept.get("coding") or []]
+
+
+def parse_time(text: Any) -> datetime | None:
+    """A FHIR date, dateTime or instant as an aware datetime (a date alone is midnight UTC); None if unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def iso(t: datetime) -> str:
+    """UTC ISO 8601 with Z."""
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def tidy(x: float) -> float | int:
+    """Rounded to 6 places, an int when whole."""
+    r = round(float(x) + 0.0, 6)
+    return int(r) if r == int(r) else r
+
+
+def age_years(birth: date, now: datetime) -> float:
+    """Completed years; for children under 2, completed months as a fraction of a year."""
+    today = now.astimezone(timezone.utc).date()
+    years = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    if years >= 2:
+        return years
+    months = (today.year - birth.year) * 12 + today.month - birth.month - (today.day < birth.day)
+    return round(max(months, 0) / 12.0, 2)
+
+
+def _walk_codings(node: Any, out: list[tuple[str, str]], depth: int = 0) -> None:
+    """Every readable (system, code) anywhere in a resource (for a rejected one), to know which facts it touched."""
+    if depth > 12:
+        return
+    if isinstance(node, dict):
+        s, c = node.get("system"), node.get("code")
+        if isinstance(s, str) and isinstance(c, str):
+            out.append((s, c))
+        for v in node.values():
+            _walk_codings(v, out, depth + 1)
+    elif isinstance(node, list):
+        for v in node:
+            _walk_codings(v, out, depth + 1)
+
+
+def relevance(mapping: FhirMapping, now: datetime):
+    """A shape-tolerant filter: observations of codes the mapping reads and within the longest look-back window.
+
+    Older matching observations are only counted (``Sources.stale``); everything else passes to the shape check.
+    """
+    qi, ci = mapping.quantity_index(), mapping.coded_index()
+    horizon = now - timedelta(hours=mapping.longest_window_hours)
+    surely_older = (horizon - timedelta(days=2)).date().isoformat()  # any date string before this is outside every window
+
+    def loose(concept: Any) -> list[tuple[Any, Any]]:
+        coding = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(coding, list):
+            return [("?", "?")] if concept is not None else []
+        return [(c.get("system"), c.get("code")) if isinstance(c, dict) else ("?", "?") for c in coding]
+
+    def relevant(loc: Located, src: Sources) -> bool:
+        if loc.type != "Observation":
+            return True
+        r = loc.resource
+        found = loose(r.get("code"))
+        comps = r.get("component")
+        if isinstance(comps, list):
+            for comp in comps:
+                found += loose(comp.get("code")) if isinstance(comp, dict) else [("?", "?")]
+        elif comps is not None:
+            return True
+        facts = [(qi.get(sc) or ci.get(sc)).fact for sc in found if isinstance(sc[1], str) and (sc in qi or sc in ci)]
+        if not facts:
+            return any(not isinstance(sc[1], str) or sc == ("?", "?") for sc in found)  # unreadable: let the shape check say so
+        when = r.get("effectiveDateTime") or r.get("effectiveInstant")
+        if isinstance(when, str) and len(when) >= 10 and when[:10] < surely_older and when[:4].isdigit():
+            for fact in facts:
+                src.stale.setdefault(fact, []).append(f"{loc.label} ({when})")
+            return False
+        return True
+
+    return relevant
+
+
+class Converter:
+    """One conversion: facts, their sources, notes, and the timeline."""
+
+    def __init__(self, src: Sources, now: datetime, mapping: FhirMapping, file: str) -> None:
+        self.src, self.now, self.m, self.file = src, now, mapping, file
+        self.vs = mapping.valuesets
+        self.facts: dict[str, Any] = {}
+        self.sources: dict[str, list[str]] = {}
+        self.pointers: dict[str, str] = {}
+        self.unknown: dict[str, str] = {}
+        self.notes: list[str] = list(src.notes)
+        self.tl = Timeline()
+        self.by_ref: dict[str, dict[str, Any]] = {}
+        for loc in src.resources + src.orders:
+            rid = loc.resource.get("id")
+            if isinstance(rid, str):
+                self.by_ref[f"{loc.type}/{rid}"] = loc.resource
+            if loc.full_url:
+                self.by_ref[loc.full_url] = loc.resource
+        self.drugs = {m.drug: m for m in mapping.medications}
+        self.med_sets = {m.valueset: m for m in mapping.medications}
+        self.blocked: set[str] = set()  # facts a rejected or unidentifiable resource may have fed
+
+    # -- bookkeeping ----------------------------------------------------------------
+    def set(self, fact: str, value: Any, loc: Located, sub: str, when: datetime | None = None) -> None:
+        self.facts[fact] = value
+        self.sources[fact] = [loc.where(sub) + (f" ({iso(when)})" if when else "")]
+        self.pointers[fact] = loc.pointer + sub
+        self.unknown.pop(fact, None)
+
+    def leave_unknown(self, fact: str, why: str) -> None:
+        self.facts.pop(fact, None)
+        self.sources.pop(fact, None)
+        self.unknown[fact] = why
+
+    def of_type(self, *types: str) -> Iterator[Located]:
+        return (loc for loc in self.src.resources if loc.type in types)
+
+    # -- rejected resources ---------------------------------------------------------
+    def rejected(self) -> None:
+        qi, ci = self.m.quantity_index(), self.m.coded_index()
+        for loc, pointer, message in self.src.rejected:
+            found: list[tuple[str, str]] = []
+            _walk_codings(loc.resource, found)
+            facts = {qi[sc].fact for sc in found if sc in qi} | {ci[sc].fact for sc in found if sc in ci}
+            for name, _ in self.vs.members(found):
+                facts |= {r.fact for r in self.m.conditions if r.valueset == name}
+                if name in self.med_sets and self.med_sets[name].rate_fact:
+                    facts.add(self.med_sets[name].rate_fact)
+            if loc.type in ("MedicationAdministration", "MedicationRequest") and not facts:
+                facts = {m.rate_fact for m in self.m.medications if m.rate_fact}
+            why = f"{loc.label} could not be read ({message} at {pointer})"
+            self.notes.append(f"{why}; not used" + (f"; left unknown: {', '.join(sorted(facts))}" if facts else ""))
+            self.blocked |= facts
+            for fact in facts:
+                self.unknown.setdefault(fact, why)
+
+    # -- patient ----------------------------------------------------------------------
+    def patient(self) -> None:
+        for loc in self.of_type("Patient"):
+            birth = loc.resource.get("birthDate")
+            if birth is not None:
+                born = None
+                try:
+                    born = date.fromisoformat(birth) if len(birth) == 10 else None
+                except ValueError:
+                    pass
+                if born is None:
+                    self.notes.append(f"{loc.label}: birthDate '{birth}' is not a full date; age left unknown")
+                    self.unknown["patient.age_years"] = f"{loc.label} birthDate '{birth}' is not a full date"
+                elif born > self.now.date():
+                    self.notes.append(f"{loc.label}: birthDate {birth} is after the evaluation time; age left unknown")
+                    self.unknown["patient.age_years"] = f"{loc.label} birthDate is after the evaluation time"
+                else:
+                    self.set("patient.age_years", age_years(born, self.now), loc, "/birthDate")
+            gender = loc.resource.get("gender")
+            if gender in self.m.pregnant_false_for_gender:
+                self.set("patient.pregnant", False, loc, "/gender")
+                self.notes.append(f"patient.pregnant = false from {loc.label} gender '{gender}'")
+
+    # -- observations -------------------------------------------------------------------
+    def _time_of(self, r: dict[str, Any]) -> datetime | None:
+        for key in ("effectiveDateTime", "effectiveInstant"):
+            if key in r:
+                return parse_time(r[key])
+        period = r.get("effectivePeriod")
+        if isinstance(period, dict):
+            return parse_time(period.get("end") or period.get("start"))
+        return parse_time(r.get("issued"))
+
+    def _matches(self, loc: Located, qi: Mapping, ci: Mapping) -> Iterator[tuple[Any, str, dict[str, Any], tuple[str, str]]]:
+        r = loc.resource
+        for sc in codings(r.get("code")):
+            rule = qi.get(sc) or ci.get(sc)
+            if rule is not None:
+                yield rule, "", r, sc
+        for i, comp in enumerate(r.get("component") or []):
+            for sc in codings(comp.get("code")):
+                rule = qi.get(sc) or ci.get(sc)
+                if rule is not None:
+                    yield rule, f"/component/{i}", comp, sc
+
+    def observations(self) -> None:
+        qi, ci = self.m.quantity_index(), self.m.coded_index()
+        horizon = self.now - timedelta(hours=self.m.longest_window_hours)
+        stale: dict[str, list[str]] = {k: list(v) for k, v in self.src.stale.items()}
+        readings: dict[str, list[tuple[datetime, Any, Located, str, str, list[Code]]]] = {}
+        for loc in self.of_type("Observation"):
+            r = loc.resource
+            matches = list(self._matches(loc, qi, ci))
+            if not matches:
+                continue
+            when = self._time_of(r)
+            if when is None:
+                self.notes.append(f"{loc.label}: no readable effective time; not used")
+                continue
+            if when < horizon:
+                for rule, *_ in matches:
+                    stale.setdefault(rule.fact, []).append(f"{loc.label} ({iso(when)})")
+                continue
+            status = r.get("status")
+            if status not in self.m.observation_status:
+                if status in _UNUSABLE_OBS:
+                    self.notes.append(f"{loc.label}: status '{status}'; not used")
+                else:
+                    self.notes.append(f"{loc.label}: status '{status}' is not used")
+                continue
+            if when > self.now + timedelta(minutes=5):
+                self.notes.append(f"{loc.label}: dated {iso(when)}, after the evaluation time; not used")
+                continue
+            for rule, sub, element, matched in matches:
+                window = self.m.lookback_hours[rule.window]
+                in_window = when >= self.now - timedelta(hours=window)
+                value, why = self._observed(rule, loc, sub, element)
+                used = [c for c in rule.codes if (c.system, c.code) == matched]
+                if isinstance(rule, CodedRule) and value is not None:
+                    value, value_code = value
+                    used.append(value_code)
+                where = loc.where(sub)
+                self.tl.readings.append(Reading(rule.fact, when, value, f"{where} ({iso(when)})", why))
+                if not in_window:
+                    stale.setdefault(rule.fact, []).append(f"{loc.label} ({iso(when)})")
+                    continue
+                readings.setdefault(rule.fact, []).append((when, value, loc, sub, why, [c for c in used if not c.verified]))
+        for fact, items in readings.items():
+            latest_t = max(t for t, *_ in items)
+            latest = [it for it in items if it[0] == latest_t]
+            usable = [it for it in latest if it[1] is not None]
+            bad = [it for it in latest if it[1] is None]
+            if bad:
+                self.leave_unknown(fact, f"the latest reading {bad[0][2].where(bad[0][3])} ({iso(latest_t)}) is unusable: {bad[0][4]}")
+                self.notes.append(f"{fact} left unknown: the latest reading, {bad[0][2].label} ({iso(latest_t)}), "
+                                  f"is unusable ({bad[0][4]}); older values are not used in its place")
+                continue
+            values = {repr(it[1]) for it in usable}
+            if len(values) > 1:
+                both = ", ".join(f"{it[2].label} = {it[1]}" for it in usable)
+                self.leave_unknown(fact, f"conflicting values at {iso(latest_t)}: {both}")
+                self.notes.append(f"{fact} left unknown: conflicting values at the same time ({both})")
+                continue
+            when, value, loc, sub, _, unverified = usable[0]
+            self.set(fact, value, loc, sub, when)
+            for code in unverified:
+                self.notes.append(f"{fact} comes from code {code.code} ({code.display}), which is not verified in the mapping")
+        for fact, old in stale.items():
+            rule = next(r for r in (*self.m.quantities, *self.m.coded) if r.fact == fact)
+            hours = self.m.lookback_hours[rule.window]
+            left = "" if fact in self.facts or fact in self.unknown else f"; {fact} left unknown"
+            shown = ", ".join(old[:5]) + (f" and {len(old) - 5} more" if len(old) > 5 else "")
+            self.notes.append(f"ignored {len(old)} observation(s) for {fact} older than {hours:g} h: {shown}{left}")
+            if fact not in self.facts and fact not in self.unknown:
+                self.unknown[fact] = f"no observation within {hours:g} h ({len(old)} older ignored)"
+
+    def _observed(self, rule: Any, loc: Located, sub: str, element: dict[str, Any]) -> tuple[Any, str]:
+        """(value, '') or (None, why unusable)."""
+        if "dataAbsentReason" in element:
+            reason = next((c for _, c in codings(element["dataAbsentReason"])), None) or element["dataAbsentReason"].get("text", "")
+            self.notes.append(f"{loc.where(sub)}: dataAbsentReason '{reason}' for {rule.fact}")
+            return None, f"dataAbsentReason '{reason}'"
+        if isinstance(rule, CodedRule):
+            concept = element.get("valueCodeableConcept")
+            for sc in codings(concept):
+                if sc in rule.values:
+                    return rule.values[sc], ""
+            self.notes.append(f"{loc.label}: value of {rule.fact} not recognised; not used")
+            return None, "value not recognised"
+        if "valueQuantity" not in element:
+            self.notes.append(f"{loc.where(sub)}: no valueQuantity for {rule.fact}; not used")
+            return None, "no valueQuantity"
+        return self.convert_quantity(element["valueQuantity"], rule.factors, rule.fact, loc, f"{sub}/valueQuantity")
+
+    def convert_quantity(self, q: dict[str, Any], factors: Mapping[str, float], fact: str, loc: Located, sub: str) -> tuple[Any, str]:
+        """(converted value, '') or (None, why) for a shape-checked Quantity; every refusal is noted."""
+        value = q.get("value")
+        why = ""
+        unit = q.get("code") if q.get("code") is not None else q.get("unit")
+        if value is None or not math.isfinite(value):
+            why = "no numeric value"
+        elif q.get("comparator"):
+            why = f"value {q['comparator']}{value} is not exact"
+        elif unit is None:
+            why = "no unit"
+        elif q.get("code") is not None and q.get("system") not in (None, UCUM):
+            why = f"unit system '{q.get('system')}' is not UCUM"
+        elif unit not in factors:
+            why = f"unit '{unit}' is not accepted for {fact} (accepted: {', '.join(factors)})"
+        if why:
+            self.notes.append(f"{loc.where(sub)}: {why}; {fact} from it left unknown")
+            return None, why
+        factor = factors[unit]
+        if factor != 1:
+            self.notes.append(f"{fact}: {value:g} {unit} from {loc.label} converted to {tidy(value * factor):g}")
+        return tidy(value * factor), ""
+
+    # -- conditions -----------------------------------------------------------------------
+    def conditions(self) -> None:
+        by_set: dict[str, list] = {}
+        for rule in self.m.conditions:
+            by_set.setdefault(rule.valueset, []).append(rule)
+        found: dict[str, list[tuple[Any, Located]]] = {}
+        for loc in self.of_type("Condition"):
+            r = loc.resource
+            members = self.vs.members(codings(r.get("code")), by_set)
+            if not members:
+                continue
+            clinical = {c for _, c in codings(r.get("clinicalStatus"))}
+            verification = {c for _, c in codings(r.get("verificationStatus"))}
+            if verification & _VOID:
+                self.notes.append(f"{loc.label}: entered-in-error; not used")
+                continue
+            refuted = "refuted" in verification
+            if not refuted and clinical and not clinical & _ACTIVE_CONDITION:
+                continue
+            if not refuted and not clinical:
+                self.notes.append(f"{loc.label}: no clinicalStatus; read as active")
+            for name, code in members:
+                if not code.verified:
+                    self.notes.append(f"{loc.label} recognised by code {code.code} ({code.display}), which is not confirmed ({name})")
+                elif code.local:
+                    self.notes.append(f"{loc.label} recognised by the site's local code {code.code} ({name})")
+                for rule in by_set[name]:
+                    if refuted:
+                        if rule.has_refuted_value:
+                            found.setdefault(rule.fact, []).append((rule.refuted_value, loc))
+                    else:
+                        found.setdefault(rule.fact, []).append((rule.value, loc))
+                        if name in self.m.shock_recognition:
+                            onset = parse_time(r.get("onsetDateTime")) or parse_time(r.get("recordedDate"))
+                            held = self.tl.markers.get("shock_recognised")
+                            if onset is not None and onset <= self.now and (held is None or onset < held[0]):
+                                self.tl.markers["shock_recognised"] = (onset, f"{loc.where('/onsetDateTime')} ({iso(onset)})")
+        for fact, items in found.items():
+            values = {repr(v) for v, _ in items}
+            if fact in self.facts and values != {repr(self.facts[fact])}:
+                others = ", ".join(l.label for _, l in items)
+                self.notes.append(f"{fact}: {self.sources[fact][0]} and Condition(s) {others} disagree; left unknown")
+                self.leave_unknown(fact, f"{self.sources[fact][0]} and {others} disagree")
+                continue
+            if len(values) > 1:
+                both = ", ".join(f"{l.label} = {v}" for v, l in items)
+                self.notes.append(f"{fact}: conflicting Conditions ({both}); left unknown")
+                self.leave_unknown(fact, f"conflicting Conditions: {both}")
+                continue
+            self.set(fact, items[0][0], items[0][1], "/code")
+            if len(items) > 1:
+                self.sources[fact] += [l.where("/code") for _, l in items[1:]]
+        for rule in self.m.conditions:
+            if rule.fact in found or rule.fact in self.facts:
+                continue
+            if rule.has_when_absent and rule.fact in self.m.trusted_complete and self.src.conditions_complete:
+                self.facts[rule.fact] = rule.when_absent
+                self.sources[rule.fact] = ["no matching Condition in the supplied conditions (a complete list, trusted per the mapping)"]
+                self.notes.append(f"{rule.fact} = {str(rule.when_absent).lower()}: no Condition in '{rule.valueset}' among "
+                                  "the supplied conditions, a list the mapping trusts as complete")
+            else:
+                self.unknown.setdefault(rule.fact, f"no Condition in '{rule.valueset}' (absence is unknown, not false)")
+
+    # -- medications ----------------------------------------------------------------------
+    def _medication(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        """The Medication a resource references (contained or in the input), if it is there and well-formed."""
+        ref = (r.get("medicationReference") or {}).get("reference")
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("#"):
+            med = next((c for c in r.get("contained") or [] if isinstance(c, dict) and c.get("id") == ref[1:]), None)
+        else:
+            med = self.by_ref.get(ref) or self.by_ref.get("/".join(ref.split("/_history")[0].split("/")[-2:]))
+        return med if med is not None and self._medication_ok(med) else None
+
+    def _medication_codes(self, r: dict[str, Any]) -> list[tuple[str, str]]:
+        """The drug's codes: medicationCodeableConcept, or the referenced Medication's code and ingredients."""
+        codes = codings(r.get("medicationCodeableConcept"))
+        med = self._medication(r)
+        if med is not None:
+            codes += codings(med.get("code"))
+            for ing in med.get("ingredient") or []:
+                codes += codings(ing.get("itemCodeableConcept"))
+        return codes
+
+    def _medication_ok(self, med: dict[str, Any]) -> bool:
+        from .reading import shape_problem
+
+        return med.get("resourceType") == "Medication" and shape_problem(med) is None
+
+    def classify(self, loc: Located) -> tuple[str, Any]:
+        """('drug', MedicationRule) | ('fluid', counts_as) | ('recognised', name) | ('unknown', None)."""
+        members = self.vs.members(self._medication_codes(loc.resource))
+        for name, code in members:
+            if name in self.med_sets:
+                if not code.verified:
+                    self.notes.append(f"{self.med_sets[name].drug} recognised by code {code.code} ({code.display}), "
+                                      "which is not confirmed")
+                return "drug", self.med_sets[name]
+        for name, code in members:
+            if name in self.m.fluids:
+                if not code.verified:
+                    self.notes.append(f"{loc.label} read as {self.m.fluids[name]} by code {code.code} ({code.display}), "
+                                      "which is not confirmed")
+                return "fluid", self.m.fluids[name]
+            if name in self.m.recognised:
+                return "recognised", name
+        return "unknown", None
+
+    def _rate(self, loc: Located, med: MedicationRule) -> tuple[Any, str, bool]:
+        """(converted rate or None, pointer suffix, whether a rate element is present)."""
+        r = loc.resource
+        if loc.type == "MedicationAdministration":
+            holders = [(r.get("dosage"), "/dosage")]
+        else:
+            holders = [(dr, f"/dosageInstruction/{i}/doseAndRate/{j}")
+                       for i, di in enumerate(r.get("dosageInstruction") or []) for j, dr in enumerate(di.get("doseAndRate") or [])]
+        for holder, sub in holders:
+            if not holder:
+                continue
+            if "rateQuantity" in holder:
+                v, _ = self.convert_quantity(holder["rateQuantity"], med.factors, med.rate_fact, loc, f"{sub}/rateQuantity")
+                return v, f"{sub}/rateQuantity", True
+            if "rateRatio" in holder:
+                return self._ratio(holder["rateRatio"], med, loc, f"{sub}/rateRatio"), f"{sub}/rateRatio", True
+        return None, "", False
+
+    def _ratio(self, ratio: dict[str, Any], med: MedicationRule, loc: Located, sub: str) -> Any:
+        num, den = ratio.get("numerator"), ratio.get("denominator")
+        if num is None or den is None:
+            self.notes.append(f"{loc.where(sub)}: rateRatio needs a numerator and a denominator; {med.rate_fact} left unknown")
+            return None
+        dv = den.get("value", 1)
+        if dv <= 0:
+            self.notes.append(f"{loc.where(sub)}: denominator {dv!r} is not positive; {med.rate_fact} left unknown")
+            return None
+        q = {"value": num.get("value") / dv if num.get("value") is not None else None,
+             "code": f"{num.get('code', num.get('unit'))}/{den.get('code', den.get('unit'))}", "system": num.get("system")}
+        v, _ = self.convert_quantity(q, med.factors, med.rate_fact, loc, f"{sub}/numerator")
+        return v
+
+    def _running(self, loc: Located) -> bool:
+        r = loc.resource
+        if loc.type == "MedicationAdministration":
+            if r.get("status") != "in-progress":
+                return False
+            end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+            return end is None or end > self.now
+        return r.get("status") == "active" and r.get("intent") in _ORDER_INTENTS
+
+    def _start(self, r: dict[str, Any]) -> datetime | None:
+        return (parse_time((r.get("effectivePeriod") or {}).get("start")) or parse_time(r.get("effectiveDateTime"))
+                or parse_time(r.get("authoredOn")))
+
+    def medications(self) -> None:
+        running: dict[str, tuple[int, datetime, Located]] = {}
+        stopped: dict[str, tuple[datetime, Located]] = {}
+        unidentified: list[tuple[Located, str | None]] = []
+        tied: dict[str, list[Located]] = {}
+        trusted_zero: list[str] = []
+        epoch = datetime.min.replace(tzinfo=timezone.utc)
+        for loc in self.of_type("MedicationAdministration", "MedicationRequest"):
+            r = loc.resource
+            if r.get("status") in ("entered-in-error", "not-done", "cancelled"):
+                continue
+            kind, what = self.classify(loc)
+            start = self._start(r)
+            if kind == "fluid":
+                self._fluid(loc, what, start)
+                continue
+            if kind == "recognised":
+                if self._running(loc):
+                    self.notes.append(f"{what.replace('_', ' ')} is running ({loc.label}); noted, no fact is set from it")
+                continue
+            if kind == "unknown":
+                has_rate = bool((r.get("dosage") or {}).get("rateQuantity") or (r.get("dosage") or {}).get("rateRatio")) or any(
+                    dr.get("rateQuantity") or dr.get("rateRatio")
+                    for di in r.get("dosageInstruction") or [] for dr in di.get("doseAndRate") or [])
+                if self._running(loc) and has_rate:
+                    rq = (r.get("dosage") or {}).get("rateQuantity") or {}
+                    unidentified.append((loc, rq.get("code") or rq.get("unit")))
+                continue
+            med: MedicationRule = what
+            self._history(loc, med, start)
+            if self._running(loc):
+                rank = 1 if loc.type == "MedicationAdministration" else 0
+                key = (rank, start or epoch)
+                held = running.get(med.drug)
+                if held is None or key > held[:2]:
+                    running[med.drug] = (rank, start or epoch, loc)
+                    tied.pop(med.drug, None)
+                elif key == held[:2]:
+                    tied.setdefault(med.drug, []).append(loc)
+            elif loc.type == "MedicationAdministration" and r.get("status") in _STOPPED:
+                end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+                if end is not None and end <= self.now and (med.drug not in stopped or end > stopped[med.drug][0]):
+                    stopped[med.drug] = (end, loc)
+        for med in self.m.medications:
+            if med.drug in running:
+                loc = running[med.drug][2]
+                if med.line_member:
+                    self.set("line_coinfusions", [med.line_member], loc, "")
+                    self.notes.append(f"{med.drug.replace('_', ' ')} is running ({loc.label}); FHIR does not say which line "
+                                      "it shares, so it is listed as sharing the norepinephrine line: check the lines")
+                if med.rate_fact:
+                    rate, sub, present = self._rate(loc, med)
+                    others = [o for o in tied.get(med.drug, []) if self._rate(o, med)[0] != rate]
+                    if others:
+                        both = ", ".join(f"{x.label} = {self._rate(x, med)[0]}" for x in [loc, *others])
+                        self.notes.append(f"{med.rate_fact} left unknown: infusions started at the same time disagree ({both})")
+                        self.leave_unknown(med.rate_fact, f"infusions started at the same time disagree: {both}")
+                    elif rate is None:
+                        why = (f"{med.drug} is running ({loc.label}) but its rate could not be read" if present
+                               else f"{med.drug} is running ({loc.label}) but no rate is given")
+                        if not present:
+                            self.notes.append(f"{why}; {med.rate_fact} left unknown")
+                        self.leave_unknown(med.rate_fact, why)
+                    else:
+                        self.set(med.rate_fact, rate, loc, sub)
+                if med.concentration_fact:
+                    self._concentration(loc, med)
+            elif med.rate_fact:
+                blockers = [l for l, unit in unidentified if unit is None or unit in med.factors]
+                if blockers:
+                    why = (f"{blockers[0].label} is a running infusion whose drug pressor cannot identify; "
+                           f"it could be {med.drug}")
+                    self.leave_unknown(med.rate_fact, why)
+                    continue
+                if med.rate_fact in self.blocked:
+                    continue
+                if med.drug in stopped:
+                    end, loc = stopped[med.drug]
+                    self.set(med.rate_fact, 0, loc, "/status", end)
+                    self.notes.append(f"{med.rate_fact} = 0: {loc.label} says the infusion was stopped ({iso(end)})")
+                elif med.rate_fact in self.m.trusted_complete and self.src.medications_complete:
+                    self.facts[med.rate_fact] = 0
+                    self.sources[med.rate_fact] = ["no running administration or active order in the supplied medications "
+                                                   "(a complete list, trusted per the mapping)"]
+                    trusted_zero.append(med.drug)
+                else:
+                    self.unknown.setdefault(med.rate_fact, f"no running or stopped {med.drug} in the record "
+                                                           "(absence is unknown, not 0)")
+        if trusted_zero:
+            self.notes.append(f"not running per the supplied medications, a list the mapping trusts as complete "
+                              f"(recorded as 0): {', '.join(trusted_zero)}")
+        for loc, unit in unidentified:
+            could = [m.drug for m in self.m.medications if m.rate_fact and (unit is None or unit in m.factors)
+                     and m.drug not in running]
+            self.notes.append(f"{loc.label} is a running infusion pressor cannot identify (unit {unit or 'unknown'}); "
+                              f"left unknown: the rate of {', '.join(could) or 'no drug (all are identified)'}")
+        self.running_vasopressors = [m.drug for m in self.m.medications if m.vasopressor and m.drug in running]
+
+    def _history(self, loc: Located, med: MedicationRule, start: datetime | None) -> None:
+        """Rate changes and doses of a recognised drug, for the timeline."""
+        r = loc.resource
+        if start is None or not med.rate_fact or loc.type != "MedicationAdministration":
+            return
+        rate, _, present = self._rate(loc, med) if med.rate_fact else (None, "", False)
+        if not present and "effectivePeriod" not in r:
+            self.tl.doses.append(Dose(med.drug, start, f"{loc.label} ({iso(start)})"))
+            return
+        self.tl.rates.append(RateChange(med.drug, start, rate, f"{loc.label} ({iso(start)})"))
+        end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+        if end is not None and end <= self.now:
+            self.tl.rates.append(RateChange(med.drug, end, 0, f"{loc.label} end ({iso(end)})"))
+
+    def _fluid(self, loc: Located, counts_as: str, start: datetime | None) -> None:
+        if start is None or loc.type != "MedicationAdministration":
+            return
+        dose = (loc.resource.get("dosage") or {}).get("dose")
+        volume = None
+        if dose is not None:
+            volume, _ = self.convert_quantity(dose, self.m.factors["ml"], f"{counts_as} volume", loc, "/dosage/dose")
+        else:
+            self.notes.append(f"{loc.label}: {counts_as} given without a volume (dosage.dose)")
+        self.tl.fluids.append(Fluid(counts_as, start, volume, f"{loc.label} ({iso(start)})"))
+
+    def procedures(self) -> None:
+        """Fluid-resuscitation Procedures (no volume) and vascular access."""
+        for loc in self.of_type("Procedure", "Device"):
+            r = loc.resource
+            concept = r.get("code") if loc.type == "Procedure" else r.get("type")
+            members = self.vs.members(codings(concept))
+            if not members:
+                continue
+            if loc.type == "Procedure" and r.get("status") not in ("completed", "in-progress"):
+                continue
+            if loc.type == "Device" and r.get("status") not in (None, "active"):
+                continue
+            for name, code in members:
+                if name in self.m.access:
+                    fact = self.m.access[name]
+                    self.set(fact, True, loc, "/code" if loc.type == "Procedure" else "/type")
+                    if not code.verified:
+                        self.notes.append(f"{fact} from code {code.code} ({code.display}), which is not confirmed")
+                elif name in self.m.fluids and loc.type == "Procedure":
+                    when = parse_time(r.get("performedDateTime")) or parse_time((r.get("performedPeriod") or {}).get("start"))
+                    if when is not None:
+                        self.tl.fluids.append(Fluid(self.m.fluids[name], when, None, f"{loc.label} ({iso(when)})"))
+
+    def _concentration(self, loc: Located, med: MedicationRule) -> None:
+        med_res = self._medication(loc.resource)
+        if med_res is None:
+            return
+        for i, ing in enumerate(med_res.get("ingredient") or []):
+            strength = ing.get("strength")
+            if not strength or not strength.get("numerator") or not strength.get("denominator"):
+                continue
+            num, den = strength["numerator"], strength["denominator"]
+            if not den.get("value"):
+                continue
+            q = {"value": (num.get("value") or 0) / den["value"],
+                 "code": f"{num.get('code', num.get('unit'))}/{den.get('code', den.get('unit'))}", "system": num.get("system")}
+            v, _ = self.convert_quantity(q, self.m.factors["mcg_ml"], med.concentration_fact, loc, f"/medication ingredient {i}")
+            if v is not None:
+                self.set(med.concentration_fact, v, loc, "/medicationReference")
+            return
+
+    # -- proposed orders --------------------------------------------------------------------
+    def orders(self) -> list[dict[str, Any]]:
+        out = []
+        for loc in self.src.orders:
+            kind, med = self.classify(loc)
+            if kind != "drug" or med.drug not in self.m.order_drugs:
+                name = med.drug if kind == "drug" else "an unrecognised medication"
+                self.notes.append(f"draft order {loc.label} ({name}) is not one the protocol reasons about; ignored")
+                continue
+            order: dict[str, Any] = {"drug": med.drug, "source": loc.where()}
+            purposes = [self.m.purpose_codes[c] for rc in loc.resource.get("reasonCode") or [] for s, c in codings(rc)
+                        if s == self.m.purpose_system and c in self.m.purpose_codes]
+            vaso_rates = [m.rate_fact for m in self.m.medications if m.vasopressor and m.rate_fact]
+            none_running = all(self.facts.get(f) == 0 for f in vaso_rates)
+            if purposes:
+                order["purpose"] = purposes[0]
+            elif self.m.first_line_inference and med.vasopressor and none_running:
+                order["purpose"] = "first_line"
+                self.notes.append(f"order {loc.label}: purpose first_line, because the record shows no vasopressor running")
+            else:
+                why = (f"{', '.join(self.running_vasopressors)} already running" if med.vasopressor and self.running_vasopressors
+                       else "whether a vasopressor is running is not known" if med.vasopressor and not none_running
+                       else "no reasonCode in " + self.m.purpose_system)
+                self.notes.append(f"order {loc.label}: purpose unknown ({why}); order.purpose left unknown")
+            out.append(order)
+        return out
+
+
+def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<bundle>",
+            pack: RulePack | None = None) -> Conversion:
+    """Turn admitted resources into a checked patient state (temporal facts too when ``pack`` is given)."""
+    c = Converter(src, now, mapping, file)
+    c.rejected()
+    c.patient()
+    c.observations()
+    c.conditions()
+    c.medications()
+    c.procedures()
+    orders = c.orders()
+    prov = Provenance()
+    for fact, value in c.facts.items():
+        prov.record(fact, value, c.sources[fact])
+    for fact, why in c.unknown.items():
+        if fact not in c.facts:
+            prov.unknown(fact, why)
+    if pack is not None:
+        drug_of_rate = {m.rate_fact: m.drug for m in mapping.medications if m.rate_fact}
+        c.notes += apply(pack, c.tl, c.facts, set(), prov, now, drug_of_rate)
+        for tf in pack.temporal:
+            if tf.fact in c.facts and tf.fact not in c.sources:
+                c.sources[tf.fact] = [prov.entries[tf.fact]["how"]]
+    fill_unmapped(prov, "no FHIR mapping for this fact")
+    state = checked_state(c, orders, prov, file)
+    sources = {k: "; ".join(v) for k, v in sorted(c.sources.items())}
+    return Conversion(state, c.notes, sources, orders, list(dict.fromkeys(src.missing)), mapping, prov.to_dict(), c.tl)
+
+
+def checked_state(c: Converter, orders: list[dict[str, Any]], prov: Provenance, file: str) -> dict[str, Any]:
+    """The nested state, checked; a value the patient-state schema refuses is left unknown with a note (one bad
+    resource never refuses the whole patient); a problem no single fact explains is a :class:`FhirError`."""
+    for _ in range(len(c.facts) + 1):
+        state = nest(c.facts)
+        try:
+            for s in [{**state, "order": _order_fact(o)} for o in orders] or [state]:
+                check_state(s)
+            return state
+        except PatientStateError as exc:
+            dropped = False
+            for p in exc.problems:
+                fact = ".".join((p.fact_path or "").split(".")[:2])
+                if fact in c.facts and fact in c.sources:
+                    origin = "; ".join(c.sources[fact])
+                    c.notes.append(f"{fact} = {c.facts[fact]!r} from {origin} is refused ({p.message}); left unknown")
+                    prov.unknown(fact, f"{c.facts[fact]!r} from {origin} is refused: {p.message}")
+                    c.leave_unknown(fact, p.message)
+                    dropped = True
+            if not dropped:
+                raise FhirError([_locate(p, c, file) for p in exc.problems]) from exc
+    raise FhirError.single("the converted state could not be checked", file=file)
+
+
+def fill_unmapped(prov: Provenance, why: str) -> None:
+    """Every state fact (not order, not derived) gets an entry: unknown with ``why`` if nothing else said."""
+    for path, ft in state_vocabulary(schema(STATE_SCHEMA)).items():
+        if ft.derived or path.startswith("order.") or path in prov.entries:
+            continue
+        prov.unknown(path, why)
+
+
+def _order_fact(order: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``order`` section of a state from a proposed order (its source stays in the notes)."""
+    return {k: v for k, v in order.items() if k in ("drug", "purpose")}
+
+
+def _locate(p: Problem, c: Converter, file: str) -> Problem:
+    """A patient-state problem, pointed back at the resource the fact came from."""
+    fact = p.fact_path
+    if fact and fact.count(".") > 1:
+        fact = ".".join(fact.split(".")[:2])
+    origin = "; ".join(c.sources.get(fact or "", []))
+    message = f"{p.message} (from {origin})" if origin else p.message
+    return Problem(message, file=file, pointer=c.pointers.get(fact or "", p.pointer), fact_path=p.fact_path,
+                   suggestion=p.suggestion)
+
+
+def nest(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat fact paths -> a nested patient state."""
+    out: dict[str, Any] = {}
+    for path, value in sorted(facts.items()):
+        if "." in path:
+            section, key = path.split(".", 1)
+            out.setdefault(section, {})[key] = value
+        else:
+            out[path] = value
+    return out
