@@ -19,6 +19,12 @@ rules_option = click.option(
 )
 
 
+profile_option = click.option(
+    "--profile", "profile", type=click.Path(dir_okay=False, path_type=str), default=None,
+    help="Site profile (YAML): parameter values within the pack's allowed ranges; shown with every result.",
+)
+
+
 def emit_json(data: Any) -> None:
     """Write one JSON document to stdout."""
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))

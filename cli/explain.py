@@ -10,7 +10,7 @@ from pressor.engine.evaluation.explain import explain as explain_state
 from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
-from .common import emit_json, handles_errors, json_option, rules_option, say
+from .common import emit_json, handles_errors, json_option, profile_option, rules_option, say
 from .recommend import parse_now, read_input, with_facts
 
 _HEADINGS = {
@@ -67,6 +67,10 @@ def explanation_text(explanation: Explanation) -> list[tuple[str, dict[str, Any]
         (f"pressor explain: {pack['name']} {pack['version']} (sha256 {pack['sha256'][:12]}), "
          f"evaluated {explanation.evaluated_at}", {"bold": True}),
     ]
+    if pack.get("profile"):
+        from pressor.engine.report import profile_lines
+
+        out += [(line, {"bold": True}) for line in profile_lines(pack["profile"])]
     for outcome, rules in explanation.grouped().items():
         if not rules:
             continue
@@ -84,13 +88,14 @@ def explanation_text(explanation: Explanation) -> list[tuple[str, dict[str, Any]
 @json_option
 @click.option("--include-draft", is_flag=True, help="Also evaluate draft and in-review rules (retired ones never).")
 @rules_option
+@profile_option
 @click.option("--now", "now_text", metavar="ISO-8601", default=None, help="Evaluation time (default: now, UTC).")
 @click.option("--fhir", is_flag=True, help="FILE is a FHIR R4 Bundle (JSON): converted to a patient state first.")
 @click.option("--trust-complete", "trust", metavar="LIST", multiple=True,
               help="With --fhir: the bundle's list is complete for this (medications, conditions, or a fact path).")
 @handles_errors
 def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: bool, rules_dir: str | None,
-            now_text: str | None, fhir: bool, trust: tuple[str, ...]) -> None:
+            profile: str | None, now_text: str | None, fhir: bool, trust: tuple[str, ...]) -> None:
     """Why each rule fired, did not fire, could not be decided, or was not evaluated.
 
     Fired: every comparison with the value seen and its threshold, and for derived
@@ -107,7 +112,7 @@ def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: 
       pressor explain examples/septic-shock-adult.yaml --rule norepinephrine.start --json
     """
     now = parse_now(now_text)
-    pack = load_pack(rules_dir)
+    pack = load_pack(rules_dir, profile=profile)
     state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     explanation = explain_state(pack, state, now=now, include_draft=include_draft, rule_id=rule_id, document=document)
     if as_json:

@@ -8,7 +8,7 @@ import click
 from pressor.engine.authoring.lint import lint_pack
 
 from . import exit_codes
-from .common import emit_json, handles_errors, json_option, say
+from .common import emit_json, handles_errors, json_option, profile_option, say
 
 _COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
 
@@ -16,8 +16,9 @@ _COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
 @click.command(epilog=exit_codes.help_text())
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=str))
 @json_option
+@profile_option
 @handles_errors
-def lint(directory: str | None, as_json: bool) -> None:
+def lint(directory: str | None, as_json: bool, profile: str | None) -> None:
     """Static analysis of a rule pack (default: the bundled one), beyond the schema.
 
     Finds do/avoid and dose contradictions, two answers to one decision, gaps in
@@ -30,8 +31,12 @@ def lint(directory: str | None, as_json: bool) -> None:
     Example:
       pressor lint
       pressor lint rules/ --json
+      pressor lint --profile examples/profiles/teaching-hospital-icu.yaml
+
+    With --profile, the profile's values are checked against the parameters' allowed ranges
+    (profile-out-of-range) and every check then runs with them applied.
     """
-    report = lint_pack(directory)
+    report = lint_pack(directory, profile=profile)
     if as_json:
         emit_json(report.to_dict())
         raise SystemExit(exit_codes.OK if report.ok else exit_codes.INVALID)

@@ -15,7 +15,7 @@ from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
 from .audit import audit_db_option, checked_user
-from .common import emit_json, handles_errors, json_option, report_error, rules_option, say
+from .common import emit_json, handles_errors, json_option, profile_option, report_error, rules_option, say
 from pressor.engine.report import result_text
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.argument("state_file", metavar="FILE|-", type=str)
 @json_option
 @rules_option
+@profile_option
 @click.option("--include-draft", is_flag=True, help="Also evaluate draft and in-review rules (marked as such).")
 @click.option("--now", "now_text", metavar="ISO-8601", default=None, help="Evaluation time (default: now, UTC).")
 @click.option("--fhir", is_flag=True,
@@ -106,7 +107,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.option("--no-audit", is_flag=True, help="Do not record this recommendation in the audit log.")
 @click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
 @handles_errors
-def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_draft: bool, now_text: str | None,
+def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: str | None, include_draft: bool, now_text: str | None,
               fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
               require_audit: bool) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
@@ -135,7 +136,7 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, include_dra
     if no_audit and require_audit:
         raise click.UsageError("--no-audit and --require-audit contradict each other; give one")
     now = parse_now(now_text)
-    pack = load_pack(rules_dir)
+    pack = load_pack(rules_dir, profile=profile)
     state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     if no_audit:

@@ -9,7 +9,7 @@ from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.authoring.scenarios import OUTCOMES, Coverage, example_scenarios, load_scenarios, run
 
 from . import exit_codes
-from .common import emit_json, handles_errors, json_option, rules_option, say
+from .common import emit_json, handles_errors, json_option, profile_option, rules_option, say
 
 #: Scenario files run when no PATHS are given (relative to the working directory).
 DEFAULT_SCENARIOS = Path("tests/scenarios")
@@ -19,6 +19,7 @@ DEFAULT_SCENARIOS = Path("tests/scenarios")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=str))
 @json_option
 @rules_option
+@profile_option
 @click.option("--coverage", "with_coverage", is_flag=True,
               help="Report per rule whether it was seen firing, not firing and not evaluable, and per condition leaf "
                    "true, false and unknown.")
@@ -26,7 +27,7 @@ DEFAULT_SCENARIOS = Path("tests/scenarios")
               help="Fail (exit 1) if rule coverage is below PCT percent (implies --coverage).")
 @click.option("--no-examples", is_flag=True, help="Run only the scenario files, not the rules' examples.")
 @handles_errors
-def test(paths: tuple[str, ...], as_json: bool, rules_dir: str | None, with_coverage: bool, min_coverage: float | None,
+def test(paths: tuple[str, ...], as_json: bool, rules_dir: str | None, profile: str | None, with_coverage: bool, min_coverage: float | None,
          no_examples: bool) -> None:
     """Run scenario files (default: tests/scenarios, if present) and every rule's examples.
 
@@ -42,7 +43,7 @@ def test(paths: tuple[str, ...], as_json: bool, rules_dir: str | None, with_cove
       pressor test tests/scenarios --coverage --min-coverage 100
       pressor test my-patients.yaml --rules rules/ --json
     """
-    pack = load_pack(rules_dir)
+    pack = load_pack(rules_dir, profile=profile)
     if not paths and DEFAULT_SCENARIOS.is_dir():
         paths = (str(DEFAULT_SCENARIOS),)
     scenarios = load_scenarios(paths, pack) + ([] if no_examples else example_scenarios(pack))

@@ -97,6 +97,7 @@ class Reference:
     publisher: str | None = None
     year: int | None = None
     note: str | None = None
+    added_by: str | None = None  # "pack": beyond the source's own reference list
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -149,6 +150,7 @@ class DoseSpec:
     frequency: str | None = None
     within: str | None = None
     pump_rate: bool = False
+    step: bool = False  # the amount is a change to the running rate (titration), never a rate to order
     stated_equivalents: tuple[dict[str, Any], ...] = ()
 
 
@@ -166,9 +168,15 @@ class Preparation:
     stated_concentration_mcg_ml: float | None = None
     citations: tuple[Citation, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    amount_units: float | None = None  # drugs dosed in units (vasopressin)
+    standard: bool = False  # the pack's standard concentration for this drug and population
+    max_weight_kg: float | None = None  # used only up to this weight
 
     def concentration_mcg_ml(self, weight_kg: float | None) -> float | None:
-        """Concentration made up for this weight (None if weight-dependent and weight unknown)."""
+        """Concentration made up for this weight, in mcg/mL, or units/mL for a drug dosed in units
+        (None if weight-dependent and weight unknown)."""
+        if self.amount_units is not None:
+            return self.amount_units / self.volume_ml
         if self.amount_mg is not None:
             return self.amount_mg * 1000.0 / self.volume_ml
         if weight_kg is None:
@@ -188,13 +196,15 @@ class Derived:
     default: Any = None
     product: tuple[str, str] | None = None
     status: str = "approved"
+    #: (measured MAP, SBP, DBP): the measured MAP, else DBP + (SBP - DBP) / 3
+    mean_pressure: tuple[str, str, str] | None = None
     file: str = ""
     line: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def reads(self) -> set[str]:
         """Fact paths this derived fact depends on directly."""
-        out: set[str] = set(self.product or ())
+        out: set[str] = set(self.product or ()) | set(self.mean_pressure or ())
         conds = ([self.when] if self.when is not None else []) + [c for c, _ in self.cases]
         for cond in conds:
             for leaf in leaves(cond):
@@ -335,6 +345,9 @@ class RulePack:
     decisions: tuple[Decision, ...] = ()
     waivers: tuple[Waiver, ...] = ()
     temporal: tuple[TemporalFact, ...] = ()
+    #: The pack's parameters with the values in force, and the site profile that set them (if any).
+    parameters: tuple[Any, ...] = ()
+    profile: Any = None
     #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -35,7 +35,8 @@ def citations(cites: list[dict[str, Any]]) -> str:
 
 def dose_lines(dose: dict[str, Any]) -> list[str]:
     """The dose block of one recommendation."""
-    lines = [f"dose: {dose['drug']} {quantity(dose['range'])}"
+    lines = [(f"titration step: change the running {dose['drug']} by {quantity(dose['range'])}" if dose.get("step")
+              else f"dose: {dose['drug']} {quantity(dose['range'])}")
              + (f", {dose['route']}" if dose.get("route") else "")
              + (f", {dose['frequency']}" if dose.get("frequency") else "")
              + (f", within {dose['within']}" if dose.get("within") else "")]
@@ -51,12 +52,24 @@ def dose_lines(dose: dict[str, Any]) -> list[str]:
         for key in ("typical", "maximum", "alternative"):
             if key in fw:
                 lines.append(f"    {key}: {quantity(fw[key])}")
+    pump = "pump rate change" if dose.get("step") else "pump"
     for rate in dose.get("pump_rates", []):
         mlh = f"{_num(rate['low_ml_h'])}-{_num(rate['high_ml_h'])}" if "low_ml_h" in rate else _num(rate["ml_h"])
-        lines.append(f"  pump: {mlh} mL/h at {_num(rate['concentration_mcg_ml'])} mcg/mL ({rate['preparation']})")
+        if "concentration_units_ml" in rate:  # a drug dosed in units (vasopressin)
+            uh = f"{_num(rate['low_units_h'])}-{_num(rate['high_units_h'])}" if "low_units_h" in rate else _num(rate["units_h"])
+            lines.append(f"  {pump}: {mlh} mL/h ({uh} units/h) at {_num(rate['concentration_units_ml'])} units/mL ({rate['preparation']})")
+        else:
+            lines.append(f"  {pump}: {mlh} mL/h at {_num(rate['concentration_mcg_ml'])} mcg/mL ({rate['preparation']})")
     if dose.get("missing"):
         lines.append(f"  no weight-based figures: missing {', '.join(dose['missing'])}")
     return lines
+
+
+def profile_lines(profile: dict[str, Any]) -> list[str]:
+    """The site profile a result was computed with: name, SHA-256 and every parameter changed from the default."""
+    changed = ", ".join(f"{c['name']} = {_num(c['value'])} {c['unit']} (default {_num(c['default'])})" for c in profile["changed"])
+    return [f"site profile: {profile['name']} (sha256 {profile['sha256'][:12]}); "
+            + (f"changed: {changed}" if changed else "no parameter differs from the pack's defaults")]
 
 
 def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[tuple[str, dict[str, Any]]]:
@@ -66,6 +79,8 @@ def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[
     out: list[tuple[str, dict[str, Any]]] = [
         (f"pressor: {pack['name']} {pack['version']} (sha256 {pack['sha256'][:12]}), evaluated {data['evaluated_at']}", {"bold": True}),
     ]
+    if pack.get("profile"):
+        out += [(line, {"bold": True}) for line in profile_lines(pack["profile"])]
     recs = data["recommendations"]
     if not recs:
         out.append(("No recommendation applies to this patient state.", {}))

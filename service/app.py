@@ -114,6 +114,7 @@ class Config:
     fhir_mapping: str | None = None
     lookback_hours: dict[str, float] = field(default_factory=dict)
     include_draft: bool = False
+    profile: str | None = None  # a site profile file for the pack's parameters
 
 
 def load_config(path: str | None) -> Config:
@@ -142,7 +143,7 @@ def load_config(path: str | None) -> Config:
         max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"), replay_cache=data.get("replay_cache"),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
         fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
-        include_draft=data.get("include_draft", False),
+        include_draft=data.get("include_draft", False), profile=data.get("profile"),
     )
 
 
@@ -299,7 +300,7 @@ def build_runtime(settings: Settings) -> Runtime:
     import fastjsonschema
 
     config = load_config(settings.config_path)
-    pack = load_pack(settings.rules_dir)
+    pack = load_pack(settings.rules_dir, profile=config.profile)
     mapping = load_mapping(config.fhir_mapping, lookback_hours=config.lookback_hours or None)
     defs = schema(REQUEST_SCHEMA)
     validators = {name: fastjsonschema.compile({**defs, "$ref": f"#/$defs/{name}"}) for name in ("hookRequest", "feedback")}

@@ -81,8 +81,8 @@ def _q(value: float, unit_text: str, code: str) -> dict[str, Any]:
 def medication_request(rec: dict[str, Any], patient_id: str, drug_coding: dict[str, str] | None) -> dict[str, Any] | None:
     """The MedicationRequest a dosed recommendation proposes, at the rate computed for this patient; None if none can be."""
     dose = rec.get("dose")
-    if not dose or rec["kind"] not in ("do", "consider") or dose.get("missing"):
-        return None
+    if not dose or rec["kind"] not in ("do", "consider") or dose.get("missing") or dose.get("step"):
+        return None  # a titration step changes the running rate: it is not a rate to order
     authored = parse_unit(dose["range"]["unit"])
     if authored.per_time is None:
         return None
@@ -99,7 +99,9 @@ def medication_request(rec: dict[str, Any], patient_id: str, drug_coding: dict[s
     if authored.per_kg:
         text += f" = {quantity(q)} for {dose['for_weight']['weight_kg']:g} kg"
     pumps = [f"{r.get('low_ml_h', r.get('ml_h'))}" + (f"-{r['high_ml_h']}" if "high_ml_h" in r else "")
-             + f" mL/h at {r['concentration_mcg_ml']:g} mcg/mL ({r['preparation']})" for r in dose.get("pump_rates", [])]
+             + (f" mL/h at {r['concentration_mcg_ml']:g} mcg/mL" if "concentration_mcg_ml" in r
+                else f" mL/h at {r['concentration_units_ml']:g} units/mL") + f" ({r['preparation']})"
+             for r in dose.get("pump_rates", [])]
     if pumps:
         text += "; pump " + "; or ".join(pumps)
     concept: dict[str, Any] = {"text": dose["drug"]}
@@ -137,6 +139,10 @@ def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
     status = "" if rec["status"] == "approved" else f", status **{rec['status'].upper()}**"
     lines += ["", f"_Rule {rec['rule_id']} v{rec['rule_version']}{status}; pack {pack['name']} {pack['version']} "
                   f"(sha256 {pack['sha256'][:12]})._"]
+    if pack.get("profile"):
+        from pressor.engine.report import profile_lines
+
+        lines += [f"_{line}_" for line in profile_lines(pack["profile"])]
     return "\n".join(lines)
 
 

@@ -155,9 +155,9 @@ def test_string_compared_with_number_fails_at_load(pack_copy):
 
 
 def test_dangling_citation_number(pack_copy):
-    edit(pack_copy / "target.yaml", "- {ref: 3, evidence: \"the only citation", "- {ref: 9, evidence: \"the only citation")
+    edit(pack_copy / "target.yaml", "- {ref: 3, evidence: \"the only citation", "- {ref: 99, evidence: \"the only citation")
     found = problems(pack_copy)
-    assert any("target.yaml:" in p and "citation [9] has no entry in references.yaml" in p for p in found), found
+    assert any("target.yaml:" in p and "citation [99] has no entry in references.yaml" in p for p in found), found
 
 
 def test_one_broken_file_among_good_ones_is_named_with_its_line(pack_copy):
@@ -192,7 +192,7 @@ def test_validate_cli_reports_errors_and_warnings(pack_copy):
     assert ok.exit_code == 0
     assert "cites [6], which the source cites but does not list" in ok.stderr
     assert "cites [7]" in ok.stderr
-    edit(pack_copy / "target.yaml", "- {ref: 3, evidence: \"the only citation", "- {ref: 9, evidence: \"the only citation")
+    edit(pack_copy / "target.yaml", "- {ref: 3, evidence: \"the only citation", "- {ref: 99, evidence: \"the only citation")
     bad = run(["validate", str(pack_copy), "--json"])
     assert bad.exit_code == 1
     data = json.loads(bad.stdout)

@@ -211,7 +211,7 @@ def test_patient_view_septic_adult(server, signing_key, card_schema):
     start = cards["norepinephrine.start-emergency"]
     assert start["indicator"] == "critical" and r.json()["cards"][0] is not None
     assert start["source"]["url"] == f"{server.base}/rules/norepinephrine.start-emergency"
-    assert start["source"]["topic"]["code"] == "norepinephrine.start-emergency|1.0.0"
+    assert start["source"]["topic"]["code"] == "norepinephrine.start-emergency|2.0.0"
     dose = cards["norepinephrine.dose-adult"]
     order = dose["suggestions"][0]["actions"][0]["resource"]
     rate = order["dosageInstruction"][0]["doseAndRate"][0]["rateRange"]
@@ -329,7 +329,7 @@ def test_feedback_is_validated_and_recorded_in_the_audit_chain(server, signing_k
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     (row,) = json.loads(listed.stdout)
-    assert [x["rule"] for x in row["records"]] == ["avoid.dopamine-first-line@1.0.0"]
+    assert [x["rule"] for x in row["records"]] == ["avoid.dopamine-first-line@1.1.0"]
     verified = subprocess.run([PRESSOR, "audit", "verify", "--json", "--audit-db", str(server.audit_db)],
                               capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0, verified.stderr

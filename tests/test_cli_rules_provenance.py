@@ -22,22 +22,23 @@ def test_rules_show_prints_the_provenance():
     assert res.exit_code == 0, res.stderr
     assert res.stdout == ""
     lines = res.stderr.splitlines()
-    assert lines[0] == "target.map-65 v1.0.0 [approved]: Target MAP 65 mmHg"
+    assert lines[0] == "target.map-65 v2.0.0 [approved]: Target MAP 65 mmHg"
     assert lines[1].endswith("target.yaml:3; source section: Target Blood Pressure and Titration, paragraph 1")
     assert lines[2:9] == [
         f"  source document sha256: {SOURCE_SHA}",
         f"  author: {TEAM}; reviewers: clinical pharmacist (pending), critical care physician (pending), "
         "paediatric intensivist (pending)",
-        "  effective: 2026-11-24",
+        "  effective: 2026-11-30",
         "  status history:",
         f"    2026-11-20  draft      by {TEAM}: encoded from the source section and paragraph named under source",
         f"    2026-11-22  in-review  by {TEAM}: condition, thresholds and citations checked against the source text",
         f"    2026-11-24  approved   by {TEAM}: approved for the bundled pack; sign-off by the listed clinical "
         "reviewers is pending",
     ]
+    assert lines[9] == f"    2026-11-30  approved   by {TEAM}: 2.0.0 (issue 8, item 1): adults only; children get target.pediatric-map"
     assert ("    [3] Vasopressor Management in Septic Shock, 2026; cited for the 65 mmHg goal, and alone for calling "
             "it the floor for organ perfusion") in lines
-    assert any(line.startswith("  note: The source sets no separate paediatric MAP target") for line in lines)
+    assert any(line.startswith("  note: 2.0.0 (item 1): the source sets no paediatric target") for line in lines)
 
 
 def test_rules_show_json_carries_every_provenance_field():
@@ -46,8 +47,8 @@ def test_rules_show_json_carries_every_provenance_field():
     assert res.stderr == ""
     data = json.loads(res.stdout)
     assert data["author"] == TEAM
-    assert data["effective"] == "2026-11-24"
-    assert [h["status"] for h in data["status_history"]] == ["draft", "in-review", "approved"]
+    assert data["effective"] == "2026-11-30"
+    assert [h["status"] for h in data["status_history"]] == ["draft", "in-review", "approved", "approved"]
     assert data["source"] == {"section": "Line Placement and Administration Route", "paragraph": 1, "sha256": SOURCE_SHA}
     unresolved = next(c for c in data["citations"] if c["number"] == 6)
     assert unresolved["resolved"] is False
@@ -61,10 +62,12 @@ def test_rules_history_human_is_exact():
     assert res.exit_code == 0
     assert res.stdout == ""
     assert res.stderr == (
-        "titration.every-4h-0.5mg-h v1.0.0 [draft], effective 2026-11-20: Titrate by 0.5 mg/h every 4 hours (draft, disputed)\n"
+        "titration.every-4h-0.5mg-h v1.1.0 [draft], effective 2026-11-20: Titrate by 0.5 mg/h every 4 hours (draft, disputed)\n"
         f"  2026-11-20  draft      by {TEAM}: kept as a draft on purpose: the source gives this 4-hourly schedule for "
         "titration in general, but it is the hepatorenal regimen and contradicts minute-to-minute titration in shock; "
         "not for use until a reviewer settles the contradiction\n"
+        f"  2026-11-30  draft      by {TEAM}: 1.1.0 (issue 8): same condition, but the derived facts it reads changed in "
+        "pack 2.0.0 (age-based hypotension, adult dosing from 50 kg, starts in children, anaphylaxis and hypovolaemia)\n"
     )
 
 
@@ -74,12 +77,13 @@ def test_rules_history_json():
     assert res.stderr == ""
     data = json.loads(res.stdout)
     assert data["rule_id"] == "special.hepatorenal"
-    assert (data["version"], data["status"], data["effective"]) == ("1.1.0", "approved", "2026-11-24")
-    assert data["status_history"][-2] == {
+    assert (data["version"], data["status"], data["effective"]) == ("2.0.0", "approved", "2026-11-30")
+    assert data["status_history"][-3] == {
         "date": "2026-11-24", "status": "approved", "by": TEAM,
         "comment": "approved for the bundled pack; sign-off by the listed clinical reviewers is pending",
     }
-    assert data["status_history"][-1]["comment"].startswith("1.1.0: adults only")
+    assert data["status_history"][-2]["comment"].startswith("1.1.0: adults only")
+    assert data["status_history"][-1]["comment"].startswith("2.0.0 (issue 8, item 9)")
     assert "hepatologist (pending)" in data["reviewers"]
     assert data["source"]["sha256"] == SOURCE_SHA
 
@@ -96,7 +100,7 @@ def test_rules_manifest_json_hashes_every_file():
     assert res.stderr == ""
     data = json.loads(res.stdout)
     directory = Path(data["directory"])
-    assert data["name"] == "norepinephrine-refractory-hypotension" and data["rules"] == 38
+    assert data["name"] == "norepinephrine-refractory-hypotension" and data["rules"] == 51
     assert [f["name"] for f in data["files"]] == sorted(p.name for p in directory.glob("*.yaml"))
     for f in data["files"]:
         assert f["sha256"] == hashlib.sha256((directory / f["name"]).read_bytes()).hexdigest()
@@ -111,8 +115,8 @@ def test_rules_manifest_human_lists_each_file_and_the_pack():
     assert res.stdout == ""
     lines = res.stderr.splitlines()
     assert lines[0] == f"{data['name']} {data['version']}: {data['title']}"
-    assert lines[1:3] == [f"  author: {TEAM}", "  effective: 2026-11-24"]
-    assert f"  38 rules in {len(data['files'])} files" in lines
+    assert lines[1:3] == [f"  author: {TEAM}", "  effective: 2026-11-30"]
+    assert f"  51 rules in {len(data['files'])} files" in lines
     for f in data["files"]:
         assert f"  {f['sha256']}  {f['name']}" in lines
     assert lines[-1] == f"  {data['sha256']}  (pack)"

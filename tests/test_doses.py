@@ -30,7 +30,7 @@ def test_adult_start_per_minute_and_pump_rates(pack, now, result_validator):
     assert dose["for_weight"]["alternative"] == {"low": 7.2, "high": 36.0, "unit": "mcg/min"}
     rates = {r["preparation"]: (r["low_ml_h"], r["high_ml_h"]) for r in dose["pump_rates"]}
     # 1.44 x 60 / 16 = 5.4, 3.6 x 60 / 16 = 13.5; at 10 mcg/mL: 8.64 -> 8.6, 21.6
-    assert rates == {"standard-4mg-250ml": (5.4, 13.5), "alternative-1mg-100ml": (8.6, 21.6)}
+    assert rates == {"standard-250ml-d5w": (5.4, 13.5), "alternative-1mg-100ml": (8.6, 21.6)}
 
 
 def test_concentration_in_use_replaces_the_standard_bags(pack, now):
@@ -49,18 +49,23 @@ def test_fluid_bolus_remaining_volume(pack, now):
 
 
 def test_pediatric_rule_of_6(pack, now):
-    state = {"patient": {"age_years": 5, "weight_kg": 18}, "shock": {"type": "septic"},
+    state = {"patient": {"age_years": 0.6, "weight_kg": 8}, "shock": {"type": "septic"}, "fluids": {"crystalloid_ml_kg": 40},
              "perfusion": {"cold_extremities": True}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
     result = evaluate(pack, state, now=now)
     dose = rec(result, "norepinephrine.dose-pediatric")["dose"]
-    # 0.1 x 18 = 1.8 mcg/min; rule of 6: 0.6 x 18 = 10.8 mg in 100 mL = 108 mcg/mL; 1.8 x 60 / 108 = 1.0 mL/h
-    assert dose["for_weight"]["range"] == {"value": 1.8, "unit": "mcg/min"}
-    assert dose["for_weight"]["maximum"] == {"value": 90.0, "unit": "mcg/min"}  # 5 x 18
-    assert dose["pump_rates"] == [{"preparation": "pediatric-rule-of-6", "concentration_mcg_ml": 108.0, "ml_h": 1.0}]
+    # 0.1 x 8 = 0.8 mcg/min; standard 16 mcg/mL: 0.8 x 60 / 16 = 3 mL/h;
+    # rule of 6 (up to 10 kg): 0.6 x 8 = 4.8 mg in 100 mL = 48 mcg/mL; 0.8 x 60 / 48 = 1.0 mL/h
+    assert dose["for_weight"]["range"] == {"value": 0.8, "unit": "mcg/min"}
+    assert dose["for_weight"]["maximum"] == {"value": 40.0, "unit": "mcg/min"}  # 5 x 8
+    assert dose["pump_rates"] == [{"preparation": "pediatric-standard-16mcg-ml", "concentration_mcg_ml": 16.0, "ml_h": 3.0},
+                                  {"preparation": "pediatric-rule-of-6", "concentration_mcg_ml": 48.0, "ml_h": 1.0}]
     bag = rec(result, "preparation.pediatric-rule-of-6")["dose"]
-    assert bag["for_weight"]["range"] == {"value": 10.8, "unit": "mg"}  # 0.6 x 18
+    assert bag["for_weight"]["range"] == {"value": 4.8, "unit": "mg"}  # 0.6 x 8
     fluids = rec(result, "fluids.pediatric-40-60")["dose"]
-    assert fluids["for_weight"]["range"] == {"low": 720.0, "high": 1080.0, "unit": "mL"}  # 40 x 18, 60 x 18
+    assert fluids["for_weight"]["range"] == {"low": 320.0, "high": 480.0, "unit": "mL"}  # 40 x 8, 60 x 8
+    state["patient"]["weight_kg"] = 18  # above 10 kg the rule-of-6 bag is no longer offered
+    dose = rec(evaluate(pack, state, now=now), "norepinephrine.dose-pediatric")["dose"]
+    assert [r["preparation"] for r in dose["pump_rates"]] == ["pediatric-standard-16mcg-ml"]
 
 
 def test_pregnancy_dose_rounds_half_up(pack, now):
@@ -69,13 +74,14 @@ def test_pregnancy_dose_rounds_half_up(pack, now):
     dose = rec(evaluate(pack, state, now=now), "norepinephrine.dose-pregnancy")["dose"]
     # 0.02 x 78 = 1.56 mcg/min; 1.56 x 60 / 16 = 5.85 -> 5.9; / 10 = 9.36 -> 9.4
     assert dose["for_weight"]["range"] == {"value": 1.56, "unit": "mcg/min"}
-    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-4mg-250ml": 5.9, "alternative-1mg-100ml": 9.4}
+    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-250ml-d5w": 5.9, "alternative-1mg-100ml": 9.4}
 
 
 def test_hepatorenal_fixed_rate_needs_no_weight(pack, now):
-    dose = rec(evaluate(pack, {"patient": {"age_years": 52}, "shock": {"type": "hepatorenal"}}, now=now), "special.hepatorenal")["dose"]
+    dose = rec(evaluate(pack, {"patient": {"age_years": 52}, "shock": {"type": "hepatorenal"},
+                                "infusions": {"norepinephrine_mcg_kg_min": 0}}, now=now), "special.hepatorenal")["dose"]
     # 0.5 mg/h = 500 mcg/h; / 16 = 31.25 -> 31.3 mL/h; / 10 = 50 mL/h
-    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-4mg-250ml": 31.3, "alternative-1mg-100ml": 50.0}
+    assert {r["preparation"]: r["ml_h"] for r in dose["pump_rates"]} == {"standard-250ml-d5w": 31.3, "alternative-1mg-100ml": 50.0}
     assert "missing" not in dose and "for_weight" not in dose
 
 

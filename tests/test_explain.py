@@ -18,7 +18,7 @@ from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 from .conftest import EXAMPLES
 
 NOW_TEXT = "2026-11-24T12:00:00Z"
-EMERGENCY = {"vitals": {"sbp_mmhg": 65, "dbp_mmhg": 45}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
+EMERGENCY = {"patient": {"age_years": 60}, "vitals": {"sbp_mmhg": 65, "dbp_mmhg": 45}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
 
 
 def one(pack, now, state, rule_id, validator, **kw):
@@ -40,38 +40,50 @@ def test_fired_lists_every_comparison_and_the_inputs_behind_derived_facts(pack, 
     rule = one(pack, now, EMERGENCY, "norepinephrine.start-emergency", explanation_validator)
     assert rule.outcome == "fired"
     assert [brief(c) for c in rule.conditions] == [
-        ("derived.profound_hypotension == true", True, True, True),
+        ("derived.emergency_start_indicated == true", True, True, True),
         ("derived.on_norepinephrine == false", False, False, True),
     ]
-    # any(): only the true branch decided it (DBP 45 is not <= 40)
-    assert rule.conditions[0].inputs == (Evidence("vitals.sbp_mmhg", "vitals.sbp_mmhg < 70", 65),)
+    # down to the inputs; any(): only the true branch decided it (DBP 45 is not <= 40)
+    assert rule.conditions[0].inputs == (
+        Evidence("derived.profound_hypotension", "derived.profound_hypotension == true", True),
+        Evidence("derived.pediatric", "derived.pediatric == false", False),
+        Evidence("patient.age_years", "patient.age_years < 18", 60, False),
+        Evidence("vitals.sbp_mmhg", "vitals.sbp_mmhg < 70", 65),
+        Evidence("shock.type", "shock.type is unknown", False),
+        Evidence("findings.active_bleeding", "findings.active_bleeding is unknown", False),
+    )
     assert rule.conditions[1].inputs == (Evidence("infusions.norepinephrine_mcg_kg_min", "infusions.norepinephrine_mcg_kg_min > 0", 0, False),)
     assert rule.conditions[0].pointer == "/rules/0/when/all/0"
 
 
 def test_fired_follows_a_derived_threshold_to_its_inputs(pack, now, explanation_validator):
-    state = {"patient": {"chronic_hypertension": True}, "vitals": {"map_mmhg": 68}, "infusions": {"norepinephrine_mcg_kg_min": 0.05}}
+    state = {"patient": {"age_years": 60, "chronic_hypertension": True}, "vitals": {"map_mmhg": 68},
+             "infusions": {"norepinephrine_mcg_kg_min": 0.05}}
     rule = one(pack, now, state, "norepinephrine.titrate", explanation_validator)
     assert rule.outcome == "fired"
     assert [brief(c) for c in rule.conditions] == [
         ("infusions.norepinephrine_mcg_kg_min > 0", 0.05, 0, True),
-        ("infusions.norepinephrine_mcg_kg_min < 0.1", 0.05, 0.1, True),
         ("derived.below_map_target == true", True, True, True),
     ]
-    test = "vitals.map_mmhg < derived.map_target_mmhg"
-    assert rule.conditions[2].inputs == (
-        Evidence("vitals.map_mmhg", test, 68),
+    test = "derived.map_mmhg < derived.map_target_mmhg"
+    assert rule.conditions[1].inputs == (
+        Evidence("derived.pediatric", "derived.pediatric == false", False),
+        Evidence("patient.age_years", "patient.age_years < 18", 60, False),
+        Evidence("derived.map_mmhg", test, 68),
+        Evidence("vitals.map_mmhg", "derived.map_mmhg is the measured MAP", 68),
         Evidence("derived.map_target_mmhg", test, 70),
         Evidence("patient.chronic_hypertension", "patient.chronic_hypertension == true", True),
     )
 
 
 def test_fired_any_shows_the_false_and_unknown_branches_too(pack, now, explanation_validator):
-    state = {"infusions": {"norepinephrine_mcg_kg_min": 0.3}, "findings": {"digital_ischemia": True}}
+    state = {"patient": {"age_years": 60, "chronic_hypertension": False}, "vitals": {"map_mmhg": 70},
+             "infusions": {"norepinephrine_mcg_kg_min": 0.3}, "findings": {"digital_ischemia": True}}
     rule = one(pack, now, state, "monitoring.excess-vasoconstriction", explanation_validator)
     assert rule.outcome == "fired"
     assert [(c.fact, c.truth) for c in rule.conditions] == [
-        ("derived.on_norepinephrine", True), ("perfusion.cold_extremities", None), ("findings.digital_ischemia", True),
+        ("derived.on_norepinephrine", True), ("derived.below_map_target", True),
+        ("perfusion.cold_extremities", None), ("findings.digital_ischemia", True),
         ("perfusion.urine_output_ml_kg_h", None), ("perfusion.lactate_rising", None),
     ]
 
@@ -79,10 +91,11 @@ def test_fired_any_shows_the_false_and_unknown_branches_too(pack, now, explanati
 # --- not fired ---------------------------------------------------------------
 
 def test_not_fired_all_shows_only_the_first_false_comparison(pack, now, explanation_validator):
-    state = {"patient": {"chronic_hypertension": False}, "vitals": {"map_mmhg": 60}, "infusions": {"norepinephrine_mcg_kg_min": 0.1}}
+    state = {"patient": {"age_years": 60, "chronic_hypertension": False}, "vitals": {"map_mmhg": 65},
+             "infusions": {"norepinephrine_mcg_kg_min": 0.1}}
     rule = one(pack, now, state, "norepinephrine.titrate", explanation_validator)
     assert rule.outcome == "not_fired"
-    assert [brief(c) for c in rule.conditions] == [("infusions.norepinephrine_mcg_kg_min < 0.1", 0.1, 0.1, False)]
+    assert [brief(c) for c in rule.conditions] == [("derived.below_map_target == true", False, True, False)]
 
 
 def test_not_fired_any_shows_every_false_branch(pack, now, explanation_validator):
@@ -95,13 +108,14 @@ def test_not_fired_any_shows_every_false_branch(pack, now, explanation_validator
 
 
 def test_not_fired_descends_into_the_failing_group(pack, now, explanation_validator):
-    state = {"infusions": {"norepinephrine_mcg_kg_min": 0.24, "vasopressin_units_min": 0}, "findings": {"hypotension_persists": True}}
+    state = {"patient": {"age_years": 60}, "shock": {"type": "septic"},
+             "infusions": {"norepinephrine_mcg_kg_min": 0.24, "epinephrine_mcg_kg_min": 0.1, "vasopressor_hours": 6}}
     rule = one(pack, now, state, "escalation.add-hydrocortisone", explanation_validator)
     assert rule.outcome == "not_fired"
-    # all(persists, any(>= 0.25, all(on norepinephrine, vasopressin > 0))): the any() failed, on both branches
+    # all(septic, adult dosing, any(norepinephrine >= 0.25, epinephrine >= 0.25), hours): the any() failed on both
     assert [brief(c) for c in rule.conditions] == [
         ("infusions.norepinephrine_mcg_kg_min >= 0.25", 0.24, 0.25, False),
-        ("infusions.vasopressin_units_min > 0", 0, 0, False),
+        ("infusions.epinephrine_mcg_kg_min >= 0.25", 0.1, 0.25, False),
     ]
 
 
@@ -115,11 +129,12 @@ def test_not_fired_with_a_value_threshold(pack, now, explanation_validator):
 # --- not evaluable -----------------------------------------------------------
 
 def test_not_evaluable_names_the_missing_input_facts(pack, now, explanation_validator):
-    rule = one(pack, now, {"infusions": {"norepinephrine_mcg_kg_min": 0}}, "norepinephrine.start-emergency", explanation_validator)
+    state = {"patient": {"age_years": 60}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
+    rule = one(pack, now, state, "norepinephrine.start-emergency", explanation_validator)
     assert rule.outcome == "not_evaluable"
     assert rule.missing == ("vitals.dbp_mmhg", "vitals.sbp_mmhg")
     (trace,) = rule.conditions
-    assert (trace.fact, trace.known, trace.actual, trace.truth) == ("derived.profound_hypotension", False, None, None)
+    assert (trace.fact, trace.known, trace.actual, trace.truth) == ("derived.emergency_start_indicated", False, None, None)
     assert trace.missing == ("vitals.dbp_mmhg", "vitals.sbp_mmhg")
 
 
@@ -134,7 +149,7 @@ def test_not_evaluable_on_a_plain_fact(pack, now, explanation_validator):
 
 # --- inactive ----------------------------------------------------------------
 
-DRAFT_STATE = {"patient": {"chronic_hypertension": False}, "vitals": {"map_mmhg": 60}, "infusions": {"norepinephrine_mcg_kg_min": 0.1}}
+DRAFT_STATE = {"patient": {"age_years": 60, "chronic_hypertension": False}, "vitals": {"map_mmhg": 60}, "infusions": {"norepinephrine_mcg_kg_min": 0.1}}
 
 
 def test_a_draft_is_inactive_unless_drafts_are_included(pack, now, explanation_validator):
@@ -228,7 +243,7 @@ def run(*args, stdin=None):
 
 def test_cli_human_output_for_one_rule_is_exact(tmp_path):
     state = tmp_path / "state.json"
-    state.write_text(json.dumps({"patient": {"chronic_hypertension": True}, "vitals": {"map_mmhg": 68},
+    state.write_text(json.dumps({"patient": {"age_years": 60, "chronic_hypertension": True}, "vitals": {"map_mmhg": 68},
                                  "infusions": {"norepinephrine_mcg_kg_min": 0.05}}))
     res = run("explain", str(state), "--rule", "norepinephrine.titrate", "--now", NOW_TEXT)
     assert res.exit_code == 0, res.stderr
@@ -238,12 +253,14 @@ def test_cli_human_output_for_one_rule_is_exact(tmp_path):
         f"pressor explain: {pack.name} {pack.version} (sha256 {pack.sha256[:12]}), evaluated 2026-11-24T12:00:00Z\n"
         "\n"
         "FIRED (1)\n"
-        "  norepinephrine.titrate v1.0.0: Titrate norepinephrine up toward the MAP target\n"
+        "  norepinephrine.titrate v2.0.0: Titrate norepinephrine up toward the MAP target\n"
         "    [true]    infusions.norepinephrine_mcg_kg_min > 0: actual 0.05\n"
-        "    [true]    infusions.norepinephrine_mcg_kg_min < 0.1: actual 0.05\n"
         "    [true]    derived.below_map_target == true: actual true\n"
-        "                <- vitals.map_mmhg < derived.map_target_mmhg: vitals.map_mmhg = 68\n"
-        "                <- vitals.map_mmhg < derived.map_target_mmhg: derived.map_target_mmhg = 70\n"
+        "                <- derived.pediatric == false: derived.pediatric = false\n"
+        "                <- patient.age_years < 18: patient.age_years = 60\n"
+        "                <- derived.map_mmhg < derived.map_target_mmhg: derived.map_mmhg = 68\n"
+        "                <- derived.map_mmhg is the measured MAP: vitals.map_mmhg = 68\n"
+        "                <- derived.map_mmhg < derived.map_target_mmhg: derived.map_target_mmhg = 70\n"
         "                <- patient.chronic_hypertension == true: patient.chronic_hypertension = true\n"
     )
 
@@ -253,11 +270,11 @@ def test_cli_groups_rules_by_outcome():
     assert res.exit_code == 0, res.stderr
     headings = [line.split(" (")[0] for line in res.stderr.splitlines() if line and not line.startswith((" ", "pressor"))]
     assert headings == ["FIRED", "NOT FIRED", "NOT EVALUABLE", "INACTIVE"]
-    assert "  titration.every-4h-0.5mg-h v1.0.0 [draft]: " in res.stderr
+    assert "  titration.every-4h-0.5mg-h v1.1.0 [draft]: " in res.stderr
     assert ("  avoid.low-dose-dopamine-renal v1.0.0: No low-dose dopamine for renal protection\n"
             "    missing: order.drug, order.purpose\n"
             "    [unknown] order.drug == dopamine: actual unknown\n") in res.stderr
-    assert "  norepinephrine.start-emergency v1.0.0: Start norepinephrine now for profound hypotension\n" in res.stderr
+    assert "  norepinephrine.start-emergency v2.0.0: Start norepinephrine now for profound hypotension\n" in res.stderr
 
 
 def test_cli_json_from_stdin_validates(explanation_validator):

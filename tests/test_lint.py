@@ -19,6 +19,8 @@ LINT_PACKS = Path(__file__).resolve().parent / "lint_packs"
 CASES = sorted(p.name for p in LINT_PACKS.iterdir() if p.is_dir())
 #: A sound pack linted with a tiny search budget is how the solver's limit is exercised.
 BUDGETS = {"solver-incomplete": 3}
+#: A case whose finding needs a site profile keeps it beside the pack (not a .yaml: not a rule file).
+PROFILES = {"profile-out-of-range": "site.profile"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,8 @@ def bundled():
 
 @pytest.fixture(scope="module")
 def broken():
-    return {name: lint_pack(LINT_PACKS / name, budget=BUDGETS.get(name, 200_000)) for name in CASES}
+    return {name: lint_pack(LINT_PACKS / name, budget=BUDGETS.get(name, 200_000),
+                            profile=LINT_PACKS / name / PROFILES[name] if name in PROFILES else None) for name in CASES}
 
 
 def test_every_code_has_a_broken_pack():
@@ -52,11 +55,23 @@ def test_bundled_stated_equivalent_is_a_warning_with_the_computed_figures(bundle
 
 
 def test_bundled_contradictions_are_all_reviewed(bundled):
-    """The bundled pack has no unreviewed contradiction: the one open question (a gap) carries a waiver and a witness."""
+    """Pack 2.0.0 has no gap and no contradiction between approved rules; the one left is with the disputed draft."""
     found = [f for f in bundled.findings if f.code.startswith(("contradiction", "gap"))]
-    assert [f.code for f in found] == ["gap-decision"]
-    assert all("waived" in f.details and f.witness for f in found)
+    assert [(f.code, f.severity, f.rules) for f in found] == [
+        ("contradiction-dose", "warning", ("norepinephrine.titrate", "titration.every-4h-0.5mg-h"))]
+    assert all(f.witness for f in found)
     assert not [f for f in bundled.findings if f.severity == "error"]
+
+
+def test_profile_is_checked_against_ranges_then_linted_with(tmp_path):
+    report = lint_pack(LINT_PACKS / "profile-out-of-range", profile=LINT_PACKS / "profile-out-of-range" / "site.profile")
+    messages = [f.message for f in report.findings if f.code == "profile-out-of-range"]
+    assert any("0.8 mcg/kg/min is outside its allowed range 0.1-0.5" in m for m in messages)
+    assert any("no parameter 'vasopresin_units'" in m for m in messages)
+    assert all(f.file.endswith("site.profile") and f.line for f in report.findings if f.code == "profile-out-of-range")
+    good = tmp_path / "ok.yaml"
+    good.write_text("profile: {name: ok}\nparameters: {vasopressin_start_norepinephrine_mcg_kg_min: 0.2}\n")
+    assert lint_pack(LINT_PACKS / "profile-out-of-range", profile=good).ok
 
 
 @pytest.mark.parametrize("name", CASES)

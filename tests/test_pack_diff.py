@@ -1,4 +1,5 @@
-"""pressor diff: a changed threshold with and without a version bump, on a copy of the bundled pack."""
+"""pressor diff: a changed threshold with and without a version bump, on a copy of the 1.2.0 pack
+(kept as test data, with the escalation scenarios of its time), and the bundled pack's thresholds."""
 from __future__ import annotations
 
 import json
@@ -9,16 +10,17 @@ import pytest
 from click.testing import CliRunner
 
 from pressor.cli.main import cli
-from pressor.engine.evaluation.pack import default_rules_dir, load_pack
+from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.authoring.pack_diff import diff_packs, field_changes, thresholds
 
-SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-ESCALATION = str(SCENARIOS / "escalation.yaml")
+PACKS = Path(__file__).resolve().parent / "packs"
+V1 = PACKS / "v1.2.0"
+ESCALATION = str(PACKS / "v1.2.0-scenarios" / "escalation.yaml")
 
 
 def _copy(tmp_path: Path, name: str) -> Path:
     target = tmp_path / name
-    shutil.copytree(default_rules_dir(), target, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shutil.copytree(V1, target, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     return target
 
 
@@ -45,7 +47,7 @@ def diff(old: Path, new: Path, *extra: str):
 def test_threshold_change_without_version_bump_is_an_error(tmp_path):
     new = _copy(tmp_path, "new")
     _raise_vasopressin_threshold(new, bump=False)
-    out = diff(default_rules_dir(), new, "--json")
+    out = diff(V1, new, "--json")
     assert out.exit_code == 1 and out.stderr == ""
     data = json.loads(out.stdout)
     assert data["ok"] is False
@@ -64,7 +66,7 @@ def test_threshold_change_without_version_bump_is_an_error(tmp_path):
 def test_threshold_change_with_version_bump_passes_and_still_shows_behaviour(tmp_path):
     new = _copy(tmp_path, "new")
     _raise_vasopressin_threshold(new, bump=True)
-    out = diff(default_rules_dir(), new)
+    out = diff(V1, new)
     assert out.exit_code == 0 and out.stdout == ""
     assert "~ rule escalation.add-vasopressin 1.0.0 -> 1.1.0" in out.stderr
     assert "when.all.0.value: 0.1 -> 0.2" in out.stderr
@@ -78,7 +80,7 @@ def test_dose_change_is_reported_as_a_dose_change(tmp_path):
     _edit(new / "escalation.yaml", "range: {low: 0.1, high: 0.5, unit: mcg/kg/min}", "range: {low: 0.05, high: 0.5, unit: mcg/kg/min}", after=rule)
     _edit(new / "escalation.yaml", "version: 1.0.0", "version: 1.0.1", after=rule)
     _edit(new / "pack.yaml", "version: 1.2.0", "version: 1.2.1")
-    result = diff_packs(load_pack(default_rules_dir()), load_pack(new), [ESCALATION])
+    result = diff_packs(load_pack(V1), load_pack(new), [ESCALATION])
     assert result.ok
     (dose,) = result.behaviour
     assert (dose.rule_id, dose.change) == ("escalation.add-epinephrine", "dose")
@@ -90,7 +92,7 @@ def test_added_and_removed_rules_and_a_version_going_down(tmp_path):
     (new / "titration.yaml").unlink()
     _edit(new / "special.yaml", "version: 1.1.0", "version: 1.0.0")
     _edit(new / "pack.yaml", "version: 1.2.0", "version: 1.3.0")
-    result = diff_packs(load_pack(default_rules_dir()), load_pack(new), [ESCALATION])
+    result = diff_packs(load_pack(V1), load_pack(new), [ESCALATION])
     assert result.removed == ["titration.every-4h-0.5mg-h"] and result.added == []
     assert [f.code for f in result.findings] == ["diff-version-decreased"]
     assert not result.ok
@@ -101,7 +103,7 @@ def test_derived_change_names_the_rules_it_decides(tmp_path):
     new = _copy(tmp_path, "new")
     _edit(new / "derived.yaml", '{fact: patient.age_years, op: "<", value: 18}', '{fact: patient.age_years, op: "<", value: 16}')
     _edit(new / "pack.yaml", "version: 1.2.0", "version: 1.3.0")
-    result = diff_packs(load_pack(default_rules_dir()), load_pack(new), [str(SCENARIOS / "pediatric.yaml")])
+    result = diff_packs(load_pack(V1), load_pack(new), [str(PACKS / "v1.2.0-scenarios" / "pediatric.yaml")])
     (finding,) = result.findings
     assert finding.code == "diff-derived-changed" and "norepinephrine.dose-pediatric" in finding.message
     moved = {(b.rule_id, b.change) for b in result.behaviour}
@@ -109,15 +111,15 @@ def test_derived_change_names_the_rules_it_decides(tmp_path):
 
 
 def test_identical_packs_have_no_difference():
-    out = diff(default_rules_dir(), default_rules_dir())
+    out = diff(V1, V1)
     assert out.exit_code == 0
     assert "no recommendation appears, disappears or changes dose" in out.stderr
 
 
 def test_thresholds_include_the_map_target_cases(pack):
     found = thresholds(pack)
-    assert {("vitals.map_mmhg", 65.0), ("vitals.map_mmhg", 70.0), ("derived.crystalloid_ml", 1000.0),
-            ("infusions.norepinephrine_mcg_kg_min", 0.1)} <= found
+    assert {("derived.map_mmhg", 65.0), ("derived.map_mmhg", 70.0), ("derived.crystalloid_ml", 1000.0),
+            ("infusions.norepinephrine_mcg_kg_min", 0.25), ("vitals.sbp_mmhg", 60.0), ("vitals.sbp_mmhg", 90.0)} <= found
 
 
 @pytest.mark.parametrize("old, new, paths", [

@@ -31,7 +31,7 @@ PARAGRAPHS = {
 # --- the bundled pack ---------------------------------------------------------
 
 def test_every_rule_has_its_provenance(pack):
-    assert len(pack.rules) == 38
+    assert len(pack.rules) == 51
     for rule in pack.rules:
         assert rule.author == "pressor clinical informatics team", rule.id
         assert rule.reviewers and all(r.endswith("(pending)") for r in rule.reviewers), rule.id
@@ -46,13 +46,15 @@ def test_approved_rules_went_through_review_and_the_draft_says_why(pack):
     for rule in pack.rules:
         steps = [(h.date, h.status) for h in rule.status_history]
         if rule.status == "approved":
-            # draft -> in-review -> approved, then one more approved entry per later version bump
-            assert steps[:3] == [("2026-11-20", "draft"), ("2026-11-22", "in-review"), ("2026-11-24", "approved")], rule.id
+            # draft -> in-review -> approved (pack 1.x, or the rules added in 2.0.0), then one more
+            # approved entry per later version bump; a bump takes effect with the pack that made it
+            assert steps[:3] in ([("2026-11-20", "draft"), ("2026-11-22", "in-review"), ("2026-11-24", "approved")],
+                                 [("2026-11-28", "draft"), ("2026-11-29", "in-review"), ("2026-11-30", "approved")]), rule.id
             assert all(status == "approved" for _, status in steps[3:]), rule.id
-            assert rule.effective == "2026-11-24"
+            assert rule.effective == steps[-1][0]
     draft = pack.rule("titration.every-4h-0.5mg-h")
     assert draft.status == "draft"
-    assert [h.status for h in draft.status_history] == ["draft"]
+    assert [h.status for h in draft.status_history] == ["draft", "draft"]
     assert "hepatorenal" in draft.status_history[0].comment
 
 
@@ -80,9 +82,9 @@ def test_manifest_hashes_every_file_and_the_pack(pack, now):
         assert f["sha256"] == hashlib.sha256((directory / f["name"]).read_bytes()).hexdigest()
     joined = "".join(f"{f['name']}\0{f['sha256']}\n" for f in manifest["files"])
     assert manifest["sha256"] == hashlib.sha256(joined.encode()).hexdigest() == pack.sha256
-    assert (manifest["name"], manifest["version"], manifest["rules"]) == (pack.name, pack.version, 38)
-    assert manifest["author"] == "pressor clinical informatics team" and manifest["effective"] == "2026-11-24"
-    result = evaluate(pack, {"vitals": {"sbp_mmhg": 65, "dbp_mmhg": 45}, "infusions": {"norepinephrine_mcg_kg_min": 0}}, now=now)
+    assert (manifest["name"], manifest["version"], manifest["rules"]) == (pack.name, pack.version, 51)
+    assert manifest["author"] == "pressor clinical informatics team" and manifest["effective"] == "2026-11-30"
+    result = evaluate(pack, {"patient": {"age_years": 60}, "vitals": {"sbp_mmhg": 65, "dbp_mmhg": 45}, "infusions": {"norepinephrine_mcg_kg_min": 0}}, now=now)
     assert result.pack["sha256"] == pack.sha256
     assert result.recommendations and all(r.rule_version == pack.rule(r.rule_id).version for r in result.recommendations)
 
@@ -103,6 +105,9 @@ def pack_copy(tmp_path):
         return path
 
     edit.dir = target
+    # target.map-65, the rule these tests edit, as it was before its 2.0.0 bump (three history entries)
+    edit("target.yaml", V2_ENTRY, "")
+    edit("target.yaml", "    effective: 2026-11-30\n", "    effective: 2026-11-24\n")
     return edit
 
 
@@ -118,6 +123,8 @@ def only_problem(directory: Path):
     return info.value.problems[0]
 
 
+V2_ENTRY = ("      - {date: 2026-11-30, status: approved, by: pressor clinical informatics team, "
+            "comment: \"2.0.0 (issue 8, item 1): adults only; children get target.pediatric-map\"}\n")
 APPROVED_ENTRY = ("      - {date: 2026-11-24, status: approved, by: pressor clinical informatics team, "
                   "comment: \"approved for the bundled pack; sign-off by the listed clinical reviewers is pending\"}\n")
 

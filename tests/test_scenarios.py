@@ -14,7 +14,7 @@ from pressor.engine.authoring.scenarios import coverage, load_scenarios, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"
-FAMILIES = {"septic-adult", "pregnancy", "pediatric", "cardiogenic", "escalation", "bans", "special", "missing-data"}
+FAMILIES = {"septic-adult", "pregnancy", "pediatric", "cardiogenic", "escalation", "bans", "special", "missing-data", "protocol-v2"}
 
 
 def invoke(*args: str):
@@ -46,7 +46,7 @@ def test_corpus_alone_covers_every_rule_outcome(pack):
 def test_human_output_counts_scenarios_and_examples():
     out = invoke(str(SCENARIOS / "bans.yaml"))
     assert out.exit_code == 0 and out.stdout == ""
-    assert out.stderr.strip().endswith("passed, 0 failed (11 scenarios, 92 examples)")
+    assert out.stderr.strip().endswith("passed, 0 failed (11 scenarios, 124 examples)")
 
 
 def _write(tmp_path: Path, body: str) -> Path:

@@ -21,7 +21,7 @@ from ..errors import InputError, PatientStateError, Problem, RuleFileError
 from ..evaluation.evaluate import evaluate, flatten_state
 from ..evaluation.load import Document, load_document
 from ..evaluation.logic import derive, truth
-from ..model import All, Condition, Decision, Rule, RulePack, Waiver, leaves
+from ..model import All, Compare, Condition, Decision, Rule, RulePack, Waiver, leaves
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .solver import Atom, SolverLimit, Space, conj
 from ..evaluation.validate import STATE_SCHEMA, schema
@@ -48,6 +48,8 @@ CODES: dict[str, tuple[str, str]] = {
     "arithmetic-stated-equivalent-mismatch": ("error", "a dose's stated equivalent is not what the dose works out to"),
     "arithmetic-dimension": ("error", "quantities that cannot be converted into each other (units or a missing weight)"),
     "arithmetic-dose-order": ("error", "a dose's maximum is below its own range"),
+    "preparation-concentration": ("error", "a bag made up more than 4 times stronger than the pack's standard concentration for the drug"),
+    "profile-out-of-range": ("error", "a site profile sets a parameter outside the range the pack allows (or one the pack lacks)"),
     "citation-missing": ("error", "a rule without a citation"),
     "citation-unknown-reference": ("error", "a citation number with no entry in references.yaml"),
     "citation-unresolved": ("warning", "a citation of a reference the source cites but does not list"),
@@ -115,19 +117,24 @@ class LintReport:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def lint_pack(directory: str | Path | None = None, *, budget: int = 200_000) -> LintReport:
-    """Lint the pack in ``directory`` (default: the bundled pack).
+def lint_pack(directory: str | Path | None = None, *, budget: int = 200_000, profile: str | Path | None = None) -> LintReport:
+    """Lint the pack in ``directory`` (default: the bundled pack), with a site ``profile`` applied if given.
 
     ``budget`` bounds the search steps of each question put to the solver; a question
-    that needs more is reported as ``solver-incomplete`` rather than answered.
+    that needs more is reported as ``solver-incomplete`` rather than answered. A profile's
+    values are checked against the parameters' ranges, then every check runs with them.
     """
     directory = Path(directory) if directory is not None else default_rules_dir()
     docs = _documents(directory)
     findings = list(_missing_citations(docs.values()))
     try:
-        pack = load_pack(directory)
+        pack = load_pack(directory, profile=profile)
     except RuleFileError as exc:
         findings += _load_findings(exc.problems, findings)
+        return LintReport(str(directory), _ordered(findings))
+    except InputError as exc:  # the profile
+        findings += [Finding("profile-out-of-range", "error", p.message, p.file, p.line, suggestion=p.suggestion)
+                     for p in exc.problems]
         return LintReport(str(directory), _ordered(findings))
     linter = _Linter(pack, docs, budget)
     findings += linter.run()
@@ -401,7 +408,11 @@ class _Linter:
             for cond in [r.when for r in shown] + [w.when for w in waivers]:
                 needed |= self.space.inputs(cond)
             parts = [self.space.formula(d.population, "T")]
-            parts += [self.space.formula(r.when, "F") for r in shown]
+            pop = d.population
+            # A population "derived.X == v" holds throughout the question: the rules' tests of X need no search.
+            within = (self.space.assuming(pop.fact, pop.value)
+                      if isinstance(pop, Compare) and pop.op == "==" and pop.fact in self.space.derived else self.space)
+            parts += [within.formula(r.when, "F") for r in shown]
             parts += [Atom(p, "known") for p in sorted(needed)]
             ids = {r.id for r in shown}
 
@@ -466,7 +477,7 @@ class _Linter:
                 line = self._leaf_line(file, leaf.pointer)
                 if leaf.value_fact is not None:
                     cases = self.space.derived.get(leaf.value_fact)
-                    if cases is not None and cases.product is None and cases.when is None:
+                    if cases is not None and cases.product is None and cases.when is None and cases.mean_pressure is None:
                         for value in [v for _, v in cases.cases] + [cases.default]:
                             out.append((leaf.fact, leaf.op, float(value), owner, file, line))
                     continue

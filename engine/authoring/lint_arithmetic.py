@@ -48,12 +48,17 @@ class _Units:
         return self.ureg.Quantity(value, self.unit(text))
 
 
+#: A prepared concentration more than this many times the drug's standard one is flagged.
+STRENGTH_LIMIT = 4
+
+
 def check_arithmetic(pack: RulePack, locate: Locate) -> list[Finding]:
     """Every arithmetic finding of the pack."""
     units = _Units()
     out: list[Finding] = []
     for prep in pack.preparations:
         out += _preparation(units, prep, locate)
+    out += _strength(pack, locate)
     for rule in pack.rules:
         if rule.status == "retired" or rule.dose is None:
             continue
@@ -77,8 +82,39 @@ def _close(a: float, b: float, tol: float) -> bool:
 
 # --- preparations -------------------------------------------------------------
 
+def _strength(pack: RulePack, locate: Locate) -> list[Finding]:
+    """A bag made up more than 4x stronger than the pack's standard one for its drug (a tenfold-error risk)."""
+    out: list[Finding] = []
+    standard: dict[str, float] = {}
+    for prep in pack.preparations:
+        if prep.standard and prep.amount_units is None:
+            conc = prep.concentration_mcg_ml(None)
+            if conc is not None:
+                standard[prep.drug] = min(conc, standard.get(prep.drug, conc))
+    for prep in pack.preparations:
+        ref = standard.get(prep.drug)
+        if ref is None or prep.amount_units is not None:
+            continue
+        if prep.amount_mg_per_kg is not None and prep.max_weight_kg is None:
+            strongest, how = None, "with no max_weight_kg, so without limit for a heavy child"
+        else:
+            strongest = prep.concentration_mcg_ml(prep.max_weight_kg)
+            how = f"{_fmt(strongest)} mcg/mL" + (f" at its {prep.max_weight_kg:g} kg limit" if prep.amount_mg_per_kg else "")
+        if strongest is None or strongest > STRENGTH_LIMIT * ref:
+            file, line = locate("preparations", prep.id)
+            out.append(Finding(
+                "preparation-concentration", "error",
+                f"preparation '{prep.id}' is made up {how}, more than {STRENGTH_LIMIT}x the pack's standard "
+                f"{_fmt(ref)} mcg/mL for {prep.drug}", file, line,
+                suggestion="use the standard concentration, or limit the bag with max_weight_kg",
+                details={"standard_mcg_ml": ref, "strongest_mcg_ml": strongest}))
+    return out
+
+
 def _preparation(units: _Units, prep: Preparation, locate: Locate) -> list[Finding]:
     out: list[Finding] = []
+    if prep.amount_units is not None:  # a drug dosed in units (vasopressin): no mass arithmetic to check
+        return out
     file, line = locate("preparations", prep.id)
     per_kg = prep.amount_mg_per_kg is not None
     amount = units.q(prep.amount_mg_per_kg, "mg/kg") if per_kg else units.q(prep.amount_mg, "mg")

@@ -189,6 +189,10 @@ def _sections(old: RulePack, new: RulePack, changed: list[ItemChange]) -> list[D
         ("preparation", {p.id: p.raw for p in old.preparations}, {p.id: p.raw for p in new.preparations}),
         ("decision", _decisions(old), _decisions(new)),
         ("pack", {"pack": old.raw_pack}, {"pack": new.raw_pack}),
+        ("reference", {str(n): r.to_dict() for n, r in old.references.items()}, {str(n): r.to_dict() for n, r in new.references.items()}),
+        ("parameter", {p.name: p.to_dict() for p in old.parameters}, {p.name: p.to_dict() for p in new.parameters}),
+        ("waiver", {f"{w.code}@{w.decision or ','.join(w.rules)}": {"reason": w.reason} for w in old.waivers},
+         {f"{w.code}@{w.decision or ','.join(w.rules)}": {"reason": w.reason} for w in new.waivers}),
     )
     for kind, a, b in pairs:
         for key in sorted(set(a) | set(b)):
@@ -267,7 +271,7 @@ def _variants(state: Mapping[str, Any], fact: str, k: float, products: Mapping[s
         a, b = products[fact]
         if a not in flat or b not in flat or not flat[b]:
             return []
-        target, scale = a, 1.0 / flat[b]
+        target, scale = a, (1.0 if a == b else 1.0 / flat[b])
     elif fact not in flat:
         return []
     out = []
@@ -296,6 +300,8 @@ def _behaviour(old: RulePack, new: RulePack, scenarios: list[Scenario]) -> tuple
     limits = thresholds(old) | thresholds(new)
     products = {d.name: d.product for d in new.derived if d.product is not None}
     products.update({d.name: d.product for d in old.derived if d.product is not None})
+    # a mean pressure moves with its measured MAP (the scale factor 1 holds it to itself)
+    products.update({d.name: (d.mean_pressure[0], d.mean_pressure[0]) for d in (*old.derived, *new.derived) if d.mean_pressure is not None})
     states: dict[str, tuple[str, dict[str, Any], bool]] = {}
     for s in scenarios:
         try:

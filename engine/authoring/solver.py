@@ -211,6 +211,8 @@ class Variable:
     values: tuple[Any, ...] = ()
     max_items: int | None = None
     factors: tuple[str, str] | None = None
+    #: (measured MAP, SBP, DBP) for a mean pressure: the measured value, else DBP + (SBP - DBP) / 3
+    estimate: tuple[str, str, str] | None = None
 
 
 def schema_variables(state_schema: Mapping[str, Any]) -> dict[str, Variable]:
@@ -257,10 +259,24 @@ class Space:
                 a, b = (self.variables[p] for p in d.product)
                 corners = [x * y for x in (a.span[0].lo, a.span[0].hi) for y in (b.span[0].lo, b.span[0].hi)]
                 self.variables[d.name] = Variable(d.name, "number", (Interval(min(corners), max(corners)),), factors=d.product)
+            elif d.mean_pressure is not None:
+                self.variables[d.name] = Variable(d.name, "number", self.variables[d.mean_pressure[0]].span, estimate=d.mean_pressure)
         self.budget = budget
         self.steps = 0
         self._memo: dict[tuple[Condition, str], Any] = {}
         self._branch_memo: dict[str, tuple[list[tuple[Any, tuple[str, Any]]], Any, Any]] = {}
+        self.assumed: dict[str, Any] = {}
+
+    def assuming(self, path: str, value: Any) -> "Space":
+        """The same space, in which the derived fact ``path`` is taken to have ``value``.
+
+        Sound only for questions whose goal itself forces ``path`` to ``value`` (a decision's
+        population ``derived.X == value``): the rules' own tests of ``path`` then need no search.
+        """
+        other = object.__new__(Space)
+        other.__dict__.update(self.__dict__)
+        other._memo, other._branch_memo, other.assumed = {}, {}, {**self.assumed, path: value}
+        return other
 
     # -- translation ------------------------------------------------------------
     def formula(self, cond: Condition, pol: str) -> Any:
@@ -306,11 +322,16 @@ class Space:
         if found is not None:
             return found
         d = self.derived.get(path)
-        if d is None:
+        if path in self.assumed:
+            out = ([(TRUE, ("const", self.assumed[path]))], TRUE, FALSE)
+        elif d is None:
             out = ([(TRUE, ("var", path))], Atom(path, "known"), Atom(path, "unknown"))
         elif d.product is not None:
             ks, us = zip(*(self.branches(p)[1:] for p in d.product))
             out = ([(TRUE, ("var", path))], conj(*ks), disj(*us))
+        elif d.mean_pressure is not None:
+            (_, mk, mu), (_, sk, su), (_, dk, du) = (self.branches(p) for p in d.mean_pressure)
+            out = ([(TRUE, ("var", path))], disj(mk, conj(sk, dk)), conj(mu, disj(su, du)))
         elif d.when is not None:
             t, f = self.formula(d.when, "T"), self.formula(d.when, "F")
             out = ([(t, ("const", True)), (f, ("const", False))], disj(t, f), self.unknown(d.when))
@@ -486,7 +507,7 @@ class Space:
             if var == RELATIONS or var not in self.variables:
                 continue
             v = self.variables[var]
-            if v.factors is not None or dom[1]:  # a product is set through its factors; unknown is allowed: leave absent
+            if v.factors is not None or v.estimate is not None or dom[1]:  # set through its inputs; unknown is allowed: leave absent
                 continue
             fixed[var] = self._candidates(v, dom, typical.get(var))
             if not fixed[var]:
@@ -494,6 +515,8 @@ class Space:
         products = [(var, self.variables[var]) for var, dom in store.items()
                     if var in self.variables and self.variables[var].factors is not None and not dom[1]]
         computed = {v.factors[0] for _, v in products}  # type: ignore[index]
+        estimates = [self.variables[var] for var, dom in store.items()
+                     if var in self.variables and self.variables[var].estimate is not None and not dom[1]]
         vary = set(coupled) | {r[0] for r in store.get(RELATIONS, ())} | {r[2] for r in store.get(RELATIONS, ())}
         # itertools.product varies its last iterable fastest: put the coupled facts there.
         names = sorted((n for n in fixed if n not in computed), key=lambda n: (n in vary, n))
@@ -504,6 +527,8 @@ class Space:
                 return
             facts = dict(zip(names, combo))
             if not self._realise_products(products, store, facts, typical):
+                continue
+            if not all(self._realise_estimate(var, store, facts, typical) for var in estimates):
                 continue
             if not all(self._relation_holds(r, facts) for r in store.get(RELATIONS, ())):
                 continue
@@ -537,6 +562,31 @@ class Space:
                 return False
             facts[free] = options[0]
         return True
+
+    def _realise_estimate(self, var: Variable, store: Store, facts: dict[str, Any], typical: Mapping[str, Any]) -> bool:
+        """Give a known mean pressure its value: through the measured MAP if it may be known, else SBP and DBP."""
+        m, sbp, dbp = var.estimate  # type: ignore[misc]
+        target = self.domain(store, var.path)[2]
+        if m in facts:
+            return any(iv.contains(facts[m]) for iv in target)
+        mdom = self.domain(store, m)
+        options = self._candidates(self.variables[m], ("num", False, meet(mdom[2], target)), typical.get(m)) if mdom[2] else []
+        if options:
+            facts[m] = options[0]
+            return True
+        if sbp in facts and dbp in facts:
+            from ..evaluation.logic import estimated_map
+
+            return any(iv.contains(estimated_map(facts[sbp], facts[dbp])) for iv in target)
+        for mv in self._candidates(var, ("num", False, target), ()):
+            for dv in ([facts[dbp]] if dbp in facts else self._candidates(self.variables[dbp], self.domain(store, dbp), typical.get(dbp))):
+                sv = round(3 * mv - 2 * dv, 6)
+                if sbp in facts and facts[sbp] != sv:
+                    continue
+                if any(iv.contains(sv) for iv in meet(self.domain(store, sbp)[2], self.variables[sbp].span)):
+                    facts[sbp], facts[dbp] = sv, dv
+                    return True
+        return False
 
     @staticmethod
     def _relation_holds(rel: tuple[str, str, str, bool], facts: Mapping[str, Any]) -> bool:

@@ -7,6 +7,7 @@ No weight, no weight-based figure: ``patient.weight_kg`` is reported as missing.
 """
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping
 
@@ -15,7 +16,7 @@ from .units import parse_unit
 
 WEIGHT = "patient.weight_kg"
 CONCENTRATION_IN_USE = "infusions.norepinephrine_concentration_mcg_ml"
-PEDIATRIC = "derived.pediatric"
+PEDIATRIC = "derived.pediatric_dosing"  # children under the paediatric dosing cut-off (weight)
 
 
 def _r(x: float, places: int = 2) -> float:
@@ -24,8 +25,16 @@ def _r(x: float, places: int = 2) -> float:
     return float(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
+def _places(x: float, places: int) -> int:
+    """Decimals that keep at least two significant digits of a small amount (0.0014 units/min, not 0.0)."""
+    if x == 0 or abs(x) >= 10.0 ** -(places - 1):
+        return places
+    return max(places, 1 - math.floor(math.log10(abs(x))))
+
+
 def _scaled(q: Quantity, factor: float, unit: str, cap: float | None = None, places: int = 2) -> dict[str, Any]:
     lo, hi = q.low * factor, q.high * factor
+    places = _places(min(abs(lo), abs(hi)) or max(abs(lo), abs(hi)), places)
     out: dict[str, Any] = {}
     if cap is not None and hi > cap:
         lo, hi = min(lo, cap), min(hi, cap)
@@ -39,6 +48,8 @@ def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[P
     unit = parse_unit(spec.range.unit)
     weight = facts.get(WEIGHT)
     out: dict[str, Any] = {"drug": spec.drug, "range": spec.range.to_dict()}
+    if spec.step:
+        out["step"] = True
     for key in ("typical", "maximum", "alternative", "cap"):
         q = getattr(spec, key)
         if q is not None:
@@ -85,20 +96,29 @@ def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, An
 
 def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[str, Any],
                 preparations: tuple[Preparation, ...]) -> tuple[list[dict[str, Any]], list[str]]:
-    """mL/h at the concentration in use, or at each of the pack's preparations for this population."""
+    """mL/h at the concentration in use, or at each of the pack's preparations for this population.
+
+    Children under the pack's dosing cut-off (``derived.pediatric_dosing``) get the paediatric bags,
+    everyone else the adult ones; a bag with ``max_weight_kg`` is offered only up to that weight.
+    A drug dosed in units (vasopressin) gets units/h beside mL/h.
+    """
     if unit.per_kg and weight is None:
         return [], [WEIGHT]
-    per_min = unit.to_base * unit.per_minute_factor * (weight if unit.per_kg else 1.0)  # mcg/min per unit of dose
+    # amount per minute (mcg or units) per unit of dose
+    per_min = unit.to_base * unit.per_minute_factor * (weight if unit.per_kg else 1.0)
+    in_units = unit.dimension == "units"
     bags: list[tuple[str, float]] = []
     needs: list[str] = []
-    if CONCENTRATION_IN_USE in facts:
+    if spec.drug == "norepinephrine" and CONCENTRATION_IN_USE in facts:
         bags.append(("in use", facts[CONCENTRATION_IN_USE]))
     else:
         pediatric = facts.get(PEDIATRIC)
         for prep in preparations:
             if prep.drug != spec.drug:
                 continue
-            if pediatric is not None and (prep.population == "pediatric") != pediatric:
+            if prep.population != "all" and pediatric is not None and (prep.population == "pediatric") != pediatric:
+                continue
+            if prep.max_weight_kg is not None and (weight is None or weight > prep.max_weight_kg):
                 continue
             conc = prep.concentration_mcg_ml(weight)
             if conc is None:
@@ -108,10 +128,15 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
     rates = []
     for source, conc in bags:
         mlh = per_min * 60.0 / conc
-        rate: dict[str, Any] = {"preparation": source, "concentration_mcg_ml": _r(conc, 3)}
+        rate: dict[str, Any] = {"preparation": source}
+        rate["concentration_units_ml" if in_units else "concentration_mcg_ml"] = _r(conc, 3)
         if spec.range.is_range:
             rate.update(low_ml_h=_r(spec.range.low * mlh, 1), high_ml_h=_r(spec.range.high * mlh, 1))
+            if in_units:
+                rate.update(low_units_h=_r(spec.range.low * per_min * 60.0, 3), high_units_h=_r(spec.range.high * per_min * 60.0, 3))
         else:
             rate["ml_h"] = _r(spec.range.low * mlh, 1)
+            if in_units:
+                rate["units_h"] = _r(spec.range.low * per_min * 60.0, 3)
         rates.append(rate)
     return rates, needs

@@ -165,12 +165,15 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     recommendations.sort(key=Recommendation.sort_key)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
-    warnings = superseded + tuple(
+    warnings = _measurement_warnings(facts) + superseded + tuple(
         f"reference [{n}] is cited by the source but missing from its reference list; treat its claims as unverified"
         for n in unresolved
     )
+    identity: dict[str, Any] = {"name": pack.name, "version": pack.version, "sha256": pack.sha256}
+    if pack.profile is not None:
+        identity["profile"] = pack.profile.to_dict()
     return Result(
-        pack={"name": pack.name, "version": pack.version, "sha256": pack.sha256},
+        pack=identity,
         evaluated_at=now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
         engine_version=_ENGINE_VERSION,
         recommendations=tuple(recommendations),
@@ -179,6 +182,33 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         warnings=warnings,
         include_draft=include_draft,
     )
+
+
+MAP, SBP, DBP = "vitals.map_mmhg", "vitals.sbp_mmhg", "vitals.dbp_mmhg"
+MAP_USED, MAP_TARGET = "derived.map_mmhg", "derived.map_target_mmhg"
+BELOW_TARGET, FLAG = "derived.below_map_target", "findings.hypotension_persists"
+
+
+def _measurement_warnings(facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """Say when the MAP was estimated, and when the hypotension flag contradicts the measured pressure.
+
+    The pack decides "below target" from the pressure (``derived.below_map_target``); the flag never
+    overrides it, but a disagreement is worth a look (a stale flag, or a wrong reading).
+    """
+    out: list[str] = []
+    if MAP_USED in facts and MAP not in facts:
+        out.append(f"MAP not measured: ESTIMATED as {facts[MAP_USED]:g} mmHg from SBP {facts[SBP]:g} and DBP "
+                   f"{facts[DBP]:g} (DBP + (SBP - DBP) / 3); rules that compare the MAP used this estimate")
+    below, flag = facts.get(BELOW_TARGET), facts.get(FLAG)
+    if below is not None and flag is not None and below != flag:
+        if MAP_USED in facts and MAP_TARGET in facts:
+            shown = (f"the {'measured' if MAP in facts else 'estimated'} MAP is {facts[MAP_USED]:g} mmHg against a "
+                     f"target of {facts[MAP_TARGET]:g} mmHg")
+        else:
+            shown = f"the pressure ({SBP} {facts.get(SBP, 'unknown')}) is {'below' if below else 'not below'} the target for age"
+        out.append(f"{FLAG} is {str(flag).lower()} but {shown} ({'below' if below else 'not below'} target): the "
+                   f"recommendations follow the measured pressure; check the flag and the reading")
+    return tuple(out)
 
 
 def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[Recommendation], tuple[str, ...]]:

@@ -173,6 +173,13 @@ class Derivation:
             facts = self._facts
             if d.product is not None:
                 self._why[name] = tuple(Evidence(p, f"{p} is a factor of {name}", facts[p]) for p in d.product)
+            elif d.mean_pressure is not None:
+                m, sbp, dbp = d.mean_pressure
+                if m in facts:
+                    self._why[name] = (Evidence(m, f"{name} is the measured MAP", facts[m]),)
+                else:
+                    test = f"{name} ESTIMATED as DBP + (SBP - DBP) / 3 (no measured MAP)"
+                    self._why[name] = (Evidence(sbp, test, facts[sbp]), Evidence(dbp, test, facts[dbp]))
             elif d.when is not None:
                 self._why[name] = verdict(d.when, facts, self.missing_of).evidence
             else:
@@ -209,6 +216,11 @@ class Derivation:
         return tuple(out)
 
 
+def estimated_map(sbp: float, dbp: float) -> float:
+    """MAP estimated from systolic and diastolic pressure: DBP + (SBP - DBP) / 3, to 0.1 mmHg."""
+    return round(dbp + (sbp - dbp) / 3.0, 1)
+
+
 def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
     """Add the pack's derived facts to ``facts`` in place (they are in dependency order).
 
@@ -217,6 +229,15 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
     """
     missing_of: dict[str, frozenset[str]] = {}
     for d in derived:
+        if d.mean_pressure is not None:
+            m, sbp, dbp = d.mean_pressure
+            if m in facts:
+                facts[d.name] = facts[m]
+            elif sbp in facts and dbp in facts:
+                facts[d.name] = estimated_map(facts[sbp], facts[dbp])
+            else:
+                missing_of[d.name] = frozenset((m,))
+            continue
         if d.product is not None:
             a, b = d.product
             if a in facts and b in facts:

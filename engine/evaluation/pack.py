@@ -31,6 +31,7 @@ from ..model import (
     StatusChange,
     Waiver,
 )
+from . import parameters
 from .units import UnitError, parse_unit
 from .validate import STATE_SCHEMA, schema, schema_problems
 
@@ -47,11 +48,14 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_pack(directory: str | Path | None = None, *, check_examples: bool = False) -> RulePack:
+def load_pack(directory: str | Path | None = None, *, check_examples: bool = False,
+              profile: str | Path | None = None) -> RulePack:
     """Load, validate and check the pack in ``directory`` (default: the bundled rules).
 
-    Raises :class:`RuleFileError` listing every problem found. Warnings (for example
-    citations of references the source does not list) are kept on ``pack.warnings``.
+    ``profile`` is a site profile file overriding parameter values within their ranges
+    (:mod:`.parameters`); parameters are resolved to constants before anything compiles.
+    Raises :class:`RuleFileError` listing every problem found (a bad profile: :class:`InputError`).
+    Warnings (for example citations of references the source does not list) are kept on ``pack.warnings``.
     """
     directory = Path(directory) if directory is not None else default_rules_dir()
     if not directory.is_dir():
@@ -59,14 +63,15 @@ def load_pack(directory: str | Path | None = None, *, check_examples: bool = Fal
     files = rule_files(directory)
     if not files:
         raise RuleFileError.single("no .yaml rule files in the directory", file=str(directory))
-    return _Builder(directory, files, check_examples).build()
+    return _Builder(directory, files, check_examples, profile).build()
 
 
 class _Builder:
     """One pass over a pack directory; accumulates problems instead of stopping at the first."""
 
-    def __init__(self, directory: Path, files: list[Path], check_examples: bool) -> None:
+    def __init__(self, directory: Path, files: list[Path], check_examples: bool, profile: str | Path | None = None) -> None:
         self.directory = directory
+        self.profile_path = profile
         self.files = files
         self.check_examples = check_examples
         self.problems: list[Problem] = []
@@ -78,6 +83,7 @@ class _Builder:
     # -- entry ----------------------------------------------------------------
     def build(self) -> RulePack:
         manifest: dict[str, str] = {}
+        loaded: list[Document] = []
         for path in self.files:
             label = self._label(path)
             try:
@@ -89,6 +95,13 @@ class _Builder:
             if not isinstance(doc.data, dict):
                 self.problems.append(Problem("a rule file must be a mapping", **doc.where("")))
                 continue
+            loaded.append(doc)
+        params = parameters.declared(loaded, self.problems)
+        profile = None
+        if self.profile_path is not None:
+            params, profile = parameters.load_profile(self.profile_path, params)
+        for doc in loaded:
+            parameters.resolve(doc, params, self.problems)
             found = schema_problems(doc, RULE_SCHEMA)
             self.problems.extend(found)
             if not found:
@@ -100,6 +113,9 @@ class _Builder:
         refs_doc, refs_meta = self._single("references")
         self._raise_if_problems()
         references = self._references(refs_doc, refs_meta)
+        for doc, items in self._sections("parameters"):
+            for i, item in enumerate(items):
+                self._citations(doc, f"/parameters/{i}/citations", item["citations"], references, item["name"], False)
         derived = self._derived(references)
         preparations = self._preparations(references)
         rules = self._rules(references, {p.drug for p in preparations}, refs_meta["document"])
@@ -119,6 +135,7 @@ class _Builder:
             files=manifest, warnings=tuple(self.warnings), raw_pack=dict(pack_meta),
             array_members={p: ft.values for p, ft in self.vocab.items() if ft.kind == "array"},
             decisions=tuple(decisions), waivers=tuple(waivers), temporal=tuple(temporal),
+            parameters=tuple(params.values()), profile=profile,
         )
         self._engine_check(pack)
         return pack
@@ -150,7 +167,8 @@ class _Builder:
         for i, item in enumerate(meta.get("items", [])):
             if item["number"] in refs:
                 self.problems.append(Problem(f"reference {item['number']} is listed twice", **doc.where(f"/references/items/{i}/number")))
-            refs[item["number"]] = Reference(item["number"], item["title"], True, item.get("kind"), item.get("publisher"), item.get("year"))
+            refs[item["number"]] = Reference(item["number"], item["title"], True, item.get("kind"), item.get("publisher"), item.get("year"),
+                                             added_by=item.get("added_by"))
         for i, item in enumerate(meta.get("unresolved", [])):
             if item["number"] in refs:
                 self.problems.append(Problem(f"reference {item['number']} is both listed and unresolved", **doc.where(f"/references/unresolved/{i}/number")))
@@ -204,6 +222,14 @@ class _Builder:
                 report(f"{ptr}/product", "a product is a number", "set type: number")
             if item["type"] == "number" and "when" in item:
                 report(f"{ptr}/when", "'when' yields true/false", "set type: boolean or use cases")
+            mp = item.get("mean_pressure")
+            if mp is not None:
+                if item["type"] != "number":
+                    report(f"{ptr}/mean_pressure", "a mean pressure is a number", "set type: number")
+                for key in ("map", "sbp", "dbp"):
+                    ft = self.vocab.get(mp[key])
+                    if ft is None or ft.kind != "number":
+                        report(f"{ptr}/mean_pressure/{key}", f"'{mp[key]}' is not a numeric fact", None)
             for j, path in enumerate(item.get("product", [])):
                 ft = self.vocab.get(path)
                 if ft is None or ft.kind != "number":
@@ -218,6 +244,7 @@ class _Builder:
                 name=item["name"], type=item["type"], description=item["description"], when=when,
                 cases=tuple((c, v) for c, v in cases if c is not None), default=item.get("default"),
                 product=tuple(item["product"]) if "product" in item else None,
+                mean_pressure=(mp["map"], mp["sbp"], mp["dbp"]) if mp is not None else None,
                 status=item.get("status", "approved"), file=doc.file, line=line, raw=item,
             ))
         return self._order_derived(out)
@@ -313,6 +340,8 @@ class _Builder:
                     id=item["id"], drug=item["drug"], population=item["population"], volume_ml=item["volume_ml"],
                     diluent=item["diluent"], amount_mg=item.get("amount_mg"), amount_mg_per_kg=item.get("amount_mg_per_kg"),
                     stated_concentration_mcg_ml=item.get("stated_concentration_mcg_ml"), citations=cites, raw=item,
+                    amount_units=item.get("amount_units"), standard=bool(item.get("standard")),
+                    max_weight_kg=item.get("max_weight_kg"),
                 ))
         return out
 
@@ -479,8 +508,8 @@ class _Builder:
             if ft is None or ft.kind != "number":
                 report(f"{ptr}/remaining_after", f"'{data['remaining_after']}' is not a numeric fact", None)
         if data.get("pump_rate"):
-            if unit is None or unit.dimension != "mass" or unit.per_time is None:
-                report(f"{ptr}/pump_rate", f"a pump rate needs a mass-per-time dose, not {rng.unit if rng else '?'}", None)
+            if unit is None or unit.dimension not in ("mass", "units") or unit.per_time is None:
+                report(f"{ptr}/pump_rate", f"a pump rate needs a mass- or units-per-time dose, not {rng.unit if rng else '?'}", None)
             if data["drug"] not in prepared_drugs:
                 report(f"{ptr}/pump_rate", f"no preparation of '{data['drug']}' is declared", "add one under preparations:")
         if q["cap"] is not None and (unit is None or not unit.per_kg):
@@ -489,6 +518,7 @@ class _Builder:
             drug=data["drug"], range=rng, typical=q["typical"], maximum=q["maximum"], cap=q["cap"],
             alternative=q["alternative"], remaining_after=data.get("remaining_after"), route=data.get("route"),
             frequency=data.get("frequency"), within=data.get("within"), pump_rate=bool(data.get("pump_rate")),
+            step=bool(data.get("step")),
             stated_equivalents=tuple(data.get("stated_equivalents", ())),
         )
 
