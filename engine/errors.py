@@ -9,6 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: Control characters (C0, DEL, C1) and Unicode line separators, written as escapes.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped: what input put in a message can neither break
+    its line nor reach the terminal as an escape sequence."""
+    return text.translate(_ESCAPES)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One located problem: a rule file or patient state may have many."""
@@ -40,7 +51,7 @@ class Problem:
         text = f"{where}: {self.message}"
         if self.suggestion:
             text += f" ({self.suggestion})"
-        return text
+        return one_line(text)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; absent fields are omitted."""

@@ -35,7 +35,7 @@ from pressor.engine.audit.replay_cache import open_replay_cache
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError, Problem
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.ehr.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
-from pressor.engine.evaluation.load import Document, load_document
+from pressor.engine.evaluation.load import Document, load_document, loads_json
 from pressor.engine.model import RulePack
 from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.evaluation.validate import schema, schema_problems
@@ -391,13 +391,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            return loads_json(raw.decode("utf-8"), file="request body")
         except UnicodeDecodeError as exc:
             raise _BadRequest("malformed_json", f"body is not UTF-8 (byte {exc.start})") from exc
-        except json.JSONDecodeError as exc:
-            raise _BadRequest("malformed_json", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-        except (ValueError, RecursionError) as exc:
-            raise _BadRequest("malformed_json", f"malformed JSON: {exc}") from exc
+        except InputError as exc:  # duplicate key, NaN, nesting past MAX_DEPTH, bad syntax: located
+            p = exc.problems[0]
+            where = (f" at line {p.line} column {p.column}" if p.line else "") + (f" ({p.pointer})" if p.pointer else "")
+            raise _BadRequest("malformed_json", p.message + where, [q.to_dict() for q in exc.problems]) from exc
 
     def check_shape(request: Request, name: str, body: Any) -> None:
         import fastjsonschema
@@ -505,10 +505,6 @@ class _BadRequest(Exception):
     def __init__(self, kind: str, message: str, problems: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.kind, self.message, self.problems = kind, message, problems
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def announce_insecure() -> None:

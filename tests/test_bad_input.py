@@ -40,7 +40,7 @@ def state_file(tmp_path: Path, text: str, name: str = "state.yaml") -> str:
         ("patient:\n  weight_kg: 0\n", "s.yaml", r"/patient/weight_kg: 0 is less than the minimum of 0.3"),
         ("patient:\n  weight_kg: -4\n", "s.yaml", r"/patient/weight_kg: -4 is less than the minimum of 0.3"),
         ("vitals:\n  map_mmhg: 900\n", "s.yaml", r"/vitals/map_mmhg: 900 is greater than the maximum of 250"),
-        ("vitals:\n  map_mmhg: .nan\n", "s.yaml", r"s.yaml:2:13: '.nan' is not a finite number"),
+        ("vitals:\n  map_mmhg: .nan\n", "s.yaml", r"s.yaml:2:13 /vitals/map_mmhg: '.nan' is not a finite number"),
         ('{"vitals": {"map_mmhg": NaN}}', "s.json", r"NaN and Infinity are not allowed"),
         ('{"vitals": {"map_mmhg": Infinity}}', "s.json", r"NaN and Infinity are not allowed"),
         ("", "s.yaml", r"s.yaml: empty document"),

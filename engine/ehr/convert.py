@@ -135,7 +135,8 @@ def relevance(mapping: FhirMapping, now: datetime):
         coding = concept.get("coding") if isinstance(concept, dict) else None
         if not isinstance(coding, list):
             return [("?", "?")] if concept is not None else []
-        return [(c.get("system"), c.get("code")) if isinstance(c, dict) else ("?", "?") for c in coding]
+        return [(c.get("system"), c.get("code")) if isinstance(c, dict) and isinstance(c.get("system"), (str, type(None)))
+                else ("?", "?") for c in coding]  # a system that is not text is unreadable too (and unhashable)
 
     def relevant(loc: Located, src: Sources) -> bool:
         if loc.type != "Observation":

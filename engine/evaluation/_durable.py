@@ -47,6 +47,18 @@ from ..errors import EvaluationError, RuleFileError
 MAX_TESTS_PER_SHARD = 56
 #: Rules per shard, well below the 512 conditions the engine stops returning at.
 MAX_RULES_PER_SHARD = 48
+#: ``$and``/``$or`` groups per rule. The engine writes two entries (open, close) per group of a
+#: rule into a fixed sequence that refuses its 32nd entry (``MAX_SEQUENCE_EXPRESSIONS`` in
+#: rete.c: error 113), and the ``_ps`` guard is one group: measured, 14 groups compile, 15 fail.
+#: Leaf comparisons with constants take no entry (40 of them under one group compile).
+MAX_GROUPS_PER_RULE = 14
+#: What the engine's error codes mean, for the ones a pack can provoke (durable-rules' rules.h).
+ENGINE_ERRORS = {
+    113: f"more all/any groups than the engine takes in one rule, at most {MAX_GROUPS_PER_RULE}",
+    303: "more comparisons match one fact than the engine takes, at most 64",
+}
+_GROUPS_FIX = ("count each all, any, negated all/any and 'in' list of two or more values as one group; "
+               "move part of the condition into a derived fact in derived.yaml, or split the rule")
 
 _SESSION = "pressor"
 _FACT_ID = "pressor-state"
@@ -137,6 +149,61 @@ def distinct_tests(cond: dict[str, Any]) -> set[str]:
     return {_dumps(cond)}
 
 
+def engine_groups(cond: dict[str, Any]) -> int:
+    """How many ``$and``/``$or`` groups an engine condition holds (counted without recursion)."""
+    count, todo = 0, [cond]
+    while todo:
+        node = todo.pop()
+        for key in ("$and", "$or"):
+            if key in node:
+                count += 1
+                todo.extend(node[key])
+    return count
+
+
+def limit_problem(key: str, cond: dict[str, Any]) -> tuple[str, str] | None:
+    """Why the engine would refuse rule ``key``'s condition, predicted without asking it:
+    ``(message, what to change)``, or None when it fits."""
+    groups = engine_groups(cond)
+    if groups > MAX_GROUPS_PER_RULE:
+        return (f"rule '{key}' is too complex for durable-rules: its condition compiles to {groups} all/any groups, "
+                f"and the engine takes at most {MAX_GROUPS_PER_RULE} per rule (error 113)", _GROUPS_FIX)
+    tests = len(distinct_tests(cond))
+    if tests > MAX_TESTS_PER_SHARD:
+        return (f"rule '{key}' is too complex for durable-rules: its condition compiles to {tests} distinct comparisons, "
+                f"and pressor gives the engine at most {MAX_TESTS_PER_SHARD} per rule (past 64 on one fact, nothing fires: error 303)",
+                "move part of the condition into a derived fact in derived.yaml, or split the rule")
+    return None
+
+
+def _engine_refusal(definition: Mapping[str, dict[str, Any]], exc: Exception) -> RuleFileError:
+    """The engine refused a shard: find the rule it refuses alone, and say what its error means."""
+    for key, cond in definition.items():
+        try:
+            handle = _dre.create_ruleset(f"pressor-probe-{next(_names)}", _dumps({key: _guarded(cond)}))
+        except Exception as alone:  # durable-rules raises its own bare error type
+            code, meaning = _engine_error(alone)
+            return RuleFileError.single(
+                f"durable-rules refused rule '{key}' ({meaning})", rule_id=key,
+                suggestion=_GROUPS_FIX if code == 113 else "simplify the rule's condition, or split the rule",
+            )
+        _dre.delete_ruleset(handle)
+    return RuleFileError.single(f"durable-rules refused the compiled rules ({_engine_error(exc)[1]})",
+                               suggestion="every rule compiles alone; report this with the pack")
+
+
+def _engine_error(exc: Exception) -> tuple[int | None, str]:
+    """The engine's error code in ``exc`` and what it means (its own text when the code is not known here)."""
+    match = re.search(r"error code: (\d+)", str(exc))
+    code = int(match.group(1)) if match else None
+    return code, f"error {code}: {ENGINE_ERRORS[code]}" if code in ENGINE_ERRORS else str(exc)
+
+
+def _guarded(cond: dict[str, Any]) -> dict[str, Any]:
+    """One rule as the engine gets it: the condition behind the ``_ps`` guard."""
+    return {"all": [{"m": {"$and": [{"_ps": 1}, cond]}}]}
+
+
 def _dumps(obj: Any) -> str:
     """JSON for a ruleset definition with engine-safe numbers."""
     if isinstance(obj, dict):
@@ -160,10 +227,8 @@ def shard(conditions: Mapping[str, dict[str, Any]]) -> list[dict[str, dict[str, 
     for key, cond in conditions.items():
         tests[key] = distinct_tests(cond)
         if len(tests[key]) > MAX_TESTS_PER_SHARD:
-            raise RuleFileError.single(
-                f"condition has {len(tests[key])} comparisons; the engine allows at most {MAX_TESTS_PER_SHARD} per rule",
-                rule_id=key, suggestion="split the rule or move part of it into a derived fact",
-            )
+            message, fix = limit_problem(key, cond)
+            raise RuleFileError.single(message, rule_id=key, suggestion=fix)
     order = sorted(tests, key=lambda k: -len(tests[k]))
     everything = set().union(*tests.values()) if tests else set()
     count = max(1, -(-len(everything) // MAX_TESTS_PER_SHARD), -(-len(tests) // MAX_RULES_PER_SHARD))
@@ -202,16 +267,13 @@ class Matcher:
         self._shards = shard(conditions)
         self._handles: list[int] = []
         self.keys = tuple(conditions)
-        try:
-            for definition in self._shards:
-                name = f"pressor-{next(_names)}"
-                ruleset = {
-                    key: {"all": [{"m": {"$and": [{"_ps": 1}, cond]}}]} for key, cond in definition.items()
-                }
-                self._handles.append(_dre.create_ruleset(name, _dumps(ruleset)))
-        except Exception as exc:  # durable-rules raises its own bare error type
-            self._handles = None  # a half-built set is abandoned, never touched again
-            raise RuleFileError.single(f"durable-rules refused the compiled rules: {exc}") from exc
+        for definition in self._shards:
+            name = f"pressor-{next(_names)}"
+            try:
+                self._handles.append(_dre.create_ruleset(name, _dumps({key: _guarded(cond) for key, cond in definition.items()})))
+            except Exception as exc:  # durable-rules raises its own bare error type
+                self._handles = None  # a half-built set is abandoned, never touched again
+                raise _engine_refusal(definition, exc) from exc
 
     @property
     def shard_sizes(self) -> list[int]:
@@ -239,7 +301,7 @@ class Matcher:
                         _dre.retract_fact(handle, payload)
                 except Exception as exc:  # engine state may now be unusable: abandon it untouched
                     self._handles = None
-                    raise EvaluationError.single(f"durable-rules failed during evaluation: {exc}") from exc
+                    raise EvaluationError.single(f"durable-rules failed during evaluation ({_engine_error(exc)[1]})") from exc
         return fired
 
     def close(self) -> None:

@@ -182,6 +182,14 @@ def to_engine(cond: Condition, negated: bool = False) -> dict[str, Any]:
     return leaf(name, _NEGATE[op] if negated else op, cond.value)
 
 
+def engine_limit(rule_id: str, cond: Condition) -> tuple[str, str] | None:
+    """Why durable-rules would refuse this rule's condition, predicted before it is asked:
+    ``(message, what to change)``, or None when it fits."""
+    from ._durable import limit_problem
+
+    return limit_problem(rule_id, to_engine(cond))
+
+
 def problems_from(report_into: list[Problem], where: Callable[[str], dict[str, Any]], rule_id: str | None = None) -> Callable[[str, str, str | None], None]:
     """A ``report`` callback that appends located problems to ``report_into``."""
 

@@ -1,17 +1,28 @@
-"""Read YAML or JSON documents safely, keeping ``file:line:col`` for every JSON pointer.
+"""Read YAML or JSON documents strictly, keeping ``file:line:col`` for every JSON pointer.
 
-YAML goes through PyYAML's safe composer; aliases and anchors are refused outright
-(no rule file or patient state needs them, and refusing them stops alias bombs
-before any expansion). JSON goes through :mod:`json` so that JSON numbers keep
-JSON's meaning (PyYAML 1.1 would read ``1e5`` as a string); its positions are
-taken from a best-effort YAML compose of the same text.
+Everything pressor reads from outside (patient states, FHIR bundles, CDS Hooks request
+bodies, service configs, rule, scenario and mapping files) comes through here, and gets
+the same refusals, each located: duplicate keys, NaN and infinity, nesting deeper than
+:data:`MAX_DEPTH` (checked before anything recursive sees the data), documents over
+:data:`MAX_DOCUMENT_BYTES`.
+
+JSON goes through :mod:`json`, so JSON numbers keep JSON's meaning. YAML is read from
+PyYAML's event stream (libyaml when present), iteratively, as YAML 1.2 core-schema
+data: mappings, sequences, text, decimal numbers, ``true``/``false``, ``null``. The
+spellings that YAML 1.1 reads differently (``yes``/``no``/``on``/``off``/``y``/``n``,
+``0x48``, ``0o17``, ``060``, ``7_2``, ``1:30``) are refused with what they would have
+meant, as are tags (``!foo``, ``!!timestamp``), anchors and aliases (no alias bombs,
+no value that silently stands for another), and more than one document.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +32,10 @@ from ..errors import InputError
 
 #: Largest document read, in bytes. Real states are ~2 KB, rule files ~30 KB.
 MAX_DOCUMENT_BYTES = 1_048_576
+#: Deepest nesting of mappings and sequences read, in any document. A patient state is
+#: 2 deep, a FHIR bundle about 8, a hook request with its prefetch about 11, a rule file
+#: about 12; a deeper document is refused before anything recursive sees it.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -29,7 +44,7 @@ class Document:
 
     data: Any
     file: str
-    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     text: str = ""
 
     def where(self, pointer: str) -> dict[str, Any]:
@@ -97,7 +112,8 @@ def parse(text: str, *, file: str, fmt: str | None = None, max_bytes: int = MAX_
           what: str | None = None, positions: bool = True) -> Document:
     """Parse ``text`` as JSON (if ``fmt == 'json'`` or it starts with ``{``/``[``) or YAML.
 
-    ``positions=False`` skips the line/column map of a JSON document (large FHIR bundles).
+    A JSON document's line/column map is built on first use; ``positions=False`` goes without
+    it altogether (large FHIR bundles).
     """
     if len(text) > max_bytes or len(text.encode("utf-8")) > max_bytes:
         raise _too_large(file, max_bytes, what)
@@ -105,7 +121,7 @@ def parse(text: str, *, file: str, fmt: str | None = None, max_bytes: int = MAX_
     if not stripped:
         raise InputError.single("empty document", file=file, suggestion="expected a mapping of facts or rules")
     if fmt == "json" or (fmt is None and stripped[:1] in "{["):
-        return _parse_json(text, file, positions)
+        return Document(loads_json(text, file=file), file, _JsonPositions(text) if positions else {}, text)
     return _parse_yaml(text, file)
 
 
@@ -118,128 +134,396 @@ def load_document(path: str | Path, *, label: str | None = None, max_bytes: int 
     return parse(text, file=label, fmt=fmt, max_bytes=max_bytes, what=what, positions=positions)
 
 
+# --- JSON ------------------------------------------------------------------------------
+
+#: A JSON string (escapes included) or one bracket: what the depth check needs to see.
+_JSON_NESTING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+#: Every JSON token, for locating pointers in text that :mod:`json` has already accepted.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.S)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text) > _MAX_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits is not a number pressor reads")
+    return int(text)
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number pressor accepts")
 
 
-def _parse_json(text: str, file: str, positions_wanted: bool = True) -> Document:
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InputError.single(
-            f"malformed JSON: {exc.msg}", file=file, line=exc.lineno, column=exc.colno
-        ) from exc
-    except ValueError as exc:
-        raise InputError.single(f"malformed JSON: {exc}", file=file, suggestion="NaN and Infinity are not allowed") from exc
-    except RecursionError as exc:
-        raise InputError.single("JSON nested too deeply", file=file) from exc
-    positions: dict[str, tuple[int, int]] = {}
-    if not positions_wanted:
-        return Document(data, file, positions, text)
-    try:
-        node = _compose(text, file)
-        if node is not None:
-            _walk(node, [], positions)
-    except InputError:
-        positions = {}
-    return Document(data, file, positions, text)
+def loads_json(text: str, *, file: str) -> Any:
+    """Strict JSON: duplicate keys, NaN, infinity and nesting deeper than :data:`MAX_DEPTH` are
+    refused as a located :class:`InputError` (no positions kept: see :func:`parse` for those).
 
+    :mod:`json` reads first: it stops at Python's recursion limit with RecursionError, and
+    once it has accepted the text every later scan of it runs in linear time."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite, parse_int=_int,
+                          parse_constant=_reject_constant)
+    except _DuplicateKey:
+        key, pointer, (line, col), first = _first_duplicate(text)
+        raise InputError.single(
+            f"duplicate key '{key}'", file=file, line=line, column=col, pointer=pointer,
+            suggestion=f"each key may appear once; the first is at line {first}",
+        ) from None
+    except RecursionError:
+        _check_json_depth(text, file)  # the prefix json read is valid: this finds where, and raises
+        raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX) from None
+    except json.JSONDecodeError as exc:
+        raise InputError.single(f"malformed JSON: {exc.msg}", file=file, line=exc.lineno, column=exc.colno) from exc
+    except ValueError as exc:  # NaN, Infinity, 1e999, a number of more than _MAX_DIGITS digits
+        raise InputError.single(f"malformed JSON: {exc}", file=file,
+                                suggestion="NaN and Infinity are not allowed; write numbers in plain decimal") from exc
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        _check_json_depth(text, file)
+        raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX)
+    return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether parsed JSON nests more than ``limit`` levels (a walk of the data: several times
+    faster than scanning the text, which is kept for locating a refusal)."""
+    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            return True
+        for value in node.values() if isinstance(node, dict) else node:
+            if isinstance(value, (dict, list)):
+                push((value, depth + 1))
+    return False
+
+
+def _check_json_depth(text: str, file: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH`, located (a scan of the text: strings skipped, no recursion)."""
+    depth = 0
+    for match in _JSON_NESTING.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line, col = _line_col(text, match.start())
+                raise InputError.single(
+                    f"nested deeper than {MAX_DEPTH} levels; refused", file=file, line=line, column=col,
+                    pointer=_pointer_at(text, match.start()), suggestion=_DEPTH_FIX,
+                )
+        elif char in "]}":
+            depth -= 1
+
+
+_DEPTH_FIX = "a patient state, bundle, hook request or rule file is never nearly this deep; check the input"
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+
+
+def _pointer_at(text: str, offset: int) -> str:
+    """The pointer of the value starting at ``offset`` (the text up to there is read, not parsed)."""
+    pointer = ""
+    for pointer, start, _ in _json_values(text, stop=offset):
+        if start == offset:
+            break
+    return pointer
+
+
+def _json_values(text: str, stop: int | None = None) -> Iterator[tuple[str, int, int]]:
+    """``(pointer, offset, key_offset)`` of every value in a JSON text, in order, iteratively.
+
+    ``offset`` is where the value starts; ``key_offset`` where its key does (the value's own
+    offset in arrays and at the root). Meant for text :mod:`json` has read (up to ``stop``);
+    on anything else it yields what it can and never raises.
+    """
+    stack: list[list[Any]] = []  # [is_object, pointer, key offset or item index, key or None]
+    for match in _JSON_TOKEN.finditer(text):
+        start = match.start()
+        if stop is not None and start > stop:
+            return
+        tok = match.group()
+        frame = stack[-1] if stack else None
+        if frame is not None and frame[0] and frame[3] is None and tok[0] == '"':
+            frame[2], frame[3] = start, _json_key(tok)
+        elif tok == ",":
+            if frame is not None and frame[0]:
+                frame[3] = None
+            elif frame is not None:
+                frame[2] += 1
+        elif tok in "]}":
+            if stack:
+                stack.pop()
+        elif tok != ":":
+            if frame is None:
+                pointer, key_at = "", start
+            elif frame[0]:
+                pointer, key_at = f"{frame[1]}/{escape_pointer_token(frame[3])}", frame[2]
+            else:
+                pointer, key_at = f"{frame[1]}/{frame[2]}", start
+            yield pointer, start, key_at
+            if tok in "{[":
+                stack.append([tok == "{", pointer, 0, None])
+
+
+def _json_key(token: str) -> str:
+    if "\\" not in token:
+        return token[1:-1]
+    try:
+        return json.loads(token)
+    except ValueError:
+        return token[1:-1]
+
+
+def _first_duplicate(text: str) -> tuple[str, str, tuple[int, int], int]:
+    """The first repeated key of a JSON text: key, pointer, its position, and the line of its first use.
+
+    A pointer met twice can only be a repeated key (items are numbered), and the repeated key
+    itself comes before anything under it."""
+    seen: dict[str, int] = {}
+    for pointer, _, key_at in _json_values(text):
+        if pointer in seen:
+            key = pointer.rpartition("/")[2].replace("~1", "/").replace("~0", "~")
+            return key, pointer, _line_col(text, key_at), _line_col(text, seen[pointer])[0]
+        seen[pointer] = key_at
+    raise AssertionError("json reported a duplicate key that the scan cannot find")
+
+
+class _JsonPositions(Mapping[str, tuple[int, int]]):
+    """Positions of a JSON document's pointers, computed on first use (most documents never need them)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._map: dict[str, tuple[int, int]] | None = None
+
+    def _positions(self) -> dict[str, tuple[int, int]]:
+        if self._map is None:
+            starts = [0] + [m.end() for m in re.finditer("\n", self._text)]
+            out = {}
+            for pointer, _, key_at in _json_values(self._text):
+                row = bisect_right(starts, key_at) - 1
+                out[pointer] = (row + 1, key_at - starts[row] + 1)
+            self._map = out
+        return self._map
+
+    def __getitem__(self, pointer: str) -> tuple[int, int]:
+        return self._positions()[pointer]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions())
+
+    def __len__(self) -> int:
+        return len(self._positions())
+
+
+# --- YAML ------------------------------------------------------------------------------
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 
+_NULL = {"", "~", "null", "Null", "NULL"}
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_YAML11_BOOL = {word: value for value, words in ((True, "y Y yes Yes YES on On ON"), (False, "n N no No NO off Off OFF"))
+                for word in words.split()}
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_NON_FINITE = re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")
+_RADIX = re.compile(r"[-+]?0(?:x[0-9a-fA-F_]+|o[0-7_]+|b[01_]+)")
+_SEPARATED = re.compile(r"[-+]?[0-9][0-9_]*_[0-9_]*(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*\.[0-9_]*_[0-9_]*")
+_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_RADIX_NAMES = {"x": "a hexadecimal", "o": "an octal", "b": "a binary"}
+#: Longest number text read: Python refuses integers of more than 4,300 digits anyway.
+_MAX_DIGITS = 100
 
-def _compose(text: str, file: str) -> yaml.Node | None:
-    """Compose one YAML document (aliases are refused later, in :func:`_walk`)."""
+
+def _parse_yaml(text: str, file: str) -> Document:
     loader = _LOADER(text)
     try:
-        return loader.get_single_node()
+        data, positions = _YamlReader(loader, file).read()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        deep = "maximum nesting depth" in str(exc.problem)  # libyaml's own limit (1,000), met scanning ahead
         raise InputError.single(
-            f"malformed YAML: {exc.problem or exc.context}",
+            f"nested deeper than {MAX_DEPTH} levels; refused" if deep else f"malformed YAML: {exc.problem or exc.context}",
+            suggestion=_DEPTH_FIX if deep else None,
             file=file,
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
         ) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
+        line, col = _line_col(text, exc.position) if isinstance(exc.position, int) else (None, None)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+        raise InputError.single(f"malformed YAML: {exc.reason} (found #x{char:04x})", file=file,
+                                line=line, column=col, suggestion="remove it, or quote and escape it") from exc
     except yaml.YAMLError as exc:
-        raise InputError.single(f"malformed YAML: {exc}", file=file) from exc
+        raise InputError.single(f"malformed YAML: {' '.join(str(exc).split())}", file=file) from exc
     finally:
         loader.dispose()
-
-
-def _parse_yaml(text: str, file: str) -> Document:
-    node = _compose(text, file)
-    if node is None:
-        raise InputError.single("empty document", file=file, suggestion="expected a mapping of facts or rules")
-    positions: dict[str, tuple[int, int]] = {}
-    data = _walk(node, [], positions, file=file, seen=set())
     return Document(data, file, positions, text)
 
 
-_SCALARS = yaml.SafeLoader("")  # only its scalar constructors are used
+class _YamlReader:
+    """Builds plain data from PyYAML events, one at a time (no recursion), refusing what
+    pressor does not read; records the position of every pointer (a mapping entry is
+    located at its key, where an editor would look)."""
 
+    def __init__(self, loader: Any, file: str) -> None:
+        self.loader = loader
+        self.file = file
+        self.positions: dict[str, tuple[int, int]] = {}
 
-def _walk(node: yaml.Node, path: list[Any], positions: dict[str, tuple[int, int]], *,
-          file: str | None = None, seen: set[int] | None = None, mark: Any = None) -> Any:
-    """Build plain Python data from a node tree, recording each pointer's position.
+    def refuse(self, message: str, mark: Any, pointer: str | None, suggestion: str | None = None) -> InputError:
+        return InputError.single(message, file=self.file, line=mark.line + 1, column=mark.column + 1,
+                                 pointer=pointer, suggestion=suggestion)
 
-    The composer resolves an alias to the very node it names, so a collection node met
-    twice is an alias: it is refused before anything is expanded (no alias bombs).
-    A mapping entry is located at its key (``mark``), where an editor would look.
-    """
-    mark = mark or node.start_mark
-    positions[pointer_of(path)] = (mark.line + 1, mark.column + 1)
-    if seen is not None and not isinstance(node, yaml.ScalarNode):
-        if id(node) in seen:
-            raise InputError.single(
-                "YAML anchors and aliases are not allowed", file=file,
-                line=node.start_mark.line + 1, column=node.start_mark.column + 1,
-                pointer=pointer_of(path), suggestion="write the value out in full",
-            )
-        seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node, file)
-            if not isinstance(key, str):
-                key = str(key).lower() if isinstance(key, bool) else str(key)
-            if key in out and file is not None:
-                raise InputError.single(
-                    f"duplicate key '{key}'", file=file,
-                    line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
-                    pointer=pointer_of(path + [key]), suggestion="each key may appear once",
-                )
-            out[key] = _walk(value_node, path + [key], positions, file=file, seen=seen, mark=key_node.start_mark)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(child, path + [i], positions, file=file, seen=seen) for i, child in enumerate(node.value)]
-    return _scalar(node, file)
+    def read(self) -> tuple[Any, dict[str, tuple[int, int]]]:
+        get = self.loader.get_event
+        get()  # StreamStart
+        if isinstance(self.loader.peek_event(), yaml.StreamEndEvent):
+            raise InputError.single("empty document", file=self.file, suggestion="expected a mapping of facts or rules")
+        get()  # DocumentStart
+        # Each open collection: [container, pointer, key (None while one is awaited), key mark].
+        stack: list[list[Any]] = []
+        root: Any = None
+        while True:
+            event = get()
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                done = stack.pop()[0]
+                if not stack:
+                    root = done
+                    break
+                continue
+            frame = stack[-1] if stack else None
+            if frame is not None and isinstance(frame[0], dict) and frame[2] is None:
+                self.key(event, frame)
+                continue
+            if frame is None:
+                pointer, mark = "", event.start_mark
+            elif isinstance(frame[0], dict):
+                pointer, mark = f"{frame[1]}/{escape_pointer_token(frame[2])}", frame[3]
+            else:
+                pointer, mark = f"{frame[1]}/{len(frame[0])}", event.start_mark
+            self.positions[pointer] = (mark.line + 1, mark.column + 1)
+            self.check_plain(event, pointer)
+            if isinstance(event, yaml.ScalarEvent):
+                value = self.scalar(event, pointer)
+            else:
+                if len(stack) >= MAX_DEPTH:
+                    raise self.refuse(f"nested deeper than {MAX_DEPTH} levels; refused", event.start_mark, pointer, _DEPTH_FIX)
+                value = {} if isinstance(event, yaml.MappingStartEvent) else []
+                stack.append([value, pointer, None, None])
+            if frame is None:
+                root = value
+                if isinstance(event, yaml.ScalarEvent):
+                    break
+            elif isinstance(frame[0], dict):
+                frame[0][frame[2]] = value
+                frame[2] = None
+            else:
+                frame[0].append(value)
+        get()  # DocumentEnd
+        extra = get()
+        if not isinstance(extra, yaml.StreamEndEvent):
+            raise self.refuse("malformed YAML: more than one document in the stream", extra.start_mark, None,
+                              "a file holds one document; remove the '---' line")
+        return root, self.positions
 
+    def check_plain(self, event: Any, pointer: str) -> None:
+        """No alias, anchor or tag: each value is written out where it is used, as itself."""
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise self.refuse("YAML anchors and aliases are not allowed", event.start_mark, pointer,
+                              "write the value out in full")
+        if getattr(event, "tag", None) is not None:
+            tag = event.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.refuse(f"YAML tags are not allowed (found '{tag}')", event.start_mark, pointer,
+                              "remove the tag; pressor reads plain values only")
 
-def _scalar(node: yaml.Node, file: str | None) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
-        if file is None:
+    def key(self, event: Any, frame: list[Any]) -> None:
+        parent = frame[1]
+        if not isinstance(event, yaml.ScalarEvent):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                raise self.refuse("a mapping key must be a plain value", event.start_mark, parent or None)
+        self.check_plain(event, parent)
+        key = event.value
+        if key in frame[0]:
+            first = self.positions[f"{parent}/{escape_pointer_token(key)}"][0]
+            raise self.refuse(f"duplicate key '{key}'", event.start_mark, f"{parent}/{escape_pointer_token(key)}",
+                              f"each key may appear once; the first is at line {first}")
+        frame[2], frame[3] = key, event.start_mark
+
+    def scalar(self, event: Any, pointer: str) -> Any:
+        """A scalar as YAML 1.2's core schema reads it; the YAML 1.1 spellings are refused."""
+        text = event.value
+        if not event.implicit[0]:  # quoted or block: always text
+            return text
+        if text in _NULL:
             return None
-        raise InputError.single(
-            "a mapping key must be a plain value", file=file,
-            line=node.start_mark.line + 1, column=node.start_mark.column + 1,
-        )
-    try:
-        value = _SCALARS.construct_object(node)
-    except ValueError as exc:  # a date-shaped scalar that is not a date, e.g. 2026-02-30
-        raise InputError.single(
-            f"'{node.value}' is not a valid date or time ({exc})", file=file or "<input>",
-            line=node.start_mark.line + 1, column=node.start_mark.column + 1,
-            suggestion="write a real calendar date, YYYY-MM-DD",
-        ) from exc
-    if isinstance(value, float) and not math.isfinite(value) and file is not None:
-        raise InputError.single(
-            f"'{node.value}' is not a finite number", file=file,
-            line=node.start_mark.line + 1, column=node.start_mark.column + 1,
-            suggestion="NaN and infinity are not allowed; leave the fact out if it is unknown",
-        )
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return node.value
-    return value
+        if text in _BOOL:
+            return _BOOL[text]
+        refusal = _yaml11_reading(text)  # first: '060' would pass for a YAML 1.2 number
+        if refusal:
+            raise self.refuse(refusal[0], event.start_mark, pointer, refusal[1])
+        if _INT.fullmatch(text) or _FLOAT.fullmatch(text):
+            if len(text) > _MAX_DIGITS:
+                raise self.refuse(f"a number of {len(text)} characters is not a number pressor reads", event.start_mark, pointer)
+            value = int(text) if _INT.fullmatch(text) else float(text)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.refuse(f"'{text}' is too large for a number", event.start_mark, pointer)
+            return value
+        if _NON_FINITE.fullmatch(text):
+            raise self.refuse(f"'{text}' is not a finite number", event.start_mark, pointer,
+                              "NaN and infinity are not allowed; leave the fact out if it is unknown")
+        if _DATE.fullmatch(text):
+            try:
+                date.fromisoformat(text)
+            except ValueError as exc:
+                raise self.refuse(f"'{text}' is not a valid date ({exc})", event.start_mark, pointer,
+                                  "write a real calendar date, YYYY-MM-DD") from exc
+        return text
+
+
+def _yaml11_reading(text: str) -> tuple[str, str] | None:
+    """(message, fix) for a plain scalar that YAML 1.1 reads as something else than YAML 1.2 does."""
+    if text in _YAML11_BOOL:
+        return (f"'{text}' is not a boolean in YAML 1.2 (YAML 1.1 reads it as {'true' if _YAML11_BOOL[text] else 'false'})",
+                "write true or false, or quote it if you mean the text")
+    if _RADIX.fullmatch(text):
+        value = int(text.replace("_", ""), 0)
+        return (f"'{text}' is {_RADIX_NAMES[text.lstrip('+-')[1]]} number ({value}); pressor reads decimal numbers only",
+                f"write {value} if you mean it")
+    if _LEADING_ZERO.fullmatch(text):
+        digits = text.lstrip("+-")
+        reading = f"octal ({int(text, 8)})" if set(digits) <= set("01234567") else "text"
+        return (f"'{text}' has a leading zero, which YAML 1.1 reads as {reading}",
+                f"write {int(text, 10)} without the leading zero")
+    if _SEPARATED.fullmatch(text):
+        value = text.replace("_", "")
+        return (f"'{text}' has a digit separator, which YAML 1.1 reads as {value} and YAML 1.2 as text", f"write {value}")
+    if _BASE60.fullmatch(text):
+        sign = -1 if text.startswith("-") else 1
+        value: float = 0
+        for part in text.lstrip("+-").replace("_", "").split(":"):
+            value = value * 60 + float(part)
+        value *= sign
+        shown = int(value) if value == int(value) else value
+        return (f"'{text}' is a YAML 1.1 base-60 number ({shown})",
+                "write a decimal number; quote it if it is a time of day")
+    return None

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .compile import ConditionCompiler, FactType, problems_from, state_vocabulary
+from .compile import ConditionCompiler, FactType, engine_limit, problems_from, state_vocabulary
 from ..errors import InputError, Problem, RuleFileError
 from .load import Document, load_document
 from ..model import (
@@ -366,6 +366,9 @@ class _Builder:
                 history = self._provenance(item, ptr, report, source_doc)
                 if when is None:
                     continue
+                too_complex = engine_limit(rid, when)
+                if too_complex:  # the rule is kept, so that nothing naming it reports it missing
+                    report(f"{ptr}/when", *too_complex)
                 rec = item["recommend"]
                 rules.append(Rule(
                     id=rid, version=item["version"], status=item["status"], title=item["title"], when=when,
@@ -540,7 +543,16 @@ class _Builder:
         """Build the engine now, so that anything it refuses fails at load time."""
         from .evaluate import prepare
 
-        prepare(pack)
+        try:
+            prepare(pack)
+        except RuleFileError as exc:  # a refusal not predicted in _rules: locate it at its rule
+            located = []
+            for p in exc.problems:
+                if p.rule_id in self.located and p.file is None:
+                    where, base = self.located[p.rule_id]
+                    p = replace(p, **where(f"{base}/when"))
+                located.append(p)
+            raise RuleFileError(located) from exc
 
 
 def find_rule(pack: RulePack, rule_id: str) -> Rule:
