@@ -6,15 +6,25 @@ token) from N concurrent asyncio clients for a fixed time. Bounded in time and c
 talks to the loopback address only. Client and server share this machine's cores, so the
 figures are a floor, not a capacity.
 
+With ``--instances 2 --postgres URL`` (or ``--postgres auto``: a throwaway PostgreSQL cluster
+started here with initdb/pg_ctl on a free port) it runs two instances sharing one PostgreSQL
+audit log and replay cache, as behind a load balancer (one base_url, clients spread over both),
+checks that a token accepted by one instance is refused by the other, and runs
+``pressor audit verify`` on the shared log after the run.
+
     python bench/load.py                      # 50 clients, 30 s, 1 and 2 workers
     python bench/load.py --clients 10 --duration 5 --workers 1 --json
+    python bench/load.py --instances 2 --postgres auto --workers 1
+    python bench/load.py --instances 2 --workers 1   # no PostgreSQL: one SQLite file, replay cache per process
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -68,25 +78,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(workers: int, key, tmp: Path) -> tuple[subprocess.Popen, str]:
+PRESSOR = str(Path(sys.executable).with_name("pressor"))
+
+
+def start(workers: int, key, tmp: Path, *, audit_db: str | None = None, aud_base: str | None = None,
+          name: str | None = None) -> tuple[subprocess.Popen, str]:
+    """One ``pressor serve``; its URL. ``aud_base``: the base_url shared by instances behind one balancer."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    name = name or f"w{workers}"
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    config = tmp / f"serve-{workers}.json"
-    config.write_text(json.dumps({"base_url": base, "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}],
-                                  "audit_db": str(tmp / f"audit-{workers}.db")}))
-    exe = str(Path(sys.executable).with_name("pressor"))
-    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers), "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = tmp / f"serve-{name}.json"
+    config.write_text(json.dumps({"base_url": aud_base or url, "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}],
+                                  "audit_db": audit_db or str(tmp / f"audit-{name}.db"), "log_file": str(tmp / f"{name}.log")}))
+    proc = subprocess.Popen([PRESSOR, "serve", "--port", str(port), "--workers", str(workers), "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.err", "w"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
         except httpx.TransportError:
             time.sleep(0.2)
     proc.terminate()
-    raise SystemExit("server did not start within 60 s")
+    raise SystemExit(f"server did not start within 60 s: {(tmp / f'{name}.err').read_text()[-2000:]}")
 
 
 def sign(key, base: str) -> str:
@@ -95,20 +110,47 @@ def sign(key, base: str) -> str:
                       key, algorithm="ES384", headers={"kid": KID})
 
 
-async def run(base: str, key, clients: int, duration: float, body: bytes) -> dict:
+@contextlib.contextmanager
+def throwaway_postgres(tmp: Path):
+    """A PostgreSQL cluster for this run only (initdb, pg_ctl) on 127.0.0.1 and a free port; its URL."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        raise SystemExit("--postgres auto needs PostgreSQL's initdb and pg_ctl on PATH")
+    data = tmp / "pgdata"
+    data.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
+        shutil.chown(data, "postgres")
+        shutil.chown(tmp, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(tmp / "pg.log"), "-w", "-o",
+                    f"-h 127.0.0.1 -p {port} -k {tmp} -c fsync=on -c max_connections=200", "start"], check=True,
+                   stdout=subprocess.DEVNULL)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], stdout=subprocess.DEVNULL)
+
+
+async def run(targets: list[str], key, clients: int, duration: float, body: bytes, aud_base: str | None = None) -> dict:
+    """``clients`` concurrent clients spread over ``targets`` (instance URLs); tokens for ``aud_base`` (default: the target)."""
     # Tokens are signed before the clock starts (each is single-use): signing in the loop
     # would measure the client's CPU, which shares the machine with the server.
+    base = aud_base or targets[0]
     tokens = [sign(key, base) for _ in range(min(int(duration * 700), MAX_REQUESTS))]
     latencies: list[float] = []
     errors = 0
     statuses: dict[str, int] = {}
     stop = time.monotonic() + duration
 
-    async def one_client() -> None:
+    async def one_client(target: str) -> None:
         # One client, one connection each: a shared httpx pool serialises 50 coroutines on its
         # own bookkeeping and would be measured instead of the server.
         nonlocal errors
-        async with httpx.AsyncClient(base_url=base, timeout=10, limits=httpx.Limits(max_connections=1)) as client:
+        async with httpx.AsyncClient(base_url=target, timeout=10, limits=httpx.Limits(max_connections=1)) as client:
             while time.monotonic() < stop and len(latencies) + errors < MAX_REQUESTS:
                 token = tokens.pop() if tokens else sign(key, base)
                 t0 = time.perf_counter()
@@ -126,7 +168,7 @@ async def run(base: str, key, clients: int, duration: float, body: bytes) -> dic
                     errors += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client(targets[i % len(targets)]) for i in range(clients)))
     elapsed = time.monotonic() - started
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
     return {"requests": len(latencies) + errors, "ok": len(latencies), "errors": errors, "statuses": statuses,
@@ -134,24 +176,93 @@ async def run(base: str, key, clients: int, duration: float, body: bytes) -> dic
             "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
 
 
+def replayed_across(targets: list[str], key, aud_base: str, body: bytes) -> dict:
+    """One token sent to the first instance, then to the second: the second must refuse it."""
+    token = sign(key, aud_base)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    first = httpx.post(targets[0] + SERVICE, content=body, headers=headers, timeout=10)
+    second = httpx.post(targets[1] + SERVICE, content=body, headers=headers, timeout=10)
+    return {"first": first.status_code, "second": second.status_code,
+            "refused": second.status_code == 401 and "replayed" in second.text}
+
+
+def verify(audit_db: str) -> dict:
+    """``pressor audit verify --json`` on the shared log."""
+    out = subprocess.run([PRESSOR, "audit", "verify", "--json", "--audit-db", audit_db], capture_output=True, text=True,
+                         timeout=600)
+    try:
+        report = json.loads(out.stdout)
+    except ValueError:
+        report = {"stderr": out.stderr.strip()[-500:]}
+    return {"exit": out.returncode, **{k: report[k] for k in ("ok", "records", "feedback", "stderr") if k in report}}
+
+
+def shared(args, key, body: bytes, tmp: Path, audit_db: str) -> dict:
+    """``args.instances`` instances sharing ``audit_db`` behind one base_url: load, replay across, verify."""
+    aud_base = "https://pressor.bench.invalid"
+    procs, targets = [], []
+    try:
+        for i in range(args.instances):
+            proc, url = start(args.workers[0], key, tmp, audit_db=audit_db, aud_base=aud_base, name=f"instance-{i + 1}")
+            procs.append(proc)
+            targets.append(url)
+        asyncio.run(run(targets, key, min(args.clients, 5), 2.0, body, aud_base))  # warm-up, not counted
+        figures = asyncio.run(run(targets, key, args.clients, args.duration, body, aud_base))
+        figures["replay_across_instances"] = replayed_across(targets, key, aud_base, body)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+    figures["verify"] = verify(audit_db)
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--instances", type=int, default=1,
+                    help="instances sharing one audit log (PostgreSQL with --postgres, else one SQLite file here)")
+    ap.add_argument("--postgres", metavar="URL|auto", help="the shared audit log and replay cache (auto: a throwaway cluster)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
-    if not (1 <= args.clients <= 500 and 0 < args.duration <= 600):
-        raise SystemExit("--clients 1..500 and --duration up to 600 s")
+    if not (1 <= args.clients <= 500 and 0 < args.duration <= 600 and 1 <= args.instances <= 8):
+        raise SystemExit("--clients 1..500, --duration up to 600 s, --instances 1..8")
     key = ec.generate_private_key(ec.SECP384R1())
     body = request_body()
+    if args.instances > 1 or args.postgres:
+        if args.postgres:
+            import importlib.util
+            if importlib.util.find_spec("pressor.engine.audit.store_postgres") is None:
+                raise SystemExit("this build has no PostgreSQL audit backend (pressor.engine.audit.store_postgres)")
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.postgres == "auto":
+                store = throwaway_postgres(Path(tmp))
+            else:  # without PostgreSQL: one SQLite file on this machine (instances on one disk only)
+                store = contextlib.nullcontext(args.postgres or str(Path(tmp) / "shared-audit.db"))
+            with store as audit_db:
+                figures = shared(args, key, body, Path(tmp), audit_db)
+        backend = "PostgreSQL" if args.postgres else "one SQLite file"
+        figures.update(instances=args.instances, workers_each=args.workers[0], clients=args.clients, duration_s=args.duration,
+                       cpus=os.cpu_count(), audit_backend=backend)
+        if args.json:
+            print(json.dumps(figures, indent=2))
+            return
+        print(f"{args.instances} instances x {args.workers[0]} worker(s) sharing {backend}, {args.clients} clients, "
+              f"{args.duration:g} s, {os.cpu_count()} CPUs (client, servers and database share them)")
+        print(f"requests {figures['requests']}  rps {figures['rps']}  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
+              f"errors {figures['errors']} {figures['statuses']}")
+        print(f"token replayed across instances refused: {figures['replay_across_instances']}")
+        print(f"audit verify on the shared log: {figures['verify']}")
+        return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in args.workers:
             proc, base = start(workers, key, Path(tmp))
             try:
-                asyncio.run(run(base, key, min(args.clients, 5), 2.0, body))  # warm-up, not counted
-                results[workers] = asyncio.run(run(base, key, args.clients, args.duration, body))
+                asyncio.run(run([base], key, min(args.clients, 5), 2.0, body))  # warm-up, not counted
+                results[workers] = asyncio.run(run([base], key, args.clients, args.duration, body))
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)

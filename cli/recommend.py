@@ -15,6 +15,7 @@ from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
 from .audit import audit_db_option, checked_user
+from .batch import jobs_option, run_batch
 from .common import emit_json, handles_errors, json_option, profile_option, report_error, rules_option, say
 from pressor.engine.report import result_text
 
@@ -106,10 +107,14 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @click.option("--user", metavar="NAME", default=None, callback=checked_user, help="Who asked, for the audit log (default: the OS user).")
 @click.option("--no-audit", is_flag=True, help="Do not record this recommendation in the audit log.")
 @click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
+@click.option("--batch", is_flag=True,
+              help="Many states: FILE (or - for stdin) holds one JSON state per line, or FILE is a directory of state "
+                   "files; one JSON line per state on stdout, in input order (see the README for their shape).")
+@jobs_option
 @handles_errors
 def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: str | None, include_draft: bool, now_text: str | None,
               fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
-              require_audit: bool) -> None:
+              require_audit: bool, batch: bool, jobs: int) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
 
     FILE may also be a timeline input (top-level `timeline:`; schemas/timeline.schema.json):
@@ -126,16 +131,31 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
     fails it is still shown, with a warning, and the exit code is 3; with
     --require-audit nothing is shown and the exit code is 1.
 
+    With --batch, every state of a JSON-lines file (or stdin, or a directory of
+    state files) is evaluated by --jobs processes and answered with one JSON line,
+    in input order; a bad state gets an error line of its own and the exit code
+    is the worst of them (4, then 1, then 3). Each evaluation is recorded in the
+    audit log unless --no-audit.
+
     \b
     Example:
       pressor recommend examples/septic-shock-adult.yaml
       cat state.json | pressor recommend - --json --audit-input hash --user dr.lee
       pressor recommend --fhir examples/fhir/septic-adult.json --now 2026-11-24T12:00:00Z --trust-complete medications
       pressor recommend examples/timeline/septic-persisting.yaml
+      pressor recommend --batch states.jsonl --jobs 2 --no-audit > results.jsonl
     """
     if no_audit and require_audit:
         raise click.UsageError("--no-audit and --require-audit contradict each other; give one")
     now = parse_now(now_text)
+    if batch:
+        if fhir:
+            raise click.UsageError("--batch reads patient states, not FHIR bundles; give one of --batch and --fhir")
+        audit = None if no_audit else {"audit_db": audit_db, "input_mode": audit_input, "user": user}
+        sys.exit(run_batch(state_file, rules_dir=rules_dir, profile=profile, now=now, include_draft=include_draft,
+                           jobs=jobs, audit=audit, require_audit=require_audit))
+    if jobs != 1:
+        raise click.UsageError("--jobs applies to --batch only")
     pack = load_pack(rules_dir, profile=profile)
     state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)

@@ -29,9 +29,10 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     GET /cds-services lists the services and their prefetch templates; POST
     /cds-services/{id} returns cards; POST /cds-services/{id}/feedback records outcomes.
     Every call needs a CDS Hooks JWT (Authorization: Bearer) from an issuer in the config
-    file, unless --insecure-no-auth. Nothing is fetched from the EHR: data not prefetched
-    stays unknown and an info card says what is missing. --json prints the start-up
-    summary on stdout.
+    file (keys given there or fetched from its JWKS URL), unless --insecure-no-auth. What
+    the prefetch lacks is fetched from the call's fhirServer; required data that can be had
+    neither way is answered 412. One JSON log line per request on stderr (or log_file).
+    See docs/deploy.md. --json prints the start-up summary on stdout.
 
     Every evaluation (one record per evaluated state, user = the token's iss|sub) and
     every feedback item goes to the audit log: config audit_db, else $PRESSOR_AUDIT_DB,
@@ -71,7 +72,9 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
         announce_insecure()
     summary = {"url": f"http://{host}:{port}", "services": sorted(SERVICES), "workers": workers, "insecure": insecure,
                "pack": {"name": runtime.pack.name, "version": runtime.pack.version, "sha256": runtime.pack.sha256},
-               "audit": {"path": redacted(audit_path), "input": runtime.config.audit_input, "required": runtime.config.require_audit}}
+               "audit": {"path": redacted(audit_path), "input": runtime.config.audit_input, "required": runtime.config.require_audit},
+               "issuers": sorted(runtime.config.issuers), "cors_origins": list(runtime.config.cors_origins),
+               "fhir_fetch": runtime.config.fhir_fetch.enabled, "log": runtime.config.log_file or "stderr"}
     if as_json:
         emit_json(summary)
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "

@@ -1,57 +1,66 @@
-"""The CDS Hooks 2.0 service (FastAPI). No clinical logic here: ``engine.fhir`` reads the
+"""The CDS Hooks 2.0 service (FastAPI). No clinical logic here: ``engine.ehr`` reads the
 request, ``engine.evaluate`` decides, ``cards`` renders.
 
 Stateless: each worker process loads and compiles the pack, the FHIR mapping and the
-configuration once, at start-up (the lifespan), and serves requests from them. Nothing is
-fetched from ``fhirServer``: what the call does not carry stays unknown.
+configuration once, at start-up (the lifespan), and serves requests from them. What the
+prefetch does not carry is fetched from the call's ``fhirServer`` (``fhir_fetch``); required
+data that can be had neither way is answered 412.
 
 Endpoints: ``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (cards),
-``POST /cds-services/{id}/feedback``, and, without authentication (no patient data),
-``GET /rules/{rule_id}`` (a rule's documentation, the cards' source URL) and ``GET /healthz``.
+``POST /cds-services/{id}/feedback``, ``GET /openapi.json`` (behind the same authentication,
+or off by config), and, without authentication (no patient data), ``GET /rules/{rule_id}``
+(a rule's documentation, the cards' source URL) and ``GET /healthz``. CORS preflights are
+answered for the configured origins (none by default). One JSON log line per request
+(``logs``); token checks in ``auth``; configuration in ``config``.
 
 Every evaluation and every feedback item goes to the audit log (``engine.audit``), opened
 once per worker; see :class:`AuditSink`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
 import sys
 import threading
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from pressor.engine.audit import AuditLog, resolve_path
-from pressor.engine.audit.replay_cache import open_replay_cache
-from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError, Problem
+from pressor.engine.ehr.fhir import FhirError, FhirMapping, from_hook_request, load_mapping, prefetch_templates
+from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
-from pressor.engine.ehr.fhir import FhirMapping, from_hook_request, load_mapping, prefetch_templates
-from pressor.engine.evaluation.load import Document, load_document, loads_json
-from pressor.engine.model import RulePack
+from pressor.engine.evaluation.load import loads_json
 from pressor.engine.evaluation.pack import load_pack
-from pressor.engine.evaluation.validate import schema, schema_problems
-
-from .cards import cards_for, not_recorded_card
+from pressor.engine.evaluation.validate import schema
+from pressor.engine.model import RulePack
 from pressor.engine.report import rule_detail
+
+from . import logs
+from .auth import AuthError, Verifier, client_of
+from .cards import cards_for, not_recorded_card
+from .config import SETTINGS_ENV, Config, Settings, load_config
+from .fhir_fetch import FhirFetcher
+from .replay import open_replay_cache
+
+__all__ = ["SERVICES", "SETTINGS_ENV", "Settings", "announce_insecure", "build_runtime", "create_app"]
 
 log = logging.getLogger("pressor.serve")
 
-#: Environment variable through which ``pressor serve`` hands its options to every worker.
-SETTINGS_ENV = "PRESSOR_SERVE_SETTINGS"
 INSECURE_HEADER = "X-Pressor-Insecure"
 INSECURE_TEXT = "authentication disabled (--insecure-no-auth): do not use with patient data"
-DEFAULT_ALGORITHMS = ("ES384", "RS384")
-CONFIG_SCHEMA = "serve-config.schema.json"
 REQUEST_SCHEMA = "cds-hooks-request.schema.json"
+CARD_SCHEMA = "cds-hooks-card.schema.json"
+_DRAFT_POINTER = re.compile(r"/context/draftOrders(?:/entry/(\d+))?(?=/|$)")
 
 
 @dataclass(frozen=True)
@@ -69,161 +78,9 @@ SERVICES = {s.id: s for s in (
             "Reads the patient's vital signs, weight, lactate, problem list and running infusions and returns the "
             "protocol's applicable recommendations for refractory hypotension, with doses for the patient's weight."),
     Service("pressor-order-select", "order-select", "Norepinephrine protocol: check a vasopressor order",
-            "Checks a draft vasopressor order against the protocol (for example dopamine or phenylephrine first-line) "
-            "and returns the applicable recommendations."),
+            "Checks the selected draft vasopressor orders against the protocol (for example dopamine or phenylephrine "
+            "first-line) and returns the applicable recommendations; a ban offers to remove or replace the order."),
 )}
-
-
-# --- configuration ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What ``pressor serve`` passes to each worker (JSON in ``PRESSOR_SERVE_SETTINGS``)."""
-
-    config_path: str | None = None
-    rules_dir: str | None = None
-    insecure: bool = False
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        """The settings of this worker (defaults if the variable is unset)."""
-        raw = os.environ.get(SETTINGS_ENV)
-        return cls(**json.loads(raw)) if raw else cls()
-
-    def to_env(self) -> str:
-        """JSON for ``PRESSOR_SERVE_SETTINGS``."""
-        return json.dumps(self.__dict__)
-
-
-@dataclass
-class Config:
-    """The server configuration file, checked."""
-
-    base_url: str | None = None
-    issuers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
-    max_token_lifetime_s: int = 600
-    clock_skew_s: int = 60
-    max_body_bytes: int = 1_048_576
-    audit_db: str | None = None
-    #: Where accepted token ids are kept: None (this process), a postgresql:// URL or a SQLite file (shared).
-    replay_cache: str | None = None
-    audit_input: str = "full"
-    require_audit: bool = False
-    fhir_mapping: str | None = None
-    lookback_hours: dict[str, float] = field(default_factory=dict)
-    include_draft: bool = False
-    profile: str | None = None  # a site profile file for the pack's parameters
-
-
-def load_config(path: str | None) -> Config:
-    """Read and check the configuration file (YAML or JSON); every problem is reported, with its line."""
-    if path is None:
-        return Config()
-    doc = load_document(path)
-    if not isinstance(doc.data, dict):
-        raise InputError.single("the configuration must be a mapping", file=doc.file)
-    problems = schema_problems(doc, CONFIG_SCHEMA)
-    if problems:
-        raise InputError(problems)
-    data = doc.data
-    issuers: dict[str, dict[str, Any]] = {}
-    for i, item in enumerate(data.get("issuers", [])):
-        keys: dict[str, Any] = {}
-        for j, spec in enumerate(item["keys"]):
-            key, kid = _public_key(spec, doc, f"/issuers/{i}/keys/{j}")
-            keys[kid] = key
-        issuers[item["iss"]] = keys
-    base = data.get("base_url")
-    return Config(
-        base_url=base.rstrip("/") if base else None, issuers=issuers,
-        algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
-        max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
-        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"), replay_cache=data.get("replay_cache"),
-        audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
-        fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
-        include_draft=data.get("include_draft", False), profile=data.get("profile"),
-    )
-
-
-def _public_key(spec: dict[str, Any], doc: Document, pointer: str) -> tuple[Any, str]:
-    import jwt
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    try:
-        if "pem" in spec:
-            key = load_pem_public_key(spec["pem"].encode("ascii"))
-            kid = spec.get("kid")
-        else:
-            jwk = jwt.PyJWK(spec["jwk"])
-            key, kid = jwk.key, spec.get("kid") or spec["jwk"].get("kid")
-    except (ValueError, TypeError, jwt.PyJWTError) as exc:
-        raise InputError([Problem(f"unreadable public key: {exc}", **doc.where(pointer))]) from exc
-    if not kid:
-        raise InputError([Problem("a key needs a 'kid' (tokens name their key with it)", **doc.where(pointer))])
-    if hasattr(key, "private_bytes"):
-        raise InputError([Problem("this is a private key; give the public key only", **doc.where(pointer))])
-    return key, kid
-
-
-# --- authentication ------------------------------------------------------------------------
-
-
-class AuthError(Exception):
-    """A request without a valid CDS Hooks JWT (401)."""
-
-
-class Verifier:
-    """Checks the CDS Hooks bearer JWT: trusted issuer, its key, algorithm, aud, exp, iat, jti (no replay)."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        # jti of tokens not yet expired: in this process, or shared (config replay_cache)
-        self.replay = open_replay_cache(config.replay_cache)
-
-    def verify(self, authorization: str | None, audiences: list[str]) -> dict[str, Any]:
-        """The token's claims; :class:`AuthError` saying why not."""
-        import jwt
-
-        if not authorization or not authorization.startswith("Bearer "):
-            raise AuthError("missing bearer token (Authorization: Bearer <JWT>)")
-        token = authorization[len("Bearer "):].strip()
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed token: {exc}") from exc
-        alg, kid, iss = header.get("alg"), header.get("kid"), unverified.get("iss")
-        if alg not in self.config.algorithms:
-            raise AuthError(f"algorithm '{alg}' is not accepted (accepted: {', '.join(self.config.algorithms)})")
-        keys = self.config.issuers.get(iss) if isinstance(iss, str) else None
-        if keys is None:
-            raise AuthError(f"issuer {iss!r} is not trusted")
-        if not kid or kid not in keys:
-            raise AuthError(f"unknown key id {kid!r} for issuer {iss!r}")
-        try:
-            claims = jwt.decode(token, keys[kid], algorithms=[alg], audience=audiences, issuer=iss,
-                                leeway=self.config.clock_skew_s, options={"require": ["iss", "aud", "exp", "iat", "jti"]})
-        except jwt.InvalidAudienceError as exc:
-            raise AuthError(f"wrong audience: the token must be for {audiences[0]}") from exc
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
-        now = time.time()
-        iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
-        if iat > now + self.config.clock_skew_s:
-            raise AuthError("token issued in the future (iat)")
-        if exp - iat > self.config.max_token_lifetime_s:
-            raise AuthError(f"token lifetime exp - iat is over {self.config.max_token_lifetime_s} s")
-        if not isinstance(jti, str) or not jti:
-            raise AuthError("token has no jti")
-        try:
-            replayed = self.replay.seen(jti, exp + self.config.clock_skew_s)
-        except Exception as exc:  # noqa: BLE001 - a shared cache that fails accepts nothing
-            raise AuthError(f"the token replay cache is unavailable ({type(exc).__name__})") from exc
-        if replayed:
-            raise AuthError("token replayed (jti already used)")
-        return claims
 
 
 # --- the audit log ---------------------------------------------------------------------------
@@ -289,17 +146,18 @@ class Runtime:
     config: Config
     pack: RulePack
     mapping: FhirMapping
+    templates: dict[str, str]
     verifier: Verifier
     audit: AuditSink
     validators: dict[str, Any]
     drug_codings: dict[str, dict[str, str]]
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
     """Load configuration, pack and mapping, and compile the request validators (once per process)."""
     import fastjsonschema
 
-    config = load_config(settings.config_path)
+    config = config or load_config(settings.config_path)
     pack = load_pack(settings.rules_dir, profile=config.profile)
     mapping = load_mapping(config.fhir_mapping, lookback_hours=config.lookback_hours or None)
     defs = schema(REQUEST_SCHEMA)
@@ -309,12 +167,13 @@ def build_runtime(settings: Settings) -> Runtime:
         c = mapping.drug_codes(med.drug)[0]
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
     audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
-    return Runtime(settings, config, pack, mapping, Verifier(config), audit, validators, codings)
+    verifier = Verifier(config, open_replay_cache(config.replay_cache))
+    return Runtime(settings, config, pack, mapping, prefetch_templates(mapping), verifier, audit, validators, codings)
 
 
 def _error(status: int, kind: str, message: str, problems: list[dict[str, Any]] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": kind, "message": message}
+           headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error": kind, "message": message, **extra}
     if problems:
         body["problems"] = problems
     return JSONResponse(body, status_code=status, headers=headers)
@@ -327,17 +186,22 @@ def _utc_now() -> datetime:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app (uvicorn factory). Settings default to ``PRESSOR_SERVE_SETTINGS``."""
     settings = settings or Settings.from_env()
+    config = load_config(settings.config_path)
+    logs.configure(config.log_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.rt = build_runtime(settings)
+        app.state.rt = build_runtime(settings, config)
+        app.state.fetcher = FhirFetcher(config.fhir_fetch)
         app.state.rt.audit.open()
         try:
             yield
         finally:
             app.state.rt.audit.close()
+            await app.state.fetcher.close()
 
-    app = FastAPI(title="pressor CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="pressor CDS Hooks service", version="2.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None, description="CDS Hooks 2.0 services for the norepinephrine protocol.")
 
     if settings.insecure:
         @app.middleware("http")
@@ -345,6 +209,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             response = await call_next(request)
             response.headers[INSECURE_HEADER] = INSECURE_TEXT
             return response
+
+    # Browsers (the CDS Hooks sandbox, EHR test harnesses): preflights answered for the allowed
+    # origins only; none by default, and a refused preflight is a 400.
+    app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(logs.RequestLog)  # outermost: it sees every answer
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -359,6 +229,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(500, "internal_error", "internal error; the server log has the details",
                       headers={INSECURE_HEADER: INSECURE_TEXT} if settings.insecure else None)
 
+    @app.exception_handler(_ClientGone)
+    async def client_gone(request: Request, exc: _ClientGone) -> Response:
+        # One line in the request log (status 499, as proxies write it); nobody is left to answer.
+        request.state.reason = "client disconnected before sending the whole body"
+        return Response(status_code=499)
+
     def rt_of(request: Request) -> Runtime:
         return request.app.state.rt
 
@@ -366,17 +242,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt = rt_of(request)
         return rt.config.base_url or str(request.base_url).rstrip("/")
 
-    def authenticate(request: Request, audiences: list[str]) -> str:
-        """Who calls, for the audit log: the token's ``iss``, and ``|sub`` when it has one."""
+    async def authenticate(request: Request, audiences: list[str]) -> str:
+        """Who calls (``iss|sub``), for the logs and the audit log; a 401 (logged with its reason) if not allowed."""
         rt = rt_of(request)
         if rt.settings.insecure:
-            return "insecure-no-auth"
-        try:
-            claims = rt.verifier.verify(request.headers.get("authorization"), audiences)
-        except AuthError as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
-        sub = claims.get("sub")
-        return f"{claims['iss']}|{sub}" if isinstance(sub, str) and sub else claims["iss"]
+            client = "insecure-no-auth"
+        else:
+            header = request.headers.get("authorization")
+            try:  # in the threadpool when a key set may have to be fetched from an issuer
+                claims = (await run_in_threadpool(rt.verifier.verify, header, audiences) if rt.verifier.may_block
+                          else rt.verifier.verify(header, audiences))
+            except AuthError as exc:
+                logs.auth_failure(exc.reason, path=request.url.path, iss=exc.iss,
+                                  peer=request.client.host if request.client else None)
+                request.state.reason = exc.reason
+                raise HTTPException(401, exc.reason, headers={"WWW-Authenticate": "Bearer"}) from exc
+            client = client_of(claims)
+        request.state.client = client
+        return client
 
     async def read_json(request: Request) -> Any:
         limit = rt_of(request).config.max_body_bytes
@@ -384,11 +267,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise HTTPException(413, f"request body is over {limit} bytes")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"request body is over {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"request body is over {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            raise _ClientGone() from exc
         raw = b"".join(chunks)
         try:
             return loads_json(raw.decode("utf-8"), file="request body")
@@ -412,6 +298,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
         return _error(400, exc.kind, exc.message, exc.problems)
 
+    @app.exception_handler(_Precondition)
+    async def precondition_failed(request: Request, exc: _Precondition) -> JSONResponse:
+        request.state.reason = exc.message
+        return _error(412, "precondition_failed", exc.message, missing=exc.missing)
+
     @app.exception_handler(PressorError)
     async def pressor_error(request: Request, exc: PressorError) -> JSONResponse:
         if isinstance(exc, EvaluationError):
@@ -419,12 +310,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(500, exc.kind, str(exc), [p.to_dict() for p in exc.problems])
         return _error(400, exc.kind, str(exc), [p.to_dict() for p in exc.problems])
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness and the pack served (no authentication)")
     async def healthz(request: Request) -> dict[str, Any]:
         pack = rt_of(request).pack
         return {"status": "ok", "pack": {"name": pack.name, "version": pack.version, "sha256": pack.sha256}}
 
-    @app.get("/rules/{rule_id}")
+    @app.get("/rules/{rule_id}", summary="One rule's documentation: the cards' source and links (no authentication)")
     async def rule_doc(request: Request, rule_id: str) -> dict[str, Any]:
         pack = rt_of(request).pack
         try:
@@ -432,10 +323,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except KeyError:
             raise HTTPException(404, f"no rule '{rule_id}' in {pack.name}") from None
 
-    @app.get("/cds-services")
+    if config.openapi:
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> JSONResponse:
+            base = base_url(request)
+            await authenticate(request, [f"{base}/openapi.json", f"{base}/cds-services"])
+            if request.app.openapi_schema is None:
+                request.app.openapi_schema = _openapi_document(request.app)
+            return JSONResponse(request.app.openapi_schema)
+
+    @app.get("/cds-services", summary="CDS Hooks discovery: the services and their prefetch templates")
     async def discovery(request: Request) -> dict[str, Any]:
-        authenticate(request, [f"{base_url(request)}/cds-services"])
-        templates = prefetch_templates(rt_of(request).mapping)
+        await authenticate(request, [f"{base_url(request)}/cds-services"])
+        templates = rt_of(request).templates
         return {"services": [{"hook": s.hook, "id": s.id, "title": s.title, "description": s.description,
                               "prefetch": templates} for s in SERVICES.values()]}
 
@@ -445,23 +345,59 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no CDS Service '{service_id}' (see GET /cds-services)")
         return service
 
-    @app.post("/cds-services/{service_id}")
+    async def complete_prefetch(request: Request, body: dict[str, Any], now: datetime) -> tuple[dict[str, str], list[str]]:
+        """Fetch what the prefetch lacks; why each key still missing is missing, and notes. 412 if a required one is."""
+        rt = rt_of(request)
+        prefetch = body.get("prefetch") or {}
+        lacking = {k: t for k, t in rt.templates.items() if k not in prefetch}
+        if not lacking:
+            return {}, []
+        fetcher: FhirFetcher = request.app.state.fetcher
+        refusal = fetcher.refusal(body.get("fhirServer")) if "fhirServer" in body else "the call gave no fhirServer"
+        notes: list[str] = []
+        if refusal is None:
+            fetched = await fetcher.fetch(body["fhirServer"], body.get("fhirAuthorization"), lacking, body["context"],
+                                          now=now, lookback_hours=rt.mapping.longest_window_hours)
+            body["prefetch"] = {**prefetch, **fetched.prefetch}
+            why, notes = fetched.failed, fetched.notes
+            request.state.fetched = sorted(fetched.prefetch)
+        else:
+            why = {k: refusal for k in lacking}
+        required = [k for k in rt.config.fhir_fetch.required if k in why]
+        if required:
+            raise _Precondition("required data could not be had: " + "; ".join(f"{k} ({why[k]})" for k in required),
+                                [{"prefetch": k, "template": rt.templates[k], "reason": why[k]} for k in required])
+        return why, notes
+
+    @app.post("/cds-services/{service_id}", summary="Call a CDS Service: cards for this patient (CDS Hooks 2.0)",
+              openapi_extra=_body_and_answer("request.hookRequest", "cards.response",
+                                             {"412": "required data neither prefetched nor fetchable",
+                                              "503": "the advice could not be recorded (require_audit)"}))
     async def call(request: Request, service_id: str) -> JSONResponse:
         service = service_of(service_id)
         base = base_url(request)
-        client = authenticate(request, [f"{base}/cds-services/{service_id}"])
+        client = await authenticate(request, [f"{base}/cds-services/{service_id}"])
         body = await read_json(request)
         check_shape(request, "hookRequest", body)
+        request.state.hook, request.state.hookInstance = body["hook"], body["hookInstance"]
         if body["hook"] != service.hook:
             raise _BadRequest("bad_request", f"/hook: service '{service_id}' answers '{service.hook}', not '{body['hook']}'")
         rt = rt_of(request)
         now = _utc_now()
-        conversion = from_hook_request(body, now=now, mapping=rt.mapping, pack=rt.pack)
+        why_missing, fetch_notes = await complete_prefetch(request, body, now)
+        selected, index = _selected_drafts(body)
+        try:
+            conversion = from_hook_request(selected, now=now, mapping=rt.mapping, pack=rt.pack)
+        except FhirError as exc:
+            raise FhirError([_unselect_pointer(p, index) for p in exc.problems]) from exc
         states = conversion.states()
+        drafts = [_draft_of(order, selected) for order in conversion.orders] or [None]
         results = [evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft) for state in states]
+        request.state.rules_fired = sorted({f"{r.rule_id}@{r.rule_version}" for res in results for r in res.recommendations})
         hook_instance = body["hookInstance"]
         cards = cards_for(results, conversion, hook_instance=hook_instance, base_url=base,
-                          patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings)
+                          patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings, drafts=drafts,
+                          ui_base_url=rt.config.ui_base_url, why_missing=why_missing)
         try:
             ids = await run_in_threadpool(rt.audit.record, rt.pack, list(zip(states, results)), now=now, user=client,
                                           hook_instance=hook_instance)
@@ -475,15 +411,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The clinician keeps the advice, and is told that there is no record of it.
             cards.append(not_recorded_card(hook_instance, results[0].pack, base, exc.problems[0].message))
             audited = {"recorded": False, "reason": str(exc)}
-        extension = {"notes": conversion.notes, "missing": conversion.missing, "audit": audited,
+        extension = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
+        if why_missing:
+            extension["not_fetched"] = why_missing
         return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
 
-    @app.post("/cds-services/{service_id}/feedback")
+    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards (CDS Hooks 2.0): recorded in the audit log",
+              openapi_extra=_body_and_answer("request.feedback", None, {"503": "the feedback could not be recorded"}))
     async def feedback(request: Request, service_id: str) -> JSONResponse:
         service_of(service_id)
         base = base_url(request)
-        client = authenticate(request, [f"{base}/cds-services/{service_id}", f"{base}/cds-services/{service_id}/feedback"])
+        client = await authenticate(request, [f"{base}/cds-services/{service_id}",
+                                              f"{base}/cds-services/{service_id}/feedback"])
         body = await read_json(request)
         check_shape(request, "feedback", body)
         try:
@@ -499,12 +439,110 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _body_and_answer(request_schema: str, answer_schema: str | None, errors: dict[str, str]) -> dict[str, Any]:
+    """OpenAPI for a POST taking a JSON body (a schema of ``components``) and answering JSON."""
+    ok: dict[str, Any] = {"description": "OK"}
+    if answer_schema:
+        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer_schema}"}}}
+    answers = {"200": ok, "400": {"description": "malformed JSON, a request of the wrong shape, or bad FHIR content"},
+               "401": {"description": "no valid CDS Hooks JWT"}, "413": {"description": "body over max_body_bytes"},
+               **{code: {"description": why} for code, why in errors.items()}}
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{request_schema}"}}}}, "responses": answers}
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the CDS Hooks request and card schemas (schemas/) as its components."""
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for prefix, name in (("request", REQUEST_SCHEMA), ("cards", CARD_SCHEMA)):
+        source = schema(name)
+        schemas.update({f"{prefix}.{k}": _components_refs(v, prefix) for k, v in source.get("$defs", {}).items()})
+        if prefix == "cards":
+            schemas["cards.response"] = _components_refs(
+                {k: v for k, v in source.items() if k not in ("$defs", "$schema", "$id")}, prefix)
+    components["securitySchemes"] = {"cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                                     "description": "CDS Hooks JWT signed by a trusted issuer"}}
+    doc["security"] = [{"cdsHooksJwt": []}]
+    return doc
+
+
+def _components_refs(node: Any, prefix: str) -> Any:
+    """A JSON Schema with its ``#/$defs/X`` references pointed at ``#/components/schemas/{prefix}.X``."""
+    if isinstance(node, dict):
+        return {k: (f"#/components/schemas/{prefix}." + v[len("#/$defs/"):] if k == "$ref" and isinstance(v, str)
+                    and v.startswith("#/$defs/") else _components_refs(v, prefix)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_components_refs(v, prefix) for v in node]
+    return node
+
+
+def _selected_drafts(body: dict[str, Any]) -> tuple[dict[str, Any], list[int] | None]:
+    """The request with only the draft orders named in ``context.selections`` (all of them when it is
+    absent), and the original index of each kept entry (None when nothing was dropped)."""
+    context = body["context"]
+    drafts, selections = context.get("draftOrders"), context.get("selections")
+    if selections is None or not isinstance(drafts, dict):
+        return body, None
+    chosen = set(selections)
+    if drafts.get("resourceType") != "Bundle":
+        keep = f"{drafts.get('resourceType')}/{drafts.get('id')}" in chosen
+        return ({**body, "context": {**context, "draftOrders": drafts}} if keep else
+                {**body, "context": {k: v for k, v in context.items() if k != "draftOrders"}}), None
+    entries = drafts.get("entry") if isinstance(drafts.get("entry"), list) else []
+    index = [i for i, e in enumerate(entries) if not isinstance(e, dict) or not isinstance(e.get("resource"), dict)
+             or f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" in chosen]
+    if len(index) == len(entries):
+        return body, None
+    kept = {**drafts, "entry": [entries[i] for i in index]}
+    return {**body, "context": {**context, "draftOrders": kept}}, index
+
+
+def _unselect_pointer(problem: Any, index: list[int] | None) -> Any:
+    """A problem found in the selected draft orders, pointed back at the entry in the request."""
+    if index is None or not problem.pointer:
+        return problem
+    m = _DRAFT_POINTER.match(problem.pointer)
+    if not m or m.group(1) is None:
+        return problem
+    original = f"/context/draftOrders/entry/{index[int(m.group(1))]}"
+    return replace(problem, pointer=original + problem.pointer[m.end():])
+
+
+def _draft_of(order: dict[str, Any], request: dict[str, Any]) -> dict[str, Any] | None:
+    """The draft order resource (in ``request``) a converted order came from."""
+    m = _DRAFT_POINTER.search(str(order.get("source", "")))
+    drafts = request["context"].get("draftOrders")
+    if not m or not isinstance(drafts, dict):
+        return None
+    if m.group(1) is None:
+        return drafts
+    entries = drafts.get("entry") or []
+    i = int(m.group(1))
+    return entries[i].get("resource") if i < len(entries) and isinstance(entries[i], dict) else None
+
+
 class _BadRequest(Exception):
     """A 400 with a JSON body naming the problem."""
 
     def __init__(self, kind: str, message: str, problems: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.kind, self.message, self.problems = kind, message, problems
+
+
+class _Precondition(Exception):
+    """A 412: data the service needs was neither prefetched nor fetchable."""
+
+    def __init__(self, message: str, missing: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.message, self.missing = message, missing
+
+
+class _ClientGone(Exception):
+    """The client went away before its request body was complete."""
 
 
 def announce_insecure() -> None:

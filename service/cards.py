@@ -1,8 +1,12 @@
 """CDS Hooks cards from evaluation results: rendering only (the engine decided what applies).
 
 One card per recommendation (de-duplicated by rule id across the states of one call),
-critical first. Bans (kind ``avoid``) carry override reasons; a dose that is a rate and
-could be computed for this patient becomes a suggestion that creates the MedicationRequest.
+critical first, each linking to its rule's page (and to the web app, when one is configured).
+Bans (kind ``avoid``) carry override reasons; a ban on a draft order also offers to delete it
+and, when the order is a first-line vasopressor other than norepinephrine and the engine gave
+norepinephrine's dose for this patient, to replace it with norepinephrine at that rate. A dose
+that is a rate and could be computed for this patient becomes a suggestion that creates the
+MedicationRequest.
 """
 from __future__ import annotations
 
@@ -125,6 +129,51 @@ def medication_request(rec: dict[str, Any], patient_id: str, drug_coding: dict[s
     }
 
 
+def _links(rec: dict[str, Any], base_url: str, ui_base_url: str | None) -> list[dict[str, Any]]:
+    links = [{"label": _short(f"Rule {rec['rule_id']} v{rec['rule_version']}: text, citations, history", 120),
+              "url": f"{base_url}/rules/{rec['rule_id']}", "type": "absolute"}]
+    if ui_base_url:
+        links.append({"label": "Open this rule in the pressor web app", "url": f"{ui_base_url}/rules/{rec['rule_id']}",
+                      "type": "absolute"})
+    return links
+
+
+def _order_evidence(rec: dict[str, Any]) -> dict[str, Any]:
+    """The ``order.*`` facts a recommendation's firing rested on (empty if it is not about the draft order)."""
+    return {e["fact"]: e["value"] for e in rec.get("evidence", []) if str(e.get("fact", "")).startswith("order.")}
+
+
+def _reference(resource: dict[str, Any]) -> str | None:
+    rid = resource.get("id")
+    return f"{resource.get('resourceType')}/{rid}" if isinstance(rid, str) and rid else None
+
+
+def ban_suggestions(card_id: str, rec: dict[str, Any], drafts: list[dict[str, Any]],
+                    replacement: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """For a ban on draft orders: delete them; and, given ``replacement``, delete them and create it instead."""
+    refs = [r for r in (_reference(d) for d in drafts) if r]
+    if not refs:
+        return []
+    drug = rec.get("drug") or "this"
+    deletes = [{"type": "delete", "description": f"Delete the draft order {ref}", "resourceId": ref} for ref in refs]
+    out = [{"label": _short(f"Remove the draft {drug} order", 120), "uuid": _uuid(card_id, "delete", *refs),
+            "isRecommended": replacement is None, "actions": deletes}]
+    if replacement is not None:
+        text = replacement["dosageInstruction"][0]["text"]
+        out.append({"label": _short(f"Replace with {_order_label(replacement)}", 120),
+                    "uuid": _uuid(card_id, "replace", *refs), "isRecommended": True,
+                    "actions": deletes + [{"type": "create", "description": f"Create a draft order: {text}",
+                                           "resource": replacement}]})
+    return out
+
+
+def _order_label(order: dict[str, Any]) -> str:
+    rate = order["dosageInstruction"][0]["doseAndRate"][0]
+    q = rate.get("rateQuantity") or rate["rateRange"]
+    at = f"{q['value']:g}" if "value" in q else f"{q['low']['value']:g}-{q['high']['value']:g}"
+    return f"{order['medicationCodeableConcept']['text']} {at} {q.get('unit') or q['low']['unit']} (draft)"
+
+
 def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
     lines = [f"**{rec['title']}**", "", rec["detail"]]
     if rec.get("dose"):
@@ -147,8 +196,10 @@ def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
 
 
 def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_instance: str, base_url: str,
-                        patient_id: str, drug_coding: dict[str, str] | None) -> dict[str, Any]:
-    """The card for one recommendation."""
+                        patient_id: str, drug_coding: dict[str, str] | None, ui_base_url: str | None = None,
+                        drafts: list[dict[str, Any]] = (), replacement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card for one recommendation; ``drafts`` are the draft orders a ban is about, ``replacement``
+    the norepinephrine order proposed instead of them."""
     card_id = card_uuid(hook_instance, rec["rule_id"], rec["rule_version"], pack["sha256"])
     card: dict[str, Any] = {
         "uuid": card_id,
@@ -160,17 +211,18 @@ def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_insta
             "url": f"{base_url}/rules/{rec['rule_id']}",
             "topic": {"system": RULE_SYSTEM, "code": f"{rec['rule_id']}|{rec['rule_version']}", "display": rec["title"]},
         },
+        "links": _links(rec, base_url, ui_base_url),
     }
     if rec["kind"] == "avoid":
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+        suggestions = ban_suggestions(card_id, rec, list(drafts), replacement)
+        if suggestions:
+            card["suggestions"] = suggestions
+            card["selectionBehavior"] = "at-most-one"
     order = medication_request(rec, patient_id, drug_coding)
     if order is not None:
-        rate = order["dosageInstruction"][0]["doseAndRate"][0]
-        q = rate.get("rateQuantity") or rate["rateRange"]
-        at = f"{q['value']:g}" if "value" in q else f"{q['low']['value']:g}-{q['high']['value']:g}"
-        unit = (q.get("unit") or q["low"]["unit"])
         card["suggestions"] = [{
-            "label": _short(f"Order {order['medicationCodeableConcept']['text']} {at} {unit} (draft)", 120),
+            "label": _short(f"Order {_order_label(order)}", 120),
             "uuid": _uuid(card_id, "order"),
             "isRecommended": True,
             "actions": [{"type": "create", "description": f"Create a draft order: {order['dosageInstruction'][0]['text']}",
@@ -181,16 +233,19 @@ def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_insta
 
 
 def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dict[str, str], hook_instance: str,
-                 base_url: str) -> dict[str, Any] | None:
-    """An info card naming the data that was not supplied, and what could not be decided for want of it."""
+                 base_url: str, why_missing: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """An info card naming the data that was neither supplied nor fetched (and why), and what could
+    not be decided for want of it."""
     if not conversion.missing:
         return None
-    what = [f"`{k}` ({_MISSING_WHAT.get(k, k)})" for k in conversion.missing]
+    why_missing = why_missing or {}
+    what = [f"`{k}` ({_MISSING_WHAT.get(k, k)})" + (f": {why_missing[k]}" if k in why_missing else "")
+            for k in conversion.missing]
     undecided: dict[str, list[str]] = {}
     for result in results:
         for ne in result.not_evaluable:
             undecided.setdefault(ne.rule_id, list(ne.missing))
-    lines = ["Nothing is fetched from the EHR: these were not supplied with the call, so what depends on them is unknown.",
+    lines = ["These were neither supplied with the call nor fetched from the EHR, so what depends on them is unknown.",
              "", "**Not supplied**", ""] + [f"- {w}" for w in what]
     if undecided:
         lines += ["", f"**Could not decide ({len(undecided)} rules)**", ""]
@@ -207,15 +262,45 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
 
 
 def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: str, base_url: str, patient_id: str,
-              drug_codings: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    """Every card for one call: recommendations (once per rule, critical first), then the missing-data card."""
+              drug_codings: dict[str, dict[str, str]], drafts: list[dict[str, Any] | None] | None = None,
+              ui_base_url: str | None = None, why_missing: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every card for one call: recommendations (once per rule, critical first), then the missing-data card.
+
+    ``drafts[i]`` is the draft order (a FHIR resource) evaluated in ``results[i]``, if any.
+    """
     seen: dict[str, dict[str, Any]] = {}
-    for result in results:
-        for rec in result.to_dict()["recommendations"]:
+    banned: dict[str, list[dict[str, Any]]] = {}
+    replacement: dict[str, dict[str, Any]] = {}
+    for i, result in enumerate(results):
+        recs_i = result.to_dict()["recommendations"]
+        draft = drafts[i] if drafts and i < len(drafts) else None
+        for rec in recs_i:
             seen.setdefault(rec["rule_id"], rec)
+            on_order = _order_evidence(rec)
+            if rec["kind"] != "avoid" or draft is None or not on_order:
+                continue
+            banned.setdefault(rec["rule_id"], []).append(draft)
+            if on_order.get("order.purpose") == "first_line" and on_order.get("order.drug") != "norepinephrine":
+                instead = _norepinephrine_order(recs_i, patient_id, drug_codings)
+                if instead is not None:
+                    replacement.setdefault(rec["rule_id"], instead)
     pack = results[0].pack
     recs = sorted(seen.values(), key=lambda r: (SEVERITY_ORDER[r["severity"]], r["rule_id"]))
     cards = [recommendation_card(r, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
-                                 drug_coding=drug_codings.get(r.get("drug") or "")) for r in recs]
-    info = missing_card(conversion, results, pack=pack, hook_instance=hook_instance, base_url=base_url)
+                                 drug_coding=drug_codings.get(r.get("drug") or ""), ui_base_url=ui_base_url,
+                                 drafts=banned.get(r["rule_id"], []), replacement=replacement.get(r["rule_id"]))
+             for r in recs]
+    info = missing_card(conversion, results, pack=pack, hook_instance=hook_instance, base_url=base_url,
+                        why_missing=why_missing)
     return cards + ([info] if info else [])
+
+
+def _norepinephrine_order(recs: list[dict[str, Any]], patient_id: str,
+                          drug_codings: dict[str, dict[str, str]]) -> dict[str, Any] | None:
+    """The norepinephrine order at the rate the engine computed for this patient (None if it gave none)."""
+    for rec in recs:
+        if (rec.get("dose") or {}).get("drug") == "norepinephrine":
+            order = medication_request(rec, patient_id, drug_codings.get("norepinephrine"))
+            if order is not None:
+                return order
+    return None

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -10,6 +12,9 @@ import jsonschema
 import pytest
 
 from pressor.engine.evaluation.pack import load_pack
+
+# The pack cache of this run (and of the CLI processes it starts): never the user's cache directory.
+os.environ["PRESSOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pressor-test-cache-")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)

@@ -106,9 +106,10 @@ def site_mapping(tmp: Path) -> Path:
 
 
 def configured_server(tmp: Path, pem: str, *, port: int | None = None, **config) -> Server:
-    """A server trusting the test issuer (and a site mapping trusting its lists), with ``config`` added."""
+    """A server trusting the test issuer (and ``issuers_extra``; a site mapping trusting its lists), with ``config`` added."""
     port = port or free_port()
-    config = {"base_url": f"http://127.0.0.1:{port}", "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}],
+    extra = config.pop("issuers_extra", [])
+    config = {"base_url": f"http://127.0.0.1:{port}", "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}, *extra],
               "fhir_mapping": str(site_mapping(tmp)), **config}
     (tmp / f"serve-{port}.json").write_text(json.dumps(config))
     return Server(["--config", str(tmp / f"serve-{port}.json")], port, tmp,

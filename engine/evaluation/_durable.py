@@ -109,14 +109,19 @@ _BARE_EXPONENT = re.compile(r'(":-?\d+)([eE][-+]?\d+)')
 _TRAILER = f',"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1}}'
 
 
+#: One encoder for every fact (``json.dumps`` with options builds a new one per call).
+_encode_fact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def fact_json(flat: Mapping[str, Any]) -> str:
     """Serialise one flat fact (name -> bool, number or string) the way the engine needs it.
 
-    One ``json.dumps`` call, then every bare exponent (which the engine refuses with error
-    204) gets a ``.0``; the pattern is anchored after a key, so strings are never touched.
+    One encoder call, then (only if the text holds an exponent) every bare exponent (which the
+    engine refuses with error 204) gets a ``.0``; the pattern is anchored after a key, so strings
+    are never touched.
     """
-    text = json.dumps(flat, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    if "e" in text or "E" in text:
+    text = _encode_fact(flat)
+    if "e-" in text or "e+" in text:  # repr() writes every exponent with its sign; names never hold - or +
         text = _BARE_EXPONENT.sub(r"\1.0\2", text)
     return (text[:-1] + _TRAILER) if len(text) > 2 else _TRAILER.replace(",", "{", 1)
 

@@ -10,12 +10,12 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from ._durable import Matcher
+from .compiled import compiled_pack
 from .compile import engine_name, member_name, to_engine
-from .doses import compute_dose
+from .. import __version__
 from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
-from .logic import derive, unknowns, verdict
-from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack, leaves
+from ..model import NotEvaluable, Recommendation, Result, Rule, RulePack
 from .validate import check_state
 
 ACTIVE_BY_DEFAULT = frozenset({"approved"})
@@ -24,13 +24,8 @@ ACTIVE_WITH_DRAFTS = frozenset({"approved", "draft", "in-review"})
 
 def engine_version() -> str:
     """``pressor X; durable-rules Y`` (both matter when replaying a result)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        own = version("pressor")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        own = "unknown"
-    return f"pressor {own}; durable-rules 2.0.28"
+    # From the package itself, not importlib.metadata: importing that costs ~15 ms of every start.
+    return f"pressor {__version__}; durable-rules 2.0.28"
 
 
 _ENGINE_VERSION = engine_version()
@@ -42,7 +37,6 @@ class Evaluator:
     def __init__(self, rules: tuple[Rule, ...], matcher: Matcher) -> None:
         self.rules = rules
         self.matcher = matcher
-        self.reads = {r.id: frozenset(p for leaf in leaves(r.when) for p in leaf.facts()) for r in rules}
 
     @classmethod
     def build(cls, rules: list[Rule] | tuple[Rule, ...]) -> "Evaluator":
@@ -83,8 +77,9 @@ def _slot(pack: RulePack) -> _EngineSlot:
 
 
 def prepare(pack: RulePack) -> None:
-    """Build the pack's engine now (load time), so that anything it refuses fails before any patient."""
+    """Build the pack's engine and compiled conditions now (load time), so that anything refused fails before any patient."""
     _slot(pack).get(pack)
+    compiled_pack(pack)
 
 
 def release(pack: RulePack) -> None:
@@ -106,14 +101,21 @@ def flatten_state(state: Mapping[str, Any]) -> dict[str, Any]:
     return facts
 
 
+_NAMES: dict[str, str] = {}  # fact path -> engine property name (a few dozen, shared by every pack)
+
+
 def _engine_fact(facts: Mapping[str, Any], array_members: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
+    names = _NAMES
     for path, value in facts.items():
-        if isinstance(value, list):
+        if value.__class__ is list:
             for member in array_members.get(path, ()):
                 flat[member_name(path, member)] = member in value
         else:
-            flat[engine_name(path)] = value
+            name = names.get(path)
+            if name is None:
+                name = names[path] = engine_name(path)
+            flat[name] = value
     return flat
 
 
@@ -128,8 +130,9 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         where = document.where("") if document is not None else {"pointer": ""}
         raise PatientStateError([Problem("a patient state must be a mapping of sections (patient, vitals, ...)", **where)])
     check_state(state, document)
+    compiled = compiled_pack(pack)
     facts = flatten_state(state)
-    derivation = derive(pack.derived, facts)
+    derivation = compiled.derive(facts)
     missing_of = derivation.missing_of
     slot = _slot(pack)
     evaluator = slot.get(pack)
@@ -138,29 +141,30 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     except EvaluationError:
         slot.discard(evaluator)
         raise
-    active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
     recommendations: list[Recommendation] = []
     not_evaluable: list[NotEvaluable] = []
-    for rule in pack.rules:
-        if rule.status not in active:
-            continue
+    active = compiled.active(ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT)
+    for rule in active.fired(fired):
+        # Every rule the engine fires must be TRUE under the reference semantics (compiled).
+        truth, evidence = rule.verdict(facts)
+        if truth is not True:
+            raise EvaluationError.single(
+                f"engine fired '{rule.id}' but its condition is {truth}; refusing to answer",
+                rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+            )
+        recommendations.append(rule.recommendation(derivation.expand(evidence), facts, pack))
+    # A rule not fired is false if it knows all its facts; unknown or false otherwise: ask the reference.
+    for rule in active.reading_absent(facts.keys()):
         if rule.id in fired:
-            v = verdict(rule.when, facts, missing_of)
-            if v.truth is not True:
-                raise EvaluationError.single(
-                    f"engine fired '{rule.id}' but its condition is {v.truth}; refusing to answer",
-                    rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
-                )
-            recommendations.append(_recommendation(pack, rule, derivation.expand(v.evidence), facts))
-        elif not evaluator.reads[rule.id] <= facts.keys():
-            t, missing = unknowns(rule.when, facts, missing_of)
-            if t is None:
-                not_evaluable.append(NotEvaluable(rule.id, rule.version, rule.title, tuple(sorted(missing))))
-            elif t:
-                raise EvaluationError.single(
-                    f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
-                    rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
-                )
+            continue
+        truth = rule.truth(facts)
+        if truth is None:
+            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of)))
+        elif truth:
+            raise EvaluationError.single(
+                f"engine did not fire '{rule.id}' although its condition holds; refusing to answer",
+                rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
+            )
     recommendations, superseded = _drop_superseded(pack, recommendations)
     recommendations.sort(key=Recommendation.sort_key)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
@@ -227,22 +231,3 @@ def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[R
         else:
             kept.append(rec)
     return kept, tuple(notes)
-
-
-def _citations(pack: RulePack, rule: Rule) -> tuple:
-    """The rule's citations resolved against the pack's references (computed once per pack)."""
-    resolved = pack.cache.get("citations")
-    if resolved is None:
-        resolved = pack.cache.setdefault(
-            "citations", {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules})
-    return resolved[rule.id]
-
-
-def _recommendation(pack: RulePack, rule: Rule, evidence: tuple, facts: Mapping[str, Any]) -> Recommendation:
-    dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
-    return Recommendation(
-        rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
-        title=rule.title, summary=rule.summary, detail=rule.detail,
-        citations=_citations(pack, rule), evidence=evidence,
-        source_section=rule.section, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
-    )

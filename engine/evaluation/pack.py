@@ -63,7 +63,40 @@ def load_pack(directory: str | Path | None = None, *, check_examples: bool = Fal
     files = rule_files(directory)
     if not files:
         raise RuleFileError.single("no .yaml rule files in the directory", file=str(directory))
-    return _Builder(directory, files, check_examples, profile).build()
+    if check_examples:
+        return _Builder(directory, files, check_examples, profile).build()
+    return _load_cached(directory, files, profile)
+
+
+def _load_cached(directory: Path, files: list[Path], profile: str | Path | None) -> RulePack:
+    """The pack from the pack cache (keyed by the SHA-256 of its files and of the site profile, see
+    :mod:`.pack_cache`), else built and stored."""
+    from . import pack_cache
+
+    try:
+        inputs = [(_label(p), p.read_bytes()) for p in files]
+        if profile is not None:
+            inputs.append((f"site profile {profile}", Path(profile).read_bytes()))
+        key = pack_cache.pack_key(str(directory), inputs)
+    except OSError:  # an unreadable file: the builder reports it with its location
+        return _Builder(directory, files, False, profile).build()
+    pack = pack_cache.get(key)
+    if pack is None:
+        pack = _Builder(directory, files, False, profile).build()
+        pack_cache.put(key, pack)
+    else:
+        from .evaluate import prepare
+
+        prepare(pack)
+    return pack
+
+
+def _label(path: Path) -> str:
+    """How a rule file is named in messages: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class _Builder:
@@ -85,7 +118,7 @@ class _Builder:
         manifest: dict[str, str] = {}
         loaded: list[Document] = []
         for path in self.files:
-            label = self._label(path)
+            label = _label(path)
             try:
                 doc = load_document(path, label=label)
             except InputError as exc:
@@ -139,12 +172,6 @@ class _Builder:
         )
         self._engine_check(pack)
         return pack
-
-    def _label(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
 
     def _raise_if_problems(self) -> None:
         if self.problems:

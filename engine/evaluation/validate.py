@@ -33,9 +33,9 @@ def _detailed_validator(name: str) -> Any:
 
 @lru_cache(maxsize=None)
 def _fast_validator(name: str) -> Any:
-    import fastjsonschema
+    from .pack_cache import state_validator  # fastjsonschema's code, compiled once and cached on disk
 
-    return fastjsonschema.compile(schema(name))
+    return state_validator(schema(name))
 
 
 def schema_problems(doc: Document, name: str, *, base: tuple[Any, ...] = (), data: Any = None) -> list[Problem]:

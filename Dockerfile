@@ -1,0 +1,37 @@
+# pressor CDS Hooks service. Multi-stage: wheels are built (durable-rules compiles C) in the first
+# stage; the runtime stage has no compiler, runs as an unprivileged user and checks its own health.
+#   docker build -t pressor .
+#   docker run -p 8080:8080 -v $PWD/serve.yaml:/etc/pressor/serve.yaml:ro pressor
+ARG PYTHON=python:3.11-slim-bookworm
+
+FROM ${PYTHON} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY engine engine
+COPY cli cli
+COPY service service
+COPY rules rules
+COPY schemas schemas
+# EXTRAS: optional dependency groups of pyproject (for example the PostgreSQL audit backend's)
+ARG EXTRAS=""
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
+
+FROM ${PYTHON}
+RUN groupadd --system --gid 10001 pressor \
+ && useradd --system --uid 10001 --gid pressor --home-dir /var/lib/pressor --shell /usr/sbin/nologin pressor \
+ && mkdir -p /var/lib/pressor /etc/pressor \
+ && chown pressor:pressor /var/lib/pressor
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels pressor && rm -rf /wheels
+ENV PYTHONUNBUFFERED=1 \
+    PRESSOR_AUDIT_DB=/var/lib/pressor/audit.db
+USER pressor:pressor
+WORKDIR /var/lib/pressor
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
+ENTRYPOINT ["pressor", "serve", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["--config", "/etc/pressor/serve.yaml", "--workers", "2"]

@@ -1,0 +1,204 @@
+"""Many patient states evaluated across processes, answered in input order with flat memory.
+
+Input is JSON lines (one state per line) or a directory of state files (YAML or JSON, sorted
+by name). States travel to worker processes in chunks; at most ``window`` chunks are in flight,
+so memory stays flat however long the input. Each worker loads the pack once (from the pack
+cache) and answers every state of a chunk with one JSON line; a state that cannot be read or
+is invalid gets an error line of its own and the others are unaffected.
+
+One line per state, in input order::
+
+    {"index": 0, "source": "<stdin>:1", "ok": true, "result": {...result.schema.json...}}
+    {"index": 1, "source": "<stdin>:2", "ok": false, "exit_code": 1, "error": "patient_state_error", "problems": [...]}
+
+A timeline input (top-level ``timeline:``) is converted as ``pressor recommend`` converts it: its
+``result`` also holds ``facts`` (where each fact's value came from) and the line ``timeline`` (what
+the conversion did), as ``pressor recommend --json`` prints them.
+
+``exit_code`` is what ``pressor recommend`` would have exited with for that state alone
+(1 invalid input, 4 engine failure).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, NamedTuple
+
+from ..errors import EvaluationError, InputError, PressorError
+from ..model import Result
+
+#: States per chunk sent to a worker: large enough to amortise the round trip, small enough to keep memory flat.
+CHUNK = 64
+
+
+class Item(NamedTuple):
+    """One input: where it came from (``file`` or ``<stdin>:LINE``), its text, whether it is one JSON line,
+    and, if it could not even be read, the error (as JSON-ready data)."""
+
+    source: str
+    text: str
+    json_line: bool
+    unreadable: dict[str, Any] | None = None
+
+
+class Answer(NamedTuple):
+    """One output line, its state's place in the input, and (only when asked, for the audit log) the
+    state and result behind it."""
+
+    line: str
+    exit_code: int
+    index: int
+    source: str
+    state: Any = None
+    result: Result | None = None
+
+
+def json_lines(stream: IO[str], label: str = "<stdin>") -> Iterator[Item]:
+    """Every non-blank line of ``stream`` as an item named ``label:LINE``."""
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            yield Item(f"{label}:{number}", line, True)
+
+
+def state_files(directory: Path) -> Iterator[Item]:
+    """Every ``.json``/``.yaml``/``.yml`` file of ``directory``, sorted by name (read one at a time)."""
+    from .load import read_text
+
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".json", ".yaml", ".yml") and p.is_file()):
+        try:
+            text = read_text(path)
+        except InputError as exc:
+            yield Item(str(path), "", False, exc.to_dict())
+            continue
+        yield Item(str(path), text, False)
+
+
+class _Worker:
+    """What one process keeps between chunks: the pack and the evaluation settings."""
+
+    def __init__(self, rules_dir: str | None, profile: str | None, now: datetime, include_draft: bool, keep: bool) -> None:
+        from .pack import load_pack
+
+        self.pack = load_pack(rules_dir, profile=profile)
+        self.now = now
+        self.include_draft = include_draft
+        self.keep = keep
+        from .result_json import ResultWriter
+
+        self.write = ResultWriter()
+
+    def answer(self, index: int, item: Item) -> Answer:
+        from .evaluate import evaluate
+        from .load import Document, loads_json, parse
+
+        head = {"index": index, "source": item.source}
+        if item.unreadable is not None:
+            return Answer(_dumps({**head, "ok": False, "exit_code": 1, **item.unreadable}), 1, index, item.source)
+        try:
+            if item.json_line:  # no positions inside one line: problems name the line and the JSON pointer
+                state = loads_json(item.text, file=item.source)
+                document = Document(state, item.source)
+            else:
+                document = parse(item.text, file=item.source, fmt="json" if item.source.endswith(".json") else None)
+                state = document.data
+            conversion = None
+            if isinstance(state, dict) and "timeline" in state:  # a timeline input, as `pressor recommend` takes it
+                from ..ehr.fhir import from_timeline
+
+                conversion = from_timeline(document, now=self.now, pack=self.pack)
+                state, document = conversion.state, None
+            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document)
+        except PressorError as exc:
+            code = 4 if isinstance(exc, EvaluationError) else 1
+            return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code, index, item.source)
+        text = self.write(result)
+        line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":'
+        if conversion is None:
+            line += text + "}"
+        else:  # as `pressor recommend --json` shows it: the facts' provenance in the result, the conversion beside
+            line += f'{text[:-1]},"facts":{_dumps(conversion.facts)}}},"timeline":{_dumps(conversion.to_dict())}}}'
+        return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+_worker: _Worker | None = None
+
+
+def _start_worker(*args: Any) -> None:
+    global _worker
+    _worker = _Worker(*args)
+    freeze_long_lived()
+
+
+def freeze_long_lived() -> None:
+    """Move everything alive now (the pack, the compiled rules, the imported modules) out of the cyclic
+    garbage collector's reach: a process that only evaluates then spends far less time in collections,
+    which otherwise rescan those objects as each evaluation's short-lived ones trigger them."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def _answer_chunk(chunk: list[tuple[int, Item]]) -> list[Answer]:
+    assert _worker is not None, "worker process not initialised"
+    return [_worker.answer(i, item) for i, item in chunk]
+
+
+def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime, include_draft: bool = False,
+                  jobs: int = 1, keep: bool = False, window: int | None = None,
+                  profile: str | None = None) -> Iterator[Answer]:
+    """An :class:`Answer` per item, in input order, evaluated by ``jobs`` processes.
+
+    ``keep``: answers also carry the state and the :class:`Result` (for the audit log); ``profile``: the
+    site profile the pack is loaded with (as ``pressor recommend --profile``).
+    At most ``window`` chunks (default ``4 * jobs``) of :data:`CHUNK` states are in flight.
+    """
+    numbered = enumerate(items)
+    if jobs <= 1:
+        worker = _Worker(rules_dir, profile, now, include_draft, keep)
+        for index, item in numbered:
+            yield worker.answer(index, item)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    window = window or 4 * jobs
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(rules_dir, profile, now, include_draft, keep)) as pool:
+            pending: deque = deque()
+            chunk: list[tuple[int, Item]] = []
+            for entry in numbered:
+                chunk.append(entry)
+                if len(chunk) == CHUNK:
+                    pending.append(pool.submit(_answer_chunk, chunk))
+                    chunk = []
+                    if len(pending) >= window:
+                        yield from pending.popleft().result()
+            if chunk:
+                pending.append(pool.submit(_answer_chunk, chunk))
+            while pending:
+                yield from pending.popleft().result()
+    except BrokenProcessPool as exc:  # a worker died (killed, out of memory, a crash in the engine)
+        raise EvaluationError.single(
+            "a batch worker process died; the states from the first unanswered one on were not evaluated",
+            suggestion="rerun those states; if it happens again, run with --jobs 1 and report it",
+        ) from exc
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,119 @@
+"""One result as one compact JSON line, fast: what does not depend on the patient is serialised once.
+
+A result is mostly text that depends only on the rule (title, summary, detail, citations); a
+batch writes it tens of thousands of times. :class:`ResultWriter` keeps, per rule, the JSON of
+those parts and of each evidence item's fact and test, and joins them with the patient's own
+values. Its output is exactly ``json.dumps(result.to_dict(), ensure_ascii=False,
+separators=(",", ":"))``: the first time it meets a rule it checks that, and it stands aside
+(every later result goes through ``to_dict``) if it ever differs or if ``Result`` or
+``Recommendation`` gain fields it does not know.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from ..model import Evidence, NotEvaluable, Recommendation, Result
+
+_KNOWN = {
+    Result: {"pack", "evaluated_at", "engine_version", "recommendations", "not_evaluable", "derived", "warnings",
+             "include_draft"},
+    Recommendation: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
+                     "citations", "evidence", "source_section", "dose", "drug"},
+}
+_STATIC = ("rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail", "citations",
+           "source_section")
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one per call
+#: Entries kept per memo (distinct missing-fact lists, result headers): bounded, so memory stays flat.
+_MEMO_LIMIT = 4096
+
+
+def compact_json(result: Result) -> str:
+    """The reference serialisation (what :class:`ResultWriter` must reproduce)."""
+    return _dumps(result.to_dict())
+
+
+def _value(v: Any) -> str:
+    """JSON of an evidence value; numbers and booleans without a trip through the encoder (same text)."""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v.__class__ is int:
+        return int.__repr__(v)
+    if v.__class__ is float:
+        return float.__repr__(v)  # what json.dumps writes for a finite float (states never hold NaN)
+    return _dumps(v)
+
+
+class ResultWriter:
+    """Serialises results as :func:`compact_json` does, reusing each rule's patient-independent JSON."""
+
+    def __init__(self) -> None:
+        self.fast = all({f.name for f in fields(cls)} == names for cls, names in _KNOWN.items())
+        self._heads: dict[str, tuple[str, str]] = {}  # rule id -> (JSON up to the evidence, after it up to the dose)
+        self._missing_heads: dict[str, str] = {}
+        self._tests: dict[tuple[str, str], str] = {}
+        self._missing_lists: dict[tuple[str, ...], str] = {}
+        self._headers: dict[tuple, str] = {}
+
+    def __call__(self, result: Result) -> str:
+        if not self.fast:
+            return compact_json(result)
+        fresh = [r for r in result.recommendations if r.rule_id not in self._heads]
+        fresh += [n for n in result.not_evaluable if n.rule_id not in self._missing_heads]
+        text = self._write(result)
+        if fresh:  # a rule met for the first time: check the whole result against the reference
+            reference = compact_json(result)
+            if text != reference:
+                self.fast = False
+                return reference
+        return text
+
+    def _write(self, result: Result) -> str:
+        recs = ",".join(self._recommendation(r) for r in result.recommendations)
+        missing = ",".join(self._not_evaluable(n) for n in result.not_evaluable)
+        pack = _dumps(result.pack)  # the pack's identity, with the site profile when there is one
+        key = (pack, result.evaluated_at, result.engine_version, result.include_draft)
+        header = self._headers.get(key)
+        if header is None:
+            header = (f'{{"pack":{pack},"evaluated_at":{_dumps(result.evaluated_at)},'
+                      f'"engine_version":{_dumps(result.engine_version)},"include_draft":{_dumps(result.include_draft)},')
+            _remember(self._headers, key, header)
+        warnings = _dumps(list(result.warnings)) if result.warnings else "[]"
+        return (f'{header}"recommendations":[{recs}],"not_evaluable":[{missing}],'
+                f'"derived":{_dumps(result.derived)},"warnings":{warnings}}}')
+
+    def _recommendation(self, rec: Recommendation) -> str:
+        heads = self._heads.get(rec.rule_id)
+        if heads is None:
+            static = _dumps({k: v for k, v in rec.to_dict().items() if k in _STATIC})
+            tail = f',"drug":{_dumps(rec.drug)}' if rec.drug else ""
+            heads = self._heads[rec.rule_id] = (static[:-1] + ',"evidence":[', "]" + tail)
+        evidence = ",".join(self._evidence(e) for e in rec.evidence)
+        dose = "" if rec.dose is None else f',"dose":{_dumps(rec.dose)}'
+        return f"{heads[0]}{evidence}{heads[1]}{dose}}}"
+
+    def _evidence(self, e: Evidence) -> str:
+        head = self._tests.get((e.fact, e.test))
+        if head is None:
+            head = self._tests[(e.fact, e.test)] = f'{{"fact":{_dumps(e.fact)},"test":{_dumps(e.test)},"value":'
+        return f'{head}{_value(e.value)},"holds":{"true" if e.holds else "false"}}}'
+
+    def _not_evaluable(self, n: NotEvaluable) -> str:
+        head = self._missing_heads.get(n.rule_id)
+        if head is None:
+            head = self._missing_heads[n.rule_id] = _dumps(n.to_dict())[:-1].rsplit(',"missing":', 1)[0] + ',"missing":'
+        missing = self._missing_lists.get(n.missing)
+        if missing is None:
+            missing = _dumps(list(n.missing))
+            _remember(self._missing_lists, n.missing, missing)
+        return f"{head}{missing}}}"
+
+
+def _remember(memo: dict, key: Any, value: str) -> None:
+    if len(memo) < _MEMO_LIMIT:
+        memo[key] = value

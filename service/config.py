@@ -1,0 +1,156 @@
+"""The server's settings (what ``pressor serve`` hands each worker) and its configuration file, checked."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pressor.engine.errors import InputError, Problem
+from pressor.engine.evaluation.load import Document, load_document, loads_json
+from pressor.engine.evaluation.validate import schema_problems
+
+#: Environment variable through which ``pressor serve`` hands its options to every worker.
+SETTINGS_ENV = "PRESSOR_SERVE_SETTINGS"
+DEFAULT_ALGORITHMS = ("ES384", "RS384")
+CONFIG_SCHEMA = "serve-config.schema.json"
+#: Prefetch keys without which nothing useful can be said: when they are neither prefetched
+#: nor fetchable the call is answered 412 (the others stay unknown, and a card says so).
+DEFAULT_REQUIRED = ("patient", "observations")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``pressor serve`` passes to each worker (JSON in ``PRESSOR_SERVE_SETTINGS``)."""
+
+    config_path: str | None = None
+    rules_dir: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """The settings of this worker (defaults if the variable is unset)."""
+        raw = os.environ.get(SETTINGS_ENV)
+        return cls(**loads_json(raw, file=SETTINGS_ENV)) if raw else cls()
+
+    def to_env(self) -> str:
+        """JSON for ``PRESSOR_SERVE_SETTINGS``."""
+        return json.dumps(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A CDS Client trusted to call: its keys given in the config, its JWKS URL, the ``jku`` URLs it may name."""
+
+    iss: str
+    keys: dict[str, Any] = field(default_factory=dict)
+    jwks_url: str | None = None
+    jku: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JwksSettings:
+    """How published key sets are fetched and cached."""
+
+    cache_s: float = 300.0
+    min_refetch_s: float = 30.0
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Bounds on fetching what the prefetch did not carry from the caller's ``fhirServer``."""
+
+    enabled: bool = True
+    timeout_s: float = 10.0
+    deadline_s: float = 20.0
+    page_size: int = 100
+    max_pages: int = 10
+    max_page_bytes: int = 8_388_608
+    required: tuple[str, ...] = DEFAULT_REQUIRED
+    servers: tuple[str, ...] = ()  # URL prefixes allowed as fhirServer; empty: any http(s) URL
+
+
+@dataclass
+class Config:
+    """The server configuration file, checked."""
+
+    base_url: str | None = None
+    issuers: dict[str, Issuer] = field(default_factory=dict)
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    max_token_lifetime_s: int = 600
+    clock_skew_s: int = 60
+    max_body_bytes: int = 1_048_576
+    audit_db: str | None = None
+    #: Where accepted token ids are kept: None (this process), a postgresql:// URL or a SQLite file (shared).
+    replay_cache: str | None = None
+    audit_input: str = "full"
+    require_audit: bool = False
+    fhir_mapping: str | None = None
+    lookback_hours: dict[str, float] = field(default_factory=dict)
+    include_draft: bool = False
+    profile: str | None = None  # a site profile file for the pack's parameters
+    jwks: JwksSettings = field(default_factory=JwksSettings)
+    fhir_fetch: FetchSettings = field(default_factory=FetchSettings)
+    cors_origins: tuple[str, ...] = ()
+    log_file: str | None = None
+    openapi: bool = True
+    ui_base_url: str | None = None
+
+
+def load_config(path: str | None) -> Config:
+    """Read and check the configuration file (YAML or JSON); every problem is reported, with its line."""
+    if path is None:
+        return Config()
+    doc = load_document(path)
+    if not isinstance(doc.data, dict):
+        raise InputError.single("the configuration must be a mapping", file=doc.file)
+    problems = schema_problems(doc, CONFIG_SCHEMA)
+    if problems:
+        raise InputError(problems)
+    data = doc.data
+    issuers: dict[str, Issuer] = {}
+    for i, item in enumerate(data.get("issuers", [])):
+        keys: dict[str, Any] = {}
+        for j, spec in enumerate(item.get("keys", [])):
+            key, kid = _public_key(spec, doc, f"/issuers/{i}/keys/{j}")
+            keys[kid] = key
+        if item["iss"] in issuers:
+            raise InputError([Problem(f"issuer {item['iss']!r} is listed twice", **doc.where(f"/issuers/{i}/iss"))])
+        issuers[item["iss"]] = Issuer(item["iss"], keys, item.get("jwks_url"), tuple(item.get("jku", ())))
+    base = data.get("base_url")
+    ui = data.get("ui_base_url")
+    fetch = data.get("fhir_fetch", {})
+    return Config(
+        base_url=base.rstrip("/") if base else None, issuers=issuers,
+        algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
+        max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"), replay_cache=data.get("replay_cache"),
+        audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
+        fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
+        include_draft=data.get("include_draft", False), profile=data.get("profile"),
+        jwks=JwksSettings(**data.get("jwks", {})),
+        fhir_fetch=FetchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}),
+        cors_origins=tuple(data.get("cors_origins", ())), log_file=data.get("log_file"),
+        openapi=data.get("openapi", True), ui_base_url=ui.rstrip("/") if ui else None,
+    )
+
+
+def _public_key(spec: dict[str, Any], doc: Document, pointer: str) -> tuple[Any, str]:
+    import jwt
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        if "pem" in spec:
+            key = load_pem_public_key(spec["pem"].encode("ascii"))
+            kid = spec.get("kid")
+        else:
+            jwk = jwt.PyJWK(spec["jwk"])
+            key, kid = jwk.key, spec.get("kid") or spec["jwk"].get("kid")
+    except (ValueError, TypeError, jwt.PyJWTError) as exc:
+        raise InputError([Problem(f"unreadable public key: {exc}", **doc.where(pointer))]) from exc
+    if not kid:
+        raise InputError([Problem("a key needs a 'kid' (tokens name their key with it)", **doc.where(pointer))])
+    if not hasattr(key, "public_numbers") or hasattr(key, "private_bytes"):
+        raise InputError([Problem("give the issuer's public key (RSA or EC) only", **doc.where(pointer))])
+    return key, kid

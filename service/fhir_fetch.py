@@ -1,0 +1,208 @@
+"""Fetching from the caller's FHIR server what the prefetch did not carry (the one HTTP client to FHIR).
+
+CDS Hooks lets a service fetch with ``fhirServer`` and the ``fhirAuthorization`` access token.
+Each missing prefetch key's template (``engine.ehr.fhir.prefetch_templates``) is filled from the
+context and run, bounded: a time-out per request, ``_count``, at most ``max_pages`` pages through
+``next`` links (which must stay on the same server: the token never leaves it), a size limit per
+response, and a date bound on observations from the mapping's longest look-back window. What
+cannot be fetched is reported with the reason; the app answers 412 when it was required. All the
+searches of one call run concurrently and must finish within ``deadline_s``.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from pressor.engine.errors import InputError
+from pressor.engine.evaluation.load import loads_json
+
+from .config import FetchSettings
+
+_TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+_USER_TOKENS = {"Practitioner": "userPractitionerId", "PractitionerRole": "userPractitionerRoleId",
+                "Patient": "userPatientId", "RelatedPerson": "userRelatedPersonId"}
+FHIR_JSON = "application/fhir+json"
+
+
+class FetchFailed(Exception):
+    """One prefetch key could not be fetched; the message says why."""
+
+
+@dataclass
+class Fetched:
+    """What a fetch brought: prefetch values by key, what could not be had and why, notes for the response."""
+
+    prefetch: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def fill_template(template: str, context: dict[str, Any]) -> str | None:
+    """The template with ``{{context.x}}`` and ``{{userPractitionerId}}``-style tokens replaced; None if one cannot be."""
+    values: dict[str, str] = {f"context.{k}": str(v) for k, v in context.items()
+                              if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    user = context.get("userId")
+    if isinstance(user, str) and user.count("/") == 1:
+        kind, uid = user.split("/")
+        if kind in _USER_TOKENS:
+            values[_USER_TOKENS[kind]] = uid
+    unresolved = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal unresolved
+        if m.group(1) in values:
+            return values[m.group(1)]
+        unresolved = True
+        return m.group(0)
+
+    filled = _TOKEN.sub(sub, template)
+    return None if unresolved else filled
+
+
+class FhirFetcher:
+    """One worker's HTTP client to FHIR servers (connection pool shared by its requests)."""
+
+    def __init__(self, settings: FetchSettings) -> None:
+        self.settings = settings
+        self._client = httpx.AsyncClient(timeout=settings.timeout_s, follow_redirects=False,
+                                         limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
+                                         headers={"Accept": FHIR_JSON})
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def refusal(self, server: Any) -> str | None:
+        """Why ``server`` may not be fetched from (None if it may)."""
+        if not self.settings.enabled:
+            return "fetching is disabled (fhir_fetch.enabled: false)"
+        if not isinstance(server, str) or urlsplit(server).scheme not in ("http", "https") or not urlsplit(server).netloc:
+            return "no usable fhirServer in the request"
+        if self.settings.servers and not any(server.startswith(p) for p in self.settings.servers):
+            return f"fhirServer {server} is not among the servers this service may fetch from"
+        return None
+
+    async def fetch(self, server: str, authorization: Any, templates: dict[str, str], context: dict[str, Any], *,
+                    now: datetime, lookback_hours: float) -> Fetched:
+        """Run every template (concurrently); each either lands in ``prefetch`` or in ``failed`` with its reason."""
+        headers = {}
+        if isinstance(authorization, dict) and isinstance(authorization.get("access_token"), str):
+            headers["Authorization"] = f"Bearer {authorization['access_token']}"
+        base = server.rstrip("/")
+        out = Fetched()
+        since = (now - timedelta(hours=lookback_hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        async def one(key: str, template: str) -> None:
+            query = fill_template(template, context)
+            if query is None:
+                out.failed[key] = f"its template {template!r} names context the call did not give"
+                return
+            if key == "observations" and "date=" not in query:
+                query += f"&date=ge{since}"
+            try:
+                out.prefetch[key] = await self._run(base, query, headers, key, out.notes)
+            except FetchFailed as exc:
+                out.failed[key] = str(exc)
+
+        tasks = {key: asyncio.ensure_future(one(key, template)) for key, template in templates.items()}
+        _, late = await asyncio.wait(tasks.values(), timeout=self.settings.deadline_s)
+        for task in late:
+            task.cancel()
+        for key, task in tasks.items():
+            if task in late:
+                out.prefetch.pop(key, None)
+                out.failed[key] = f"not fetched within fhir_fetch.deadline_s ({self.settings.deadline_s:g} s)"
+        return out
+
+    async def _run(self, base: str, query: str, headers: dict[str, str], key: str, notes: list[str]) -> Any:
+        path = query.split("?", 1)[0]
+        if "?" not in query:  # a read: Patient/{id}
+            resource = await self._get(f"{base}/{query}", headers, allow_404=True)
+            if resource is None:
+                return None  # supplied, nothing found
+            if not isinstance(resource, dict) or resource.get("resourceType") != path.split("/")[0]:
+                raise FetchFailed(f"GET {_path_of(base + '/' + query)} did not return a {path.split('/')[0]}")
+            return resource
+        count = "" if re.search(r"[?&]_count=", query) else f"&_count={self.settings.page_size}"
+        url: str | None = f"{base}/{query}{count}"
+        entries: list[dict[str, Any]] = []
+        pages = 0
+        origin = urlsplit(base)
+        while url is not None:
+            if pages == self.settings.max_pages:
+                notes.append(f"{key}: fetched {pages} pages ({len(entries)} resources) from fhirServer; more were not read "
+                             f"(fhir_fetch.max_pages)")
+                break
+            bundle = await self._get(url, headers)
+            pages += 1
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                raise FetchFailed(f"{path} search did not return a Bundle")
+            page_entries = bundle.get("entry") or []
+            if not isinstance(page_entries, list):
+                raise FetchFailed(f"{path} search returned a Bundle whose entry is not an array")
+            entries += [e for e in page_entries if isinstance(e, dict) and not _is_outcome(e)]
+            url = _next_link(bundle)
+            if url is not None:
+                there = urlsplit(url)
+                if (there.scheme, there.netloc) != (origin.scheme, origin.netloc):
+                    raise FetchFailed(f"{path} search: the next page is on another server ({there.netloc}); not followed")
+        else:
+            notes.append(f"{key}: fetched from fhirServer ({len(entries)} resources, {pages} page{'s' * (pages != 1)})")
+        return {"resourceType": "Bundle", "type": "searchset", "entry": entries} if entries else None
+
+    async def _get(self, url: str, headers: dict[str, str], *, allow_404: bool = False) -> Any:
+        limit = self.settings.max_page_bytes
+        try:
+            async with self._client.stream("GET", url, headers=headers) as response:
+                if allow_404 and response.status_code in (404, 410):
+                    return None
+                if response.status_code != 200:
+                    raise FetchFailed(f"GET {_path_of(url)} answered HTTP {response.status_code}")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > limit:
+                    raise FetchFailed(f"GET {_path_of(url)}: response over {limit} bytes")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise FetchFailed(f"GET {_path_of(url)}: response over {limit} bytes")
+        except httpx.TimeoutException as exc:
+            raise FetchFailed(f"GET {_path_of(url)} timed out after {self.settings.timeout_s:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise FetchFailed(f"GET {_path_of(url)} failed: {type(exc).__name__}") from exc
+        try:
+            return loads_json(bytes(body).decode("utf-8"), file=_path_of(url))
+        except UnicodeDecodeError as exc:
+            raise FetchFailed(f"GET {_path_of(url)} did not return JSON (not UTF-8)") from exc
+        except InputError as exc:  # malformed, duplicate keys, too deep: the strict reader's reason
+            raise FetchFailed(f"GET {_path_of(url)} did not return JSON the service accepts: {exc.problems[0].message}") from exc
+
+
+def _path_of(url: str) -> str:
+    """The path of a FHIR URL for messages and logs: no query, and a read's id masked (``/fhir/Patient/{id}``):
+    both may identify the patient."""
+    parts = urlsplit(url).path.split("/")
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        parts[-1] = "{id}"
+    return "/".join(parts)
+
+
+def _is_outcome(entry: dict[str, Any]) -> bool:
+    resource = entry.get("resource")
+    return (isinstance(entry.get("search"), dict) and entry["search"].get("mode") == "outcome") or (
+        isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome")
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None

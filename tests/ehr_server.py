@@ -1,0 +1,206 @@
+"""A small EHR for the service tests, run as its own process on 127.0.0.1 (a port the OS picks).
+
+It serves, over real HTTP (``http.server``):
+
+- a FHIR R4 server at ``/fhir``: ``Patient/{id}`` reads and searches of Observation, Condition,
+  MedicationAdministration, MedicationRequest and Procedure by ``patient``, ``code`` and ``combo-code``
+  (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``, paged by ``_count`` with ``next``
+  links; optionally only with ``Authorization: Bearer <--token>``;
+- published key sets at ``/jwks/{name}.json`` (set with ``PUT``), as an EHR publishes its JWKS;
+- control: ``POST /_control`` ``{"fail": {"Observation": 500 | "slow" | "offsite-next" | "not-json"}}``,
+  ``GET /_requests`` (every request seen: path, query, authorization), ``POST /_reset``.
+
+Usage: ``python tests/ehr_server.py BUNDLE.json... [--token T] [--shift-to-now ISO]``; prints
+``port N`` on stdout once listening.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+SEARCHABLE = ("Observation", "Condition", "MedicationAdministration", "MedicationRequest", "Procedure")
+
+
+def shifted(data: Any, delta: timedelta) -> Any:
+    """``data`` with every date-time moved by ``delta``."""
+    if isinstance(data, dict):
+        return {k: shifted(v, delta) for k, v in data.items()}
+    if isinstance(data, list):
+        return [shifted(v, delta) for v in data]
+    if isinstance(data, str) and len(data) > 10 and data[10:11] == "T":
+        return (datetime.fromisoformat(data.replace("Z", "+00:00")) + delta).isoformat().replace("+00:00", "Z")
+    return data
+
+
+class Store:
+    def __init__(self, resources: list[dict[str, Any]], token: str | None) -> None:
+        self.resources = resources
+        self.token = token
+        self.fail: dict[str, Any] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.jwks: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+
+def _subject(resource: dict[str, Any]) -> str | None:
+    ref = (resource.get("subject") or resource.get("patient") or {}).get("reference")
+    return ref.split("/")[-1] if isinstance(ref, str) else None
+
+
+def _when(resource: dict[str, Any]) -> str | None:
+    for key in ("effectiveDateTime", "authoredOn", "recordedDate", "onsetDateTime"):
+        if isinstance(resource.get(key), str):
+            return resource[key]
+    period = resource.get("effectivePeriod")
+    return period.get("start") if isinstance(period, dict) else None
+
+
+def _matches(resource: dict[str, Any], params: dict[str, str]) -> bool:
+    if "patient" in params and _subject(resource) != params["patient"]:
+        return False
+    if "status" in params and resource.get("status") not in params["status"].split(","):
+        return False
+    for name in ("code", "combo-code"):  # as in FHIR R4: code is Observation.code; combo-code also its components
+        if name in params:
+            wanted = set(params[name].split(","))
+            concepts = [resource.get("code") or {}]
+            if name == "combo-code":
+                concepts += [c.get("code") or {} for c in resource.get("component") or []]
+            codings = [c for concept in concepts for c in concept.get("coding") or []]
+            if not any(f"{c.get('system')}|{c.get('code')}" in wanted for c in codings):
+                return False
+    if "date" in params and params["date"].startswith("ge"):
+        when = _when(resource)
+        bound = datetime.fromisoformat(params["date"][2:].replace("Z", "+00:00"))
+        if when is None or datetime.fromisoformat(when.replace("Z", "+00:00")) < bound:
+            return False
+    return True
+
+
+def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: Any, content_type: str = "application/fhir+json") -> None:
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _body(self) -> Any:
+            size = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(size) or b"null")
+
+        def do_PUT(self) -> None:
+            path = urlsplit(self.path).path
+            if path.startswith("/jwks/"):
+                store.jwks[path] = self._body()
+                self._send(204, b"")
+            else:
+                self._send(404, {"resourceType": "OperationOutcome"})
+
+        def do_POST(self) -> None:
+            path = urlsplit(self.path).path
+            if path == "/_control":
+                store.fail = self._body().get("fail", {})
+                self._send(204, b"")
+            elif path == "/_reset":
+                self._body()
+                store.fail, store.requests[:] = {}, []
+                self._send(204, b"")
+            else:
+                self._send(405, {"resourceType": "OperationOutcome"})
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/_requests":
+                self._send(200, store.requests, "application/json")
+                return
+            with store.lock:
+                store.requests.append({"path": url.path, "query": parse_qs(url.query),
+                                       "authorization": self.headers.get("Authorization")})
+            if url.path.startswith("/jwks/"):
+                if url.path in store.jwks:
+                    self._send(200, store.jwks[url.path], "application/json")
+                else:
+                    self._send(404, {"error": "no such key set"}, "application/json")
+                return
+            if not url.path.startswith("/fhir/"):
+                self._send(404, {"resourceType": "OperationOutcome"})
+                return
+            if store.token and self.headers.get("Authorization") != f"Bearer {store.token}":
+                self._send(401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]})
+                return
+            parts = url.path[len("/fhir/"):].split("/")
+            kind = parts[0]
+            mode = store.fail.get(kind)
+            if mode == "slow":
+                time.sleep(5)
+            elif isinstance(mode, int):
+                self._send(mode, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]})
+                return
+            elif mode == "not-json":
+                self._send(200, b"<html>maintenance</html>", "text/html")
+                return
+            if len(parts) == 2 and kind == "Patient":
+                found = [r for r in store.resources if r["resourceType"] == "Patient" and r.get("id") == parts[1]]
+                self._send(200, found[0]) if found else self._send(404, {"resourceType": "OperationOutcome"})
+                return
+            if len(parts) != 1 or kind not in SEARCHABLE:
+                self._send(404, {"resourceType": "OperationOutcome"})
+                return
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            hits = [r for r in store.resources if r["resourceType"] == kind and _matches(r, params)]
+            count = int(params.get("_count", "50"))
+            offset = int(params.get("_offset", "0"))
+            page = hits[offset:offset + count]
+            bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(hits),
+                                      "entry": [{"fullUrl": f"{kind}/{r.get('id')}", "resource": r,
+                                                 "search": {"mode": "match"}} for r in page]}
+            if offset + count < len(hits):
+                host = "elsewhere.invalid:9" if mode == "offsite-next" else self.headers.get("Host")
+                nxt = urlencode({**params, "_offset": offset + count})
+                bundle["link"] = [{"relation": "next", "url": f"http://{host}/fhir/{kind}?{nxt}"}]
+            self._send(200, bundle)
+
+    return Handler
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bundles", nargs="*")
+    ap.add_argument("--token")
+    ap.add_argument("--shift-to-now", help="the instant the bundles are written as seen from; times move to now")
+    args = ap.parse_args()
+    resources: list[dict[str, Any]] = []
+    for path in args.bundles:
+        with open(path) as f:
+            bundle = json.load(f)
+        if args.shift_to_now:
+            pinned = datetime.fromisoformat(args.shift_to_now.replace("Z", "+00:00"))
+            bundle = shifted(bundle, datetime.now(timezone.utc) - pinned)
+        resources += [e["resource"] for e in bundle.get("entry", [])]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Store(resources, args.token)))
+    server.daemon_threads = True
+    print(f"port {server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
