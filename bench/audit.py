@@ -1,9 +1,21 @@
-"""What the audit log costs: append, concurrent append, verify, replay, and `recommend` with and without it.
+"""What the audit log costs: append, concurrent append, verify, replay, `recommend` with and
+without it, bytes per record on the project's scenarios, and (``--records N``) the commands
+on a log of N records.
 
-Run: .venv/bin/python bench/audit.py   (writes only into a temporary directory)
+Run: .venv/bin/python bench/audit.py                  (writes only into a temporary directory)
+     .venv/bin/python bench/audit.py --records 1000000 [--keep DIR]
+
+The large log is generated efficiently: each of the project's scenarios (tests/scenarios) is
+evaluated once; record i then takes scenario i mod n with its own ``recorded_at`` (one a second)
+and its own ``evaluated_at`` written into the stored Result, so that no two records are equal.
+Records go through the log's own chaining and insert (triggers, hashes, compression, rule
+index), 10,000 to a transaction instead of one each: the same rows, without an fsync each.
+The commands are then timed as subprocesses (`pressor audit ...`), each one's peak memory
+(maximum resident set) read from its rusage.
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import statistics
@@ -11,10 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pressor.engine.audit.log import AuditLog
+from pressor.engine.audit import AuditLog, AuditRecord, canonical_json, sha256_text, utc_text
+from pressor.engine.audit.records import legacy_canonical_json
+from pressor.engine.authoring.scenarios import load_scenarios
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 from pressor.engine.evaluation.pack import load_pack
@@ -22,6 +37,7 @@ from pressor.engine.evaluation.pack import load_pack
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / "examples" / "septic-shock-adult.yaml"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+PRESSOR = Path(sys.executable).parent / "pressor"
 
 
 def _writer(path, pack, state, result, count, start):
@@ -31,11 +47,132 @@ def _writer(path, pack, state, result, count, start):
             log.append(pack, state, result, now=NOW, user="bench")
 
 
+def scenario_texts(pack):
+    """``(input text, result dict, rule ids)`` of every scenario of the project."""
+    out = []
+    for s in load_scenarios([ROOT / "tests" / "scenarios"], pack):
+        result = evaluate(pack, s.state, now=s.now, include_draft=s.include_draft).to_dict()
+        out.append((canonical_json(s.state), s.state, result, sorted({r["rule_id"] for r in result["recommendations"]}),
+                    canonical_json(result)))
+    return out
+
+
+def bytes_per_record(pack, tmp: Path) -> None:
+    """Stored bytes a record on the scenarios: this format, and the texts as format 2 kept them."""
+    texts = scenario_texts(pack)
+    path = tmp / "scenarios.db"
+    with AuditLog.open(path) as log:
+        for _ in range(10):
+            for _, state, result, _, _ in texts:
+                log.append(pack, state, _Fixed(result), now=NOW, user="bench")
+    AuditLog.open(path).close()
+    n = 10 * len(texts)
+    before = sum(len(legacy_canonical_json(s).encode()) + len(legacy_canonical_json(r).encode()) for _, s, r, _, _ in texts) / len(texts)
+    print(f"scenarios ({len(texts)}): file {path.stat().st_size / n:,.0f} B a record (texts as format 2 stored them: "
+          f"{before:,.0f} B of input and result JSON alone)")
+
+
+class _Fixed:
+    """A Result stand-in whose to_dict is a stored dict."""
+
+    def __init__(self, data):
+        self._data = data
+
+    def to_dict(self):
+        return self._data
+
+
+def generate(path: Path, pack, count: int) -> float:
+    """``count`` records of the scenarios, chained and inserted by the log itself; seconds taken."""
+    texts = scenario_texts(pack)
+    start = time.perf_counter()
+    with AuditLog.open(path) as log:
+        log.append(pack, texts[0][1], _Fixed(texts[0][2]), now=NOW, user="bench")  # stores the pack
+        done = 1
+        while done < count:
+            with log._translated("generate"), log._write() as tx:
+                for _ in range(min(10_000, count - done)):
+                    input_text, _, result, rules, text = texts[done % len(texts)]
+                    moment = NOW + timedelta(seconds=done)
+                    # The canonical text with its own evaluated_at (a string of the same shape: still JCS).
+                    evaluated = f'"evaluated_at":"{moment.strftime("%Y-%m-%dT%H:%M:%SZ")}"'
+                    result_text = text.replace(f'"evaluated_at":"{result["evaluated_at"]}"', evaluated, 1)
+                    record = AuditRecord(
+                        seq=0, id=str(uuid.uuid4()), recorded_at=utc_text(moment), user=f"user{done % 40}",
+                        input_mode="full", input_json=input_text, input_sha256=sha256_text(input_text),
+                        pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256,
+                        engine_version=result["engine_version"], include_draft=bool(result["include_draft"]),
+                        result_json=result_text, prev_hash="", record_hash="")
+                    log._insert(tx, record, rules)
+                    done += 1
+            if sys.stderr.isatty():
+                print(f"\r  generated {done:,}/{count:,}", end="", file=sys.stderr, flush=True)
+    return time.perf_counter() - start
+
+
+def timed(args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int]:
+    """Wall seconds, peak resident MB and exit code of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
+    with open(output or os.devnull, "w") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen([str(PRESSOR), *args], stdout=out, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        took = time.perf_counter() - t
+    return took, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def at_scale(count: int, keep: str | None) -> None:
+    pack = load_pack()
+    tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pressor-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "audit.db"
+    if not path.exists():
+        took = generate(path, pack, count)
+        print(f"\ngenerated {count:,} records in {took:.0f} s ({count / took:,.0f} records/s)")
+    with AuditLog.open(path, create=False) as log:  # a kept log may have grown by earlier runs' appends
+        count = log.head()[0]
+    size = path.stat().st_size
+    print(f"file: {size / 1e9:.2f} GB, {size / count:,.0f} B a record")
+    state = load_document(STATE).data
+    result = evaluate(pack, state, now=NOW)
+    with AuditLog.open(path) as log:
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            log.append(pack, state, result, now=NOW + timedelta(days=30), user="bench")
+            times.append(time.perf_counter() - t)
+        rule = "fluids.bolus-30ml-kg"
+        matching = sum(1 for _ in log._rows("SELECT seq FROM record_rules WHERE rule_id = ?", (rule,)))
+    print(f"append at {count:,}: median {statistics.median(times) * 1e3:.2f} ms, p99 {sorted(times)[198] * 1e3:.2f} ms")
+    env = dict(os.environ, PRESSOR_AUDIT_DB=str(path))
+    last_hour = (NOW + timedelta(seconds=count - 3600)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for label, args, output in (
+            ("list --json", ["audit", "list", "--json"], None),
+            ("list --since (last hour: 3,600 + 200)", ["audit", "list", "--json", "--since", last_hour], None),
+            (f"list --rule {rule} ({matching:,})", ["audit", "list", "--json", "--rule", rule], None),
+            ("verify", ["audit", "verify", "--json"], None),
+            ("export --output (jsonl)", ["audit", "export", "--output", str(tmp / "export.jsonl")], None)):
+        took, peak, code = timed(args, env, output)
+        print(f"{label}: {took:.1f} s, peak {peak:.0f} MB, exit {code}")
+    print(f"export file: {(tmp / 'export.jsonl').stat().st_size / 1e9:.2f} GB")
+    if not keep:
+        import shutil
+
+        shutil.rmtree(tmp)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=0, help="also measure the commands on a log of this many records")
+    parser.add_argument("--keep", metavar="DIR", help="generate into (or reuse) DIR/audit.db and keep it")
+    options = parser.parse_args()
+    if options.records:
+        at_scale(options.records, options.keep)
+        return
     pack = load_pack()
     state = load_document(STATE).data
     result = evaluate(pack, state, now=NOW)
     with tempfile.TemporaryDirectory(prefix="pressor-bench-") as tmp:
+        bytes_per_record(pack, Path(tmp))
         path = Path(tmp, "audit.db")
         with AuditLog.open(path) as log:
             times = []
@@ -56,7 +193,7 @@ def main() -> None:
             t = time.perf_counter()
             log.replay(rid)
             print(f"replay: first {first * 1e3:.0f} ms (rebuilds and compiles the pack), then {(time.perf_counter() - t) * 1e3:.1f} ms")
-        print(f"file size for 2,000 records: {path.stat().st_size / 1e6:.1f} MB")
+        print(f"file size for 2,000 records of the example: {path.stat().st_size / 1e6:.1f} MB")
 
         fork = multiprocessing.get_context("fork")
         path2 = Path(tmp, "concurrent.db")
@@ -73,13 +210,12 @@ def main() -> None:
             ok = log.verify().ok
         print(f"two processes x 1,000 appends: {took:.2f} s, {2000 / took:.0f} records/s (chain ok={ok})")
 
-        pressor = Path(sys.executable).parent / "pressor"
         env = dict(os.environ, PRESSOR_AUDIT_DB=str(Path(tmp, "cli.db")))
         for label, extra in (("recommend --no-audit", ["--no-audit"]), ("recommend (recorded)", [])):
             runs = []
             for _ in range(7):
                 t = time.perf_counter()
-                subprocess.run([str(pressor), "recommend", str(STATE), "--json", *extra], env=env, check=True, capture_output=True)
+                subprocess.run([str(PRESSOR), "recommend", str(STATE), "--json", *extra], env=env, check=True, capture_output=True)
                 runs.append(time.perf_counter() - t)
             print(f"{label}: median {statistics.median(runs) * 1e3:.0f} ms wall")
 

@@ -5,8 +5,11 @@ which never touch the log do not pay for it at start-up.
 """
 from __future__ import annotations
 
+import json
+import re
 import sys
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
@@ -14,7 +17,7 @@ from . import exit_codes
 from .common import emit_json, handles_errors, json_option, say
 
 if TYPE_CHECKING:
-    from pressor.engine.audit.log import AuditLog, AuditRecord
+    from pressor.engine.audit import AuditLog, AuditRecord
 
 audit_db_option = click.option(
     "--audit-db", "audit_db", metavar="PATH", default=None,
@@ -22,9 +25,53 @@ audit_db_option = click.option(
 )
 
 
+#: C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: Any) -> str:
+    """``text`` safe for a terminal and a line-per-record listing: every control character is
+    shown escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a recorded string can neither forge a line
+    nor send an escape sequence. Backslashes are doubled, so the escaping cannot be faked."""
+    text = str(text).replace("\\", "\\\\")
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def checked_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--user``: refused if empty or holding control characters (it is printed in every listing)."""
+    if value is not None and (not value.strip() or _CONTROL.search(value)):
+        raise click.BadParameter(f"'{printable(value)}' is empty or holds control characters (newline, escape, ...); "
+                                 "give a plain name", param_hint="--user")
+    return value
+
+
+@contextmanager
+def progress_reporter(label: str, as_json: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` that redraws one line on stderr, or None: only on a terminal
+    (stdout and stderr both TTYs) and never with --json."""
+    if as_json or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        yield None
+        return
+    shown = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal shown
+        shown = True
+        pct = f" ({100 * done // total}%)" if total else ""
+        sys.stderr.write(f"\r{label}: {done:,}/{total:,}{pct}")
+        sys.stderr.flush()
+
+    try:
+        yield progress
+    finally:
+        if shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 def open_log(audit_db: str | None, *, create: bool = False) -> "AuditLog":
     """The audit log named by ``--audit-db``, ``$PRESSOR_AUDIT_DB`` or the default; read-only unless ``create``."""
-    from pressor.engine.audit.log import AuditLog, resolve_path
+    from pressor.engine.audit import AuditLog, resolve_path
 
     return AuditLog.open(resolve_path(audit_db), create=create)
 
@@ -49,11 +96,13 @@ def audit() -> None:
 
 def summary(record: "AuditRecord") -> dict[str, Any]:
     """One line of ``audit list --json``."""
-    result = record.result
+    from pressor.engine.audit.records import fired_rules
+
+    result = record.result  # parsed once: the costliest step of a listing
     return {"seq": record.seq, "id": record.id, "recorded_at": record.recorded_at, "user": record.user,
             "evaluated_at": result.get("evaluated_at"), "input_mode": record.input_mode,
             "pack": {"name": record.pack_name, "version": record.pack_version, "sha256": record.pack_sha256},
-            "recommendations": record.fired(), "record_hash": record.record_hash}
+            "recommendations": fired_rules(result), "record_hash": record.record_hash}
 
 
 @audit.command("list", epilog=exit_codes.help_text())
@@ -72,17 +121,23 @@ def list_records(since: str | None, rule_id: str | None, audit_db: str | None, a
     from .recommend import parse_now
 
     moment = parse_now(since) if since else None
+    count = 0
     with open_log(audit_db) as log:
-        records = [summary(r) for r in log.records(since=moment, rule=rule_id)]
+        # Streamed: one record in memory at a time, whatever the size of the log.
+        for record in log.records(since=moment, rule=rule_id):
+            r = summary(record)
+            if as_json:  # one record a line (the C encoder: indenting would take the slow pure-Python one)
+                sys.stdout.write(("[\n" if count == 0 else ",\n") + json.dumps(r, ensure_ascii=False))
+            else:
+                fired = ", ".join(f.split("@")[0] for f in r["recommendations"]) or "-"
+                fired = fired if len(fired) <= 60 else fired[:57] + "..."
+                say(f"#{r['seq']:<6} {printable(r['id'][:8])}  {printable(r['recorded_at'][:19])}Z  {printable(r['user']):<12} "
+                    f"v{printable(r['pack']['version']):<7} {len(r['recommendations']):>2} rec: {printable(fired)}")
+            count += 1
     if as_json:
-        emit_json(records)
+        sys.stdout.write("\n]\n" if count else "[]\n")
         return
-    for r in records:
-        fired = ", ".join(f.split("@")[0] for f in r["recommendations"]) or "-"
-        fired = fired if len(fired) <= 60 else fired[:57] + "..."
-        say(f"#{r['seq']:<6} {r['id'][:8]}  {r['recorded_at'][:19]}Z  {r['user']:<12} v{r['pack']['version']:<7} "
-            f"{len(r['recommendations']):>2} rec: {fired}")
-    say(f"{len(records)} record(s)", dim=True)
+    say(f"{count} record(s)", dim=True)
 
 
 @audit.command("show", epilog=exit_codes.help_text())
@@ -105,16 +160,19 @@ def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({"database_id": database_id, **record.to_dict()})
         return
-    say(f"record #{record.seq} {record.id}", bold=True)
-    say(f"  recorded {record.recorded_at} for {record.user}; engine {record.engine_version}")
-    say(f"  pack {record.pack_name} {record.pack_version} sha256 {record.pack_sha256}")
+    p = printable
+    say(f"record #{record.seq} {p(record.id)}", bold=True)
+    say(f"  recorded {p(record.recorded_at)} for {p(record.user)}; engine {p(record.engine_version)}")
+    if record.hook_instance is not None:
+        say(f"  CDS Hooks call {p(record.hook_instance)}")
+    say(f"  pack {p(record.pack_name)} {p(record.pack_version)} sha256 {p(record.pack_sha256)}")
     kept = "kept in full" if record.input_mode == "full" else "NOT kept (hash only)"
-    say(f"  input sha256 {record.input_sha256} ({kept})")
-    say(f"  prev_hash   {record.prev_hash}")
-    say(f"  record_hash {record.record_hash}")
+    say(f"  input sha256 {p(record.input_sha256)} ({kept})")
+    say(f"  prev_hash   {p(record.prev_hash)}")
+    say(f"  record_hash {p(record.record_hash)}")
     say()
     for line, style in result_text(record.result):
-        say(line, **style)
+        say(p(line), **style)
 
 
 def issuing_records(log: "AuditLog") -> dict[str, list[dict[str, Any]]]:
@@ -163,8 +221,8 @@ def feedback(since: str | None, card: str | None, audit_db: str | None, as_json:
     for row in rows:
         reason = (row["override_reason"] or {}).get("reason", {}).get("code", "")
         linked = ", ".join(f"#{r['seq']} {r['rule'].split('@')[0]}" for r in row["records"]) or "no record found"
-        say(f"#{row['seq']:<6} {row['id'][:8]}  {row['recorded_at'][:19]}Z  {row['user']:<12} {row['outcome']:<10} "
-            f"{reason:<18} card {row['card_uuid'][:8]} -> {linked}")
+        say(f"#{row['seq']:<6} {printable(row['id'][:8])}  {printable(row['recorded_at'][:19])}Z  {printable(row['user']):<12} "
+            f"{printable(row['outcome']):<10} {printable(reason):<18} card {printable(row['card_uuid'][:8])} -> {printable(linked)}")
     say(f"{len(rows)} feedback entr{'y' if len(rows) == 1 else 'ies'}", dim=True)
 
 
@@ -197,8 +255,8 @@ def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
       pressor audit verify --anchor 1200:3f2a...e9 --json
     """
     pinned = parse_anchor(anchor)
-    with open_log(audit_db) as log:
-        outcome = log.verify(anchor=pinned)
+    with open_log(audit_db) as log, progress_reporter("verify", as_json) as progress:
+        outcome = log.verify(anchor=pinned, progress=progress)
         path = str(log.path)
     if as_json:
         emit_json({"path": path, **outcome.to_dict()})
@@ -210,10 +268,10 @@ def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
         return
     bad = outcome.first_bad
     if bad is not None:
-        say(f"BROKEN: first bad {bad.kind} #{bad.seq} ({bad.id}): {'; '.join(bad.reasons)}", fg="red", bold=True)
+        say(f"BROKEN: first bad {bad.kind} #{bad.seq} ({printable(bad.id)}): {'; '.join(bad.reasons)}", fg="red", bold=True)
     for problem in outcome.problems:
         if problem is not bad:
-            say(f"  also: {problem}", fg="red")
+            say(f"  also: {printable(problem)}", fg="red")
     say(f"{len(outcome.problems)} problem(s) in {outcome.records} record(s); {head}", fg="red")
     sys.exit(exit_codes.INVALID)
 
@@ -241,21 +299,19 @@ def replay(record_id: str, input_file: str | None, audit_db: str | None, as_json
         emit_json(outcome.to_dict())
     record = outcome.record
     if outcome.identical:
-        say(f"identical: record #{record.seq} ({record.id}) replays to the same result with "
-            f"{record.pack_name} {record.pack_version}", fg="green")
+        say(f"identical: record #{record.seq} ({printable(record.id)}) replays to the same result with "
+            f"{printable(record.pack_name)} {printable(record.pack_version)}", fg="green")
         return
-    say(f"DIFFERENT: record #{record.seq} ({record.id}) replays to a different result "
+    say(f"DIFFERENT: record #{record.seq} ({printable(record.id)}) replays to a different result "
         f"({len(outcome.differences)} difference(s)):", fg="red", bold=True)
     for diff in outcome.differences:
         d = diff.to_dict()
-        say(f"  {d['pointer']}: stored {_shown(d, 'stored')}, replayed {_shown(d, 'replayed')}")
+        say(f"  {printable(d['pointer'])}: stored {printable(_shown(d, 'stored'))}, replayed {printable(_shown(d, 'replayed'))}")
     sys.exit(exit_codes.INVALID)
 
 
 def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
     """One side of a difference as short JSON text."""
-    import json
-
     text = json.dumps(diff[side], ensure_ascii=False) if side in diff else "(absent)"
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -281,15 +337,20 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
       pressor audit export --format csv --output audit.csv
       pressor audit export --kind feedback --output feedback.jsonl
     """
-    from pressor.engine.audit.log import write_atomically
+    from pressor.engine.audit import output_target, write_atomically
 
     if as_json and output is None:
         raise click.UsageError("--json needs --output: without it the export itself is written to stdout")
+    if output is not None:
+        output_target(output)  # refuse a device, FIFO or directory before reading a single record
     with open_log(audit_db) as log:
         if output is None:
             log.export(fmt, sys.stdout, kind=kind)
             return
-        count = write_atomically(output, lambda fh: log.export(fmt, fh, kind=kind))
+        total = log.head()[0] if kind == "records" else 0
+        with progress_reporter("export", as_json) as progress:
+            step = (lambda done: progress(done, total)) if progress else None
+            count = write_atomically(output, lambda fh: log.export(fmt, fh, kind=kind, progress=step))
     if as_json:
         emit_json({"output": output, "format": fmt, "kind": kind, "records": count})
-    say(f"exported {count} {'record(s)' if kind == 'records' else 'feedback entries'} to {output}", fg="green")
+    say(f"exported {count} {'record(s)' if kind == 'records' else 'feedback entries'} to {printable(output)}", fg="green")

@@ -67,7 +67,7 @@ def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None,
 
 def _open_log(audit: dict[str, Any]) -> Any:
     """The open audit log, or the :class:`AuditError` saying why it cannot be used."""
-    from pressor.engine.audit.log import AuditLog, resolve_path
+    from pressor.engine.audit import AuditLog, resolve_path
 
     try:
         return AuditLog.open(resolve_path(audit["audit_db"]))
@@ -80,7 +80,7 @@ def _record(log: Any, pack: Any, answer: Any, audit: dict[str, Any],
     """Append one evaluation; the line to print, its exit code, and why it was not recorded (if not)."""
     import json
 
-    from pressor.engine.audit.log import os_user
+    from pressor.engine.audit import os_user
 
     error = log if isinstance(log, AuditError) else None
     if error is None:

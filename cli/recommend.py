@@ -14,13 +14,13 @@ from pressor.engine.model import Result, RulePack
 from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
-from .audit import audit_db_option
+from .audit import audit_db_option, checked_user
 from .batch import jobs_option, run_batch
 from .common import emit_json, handles_errors, json_option, profile_option, report_error, rules_option, say
 from pressor.engine.report import result_text
 
 if TYPE_CHECKING:
-    from pressor.engine.audit.log import AuditRecord
+    from pressor.engine.audit import AuditRecord
 
 
 def parse_now(value: str | None) -> datetime:
@@ -37,7 +37,7 @@ def parse_now(value: str | None) -> datetime:
 def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, input_mode: str,
            user: str | None) -> "AuditRecord":
     """Append the evaluation to the audit log (raises :class:`AuditError` if it cannot)."""
-    from pressor.engine.audit.log import AuditLog, os_user, resolve_path
+    from pressor.engine.audit import AuditLog, os_user, resolve_path
 
     with AuditLog.open(resolve_path(audit_db)) as log:
         # The time of recording is the wall clock, whatever --now says about the evaluation.
@@ -104,7 +104,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
 @audit_db_option
 @click.option("--audit-input", "audit_input", type=click.Choice(["full", "hash"]), default="full", show_default=True,
               help="Keep the input in the audit log, or only its SHA-256 (no patient data stored; no replay).")
-@click.option("--user", metavar="NAME", default=None, help="Who asked, for the audit log (default: the OS user).")
+@click.option("--user", metavar="NAME", default=None, callback=checked_user, help="Who asked, for the audit log (default: the OS user).")
 @click.option("--no-audit", is_flag=True, help="Do not record this recommendation in the audit log.")
 @click.option("--require-audit", is_flag=True, help="Show nothing (exit 1) unless the recommendation is recorded.")
 @click.option("--batch", is_flag=True,

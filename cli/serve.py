@@ -54,7 +54,8 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     """
     import uvicorn
 
-    from pressor.engine.audit.log import AuditLog
+    from pressor.engine.audit import AuditLog
+    from pressor.engine.audit.store_postgres import redacted
     from pressor.engine.errors import AuditError
     from pressor.engine.evaluation.evaluate import release
 
@@ -84,7 +85,7 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
         announce_insecure()
     summary = {"url": f"http://{host}:{port}", "services": sorted(SERVICES), "workers": workers, "insecure": insecure,
                "pack": {"name": runtime.pack.name, "version": runtime.pack.version, "sha256": runtime.pack.sha256},
-               "audit": {"path": audit_path, "input": runtime.config.audit_input, "required": runtime.config.require_audit},
+               "audit": {"path": redacted(audit_path), "input": runtime.config.audit_input, "required": runtime.config.require_audit},
                "issuers": sorted(runtime.config.issuers), "cors_origins": list(runtime.config.cors_origins),
                "fhir_fetch": runtime.config.fhir_fetch.enabled, "log": runtime.config.log_file or "stderr"}
     if with_ui:

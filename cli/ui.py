@@ -43,7 +43,7 @@ def ui(port: int, rules_dir: str | None, audit_db: str | None, audit_input: str,
     """
     import uvicorn
 
-    from pressor.engine.audit.log import os_user, resolve_path
+    from pressor.engine.audit import os_user, resolve_path
     from pressor.engine.evaluation.pack import load_pack
     from pressor.service.ui.app import create_ui_app
     from pressor.service.ui.auth import Auth

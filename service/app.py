@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
-from pressor.engine.audit.log import AuditLog, resolve_path
+from pressor.engine.audit import AuditLog, resolve_path
 from pressor.engine.ehr.fhir import FhirError, FhirMapping, from_hook_request, load_mapping, prefetch_templates
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
@@ -167,7 +167,7 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         c = mapping.drug_codes(med.drug)[0]
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
     audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
-    verifier = Verifier(config, open_replay_cache(None))
+    verifier = Verifier(config, open_replay_cache(config.replay_cache))
     return Runtime(settings, config, pack, mapping, prefetch_templates(mapping), verifier, audit, validators, codings)
 
 

@@ -82,6 +82,8 @@ class Config:
     clock_skew_s: int = 60
     max_body_bytes: int = 1_048_576
     audit_db: str | None = None
+    #: Where accepted token ids are kept: None (this process), a postgresql:// URL or a SQLite file (shared).
+    replay_cache: str | None = None
     audit_input: str = "full"
     require_audit: bool = False
     fhir_mapping: str | None = None
@@ -123,7 +125,7 @@ def load_config(path: str | None) -> Config:
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
-        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"), replay_cache=data.get("replay_cache"),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
         fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
         include_draft=data.get("include_draft", False), profile=data.get("profile"),

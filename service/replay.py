@@ -44,5 +44,10 @@ class MemoryReplayCache:
 
 
 def open_replay_cache(target: str | None) -> ReplayCache:
-    """The replay cache at ``target`` (None: this process's own)."""
-    return MemoryReplayCache()
+    """The replay cache at ``target`` (config ``replay_cache``): None or "memory", this process's own;
+    a ``postgresql://`` URL or a SQLite file, shared (``engine.audit.replay_cache``)."""
+    if target is None or target == "memory":
+        return MemoryReplayCache()
+    from pressor.engine.audit.replay_cache import open_replay_cache as open_shared
+
+    return open_shared(target)

@@ -52,3 +52,34 @@ def explanation_validator():
     """Validates any JSON explanation against schemas/explanation.schema.json."""
     schema = json.loads(resources.files("pressor.schemas").joinpath("explanation.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+# --- PostgreSQL (audit log and replay cache backends) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole run (tests/pg.py); the tests that need it are
+    skipped, with the reason, only when it cannot start."""
+    from . import pg
+
+    try:
+        server = pg.start()
+    except pg.Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty PostgreSQL database of its own."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_target(request, audit_db):
+    """The audit log of one test, in each backend: a SQLite file, or a postgresql:// URL."""
+    if request.param == "sqlite":
+        return audit_db
+    return request.getfixturevalue("pg_url")

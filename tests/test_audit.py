@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import json
 import sqlite3
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pressor.engine.audit import log as audit_mod
-from pressor.engine.audit.log import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
+from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
 from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
@@ -28,9 +29,20 @@ def states():
 
 
 @pytest.fixture
-def log(audit_db):
-    with AuditLog.open(audit_db) as opened:
+def log(request, audit_db):
+    """An open log: SQLite, and also PostgreSQL for every test that does not reach into the SQLite
+    file itself (those take ``audit_db``; their PostgreSQL twins are in test_audit_backends.py)."""
+    target = audit_db
+    if getattr(request, "param", "sqlite") == "postgresql":
+        target = request.getfixturevalue("pg_url")
+        request.getfixturevalue("monkeypatch").setenv("PRESSOR_AUDIT_DB", target)  # for the CLI too
+    with AuditLog.open(target) as opened:
         yield opened
+
+
+def pytest_generate_tests(metafunc):
+    if "log" in metafunc.fixturenames and "audit_db" not in inspect.signature(metafunc.function).parameters:
+        metafunc.parametrize("log", ["sqlite", "postgresql"], indirect=True)
 
 
 def fill(log, pack, states, now, count):
@@ -56,7 +68,7 @@ def row(conn: sqlite3.Connection, seq: int) -> AuditRecord:
 
 
 def insert(conn: sqlite3.Connection, record: AuditRecord) -> None:
-    cols = audit_mod._COLUMNS
+    cols = audit_mod.COLUMNS
     conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                  tuple(getattr(record, c) for c in cols))
 
@@ -154,7 +166,7 @@ def test_the_test_suite_never_writes_to_the_user_data_dir(audit_db):
     assert resolve_path() == audit_db
 
 
-def test_the_database_is_in_wal_mode(log):
+def test_the_database_is_in_wal_mode(log, audit_db):
     assert log._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

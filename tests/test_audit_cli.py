@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sqlite3
+import zlib
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -17,8 +18,8 @@ from click.testing import CliRunner
 
 from pressor.cli import exit_codes
 from pressor.cli.main import cli
-from pressor.engine.audit import log as audit_mod
-from pressor.engine.audit.log import AuditLog
+from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit import AuditLog, os_user
 from pressor.engine.evaluation.load import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def test_every_recommend_appends_one_record(audit_db, result_validator):
 def test_the_default_user_is_the_os_user(audit_db):
     recommend()
     with AuditLog.open(audit_db, create=False) as log:
-        assert [r.user for r in log.records()] == [audit_mod.os_user()]
+        assert [r.user for r in log.records()] == [os_user()]
 
 
 def test_no_audit_records_nothing(audit_db):
@@ -271,7 +272,9 @@ def test_replay_identical_then_different(audit_db):
     assert same.exit_code == 0 and json.loads(same.stdout)["identical"] is True
     conn = sqlite3.connect(audit_db, isolation_level=None)
     conn.execute("DROP TRIGGER records_no_update")
-    conn.execute("UPDATE records SET result_json = replace(result_json, '\"severity\":\"critical\"', '\"severity\":\"info\"') WHERE seq = 1")
+    stored = conn.execute("SELECT result_json FROM records WHERE seq = 1").fetchone()[0]  # compressed
+    edited = zlib.decompress(stored).replace(b'"severity":"critical"', b'"severity":"info"', 1)
+    conn.execute("UPDATE records SET result_json = ? WHERE seq = 1", (zlib.compress(edited),))
     conn.close()
     differs = run("audit", "replay", record["id"])
     assert differs.exit_code == exit_codes.INVALID and "DIFFERENT" in differs.stderr
@@ -302,7 +305,7 @@ def test_reading_commands_on_a_missing_log_say_where_they_looked(audit_db):
 
 def test_cli_start_up_does_not_import_the_audit_store():
     # Start-up cost: sqlite3 and the audit store are imported by the commands that use them, not by every command.
-    code = "import sys, pressor.cli.main; print('pressor.engine.audit.log' in sys.modules, 'sqlite3' in sys.modules)"
+    code = "import sys, pressor.cli.main; print('pressor.engine.audit' in sys.modules, 'sqlite3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 

@@ -1,6 +1,7 @@
 """Feedback entries in the audit log: their own hash chain, tampering, migration of format-1 logs, the CLI."""
 from __future__ import annotations
 
+import inspect
 import hashlib
 import io
 import json
@@ -13,8 +14,9 @@ from click.testing import CliRunner
 
 from pressor.service.cards import card_uuid
 from pressor.cli.main import cli
-from pressor.engine.audit import log as audit_mod
-from pressor.engine.audit.log import GENESIS, AuditLog, FeedbackEntry
+from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit.records import legacy_canonical_json
+from pressor.engine.audit import GENESIS, AuditLog, FeedbackEntry
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 
@@ -30,9 +32,20 @@ def state():
 
 
 @pytest.fixture
-def log(audit_db):
-    with AuditLog.open(audit_db) as opened:
+def log(request, audit_db):
+    """An open log: SQLite, and also PostgreSQL for every test that does not reach into the SQLite
+    file itself (those take ``audit_db``)."""
+    target = audit_db
+    if getattr(request, "param", "sqlite") == "postgresql":
+        target = request.getfixturevalue("pg_url")
+        request.getfixturevalue("monkeypatch").setenv("PRESSOR_AUDIT_DB", target)  # for the CLI too
+    with AuditLog.open(target) as opened:
         yield opened
+
+
+def pytest_generate_tests(metafunc):
+    if "log" in metafunc.fixturenames and "audit_db" not in inspect.signature(metafunc.function).parameters:
+        metafunc.parametrize("log", ["sqlite", "postgresql"], indirect=True)
 
 
 def item(card: str, outcome: str = "overridden", minute: int = 1) -> dict:
@@ -60,7 +73,7 @@ def entry(conn, seq: int) -> FeedbackEntry:
 
 
 def insert(conn, e: FeedbackEntry) -> None:
-    cols = audit_mod._FEEDBACK_COLUMNS
+    cols = audit_mod.FEEDBACK_COLUMNS
     conn.execute(f"INSERT INTO feedback ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                  tuple(getattr(e, c) for c in cols))
 
@@ -173,19 +186,20 @@ def old_log(audit_db, pack, state, now):
     conn.execute("INSERT INTO meta (key, value) VALUES ('format', '1'), ('database_id', 'old-db')")
     conn.execute("PRAGMA user_version = 1")
     files = audit_mod.pack_files(pack)
-    conn.execute("INSERT INTO packs VALUES (?, ?, ?, ?)", (pack.sha256, pack.name, pack.version, audit_mod.canonical_json(files)))
+    legacy = legacy_canonical_json  # what format 1 stored and hashed (Python's sorted JSON: 36.0, not 36)
+    conn.execute("INSERT INTO packs VALUES (?, ?, ?, ?)", (pack.sha256, pack.name, pack.version, legacy(files)))
     prev = GENESIS
     for seq in (1, 2):
         result = evaluate(pack, state, now=now)
         rec = audit_mod.AuditRecord(
             seq=seq, id=f"old-{seq}", recorded_at=audit_mod.utc_text(now), user="cli", input_mode="full",
-            input_json=audit_mod.canonical_json(state), input_sha256=audit_mod.sha256_text(audit_mod.canonical_json(state)),
+            input_json=legacy(state), input_sha256=audit_mod.sha256_text(legacy(state)),
             pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256, engine_version=result.engine_version,
-            include_draft=False, result_json=audit_mod.canonical_json(result.to_dict()), prev_hash=prev, record_hash="")
+            include_draft=False, result_json=legacy(result.to_dict()), prev_hash=prev, record_hash="")
         # the format-1 hash, spelled out: its fields but record_hash, plus the database id
         old = {k: getattr(rec, k) for k in FORMAT_1_FIELDS}
-        rec = replace(rec, record_hash=audit_mod.sha256_text(audit_mod.canonical_json({**old, "database_id": "old-db"})))
-        cols = [c for c in audit_mod._COLUMNS if c != "hook_instance"]
+        rec = replace(rec, record_hash=audit_mod.sha256_text(legacy({**old, "database_id": "old-db"})))
+        cols = [c for c in audit_mod.COLUMNS if c != "hook_instance"]
         conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(getattr(rec, c) for c in cols))
         prev = rec.record_hash
@@ -203,13 +217,13 @@ def test_a_format_1_log_reads_and_verifies_read_only(old_log):
 
 def test_a_format_1_log_is_migrated_when_opened_for_writing(old_log, pack, state, now):
     with AuditLog.open(old_log) as log:
-        assert log.format == 2
+        assert log.format == audit_mod.FORMAT
         log.append(pack, state, evaluate(pack, state, now=now), now=now, user="svc", hook_instance="hi-1")
         fill(log, now, 2)
         outcome = log.verify()
     assert outcome.ok and outcome.records == 3 and outcome.feedback == 2
     with sqlite3.connect(old_log) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == audit_mod.FORMAT
         assert conn.execute("SELECT hook_instance FROM records ORDER BY seq").fetchall() == [(None,), (None,), ("hi-1",)]
 
 
@@ -261,3 +275,18 @@ def test_a_tampered_feedback_entry_fails_audit_verify(log, now, audit_db):
         conn.execute("UPDATE feedback SET user = 'someone-else' WHERE seq = 1")
     out = run("audit", "verify")
     assert out.exit_code == 1 and "first bad feedback #1" in out.stderr
+
+
+def test_a_migrated_log_keeps_old_texts_and_finds_rules_in_old_and_new_records(old_log, pack, state, now):
+    with AuditLog.open(old_log) as log:
+        result = evaluate(pack, state, now=now)
+        log.append(pack, state, result, now=now, user="new")
+        fired = result.to_dict()["recommendations"][0]["rule_id"]
+        assert [r.seq for r in log.records(rule=fired)] == [1, 2, 3]  # old: read from the text; new: the index
+        assert list(log.records(rule="no.such-rule")) == []
+        assert log.replay("old-1").identical  # an old 36.0 is the same JSON number as a fresh 36
+        assert log.replay("old-1", state=state).identical  # an input matched against its old (non-JCS) hash
+        assert log.verify().ok
+    with sqlite3.connect(old_log) as conn:
+        kinds = conn.execute("SELECT typeof(result_json) FROM records ORDER BY seq").fetchall()
+    assert kinds == [("text",), ("text",), ("blob",)]  # nothing rewritten

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pressor.engine.audit.log import AuditLog
+from pressor.engine.audit import AuditLog
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 
 from pressor.cli import exit_codes
 from pressor.cli.main import cli
-from pressor.engine.audit import log as audit_mod
-from pressor.engine.audit.log import AuditLog
+from pressor.engine.audit import store_sqlite as audit_mod
+from pressor.engine.audit import AuditLog
 from pressor.engine.evaluation import batch, result_json
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document

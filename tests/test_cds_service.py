@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pressor.service.cards import RULE_SYSTEM, card_uuid
-from pressor.engine.audit.log import AuditLog
+from pressor.engine.audit import AuditLog
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"
 PRESSOR = str(Path(sys.executable).with_name("pressor"))

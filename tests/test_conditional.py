@@ -162,7 +162,7 @@ def test_supplying_the_asked_fact_decides_the_conditional_advice(pack, now, stat
 
 
 def test_the_audit_record_keeps_the_conditional_advice_and_replays_it_exactly(pack, now, audit_db):
-    from pressor.engine.audit.log import AuditLog
+    from pressor.engine.audit import AuditLog
 
     state = _state("septic-no-infusions.yaml")
     result = evaluate(pack, state, now=now)

@@ -235,7 +235,7 @@ def test_advice_records_and_the_record_replays_and_verifies(local):
 
 
 def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now):
-    from pressor.engine.audit.log import AuditLog
+    from pressor.engine.audit import AuditLog
     from pressor.engine.evaluation.evaluate import evaluate
     from pressor.service.cards import card_uuid
 

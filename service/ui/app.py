@@ -221,7 +221,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             return out
         out["result"] = result.to_dict()
         if record:
-            from pressor.engine.audit.log import AuditLog
+            from pressor.engine.audit import AuditLog
 
             try:
                 with AuditLog.open(ctx.audit_path) as log:
@@ -265,7 +265,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             state = item.get("state")
             notice = f"Example of rule {rule_id}: {item.get('name', '')} (expects it {str(item.get('expect', '')).replace('_', ' ')})"
         elif record:
-            from pressor.engine.audit.log import AuditLog
+            from pressor.engine.audit import AuditLog
 
             try:
                 with AuditLog.open(ctx.audit_path, create=False) as log:
@@ -465,7 +465,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
 
     # -- auditor -----------------------------------------------------------------
     def open_log(ctx: UiContext) -> Any:
-        from pressor.engine.audit.log import AuditLog
+        from pressor.engine.audit import AuditLog
 
         return AuditLog.open(ctx.audit_path, create=False)
 

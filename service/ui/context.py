@@ -121,7 +121,7 @@ class UiContext:
     def comparable_packs(self) -> list[tuple[str, str]]:
         """``(key, label)`` of every pack the diff view can compare: this one, the ``--compare``
         directories, and every pack stored in the audit log."""
-        from pressor.engine.audit.log import AuditLog
+        from pressor.engine.audit import AuditLog
 
         out = [("current", f"{self.pack.name} {self.pack.version} (serving, {self.pack.sha256[:12]})")]
         out += [(f"dir:{i}", f"{d}") for i, d in enumerate(self.compare_dirs)]
@@ -151,7 +151,7 @@ class UiContext:
         raise KeyError(key)
 
     def _stored_pack(self, sha: str) -> RulePack:
-        from pressor.engine.audit.log import AuditLog
+        from pressor.engine.audit import AuditLog
         from pressor.engine.evaluation.pack import load_pack
 
         with AuditLog.open(self.audit_path, create=False) as log:

@@ -1,0 +1,107 @@
+"""Export: every record or feedback entry as JSON lines or CSV, streamed, and the one safe way to
+write it to a file (a regular file or a new path, replaced atomically)."""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+
+from ..errors import AuditError
+from .records import COLUMNS, FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json
+
+if TYPE_CHECKING:
+    from .store import AuditLog
+
+EXPORT_FORMATS = ("jsonl", "csv")
+EXPORT_KINDS = ("records", "feedback")
+
+
+def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
+           progress: Callable[[int], None] | None = None) -> int:
+    """Write every record (``kind`` "feedback": every feedback entry) to ``out`` as JSON lines
+    or CSV, one at a time (memory stays flat); returns how many.
+
+    Texts are exactly as hashed, so that ``record_hash`` can be recomputed from the export
+    alone (with ``database_id``, included on every row; feedback rows also hash ``"kind": "feedback"``).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}")
+    if kind not in EXPORT_KINDS:
+        raise ValueError(f"kind must be one of {EXPORT_KINDS}")
+    entries: Iterator[AuditRecord | FeedbackEntry] = log.records() if kind == "records" else log.feedback()
+    columns = ["database_id", *(COLUMNS if kind == "records" else FEEDBACK_COLUMNS)]
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writeheader()
+    count = 0
+    for rec in entries:
+        row = {"database_id": log.database_id, **rec.to_dict(parsed=False)}
+        if writer:
+            writer.writerow(row)
+        else:
+            out.write(canonical_json(row) + "\n")
+        count += 1
+        if progress is not None and count % 1000 == 0:
+            progress(count)
+    return count
+
+
+def output_target(path: str | os.PathLike[str]) -> Path:
+    """Where an export may be written: ``path`` (through a symbolic link, its target) when it is a
+    regular file or does not exist yet; anything else (a device such as /dev/full, a FIFO, a
+    directory, a socket) is refused, because replacing it would lose it or fool its reader."""
+    given = Path(path)
+    target = Path(os.path.realpath(given))
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        if not target.parent.is_dir():
+            raise AuditError.single(f"the directory {target.parent} does not exist", file=str(given),
+                                    suggestion="create it, or choose another --output") from None
+        return target
+    except OSError as exc:
+        raise AuditError.single(f"cannot use this output path ({exc.strerror})", file=str(given)) from exc
+    if stat.S_ISREG(mode):
+        return target
+    what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    through = f" (through the link {given})" if target != given.absolute() else ""
+    raise AuditError.single(f"--output {target} is {what}{through}: an export is written only to a regular file or a new path",
+                            file=str(given), suggestion="name a new file, or an existing regular file to replace; "
+                                                        "to send the export elsewhere, omit --output and redirect stdout")
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[TextIO], Any]) -> Any:
+    """Write a text file through a temporary file in the same directory, then rename it over the
+    target: readers see the old file or the whole new one, never half of it. Only a regular file or
+    a new path is written (:func:`output_target`); the check is repeated just before the rename."""
+    target = output_target(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise AuditError.single(f"cannot write in {target.parent} ({exc.strerror})", file=str(path),
+                                suggestion="choose a directory you can write to") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            outcome = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if output_target(path) != target:
+            raise AuditError.single("the output path changed while the export was written", file=str(path))
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise AuditError.single(f"the disk holding {target.parent} is full; could not write the export", file=str(path),
+                                    suggestion="free space on that disk, or choose another --output") from exc
+        raise AuditError.single(f"could not write the export ({exc.strerror or exc})", file=str(path),
+                                suggestion="check that the directory is writable") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return outcome

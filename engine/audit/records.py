@@ -1,0 +1,309 @@
+"""What the audit log holds, independent of where: records, feedback entries, canonical JSON
+(RFC 8785, JCS) and the SHA-256 over it, and the compressed form of the large texts.
+
+Nothing here reads the wall clock or touches storage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import AuditError
+from ..model import RulePack
+
+#: ``prev_hash`` of the first record of every log.
+GENESIS = "0" * 64
+INPUT_MODES = ("full", "hash")
+FEEDBACK_OUTCOMES = ("accepted", "overridden")
+#: zlib level for stored input and result texts (6: nearly 9's size at a third of its time).
+COMPRESSION_LEVEL = 6
+
+
+# --- canonical JSON -----------------------------------------------------------
+
+
+class _Exotic(Exception):
+    """A value the fast path cannot serialise as JCS (an exponent-form number, a non-BMP key)."""
+
+
+def _normal(value: Any) -> Any:
+    """``value`` with every number in its JCS form, and dicts in JCS key order (UTF-16 code units);
+    raises :class:`_Exotic` where only the slow serialiser can say it."""
+    kind = type(value)
+    if kind is dict:
+        keys = list(value)
+        for key in keys:
+            if type(key) is not str:
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+            if not key.isascii() and max(key) > "\uffff":
+                raise _Exotic
+        keys.sort()
+        return {k: _normal(value[k]) for k in keys}
+    if kind is list or kind is tuple:
+        return [_normal(v) for v in value]
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
+        if value.is_integer() and abs(value) <= 2**53:
+            return int(value)  # 36.0 -> 36, -0.0 -> 0 (exact below 2**53; above, ES6 prints fewer digits)
+        if value.is_integer() or "e" in repr(value):
+            raise _Exotic
+        return value  # Python's shortest repr, positional: the same digits as ES6
+    if kind is int and abs(value) > 2**53:
+        raise _Exotic
+    return value
+
+
+def _es6_number(value: float) -> str:
+    """ECMAScript's Number::toString (what JCS prescribes) for a finite double."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp = repr(abs(value)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    n = len(whole) + int(exp or 0) - (len(whole + frac) - len(digits))
+    digits = digits.rstrip("0") or "0"
+    k = len(digits)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * -n + digits
+    e = n - 1
+    body = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{sign}{body}e{'+' if e > 0 else '-'}{abs(e)}"
+
+
+def _jcs_slow(value: Any) -> str:
+    """The full JCS serialiser, for values the fast path refuses."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: kv[0].encode("utf-16-be"))
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_jcs_slow(v)}" for k, v in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_jcs_slow(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{value} is not a JSON number")
+        return _es6_number(number)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def canonical_json(value: Any) -> str:
+    """RFC 8785 (JCS): keys sorted by UTF-16 code units, no whitespace, numbers as ECMAScript prints
+    them (``36.0`` -> ``36``, ``1e-7``), strings with JSON's minimal escapes, UTF-8 kept. Hash its
+    UTF-8 encoding; any JCS implementation, in any language, gives the same bytes."""
+    try:
+        normal = _normal(value)
+    except _Exotic:
+        return _jcs_slow(value)
+    return json.dumps(normal, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def legacy_canonical_json(value: Any) -> str:
+    """What format-1 and -2 logs stored and hashed (Python's sorted, compact JSON): kept so that an
+    input supplied to replay an old hash-mode record can still be matched."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of ``text`` encoded as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def utc_text(moment: datetime) -> str:
+    """``2026-11-24T12:00:00.000000Z``: fixed width, so text order is time order."""
+    if moment.tzinfo is None:
+        raise ValueError("the audit clock needs a timezone-aware datetime")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def os_user() -> str:
+    """The operating-system user running this process ("unknown" if it has no name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no USER/LOGNAME and no passwd entry (some containers)
+        return "unknown"
+
+
+# --- stored form of the large texts ------------------------------------------
+
+
+def compress(text: str) -> bytes:
+    """The stored form of an input or result text (zlib): the hashes are over ``text`` itself."""
+    return zlib.compress(text.encode("utf-8"), COMPRESSION_LEVEL)
+
+
+def decompress(stored: Any) -> str | None:
+    """The text of a stored input or result: compressed (format 3) or plain text (formats 1-2)."""
+    if stored is None or isinstance(stored, str):
+        return stored
+    return zlib.decompress(stored).decode("utf-8")
+
+
+# --- records ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One recommendation as recorded. ``input_json`` is None when only its hash was kept."""
+
+    seq: int
+    id: str
+    recorded_at: str
+    user: str
+    input_mode: str
+    input_json: str | None
+    input_sha256: str
+    pack_name: str
+    pack_version: str
+    pack_sha256: str
+    engine_version: str
+    include_draft: bool
+    result_json: str
+    prev_hash: str
+    record_hash: str
+    #: The CDS Hooks call that asked (None from the CLI): with the rule, its version and the
+    #: pack it gives the card uuids, which is how feedback finds this record.
+    hook_instance: str | None = None
+
+    def hashed(self, database_id: str) -> str:
+        """The canonical JSON that ``record_hash`` is the SHA-256 of (``hook_instance`` only when
+        set, so that records made before it existed keep their hash)."""
+        data = self.to_dict(parsed=False)
+        del data["record_hash"]
+        data["database_id"] = database_id
+        return canonical_json(data)
+
+    def compute_hash(self, database_id: str) -> str:
+        """What ``record_hash`` must be for this content."""
+        return sha256_text(self.hashed(database_id))
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The stored Result, parsed."""
+        return json.loads(self.result_json)
+
+    @property
+    def input(self) -> Any:
+        """The stored input, parsed (None in hash mode)."""
+        return None if self.input_json is None else json.loads(self.input_json)
+
+    def fired(self) -> list[str]:
+        """``rule-id@version`` of every recommendation in the stored Result."""
+        return fired_rules(self.result)
+
+    def to_dict(self, *, parsed: bool = True) -> dict[str, Any]:
+        """JSON-ready. ``parsed``: input and result as objects; otherwise the exact stored texts
+        (what an outside verifier must hash)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if data["hook_instance"] is None:
+            del data["hook_instance"]
+        if parsed:
+            data["input"] = self.input
+            data["result"] = self.result
+            del data["input_json"], data["result_json"]
+        return data
+
+
+def fired_rules(result: dict[str, Any]) -> list[str]:
+    """``rule-id@version`` of every recommendation in a Result."""
+    return [f"{r['rule_id']}@{r['rule_version']}" for r in result.get("recommendations", [])]
+
+
+COLUMNS = tuple(f.name for f in fields(AuditRecord))
+#: The columns for SQL, quoted (``user`` is a reserved word in PostgreSQL).
+SQL_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One feedback item of a CDS Hooks ``/feedback`` call: what the clinician did with a card.
+
+    ``payload_json`` is the item exactly as received (canonical JSON); the other fields are
+    taken from it for querying, and all of them are hashed.
+    """
+
+    seq: int
+    id: str
+    recorded_at: str
+    user: str
+    service: str
+    card_uuid: str
+    outcome: str
+    override_reason_json: str | None
+    outcome_timestamp: str
+    payload_json: str
+    prev_hash: str
+    record_hash: str
+
+    def hashed(self, database_id: str) -> str:
+        """The canonical JSON that ``record_hash`` is the SHA-256 of (marked as feedback, so that
+        no feedback hash can stand in for a record's)."""
+        data = self.to_dict(parsed=False)
+        del data["record_hash"]
+        data["database_id"] = database_id
+        data["kind"] = "feedback"
+        return canonical_json(data)
+
+    def compute_hash(self, database_id: str) -> str:
+        """What ``record_hash`` must be for this content."""
+        return sha256_text(self.hashed(database_id))
+
+    def to_dict(self, *, parsed: bool = True) -> dict[str, Any]:
+        """JSON-ready. ``parsed``: payload and override reason as objects; otherwise the stored texts."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if parsed:
+            data["payload"] = json.loads(self.payload_json)
+            data["override_reason"] = None if self.override_reason_json is None else json.loads(self.override_reason_json)
+            del data["payload_json"], data["override_reason_json"]
+        return data
+
+
+FEEDBACK_COLUMNS = tuple(f.name for f in fields(FeedbackEntry))
+SQL_FEEDBACK_COLUMNS = ", ".join(f'"{c}"' for c in FEEDBACK_COLUMNS)
+
+
+def record_from_row(row: tuple[Any, ...]) -> AuditRecord:
+    """An :class:`AuditRecord` from a row in :data:`COLUMNS` order (texts compressed or not)."""
+    data = dict(zip(COLUMNS, row))
+    data["include_draft"] = bool(data["include_draft"])
+    data["input_json"] = decompress(data["input_json"])
+    data["result_json"] = decompress(data["result_json"])
+    return AuditRecord(**data)
+
+
+def record_row(record: AuditRecord) -> tuple[Any, ...]:
+    """The stored row of a record: input and result compressed."""
+    return tuple(compress(v) if c in ("input_json", "result_json") and v is not None else v
+                 for c, v in ((c, getattr(record, c)) for c in COLUMNS))
+
+
+def pack_files(pack: RulePack) -> dict[str, Any]:
+    """``{"name", "version", "files": {file name: text}}`` read from the pack's directory;
+    refuses files that changed since the pack was loaded (the record would lie)."""
+    texts: dict[str, str] = {}
+    for name, digest in sorted(pack.files.items()):
+        path = Path(pack.directory, name)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuditError.single(f"cannot read this rule file to store it with the record ({exc})", file=str(path),
+                                    suggestion="run the command again so that the pack is loaded afresh") from exc
+        if sha256_text(text) != digest:
+            raise AuditError.single("this rule file changed on disk after the pack was loaded", file=str(path),
+                                    suggestion="run the command again so that the pack is loaded afresh")
+        texts[name] = text
+    return {"name": pack.name, "version": pack.version, "files": texts}

@@ -1,0 +1,368 @@
+"""The audit log over any store: appending, reading (streamed), verifying, replaying, exporting.
+
+A store (:mod:`.store_sqlite`, :mod:`.store_postgres`) supplies a handful of primitives: rows of
+a query, a write transaction that holds the log's one write lock, the triggers present, and how
+its errors read. Everything else, the hash chain first, is here, once.
+
+Nothing here reads the wall clock: callers pass ``now``.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+import zlib
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, TextIO
+
+from ..errors import AuditError
+from ..model import Result, RulePack
+from .chain import ChainProblem, Verification, feedback_problems, pack_problem, record_problems
+from .records import (
+    COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, AuditRecord, FeedbackEntry,
+    canonical_json, pack_files, record_from_row, record_row, sha256_text, utc_text,
+)
+
+#: Environment variable naming the audit log, a file or a ``postgresql://`` URL (overridden by an explicit one).
+ENV_VAR = "PRESSOR_AUDIT_DB"
+#: How long an append waits for another process holding the write lock.
+BUSY_TIMEOUT_S = 10.0
+#: Progress is reported every this many entries.
+PROGRESS_EVERY = 1000
+
+Progress = Callable[[int, int], None]
+
+
+class Transaction(Protocol):
+    """What a store's write transaction offers (SQL with ``?`` placeholders)."""
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> None: ...
+
+    def one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None: ...
+
+
+def is_url(target: str | os.PathLike[str]) -> bool:
+    """True for a PostgreSQL connection URL (``postgresql://`` or ``postgres://``)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def default_path() -> Path:
+    """``audit.db`` in the platform's user data directory for "pressor"."""
+    import platformdirs
+
+    return platformdirs.user_data_path("pressor", appauthor=False) / "audit.db"
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Any:
+    """The audit log: ``explicit``, else ``$PRESSOR_AUDIT_DB``, else :func:`default_path`; a
+    ``postgresql://`` URL stays a string, anything else is a file path."""
+    value = explicit or (os.environ if environ is None else environ).get(ENV_VAR)
+    if not value:
+        return default_path()
+    return str(value) if is_url(str(value)) else Path(value)
+
+
+class AuditLog:
+    """An open audit log. Use :meth:`open`; close it (or use ``with``) when done."""
+
+    #: The log's format (1 and 2: an older SQLite log opened read-only, never migrated then).
+    format: int
+    database_id: str
+    #: A file path, or the URL without its password.
+    path: Any
+    #: Trigger names a store must have, by table.
+    expected_triggers: frozenset[str]
+
+    def __init__(self) -> None:
+        #: Packs rebuilt for replay, by SHA-256: each is compiled once per open log.
+        self.replay_packs: dict[str, RulePack] = {}
+
+    @staticmethod
+    def open(target: str | os.PathLike[str], *, create: bool = True) -> "AuditLog":
+        """Open the log at ``target``, a file path (SQLite) or a ``postgresql://`` URL;
+        ``create``: creating (or migrating) it if needed, else strictly read-only.
+
+        Raises :class:`AuditError` when it cannot be used, saying why and what to do.
+        """
+        if is_url(str(target)):
+            from .store_postgres import PostgresAuditLog
+
+            return PostgresAuditLog.connect(str(target), create=create)
+        from .store_sqlite import SqliteAuditLog
+
+        return SqliteAuditLog.connect(Path(target), create=create)
+
+    @property
+    def where(self) -> str:
+        """The log's location for messages."""
+        return str(self.path)
+
+    # -- what a store provides ------------------------------------------------
+    def close(self) -> None:
+        """Release the connection."""
+        raise NotImplementedError
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query, fetched as they are read (memory stays flat)."""
+        raise NotImplementedError
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        """The first row of a query."""
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Transaction]:
+        """One transaction holding the log's write lock: committed whole, or rolled back."""
+        raise NotImplementedError
+
+    def _translated(self, action: str) -> AbstractContextManager[None]:
+        """Turn the store's errors into :class:`AuditError`, keeping the cause."""
+        raise NotImplementedError
+
+    def _triggers_present(self) -> set[str]:
+        raise NotImplementedError
+
+    def _record_select(self) -> str:
+        return f"SELECT {SQL_COLUMNS} FROM records"
+
+    def _since_hint(self) -> str:
+        """What follows the FROM of a ``since`` query so that the store reads the ``recorded_at`` index."""
+        return ""
+
+    def _rule_queries(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+        """Queries (in sequence order, one after the other) for the records in which ``rule`` fired."""
+        clause = " AND ".join([*where, "seq IN (SELECT seq FROM record_rules WHERE rule_id = ?)"])
+        return [(f"{self._record_select()} WHERE {clause} ORDER BY seq", (*args, rule))]
+
+    # -- with ``with`` --------------------------------------------------------
+    def __enter__(self) -> "AuditLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------
+    def append(self, pack: RulePack, state: Any, result: Result, *, now: datetime, user: str,
+               input_mode: str = "full", hook_instance: str | None = None) -> AuditRecord:
+        """Record one evaluation; atomic (all of it or nothing) and safe across processes.
+
+        ``now`` is the time of recording (the Result keeps its own ``evaluated_at``);
+        ``input_mode`` "hash" keeps only the input's SHA-256 (no patient data stored);
+        ``hook_instance``: the CDS Hooks call, when the service asked.
+        """
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}")
+        input_text = canonical_json(state)
+        result_dict = result.to_dict()
+        record = AuditRecord(
+            seq=0, id=str(uuid.uuid4()), recorded_at=utc_text(now), user=user, input_mode=input_mode,
+            input_json=input_text if input_mode == "full" else None, input_sha256=sha256_text(input_text),
+            pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256,
+            engine_version=result_dict["engine_version"], include_draft=bool(result_dict["include_draft"]),
+            result_json=canonical_json(result_dict), prev_hash="", record_hash="", hook_instance=hook_instance,
+        )
+        rules = sorted({r["rule_id"] for r in result_dict.get("recommendations", [])})
+        with self._translated("write the record"):
+            # Read the pack's files before taking the write lock, and only once per pack.
+            files = None if self._has_pack(pack.sha256) else pack_files(pack)
+            with self._write() as tx:
+                if files is not None and tx.one("SELECT 1 FROM packs WHERE sha256 = ?", (pack.sha256,)) is None:
+                    tx.execute("INSERT INTO packs (sha256, name, version, files_json) VALUES (?, ?, ?, ?)",
+                               (pack.sha256, pack.name, pack.version, canonical_json(files)))
+                return self._insert(tx, record, rules)
+
+    def _insert(self, tx: Transaction, record: AuditRecord, rules: list[str]) -> AuditRecord:
+        """Chain ``record`` to the head and insert it, with its rule index rows (inside ``tx``)."""
+        head = tx.one("SELECT seq, record_hash FROM records ORDER BY seq DESC LIMIT 1")
+        seq, prev = head if head else (0, GENESIS)
+        record = replace(record, seq=seq + 1, prev_hash=prev)
+        record = replace(record, record_hash=record.compute_hash(self.database_id))
+        tx.execute(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                   record_row(record))
+        for rule in rules:
+            tx.execute("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", (rule, record.seq))
+        return record
+
+    def append_feedback(self, items: list[Mapping[str, Any]], *, service: str, now: datetime, user: str) -> list[FeedbackEntry]:
+        """Record the items of one CDS Hooks feedback call, all in one transaction (all or none).
+
+        Each item needs ``card``, ``outcome`` (accepted|overridden) and ``outcomeTimestamp``;
+        the whole item is kept as canonical JSON.
+        """
+        drafts = []
+        for item in items:
+            if item.get("outcome") not in FEEDBACK_OUTCOMES:
+                raise ValueError(f"outcome must be one of {FEEDBACK_OUTCOMES}")
+            reason = item.get("overrideReason")
+            drafts.append(FeedbackEntry(
+                seq=0, id=str(uuid.uuid4()), recorded_at=utc_text(now), user=user, service=service,
+                card_uuid=str(item["card"]), outcome=item["outcome"],
+                override_reason_json=None if reason is None else canonical_json(reason),
+                outcome_timestamp=str(item["outcomeTimestamp"]), payload_json=canonical_json(item),
+                prev_hash="", record_hash=""))
+        out: list[FeedbackEntry] = []
+        with self._translated("write the feedback"), self._write() as tx:
+            head = tx.one("SELECT seq, record_hash FROM feedback ORDER BY seq DESC LIMIT 1")
+            seq, prev = head if head else (0, GENESIS)
+            for draft in drafts:
+                entry = replace(draft, seq=seq + 1, prev_hash=prev)
+                entry = replace(entry, record_hash=entry.compute_hash(self.database_id))
+                tx.execute(f"INSERT INTO feedback ({SQL_FEEDBACK_COLUMNS}) "
+                           f"VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))})",
+                           tuple(getattr(entry, c) for c in FEEDBACK_COLUMNS))
+                out.append(entry)
+                seq, prev = entry.seq, entry.record_hash
+        return out
+
+    def _has_pack(self, sha: str) -> bool:
+        return self._one("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)) is not None
+
+    # -- reading --------------------------------------------------------------
+    def records(self, *, since: datetime | None = None, rule: str | None = None,
+                hooked: bool = False) -> Iterator[AuditRecord]:
+        """Records in sequence order, streamed; ``since``: recorded at or after (index on
+        ``recorded_at``); ``rule``: that rule fired (index ``record_rules``); ``hooked``: only
+        those made for a CDS Hooks call."""
+        where: list[str] = []
+        args: list[Any] = []
+        if hooked:
+            if self.format < 2:
+                return
+            where.append("hook_instance IS NOT NULL")
+        if since is not None:
+            where.append("recorded_at >= ?")
+            args.append(utc_text(since))
+        if rule is not None:
+            queries = self._rule_queries(rule, where, args)
+        else:
+            source = self._record_select() + (self._since_hint() if since is not None else "")
+            queries = [(source + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq", tuple(args))]
+        with self._translated("read the records"):
+            for sql, query_args in queries:
+                for row in self._rows(sql, query_args):
+                    yield record_from_row(row)
+
+    def feedback(self, *, since: datetime | None = None, card: str | None = None) -> Iterator[FeedbackEntry]:
+        """Feedback entries in sequence order; ``since``: recorded at or after; ``card``: on that card uuid."""
+        if self.format < 2:
+            return
+        where, args = [], []
+        if since is not None:
+            where.append("recorded_at >= ?")
+            args.append(utc_text(since))
+        if card is not None:
+            where.append("card_uuid = ?")
+            args.append(card)
+        sql = (f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY seq")
+        with self._translated("read the feedback"):
+            for row in self._rows(sql, tuple(args)):
+                yield FeedbackEntry(*row)
+
+    def record(self, ref: str) -> AuditRecord:
+        """The record with this id, or with the one id starting with ``ref``."""
+        with self._translated("read the record"):
+            row = self._one(self._record_select() + " WHERE id = ?", (ref,))
+            if row is not None:
+                return record_from_row(row)
+            rows: list[tuple[Any, ...]] = []
+            if ref and all(c in "0123456789abcdef-" for c in ref.lower()):
+                rows = list(self._rows(self._record_select() + " WHERE id LIKE ? ORDER BY seq LIMIT 2", (ref.lower() + "%",)))
+        if not rows:
+            raise AuditError.single(f"no audit record '{ref}'", file=self.where, suggestion="see `pressor audit list`")
+        if len(rows) > 1:
+            raise AuditError.single(f"'{ref}' matches more than one record", file=self.where, suggestion="give more of the id")
+        return record_from_row(rows[0])
+
+    def stored_pack(self, sha: str) -> tuple[str, str, dict[str, str]]:
+        """``(name, version, {file name: text})`` of a stored pack."""
+        import json
+
+        with self._translated("read the stored pack"):
+            row = self._one("SELECT name, version, files_json FROM packs WHERE sha256 = ?", (sha,))
+        if row is None:
+            raise AuditError.single(f"rule pack {sha} is not stored in the audit log", file=self.where)
+        return row[0], row[1], json.loads(row[2])["files"]
+
+    def head(self) -> tuple[int, str | None, str]:
+        """``(seq, id, record_hash)`` of the last record; ``(0, None, GENESIS)`` when empty."""
+        with self._translated("read the head"):
+            row = self._one("SELECT seq, id, record_hash FROM records ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), row[1], row[2]) if row else (0, None, GENESIS)
+
+    # -- checking -------------------------------------------------------------
+    def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> Verification:
+        """Walk the chain in sequence order, streamed; report every record that is wrong and why.
+
+        ``anchor`` (seq, record_hash), published earlier, must still be in the chain: this is
+        what catches a chain rebuilt from some record onwards, or a truncated tail.
+        ``progress(done, total)`` is called every :data:`PROGRESS_EVERY` records.
+        """
+        problems: list[ChainProblem] = []
+        with self._translated("verify the chain"):
+            missing = sorted(self.expected_triggers - self._triggers_present())
+            if missing:
+                problems.append(ChainProblem(None, None, (f"append-only triggers were removed: {', '.join(missing)}",)))
+            bad_packs: dict[str, str | None] = {
+                sha: pack_problem(sha, files_json) for sha, files_json in self._rows("SELECT sha256, files_json FROM packs")}
+            total = self.head()[0]
+            expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
+            anchored: str | None = None
+            count = 0
+            for row in self._rows(self._record_select() + " ORDER BY seq"):
+                count += 1
+                try:
+                    rec = record_from_row(row)
+                    reasons = record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
+                except (ValueError, UnicodeError, zlib.error):  # an edit that left bytes no JSON text has
+                    rec = AuditRecord(**{**dict(zip(COLUMNS, row)), "input_json": None, "result_json": ""})
+                    reasons = ["its stored input or result is not readable: the record was edited or damaged"]
+                    reasons += [r for r in record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
+                                if "record_hash" not in r]
+                if rec.pack_sha256 not in bad_packs:
+                    reasons.append(f"its rule pack {rec.pack_sha256[:12]} is missing from the stored packs")
+                elif bad_packs[rec.pack_sha256]:
+                    reasons.append(bad_packs[rec.pack_sha256])  # type: ignore[arg-type]
+                if reasons:
+                    problems.append(ChainProblem(rec.seq, rec.id, tuple(reasons)))
+                expected_prev, expected_seq, head = rec.record_hash, rec.seq + 1, (rec.seq, rec.id, rec.record_hash)
+                if anchor is not None and rec.seq == anchor[0]:
+                    anchored = rec.record_hash
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress(count, total)
+            feedback_count, feedback_head = self._verify_feedback(problems)
+        if anchor is not None:
+            seq, expected = anchor
+            if anchored is None:
+                problems.append(ChainProblem(None, None, (f"anchor #{seq} is not in the chain: records were deleted from the end",)))
+            elif anchored != expected:
+                problems.append(ChainProblem(None, None, (
+                    f"record #{seq} no longer has the anchored hash {expected[:16]}...: the chain was rewritten",)))
+        return Verification(self.database_id, count, head[0], head[1], head[2], tuple(problems),
+                            feedback_count, feedback_head)
+
+    def _verify_feedback(self, problems: list[ChainProblem]) -> tuple[int, tuple[int, str | None, str]]:
+        """Walk the feedback chain like the records chain; append its problems. ``(count, head)``."""
+        expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
+        count = 0
+        for entry in self.feedback():
+            count += 1
+            reasons = feedback_problems(entry, self.database_id, expected_seq, expected_prev, head[0])
+            if reasons:
+                problems.append(ChainProblem(entry.seq, entry.id, tuple(reasons), kind="feedback"))
+            expected_prev, expected_seq, head = entry.record_hash, entry.seq + 1, (entry.seq, entry.id, entry.record_hash)
+        return count, head
+
+    # -- replay and export ------------------------------------------------------
+    def replay(self, ref: str, *, state: Any = None) -> Any:
+        """Evaluate a record again (see :func:`.replay.replay`); a :class:`.replay.Replay`."""
+        from .replay import replay
+
+        return replay(self, ref, state=state)
+
+    def export(self, fmt: str, out: TextIO, *, kind: str = "records", progress: Callable[[int], None] | None = None) -> int:
+        """Every record or feedback entry to ``out``, streamed (see :func:`.export.export`); how many."""
+        from .export import export
+
+        return export(self, fmt, out, kind=kind, progress=progress)

@@ -1,0 +1,409 @@
+"""The audit log in one SQLite file (the embedded default): schema, triggers, migration,
+connections (read-only ones never write anything), and its errors.
+
+WAL mode: readers never block the one writer; ``BEGIN IMMEDIATE`` takes the write lock, so
+processes appending together still make one chain. Input and result texts are stored
+zlib-compressed (format 3); formats 1 and 2 stored them as text, are read as they are, and
+are migrated (cheaply: nothing is rewritten) when opened for writing.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import AuditError, Problem
+from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
+    record_from_row, sha256_text, utc_text
+from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
+
+__all__ = ["SqliteAuditLog", "FORMAT", "COLUMNS", "FEEDBACK_COLUMNS", "canonical_json", "pack_files", "sha256_text", "utc_text",
+           "AuditRecord", "FeedbackEntry"]
+
+#: Schema version, kept in SQLite's ``user_version``. 1: no feedback, no ``records.hook_instance``;
+#: 2: feedback; 3: compressed input and result texts, the ``record_rules`` index.
+FORMAT = 3
+#: Formats this pressor reads (older ones are migrated when opened for writing).
+READABLE_FORMATS = (1, 2, 3)
+
+_TRIGGERS = {
+    "records_append_at_head": f"""
+        CREATE TRIGGER records_append_at_head BEFORE INSERT ON records
+        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM records)
+          OR NEW.prev_hash IS NOT COALESCE((SELECT record_hash FROM records ORDER BY seq DESC LIMIT 1), '{GENESIS}')
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only: a new record must extend the head of the chain'); END""",
+    "records_no_update": """
+        CREATE TRIGGER records_no_update BEFORE UPDATE ON records
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only: UPDATE refused'); END""",
+    "records_no_delete": """
+        CREATE TRIGGER records_no_delete BEFORE DELETE ON records
+        BEGIN SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused'); END""",
+    "packs_insert_once": """
+        CREATE TRIGGER packs_insert_once BEFORE INSERT ON packs
+        WHEN EXISTS (SELECT 1 FROM packs WHERE sha256 = NEW.sha256)
+        BEGIN SELECT RAISE(ABORT, 'a stored rule pack is never replaced'); END""",
+    "packs_no_update": """
+        CREATE TRIGGER packs_no_update BEFORE UPDATE ON packs
+        BEGIN SELECT RAISE(ABORT, 'stored rule packs are append-only: UPDATE refused'); END""",
+    "packs_no_delete": """
+        CREATE TRIGGER packs_no_delete BEFORE DELETE ON packs
+        BEGIN SELECT RAISE(ABORT, 'stored rule packs are append-only: DELETE refused'); END""",
+    "meta_insert_once": """
+        CREATE TRIGGER meta_insert_once BEFORE INSERT ON meta
+        WHEN EXISTS (SELECT 1 FROM meta WHERE key = NEW.key)
+        BEGIN SELECT RAISE(ABORT, 'audit metadata is never replaced'); END""",
+    "meta_no_update": """
+        CREATE TRIGGER meta_no_update BEFORE UPDATE ON meta
+        BEGIN SELECT RAISE(ABORT, 'audit metadata is append-only: UPDATE refused'); END""",
+    "meta_no_delete": """
+        CREATE TRIGGER meta_no_delete BEFORE DELETE ON meta
+        BEGIN SELECT RAISE(ABORT, 'audit metadata is append-only: DELETE refused'); END""",
+}
+
+_FEEDBACK_TRIGGERS = {
+    "feedback_append_at_head": f"""
+        CREATE TRIGGER feedback_append_at_head BEFORE INSERT ON feedback
+        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM feedback)
+          OR NEW.prev_hash IS NOT COALESCE((SELECT record_hash FROM feedback ORDER BY seq DESC LIMIT 1), '{GENESIS}')
+        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: a new entry must extend the head of the chain'); END""",
+    "feedback_no_update": """
+        CREATE TRIGGER feedback_no_update BEFORE UPDATE ON feedback
+        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: UPDATE refused'); END""",
+    "feedback_no_delete": """
+        CREATE TRIGGER feedback_no_delete BEFORE DELETE ON feedback
+        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: DELETE refused'); END""",
+}
+
+_RULES_TRIGGERS = {
+    "record_rules_no_update": """
+        CREATE TRIGGER record_rules_no_update BEFORE UPDATE ON record_rules
+        BEGIN SELECT RAISE(ABORT, 'the rule index is append-only: UPDATE refused'); END""",
+    "record_rules_no_delete": """
+        CREATE TRIGGER record_rules_no_delete BEFORE DELETE ON record_rules
+        BEGIN SELECT RAISE(ABORT, 'the rule index is append-only: DELETE refused'); END""",
+}
+
+_FEEDBACK_TABLE = (
+    """CREATE TABLE feedback (
+        seq INTEGER PRIMARY KEY CHECK (seq >= 1),
+        id TEXT NOT NULL UNIQUE,
+        recorded_at TEXT NOT NULL,
+        user TEXT NOT NULL,
+        service TEXT NOT NULL,
+        card_uuid TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'overridden')),
+        override_reason_json TEXT,
+        outcome_timestamp TEXT NOT NULL,
+        payload_json TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record_hash TEXT NOT NULL UNIQUE)""",
+    "CREATE INDEX feedback_card_uuid ON feedback (card_uuid)",
+)
+
+#: Which records each rule fired in: what ``audit list --rule`` reads instead of every result.
+_RULES_TABLE = (
+    """CREATE TABLE record_rules (
+        rule_id TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES records (seq),
+        PRIMARY KEY (rule_id, seq)) WITHOUT ROWID""",
+)
+
+# input_json and result_json: zlib-compressed BLOBs since format 3 (TEXT affinity keeps a BLOB a
+# BLOB), plain text in records made before.
+_TABLES = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE packs (
+        sha256 TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        files_json TEXT NOT NULL)""",
+    """CREATE TABLE records (
+        seq INTEGER PRIMARY KEY CHECK (seq >= 1),
+        id TEXT NOT NULL UNIQUE,
+        recorded_at TEXT NOT NULL,
+        user TEXT NOT NULL,
+        input_mode TEXT NOT NULL CHECK (input_mode IN ('full', 'hash')),
+        input_json TEXT,
+        input_sha256 TEXT NOT NULL,
+        pack_name TEXT NOT NULL,
+        pack_version TEXT NOT NULL,
+        pack_sha256 TEXT NOT NULL REFERENCES packs (sha256),
+        engine_version TEXT NOT NULL,
+        include_draft INTEGER NOT NULL CHECK (include_draft IN (0, 1)),
+        result_json TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record_hash TEXT NOT NULL UNIQUE,
+        hook_instance TEXT,
+        CHECK ((input_mode = 'full') = (input_json IS NOT NULL)))""",
+    "CREATE INDEX records_recorded_at ON records (recorded_at)",
+)
+#: What turns a format-1 database into format 2.
+_MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBACK_TABLE, *_FEEDBACK_TRIGGERS.values())
+#: What turns a format-2 database into format 3 (records before ``rules_indexed_from`` keep their
+#: text and are searched by rule the old way).
+_MIGRATE_2_TO_3 = (*_RULES_TABLE, *_RULES_TRIGGERS.values())
+
+_SELECT = f"SELECT {SQL_COLUMNS} FROM records"
+#: The same from a format-1 database, opened read-only (no ``hook_instance`` column yet).
+_SELECT_V1 = _SELECT.replace('"hook_instance" FROM', "NULL AS hook_instance FROM")
+_FEEDBACK_SELECT = f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback"
+#: Records whose result names the rule, read from the result itself (text only: formats 1-2).
+_RULE_IN_TEXT = ("typeof(result_json) = 'text' AND EXISTS (SELECT 1 FROM json_each(records.result_json, '$.recommendations') AS r "
+                 "WHERE json_extract(r.value, '$.rule_id') = ?)")
+
+
+def _record(row: tuple[Any, ...]) -> AuditRecord:
+    return record_from_row(row)
+
+
+def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
+    """One clear AuditError for a SQLite or file-system failure."""
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, PermissionError) or "readonly" in low or "read-only" in low:
+        why, fix = "the audit log is read-only", f"make {path} and its directory writable, or set --audit-db / {ENV_VAR}"
+    elif "disk is full" in low or "no space" in low or getattr(exc, "errno", None) == 28:
+        why, fix = "the disk holding the audit log is full", "free space on that disk, or set --audit-db to another disk"
+    elif "not a database" in low or "malformed" in low or "corrupt" in low:
+        why, fix = ("the audit log is not a readable SQLite database (corrupt, or another kind of file)",
+                    "keep the file for investigation, move it aside and start a new log")
+    elif "locked" in low or "busy" in low:
+        why, fix = (f"the audit log is locked by another process (waited up to {BUSY_TIMEOUT_S:g} s)",
+                    "retry; look for a hung process holding the file")
+    elif isinstance(exc, FileNotFoundError):
+        why, fix = f"the directory {path.parent} does not exist", "create it, or choose another path"
+    elif "unable to open" in low:
+        why, fix = "the audit log cannot be opened", f"check that {path.parent} exists and is writable"
+    elif "no such table" in low or "no such column" in low:
+        why, fix = "the audit log is damaged (its tables were altered)", "keep the file for investigation; start a new log"
+    elif "incorrect header check" in low or "invalid" in low and "zlib" in type(exc).__module__:
+        why, fix = "a stored text is not readable (damaged)", "keep the file for investigation"
+    else:
+        why, fix = "the audit log failed", "report this with the message above"
+    return AuditError([Problem(f"{why}; could not {action} ({text})", file=str(path), suggestion=fix)])
+
+
+@contextmanager
+def _translated(path: Path, action: str) -> Iterator[None]:
+    """Turn SQLite, zlib and OS errors into :class:`AuditError`, keeping the cause."""
+    import zlib
+
+    try:
+        yield
+    except AuditError:
+        raise
+    except (sqlite3.Error, OSError, zlib.error) as exc:
+        raise _failure(exc, path, action) from exc
+
+
+def _text(data: bytes) -> str:
+    # A text edited into invalid UTF-8 is read (and then found not to match its hash), not a crash.
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    """The one place a connection is made (autocommit: transactions are explicit)."""
+    if readonly:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                               isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.text_factory = _text
+    return conn
+
+
+def _immutable(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                           check_same_thread=False)
+    conn.text_factory = _text
+    return conn
+
+
+def _connect_for_reading(path: Path) -> sqlite3.Connection:
+    """Read-only, never writing anything: also a log in a directory this user cannot write (an
+    archive, a root-owned 755 directory), where a WAL file's shared-memory index cannot be made.
+
+    With no ``-wal`` beside the file nobody is writing it, so when the directory or the file is
+    not writable it is read as immutable (no locks, no ``-shm``); otherwise ``mode=ro``, and as
+    immutable if SQLite still finds it needs to write to read (no ``-shm`` yet).
+    """
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() and not (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
+        return _immutable(path)
+    conn = _connect(path, readonly=True)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()  # SQLite opens lazily: this is where it fails
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        low = str(exc).lower()
+        if not ("unable to open" in low or "readonly" in low or "read-only" in low) or wal.exists():
+            raise
+    return _immutable(path)
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """WAL mode (readers never block the writer), kept in the file once set.
+
+    Switching needs a moment alone with a new file; SQLite then answers "locked" at once,
+    without its busy handler, so two processes creating the log together retry here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _check_format(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a SQLite file that is not a pressor audit log, or is from a newer pressor."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version in READABLE_FORMATS:
+        return
+    if version > FORMAT:
+        raise AuditError.single(f"the audit log has format {version}; this pressor reads format {FORMAT}", file=str(path),
+                                suggestion="use the newer pressor that wrote it")
+    raise AuditError.single("this SQLite file is not a pressor audit log", file=str(path),
+                            suggestion=f"point --audit-db / {ENV_VAR} at the audit log, or at a new file")
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables and triggers once, or migrate an older log; safe when several processes start together."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+            for sql in (*_TABLES, *_FEEDBACK_TABLE, *_RULES_TABLE, *_TRIGGERS.values(), *_FEEDBACK_TRIGGERS.values(),
+                        *_RULES_TRIGGERS.values()):
+                conn.execute(sql)
+            conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?), ('database_id', ?)", (str(FORMAT), str(uuid.uuid4())))
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
+        elif version in (1, 2):
+            # An older log: add what is new; existing records are not rewritten and keep their hashes.
+            for sql in (*(_MIGRATE_1_TO_2 if version == 1 else ()), *_MIGRATE_2_TO_3):
+                conn.execute(sql)
+            head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+            conn.execute("INSERT INTO meta (key, value) VALUES ('rules_indexed_from', ?)", (str(head + 1),))
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
+        else:
+            _check_format(conn, path)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class _SqliteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        self._conn.execute(sql, args)
+
+    def one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return self._conn.execute(sql, args).fetchone()
+
+
+class SqliteAuditLog(AuditLog):
+    """An audit log in a SQLite file."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, database_id: str) -> None:
+        super().__init__()
+        self.path = path
+        self.database_id = database_id
+        self._conn = conn
+        self.format = conn.execute("PRAGMA user_version").fetchone()[0]
+        self.expected_triggers = frozenset(_TRIGGERS) | (frozenset(_FEEDBACK_TRIGGERS) if self.format >= 2 else frozenset()) \
+            | (frozenset(_RULES_TRIGGERS) if self.format >= 3 else frozenset())
+        row = conn.execute("SELECT value FROM meta WHERE key = 'rules_indexed_from'").fetchone()
+        #: Records from this seq on are in ``record_rules`` (after a migration: the first new one).
+        self._rules_indexed_from = (int(row[0]) if row else 1) if self.format >= 3 else None
+
+    @classmethod
+    def connect(cls, path: Path, *, create: bool = True) -> "SqliteAuditLog":
+        """Open (``create``: creating the file and its directory if needed) or open read-only."""
+        if path.is_dir():
+            raise AuditError.single("the audit log path is a directory", file=str(path), suggestion="name a file, e.g. audit.db")
+        if not create and not path.exists():
+            raise AuditError.single("no audit log here", file=str(path),
+                                    suggestion=f"pass --audit-db PATH or set {ENV_VAR} to the log's file")
+        conn = None
+        with _translated(path, "open it"):
+            try:
+                if create:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                conn = _connect(path, readonly=False) if create else _connect_for_reading(path)
+                conn.execute("PRAGMA foreign_keys = ON")
+                if create:
+                    _use_wal(conn)
+                    # FULL: a record, once acknowledged, is on disk.
+                    conn.execute("PRAGMA synchronous = FULL")
+                    _ensure_schema(conn, path)
+                else:
+                    _check_format(conn, path)
+                row = conn.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()
+                if row is None:
+                    raise AuditError.single("the audit log has no database id (damaged)", file=str(path))
+                return cls(path, conn, row[0])
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def _translated(self, action: str):  # type: ignore[override]
+        return _translated(self.path, action)
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        yield from self._conn.execute(sql, args)
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return self._conn.execute(sql, args).fetchone()
+
+    @contextmanager
+    def _write(self) -> Iterator[_SqliteTransaction]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteTransaction(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _triggers_present(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+
+    def _record_select(self) -> str:
+        return _SELECT if self.format >= 2 else _SELECT_V1
+
+    def _since_hint(self) -> str:
+        # Without statistics SQLite prefers walking the rowid (seq) order to skip a sort: a full scan.
+        return " INDEXED BY records_recorded_at"
+
+    def _rule_queries(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+        if self._rules_indexed_from is None:  # an old log, read-only: read each result
+            clause = " AND ".join([*where, _RULE_IN_TEXT])
+            return [(f"{self._record_select()} WHERE {clause} ORDER BY seq", (*args, rule))]
+        queries = []
+        if self._rules_indexed_from > 1:  # the records from before the migration
+            clause = " AND ".join([*where, "seq < ?", _RULE_IN_TEXT])
+            queries.append((f"{self._record_select()} WHERE {clause} ORDER BY seq", (*args, self._rules_indexed_from, rule)))
+        return queries + super()._rule_queries(rule, where, args)
