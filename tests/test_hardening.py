@@ -135,6 +135,7 @@ def test_strict_json_is_the_only_json_reader():
     """Every JSON text from outside goes through load.py: no other json.load(s) on input in engine, service, cli."""
     allowed = {  # (file, why json.loads is fine there)
         "engine/evaluation/validate.py",  # the bundled schemas (package data)
+        "engine/evaluation/wording.py",  # the bundled fact wording (package data)
         # the audit log's own canonical JSON, written by pressor (engine/audit/ since the package split)
         "engine/audit/records.py", "engine/audit/chain.py", "engine/audit/replay.py", "engine/audit/store.py",
         "service/app.py",  # Settings.from_env: written by `pressor serve` itself for its workers

@@ -64,6 +64,8 @@ PREFETCH_CONDITIONS = "conditions"
 PREFETCH_MED_ADMIN = "medicationAdministrations"
 PREFETCH_MED_REQUEST = "medicationRequests"
 PREFETCH_PROCEDURES = "procedures"
+#: LOINC blood-pressure panel (components 8480-6 systolic, 8462-4 diastolic).
+BP_PANEL = "http://loinc.org|85354-9"
 PREFETCH_KEYS = (PREFETCH_PATIENT, PREFETCH_OBSERVATIONS, PREFETCH_CONDITIONS, PREFETCH_MED_ADMIN, PREFETCH_MED_REQUEST,
                  PREFETCH_PROCEDURES)
 
@@ -71,7 +73,9 @@ PREFETCH_KEYS = (PREFETCH_PATIENT, PREFETCH_OBSERVATIONS, PREFETCH_CONDITIONS, P
 def prefetch_templates(mapping: FhirMapping | None = None) -> dict[str, str]:
     """The prefetch templates the service advertises (observation codes come from the mapping)."""
     mapping = mapping or load_mapping()
-    codes = ",".join(dict.fromkeys(f"{c.system}|{c.code}" for c in mapping.observation_codes()))
+    # A search by code= matches Observation.code, never a component's: the blood-pressure panel,
+    # whose components carry SBP and DBP, is asked for by its own code as well.
+    codes = ",".join(dict.fromkeys([*(f"{c.system}|{c.code}" for c in mapping.observation_codes()), BP_PANEL]))
     return {
         PREFETCH_PATIENT: "Patient/{{context.patientId}}",
         PREFETCH_OBSERVATIONS: f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date",
