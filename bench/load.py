@@ -82,15 +82,17 @@ PRESSOR = str(Path(sys.executable).with_name("pressor"))
 
 
 def start(workers: int, key, tmp: Path, *, audit_db: str | None = None, aud_base: str | None = None,
-          name: str | None = None) -> tuple[subprocess.Popen, str]:
-    """One ``pressor serve``; its URL. ``aud_base``: the base_url shared by instances behind one balancer."""
+          name: str | None = None, replay_cache: str | None = None) -> tuple[subprocess.Popen, str]:
+    """One ``pressor serve``; its URL. ``aud_base``: the base_url shared by instances behind one balancer;
+    ``replay_cache``: a token replay cache shared with other instances (default: this process's own)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     name = name or f"w{workers}"
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     config = tmp / f"serve-{name}.json"
     config.write_text(json.dumps({"base_url": aud_base or url, "issuers": [{"iss": ISS, "keys": [{"kid": KID, "pem": pem}]}],
-                                  "audit_db": audit_db or str(tmp / f"audit-{name}.db"), "log_file": str(tmp / f"{name}.log")}))
+                                  "audit_db": audit_db or str(tmp / f"audit-{name}.db"), "log_file": str(tmp / f"{name}.log"),
+                                  **({"replay_cache": replay_cache} if replay_cache else {})}))
     proc = subprocess.Popen([PRESSOR, "serve", "--port", str(port), "--workers", str(workers), "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.err", "w"))
     deadline = time.monotonic() + 60
@@ -200,10 +202,13 @@ def verify(audit_db: str) -> dict:
 def shared(args, key, body: bytes, tmp: Path, audit_db: str) -> dict:
     """``args.instances`` instances sharing ``audit_db`` behind one base_url: load, replay across, verify."""
     aud_base = "https://pressor.bench.invalid"
+    # One replay cache for all instances: the PostgreSQL database itself, or a SQLite file beside the log.
+    replay_cache = audit_db if audit_db.startswith("postgresql://") else str(tmp / "replay-cache.db")
     procs, targets = [], []
     try:
         for i in range(args.instances):
-            proc, url = start(args.workers[0], key, tmp, audit_db=audit_db, aud_base=aud_base, name=f"instance-{i + 1}")
+            proc, url = start(args.workers[0], key, tmp, audit_db=audit_db, aud_base=aud_base, name=f"instance-{i + 1}",
+                              replay_cache=replay_cache)
             procs.append(proc)
             targets.append(url)
         asyncio.run(run(targets, key, min(args.clients, 5), 2.0, body, aud_base))  # warm-up, not counted
