@@ -50,7 +50,7 @@ from .auth import AuthError, Verifier, client_of
 from .cards import cards_for, not_recorded_card
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .fhir_fetch import FhirFetcher
-from .replay import open_replay_cache
+from pressor.engine.audit.replay_cache import open_replay_cache
 
 __all__ = ["SERVICES", "SETTINGS_ENV", "Settings", "announce_insecure", "build_runtime", "create_app"]
 

@@ -13,7 +13,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .config import Config, Issuer, JwksSettings
-from .replay import MemoryReplayCache, ReplayCache
+from pressor.engine.audit.replay_cache import MemoryReplayCache, ReplayCache
 
 log = logging.getLogger("pressor.serve")
 

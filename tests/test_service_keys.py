@@ -237,7 +237,7 @@ def test_the_hostile_tokens_left_no_traceback_and_each_failure_a_reasoned_log_li
 
 
 def test_the_in_process_replay_cache_forgets_expired_tokens():
-    from pressor.service.replay import MemoryReplayCache
+    from pressor.engine.audit.replay_cache import MemoryReplayCache
 
     cache = MemoryReplayCache()
     now = time.time()
