@@ -228,7 +228,8 @@ class _Observed(NamedTuple):
     """Per call: what the known facts say to each probe comparison (filled on demand), and what every key shares."""
 
     parts: list[Any]
-    common: tuple[Any, ...]
+    common: tuple[Any, ...]  # the absent facts declared not applicable, and the known factors of products
+    plain: tuple[Any, ...]  # the same without the factors
     facts: Mapping[str, Any]
 
 
@@ -268,6 +269,11 @@ class ResidualContext:
                     self._probe_list.append((leaf, cases))
                 index.append(probes[leaf])
             self._probe_index[r.id] = tuple(index)
+        # Only a rule that reaches a derived number depends on the known factors of products (the weight,
+        # say): the others leave them out of their key, so that their outcome is shared across patients.
+        names = {d.name for d in self.numbers}
+        self._reads_numbers = {r.id: any(p in names for i in self._probe_index[r.id] for p in self._probe_list[i][0].facts())
+                               for r in pack.rules}
 
     def _probes_of(self, cond: Condition) -> tuple[tuple[Compare, tuple[Any, ...] | None], ...]:
         """Every comparison the rule's residual can depend on, derived facts followed down to input facts;
@@ -295,8 +301,11 @@ class ResidualContext:
 
     def observe(self, facts: Mapping[str, Any], absent: frozenset[str]) -> "_Observed":
         """What every key of this call shares; the probe comparisons are evaluated on demand, once each."""
-        factors = tuple(facts.get(p) for d in self.numbers for p in (d.product or d.mean_pressure))  # type: ignore[union-attr]
-        return _Observed([_UNSEEN] * len(self._probe_list), (absent, factors), facts)
+        # A derived number that is known is a constant in every residual; only an unknown one leaves its known
+        # factors to matter (to which missing facts decide it).
+        factors = tuple(None if d.name in facts else tuple(facts.get(p) for p in (d.product or d.mean_pressure))  # type: ignore[union-attr]
+                        for d in self.numbers)
+        return _Observed([_UNSEEN] * len(self._probe_list), (absent, factors), (absent,), facts)
 
     def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
         leaf, cases = self._probe_list[i]
@@ -321,7 +330,8 @@ class ResidualContext:
         for i in self._probe_index[rule.id]:
             if parts[i] is _UNSEEN:
                 parts[i] = self._probe(i, seen.facts)
-        return (rule.id, seen.common, *[parts[i] for i in self._probe_index[rule.id]])
+        common = seen.common if self._reads_numbers[rule.id] else seen.plain
+        return (rule.id, common, *[parts[i] for i in self._probe_index[rule.id]])
 
     def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
         """Keep ``outcome`` for ``key`` (bounded, least recently stored dropped first)."""
