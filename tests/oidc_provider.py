@@ -31,7 +31,8 @@ def _b64(data: bytes) -> str:
 
 
 class FakeOidcProvider:
-    def __init__(self, client_id: str, client_secret: str, *, auth_method: str = "client_secret_basic") -> None:
+    def __init__(self, client_id: str, client_secret: str, *, auth_method: str = "client_secret_basic",
+                 host_name: str = "127.0.0.1") -> None:
         self.client_id, self.client_secret, self.auth_method = client_id, client_secret, auth_method
         self.keys: dict[str, Any] = {}
         self.published: list[str] = []
@@ -48,7 +49,8 @@ class FakeOidcProvider:
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self.issuer = f"http://127.0.0.1:{self._server.server_address[1]}"
+        # host_name "localhost" makes the provider another site than an app on 127.0.0.1 (for a browser)
+        self.issuer = f"http://{host_name}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> "FakeOidcProvider":

@@ -733,3 +733,28 @@ def test_pressor_serve_ui_serves_the_app_beside_the_cds_hooks_service(tmp_path):
         proc.terminate()
         proc.wait(timeout=15)
         err.close()
+
+
+def test_with_a_shared_replay_cache_every_worker_sees_spent_states_and_ended_sessions(tmp_path, idp_key, provider,
+                                                                                       monkeypatch):
+    """Two apps (as two workers, or two instances) sharing ``replay_cache`` and the session secret."""
+    from pressor.service.ui.served import SECRET_ENV
+
+    provider.reset()
+    monkeypatch.setenv(SECRET_ENV, "11" * 32)
+    extra = {"replay_cache": str(tmp_path / "replay.db")}
+    with _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), **extra) as one, \
+            _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), **extra) as two:
+        location, _ = start_sign_in(one)
+        browser_cookie = one.cookies.get("pressor_ui_signin")
+        callback = at_provider(location)
+        assert one.get(callback).status_code == 200
+        two.cookies.set("pressor_ui_signin", browser_cookie, path="/ui/login")
+        again = two.get(callback)
+        assert again.status_code == 401 and "already used" in again.text
+        session = one.cookies.get(COOKIE)
+        two.cookies.set(COOKIE, session, path="/ui")
+        assert two.get("/ui/").status_code == 200  # one session, valid in every worker
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', one.get("/ui/").text).group(1)
+        post(one, "/ui/logout", {"csrf_token": csrf})
+        assert two.get("/ui/").status_code == 401  # ended everywhere
