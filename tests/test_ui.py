@@ -758,3 +758,18 @@ def test_with_a_shared_replay_cache_every_worker_sees_spent_states_and_ended_ses
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', one.get("/ui/").text).group(1)
         post(one, "/ui/logout", {"csrf_token": csrf})
         assert two.get("/ui/").status_code == 401  # ended everywhere
+
+
+def test_a_token_endpoint_that_is_down_is_a_502(tmp_path, monkeypatch, idp_key, provider):
+    """Nothing listens where the (explicitly configured) token endpoint is: connection refused."""
+    import socket
+
+    provider.reset()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    ui = _oidc(provider, token_endpoint=f"http://127.0.0.1:{closed}/token")
+    with _served_client(tmp_path, monkeypatch, idp_key, ui) as client:
+        response = sign_in(client)
+        assert response.status_code == 502 and "could not be reached" in response.text and f":{closed}/token" in response.text
+        assert client.get("/ui/").status_code == 401
