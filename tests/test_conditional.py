@@ -202,3 +202,17 @@ def test_the_shared_outcome_cache_never_changes_the_advice(pack, now, states):
     cold_second = advice(second)
     pack.cache.pop("residual", None)
     assert (advice(first), cold_second) == warm
+
+
+def test_a_cached_analysis_still_doses_each_patient_by_their_own_weight(pack, now):
+    """Two patients who differ only in weight share one cached analysis; each conditional dose is their own."""
+    light, heavy = _state("septic-no-infusions.yaml"), _state("septic-no-infusions.yaml")
+    heavy["patient"]["weight_kg"] = 90
+
+    def dose(result):
+        return next(c for c in result.conditional if c.rule_id == "norepinephrine.dose-adult").dose["for_weight"]
+
+    first, second = evaluate(pack, light, now=now), evaluate(pack, heavy, now=now)
+    assert dose(first)["weight_kg"] == 70 and dose(first)["range"] == {"low": 1.4, "high": 3.5, "unit": "mcg/min"}
+    assert dose(second)["weight_kg"] == 90 and dose(second)["range"] == {"low": 1.8, "high": 4.5, "unit": "mcg/min"}
+    assert evaluate(pack, light, now=now).conditional == first.conditional

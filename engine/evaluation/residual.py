@@ -219,6 +219,8 @@ class Analysis(NamedTuple):
 
     undecided: tuple[Undecided, ...]
     questions: tuple[Question, ...]
+    #: Everything the analysis depends on: each rule's outcome key, and the rules shown (equal keys, equal analyses).
+    key: tuple[Any, ...] = ()
 
 
 _UNSEEN = object()
@@ -258,6 +260,9 @@ class ResidualContext:
         self.descriptions = {d.name: d.description for d in pack.derived}
         #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else.
         self.outcomes: OrderedDict[Any, Undecided] = OrderedDict()
+        #: Whole analyses, and what the caller assembles from one (the advice lists), by :attr:`Analysis.key`.
+        self.analyses: OrderedDict[Any, Analysis] = OrderedDict()
+        self.assembled: OrderedDict[Any, Any] = OrderedDict()
         probes: dict[Compare, int] = {}
         self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]] = []
         self._probe_index: dict[str, tuple[int, ...]] = {}
@@ -333,12 +338,13 @@ class ResidualContext:
         common = seen.common if self._reads_numbers[rule.id] else seen.plain
         return (rule.id, common, *[parts[i] for i in self._probe_index[rule.id]])
 
-    def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
-        """Keep ``outcome`` for ``key`` (bounded, least recently stored dropped first)."""
+    def remember(self, key: tuple[Any, ...], outcome: Any, memo: OrderedDict[Any, Any] | None = None) -> Any:
+        """Keep ``outcome`` for ``key`` in ``memo`` (default: the rule outcomes); bounded, oldest dropped first."""
+        memo = self.outcomes if memo is None else memo
         with self._lock:
-            self.outcomes[key] = outcome
-            if len(self.outcomes) > 4 * self.CACHE_SIZE:
-                self.outcomes.popitem(last=False)
+            memo[key] = outcome
+            if len(memo) > 4 * self.CACHE_SIZE:
+                memo.popitem(last=False)
         return outcome
 
     def satisfiable(self, res: Residual) -> bool | None:
@@ -416,10 +422,15 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     superseded = pack.cache.get("superseded_by")
     if superseded is None:
         superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    rules = tuple(rules)
+    keys = tuple(ctx.key(rule, seen) for rule in rules)
+    whole = (keys, shown)
+    known = ctx.analyses.get(whole)
+    if known is not None:
+        return known
     partials: list[_Partial] = []  # built on the first cache miss only
     undecided: list[Undecided] = []
-    for rule in rules:
-        key = ctx.key(rule, seen)
+    for rule, key in zip(rules, keys):
         found = ctx.outcomes.get(key)
         if found is None:
             if not partials:
@@ -429,7 +440,7 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
         if found.outcome == "conditional" and superseded.get(rule.id, frozenset()) & shown:
             found = found._replace(outcome="superseded")
         undecided.append(found)
-    return Analysis(tuple(undecided), _questions(ctx, undecided))
+    return ctx.remember(whole, Analysis(tuple(undecided), _questions(ctx, undecided), whole), ctx.analyses)
 
 
 def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absent: frozenset[str],
