@@ -216,3 +216,23 @@ def test_a_cached_analysis_still_doses_each_patient_by_their_own_weight(pack, no
     assert dose(first)["weight_kg"] == 70 and dose(first)["range"] == {"low": 1.4, "high": 3.5, "unit": "mcg/min"}
     assert dose(second)["weight_kg"] == 90 and dose(second)["range"] == {"low": 1.8, "high": 4.5, "unit": "mcg/min"}
     assert evaluate(pack, light, now=now).conditional == first.conditional
+
+
+def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
+    """However many distinct patients, the per-pack caches keep at most their bound (memory stays flat)."""
+    from pressor.engine.evaluation.residual import ResidualContext
+
+    monkeypatch.setattr(ResidualContext, "ANALYSES", 3)
+    monkeypatch.setattr(ResidualContext, "CACHE_SIZE", 2)
+    pack.cache.pop("residual", None)
+    try:
+        for weight in range(40, 60):
+            state = _state("septic-no-infusions.yaml")
+            state["patient"]["weight_kg"] = weight
+            state["vitals"]["sbp_mmhg"] = 60 + weight % 7
+            evaluate(pack, state, now=now)
+        ctx = context(pack)
+        assert len(ctx.analyses) == 3 and len(ctx.assembled) == 3 and len(ctx.outcomes) == 8  # filled to the bound, no further
+        assert len(ctx._deciding) <= 2
+    finally:
+        pack.cache.pop("residual", None)
