@@ -226,11 +226,12 @@ def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
     monkeypatch.setattr(ResidualContext, "CACHE_SIZE", 2)
     pack.cache.pop("residual", None)
     try:
-        for weight in range(40, 60):
-            state = _state("septic-no-infusions.yaml")
-            state["patient"]["weight_kg"] = weight
-            state["vitals"]["sbp_mmhg"] = 60 + weight % 7
-            evaluate(pack, state, now=now)
+        from pathlib import Path
+
+        from pressor.engine.authoring.scenarios import load_scenarios
+
+        for s in load_scenarios([Path(__file__).parent / "scenarios"], pack):  # 122 patients, many with facts missing
+            evaluate(pack, s.state, now=s.now, include_draft=s.include_draft)
         ctx = context(pack)
         assert len(ctx.analyses) == 3 and len(ctx.assembled) == 3 and len(ctx.outcomes) == 8  # filled to the bound, no further
         assert len(ctx._deciding) <= 2
