@@ -402,7 +402,9 @@ class ResidualContext:
         out = []
         for fact in _askable(self, res):
             seen = set()
-            for value in _values(self, fact, res, facts):
+            values = _values(self, fact, res, facts)
+            # the two ends first: most residuals compare against thresholds, which the ends fall either side of
+            for value in (values[:1] + values[-1:] + values[1:-1]) if len(values) > 2 else values:
                 seen.add(truth(res, _with(self, facts, fact, value)))
                 if len(seen) > 1:
                     out.append(fact)
