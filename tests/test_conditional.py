@@ -202,3 +202,38 @@ def test_the_shared_outcome_cache_never_changes_the_advice(pack, now, states):
     cold_second = advice(second)
     pack.cache.pop("residual", None)
     assert (advice(first), cold_second) == warm
+
+
+def test_a_cached_analysis_still_doses_each_patient_by_their_own_weight(pack, now):
+    """Two patients who differ only in weight share one cached analysis; each conditional dose is their own."""
+    light, heavy = _state("septic-no-infusions.yaml"), _state("septic-no-infusions.yaml")
+    heavy["patient"]["weight_kg"] = 90
+
+    def dose(result):
+        return next(c for c in result.conditional if c.rule_id == "norepinephrine.dose-adult").dose["for_weight"]
+
+    first, second = evaluate(pack, light, now=now), evaluate(pack, heavy, now=now)
+    assert dose(first)["weight_kg"] == 70 and dose(first)["range"] == {"low": 1.4, "high": 3.5, "unit": "mcg/min"}
+    assert dose(second)["weight_kg"] == 90 and dose(second)["range"] == {"low": 1.8, "high": 4.5, "unit": "mcg/min"}
+    assert evaluate(pack, light, now=now).conditional == first.conditional
+
+
+def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
+    """However many distinct patients, the per-pack caches keep at most their bound (memory stays flat)."""
+    from pressor.engine.evaluation.residual import ResidualContext
+
+    monkeypatch.setattr(ResidualContext, "ANALYSES", 3)
+    monkeypatch.setattr(ResidualContext, "CACHE_SIZE", 2)
+    pack.cache.pop("residual", None)
+    try:
+        from pathlib import Path
+
+        from pressor.engine.authoring.scenarios import load_scenarios
+
+        for s in load_scenarios([Path(__file__).parent / "scenarios"], pack):  # 122 patients, many with facts missing
+            evaluate(pack, s.state, now=s.now, include_draft=s.include_draft)
+        ctx = context(pack)
+        assert len(ctx.analyses) == 3 and len(ctx.assembled) == 3 and len(ctx.outcomes) == 8  # filled to the bound, no further
+        assert len(ctx._deciding) <= 2
+    finally:
+        pack.cache.pop("residual", None)

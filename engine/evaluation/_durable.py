@@ -270,9 +270,6 @@ class Matcher:
             )
         self._lock = threading.Lock()
         self._shards = shard(conditions)
-        #: Per shard, the fact names its rules read: each shard is sent only those (a smaller fact to parse
-        #: and to run through the engine's tests; a name no rule of the shard reads cannot change its match).
-        self._reads = [frozenset(_names_in(definition.values())) for definition in self._shards]
         self._handles: list[int] = []
         self.keys = tuple(conditions)
         for definition in self._shards:
@@ -290,12 +287,12 @@ class Matcher:
 
     def match(self, flat: Mapping[str, Any]) -> set[str]:
         """Keys of every rule whose condition the fact satisfies (de-duplicated)."""
-        payloads = [fact_json({k: v for k, v in flat.items() if k in reads}) for reads in self._reads]
+        payload = fact_json(flat)
         fired: set[str] = set()
         with self._lock:
             if self._handles is None:
                 raise EvaluationError.single("the matcher was closed after an engine failure")
-            for handle, payload in zip(self._handles, payloads):
+            for handle in self._handles:
                 try:
                     code, state = _dre.assert_fact(handle, payload)
                     try:
