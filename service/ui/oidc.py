@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import threading
 import time
@@ -120,9 +119,12 @@ class OidcClient:
             raise ProviderUnavailable(f"{url} did not answer within {self.settings.timeout_s:g} s") from exc
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"{url} could not be reached ({type(exc).__name__})") from exc
-        try:
-            return status, json.loads(bytes(body))
-        except ValueError:
+        from pressor.engine.errors import PressorError
+        from pressor.engine.evaluation.load import loads_json
+
+        try:  # strict, as every JSON from outside: no duplicate keys, no NaN, bounded nesting
+            return status, loads_json(body.decode("utf-8"), file=url)
+        except (PressorError, UnicodeDecodeError):
             return status, None
 
     def _get_json(self, url: str) -> dict[str, Any]:
