@@ -202,6 +202,13 @@ class AuditRecord:
         return data
 
 
+def recorded_profile(result: Any) -> dict[str, Any] | None:
+    """The site profile a stored Result names (``name``, ``sha256``, ``changed``), if any."""
+    pack = result.get("pack") if isinstance(result, dict) else None
+    profile = pack.get("profile") if isinstance(pack, dict) else None
+    return profile if isinstance(profile, dict) and isinstance(profile.get("sha256"), str) else None
+
+
 def fired_rules(result: dict[str, Any]) -> list[str]:
     """``rule-id@version`` of every recommendation in a Result."""
     return [f"{r['rule_id']}@{r['rule_version']}" for r in result.get("recommendations", [])]

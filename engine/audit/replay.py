@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AuditError, InputError, PatientStateError, Problem, RuleFileError
 from ..model import RulePack
-from .records import AuditRecord, canonical_json, legacy_canonical_json, sha256_text
+from .records import AuditRecord, canonical_json, legacy_canonical_json, recorded_profile, sha256_text
 
 if TYPE_CHECKING:
     from .store import AuditLog
@@ -119,13 +119,6 @@ def replay(log: "AuditLog", ref: str, *, state: Any = None, profile_text: str | 
                           *exc.problems]) from exc
     replayed = json.loads(canonical_json(fresh.to_dict()))
     return Replay(record, tuple(json_diff(stored, replayed)))
-
-
-def recorded_profile(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The site profile a stored Result names (``name``, ``sha256``, ``changed``), if any."""
-    pack = result.get("pack")
-    profile = pack.get("profile") if isinstance(pack, dict) else None
-    return profile if isinstance(profile, dict) and isinstance(profile.get("sha256"), str) else None
 
 
 def replay_pack(log: "AuditLog", record: AuditRecord, result: dict[str, Any] | None = None,

@@ -24,7 +24,7 @@ from .chain import ChainProblem, Verification, feedback_problems, pack_problem, 
 from .compression import PackCodec, UnreadableText
 from .records import (
     COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, AuditRecord, FeedbackEntry,
-    canonical_json, pack_files, record_from_row, record_row, sha256_text, utc_text,
+    canonical_json, pack_files, record_from_row, record_row, recorded_profile, sha256_text, utc_text,
 )
 
 #: Environment variable naming the audit log, a file or a ``postgresql://`` URL (overridden by an explicit one).
@@ -441,10 +441,10 @@ def _profile_reasons(rec: AuditRecord, bad_profiles: Mapping[str, str | None]) -
     """What is wrong with the stored site profile a record names (its Result, which is hashed, names it)."""
     if '"profile":{' not in rec.result_json:  # most records have none: skip parsing the Result
         return []
-    profile = (rec.result.get("pack") or {}).get("profile")
-    sha = profile.get("sha256") if isinstance(profile, dict) else None
-    if not isinstance(sha, str):
+    profile = recorded_profile(rec.result)
+    if profile is None:
         return []
+    sha = profile["sha256"]
     if sha not in bad_profiles:
         return [f"its site profile {sha[:12]} is missing from the stored profiles"]
     problem = bad_profiles[sha]
