@@ -23,7 +23,8 @@ def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None,
     order, by this process; a state whose record fails is still answered (exit 3) unless
     ``require_audit``, when its line becomes an error line (exit 1).
     """
-    from pressor.engine.evaluation.batch import default_jobs, evaluate_many, freeze_long_lived, json_lines, state_files
+    from pressor.engine.evaluation.batch import default_jobs, evaluate_many, json_lines, state_files
+    from pressor.engine.evaluation.evaluate import freeze_long_lived
     from pressor.engine.evaluation.pack import load_pack
 
     pack = load_pack(rules_dir, profile=profile)  # a bad pack fails here, once, before any state is read

@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from pressor.engine.model import Rule, RulePack, render_condition
+from pressor.engine.model import Rule, render_condition
 from pressor.engine.evaluation.pack import find_rule, load_pack
 
 from . import exit_codes

@@ -40,6 +40,7 @@ from pressor.engine.ehr.fhir import FhirError, FhirMapping, from_hook_request, l
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import loads_json
+from pressor.engine.evaluation.evaluate import freeze_long_lived
 from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.evaluation.validate import schema
 from pressor.engine.model import RulePack
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rt = build_runtime(settings, config)
         app.state.fetcher = FhirFetcher(config.fhir_fetch)
         app.state.rt.audit.open()
+        freeze_long_lived()  # the pack, compiled rules and imports: kept out of every later garbage collection
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pressor.engine.errors import InputError, Problem
@@ -118,6 +119,14 @@ def load_config(path: str | None) -> Config:
         if item["iss"] in issuers:
             raise InputError([Problem(f"issuer {item['iss']!r} is listed twice", **doc.where(f"/issuers/{i}/iss"))])
         issuers[item["iss"]] = Issuer(item["iss"], keys, item.get("jwks_url"), tuple(item.get("jku", ())))
+    here = Path(doc.file).parent
+
+    def beside(value: str | None) -> str | None:
+        """A relative file path in the configuration is relative to the configuration file (URLs unchanged)."""
+        if value is None or "://" in value or Path(value).is_absolute():
+            return value
+        return str(here / value)
+
     base = data.get("base_url")
     ui = data.get("ui_base_url")
     fetch = data.get("fhir_fetch", {})
@@ -125,13 +134,13 @@ def load_config(path: str | None) -> Config:
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
-        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=data.get("audit_db"), replay_cache=data.get("replay_cache"),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=beside(data.get("audit_db")), replay_cache=beside(data.get("replay_cache")),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
-        fhir_mapping=data.get("fhir_mapping"), lookback_hours=dict(data.get("lookback_hours", {})),
-        include_draft=data.get("include_draft", False), profile=data.get("profile"),
+        fhir_mapping=beside(data.get("fhir_mapping")), lookback_hours=dict(data.get("lookback_hours", {})),
+        include_draft=data.get("include_draft", False), profile=beside(data.get("profile")),
         jwks=JwksSettings(**data.get("jwks", {})),
         fhir_fetch=FetchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}),
-        cors_origins=tuple(data.get("cors_origins", ())), log_file=data.get("log_file"),
+        cors_origins=tuple(data.get("cors_origins", ())), log_file=beside(data.get("log_file")),
         openapi=data.get("openapi", True), ui_base_url=ui.rstrip("/") if ui else None,
     )
 

@@ -165,6 +165,20 @@ def test_result_writer_output_is_the_reference_serialisation(pack, state):
     assert writer.fast
 
 
+def test_one_result_writer_across_every_scenario_matches_the_reference(pack):
+    """The memos (per rule, per residual condition, per fact list) are shared between results: each result
+    met later, with conditional advice reusing conditions met before, is still the reference text."""
+    from pressor.engine.authoring.scenarios import load_scenarios
+
+    writer = ResultWriter()
+    scenarios = load_scenarios([Path(__file__).parent / "scenarios"], pack)
+    results = [evaluate(pack, s.state, now=s.now, include_draft=s.include_draft) for s in scenarios]
+    assert sum(len(r.conditional) for r in results) > 100  # conditional advice is exercised
+    for result in results + results:
+        assert writer(result) == compact_json(result)
+    assert writer.fast
+
+
 def test_result_writer_stands_aside_when_results_gain_fields(pack, monkeypatch):
     extended = make_dataclass("Result", [(f.name, f.type, f) for f in fields(Result)] + [("later_field", tuple, ())],
                               frozen=True)

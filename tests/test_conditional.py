@@ -185,3 +185,34 @@ def test_every_fact_has_a_question_and_every_wording_names_a_fact(pack):
         assert entry["question"].endswith("?"), fact
         kind = context(pack).domains[fact][0]
         assert kind != "boolean" or {"true", "false"} <= set(entry), fact
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(states=patient_states().flatmap(lambda a: patient_states().map(lambda b: (a, b))))
+def test_the_shared_outcome_cache_never_changes_the_advice(pack, now, states):
+    """The residual outcomes are cached per pack under a key of what the known facts say to each comparison
+    a rule can reach; advice given from a warm cache (another patient first) equals advice from a cold one."""
+    def advice(state):
+        r = evaluate(pack, state, now=now)
+        return [c.to_dict() for c in r.conditional], [a.to_dict() for a in r.ask_next], [n.to_dict() for n in r.not_applicable]
+
+    first, second = states
+    warm = (advice(first), advice(second))
+    pack.cache.pop("residual", None)
+    cold_second = advice(second)
+    pack.cache.pop("residual", None)
+    assert (advice(first), cold_second) == warm
+
+
+def test_a_cached_analysis_still_doses_each_patient_by_their_own_weight(pack, now):
+    """Two patients who differ only in weight share one cached analysis; each conditional dose is their own."""
+    light, heavy = _state("septic-no-infusions.yaml"), _state("septic-no-infusions.yaml")
+    heavy["patient"]["weight_kg"] = 90
+
+    def dose(result):
+        return next(c for c in result.conditional if c.rule_id == "norepinephrine.dose-adult").dose["for_weight"]
+
+    first, second = evaluate(pack, light, now=now), evaluate(pack, heavy, now=now)
+    assert dose(first)["weight_kg"] == 70 and dose(first)["range"] == {"low": 1.4, "high": 3.5, "unit": "mcg/min"}
+    assert dose(second)["weight_kg"] == 90 and dose(second)["range"] == {"low": 1.8, "high": 4.5, "unit": "mcg/min"}
+    assert evaluate(pack, light, now=now).conditional == first.conditional

@@ -122,3 +122,19 @@ def test_serve_json_summary_names_what_was_configured(tmp_path):
         proc.wait(timeout=30)
     assert summary["issuers"] == ["https://ehr.invalid"] and summary["cors_origins"] == ["https://sandbox.cds-hooks.org"]
     assert summary["fhir_fetch"] is True and summary["log"] == "stderr"
+
+
+def test_relative_paths_in_the_configuration_are_beside_it(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "serve.yaml").write_text(
+        "audit_db: audit/pressor.db\nreplay_cache: tokens.db\nprofile: profiles/icu.yaml\n"
+        "fhir_mapping: mapping.json\nlog_file: logs/requests.log\n")
+    monkeypatch.chdir(tmp_path)  # started from elsewhere: the paths still name files beside the configuration
+    config = load_config(str(site / "serve.yaml"))
+    assert (config.audit_db, config.replay_cache, config.profile, config.fhir_mapping, config.log_file) == (
+        str(site / "audit" / "pressor.db"), str(site / "tokens.db"), str(site / "profiles" / "icu.yaml"),
+        str(site / "mapping.json"), str(site / "logs" / "requests.log"))
+    (site / "urls.yaml").write_text("audit_db: postgresql://pressor@db/pressor\nlog_file: /var/log/pressor.log\n")
+    config = load_config(str(site / "urls.yaml"))
+    assert (config.audit_db, config.log_file) == ("postgresql://pressor@db/pressor", "/var/log/pressor.log")

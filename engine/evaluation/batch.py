@@ -133,17 +133,9 @@ _worker: _Worker | None = None
 def _start_worker(*args: Any) -> None:
     global _worker
     _worker = _Worker(*args)
+    from .evaluate import freeze_long_lived
+
     freeze_long_lived()
-
-
-def freeze_long_lived() -> None:
-    """Move everything alive now (the pack, the compiled rules, the imported modules) out of the cyclic
-    garbage collector's reach: a process that only evaluates then spends far less time in collections,
-    which otherwise rescan those objects as each evaluation's short-lived ones trigger them."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def _answer_chunk(chunk: list[tuple[int, Item]]) -> list[Answer]:

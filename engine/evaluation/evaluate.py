@@ -6,6 +6,7 @@ The CLI, the tests and any service call it. The pack is loaded and compiled once
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -88,6 +89,16 @@ def prepare(pack: RulePack) -> None:
     _slot(pack).get(pack)
     compiled_pack(pack)
     context(pack)
+
+
+def freeze_long_lived() -> None:
+    """Move everything alive now (the pack, the compiled rules, the imported modules) out of the cyclic
+    garbage collector's reach: a process that only evaluates then spends far less time in collections,
+    which otherwise rescan those objects as each evaluation's short-lived ones trigger them."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def release(pack: RulePack) -> None:
@@ -205,11 +216,36 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
 
 def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any], shown: list[Recommendation]
                   ) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...], tuple[NotApplicable, ...]]:
-    """Conditional advice, the questions that decide it, and the rules that cannot apply (see residual.py)."""
+    """Conditional advice, the questions that decide it, and the rules that cannot apply (see residual.py).
+
+    What is assembled from an analysis depends on nothing but its key, so it is kept with the pack's residual
+    context; only the doses of conditional dose rules (which read the patient's weight) are computed per call.
+    """
     from .residual import analyse, context
+
+    ctx = context(pack)
+    analysis = analyse(pack, undecided, facts, frozenset(r.rule_id for r in shown))
+    assembled = ctx.assembled.get(analysis.key)
+    if assembled is None:
+        assembled = ctx.remember(analysis.key, _assemble(pack, analysis), ctx.assembled)
+    conditional, ask, not_applicable, dosed = assembled
+    if dosed:
+        conditional = list(conditional)
+        for i, spec in dosed:
+            dose = compute_dose(spec, facts, pack.preparations)
+            if dose is not None:
+                conditional[i] = replace(conditional[i], dose=dose)
+        conditional = tuple(conditional)
+    return conditional, ask, not_applicable
+
+
+def _assemble(pack: RulePack, analysis: Any) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...],
+                                                       tuple[NotApplicable, ...], tuple[tuple[int, Any], ...]]:
+    """The advice lists of one analysis, ordered, without doses; and (position, dose spec) of each dose rule."""
+    from .residual import context
     from .wording import question
 
-    analysis = analyse(pack, undecided, facts, frozenset(r.rule_id for r in shown))
+    shown = analysis.key[1]
     rank = {q.fact: i for i, q in enumerate(analysis.questions)}
     order = context(pack).order
     groups: dict[str, list[Conditional]] = {}
@@ -217,15 +253,14 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
     for item in analysis.undecided:
         rule = item.rule
         if item.outcome == "conditional":
-            dose = compute_dose(rule.dose, facts, pack.preparations) if rule.dose is not None else None
             groups.setdefault(item.text, []).append(Conditional(
                 rule_id=rule.id, rule_version=rule.version, status=rule.status, kind=rule.kind, severity=rule.severity,
                 title=rule.title, summary=rule.summary, detail=rule.detail, citations=compiled_pack(pack).citations[rule.id],
                 source_section=rule.section, condition=item.residual, text=item.text,
-                facts=item.needs, dose=dose, drug=rule.drug or (rule.dose.drug if rule.dose else None),
+                facts=item.needs, dose=None, drug=rule.drug or (rule.dose.drug if rule.dose else None),
             ))
         elif item.outcome == "superseded":
-            winners = sorted(pack.cache["superseded_by"][rule.id] & {r.rule_id for r in shown})
+            winners = sorted(pack.cache["superseded_by"][rule.id] & shown)
             not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, f"superseded by {', '.join(winners)}"))
         elif item.outcome == "not_applicable":
             if item.because:
@@ -245,10 +280,12 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
         return (min(rank.get(f, len(rank)) for f in best.facts), len(best.facts), whatever, -len(members),
                 rule_key(best)[:2], order[best.rule_id])
 
-    conditional = [c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key)]
+    conditional = tuple(c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key))
+    specs = {r.id: r.dose for r in pack.rules if r.dose is not None}
+    dosed = tuple((i, specs[c.rule_id]) for i, c in enumerate(conditional) if c.rule_id in specs)
     ask = tuple(AskNext(q.fact, question(q.fact), tuple((r.id, r.severity, r.title) for r in q.decides))
                 for q in analysis.questions)
-    return tuple(conditional), ask, tuple(not_applicable)
+    return conditional, ask, tuple(not_applicable), dosed
 
 
 MAP, SBP, DBP = "vitals.map_mmhg", "vitals.sbp_mmhg", "vitals.dbp_mmhg"

@@ -219,16 +219,19 @@ class Analysis(NamedTuple):
 
     undecided: tuple[Undecided, ...]
     questions: tuple[Question, ...]
+    #: Everything the analysis depends on: each rule's outcome key, and the rules shown (equal keys, equal analyses).
+    key: tuple[Any, ...] = ()
 
 
 _UNSEEN = object()
+_MOOT = "moot"  # a key part for a comparison that cannot matter (a string: keys stay comparable across calls)
 
 
 class _Observed(NamedTuple):
     """Per call: what the known facts say to each probe comparison (filled on demand), and what every key shares."""
 
     parts: list[Any]
-    common: tuple[Any, ...]
+    common: tuple[Any, ...]  # the absent facts declared not applicable
     facts: Mapping[str, Any]
 
 
@@ -255,30 +258,46 @@ class ResidualContext:
         self._deciding: OrderedDict[Any, tuple[str, ...]] = OrderedDict()
         self.order = {r.id: i for i, r in enumerate(pack.rules)}
         self.descriptions = {d.name: d.description for d in pack.derived}
-        #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else.
+        #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else
+        #: (the deciding facts, which may also depend on known factors of products, are filled in per call).
         self.outcomes: OrderedDict[Any, Undecided] = OrderedDict()
+        #: Whole analyses, and what the caller assembles from one (the advice lists), by :attr:`Analysis.key`.
+        self.analyses: OrderedDict[Any, Analysis] = OrderedDict()
+        self.assembled: OrderedDict[Any, Any] = OrderedDict()
         probes: dict[Compare, int] = {}
         self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]] = []
-        self._probe_index: dict[str, tuple[int, ...]] = {}
+        #: Per rule: (probe, the derived facts whose definitions hold it, or None if the rule's own condition does).
+        self._probe_index: dict[str, tuple[tuple[int, frozenset[str] | None], ...]] = {}
         for r in pack.rules:
             index = []
-            for leaf, cases in self._probes_of(r.when):
+            for leaf, cases, via in self._probes_of(r.when):
                 if leaf not in probes:
                     probes[leaf] = len(self._probe_list)
                     self._probe_list.append((leaf, cases))
-                index.append(probes[leaf])
+                index.append((probes[leaf], via))
             self._probe_index[r.id] = tuple(index)
+        self._number_names = frozenset(d.name for d in self.numbers)
 
-    def _probes_of(self, cond: Condition) -> tuple[tuple[Compare, tuple[Any, ...] | None], ...]:
+    def _probes_of(self, cond: Condition) -> list[tuple[Compare, tuple[Any, ...] | None, frozenset[str] | None]]:
         """Every comparison the rule's residual can depend on, derived facts followed down to input facts;
-        a comparison with a derived number carries that number's possible values."""
-        out: dict[Compare, tuple[Any, ...] | None] = {}
-        todo = list(leaves(cond))
+        a comparison with a derived number carries that number's possible values. Each comes with the derived
+        facts whose definitions hold it (None: the rule's own condition does): once those are all known they
+        are constants of the residual, and the comparison cannot matter."""
+        cases_of: dict[Compare, tuple[Any, ...] | None] = {}
+        via: dict[Compare, set[str] | None] = {}
+        todo: list[tuple[Compare, str | None]] = [(leaf, None) for leaf in leaves(cond)]
         seen: set[str] = set()
         while todo:
-            leaf = todo.pop()
-            if leaf in out:
+            leaf, holder = todo.pop()
+            if leaf in via:
+                held = via[leaf]
+                if held is not None:
+                    if holder is None:
+                        via[leaf] = None
+                    else:
+                        held.add(holder)
                 continue
+            via[leaf] = None if holder is None else {holder}
             cases = None
             for path in leaf.facts():
                 d = self.derived.get(path)
@@ -289,14 +308,22 @@ class ResidualContext:
                 if path not in seen:
                     seen.add(path)
                     conds = ([d.when] if d.when is not None else []) + [c for c, _ in d.cases]
-                    todo.extend(x for c in conds for x in leaves(c))
-            out[leaf] = cases
-        return tuple(out.items())
+                    todo.extend((x, path) for c in conds for x in leaves(c))
+            cases_of[leaf] = cases
+        return [(leaf, cases_of[leaf], None if held is None else frozenset(held)) for leaf, held in via.items()]
 
     def observe(self, facts: Mapping[str, Any], absent: frozenset[str]) -> "_Observed":
         """What every key of this call shares; the probe comparisons are evaluated on demand, once each."""
-        factors = tuple(facts.get(p) for d in self.numbers for p in (d.product or d.mean_pressure))  # type: ignore[union-attr]
-        return _Observed([_UNSEEN] * len(self._probe_list), (absent, factors), facts)
+        return _Observed([_UNSEEN] * len(self._probe_list), (absent,), facts)
+
+    def factors(self, outcomes: Iterable[Undecided], facts: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The known factors of each unknown derived number (a product, the mean pressure) that a conditional
+        residual reads: which missing facts decide such a residual depends on them (see :meth:`deciding`)."""
+        read = {p for o in outcomes if o.outcome == "conditional" for p in o.needs if p in self._number_names}
+        if not read:
+            return ()
+        return tuple((d.name, tuple(facts.get(p) for p in (d.product or d.mean_pressure)))  # type: ignore[union-attr]
+                     for d in self.numbers if d.name in read)
 
     def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
         leaf, cases = self._probe_list[i]
@@ -316,19 +343,26 @@ class ResidualContext:
 
     def key(self, rule: Rule, seen: "_Observed") -> tuple[Any, ...]:
         """What a rule's residual depends on: what the known facts say to each comparison it can reach,
-        which absent facts the pack declares not applicable, and the known factors of products."""
-        parts = seen.parts
-        for i in self._probe_index[rule.id]:
-            if parts[i] is _UNSEEN:
-                parts[i] = self._probe(i, seen.facts)
-        return (rule.id, seen.common, *[parts[i] for i in self._probe_index[rule.id]])
+        and which absent facts the pack declares not applicable."""
+        parts, facts = seen.parts, seen.facts
+        out = [rule.id, seen.common]
+        for i, held in self._probe_index[rule.id]:
+            if held is not None and all(d in facts for d in held):
+                out.append(_MOOT)  # inside definitions of derived facts that are known: never evaluated
+                continue
+            part = parts[i]
+            if part is _UNSEEN:
+                part = parts[i] = self._probe(i, facts)
+            out.append(part)
+        return tuple(out)
 
-    def remember(self, key: tuple[Any, ...], outcome: Undecided) -> Undecided:
-        """Keep ``outcome`` for ``key`` (bounded, least recently stored dropped first)."""
+    def remember(self, key: tuple[Any, ...], outcome: Any, memo: OrderedDict[Any, Any] | None = None) -> Any:
+        """Keep ``outcome`` for ``key`` in ``memo`` (default: the rule outcomes); bounded, oldest dropped first."""
+        memo = self.outcomes if memo is None else memo
         with self._lock:
-            self.outcomes[key] = outcome
-            if len(self.outcomes) > 4 * self.CACHE_SIZE:
-                self.outcomes.popitem(last=False)
+            memo[key] = outcome
+            if len(memo) > 4 * self.CACHE_SIZE:
+                memo.popitem(last=False)
         return outcome
 
     def satisfiable(self, res: Residual) -> bool | None:
@@ -406,8 +440,9 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     superseded = pack.cache.get("superseded_by")
     if superseded is None:
         superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    keys = []
+    outcomes: list[Undecided] = []
     partials: list[_Partial] = []  # built on the first cache miss only
-    undecided: list[Undecided] = []
     for rule in rules:
         key = ctx.key(rule, seen)
         found = ctx.outcomes.get(key)
@@ -416,10 +451,20 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
                 plain = _Partial(ctx.derived, facts, frozenset())
                 partials = [plain, _Partial(ctx.derived, facts, absent) if absent else plain]
             found = ctx.remember(key, _outcome(ctx, rule, facts, absent, declared, *partials))
-        if found.outcome == "conditional" and superseded.get(rule.id, frozenset()) & shown:
-            found = found._replace(outcome="superseded")
+        keys.append(key)
+        outcomes.append(found)
+    whole = (tuple(keys), shown, ctx.factors(outcomes, facts))
+    known = ctx.analyses.get(whole)
+    if known is not None:
+        return known
+    undecided: list[Undecided] = []
+    for found in outcomes:
+        if found.outcome == "conditional":
+            found = found._replace(deciding=ctx.deciding(found.residual, facts))
+            if superseded.get(found.rule.id, frozenset()) & shown:
+                found = found._replace(outcome="superseded")
         undecided.append(found)
-    return Analysis(tuple(undecided), _questions(ctx, undecided))
+    return ctx.remember(whole, Analysis(tuple(undecided), _questions(ctx, undecided), whole), ctx.analyses)
 
 
 def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absent: frozenset[str],
@@ -439,8 +484,8 @@ def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absen
         return Undecided(rule, False, "not_applicable")
     from .wording import words
 
-    return Undecided(rule, res, "conditional", deciding=ctx.deciding(res, facts), text=words(res, ctx.descriptions),
-                     needs=inputs_of(res))
+    # which missing facts decide it is asked per patient (it may depend on the known factor of a product)
+    return Undecided(rule, res, "conditional", text=words(res, ctx.descriptions), needs=inputs_of(res))
 
 
 def _with(ctx: ResidualContext, facts: Mapping[str, Any], fact: str, value: Any) -> dict[str, Any]:

@@ -14,13 +14,15 @@ import json
 from dataclasses import fields
 from typing import Any
 
-from ..model import Evidence, NotEvaluable, Recommendation, Result
+from ..model import Conditional, Evidence, NotEvaluable, Recommendation, Result, condition_data
 
 _KNOWN = {
     Result: {"pack", "evaluated_at", "engine_version", "recommendations", "not_evaluable", "derived", "warnings",
              "include_draft", "conditional", "ask_next", "not_applicable"},
     Recommendation: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
                      "citations", "evidence", "source_section", "dose", "drug"},
+    Conditional: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
+                  "citations", "source_section", "condition", "text", "facts", "dose", "drug"},
 }
 _STATIC = ("rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail", "citations",
            "source_section")
@@ -59,12 +61,18 @@ class ResultWriter:
         self._tests: dict[tuple[str, str], str] = {}
         self._missing_lists: dict[tuple[str, ...], str] = {}
         self._headers: dict[tuple, str] = {}
+        self._conditional_heads: dict[str, str] = {}
+        #: id(condition) -> (condition, its JSON): the residual conditions are shared between calls (the
+        #: residual analysis keeps them), so most are met again; the object is held so its id stays its own.
+        self._conditions: dict[int, tuple[Any, str]] = {}
+        self._fact_lists: dict[tuple[str, ...], str] = {}
 
     def __call__(self, result: Result) -> str:
         if not self.fast:
             return compact_json(result)
         fresh = [r for r in result.recommendations if r.rule_id not in self._heads]
         fresh += [n for n in result.not_evaluable if n.rule_id not in self._missing_heads]
+        fresh += [c for c in result.conditional if c.rule_id not in self._conditional_heads]
         text = self._write(result)
         if fresh:  # a rule met for the first time: check the whole result against the reference
             reference = compact_json(result)
@@ -84,8 +92,7 @@ class ResultWriter:
                       f'"engine_version":{_dumps(result.engine_version)},"include_draft":{_dumps(result.include_draft)},')
             _remember(self._headers, key, header)
         warnings = _dumps(list(result.warnings)) if result.warnings else "[]"
-        # The advice for missing facts is per patient and small: serialised as it is.
-        conditional = _items(result.conditional)
+        conditional = f'[{",".join(self._conditional(c) for c in result.conditional)}]'
         ask_next = _items(result.ask_next)
         not_applicable = _items(result.not_applicable)
         return (f'{header}"recommendations":[{recs}],"not_evaluable":[{missing}],'
@@ -107,6 +114,23 @@ class ResultWriter:
         if head is None:
             head = self._tests[(e.fact, e.test)] = f'{{"fact":{_dumps(e.fact)},"test":{_dumps(e.test)},"value":'
         return f'{head}{_value(e.value)},"holds":{"true" if e.holds else "false"}}}'
+
+    def _conditional(self, c: Conditional) -> str:
+        head = self._conditional_heads.get(c.rule_id)
+        if head is None:
+            static = _dumps({k: v for k, v in c.to_dict().items() if k in _STATIC})
+            head = self._conditional_heads[c.rule_id] = static[:-1] + ',"if":{"condition":'
+        known = self._conditions.get(id(c.condition))
+        if known is None or known[0] is not c.condition:
+            known = (c.condition, _dumps(condition_data(c.condition)))
+            _remember(self._conditions, id(c.condition), known)
+        facts = self._fact_lists.get(c.facts)
+        if facts is None:
+            facts = _dumps(list(c.facts))
+            _remember(self._fact_lists, c.facts, facts)
+        tail = f',"drug":{_dumps(c.drug)}' if c.drug else ""
+        dose = "" if c.dose is None else f',"dose":{_dumps(c.dose)}'
+        return f'{head}{known[1]},"text":{_dumps(c.text)},"facts":{facts}}}{tail}{dose}}}'
 
     def _not_evaluable(self, n: NotEvaluable) -> str:
         head = self._missing_heads.get(n.rule_id)
