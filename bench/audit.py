@@ -154,17 +154,44 @@ def generate(path: Path, pack, count: int) -> float:
     return time.perf_counter() - start
 
 
-def timed(args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int]:
-    """Wall seconds, peak resident MB and exit code of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
-    with open(output or os.devnull, "w") as out:
+#: Runs one command a line (JSON: argv, env, output) and answers its wall seconds, peak resident
+#: memory and exit code. A child's peak (ru_maxrss) includes the memory of the process it was
+#: forked from, so the commands are started from this small launcher, made before the log is
+#: generated, not from the benchmark itself (which grows past 100 MB generating it).
+_LAUNCHER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["output"], "w") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen([str(PRESSOR), *args], stdout=out, stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(job["argv"], stdout=out, stderr=subprocess.DEVNULL, env=job["env"])
         _, status, usage = os.wait4(proc.pid, 0)
-        took = time.perf_counter() - t
-    return took, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    print(json.dumps([time.perf_counter() - t, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]), flush=True)
+"""
+
+
+class Launcher:
+    """The small process the timed commands are started from (see :data:`_LAUNCHER`)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def timed(self, args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int]:
+        """Wall seconds, peak resident MB and exit code of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
+        import json
+
+        self.proc.stdin.write(json.dumps({"argv": [str(PRESSOR), *args], "env": env, "output": output or os.devnull}) + "\n")
+        self.proc.stdin.flush()
+        took, peak, code = json.loads(self.proc.stdout.readline())
+        return took, peak, code
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def at_scale(count: int, keep: str | None) -> None:
+    launcher = Launcher()  # before this process grows
     pack = load_pack()
     tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pressor-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -195,8 +222,9 @@ def at_scale(count: int, keep: str | None) -> None:
             (f"list --rule {rule} ({matching:,})", ["audit", "list", "--json", "--rule", rule], None),
             ("verify", ["audit", "verify", "--json"], None),
             ("export --output (jsonl)", ["audit", "export", "--output", str(tmp / "export.jsonl")], None)):
-        took, peak, code = timed(args, env, output)
+        took, peak, code = launcher.timed(args, env, output)
         print(f"{label}: {took:.1f} s, peak {peak:.0f} MB, exit {code}")
+    launcher.close()
     print(f"export file: {(tmp / 'export.jsonl').stat().st_size / 1e9:.2f} GB")
     if not keep:
         import shutil
