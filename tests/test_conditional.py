@@ -216,3 +216,24 @@ def test_a_cached_analysis_still_doses_each_patient_by_their_own_weight(pack, no
     assert dose(first)["weight_kg"] == 70 and dose(first)["range"] == {"low": 1.4, "high": 3.5, "unit": "mcg/min"}
     assert dose(second)["weight_kg"] == 90 and dose(second)["range"] == {"low": 1.8, "high": 4.5, "unit": "mcg/min"}
     assert evaluate(pack, light, now=now).conditional == first.conditional
+
+
+def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
+    """However many distinct patients, the per-pack caches keep at most their bound (memory stays flat)."""
+    from pressor.engine.evaluation.residual import ResidualContext
+
+    monkeypatch.setattr(ResidualContext, "ANALYSES", 3)
+    monkeypatch.setattr(ResidualContext, "CACHE_SIZE", 2)
+    pack.cache.pop("residual", None)
+    try:
+        from pathlib import Path
+
+        from pressor.engine.authoring.scenarios import load_scenarios
+
+        for s in load_scenarios([Path(__file__).parent / "scenarios"], pack):  # 122 patients, many with facts missing
+            evaluate(pack, s.state, now=s.now, include_draft=s.include_draft)
+        ctx = context(pack)
+        assert len(ctx.analyses) == 3 and len(ctx.assembled) == 3 and len(ctx.outcomes) == 8  # filled to the bound, no further
+        assert len(ctx._deciding) <= 2
+    finally:
+        pack.cache.pop("residual", None)

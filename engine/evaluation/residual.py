@@ -242,6 +242,8 @@ class ResidualContext:
     #: Solver steps allowed per question; past it the rule is left "could not decide".
     BUDGET = 20_000
     CACHE_SIZE = 4096
+    #: Whole analyses (and their advice lists) kept: the same patient asked about again, or alike ones.
+    ANALYSES = 4096
 
     def __init__(self, pack: RulePack) -> None:
         from .validate import STATE_SCHEMA, schema
@@ -260,7 +262,7 @@ class ResidualContext:
         self.descriptions = {d.name: d.description for d in pack.derived}
         #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else
         #: (the deciding facts, which may also depend on known factors of products, are filled in per call).
-        self.outcomes: OrderedDict[Any, Undecided] = OrderedDict()
+        self.outcomes: OrderedDict[Any, tuple[Any, Undecided]] = OrderedDict()  # key -> (the key, outcome)
         #: Whole analyses, and what the caller assembles from one (the advice lists), by :attr:`Analysis.key`.
         self.analyses: OrderedDict[Any, Analysis] = OrderedDict()
         self.assembled: OrderedDict[Any, Any] = OrderedDict()
@@ -357,11 +359,13 @@ class ResidualContext:
         return tuple(out)
 
     def remember(self, key: tuple[Any, ...], outcome: Any, memo: OrderedDict[Any, Any] | None = None) -> Any:
-        """Keep ``outcome`` for ``key`` in ``memo`` (default: the rule outcomes); bounded, oldest dropped first."""
+        """Keep ``outcome`` for ``key`` in ``memo`` (default: the rule outcomes); bounded, oldest dropped first
+        (whole analyses are about 10 KB each with their advice lists: fewer of them are kept)."""
+        limit = 4 * self.CACHE_SIZE if memo is None else self.ANALYSES
         memo = self.outcomes if memo is None else memo
         with self._lock:
             memo[key] = outcome
-            if len(memo) > 4 * self.CACHE_SIZE:
+            if len(memo) > limit:
                 memo.popitem(last=False)
         return outcome
 
@@ -398,7 +402,9 @@ class ResidualContext:
         out = []
         for fact in _askable(self, res):
             seen = set()
-            for value in _values(self, fact, res, facts):
+            values = _values(self, fact, res, facts)
+            # the two ends first: most residuals compare against thresholds, which the ends fall either side of
+            for value in (values[:1] + values[-1:] + values[1:-1]) if len(values) > 2 else values:
                 seen.add(truth(res, _with(self, facts, fact, value)))
                 if len(seen) > 1:
                     out.append(fact)
@@ -445,12 +451,13 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     partials: list[_Partial] = []  # built on the first cache miss only
     for rule in rules:
         key = ctx.key(rule, seen)
-        found = ctx.outcomes.get(key)
-        if found is None:
+        entry = ctx.outcomes.get(key)
+        if entry is None:
             if not partials:
                 plain = _Partial(ctx.derived, facts, frozenset())
                 partials = [plain, _Partial(ctx.derived, facts, absent) if absent else plain]
-            found = ctx.remember(key, _outcome(ctx, rule, facts, absent, declared, *partials))
+            entry = ctx.remember(key, (key, _outcome(ctx, rule, facts, absent, declared, *partials)))
+        key, found = entry  # the stored key itself: whole-analysis keys share it instead of holding copies
         keys.append(key)
         outcomes.append(found)
     whole = (tuple(keys), shown, ctx.factors(outcomes, facts))
