@@ -3,12 +3,13 @@ without it, bytes per record on the project's scenarios, and (``--records N``) t
 on a log of N records.
 
 Run: .venv/bin/python bench/audit.py                  (writes only into a temporary directory)
+     .venv/bin/python bench/audit.py --size           (bytes a record and compression costs only)
      .venv/bin/python bench/audit.py --records 1000000 [--keep DIR]
 
 The large log is generated efficiently: each of the project's scenarios (tests/scenarios) is
 evaluated once; record i then takes scenario i mod n with its own ``recorded_at`` (one a second)
 and its own ``evaluated_at`` written into the stored Result, so that no two records are equal.
-Records go through the log's own chaining and insert (triggers, hashes, compression, rule
+Records go through the log's own compression, chaining and insert (triggers, hashes, rule
 index), 10,000 to a transaction instead of one each: the same rows, without an fsync each.
 The commands are then timed as subprocesses (`pressor audit ...`), each one's peak memory
 (maximum resident set) read from its rusage.
@@ -58,7 +59,8 @@ def scenario_texts(pack):
 
 
 def bytes_per_record(pack, tmp: Path) -> None:
-    """Stored bytes a record on the scenarios: this format, and the texts as format 2 kept them."""
+    """Stored bytes a record on the scenarios (the whole file: rows, stored texts, indexes, the
+    stored pack), each scenario recorded ten times; and the texts as format 2 kept them."""
     texts = scenario_texts(pack)
     path = tmp / "scenarios.db"
     with AuditLog.open(path) as log:
@@ -68,8 +70,50 @@ def bytes_per_record(pack, tmp: Path) -> None:
     AuditLog.open(path).close()
     n = 10 * len(texts)
     before = sum(len(legacy_canonical_json(s).encode()) + len(legacy_canonical_json(r).encode()) for _, s, r, _, _ in texts) / len(texts)
-    print(f"scenarios ({len(texts)}): file {path.stat().st_size / n:,.0f} B a record (texts as format 2 stored them: "
+    print(f"scenarios ({len(texts)}): file {path.stat().st_size / n:,.0f} B a record, all included (texts as format 2 stored them: "
           f"{before:,.0f} B of input and result JSON alone)")
+    compression_costs(pack, texts)
+
+
+def compression_costs(pack, texts) -> None:
+    """Bytes and time per record's texts (input and result) on the scenarios: zstd against the pack at
+    several levels (the one in use marked), zlib 6 (format 3) as the baseline, measured here, now."""
+    import zlib
+
+    import zstandard
+
+    from pressor.engine.audit import compression
+    from pressor.engine.audit.records import pack_files
+
+    pairs = [(i.encode(), t.encode()) for i, _, _, _, t in texts]
+    raw = statistics.mean(len(a) + len(b) for a, b in pairs)
+
+    def measure(pack_text, unpack_text) -> tuple[float, float, float]:
+        sizes, packing, unpacking = [], [], []
+        for _ in range(3):
+            for a, b in pairs:
+                t = time.perf_counter()
+                stored = (pack_text(a), pack_text(b))
+                packing.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                assert (unpack_text(stored[0]), unpack_text(stored[1])) == (a, b)
+                unpacking.append(time.perf_counter() - t)
+                sizes.append(len(stored[0]) + len(stored[1]))
+        return statistics.mean(sizes), statistics.mean(packing) * 1e3, statistics.mean(unpacking) * 1e3
+
+    base = measure(lambda d: zlib.compress(d, 6), zlib.decompress)
+    print(f"texts a record ({raw:,.0f} B of canonical JSON), per record (input + result), mean of {len(pairs)} x 3:")
+    print(f"  zlib 6 (format 3, baseline): {base[0]:,.0f} B, compress {base[1]:.2f} ms, decompress {base[2]:.2f} ms")
+    dictionary = compression.pack_dictionary(pack_files(pack)["files"])
+    for level in sorted({1, 3, 5, 7, compression.LEVEL, 12}):
+        zdict = zstandard.ZstdCompressionDict(dictionary, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        zdict.precompute_compress(level=level)
+        packer = zstandard.ZstdCompressor(level=level, dict_data=zdict, write_checksum=True)
+        unpacker = zstandard.ZstdDecompressor(dict_data=zdict)
+        size, ct, dt = measure(packer.compress, unpacker.decompress)
+        mark = "  <- in use" if level == compression.LEVEL else ""
+        print(f"  zstd {level:2d} + pack dictionary ({len(dictionary) / 1e3:.0f} KB): {size:,.0f} B ({size / base[0]:.2f}x zlib), "
+              f"compress {ct:.2f} ms ({ct / base[1]:.2f}x), decompress {dt:.2f} ms ({dt / base[2]:.2f}x){mark}")
 
 
 class _Fixed:
@@ -103,24 +147,51 @@ def generate(path: Path, pack, count: int) -> float:
                         pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256,
                         engine_version=result["engine_version"], include_draft=bool(result["include_draft"]),
                         result_json=result_text, prev_hash="", record_hash="")
-                    log._insert(tx, record, rules)
+                    log._insert(tx, record, rules, log.stored_texts(record))
                     done += 1
             if sys.stderr.isatty():
                 print(f"\r  generated {done:,}/{count:,}", end="", file=sys.stderr, flush=True)
     return time.perf_counter() - start
 
 
-def timed(args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int]:
-    """Wall seconds, peak resident MB and exit code of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
-    with open(output or os.devnull, "w") as out:
+#: Runs one command a line (JSON: argv, env, output) and answers its wall seconds, peak resident
+#: memory and exit code. A child's peak (ru_maxrss) includes the memory of the process it was
+#: forked from, so the commands are started from this small launcher, made before the log is
+#: generated, not from the benchmark itself (which grows past 100 MB generating it).
+_LAUNCHER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["output"], "w") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen([str(PRESSOR), *args], stdout=out, stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(job["argv"], stdout=out, stderr=subprocess.DEVNULL, env=job["env"])
         _, status, usage = os.wait4(proc.pid, 0)
-        took = time.perf_counter() - t
-    return took, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    print(json.dumps([time.perf_counter() - t, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]), flush=True)
+"""
+
+
+class Launcher:
+    """The small process the timed commands are started from (see :data:`_LAUNCHER`)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def timed(self, args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int]:
+        """Wall seconds, peak resident MB and exit code of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
+        import json
+
+        self.proc.stdin.write(json.dumps({"argv": [str(PRESSOR), *args], "env": env, "output": output or os.devnull}) + "\n")
+        self.proc.stdin.flush()
+        took, peak, code = json.loads(self.proc.stdout.readline())
+        return took, peak, code
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def at_scale(count: int, keep: str | None) -> None:
+    launcher = Launcher()  # before this process grows
     pack = load_pack()
     tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pressor-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -151,8 +222,9 @@ def at_scale(count: int, keep: str | None) -> None:
             (f"list --rule {rule} ({matching:,})", ["audit", "list", "--json", "--rule", rule], None),
             ("verify", ["audit", "verify", "--json"], None),
             ("export --output (jsonl)", ["audit", "export", "--output", str(tmp / "export.jsonl")], None)):
-        took, peak, code = timed(args, env, output)
+        took, peak, code = launcher.timed(args, env, output)
         print(f"{label}: {took:.1f} s, peak {peak:.0f} MB, exit {code}")
+    launcher.close()
     print(f"export file: {(tmp / 'export.jsonl').stat().st_size / 1e9:.2f} GB")
     if not keep:
         import shutil
@@ -164,11 +236,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=0, help="also measure the commands on a log of this many records")
     parser.add_argument("--keep", metavar="DIR", help="generate into (or reuse) DIR/audit.db and keep it")
+    parser.add_argument("--size", action="store_true", help="only the bytes a record and the compression costs")
     options = parser.parse_args()
     if options.records:
         at_scale(options.records, options.keep)
         return
     pack = load_pack()
+    if options.size:
+        with tempfile.TemporaryDirectory(prefix="pressor-bench-") as tmp:
+            bytes_per_record(pack, Path(tmp))
+        return
     state = load_document(STATE).data
     result = evaluate(pack, state, now=NOW)
     with tempfile.TemporaryDirectory(prefix="pressor-bench-") as tmp:

@@ -280,11 +280,13 @@ def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
 @click.argument("record_id", metavar="ID")
 @click.option("--input", "input_file", metavar="FILE", default=None,
               help="The original input, for a record kept with --audit-input hash (its SHA-256 must match).")
+@click.option("--profile", "profile_file", metavar="FILE", default=None,
+              help="The site profile, for a record made under one before the log stored profiles (its SHA-256 must match).")
 @audit_db_option
 @json_option
 @handles_errors
-def replay(record_id: str, input_file: str | None, audit_db: str | None, as_json: bool) -> None:
-    """Evaluate a record again with its stored pack, input and time; exit 1 if the result differs.
+def replay(record_id: str, input_file: str | None, profile_file: str | None, audit_db: str | None, as_json: bool) -> None:
+    """Evaluate a record again with its stored pack, site profile, input and time; exit 1 if the result differs.
 
     \b
     Example:
@@ -293,8 +295,9 @@ def replay(record_id: str, input_file: str | None, audit_db: str | None, as_json
     from pressor.engine.evaluation.load import load_document
 
     state = load_document(input_file).data if input_file else None
+    profile_text = load_document(profile_file).text if profile_file else None
     with open_log(audit_db) as log:
-        outcome = log.replay(record_id, state=state)
+        outcome = log.replay(record_id, state=state, profile_text=profile_text)
     if as_json:
         emit_json(outcome.to_dict())
     record = outcome.record

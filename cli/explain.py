@@ -125,8 +125,8 @@ def explain(state_file: str, rule_id: str | None, as_json: bool, include_draft: 
       pressor explain examples/septic-shock-adult.yaml --rule norepinephrine.start --json
     """
     now = parse_now(now_text)
-    pack = load_pack(rules_dir, profile=profile)
-    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
+    pack, state, document, conversion = read_input(state_file, fhir=fhir, now=now, trust=trust,
+                                                   load=lambda: load_pack(rules_dir, profile=profile))
     explanation = explain_state(pack, state, now=now, include_draft=include_draft, rule_id=rule_id, document=document)
     if as_json:
         emit_json(with_facts(explanation.to_dict(), conversion))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -45,27 +45,31 @@ def record(pack: RulePack, state: Any, result: Result, *, audit_db: str | None, 
                           input_mode=input_mode)
 
 
-def read_input(state_file: str, *, fhir: bool, pack: RulePack, now: datetime,
-               trust: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
-    """(state, document for evaluate, conversion): a patient state, a FHIR bundle (``fhir``) or a timeline input."""
+def read_input(state_file: str, *, fhir: bool, load: Callable[[], RulePack], now: datetime,
+               trust: tuple[str, ...] = ()) -> tuple[RulePack, Any, Any, Any]:
+    """(pack, state, document for evaluate, conversion): a patient state, a FHIR bundle (``fhir``) or a
+    timeline input. ``load`` gives the pack; it is called once the input has been read, so that an
+    unreadable input is reported at once, without waiting for the pack."""
     if fhir:
         from pressor.engine.ehr.fhir import from_bundle, load_bundle, load_mapping
 
         mapping = load_mapping().with_trusted(trust)
         document = load_bundle(state_file, mapping=mapping)
+        pack = load()
         conversion = from_bundle(document.data, now=now, file=document.file, pack=pack, mapping=mapping)
         states = conversion.states()
         if len(states) > 1:
             raise InputError.single(f"the bundle holds {len(states)} draft orders; one proposed order is evaluated at a time",
                                     file=document.file, suggestion="keep one draft MedicationRequest in the bundle")
-        return states[0], None, conversion
+        return pack, states[0], None, conversion
     document = load_document(state_file)
+    pack = load()
     if isinstance(document.data, dict) and "timeline" in document.data:
         from pressor.engine.ehr.fhir import from_timeline
 
         conversion = from_timeline(document, now=now, pack=pack)
-        return conversion.state, None, conversion
-    return document.data, document, None
+        return pack, conversion.state, None, conversion
+    return pack, document.data, document, None
 
 
 def with_facts(data: dict[str, Any], conversion: Any) -> dict[str, Any]:
@@ -159,8 +163,8 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
                            jobs=jobs, audit=audit, require_audit=require_audit))
     if jobs != 1:
         raise click.UsageError("--jobs applies to --batch only")
-    pack = load_pack(rules_dir, profile=profile)
-    state, document, conversion = read_input(state_file, fhir=fhir, pack=pack, now=now, trust=trust)
+    pack, state, document, conversion = read_input(state_file, fhir=fhir, now=now, trust=trust,
+                                                   load=lambda: load_pack(rules_dir, profile=profile))
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     if no_audit:
         show(result, as_json, conversion)

@@ -15,6 +15,8 @@ import pytest
 
 from pressor.engine.audit import store_sqlite as audit_mod
 from pressor.engine.audit import GENESIS, AuditLog, AuditRecord, canonical_json, json_diff, resolve_path, write_atomically
+from pressor.engine.audit.compression import PackCodec
+from pressor.engine.audit.records import record_from_row
 from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
@@ -64,7 +66,11 @@ def attacker(path: Path) -> sqlite3.Connection:
 
 
 def row(conn: sqlite3.Connection, seq: int) -> AuditRecord:
-    return audit_mod._record(conn.execute(audit_mod._SELECT + " WHERE seq = ?", (seq,)).fetchone())
+    """The record as stored, its texts decompressed with its stored pack (as anyone holding the file can)."""
+    data = conn.execute(audit_mod._SELECT + " WHERE seq = ?", (seq,)).fetchone()
+    files = json.loads(conn.execute("SELECT files_json FROM packs WHERE sha256 = ?",
+                                    (data[audit_mod.COLUMNS.index("pack_sha256")],)).fetchone()[0])["files"]
+    return record_from_row(data, lambda sha: PackCodec(files))
 
 
 def insert(conn: sqlite3.Connection, record: AuditRecord) -> None:

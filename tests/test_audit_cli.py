@@ -7,7 +7,6 @@ import io
 import json
 import os
 import sqlite3
-import zlib
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from pressor.cli import exit_codes
 from pressor.cli.main import cli
 from pressor.engine.audit import store_sqlite as audit_mod
 from pressor.engine.audit import AuditLog, os_user
+from pressor.engine.audit.compression import PackCodec
 from pressor.engine.evaluation.load import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,9 +272,11 @@ def test_replay_identical_then_different(audit_db):
     assert same.exit_code == 0 and json.loads(same.stdout)["identical"] is True
     conn = sqlite3.connect(audit_db, isolation_level=None)
     conn.execute("DROP TRIGGER records_no_update")
-    stored = conn.execute("SELECT result_json FROM records WHERE seq = 1").fetchone()[0]  # compressed
-    edited = zlib.decompress(stored).replace(b'"severity":"critical"', b'"severity":"info"', 1)
-    conn.execute("UPDATE records SET result_json = ? WHERE seq = 1", (zlib.compress(edited),))
+    stored = conn.execute("SELECT result_json FROM records WHERE seq = 1").fetchone()[0]  # compressed against the pack
+    files = json.loads(conn.execute("SELECT files_json FROM packs").fetchone()[0])["files"]
+    codec = PackCodec(files)
+    edited = codec.decompress(stored).replace('"severity":"critical"', '"severity":"info"', 1)
+    conn.execute("UPDATE records SET result_json = ? WHERE seq = 1", (codec.compress(edited),))
     conn.close()
     differs = run("audit", "replay", record["id"])
     assert differs.exit_code == exit_codes.INVALID and "DIFFERENT" in differs.stderr

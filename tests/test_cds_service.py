@@ -40,7 +40,7 @@ def free_port() -> int:
 class Server:
     """A running ``pressor serve`` and what a test needs to call it."""
 
-    def __init__(self, args: list[str], port: int, tmp: Path, audit_db: Path | None = None) -> None:
+    def __init__(self, args: list[str], port: int, tmp: Path, audit_db: Path | str | None = None) -> None:
         self.port = port
         # the audit log the server falls back to when its config names none: never the user's
         self.audit_db = audit_db or tmp / "audit.db"
@@ -76,12 +76,18 @@ def signing_key():
     return ec.generate_private_key(ec.SECP384R1())
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, signing_key):
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory, signing_key):
+    """The service as configured for one instance (a SQLite audit log, the replay cache in the process)
+    and as behind a load balancer (audit log and token replay cache in one PostgreSQL database)."""
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
     pem = public_pem(signing_key)
-    srv = configured_server(tmp, pem, audit_db=str(tmp / "log" / "audit.db"), port=port)
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_server").new_database()
+        srv = configured_server(tmp, pem, audit_db=url, replay_cache=url, port=port)
+    else:
+        srv = configured_server(tmp, pem, audit_db=str(tmp / "log" / "audit.db"), port=port)
     yield srv
     srv.stop()
 
@@ -113,7 +119,8 @@ def configured_server(tmp: Path, pem: str, *, port: int | None = None, **config)
               "fhir_mapping": str(site_mapping(tmp)), **config}
     (tmp / f"serve-{port}.json").write_text(json.dumps(config))
     return Server(["--config", str(tmp / f"serve-{port}.json")], port, tmp,
-                  audit_db=Path(config["audit_db"]) if "audit_db" in config else None)
+                  audit_db=(config["audit_db"] if "://" in config["audit_db"] else Path(config["audit_db"]))
+                  if "audit_db" in config else None)
 
 
 @pytest.fixture(scope="module")

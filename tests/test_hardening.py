@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from pressor.cli.main import cli
@@ -402,3 +404,29 @@ def test_a_coding_system_of_the_wrong_type_is_a_note_not_a_traceback(tmp_path, s
                                           "entry": [{"resource": r} for r in resources if r["resourceType"] == "Observation"]}}}
     r = service.post("/cds-services/pressor-patient-view", json=body)
     assert r.status_code in (200, 400), r.text
+
+
+def _nesting(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_nesting(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_nesting(v) for v in value), default=0)
+    return 0
+
+
+_TRICKY = st.sampled_from(['[', ']', '{', '}', '"', '\\', '\\"', '\\\\', 'é', '\n', 'a', '":[', '\\u005b'])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.lists(_TRICKY, max_size=6).map("".join),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.lists(_TRICKY, max_size=4).map("".join), inner, max_size=3),
+    max_leaves=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON, limit=st.integers(0, 8), ascii_only=st.booleans(), indent=st.sampled_from([None, 1]))
+def test_the_text_depth_check_agrees_with_the_parsed_nesting(value, limit, ascii_only, indent):
+    """The C-speed depth check on the text (strings, escapes and brackets inside strings dropped) gives
+    the nesting of the parsed value, for any JSON and any limit."""
+    from pressor.engine.evaluation.load import _deeper_than
+
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    assert _deeper_than(text, limit) == (_nesting(value) > limit)

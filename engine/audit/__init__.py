@@ -4,7 +4,8 @@ Each record holds the canonical JSON (RFC 8785) of the input (or only its SHA-25
 pack's identity, the engine version, the full Result, who asked and when, and two hashes:
 ``prev_hash`` (the record before it; 64 zeros for the first) and ``record_hash`` (SHA-256 of the
 canonical JSON of every other field and the database id). The pack's files are stored once per
-pack SHA-256, so that any record can be replayed later. Feedback on CDS Hooks cards has a chain
+pack SHA-256, and a site profile once per SHA-256 of its text, so that any record can be replayed
+later; the input and result texts are stored compressed against the record's pack. Feedback on CDS Hooks cards has a chain
 of its own.
 
 The store refuses UPDATE and DELETE, and any INSERT that does not extend the head of the chain,
@@ -12,7 +13,8 @@ through triggers; :meth:`AuditLog.verify` finds every edited, deleted, inserted 
 record even when they are dropped, unless the whole chain after it was rebuilt: anchoring the head
 hash elsewhere closes that gap (see docs/audit.md).
 
-Modules: :mod:`.records` (what is recorded, canonical JSON, hashing), :mod:`.chain`
+Modules: :mod:`.records` (what is recorded, canonical JSON, hashing), :mod:`.compression` (the
+stored form of the large texts), :mod:`.chain`
 (verification), :mod:`.store` (the log over any store), :mod:`.store_sqlite` (one file, the
 default), :mod:`.store_postgres` (a shared server), :mod:`.replay`, :mod:`.export`,
 :mod:`.replay_cache` (CDS Hooks token ids seen, shared between instances).

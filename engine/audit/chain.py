@@ -110,3 +110,12 @@ def feedback_problems(entry: FeedbackEntry, database_id: str, expected_seq: int,
     except (ValueError, AttributeError):
         reasons.append("the stored payload is not a JSON object")
     return reasons
+
+
+def profile_problem(sha: str, text: str) -> str | None:
+    """Why a stored site profile does not match its SHA-256 (None when it does)."""
+    try:
+        digest = sha256_text(text)
+    except (UnicodeError, AttributeError):  # edited into bytes that are no UTF-8 text, or not a text at all
+        return f"its stored site profile {sha[:12]} is unreadable"
+    return None if digest == sha else f"its stored site profile {sha[:12]} was altered (its text hashes to {digest[:12]})"

@@ -1,5 +1,6 @@
 """What the audit log holds, independent of where: records, feedback entries, canonical JSON
-(RFC 8785, JCS) and the SHA-256 over it, and the compressed form of the large texts.
+(RFC 8785, JCS) and the SHA-256 over it, and rows with their large texts in stored form
+(:mod:`.compression`).
 
 Nothing here reads the wall clock or touches storage.
 """
@@ -8,21 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import zlib
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import AuditError
 from ..model import RulePack
+from .compression import PackCodec, decode
 
 #: ``prev_hash`` of the first record of every log.
 GENESIS = "0" * 64
 INPUT_MODES = ("full", "hash")
 FEEDBACK_OUTCOMES = ("accepted", "overridden")
-#: zlib level for stored input and result texts (6: nearly 9's size at a third of its time).
-COMPRESSION_LEVEL = 6
 
 
 # --- canonical JSON -----------------------------------------------------------
@@ -138,21 +137,6 @@ def os_user() -> str:
         return "unknown"
 
 
-# --- stored form of the large texts ------------------------------------------
-
-
-def compress(text: str) -> bytes:
-    """The stored form of an input or result text (zlib): the hashes are over ``text`` itself."""
-    return zlib.compress(text.encode("utf-8"), COMPRESSION_LEVEL)
-
-
-def decompress(stored: Any) -> str | None:
-    """The text of a stored input or result: compressed (format 3) or plain text (formats 1-2)."""
-    if stored is None or isinstance(stored, str):
-        return stored
-    return zlib.decompress(stored).decode("utf-8")
-
-
 # --- records ----------------------------------------------------------------
 
 
@@ -218,6 +202,13 @@ class AuditRecord:
         return data
 
 
+def recorded_profile(result: Any) -> dict[str, Any] | None:
+    """The site profile a stored Result names (``name``, ``sha256``, ``changed``), if any."""
+    pack = result.get("pack") if isinstance(result, dict) else None
+    profile = pack.get("profile") if isinstance(pack, dict) else None
+    return profile if isinstance(profile, dict) and isinstance(profile.get("sha256"), str) else None
+
+
 def fired_rules(result: dict[str, Any]) -> list[str]:
     """``rule-id@version`` of every recommendation in a Result."""
     return [f"{r['rule_id']}@{r['rule_version']}" for r in result.get("recommendations", [])]
@@ -276,19 +267,22 @@ FEEDBACK_COLUMNS = tuple(f.name for f in fields(FeedbackEntry))
 SQL_FEEDBACK_COLUMNS = ", ".join(f'"{c}"' for c in FEEDBACK_COLUMNS)
 
 
-def record_from_row(row: tuple[Any, ...]) -> AuditRecord:
-    """An :class:`AuditRecord` from a row in :data:`COLUMNS` order (texts compressed or not)."""
+def record_from_row(row: tuple[Any, ...], codec: Callable[[str], PackCodec]) -> AuditRecord:
+    """An :class:`AuditRecord` from a row in :data:`COLUMNS` order, its texts in any stored form;
+    ``codec(pack_sha256)`` gives the pack's codec when a text needs it. Raises
+    :class:`.compression.UnreadableText` when a stored text cannot be read."""
     data = dict(zip(COLUMNS, row))
     data["include_draft"] = bool(data["include_draft"])
-    data["input_json"] = decompress(data["input_json"])
-    data["result_json"] = decompress(data["result_json"])
+    sha = data["pack_sha256"]
+    data["input_json"] = decode(data["input_json"], lambda: codec(sha))
+    data["result_json"] = decode(data["result_json"], lambda: codec(sha))
     return AuditRecord(**data)
 
 
-def record_row(record: AuditRecord) -> tuple[Any, ...]:
-    """The stored row of a record: input and result compressed."""
-    return tuple(compress(v) if c in ("input_json", "result_json") and v is not None else v
-                 for c, v in ((c, getattr(record, c)) for c in COLUMNS))
+def record_row(record: AuditRecord, texts: tuple[bytes | None, bytes]) -> tuple[Any, ...]:
+    """The stored row of a record, with ``texts``: its input and result in stored form."""
+    stored = dict(zip(("input_json", "result_json"), texts))
+    return tuple(stored[c] if c in stored else getattr(record, c) for c in COLUMNS)
 
 
 def pack_files(pack: RulePack) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AuditError, PatientStateError, Problem, RuleFileError
+from ..errors import AuditError, InputError, PatientStateError, Problem, RuleFileError
 from ..model import RulePack
-from .records import AuditRecord, canonical_json, legacy_canonical_json, sha256_text
+from .records import AuditRecord, canonical_json, legacy_canonical_json, recorded_profile, sha256_text
 
 if TYPE_CHECKING:
     from .store import AuditLog
@@ -87,11 +87,12 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def replay(log: "AuditLog", ref: str, *, state: Any = None) -> Replay:
-    """Evaluate a record again: its stored pack, input, ``evaluated_at`` and draft flag.
+def replay(log: "AuditLog", ref: str, *, state: Any = None, profile_text: str | None = None) -> Replay:
+    """Evaluate a record again: its stored pack and site profile, input, ``evaluated_at`` and draft flag.
 
     A record kept in hash mode has no input: pass the original ``state`` (its SHA-256
-    must match the recorded one) or it cannot be replayed.
+    must match the recorded one) or it cannot be replayed. A record made under a site profile
+    before the log stored profiles needs ``profile_text`` (its SHA-256 must match the recorded one).
     """
     from ..evaluation.evaluate import evaluate
 
@@ -108,8 +109,8 @@ def replay(log: "AuditLog", ref: str, *, state: Any = None) -> Replay:
         # JCS since format 3; an older record hashed Python's sorted JSON.
         raise AuditError.single(f"this input is not the one record #{record.seq} was made from (SHA-256 differs)",
                                 suggestion=f"the recorded input has SHA-256 {record.input_sha256}")
-    pack = replay_pack(log, record)
     stored = record.result
+    pack = replay_pack(log, record, stored, profile_text)
     evaluated_at = datetime.fromisoformat(stored["evaluated_at"].replace("Z", "+00:00"))
     try:
         fresh = evaluate(pack, state, now=evaluated_at, include_draft=record.include_draft)
@@ -120,29 +121,65 @@ def replay(log: "AuditLog", ref: str, *, state: Any = None) -> Replay:
     return Replay(record, tuple(json_diff(stored, replayed)))
 
 
-def replay_pack(log: "AuditLog", record: AuditRecord) -> RulePack:
-    """The record's pack, rebuilt from the stored texts in a temporary directory and loaded
-    (once per open log: durable-rules cannot free a compiled pack safely and completely)."""
+def replay_pack(log: "AuditLog", record: AuditRecord, result: dict[str, Any] | None = None,
+                profile_text: str | None = None) -> RulePack:
+    """The record's pack with its site profile, rebuilt from the stored texts in a temporary
+    directory and loaded (once per open log: durable-rules cannot free a compiled pack safely
+    and completely). ``result``: the record's parsed Result; ``profile_text``: the profile when
+    the log does not hold it."""
     from ..evaluation.pack import load_pack
 
-    pack = log.replay_packs.get(record.pack_sha256)
+    profile = recorded_profile(record.result if result is None else result)
+    key = record.pack_sha256 + (f"+{profile['sha256']}" if profile else "")
+    pack = log.replay_packs.get(key)
     if pack is not None:
         return pack
     _, _, files = log.stored_pack(record.pack_sha256)
+    if profile is not None:
+        profile_text = _profile_text(log, record, profile, profile_text)
     with tempfile.TemporaryDirectory(prefix="pressor-replay-") as tmp:
+        directory = Path(tmp, "pack")
+        directory.mkdir()
         for name, text in files.items():
             if Path(name).name != name:
                 raise AuditError.single(f"stored pack file name '{name}' is not a plain file name", file=log.where)
             # newline="": write the text back byte for byte, so that the pack hashes the same.
-            with open(Path(tmp, name), "w", encoding="utf-8", newline="") as fh:
+            with open(directory / name, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
+        profile_path = None
+        if profile_text is not None:
+            profile_path = Path(tmp, "profile.yaml")
+            with open(profile_path, "w", encoding="utf-8", newline="") as fh:
+                fh.write(profile_text)
         try:
-            pack = load_pack(tmp)
-        except RuleFileError as exc:
-            raise AuditError([Problem(f"the rule pack of record #{record.seq} no longer loads in this pressor version"),
+            pack = load_pack(directory, profile=profile_path)
+        except (RuleFileError, InputError) as exc:
+            what = "rule pack" if isinstance(exc, RuleFileError) else "site profile"
+            raise AuditError([Problem(f"the {what} of record #{record.seq} no longer loads in this pressor version"),
                               *exc.problems]) from exc
     if pack.sha256 != record.pack_sha256:
         raise AuditError.single(f"the rebuilt pack hashes to {pack.sha256}, not the recorded {record.pack_sha256}",
                                 file=log.where)
-    log.replay_packs[record.pack_sha256] = pack
+    log.replay_packs[key] = pack
     return pack
+
+
+def _profile_text(log: "AuditLog", record: AuditRecord, profile: dict[str, Any], supplied: str | None) -> str:
+    """The text of the site profile a record was made under: stored in the log, else ``supplied``."""
+    sha = profile["sha256"]
+    stored = log.stored_profile(sha)
+    if stored is not None:
+        if sha256_text(stored) != sha:
+            raise AuditError.single(f"the stored site profile {sha[:12]} of record #{record.seq} was altered "
+                                    "(its text no longer hashes to the recorded SHA-256)", file=log.where,
+                                    suggestion="run `pressor audit verify`; keep the log for investigation")
+        return stored
+    if supplied is None:
+        raise AuditError.single(
+            f"record #{record.seq} was made under site profile '{profile.get('name')}', which this log does not hold "
+            "(it was recorded before pressor stored profiles with records)", file=log.where,
+            suggestion=f"pass the profile file with --profile FILE (its SHA-256 must be {sha})")
+    if sha256_text(supplied) != sha:
+        raise AuditError.single(f"this site profile is not the one record #{record.seq} was made under (SHA-256 differs)",
+                                suggestion=f"the recorded profile has SHA-256 {sha}")
+    return supplied

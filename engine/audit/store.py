@@ -8,9 +8,10 @@ Nothing here reads the wall clock: callers pass ``now``.
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
-import zlib
+from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
@@ -19,10 +20,11 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, TextIO
 
 from ..errors import AuditError
 from ..model import Result, RulePack
-from .chain import ChainProblem, Verification, feedback_problems, pack_problem, record_problems
+from .chain import ChainProblem, Verification, feedback_problems, pack_problem, profile_problem, record_problems
+from .compression import PackCodec, UnreadableText
 from .records import (
     COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, AuditRecord, FeedbackEntry,
-    canonical_json, pack_files, record_from_row, record_row, sha256_text, utc_text,
+    canonical_json, pack_files, record_from_row, record_row, recorded_profile, sha256_text, utc_text,
 )
 
 #: Environment variable naming the audit log, a file or a ``postgresql://`` URL (overridden by an explicit one).
@@ -31,6 +33,8 @@ ENV_VAR = "PRESSOR_AUDIT_DB"
 BUSY_TIMEOUT_S = 10.0
 #: Progress is reported every this many entries.
 PROGRESS_EVERY = 1000
+#: Packs whose compression dictionaries an open log keeps (each a few MB; a log rarely holds more than a few packs).
+CODEC_CACHE = 8
 
 Progress = Callable[[int, int], None]
 
@@ -75,9 +79,14 @@ class AuditLog:
     #: Trigger names a store must have, by table.
     expected_triggers: frozenset[str]
 
+    #: Records from this seq on have their site profile (if any) in ``profiles``; None: a log without that table.
+    profiles_stored_from: int | None = None
+
     def __init__(self) -> None:
-        #: Packs rebuilt for replay, by SHA-256: each is compiled once per open log.
+        #: Packs rebuilt for replay, by SHA-256 (and the site profile's): each is compiled once per open log.
         self.replay_packs: dict[str, RulePack] = {}
+        #: Compression dictionaries by pack SHA-256, least recently used first (at most :data:`CODEC_CACHE`).
+        self._codecs: OrderedDict[str, PackCodec] = OrderedDict()
 
     @staticmethod
     def open(target: str | os.PathLike[str], *, create: bool = True) -> "AuditLog":
@@ -163,23 +172,39 @@ class AuditLog:
             result_json=canonical_json(result_dict), prev_hash="", record_hash="", hook_instance=hook_instance,
         )
         rules = sorted({r["rule_id"] for r in result_dict.get("recommendations", [])})
+        profile = pack.profile
         with self._translated("write the record"):
-            # Read the pack's files before taking the write lock, and only once per pack.
+            # Read the pack's files and compress before taking the write lock (the pack's files once per pack).
             files = None if self._has_pack(pack.sha256) else pack_files(pack)
+            texts = self.stored_texts(record, files=None if files is None else files["files"])
             with self._write() as tx:
                 if files is not None and tx.one("SELECT 1 FROM packs WHERE sha256 = ?", (pack.sha256,)) is None:
                     tx.execute("INSERT INTO packs (sha256, name, version, files_json) VALUES (?, ?, ?, ?)",
                                (pack.sha256, pack.name, pack.version, canonical_json(files)))
-                return self._insert(tx, record, rules)
+                if profile is not None and tx.one("SELECT 1 FROM profiles WHERE sha256 = ?", (profile.sha256,)) is None:
+                    tx.execute("INSERT INTO profiles (sha256, name, text) VALUES (?, ?, ?)",
+                               (profile.sha256, profile.name, profile.text))
+                return self._insert(tx, record, rules, texts)
 
-    def _insert(self, tx: Transaction, record: AuditRecord, rules: list[str]) -> AuditRecord:
-        """Chain ``record`` to the head and insert it, with its rule index rows (inside ``tx``)."""
+    def stored_texts(self, record: AuditRecord, *, files: Mapping[str, str] | None = None) -> tuple[bytes | None, bytes]:
+        """The record's input and result as stored: compressed against its pack's dictionary
+        (``files``: the pack's texts when it is not stored yet)."""
+        try:
+            codec = self._codec(record.pack_sha256, files)
+        except UnreadableText as exc:
+            raise AuditError.single(f"cannot compress the record against its stored rule pack: {exc}", file=self.where,
+                                    suggestion="run `pressor audit verify`; keep the log for investigation") from exc
+        return (None if record.input_json is None else codec.compress(record.input_json)), codec.compress(record.result_json)
+
+    def _insert(self, tx: Transaction, record: AuditRecord, rules: list[str], texts: tuple[bytes | None, bytes]) -> AuditRecord:
+        """Chain ``record`` to the head and insert it with ``texts`` (its stored input and result),
+        and its rule index rows (inside ``tx``)."""
         head = tx.one("SELECT seq, record_hash FROM records ORDER BY seq DESC LIMIT 1")
         seq, prev = head if head else (0, GENESIS)
         record = replace(record, seq=seq + 1, prev_hash=prev)
         record = replace(record, record_hash=record.compute_hash(self.database_id))
         tx.execute(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                   record_row(record))
+                   record_row(record, texts))
         for rule in rules:
             tx.execute("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", (rule, record.seq))
         return record
@@ -218,6 +243,38 @@ class AuditLog:
     def _has_pack(self, sha: str) -> bool:
         return self._one("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)) is not None
 
+    def _codec(self, sha: str, files: Mapping[str, str] | None = None) -> PackCodec:
+        """The codec of pack ``sha``: its dictionary made from the stored pack's files (``files``:
+        the texts about to be stored). Raises :class:`UnreadableText` if the pack is not stored."""
+        codec = self._codecs.get(sha)
+        if codec is not None:
+            self._codecs.move_to_end(sha)
+            return codec
+        if files is None:
+            row = self._one("SELECT files_json FROM packs WHERE sha256 = ?", (sha,))
+            if row is None:
+                raise UnreadableText(f"its rule pack {sha[:12]} is not stored, and its texts are compressed against it")
+            try:
+                files = json.loads(row[0])["files"]
+                if not isinstance(files, dict) or not all(isinstance(t, str) for t in files.values()):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UnreadableText(f"its stored rule pack {sha[:12]} is unreadable") from exc
+        codec = self._codecs[sha] = PackCodec(files)
+        while len(self._codecs) > CODEC_CACHE:
+            self._codecs.popitem(last=False)
+        return codec
+
+    def _record(self, row: tuple[Any, ...]) -> AuditRecord:
+        """The record of a row; a stored text that cannot be read is a clear :class:`AuditError`."""
+        try:
+            return record_from_row(row, self._codec)
+        except (UnreadableText, UnicodeError) as exc:
+            seq, rid = row[0], row[1]
+            raise AuditError.single(f"record #{seq} ({rid}): its stored input or result cannot be read ({exc})",
+                                    file=self.where,
+                                    suggestion="run `pressor audit verify` to see what is damaged; keep the log for investigation") from exc
+
     # -- reading --------------------------------------------------------------
     def records(self, *, since: datetime | None = None, rule: str | None = None,
                 hooked: bool = False) -> Iterator[AuditRecord]:
@@ -241,7 +298,7 @@ class AuditLog:
         with self._translated("read the records"):
             for sql, query_args in queries:
                 for row in self._rows(sql, query_args):
-                    yield record_from_row(row)
+                    yield self._record(row)
 
     def feedback(self, *, since: datetime | None = None, card: str | None = None) -> Iterator[FeedbackEntry]:
         """Feedback entries in sequence order; ``since``: recorded at or after; ``card``: on that card uuid."""
@@ -265,7 +322,7 @@ class AuditLog:
         with self._translated("read the record"):
             row = self._one(self._record_select() + " WHERE id = ?", (ref,))
             if row is not None:
-                return record_from_row(row)
+                return self._record(row)
             rows: list[tuple[Any, ...]] = []
             if ref and all(c in "0123456789abcdef-" for c in ref.lower()):
                 rows = list(self._rows(self._record_select() + " WHERE id LIKE ? ORDER BY seq LIMIT 2", (ref.lower() + "%",)))
@@ -273,12 +330,18 @@ class AuditLog:
             raise AuditError.single(f"no audit record '{ref}'", file=self.where, suggestion="see `pressor audit list`")
         if len(rows) > 1:
             raise AuditError.single(f"'{ref}' matches more than one record", file=self.where, suggestion="give more of the id")
-        return record_from_row(rows[0])
+        return self._record(rows[0])
+
+    def stored_profile(self, sha: str) -> str | None:
+        """The text of a stored site profile (None when this log does not hold it)."""
+        if self.profiles_stored_from is None:
+            return None
+        with self._translated("read the stored site profile"):
+            row = self._one("SELECT text FROM profiles WHERE sha256 = ?", (sha,))
+        return None if row is None else row[0]
 
     def stored_pack(self, sha: str) -> tuple[str, str, dict[str, str]]:
         """``(name, version, {file name: text})`` of a stored pack."""
-        import json
-
         with self._translated("read the stored pack"):
             row = self._one("SELECT name, version, files_json FROM packs WHERE sha256 = ?", (sha,))
         if row is None:
@@ -306,6 +369,9 @@ class AuditLog:
                 problems.append(ChainProblem(None, None, (f"append-only triggers were removed: {', '.join(missing)}",)))
             bad_packs: dict[str, str | None] = {
                 sha: pack_problem(sha, files_json) for sha, files_json in self._rows("SELECT sha256, files_json FROM packs")}
+            profiles_from = self.profiles_stored_from
+            bad_profiles: dict[str, str | None] = {} if profiles_from is None else {
+                sha: profile_problem(sha, text) for sha, text in self._rows("SELECT sha256, text FROM profiles")}
             total = self.head()[0]
             expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
             anchored: str | None = None
@@ -313,11 +379,14 @@ class AuditLog:
             for row in self._rows(self._record_select() + " ORDER BY seq"):
                 count += 1
                 try:
-                    rec = record_from_row(row)
+                    rec = record_from_row(row, self._codec)
                     reasons = record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
-                except (ValueError, UnicodeError, zlib.error):  # an edit that left bytes no JSON text has
+                    if profiles_from is not None and rec.seq >= profiles_from:
+                        reasons += _profile_reasons(rec, bad_profiles)
+                except (ValueError, UnicodeError) as exc:  # an edit that left bytes no text has, or its pack is missing
                     rec = AuditRecord(**{**dict(zip(COLUMNS, row)), "input_json": None, "result_json": ""})
-                    reasons = ["its stored input or result is not readable: the record was edited or damaged"]
+                    why = f" ({exc})" if isinstance(exc, UnreadableText) else ""
+                    reasons = [f"its stored input or result is not readable{why}: the record was edited or damaged"]
                     reasons += [r for r in record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
                                 if "record_hash" not in r]
                 if rec.pack_sha256 not in bad_packs:
@@ -355,14 +424,28 @@ class AuditLog:
         return count, head
 
     # -- replay and export ------------------------------------------------------
-    def replay(self, ref: str, *, state: Any = None) -> Any:
+    def replay(self, ref: str, *, state: Any = None, profile_text: str | None = None) -> Any:
         """Evaluate a record again (see :func:`.replay.replay`); a :class:`.replay.Replay`."""
         from .replay import replay
 
-        return replay(self, ref, state=state)
+        return replay(self, ref, state=state, profile_text=profile_text)
 
     def export(self, fmt: str, out: TextIO, *, kind: str = "records", progress: Callable[[int], None] | None = None) -> int:
         """Every record or feedback entry to ``out``, streamed (see :func:`.export.export`); how many."""
         from .export import export
 
         return export(self, fmt, out, kind=kind, progress=progress)
+
+
+def _profile_reasons(rec: AuditRecord, bad_profiles: Mapping[str, str | None]) -> list[str]:
+    """What is wrong with the stored site profile a record names (its Result, which is hashed, names it)."""
+    if '"profile":{' not in rec.result_json:  # most records have none: skip parsing the Result
+        return []
+    profile = recorded_profile(rec.result)
+    if profile is None:
+        return []
+    sha = profile["sha256"]
+    if sha not in bad_profiles:
+        return [f"its site profile {sha[:12]} is missing from the stored profiles"]
+    problem = bad_profiles[sha]
+    return [problem] if problem else []

@@ -21,8 +21,10 @@ from ..errors import AuditError, Problem
 from .records import GENESIS
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
 
-#: The format of a PostgreSQL log (its own numbering starts where SQLite's is: compressed texts, rule index).
-FORMAT = 3
+#: The format of a PostgreSQL log (its own numbering started at SQLite's 3: zlib-compressed texts, rule
+#: index; 4: zstd against the record's pack, site profiles stored). Format 3 is migrated when opened for writing.
+FORMAT = 4
+READABLE_FORMATS = ("3", "4")
 #: Key of the advisory lock every writer takes ("pressor" in ASCII).
 WRITE_LOCK = 0x70726573736F72
 
@@ -87,6 +89,8 @@ _TABLES = (
         record_hash TEXT NOT NULL UNIQUE)""",
     "CREATE INDEX feedback_card_uuid ON feedback (card_uuid)",
 )
+#: The site profiles records were made under, once per SHA-256 of the profile's text (format 4).
+_PROFILES_TABLE = "CREATE TABLE profiles (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, text TEXT NOT NULL)"
 
 
 def _refusals(table: str, noun: str) -> dict[str, str]:
@@ -109,6 +113,7 @@ _TRIGGERS = {
     **_refusals("packs", "stored rule packs are"), **_refusals("meta", "audit metadata is"),
     **_refusals("record_rules", "the rule index is"),
 }
+_PROFILES_TRIGGERS = _refusals("profiles", "stored site profiles are")
 
 
 def redacted(url: str) -> str:
@@ -172,18 +177,33 @@ class _PostgresTransaction:
         return self._conn.execute(_sql(sql), args).fetchone()
 
 
+def _migrate(conn: Any) -> None:
+    """Format 3 to 4, under the write lock: the ``profiles`` table; records so far kept no profile.
+    The format row is the one row of ``meta`` ever changed, with its trigger off for that moment."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        if conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] != "3":
+            return  # another process migrated it meanwhile
+        for sql in (_PROFILES_TABLE, *_PROFILES_TRIGGERS.values()):
+            conn.execute(sql)
+        conn.execute("INSERT INTO meta (key, value) SELECT 'profiles_stored_from', (COALESCE(MAX(seq), 0) + 1)::text FROM records")
+        conn.execute("ALTER TABLE meta DISABLE TRIGGER meta_no_update")
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'format'", (str(FORMAT),))
+        conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_no_update")
+
+
 class PostgresAuditLog(AuditLog):
     """An audit log in a PostgreSQL database."""
 
-    expected_triggers = frozenset(_TRIGGERS)
-
-    def __init__(self, url: str, conn: Any, database_id: str) -> None:
+    def __init__(self, url: str, conn: Any, database_id: str, fmt: int, profiles_stored_from: int | None) -> None:
         super().__init__()
         self.url = url
         self.path = redacted(url)
         self._conn = conn
         self.database_id = database_id
-        self.format = FORMAT
+        self.format = fmt
+        self.profiles_stored_from = profiles_stored_from
+        self.expected_triggers = frozenset(_TRIGGERS) | (frozenset(_PROFILES_TRIGGERS) if fmt >= 4 else frozenset())
 
     @classmethod
     def connect(cls, url: str, *, create: bool = True) -> "PostgresAuditLog":
@@ -201,17 +221,23 @@ class PostgresAuditLog(AuditLog):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                     if not conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]:
-                        for sql in (*_FUNCTIONS, *_TABLES, *_TRIGGERS.values()):
+                        for sql in (*_FUNCTIONS, *_TABLES, _PROFILES_TABLE, *_TRIGGERS.values(), *_PROFILES_TRIGGERS.values()):
                             conn.execute(sql)
                         conn.execute("INSERT INTO meta (key, value) VALUES ('format', %s), ('database_id', %s)",
                                      (str(FORMAT), str(uuid.uuid4())))
-            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'database_id')").fetchall())
-            if rows.get("format") != str(FORMAT):
-                raise AuditError.single(f"the audit log has format {rows.get('format')}; this pressor reads format {FORMAT}",
-                                        file=where, suggestion="use the pressor that wrote it")
+            fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if create and fmt is not None and fmt[0] == "3":
+                _migrate(conn)
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'database_id', 'profiles_stored_from')")
+                        .fetchall())
+            if rows.get("format") not in READABLE_FORMATS:
+                raise AuditError.single(f"the audit log has format {rows.get('format')}; this pressor reads formats "
+                                        f"{', '.join(READABLE_FORMATS)}", file=where, suggestion="use the pressor that wrote it")
             if "database_id" not in rows:
                 raise AuditError.single("the audit log has no database id (damaged)", file=where)
-            return cls(url, conn, rows["database_id"])
+            fmt_number = int(rows["format"])
+            profiles_from = int(rows.get("profiles_stored_from", 1)) if fmt_number >= 4 else None
+            return cls(url, conn, rows["database_id"], fmt_number, profiles_from)
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -226,13 +252,11 @@ class PostgresAuditLog(AuditLog):
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:  # type: ignore[override]
         psycopg = _psycopg()
-        import zlib
-
         try:
             yield
         except AuditError:
             raise
-        except (psycopg.Error, zlib.error) as exc:
+        except psycopg.Error as exc:
             raise _failure(exc, self.path, action) from exc
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

@@ -3,8 +3,9 @@ connections (read-only ones never write anything), and its errors.
 
 WAL mode: readers never block the one writer; ``BEGIN IMMEDIATE`` takes the write lock, so
 processes appending together still make one chain. Input and result texts are stored
-zlib-compressed (format 3); formats 1 and 2 stored them as text, are read as they are, and
-are migrated (cheaply: nothing is rewritten) when opened for writing.
+zstd-compressed against the record's pack (format 4, :mod:`.compression`); format 3 stored them
+zlib-compressed, formats 1 and 2 as text. Older logs are read as they are, and migrated
+(cheaply: nothing is rewritten) when opened for writing.
 """
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ from typing import Any, Iterator
 
 from ..errors import AuditError, Problem
 from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
-    record_from_row, sha256_text, utc_text
+    sha256_text, utc_text
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
 
 __all__ = ["SqliteAuditLog", "FORMAT", "COLUMNS", "FEEDBACK_COLUMNS", "canonical_json", "pack_files", "sha256_text", "utc_text",
            "AuditRecord", "FeedbackEntry"]
 
 #: Schema version, kept in SQLite's ``user_version``. 1: no feedback, no ``records.hook_instance``;
-#: 2: feedback; 3: compressed input and result texts, the ``record_rules`` index.
-FORMAT = 3
+#: 2: feedback; 3: zlib-compressed input and result texts, the ``record_rules`` index; 4: texts
+#: compressed with zstd against the record's pack, site profiles stored (``profiles``).
+FORMAT = 4
 #: Formats this pressor reads (older ones are migrated when opened for writing).
-READABLE_FORMATS = (1, 2, 3)
+READABLE_FORMATS = (1, 2, 3, 4)
+#: Page size of a new log. A record takes 2-10 KB (most 2-4 KB): with 4 KB pages most take a page
+#: of their own and waste 0.7 KB of it; with 1 KB pages SQLite fills whole overflow pages and the
+#: rest packs closely (5.4 KB against 4.8 KB a record on the project's scenarios, bench/audit.py).
+PAGE_SIZE = 1024
 
 _TRIGGERS = {
     "records_append_at_head": f"""
@@ -112,7 +118,22 @@ _RULES_TABLE = (
         PRIMARY KEY (rule_id, seq)) WITHOUT ROWID""",
 )
 
-# input_json and result_json: zlib-compressed BLOBs since format 3 (TEXT affinity keeps a BLOB a
+#: The site profiles records were made under, once per SHA-256 of the profile's text (format 4).
+_PROFILES_TABLE = ("CREATE TABLE profiles (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, text TEXT NOT NULL)",)
+_PROFILES_TRIGGERS = {
+    "profiles_insert_once": """
+        CREATE TRIGGER profiles_insert_once BEFORE INSERT ON profiles
+        WHEN EXISTS (SELECT 1 FROM profiles WHERE sha256 = NEW.sha256)
+        BEGIN SELECT RAISE(ABORT, 'a stored site profile is never replaced'); END""",
+    "profiles_no_update": """
+        CREATE TRIGGER profiles_no_update BEFORE UPDATE ON profiles
+        BEGIN SELECT RAISE(ABORT, 'stored site profiles are append-only: UPDATE refused'); END""",
+    "profiles_no_delete": """
+        CREATE TRIGGER profiles_no_delete BEFORE DELETE ON profiles
+        BEGIN SELECT RAISE(ABORT, 'stored site profiles are append-only: DELETE refused'); END""",
+}
+
+# input_json and result_json: compressed BLOBs since format 3 (zlib; zstd from format 4) (TEXT affinity keeps a BLOB a
 # BLOB), plain text in records made before.
 _TABLES = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -146,6 +167,8 @@ _MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBA
 #: What turns a format-2 database into format 3 (records before ``rules_indexed_from`` keep their
 #: text and are searched by rule the old way).
 _MIGRATE_2_TO_3 = (*_RULES_TABLE, *_RULES_TRIGGERS.values())
+#: What turns a format-3 database into format 4 (records before ``profiles_stored_from`` kept no profile).
+_MIGRATE_3_TO_4 = (*_PROFILES_TABLE, *_PROFILES_TRIGGERS.values())
 
 _SELECT = f"SELECT {SQL_COLUMNS} FROM records"
 #: The same from a format-1 database, opened read-only (no ``hook_instance`` column yet).
@@ -154,10 +177,6 @@ _FEEDBACK_SELECT = f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback"
 #: Records whose result names the rule, read from the result itself (text only: formats 1-2).
 _RULE_IN_TEXT = ("typeof(result_json) = 'text' AND EXISTS (SELECT 1 FROM json_each(records.result_json, '$.recommendations') AS r "
                  "WHERE json_extract(r.value, '$.rule_id') = ?)")
-
-
-def _record(row: tuple[Any, ...]) -> AuditRecord:
-    return record_from_row(row)
 
 
 def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
@@ -180,8 +199,6 @@ def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
         why, fix = "the audit log cannot be opened", f"check that {path.parent} exists and is writable"
     elif "no such table" in low or "no such column" in low:
         why, fix = "the audit log is damaged (its tables were altered)", "keep the file for investigation; start a new log"
-    elif "incorrect header check" in low or "invalid" in low and "zlib" in type(exc).__module__:
-        why, fix = "a stored text is not readable (damaged)", "keep the file for investigation"
     else:
         why, fix = "the audit log failed", "report this with the message above"
     return AuditError([Problem(f"{why}; could not {action} ({text})", file=str(path), suggestion=fix)])
@@ -189,14 +206,12 @@ def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
 
 @contextmanager
 def _translated(path: Path, action: str) -> Iterator[None]:
-    """Turn SQLite, zlib and OS errors into :class:`AuditError`, keeping the cause."""
-    import zlib
-
+    """Turn SQLite and OS errors into :class:`AuditError`, keeping the cause."""
     try:
         yield
     except AuditError:
         raise
-    except (sqlite3.Error, OSError, zlib.error) as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise _failure(exc, path, action) from exc
 
 
@@ -285,17 +300,20 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-            for sql in (*_TABLES, *_FEEDBACK_TABLE, *_RULES_TABLE, *_TRIGGERS.values(), *_FEEDBACK_TRIGGERS.values(),
-                        *_RULES_TRIGGERS.values()):
+            for sql in (*_TABLES, *_FEEDBACK_TABLE, *_RULES_TABLE, *_PROFILES_TABLE, *_TRIGGERS.values(),
+                        *_FEEDBACK_TRIGGERS.values(), *_RULES_TRIGGERS.values(), *_PROFILES_TRIGGERS.values()):
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?), ('database_id', ?)", (str(FORMAT), str(uuid.uuid4())))
             conn.execute(f"PRAGMA user_version = {FORMAT}")
-        elif version in (1, 2):
+        elif version in (1, 2, 3):
             # An older log: add what is new; existing records are not rewritten and keep their hashes.
-            for sql in (*(_MIGRATE_1_TO_2 if version == 1 else ()), *_MIGRATE_2_TO_3):
+            for sql in (*(_MIGRATE_1_TO_2 if version == 1 else ()), *(_MIGRATE_2_TO_3 if version <= 2 else ()),
+                        *_MIGRATE_3_TO_4):
                 conn.execute(sql)
             head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
-            conn.execute("INSERT INTO meta (key, value) VALUES ('rules_indexed_from', ?)", (str(head + 1),))
+            if version <= 2:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('rules_indexed_from', ?)", (str(head + 1),))
+            conn.execute("INSERT INTO meta (key, value) VALUES ('profiles_stored_from', ?)", (str(head + 1),))
             conn.execute(f"PRAGMA user_version = {FORMAT}")
         else:
             _check_format(conn, path)
@@ -327,10 +345,12 @@ class SqliteAuditLog(AuditLog):
         self._conn = conn
         self.format = conn.execute("PRAGMA user_version").fetchone()[0]
         self.expected_triggers = frozenset(_TRIGGERS) | (frozenset(_FEEDBACK_TRIGGERS) if self.format >= 2 else frozenset()) \
-            | (frozenset(_RULES_TRIGGERS) if self.format >= 3 else frozenset())
-        row = conn.execute("SELECT value FROM meta WHERE key = 'rules_indexed_from'").fetchone()
+            | (frozenset(_RULES_TRIGGERS) if self.format >= 3 else frozenset()) \
+            | (frozenset(_PROFILES_TRIGGERS) if self.format >= 4 else frozenset())
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('rules_indexed_from', 'profiles_stored_from')"))
         #: Records from this seq on are in ``record_rules`` (after a migration: the first new one).
-        self._rules_indexed_from = (int(row[0]) if row else 1) if self.format >= 3 else None
+        self._rules_indexed_from = int(meta.get("rules_indexed_from", 1)) if self.format >= 3 else None
+        self.profiles_stored_from = int(meta.get("profiles_stored_from", 1)) if self.format >= 4 else None
 
     @classmethod
     def connect(cls, path: Path, *, create: bool = True) -> "SqliteAuditLog":
@@ -348,6 +368,7 @@ class SqliteAuditLog(AuditLog):
                 conn = _connect(path, readonly=False) if create else _connect_for_reading(path)
                 conn.execute("PRAGMA foreign_keys = ON")
                 if create:
+                    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
                     _use_wal(conn)
                     # FULL: a record, once acknowledged, is on disk.
                     conn.execute("PRAGMA synchronous = FULL")

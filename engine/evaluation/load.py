@@ -193,25 +193,32 @@ def loads_json(text: str, *, file: str) -> Any:
     except ValueError as exc:  # NaN, Infinity, 1e999, a number of more than _MAX_DIGITS digits
         raise InputError.single(f"malformed JSON: {exc}", file=file,
                                 suggestion="NaN and Infinity are not allowed; write numbers in plain decimal") from exc
-    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(text, MAX_DEPTH):
         _check_json_depth(text, file)
         raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX)
     return data
 
 
-def _deeper_than(data: Any, limit: int) -> bool:
-    """Whether parsed JSON nests more than ``limit`` levels (a walk of the data: several times
-    faster than scanning the text, which is kept for locating a refusal)."""
-    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        if depth > limit:
-            return True
-        for value in node.values() if isinstance(node, dict) else node:
-            if isinstance(value, (dict, list)):
-                push((value, depth + 1))
-    return False
+#: Deletes every ASCII character but quotes and brackets; turns braces into square brackets.
+_STRUCTURE_ONLY = str.maketrans("{}", "[]", "".join(chr(i) for i in range(128) if chr(i) not in '"[]{}'))
+_ESCAPE_FREE_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKET = re.compile(r"[^\[\]]+")
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether JSON text that has parsed nests more than ``limit`` levels, in C-speed string passes:
+    escaped backslashes and quotes go first (left to right, as a JSON reader pairs them), then every
+    character but quotes and brackets; strings (now free of escapes) go next, with any brackets inside
+    them. What is left are the containers' brackets, one kind; each ``replace`` of ``[]`` removes exactly
+    the innermost level (pairs it creates are not rescanned), so they are gone after as many passes as
+    the deepest nesting."""
+    reduced = text.replace("\\\\", "").replace('\\"', "").translate(_STRUCTURE_ONLY)
+    brackets = _NOT_BRACKET.sub("", _ESCAPE_FREE_STRING.sub("", reduced))  # also any non-ASCII text left
+    for _ in range(limit + 1):
+        if not brackets:
+            return False
+        brackets = brackets.replace("[]", "")
+    return True
 
 
 def _check_json_depth(text: str, file: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,12 +44,14 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Profile:
-    """A site profile as applied: its name, the SHA-256 of its file, and the parameters it changed."""
+    """A site profile as applied: its name, the SHA-256 of its file, and the parameters it changed;
+    ``text`` is the file's text (the audit log stores it, so that replay applies the same profile)."""
 
     name: str
     sha256: str
     file: str
     changed: tuple[Parameter, ...]
+    text: str = field(default="", repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """What results, audit records, explanations and cards show."""
@@ -110,7 +112,7 @@ def load_profile(path: str | Path, params: dict[str, Parameter]) -> tuple[dict[s
     if problems:
         raise InputError(problems)
     sha = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
-    return out, Profile(doc.data["profile"]["name"], sha, doc.file, tuple(sorted(changed, key=lambda p: p.name)))
+    return out, Profile(doc.data["profile"]["name"], sha, doc.file, tuple(sorted(changed, key=lambda p: p.name)), doc.text)
 
 
 def _unit_slug(unit: str) -> str:
