@@ -78,7 +78,7 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     if with_ui and not insecure:
         from pressor.service.ui.served import oidc_problem
 
-        problem = oidc_problem(settings.config_path, runtime.config.issuers)
+        problem = oidc_problem(settings.config_path, runtime.config)
         if problem:
             raise click.UsageError(problem)
     if insecure:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -35,14 +35,23 @@ class AuthError(Exception):
         self.iss = iss if isinstance(iss, str) else None
 
 
+class KeySetUnavailable(AuthError):
+    """A key set that has never been fetched could not be fetched now (the keys' owner is down)."""
+
+
 class KeySet:
     """One published JWKS: fetched on first use, kept ``cache_s``, fetched again for an unknown kid
-    at most every ``min_refetch_s`` (so forged kids cannot make us hammer the issuer)."""
+    at most every ``min_refetch_s`` (so forged kids cannot make us hammer the issuer).
 
-    def __init__(self, url: str, settings: JwksSettings) -> None:
+    ``fetch`` (optional) reads the set's JSON from ``url`` where the caller must control how (the web
+    app's OpenID Connect provider: only its own hosts, no redirects); it signals failure with
+    ``ValueError`` or ``OSError``. Without it PyJWT's client fetches."""
+
+    def __init__(self, url: str, settings: JwksSettings, fetch: Callable[[str], Any] | None = None) -> None:
         self.url = url
         self._settings = settings
         self._client = jwt.PyJWKClient(url, cache_jwk_set=False, cache_keys=False, timeout=settings.timeout_s)
+        self._read = fetch
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
@@ -65,16 +74,17 @@ class KeySet:
     def _fetch(self, now: float) -> None:
         if not self._may_refetch(now):  # a failed attempt just now: do not hammer the issuer
             if self._fetched_at is None:
-                raise AuthError(f"the key set {self.url} could not be fetched (next try within "
+                raise KeySetUnavailable(f"the key set {self.url} could not be fetched (next try within "
                                 f"{self._settings.min_refetch_s:g} s)")
             return
         self._attempted_at = now
         try:
-            jwk_set = self._client.get_jwk_set(refresh=True)
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            jwk_set = (self._client.get_jwk_set(refresh=True) if self._read is None
+                       else jwt.PyJWKSet.from_dict(self._read(self.url)))
+        except (jwt.PyJWTError, ValueError, TypeError, OSError) as exc:
             log.warning("key set %s could not be fetched: %s", self.url, exc)
             if self._fetched_at is None:
-                raise AuthError(f"the key set {self.url} could not be fetched") from exc
+                raise KeySetUnavailable(f"the key set {self.url} could not be fetched") from exc
             return  # keep serving the keys we had
         keys = {}
         for jwk in jwk_set.keys:

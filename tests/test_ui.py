@@ -1,17 +1,17 @@
 """The web app without a browser (Starlette's test client): the form built from the schema, sign-in
-(one-time link, OpenID Connect in served mode), CSRF, the security headers, no data without a session,
+(one-time link; OpenID Connect in served mode, against a provider the tests run on 127.0.0.1), CSRF, the security headers, no data without a session,
 FHIR paste, and the conditional advice rendered when the result carries it."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import time
-import uuid
 import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
-import jwt
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
@@ -336,11 +336,25 @@ def test_rule_browser_filters(local):
     assert client.get("/ui/?rule_example=norepinephrine.dose-adult:99").status_code == 404
 
 
-# --- served mode: OpenID Connect ---------------------------------------------------------------
+# --- served mode: OpenID Connect (authorization code flow with PKCE, against a provider on 127.0.0.1) ---
+
+CLIENT_SECRET = "s3cret: with spaces & symbols"
+SECRET_VAR = "PRESSOR_TEST_UI_CLIENT_SECRET"
+
 
 @pytest.fixture(scope="module")
 def idp_key():
+    """The key of a CDS Hooks issuer (the served app keeps its CDS Hooks service)."""
     return ec.generate_private_key(ec.SECP384R1())
+
+
+@pytest.fixture(scope="module")
+def provider():
+    from tests.oidc_provider import FakeOidcProvider
+
+    idp = FakeOidcProvider(CLIENT_ID, CLIENT_SECRET).start()
+    yield idp
+    idp.stop()
 
 
 def _config(tmp_path, idp_key, **extra) -> Path:
@@ -351,113 +365,329 @@ def _config(tmp_path, idp_key, **extra) -> Path:
     return path
 
 
+def _oidc(provider, **extra) -> dict:
+    return {"oidc": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret_env": SECRET_VAR, "timeout_s": 1,
+                     **extra}}
+
+
 @pytest.fixture(scope="module")
-def served_app(tmp_path_factory, idp_key):
+def served_app(tmp_path_factory, idp_key, provider):
     from pressor.service.app import SETTINGS_ENV, Settings
     from pressor.service.ui.served import SECRET_ENV, create_served_app
 
     tmp = tmp_path_factory.mktemp("served")
-    config = _config(tmp, idp_key, ui={"oidc": {"issuer": ISS, "client_id": CLIENT_ID,
-                                                 "authorization_endpoint": "https://idp.test.invalid/authorize"}})
+    config = _config(tmp, idp_key, ui=_oidc(provider), jwks={"min_refetch_s": 0}, log_file=str(tmp / "requests.jsonl"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(SETTINGS_ENV, Settings(config_path=str(config)).to_env())
         mp.setenv(SECRET_ENV, "00" * 32)
+        mp.setenv(SECRET_VAR, CLIENT_SECRET)
         with TestClient(create_served_app(), base_url="http://127.0.0.1") as client:
+            client.log_file = tmp / "requests.jsonl"
             yield client
 
 
 @pytest.fixture()
-def served(served_app):
-    """The served app (one per module), signed out."""
+def served(served_app, provider):
+    """The served app (one per module), signed out, its provider back to normal."""
     served_app.cookies.clear()
+    provider.reset()
     return served_app
 
 
-def id_token(key, nonce: str, **override) -> str:
-    now = int(time.time())
-    claims = {"iss": ISS, "sub": "dr.lee", "aud": CLIENT_ID, "iat": now, "exp": now + 300, "nonce": nonce,
-              "jti": str(uuid.uuid4()), **override}
-    return jwt.encode(claims, key, algorithm="ES384", headers={"kid": KID})
-
-
-def start_sign_in(client) -> tuple[str, str]:
+def start_sign_in(client) -> tuple[str, dict]:
+    """``/ui/login``: the provider's URL (checked to be a code request with PKCE) and its query."""
     response = client.get("/ui/login", follow_redirects=False)
-    assert response.status_code == 303
-    target = urlparse(response.headers["location"])
-    query = parse_qs(target.query)
-    assert target.netloc == "idp.test.invalid" and query["response_type"] == ["id_token"]
-    assert query["response_mode"] == ["form_post"] and query["client_id"] == [CLIENT_ID]
-    assert query["redirect_uri"] == ["http://127.0.0.1/ui/login/callback"]
-    return query["state"][0], query["nonce"][0]
+    assert response.status_code == 303, response.text
+    assert "pressor_ui_signin" in response.headers["set-cookie"] and "SameSite=lax" in response.headers["set-cookie"]
+    location = response.headers["location"]
+    query = {k: v[0] for k, v in parse_qs(urlparse(location).query).items()}
+    assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+    assert query["client_id"] == CLIENT_ID and query["redirect_uri"] == "http://127.0.0.1/ui/login/callback"
+    assert query["state"] and query["nonce"] and len(query["code_challenge"]) == 43
+    assert "code_verifier" not in location and CLIENT_SECRET not in location
+    return location, query
 
 
-def test_served_app_signs_in_with_the_oidc_provider_and_keeps_the_cds_service(served, idp_key):
+def at_provider(location: str) -> str:
+    """The browser at the provider, which signs the user in at once: the callback path and query."""
+    import httpx
+
+    answer = httpx.get(location, follow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    back = urlparse(answer.headers["location"])
+    assert f"{back.scheme}://{back.netloc}" == "http://127.0.0.1"
+    return f"{back.path}?{back.query}"
+
+
+def sign_in(client):
+    """The whole sign-in; the callback's response."""
+    location, _ = start_sign_in(client)
+    return client.get(at_provider(location))
+
+
+def log_lines(client) -> list[dict]:
+    return [json.loads(line) for line in client.log_file.read_text().splitlines() if line.strip()]
+
+
+def test_served_app_signs_in_with_the_code_flow_and_pkce_and_keeps_the_cds_service(served, provider):
     client = served
     assert client.get("/healthz").status_code == 200
     assert client.get("/ui/").status_code == 401
-    state, nonce = start_sign_in(client)
-    response = post(client, "/ui/login/callback", {"id_token": id_token(idp_key, nonce), "state": state})
+    location, query = start_sign_in(client)
+    response = client.get(at_provider(location))
     assert response.status_code == 200 and 'http-equiv="refresh"' in response.text
-    assert "SameSite=strict" in response.headers["set-cookie"] and "HttpOnly" in response.headers["set-cookie"]
-    client.cookies.set(COOKIE, response.cookies[COOKIE])
+    cookies = response.headers.get_list("set-cookie")
+    session_cookie = next(c for c in cookies if c.startswith(f"{COOKIE}="))
+    assert "SameSite=strict" in session_cookie and "HttpOnly" in session_cookie and "Path=/ui" in session_cookie
+    assert any(c.startswith('pressor_ui_signin=""') for c in cookies)  # the sign-in cookie is spent with it
+    # the provider checked PKCE (it refuses a verifier that does not hash to the challenge) and the client secret
+    exchange = provider.paths("/token")[-1]
+    verifier = exchange["form"]["code_verifier"]
+    assert base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode() == query["code_challenge"]
+    assert exchange["headers"]["Authorization"].startswith("Basic ") and "client_secret" not in exchange["form"]
     page = client.get("/ui/")
-    assert page.status_code == 200 and f"{ISS}|dr.lee" in page.text
+    assert page.status_code == 200 and f"{provider.issuer}|dr.lee" in page.text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     recorded = post(client, "/ui/advice", [*SEPTIC, ("record", "1"), ("csrf_token", csrf)])
     assert "Recorded in the audit log" in recorded.text
-    assert f"{ISS}|dr.lee" in client.get("/ui/audit").text
+    assert f"{provider.issuer}|dr.lee" in client.get("/ui/audit").text
 
 
-@pytest.mark.parametrize("case", ["wrong nonce", "wrong audience", "expired", "forged state", "unknown key", "other key"])
-def test_served_app_refuses_bad_id_tokens(served, idp_key, case):
+@pytest.mark.parametrize("case, claims, reason", [
+    ("wrong nonce", {"nonce": "another"}, "nonce does not belong to this sign-in"),
+    ("wrong audience", {"aud": "someone-else"}, "Audience doesn"),
+    ("wrong issuer", {"iss": "http://127.0.0.1:1"}, "Invalid issuer"),
+    ("expired", {"iat": int(time.time()) - 3600, "exp": int(time.time()) - 1800}, "Signature has expired"),
+    ("issued in the future", {"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200}, "not yet valid"),
+    ("no nonce", {"nonce": None}, "nonce"),
+    ("wrong at_hash", {"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}, "at_hash does not match"),
+    ("several audiences, no azp", {"aud": [CLIENT_ID, "another-app"]}, "azp"),
+])
+def test_served_app_refuses_bad_id_tokens(served, provider, case, claims, reason):
     client = served
-    state, nonce = start_sign_in(client)
-    token = {
-        "wrong nonce": lambda: id_token(idp_key, "another"),
-        "wrong audience": lambda: id_token(idp_key, nonce, aud="someone-else"),
-        "expired": lambda: id_token(idp_key, nonce, iat=int(time.time()) - 3600, exp=int(time.time()) - 1800),
-        "forged state": lambda: id_token(idp_key, nonce),
-        "unknown key": lambda: jwt.encode({"iss": ISS, "sub": "x", "aud": CLIENT_ID, "iat": int(time.time()),
-                                           "exp": int(time.time()) + 60, "nonce": nonce}, idp_key, algorithm="ES384",
-                                          headers={"kid": "nope"}),
-        "other key": lambda: id_token(ec.generate_private_key(ec.SECP384R1()), nonce),
-    }[case]()
-    if case == "forged state":
-        state = state[:-3] + "abc"
-    response = post(client, "/ui/login/callback", {"id_token": token, "state": state})
-    assert response.status_code == 401 and COOKIE not in response.headers.get("set-cookie", "")
+    provider.claims = claims
+    response = sign_in(client)
+    assert response.status_code == 401 and reason in response.text, response.text
+    assert f"{COOKIE}=" not in response.headers.get("set-cookie", "").replace('pressor_ui_signin=', '')
+    assert "Traceback" not in response.text and client.get("/ui/").status_code == 401
+    assert any(line.get("event") == "auth_failed" and reason in line["reason"] for line in log_lines(client))
+
+
+def test_an_unknown_key_is_refused_then_a_rotated_key_is_fetched(served, provider):
+    client = served
+    assert sign_in(client).status_code == 200  # the key set is held now
+    fetched = len(provider.paths("/jwks"))
+    kid = provider.rotate(publish=False)  # signs with a key its key set does not publish (yet)
+    client.cookies.clear()
+    refused = sign_in(client)
+    assert refused.status_code == 401 and "unknown key id" in refused.text and kid in refused.text
+    assert len(provider.paths("/jwks")) == fetched + 1  # an unknown kid: fetched again (min_refetch_s 0 here)
+    provider.published.append(kid)  # the provider publishes its new key
+    client.cookies.clear()
+    assert sign_in(client).status_code == 200
+    assert len(provider.paths("/jwks")) == fetched + 2
+    assert client.get("/ui/").status_code == 200
+
+
+def test_a_state_is_spent_once_and_a_code_once(served, provider):
+    client = served
+    location, _ = start_sign_in(client)
+    browser_cookie = client.cookies.get("pressor_ui_signin")
+    callback = at_provider(location)
+    assert client.get(callback).status_code == 200
+    # the same answer again, from the same browser (its sign-in cookie put back): the state is spent
+    client.cookies.clear()
+    client.cookies.set("pressor_ui_signin", browser_cookie, path="/ui/login")
+    again = client.get(callback)
+    assert again.status_code == 401 and "already used" in again.text
+    # the same code with a fresh sign-in of this browser: the provider refuses it (used once, and PKCE differs)
+    code = parse_qs(urlparse(callback).query)["code"][0]
+    client.cookies.clear()
+    _, query = start_sign_in(client)
+    injected = client.get("/ui/login/callback?" + urlencode({"code": code, "state": query["state"]}))
+    assert injected.status_code == 401 and "invalid_grant" in injected.text
     assert client.get("/ui/").status_code == 401
 
 
-def test_behind_a_proxy_the_base_url_is_the_origin_and_the_redirect_uri(tmp_path, idp_key, monkeypatch):
-    """TLS ends at the balancer: the app sees http, the browser says https://cds.example.org."""
+def test_a_sign_in_answer_is_refused_in_another_browser(served, served_app, provider):
+    client = served
+    location, _ = start_sign_in(client)
+    callback = at_provider(location)
+    stolen = client.cookies.get("pressor_ui_signin")
+    client.cookies.clear()  # another browser: no sign-in cookie ...
+    refused = client.get(callback)
+    assert refused.status_code == 401 and "not started in this browser" in refused.text
+    start_sign_in(client)  # ... or the cookie of a sign-in of its own
+    refused = client.get(callback)
+    assert refused.status_code == 401 and "not started in this browser" in refused.text
+    client.cookies.clear()
+    client.cookies.set("pressor_ui_signin", stolen, path="/ui/login")  # the right browser still can
+    assert client.get(callback).status_code == 200
+    forged = client.get("/ui/login/callback?" + urlencode({"code": "x", "state": "forged.state"}))
+    assert forged.status_code == 401 and "missing, forged or expired" in forged.text
+
+
+def test_the_provider_refusing_is_a_clear_sign_in_page(served, provider):
+    provider.deny = "access_denied"
+    response = sign_in(served)
+    assert response.status_code == 401 and "access_denied" in response.text and "declined" in response.text
+    assert 'href="/ui/login"' in response.text and served.get("/ui/").status_code == 401
+    assert any(line.get("event") == "auth_failed" and "access_denied" in line["reason"] for line in log_lines(served))
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("slow", "did not answer within 1 s"),
+    ("drop", "could not be reached"),
+    ("garbage", "not a JSON token response"),
+    ("500", "answered HTTP 500"),
+])
+def test_a_token_endpoint_down_slow_or_garbled_is_a_502_with_the_reason(served, provider, mode, reason):
+    provider.token_mode = mode
+    response = sign_in(served)
+    assert response.status_code == 502 and reason in response.text and "Traceback" not in response.text
+    assert served.get("/ui/").status_code == 401
+    assert any(line.get("event") == "auth_failed" and reason in line["reason"] for line in log_lines(served))
+
+
+def test_sign_out_ends_the_session_even_for_a_copy_of_its_cookie(served):
+    client = served
+    assert sign_in(client).status_code == 200
+    copied = client.cookies.get(COOKIE)
+    page = client.get("/ui/")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert post(client, "/ui/logout", {"csrf_token": csrf}).status_code == 401  # followed to the sign-in page
+    client.cookies.set(COOKIE, copied, path="/ui")
+    refused = client.get("/ui/audit")
+    assert refused.status_code == 401 and "Sign in to pressor" in refused.text
+    assert post(client, "/ui/audit/verify", {"csrf_token": csrf}).status_code == 401
+    client.cookies.clear()
+    assert sign_in(client).status_code == 200 and client.get("/ui/").status_code == 200  # a new session is a new id
+
+
+def _served_client(tmp_path, monkeypatch, idp_key, ui: dict, **extra):
     from pressor.service.app import SETTINGS_ENV, Settings
     from pressor.service.ui.served import create_served_app
 
-    config = _config(tmp_path, idp_key, base_url="https://cds.example.org",
-                     ui={"oidc": {"issuer": ISS, "client_id": CLIENT_ID, "authorization_endpoint": "https://idp.test.invalid/a"}})
+    config = _config(tmp_path, idp_key, ui=ui, **extra)
     monkeypatch.setenv(SETTINGS_ENV, Settings(config_path=str(config)).to_env())
-    with TestClient(create_served_app(), base_url="http://10.0.0.5:8080") as client:
-        location = client.get("/ui/login", follow_redirects=False).headers["location"]
-        query = parse_qs(urlparse(location).query)
+    monkeypatch.setenv(SECRET_VAR, CLIENT_SECRET)
+    return TestClient(create_served_app(), base_url=extra.get("base_url", "http://127.0.0.1"))
+
+
+def test_client_secret_post_with_the_secret_in_a_file(tmp_path, monkeypatch, idp_key):
+    from tests.oidc_provider import FakeOidcProvider
+
+    idp = FakeOidcProvider(CLIENT_ID, CLIENT_SECRET, auth_method="client_secret_post").start()
+    try:
+        (tmp_path / "client-secret").write_text(CLIENT_SECRET + "\n")
+        ui = {"oidc": {"issuer": idp.issuer, "client_id": CLIENT_ID, "client_secret_file": "client-secret",
+                       "token_endpoint_auth_method": "client_secret_post"}}
+        with _served_client(tmp_path, monkeypatch, idp_key, ui) as client:
+            assert sign_in(client).status_code == 200 and client.get("/ui/").status_code == 200
+        exchange = idp.paths("/token")[-1]
+        assert exchange["form"]["client_secret"] == CLIENT_SECRET and "Authorization" not in exchange["headers"]
+        assert CLIENT_SECRET not in (tmp_path / "serve.json").read_text()
+    finally:
+        idp.stop()
+
+
+def test_discovery_must_name_the_configured_issuer_and_keep_to_its_host(tmp_path, monkeypatch, idp_key):
+    from tests.oidc_provider import FakeOidcProvider
+
+    idp = FakeOidcProvider(CLIENT_ID, CLIENT_SECRET).start()
+    try:
+        idp.discovery_issuer = idp.issuer + "/"
+        with _served_client(tmp_path, monkeypatch, idp_key, _oidc(idp), jwks={"min_refetch_s": 0}) as client:
+            response = client.get("/ui/login", follow_redirects=False)
+            assert response.status_code == 502 and "must be equal" in response.text
+            idp.discovery_issuer = None
+            # an endpoint on a host the configuration does not name is never called
+            original = idp.discovery
+            idp.discovery = lambda: {**original(), "token_endpoint": "https://elsewhere.example/token"}
+            response = client.get("/ui/login", follow_redirects=False)
+            assert response.status_code == 502 and "not on the identity provider" in response.text
+            idp.discovery = original
+            assert sign_in(client).status_code == 200
+    finally:
+        idp.stop()
+    with _served_client(tmp_path, monkeypatch, idp_key, _oidc(idp)) as client:  # the provider is gone
+        response = client.get("/ui/login", follow_redirects=False)
+        assert response.status_code == 502 and "could not be reached" in response.text
+
+
+def test_outbound_urls_are_https_or_loopback_on_the_issuer_host():
+    from pressor.service.ui.oidc import url_problem
+
+    hosts = frozenset({"login.example.org"})
+    assert url_problem("https://login.example.org/token", hosts) is None
+    assert "https" in url_problem("http://login.example.org/token", hosts)
+    assert "hosts" in url_problem("https://evil.example/token", hosts)
+    assert url_problem("http://127.0.0.1:8080/x") is None and url_problem("http://localhost/x") is None
+    assert url_problem("ftp://login.example.org/") is not None
+
+
+def test_sign_in_marks_are_bounded_and_expire():
+    from pressor.service.ui.auth import Marks
+
+    marks = Marks(capacity=3)
+    now = time.time()
+    assert marks.mark("a", now + 60) and not marks.mark("a", now + 60)
+    assert marks.mark("old", now - 1) and not marks.marked("old")
+    for key in ("b", "c", "d"):
+        marks.mark(key, now + 120)
+    assert len(marks._until) <= 3 and marks.marked("d") and not marks.marked("a")  # "a" expired first: dropped
+
+
+def test_behind_a_proxy_the_base_url_is_the_origin_and_the_redirect_uri(tmp_path, idp_key, provider, monkeypatch):
+    """TLS ends at the balancer: the app sees http, the browser says https://cds.example.org."""
+    provider.reset()
+    with _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), base_url="https://cds.example.org") as client:
+        client.base_url = "http://10.0.0.5:8080"
+        response = client.get("/ui/login", follow_redirects=False)
+        query = parse_qs(urlparse(response.headers["location"]).query)
         assert query["redirect_uri"] == ["https://cds.example.org/ui/login/callback"]
-        response = post(client, "/ui/login/callback", {"id_token": id_token(idp_key, query["nonce"][0]), "state": query["state"][0]})
         assert "Secure" in response.headers["set-cookie"]
-        client.cookies.set(COOKIE, response.cookies[COOKIE])
+        client.cookies.set("pressor_ui_signin", response.cookies["pressor_ui_signin"], path="/ui/login")
+        back = urlparse(at_provider_any(response.headers["location"]))
+        assert back.netloc == "cds.example.org"
+        response = client.get(f"{back.path}?{back.query}")
+        assert response.status_code == 200, response.text
+        assert "Secure" in response.headers["set-cookie"]
+        client.cookies.set(COOKIE, response.cookies[COOKIE], path="/ui")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/ui/").text).group(1)
         inside = post(client, "/ui/advice", [*SEPTIC, ("csrf_token", csrf)], origin="https://cds.example.org")
         assert inside.status_code == 200
         assert post(client, "/ui/advice", [*SEPTIC, ("csrf_token", csrf)], origin="http://10.0.0.5:8080").status_code == 403
 
 
-def test_serve_ui_needs_an_oidc_provider_unless_insecure(tmp_path, idp_key):
+def at_provider_any(location: str) -> str:
+    import httpx
+
+    answer = httpx.get(location, follow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"]
+
+
+def test_serve_ui_needs_a_usable_oidc_provider_unless_insecure(tmp_path, idp_key, provider, monkeypatch):
     config = _config(tmp_path, idp_key)
     result = CliRunner().invoke(cli, ["serve", "--ui", "--config", str(config)])
     assert result.exit_code == 2 and "ui: {oidc" in result.output
-    config = _config(tmp_path, idp_key, ui={"oidc": {"issuer": "https://other.invalid", "client_id": "x",
-                                                      "authorization_endpoint": "https://other.invalid/a"}})
+    monkeypatch.delenv(SECRET_VAR, raising=False)
+    config = _config(tmp_path, idp_key, ui=_oidc(provider))
     result = CliRunner().invoke(cli, ["serve", "--ui", "--config", str(config)])
-    assert result.exit_code == 2 and "not one of the configured 'issuers'" in result.output
+    assert result.exit_code == 2 and f"{SECRET_VAR} is not set" in result.output
+    config = _config(tmp_path, idp_key, ui={"oidc": {"issuer": "http://login.example.org", "client_id": "x",
+                                                      "client_secret_file": "missing"}})
+    monkeypatch.setenv(SECRET_VAR, "x")
+    result = CliRunner().invoke(cli, ["serve", "--ui", "--config", str(config)])
+    assert result.exit_code == 2 and "missing cannot be read" in result.output
+    (tmp_path / "missing").write_text("x")
+    result = CliRunner().invoke(cli, ["serve", "--ui", "--config", str(config)])
+    assert result.exit_code == 2 and "must use https" in result.output
+    config = _config(tmp_path, idp_key, ui={"oidc": {"issuer": "https://login.example.org", "client_id": "x",
+                                                      "client_secret": "in the file"}})
+    result = CliRunner().invoke(cli, ["serve", "--ui", "--config", str(config)])
+    assert result.exit_code == 1 and "client_secret" in result.output  # the schema refuses a secret in the file
 
 
 def test_insecure_served_app_says_so_on_every_page(tmp_path, idp_key, monkeypatch):
@@ -503,3 +733,43 @@ def test_pressor_serve_ui_serves_the_app_beside_the_cds_hooks_service(tmp_path):
         proc.terminate()
         proc.wait(timeout=15)
         err.close()
+
+
+def test_with_a_shared_replay_cache_every_worker_sees_spent_states_and_ended_sessions(tmp_path, idp_key, provider,
+                                                                                       monkeypatch):
+    """Two apps (as two workers, or two instances) sharing ``replay_cache`` and the session secret."""
+    from pressor.service.ui.served import SECRET_ENV
+
+    provider.reset()
+    monkeypatch.setenv(SECRET_ENV, "11" * 32)
+    extra = {"replay_cache": str(tmp_path / "replay.db")}
+    with _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), **extra) as one, \
+            _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), **extra) as two:
+        location, _ = start_sign_in(one)
+        browser_cookie = one.cookies.get("pressor_ui_signin")
+        callback = at_provider(location)
+        assert one.get(callback).status_code == 200
+        two.cookies.set("pressor_ui_signin", browser_cookie, path="/ui/login")
+        again = two.get(callback)
+        assert again.status_code == 401 and "already used" in again.text
+        session = one.cookies.get(COOKIE)
+        two.cookies.set(COOKIE, session, path="/ui")
+        assert two.get("/ui/").status_code == 200  # one session, valid in every worker
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', one.get("/ui/").text).group(1)
+        post(one, "/ui/logout", {"csrf_token": csrf})
+        assert two.get("/ui/").status_code == 401  # ended everywhere
+
+
+def test_a_token_endpoint_that_is_down_is_a_502(tmp_path, monkeypatch, idp_key, provider):
+    """Nothing listens where the (explicitly configured) token endpoint is: connection refused."""
+    import socket
+
+    provider.reset()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    ui = _oidc(provider, token_endpoint=f"http://127.0.0.1:{closed}/token")
+    with _served_client(tmp_path, monkeypatch, idp_key, ui) as client:
+        response = sign_in(client)
+        assert response.status_code == 502 and "could not be reached" in response.text and f":{closed}/token" in response.text
+        assert client.get("/ui/").status_code == 401

@@ -324,3 +324,71 @@ def test_after_sign_out_no_patient_data_and_no_audit_record(browser_context, app
         assert record_id not in text and "72" not in page.locator("main").inner_text() and "septic" not in text
     forged = browser_context.request.post(app["url"] + "audit/verify", form={"csrf_token": "x"})
     assert forged.status == 401
+
+
+def test_served_mode_signs_in_through_an_oidc_provider_and_signs_out(browser_context, tmp_path):
+    """``pressor serve --ui`` with a provider on another site (localhost vs 127.0.0.1): the code flow
+    with PKCE through real redirects, the clinician view, then sign-out ending a copy of the cookie too.
+    Runs last in this module, with the shared browser's cookies put back afterwards."""
+    import socket
+    import urllib.request
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.oidc_provider import FakeOidcProvider
+
+    idp = FakeOidcProvider("pressor-browser", "browser-secret", host_name="localhost").start()
+    pem = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    config = tmp_path / "serve.json"
+    config.write_text(json.dumps({
+        "issuers": [{"iss": "https://ehr.test.invalid", "keys": [{"kid": "ehr", "pem": pem}]}],
+        "ui": {"oidc": {"issuer": idp.issuer, "client_id": "pressor-browser", "client_secret_env": "PRESSOR_TEST_SECRET"}}}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    err = open(tmp_path / "serve.err", "w")
+    proc = subprocess.Popen([PRESSOR, "serve", "--ui", "--config", str(config), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=err,
+                            env={**os.environ, "PRESSOR_AUDIT_DB": str(tmp_path / "audit.db"),
+                                 "PRESSOR_TEST_SECRET": "browser-secret"})
+    saved = browser_context.cookies()
+    page = browser_context.new_page()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.err").read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        browser_context.clear_cookies()
+        page.goto(f"{base}/ui/")
+        page.get_by_role("link", name="Sign in with your organisation's account").click()
+        page.get_by_role("heading", name="Patient", exact=True).wait_for()
+        assert page.url == f"{base}/ui/" and f"{idp.issuer}|dr.lee" in page.locator("header").inner_text()
+        assert [r["path"] for r in idp.requests if r["path"] in ("/authorize", "/token")] == ["/authorize", "/token"]
+        assert idp.paths("/token")[0]["form"]["code_verifier"]  # the provider checked it against the challenge
+        cookies = {c["name"]: c for c in browser_context.cookies()}
+        assert cookies["pressor_ui"]["sameSite"] == "Strict" and cookies["pressor_ui"]["httpOnly"]
+        assert "pressor_ui_signin" not in cookies  # spent with the sign-in
+        page.goto(f"{base}/ui/?example=septic-shock-adult")
+        assert page.locator("#f-patient-weight_kg").input_value() == "72"
+        copied = cookies["pressor_ui"]
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("heading", name="Sign in to pressor").wait_for()
+        browser_context.add_cookies([copied])  # a stolen copy of the cookie
+        response = page.goto(f"{base}/ui/audit")
+        assert response.status == 401 and "Sign in to pressor" in page.content()
+    finally:
+        page.close()
+        browser_context.clear_cookies()
+        if saved:
+            browser_context.add_cookies(saved)
+        proc.terminate()
+        proc.wait(timeout=15)
+        err.close()
+        idp.stop()

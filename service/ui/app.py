@@ -31,7 +31,8 @@ from starlette.concurrency import run_in_threadpool
 from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
-from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, AuthFailure, Session
+from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, Session
+from .oidc import ProviderUnavailable
 from .context import UiContext
 from .words import Wording
 
@@ -156,15 +157,31 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     async def ui_root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
 
+    def callback_url(request: Request, ctx: UiContext) -> str:
+        return f"{ctx.base_url}{PREFIX}/login/callback" if ctx.base_url else str(request.url_for("ui_oidc_callback"))
+
+    def sign_in_failed(request: Request, ctx: UiContext, status: int, reason: str) -> HTMLResponse:
+        from pressor.service.logs import auth_failure
+
+        auth_failure(f"web app sign-in: {reason}", path=request.url.path, iss=None,
+                     peer=request.client.host if request.client else None)
+        response = _render(request, "signin.html", status, ctx=ctx, session=None, message=reason)
+        response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
+        return response
+
     @app.get(f"{PREFIX}/login")
     async def login(request: Request, token: str | None = None) -> Response:
         ctx = context_of(request)
         if ctx.auth.mode == "oidc":
-            try:
-                callback = f"{ctx.base_url}{PREFIX}/login/callback" if ctx.base_url else str(request.url_for("ui_oidc_callback"))
-                return RedirectResponse(ctx.auth.authorization_url(callback), status_code=303)
+            try:  # discovery may be fetched: not on the event loop
+                url, browser = await run_in_threadpool(ctx.auth.begin_sign_in, callback_url(request, ctx))
+            except ProviderUnavailable as exc:
+                return sign_in_failed(request, ctx, 502, f"the identity provider cannot be used now: {exc}")
             except AuthFailure as exc:
-                return _render(request, "signin.html", 503, ctx=ctx, session=None, message=str(exc))
+                return sign_in_failed(request, ctx, 503, str(exc))
+            response = RedirectResponse(url, status_code=303)
+            response.set_cookie(SIGN_IN_COOKIE, browser, **ctx.auth.sign_in_cookie_options())
+            return response
         try:
             sub = ctx.auth.spend_token(token)
         except AuthFailure as exc:
@@ -173,24 +190,37 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub), **ctx.auth.cookie_options())
         return response
 
-    @app.post(f"{PREFIX}/login/callback", name="ui_oidc_callback")
+    @app.get(f"{PREFIX}/login/callback", name="ui_oidc_callback")
     async def oidc_callback(request: Request) -> Response:
-        # Cross-site by nature (the provider posts it): protected by the signed state and the nonce.
+        # Reached by the provider's redirect (cross-site): protected by the single-use signed state, the
+        # sign-in cookie of the browser that started it, PKCE and the nonce.
         ctx = context_of(request)
-        pairs = dict(parse_qsl((await _read_body(request)).decode("utf-8", "replace")))
+        if ctx.auth.mode != "oidc":
+            return _render(request, "signin.html", 404, ctx=ctx, session=None, message="this server does not use an identity provider")
+        params = {k: v for k, v in request.query_params.items() if len(v) <= 8192}
         try:
-            sub = ctx.auth.oidc_subject(pairs.get("id_token"), pairs.get("state"))
+            sub = await run_in_threadpool(ctx.auth.finish_sign_in, params, request.cookies.get(SIGN_IN_COOKIE),
+                                          callback_url(request, ctx))
         except AuthFailure as exc:
-            return _render(request, "signin.html", 401, ctx=ctx, session=None, message=str(exc))
-        # A SameSite=Strict cookie is not sent on the cross-site redirect that would follow this
-        # POST; a same-origin page that moves on by itself is.
+            return sign_in_failed(request, ctx, 401, str(exc))
+        except ProviderUnavailable as exc:
+            return sign_in_failed(request, ctx, 502, f"the identity provider cannot be used now: {exc}")
+        # A SameSite=Strict cookie is not sent on a redirect that continues a cross-site navigation;
+        # a same-origin page that moves on by itself is.
         response = _render(request, "signed_in.html", ctx=ctx, session=None)
         response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub), **ctx.auth.cookie_options())
+        response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
         return response
 
     @app.post(f"{PREFIX}/logout")
     async def logout(request: Request) -> Response:
-        await posted(request)
+        ctx, session, _ = await posted(request)
+        try:
+            await run_in_threadpool(ctx.auth.end_session, session)
+        except Exception as exc:  # noqa: BLE001 - the cookie is cleared below whatever the store says
+            import logging
+
+            logging.getLogger("pressor.serve.ui").error("sign-out could not be recorded: %r", exc)
         response = RedirectResponse(f"{PREFIX}/", status_code=303)
         response.delete_cookie(COOKIE, path=PREFIX)
         return response

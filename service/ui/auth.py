@@ -1,19 +1,22 @@
 """Who may see the web app: sessions, the one-time start-up link, OpenID Connect sign-in, CSRF.
 
-Sessions are signed cookies (HMAC-SHA256 over a small JSON payload: subject, expiry,
-the session's CSRF token), HttpOnly, SameSite=Strict, Path=/ui, Secure over HTTPS. They
-hold no patient data, and being stateless they work across the service's worker
-processes as long as the workers share the secret (``pressor serve`` hands one to them).
+Sessions are signed cookies (HMAC-SHA256 over a small JSON payload: session id, subject, expiry,
+the session's CSRF token), HttpOnly, SameSite=Strict, Path=/ui, Secure over HTTPS. They hold no
+patient data and work across the service's worker processes as long as the workers share the
+secret (``pressor serve`` hands one to them). Signing out records the session id as ended until
+the session would have expired (:class:`Marks`), and every request checks it, so a copy of the
+cookie stops working too.
 
 Two ways in:
 
 - ``pressor ui`` (local): a random token printed once at start-up; the first visit of
   ``/ui/login?token=...`` opens a session and the token is spent.
-- ``pressor serve --ui`` (served): OpenID Connect, implicit flow with ``form_post``
-  (``response_type=id_token``). The ID token must be signed by an issuer the service
-  already trusts (the ``issuers`` of its configuration, with their keys: nothing is
-  fetched), for ``aud`` = the configured ``client_id``, with the ``nonce`` bound to the
-  signed ``state`` of this sign-in.
+- ``pressor serve --ui`` (served): OpenID Connect, authorization code flow with PKCE (S256)
+  (:mod:`.oidc`). ``/ui/login`` sends the browser to the provider with a signed ``state`` and sets
+  a short-lived cookie holding the same sign-in id, so that only the browser that started a
+  sign-in can finish it; the nonce and the PKCE verifier are derived from that id under the
+  app's secret (never sent to the browser). The callback spends the state (single use), checks
+  the cookie, exchanges the code and checks the ID token.
 
 Every state-changing request (POST) must carry the session's CSRF token (form field
 ``csrf_token`` or header ``X-CSRF-Token``) and, when the browser sends one, an
@@ -23,24 +26,32 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlencode
+
+from .oidc import OidcClient, ProviderUnavailable, SignInRefused
+
+log = logging.getLogger("pressor.serve.ui")
 
 COOKIE = "pressor_ui"
+#: The cookie binding a sign-in in progress to the browser that started it (SameSite=Lax: it must
+#: come back on the provider's cross-site redirect to the callback; Path=/ui/login).
+SIGN_IN_COOKIE = "pressor_ui_signin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SESSION_SECONDS = 8 * 3600
 SIGN_IN_SECONDS = 600
 
 
-class AuthFailure(Exception):
-    """Sign-in refused (the message says why; it is shown to the user)."""
+#: Sign-in refused (the message says why; it is shown to the user): 401.
+AuthFailure = SignInRefused
 
 
 def _b64(data: bytes) -> str:
@@ -58,19 +69,62 @@ class Session:
     sub: str
     exp: float
     csrf: str
+    sid: str = ""
 
 
-@dataclass(frozen=True)
-class OidcProvider:
-    """The OpenID Connect provider the served app signs users in with."""
+class Marks:
+    """Ids marked until a time (spent sign-in states, ended sessions), in this process.
 
-    issuer: str
-    client_id: str
-    authorization_endpoint: str
-    keys: Mapping[str, Any]  # kid -> public key, from the service's trusted issuers
-    algorithms: tuple[str, ...] = ("ES384", "RS384", "RS256", "ES256")
-    scope: str = "openid profile"
-    clock_skew_s: int = 60
+    Bounded: expired marks are forgotten, and past ``capacity`` live marks the one expiring
+    first is dropped (and a warning logged), so that no flood of sign-ins can exhaust memory.
+    Each worker process has its own; :class:`SharedMarks` is used when the service has a
+    shared store."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._until: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def _sweep(self, now: float) -> None:
+        while self._heap and (self._heap[0][0] < now or len(self._until) > self.capacity):
+            until, key = heapq.heappop(self._heap)
+            if self._until.get(key) == until:
+                del self._until[key]
+                if until >= now:
+                    log.warning("more than %d sign-in marks are live; the one expiring first was dropped", self.capacity)
+
+    def mark(self, key: str, until: float) -> bool:
+        """Mark ``key`` until ``until`` (epoch seconds); False if it was already marked."""
+        with self._lock:
+            now = time.time()
+            self._sweep(now)
+            if key in self._until:
+                return False
+            self._until[key] = until
+            heapq.heappush(self._heap, (until, key))
+            self._sweep(now)
+            return True
+
+    def marked(self, key: str) -> bool:
+        with self._lock:
+            until = self._until.get(key)
+            return until is not None and until >= time.time()
+
+
+class SharedMarks:
+    """Marks kept in the service's shared token replay cache (``replay_cache``: a SQLite file for the
+    workers of one machine, PostgreSQL for several instances), so every worker sees them."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+
+    def mark(self, key: str, until: float) -> bool:
+        return not self._cache.seen(key, until)
+
+    def marked(self, key: str) -> bool:
+        # ``seen`` records a new id until the time given: a time already past records nothing that lasts.
+        return bool(self._cache.seen(key, time.time() - 1))
 
 
 @dataclass
@@ -108,9 +162,10 @@ class Auth:
     signer: Signer
     mode: str  # "token" (pressor ui) | "oidc" (pressor serve --ui) | "insecure" (serve --insecure-no-auth)
     local_user: str = "local"
-    oidc: OidcProvider | None = None
+    oidc: OidcClient | None = None
     secure_cookies: bool = False
     session_seconds: int = SESSION_SECONDS
+    marks: Any = field(default_factory=Marks)
     _token: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -132,16 +187,28 @@ class Auth:
         if self.mode == "insecure":
             return Session("insecure-no-auth", time.time() + self.session_seconds, self._insecure_csrf())
         payload = self.signer.unsign(cookies.get(COOKIE))
-        if payload is None or not isinstance(payload.get("sub"), str) or not isinstance(payload.get("csrf"), str):
+        if payload is None or not all(isinstance(payload.get(k), str) for k in ("sub", "csrf", "sid")):
             return None
-        return Session(payload["sub"], payload["exp"], payload["csrf"])
+        try:
+            if self.marks.marked(f"ui-session|{payload['sid']}"):
+                return None
+        except Exception as exc:  # noqa: BLE001 - a shared store that fails lets nobody in
+            log.error("the web app's session store failed: %r", exc)
+            return None
+        return Session(payload["sub"], payload["exp"], payload["csrf"], payload["sid"])
+
+    def end_session(self, session: Session) -> None:
+        """Sign-out: the session id is refused from now until the session would have expired."""
+        if session.sid:
+            self.marks.mark(f"ui-session|{session.sid}", session.exp + 60)
 
     def _insecure_csrf(self) -> str:
         return _b64(hmac.new(self.signer.secret, b"insecure-csrf", hashlib.sha256).digest())
 
     def new_session_cookie(self, sub: str) -> str:
         """The cookie value of a new session for ``sub``."""
-        return self.signer.sign({"sub": sub, "exp": time.time() + self.session_seconds, "csrf": secrets.token_urlsafe(24)})
+        return self.signer.sign({"sub": sub, "exp": time.time() + self.session_seconds, "csrf": secrets.token_urlsafe(24),
+                                 "sid": secrets.token_urlsafe(16)})
 
     def cookie_options(self) -> dict[str, Any]:
         """Attributes of the session cookie."""
@@ -162,48 +229,67 @@ class Auth:
         return self.local_user
 
     # -- OpenID Connect -------------------------------------------------------
-    def authorization_url(self, redirect_uri: str) -> str:
-        """Where to send the browser to sign in (with a signed state carrying a fresh nonce)."""
-        provider = self._provider()
-        nonce = secrets.token_urlsafe(16)
-        state = self.signer.sign({"nonce": nonce, "exp": time.time() + SIGN_IN_SECONDS, "purpose": "oidc"})
-        query = urlencode({"response_type": "id_token", "response_mode": "form_post", "client_id": provider.client_id,
-                           "redirect_uri": redirect_uri, "scope": provider.scope, "state": state, "nonce": nonce})
-        sep = "&" if "?" in provider.authorization_endpoint else "?"
-        return f"{provider.authorization_endpoint}{sep}{query}"
+    def _derived(self, purpose: str, sign_in_id: str) -> str:
+        """A per-sign-in secret (nonce, PKCE verifier) that only holders of the app's secret can compute."""
+        return _b64(hmac.new(self.signer.secret, f"{purpose}|{sign_in_id}".encode(), hashlib.sha256).digest())
 
-    def oidc_subject(self, id_token: str | None, state: str | None) -> str:
-        """Check the provider's answer (ID token + state); ``iss|sub`` of the user."""
-        import jwt
+    def begin_sign_in(self, redirect_uri: str) -> tuple[str, str]:
+        """The provider's URL to send the browser to, and the value of :data:`SIGN_IN_COOKIE`.
 
-        provider = self._provider()
-        payload = self.signer.unsign(state)
-        if payload is None or payload.get("purpose") != "oidc":
-            raise AuthFailure("the sign-in state is missing, forged or expired; sign in again")
-        if not id_token:
-            raise AuthFailure("the identity provider sent no id_token")
+        :class:`ProviderUnavailable` when the provider's discovery document cannot be had."""
+        client = self._provider()
+        sign_in_id = secrets.token_urlsafe(16)
+        exp = time.time() + SIGN_IN_SECONDS
+        state = self.signer.sign({"purpose": "oidc-state", "id": sign_in_id, "exp": exp})
+        browser = self.signer.sign({"purpose": "oidc-browser", "id": sign_in_id, "exp": exp})
+        verifier = self._derived("pkce", sign_in_id)
+        challenge = _b64(hashlib.sha256(verifier.encode("ascii")).digest())
+        url = client.authorization_url(redirect_uri, state=state, nonce=self._derived("nonce", sign_in_id),
+                                       code_challenge=challenge)
+        return url, browser
+
+    def finish_sign_in(self, params: Mapping[str, str], browser: str | None, redirect_uri: str) -> str:
+        """Check the provider's answer (query of the callback) and the browser's sign-in cookie, spend
+        the state, exchange the code, check the ID token; ``iss|sub`` of the user.
+
+        :class:`SignInRefused` (401) or :class:`ProviderUnavailable` (502) otherwise."""
+        client = self._provider()
+        if params.get("error"):
+            described = params.get("error_description") or ""
+            raise SignInRefused(f"the identity provider did not sign you in: {params['error'][:100]}"
+                                + (f" ({described[:200]})" if described else ""))
+        state = self.signer.unsign(params.get("state"))
+        if state is None or state.get("purpose") != "oidc-state" or not isinstance(state.get("id"), str):
+            raise SignInRefused("the sign-in state is missing, forged or expired; sign in again")
+        cookie = self.signer.unsign(browser)
+        if cookie is None or cookie.get("purpose") != "oidc-browser" or not hmac.compare_digest(
+                str(cookie.get("id")).encode(), state["id"].encode()):
+            raise SignInRefused("this sign-in was not started in this browser (or took longer than "
+                                f"{SIGN_IN_SECONDS // 60} minutes); sign in again")
+        if params.get("iss") is not None and params["iss"] != client.settings.issuer:  # RFC 9207
+            raise SignInRefused(f"the answer comes from issuer {params['iss'][:200]!r}, not the configured one")
         try:
-            header = jwt.get_unverified_header(id_token)
-        except jwt.PyJWTError as exc:
-            raise AuthFailure(f"malformed ID token: {exc}") from exc
-        alg, kid = header.get("alg"), header.get("kid")
-        if alg not in provider.algorithms:
-            raise AuthFailure(f"ID token algorithm '{alg}' is not accepted")
-        key = provider.keys.get(kid) if kid else (next(iter(provider.keys.values())) if len(provider.keys) == 1 else None)
-        if key is None:
-            raise AuthFailure(f"unknown key id {kid!r} for issuer {provider.issuer!r}")
-        try:
-            claims = jwt.decode(id_token, key, algorithms=[alg], audience=provider.client_id, issuer=provider.issuer,
-                                leeway=provider.clock_skew_s, options={"require": ["iss", "sub", "aud", "exp", "iat", "nonce"]})
-        except jwt.PyJWTError as exc:
-            raise AuthFailure(f"ID token refused: {exc}") from exc
-        if not hmac.compare_digest(str(claims["nonce"]).encode("utf-8"), str(payload["nonce"]).encode("utf-8")):
-            raise AuthFailure("ID token nonce does not match this sign-in")
+            fresh = self.marks.mark(f"ui-state|{state['id']}", float(state["exp"]) + 60)
+        except Exception as exc:  # noqa: BLE001 - a shared store that fails accepts nothing
+            raise ProviderUnavailable(f"the sign-in store is unavailable ({type(exc).__name__})") from exc
+        if not fresh:
+            raise SignInRefused("this sign-in answer was already used; sign in again")
+        code = params.get("code")
+        if not code:
+            raise SignInRefused("the identity provider's answer holds no code")
+        tokens = client.exchange(code, redirect_uri, self._derived("pkce", state["id"]))
+        claims = client.verify_id_token(tokens["id_token"], nonce=self._derived("nonce", state["id"]),
+                                        access_token=tokens.get("access_token"))
         return f"{claims['iss']}|{claims['sub']}"
 
-    def _provider(self) -> OidcProvider:
+    def sign_in_cookie_options(self) -> dict[str, Any]:
+        """Attributes of :data:`SIGN_IN_COOKIE`."""
+        return {"httponly": True, "samesite": "lax", "path": "/ui/login", "secure": self.secure_cookies,
+                "max_age": SIGN_IN_SECONDS}
+
+    def _provider(self) -> OidcClient:
         if self.oidc is None:
-            raise AuthFailure("no identity provider is configured (config 'ui.oidc')")
+            raise SignInRefused("no identity provider is configured (config 'ui.oidc')")
         return self.oidc
 
     # -- CSRF -----------------------------------------------------------------

@@ -1,13 +1,16 @@
 """``pressor serve --ui``: the web app mounted on the CDS Hooks service, in every worker.
 
-Users sign in with the OpenID Connect provider of the configuration's ``ui.oidc``, whose ID
-tokens are checked with the keys of the matching entry of ``issuers`` (the service's own
-trust list; nothing is fetched). With ``--insecure-no-auth`` the app is open, says so on
+Users sign in with the OpenID Connect provider of the configuration's ``ui.oidc`` (authorization
+code flow with PKCE, as a confidential client whose secret is read from an environment variable or
+a file, never from the configuration text). With ``--insecure-no-auth`` the app is open, says so on
 every page, and records as ``insecure-no-auth``. Workers share the session secret through
-``PRESSOR_UI_SECRET`` (hex), which ``pressor serve`` sets when it is not already set.
+``PRESSOR_UI_SECRET`` (hex), which ``pressor serve`` sets when it is not already set. Spent
+sign-in states and ended sessions are kept in the service's shared ``replay_cache`` when it has
+one, else in each process.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -16,10 +19,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from .app import mount_ui
-from .auth import Auth, OidcProvider, Signer
+from .auth import Auth, Marks, SharedMarks, Signer
+from .oidc import OidcClient, OidcSettings, settings_from_config
 from .context import UiContext
 
 SECRET_ENV = "PRESSOR_UI_SECRET"
+log = logging.getLogger("pressor.serve.ui")
 
 
 def ui_config(config_path: str | None) -> dict[str, Any]:
@@ -32,13 +37,23 @@ def ui_config(config_path: str | None) -> dict[str, Any]:
     return dict(data.get("ui") or {}) if isinstance(data, dict) else {}
 
 
-def oidc_problem(config_path: str | None, issuers: dict[str, Any]) -> str | None:
-    """Why the served app could not sign anyone in (None when it can)."""
+def oidc_settings(config_path: str | None, config: Any, environ: Any = None) -> OidcSettings:
+    """The OpenID Connect settings of ``ui.oidc`` with the client secret read; ``ValueError`` saying why not."""
     oidc = ui_config(config_path).get("oidc")
     if not oidc:
-        return "--ui needs 'ui: {oidc: {issuer, client_id, authorization_endpoint}}' in --config (or --insecure-no-auth)"
-    if oidc["issuer"] not in issuers:
-        return f"ui.oidc.issuer {oidc['issuer']!r} is not one of the configured 'issuers' (its keys check the ID tokens)"
+        raise ValueError("--ui needs 'ui: {oidc: {issuer, client_id, client_secret_env or client_secret_file}}' "
+                         "in --config (or --insecure-no-auth)")
+    return settings_from_config(oidc, config_dir=os.path.dirname(config_path) if config_path else None,
+                                clock_skew_s=config.clock_skew_s, jwks=config.jwks,
+                                environ=os.environ if environ is None else environ)
+
+
+def oidc_problem(config_path: str | None, config: Any) -> str | None:
+    """Why the served app could not sign anyone in (None when it can)."""
+    try:
+        oidc_settings(config_path, config)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -51,15 +66,15 @@ def build_context(rt: Any, secret: bytes) -> UiContext:
         auth = Auth(Signer(secret), "insecure", session_seconds=int(hours * 3600))
         banner = "Authentication is disabled (--insecure-no-auth): do not use with patient data."
     else:
-        oidc = section.get("oidc") or {}
-        provider = None
-        if oidc.get("issuer") in config.issuers:
-            provider = OidcProvider(issuer=oidc["issuer"], client_id=oidc["client_id"],
-                                    authorization_endpoint=oidc["authorization_endpoint"],
-                                    keys=config.issuers[oidc["issuer"]].keys, algorithms=tuple(config.algorithms),
-                                    scope=oidc.get("scope", "openid profile"), clock_skew_s=config.clock_skew_s)
+        try:
+            client = OidcClient(oidc_settings(settings.config_path, config))
+        except ValueError as exc:  # `pressor serve --ui` checked this at start; the environment changed since
+            log.error("the web app cannot sign anyone in: %s", exc)
+            client = None
+        marks = SharedMarks(rt.verifier.replay) if config.replay_cache else Marks()
         secure = bool(config.base_url and config.base_url.startswith("https://"))
-        auth = Auth(Signer(secret), "oidc", oidc=provider, secure_cookies=secure, session_seconds=int(hours * 3600))
+        auth = Auth(Signer(secret), "oidc", oidc=client, secure_cookies=secure, session_seconds=int(hours * 3600),
+                    marks=marks)
         banner = None
     return UiContext(pack=rt.pack, auth=auth, audit_path=rt.audit.path, input_mode=config.audit_input,
                      include_draft=config.include_draft, banner=banner, base_url=config.base_url)

@@ -1,0 +1,310 @@
+"""OpenID Connect for the served web app: the provider's discovery document and keys, the
+authorization request (code flow, PKCE S256), the code exchange at the token endpoint, and the
+ID token's checks.
+
+Outbound requests go only to the configured issuer's host (and the hosts of endpoints the
+configuration names explicitly), over https (plain http only to 127.0.0.1/localhost), without
+following redirects, with a time-out and a size limit. The provider's signing keys are held by
+the service's :class:`~pressor.service.auth.KeySet` (cached, fetched again for an unknown ``kid`` at
+most every ``min_refetch_s``), as for CDS Hooks issuers.
+
+Two kinds of failure: :class:`SignInRefused` (the answer says no, or a check fails: 401) and
+:class:`ProviderUnavailable` (the provider is down, slow, or answers garbage: 502).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import quote_plus, urlencode, urlsplit
+
+from pressor.service.auth import AuthError, KeySet, KeySetUnavailable, _check_key_fits
+from pressor.service.config import JwksSettings
+
+log = logging.getLogger("pressor.serve.ui")
+
+#: ID token algorithms accepted unless the configuration narrows them (never ``none`` or HMAC).
+DEFAULT_ALGORITHMS = ("RS256", "ES256", "RS384", "ES384", "PS256", "PS384")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Largest discovery document, key set or token response read (bytes).
+MAX_RESPONSE_BYTES = 1_000_000
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+class SignInRefused(Exception):
+    """The sign-in is refused (401); the message says why and is shown to the user."""
+
+
+class ProviderUnavailable(Exception):
+    """The identity provider could not be used: unreachable, too slow, or an answer that makes no sense (502)."""
+
+
+def url_problem(url: str, hosts: frozenset[str] | None = None) -> str | None:
+    """Why ``url`` may not be called (None when it may): https, or http to the loopback; a host from ``hosts``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return f"{url!r} is not a URL"
+    if not host or parts.scheme not in ("https", "http"):
+        return f"{url!r} is not an http(s) URL"
+    if parts.scheme == "http" and host not in LOOPBACK:
+        return f"{url!r} must use https (plain http only to 127.0.0.1 or localhost)"
+    if hosts is not None and host not in hosts:
+        return f"{url!r} is not on the identity provider's hosts ({', '.join(sorted(hosts))})"
+    return None
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """The ``ui.oidc`` section of the service configuration, with the client secret already read."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    auth_method: str = "client_secret_basic"
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    jwks_uri: str | None = None
+    scope: str = "openid profile"
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    clock_skew_s: int = 60
+    timeout_s: float = 5.0
+    discovery_cache_s: float = 3600.0
+    jwks: JwksSettings = field(default_factory=JwksSettings)
+
+
+class OidcClient:
+    """This app as a confidential client of one OpenID Connect provider."""
+
+    def __init__(self, settings: OidcSettings) -> None:
+        self.settings = settings
+        explicit = [u for u in (settings.authorization_endpoint, settings.token_endpoint, settings.jwks_uri) if u]
+        self.hosts = frozenset(urlsplit(u).hostname or "" for u in [settings.issuer, *explicit])
+        for url in [settings.issuer, *explicit]:
+            problem = url_problem(url)
+            if problem:
+                raise ValueError(problem)
+        self._metadata: dict[str, Any] | None = None
+        self._metadata_at = 0.0
+        self._attempted_at: float | None = None
+        self._keys: KeySet | None = None
+        self._lock = threading.Lock()
+
+    # -- outbound HTTP ----------------------------------------------------------
+    def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        """Status and JSON body of one request to the provider; :class:`ProviderUnavailable` if none came."""
+        import httpx
+
+        problem = url_problem(url, self.hosts)
+        if problem:
+            raise ProviderUnavailable(problem)
+        try:
+            with httpx.Client(timeout=self.settings.timeout_s, follow_redirects=False) as client:
+                with client.stream(method, url, headers={"Accept": "application/json", **kwargs.pop("headers", {})},
+                                   **kwargs) as response:
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_RESPONSE_BYTES:
+                            raise ProviderUnavailable(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
+                    status = response.status_code
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(f"{url} did not answer within {self.settings.timeout_s:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"{url} could not be reached ({type(exc).__name__})") from exc
+        from pressor.engine.errors import PressorError
+        from pressor.engine.evaluation.load import loads_json
+
+        try:  # strict, as every JSON from outside: no duplicate keys, no NaN, bounded nesting
+            return status, loads_json(body.decode("utf-8"), file=url)
+        except (PressorError, UnicodeDecodeError):
+            return status, None
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        status, data = self._request("GET", url)
+        if status != 200 or not isinstance(data, dict):
+            raise ProviderUnavailable(f"{url} answered HTTP {status}" + ("" if isinstance(data, dict) else ", not a JSON object"))
+        return data
+
+    # -- discovery and keys -------------------------------------------------------
+    def endpoints(self) -> dict[str, str]:
+        """``authorization_endpoint``, ``token_endpoint`` and ``jwks_uri``: configured, else discovered."""
+        s = self.settings
+        given = {"authorization_endpoint": s.authorization_endpoint, "token_endpoint": s.token_endpoint,
+                 "jwks_uri": s.jwks_uri}
+        if all(given.values()):
+            return dict(given)  # type: ignore[arg-type]
+        metadata = self._discovered()
+        return {name: value or metadata[name] for name, value in given.items()}
+
+    def _discovered(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.monotonic()
+            fresh = self._metadata is not None and now - self._metadata_at < self.settings.discovery_cache_s
+            recently_tried = self._attempted_at is not None and now - self._attempted_at < self.settings.jwks.min_refetch_s
+            if fresh or (self._metadata is not None and recently_tried):
+                return self._metadata  # type: ignore[return-value]
+            self._attempted_at = now
+            url = self.settings.issuer.rstrip("/") + DISCOVERY_PATH
+            try:
+                metadata = self._get_json(url)
+                if metadata.get("issuer") != self.settings.issuer:
+                    raise ProviderUnavailable(f"{url} names the issuer {metadata.get('issuer')!r}, not the configured "
+                                              f"{self.settings.issuer!r} (they must be equal, character for character)")
+                self._check_endpoints(metadata)
+            except ProviderUnavailable as exc:
+                if self._metadata is None:
+                    raise
+                log.warning("the identity provider's discovery document could not be refreshed: %s", exc)
+                return self._metadata  # keep what we had
+            self._metadata, self._metadata_at = metadata, now
+            return metadata
+
+    def _check_endpoints(self, metadata: dict[str, Any]) -> None:
+        """The discovered endpoints this app will use: present, and on the provider's hosts."""
+        s = self.settings
+        for name, given in (("authorization_endpoint", s.authorization_endpoint), ("token_endpoint", s.token_endpoint),
+                            ("jwks_uri", s.jwks_uri)):
+            if given:
+                continue
+            value = metadata.get(name)
+            if not isinstance(value, str):
+                raise ProviderUnavailable(f"the provider's discovery document has no {name}")
+            problem = url_problem(value, self.hosts)
+            if problem:
+                raise ProviderUnavailable(f"discovered {name}: {problem}; set it in ui.oidc if it is right")
+
+    def _key(self, kid: str) -> Any:
+        if self._keys is None:
+            jwks_uri = self.endpoints()["jwks_uri"]
+            with self._lock:
+                if self._keys is None:
+                    self._keys = KeySet(jwks_uri, self.settings.jwks, fetch=self._read_key_set)
+        try:
+            return self._keys.key(kid)
+        except KeySetUnavailable as exc:
+            raise ProviderUnavailable(exc.reason) from exc
+        except AuthError as exc:
+            raise SignInRefused(f"ID token refused: {exc.reason}") from exc
+
+    def _read_key_set(self, url: str) -> Any:
+        try:
+            return self._get_json(url)
+        except ProviderUnavailable as exc:  # KeySet keeps the keys it has on ValueError
+            raise ValueError(str(exc)) from exc
+
+    # -- the flow -------------------------------------------------------------------
+    def authorization_url(self, redirect_uri: str, *, state: str, nonce: str, code_challenge: str) -> str:
+        """Where the browser goes to sign in: an authorization code request with PKCE (S256)."""
+        endpoint = self.endpoints()["authorization_endpoint"]
+        query = urlencode({"response_type": "code", "client_id": self.settings.client_id, "redirect_uri": redirect_uri,
+                           "scope": self.settings.scope, "state": state, "nonce": nonce,
+                           "code_challenge": code_challenge, "code_challenge_method": "S256"})
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
+    def exchange(self, code: str, redirect_uri: str, code_verifier: str) -> dict[str, Any]:
+        """The token response for ``code`` (client authenticated as configured)."""
+        s = self.settings
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier}
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if s.auth_method == "client_secret_post":
+            form.update(client_id=s.client_id, client_secret=s.client_secret)
+        else:  # RFC 6749 2.3.1: each part form-urlencoded, then Basic
+            pair = f"{quote_plus(s.client_id)}:{quote_plus(s.client_secret)}".encode("utf-8")
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        url = self.endpoints()["token_endpoint"]
+        status, data = self._request("POST", url, content=urlencode(form).encode("ascii"), headers=headers)
+        if status in (400, 401) and isinstance(data, dict) and isinstance(data.get("error"), str):
+            described = data.get("error_description")
+            raise SignInRefused("the identity provider refused the sign-in code: " + data["error"][:100]
+                                + (f" ({described[:200]})" if isinstance(described, str) and described else ""))
+        if status != 200:
+            raise ProviderUnavailable(f"the token endpoint answered HTTP {status}")
+        if not isinstance(data, dict):
+            raise ProviderUnavailable("the token endpoint answered something that is not a JSON token response")
+        if not isinstance(data.get("id_token"), str):
+            raise ProviderUnavailable("the token endpoint's answer holds no id_token")
+        return data
+
+    def verify_id_token(self, id_token: str, *, nonce: str, access_token: Any = None) -> dict[str, Any]:
+        """The ID token's claims once its signature, iss, aud, azp, exp, iat, nonce and at_hash are checked."""
+        import jwt
+
+        s = self.settings
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError as exc:
+            raise ProviderUnavailable(f"the ID token is malformed ({exc})") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in s.algorithms:
+            raise SignInRefused(f"ID token algorithm {alg!r} is not accepted (accepted: {', '.join(s.algorithms)})")
+        if not isinstance(kid, str) or not kid:
+            raise SignInRefused("the ID token names no key (kid)")
+        key = self._key(kid)
+        try:
+            _check_key_fits(key, alg, kid, s.issuer)
+        except AuthError as exc:
+            raise SignInRefused(f"ID token refused: {exc.reason}") from exc
+        try:
+            claims = jwt.decode(id_token, key, algorithms=[alg], audience=s.client_id, issuer=s.issuer,
+                                leeway=s.clock_skew_s, options={"require": ["iss", "sub", "aud", "exp", "iat", "nonce"]})
+        except jwt.PyJWTError as exc:
+            raise SignInRefused(f"ID token refused: {exc}") from exc
+        if not isinstance(claims["iat"], (int, float)) or claims["iat"] > time.time() + s.clock_skew_s:
+            raise SignInRefused("ID token refused: issued in the future (iat)")
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != s.client_id:
+            raise SignInRefused("ID token refused: several audiences and azp is not this client")
+        if not isinstance(claims["nonce"], str) or not hmac.compare_digest(claims["nonce"].encode(), nonce.encode()):
+            raise SignInRefused("ID token refused: its nonce does not belong to this sign-in")
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
+            raise SignInRefused("ID token refused: no subject (sub)")
+        if "at_hash" in claims and isinstance(access_token, str):
+            if not hmac.compare_digest(str(claims["at_hash"]).encode(), token_hash(access_token, alg).encode()):
+                raise SignInRefused("ID token refused: at_hash does not match the access token")
+        return claims
+
+
+def token_hash(value: str, alg: str) -> str:
+    """OpenID Connect's ``at_hash``/``c_hash``: the left half of the hash named by ``alg``, base64url."""
+    digest = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}[alg[-3:]](value.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+
+
+def settings_from_config(section: Mapping[str, Any], *, config_dir: str | None, clock_skew_s: int,
+                         jwks: JwksSettings, environ: Mapping[str, str]) -> OidcSettings:
+    """The ``ui.oidc`` section (schema-checked) with its client secret read; ``ValueError`` saying why not."""
+    from pathlib import Path
+
+    if "client_secret_env" in section:
+        name = section["client_secret_env"]
+        secret = environ.get(name, "")
+        if not secret:
+            raise ValueError(f"ui.oidc.client_secret_env: the environment variable {name} is not set (or empty)")
+    else:
+        path = Path(section["client_secret_file"])
+        if not path.is_absolute() and config_dir:
+            path = Path(config_dir) / path
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"ui.oidc.client_secret_file: {path} cannot be read ({exc.strerror})") from exc
+        if not secret:
+            raise ValueError(f"ui.oidc.client_secret_file: {path} is empty")
+    settings = OidcSettings(
+        issuer=section["issuer"], client_id=section["client_id"], client_secret=secret,
+        auth_method=section.get("token_endpoint_auth_method", "client_secret_basic"),
+        authorization_endpoint=section.get("authorization_endpoint"), token_endpoint=section.get("token_endpoint"),
+        jwks_uri=section.get("jwks_uri"), scope=section.get("scope", "openid profile"),
+        algorithms=tuple(section.get("algorithms", DEFAULT_ALGORITHMS)), clock_skew_s=clock_skew_s,
+        timeout_s=float(section.get("timeout_s", 5.0)), jwks=jwks)
+    OidcClient(settings)  # the URLs are usable (https, or loopback http)
+    return settings
