@@ -227,7 +227,7 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
     analysis = analyse(pack, undecided, facts, frozenset(r.rule_id for r in shown))
     assembled = ctx.assembled.get(analysis.key)
     if assembled is None:
-        assembled = ctx.remember(analysis.key, _assemble(pack, analysis), ctx.assembled)
+        assembled = ctx.remember(analysis.key, _assemble(pack, ctx.order, analysis), ctx.assembled)
     conditional, ask, not_applicable, dosed = assembled
     if dosed:
         conditional = list(conditional)
@@ -239,15 +239,14 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
     return conditional, ask, not_applicable
 
 
-def _assemble(pack: RulePack, analysis: Any) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...],
+def _assemble(pack: RulePack, order: Mapping[str, int], analysis: Any) -> tuple[tuple[Conditional, ...], tuple[AskNext, ...],
                                                        tuple[NotApplicable, ...], tuple[tuple[int, Any], ...]]:
-    """The advice lists of one analysis, ordered, without doses; and (position, dose spec) of each dose rule."""
-    from .residual import context
+    """The advice lists of one analysis, ordered (``order``: the rules' places in the pack), without doses;
+    and (position, dose spec) of each dose rule."""
     from .wording import question
 
     shown = analysis.key[1]
     rank = {q.fact: i for i, q in enumerate(analysis.questions)}
-    order = context(pack).order
     groups: dict[str, list[Conditional]] = {}
     not_applicable: list[NotApplicable] = []
     for item in analysis.undecided:
