@@ -237,3 +237,19 @@ def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
         assert len(ctx._deciding) <= 2
     finally:
         pack.cache.pop("residual", None)
+
+
+def test_a_derived_fact_known_only_because_an_input_is_absent_is_not_a_constant(pack, now):
+    """Profound hypotension with the shock type unknown starts norepinephrine at once (the pack lets an
+    unknown shock type through). The adult dose offered on condition of the shock type must not list a
+    type that would stop that start: hypovolaemic shock is volume first (found by the property test)."""
+    state = {"patient": {"age_years": 40, "weight_kg": 70, "pregnant": False}, "shock": {},
+             "vitals": {"sbp_mmhg": 65, "dbp_mmhg": 38}, "infusions": {"norepinephrine_mcg_kg_min": 0},
+             "findings": {"active_bleeding": False}}
+    result = evaluate(pack, state, now=now)
+    assert "norepinephrine.start-emergency" in result.fired_ids()
+    dose = next(c for c in result.conditional if c.rule_id == "norepinephrine.dose-adult")
+    for shock, fires in (("septic", True), ("hypovolemic", False), ("cardiogenic", True)):
+        known = {**state, "shock": {"type": shock}}
+        assert truth(dose.condition, {**flatten_state(known)}) is fires
+        assert ("norepinephrine.dose-adult" in evaluate(pack, known, now=now).fired_ids()) is fires

@@ -116,6 +116,7 @@ class _Partial:
         self.facts = facts
         self.absent = absent  # absent facts declared not applicable: they stay absent
         self._memo: dict[tuple[int, bool], Residual] = {}
+        self._settled: dict[str, bool] = {}  # derived path -> unsettled (see _unsettled)
 
     def of(self, cond: Condition, pol: bool) -> Residual:
         """What must hold of the missing facts for ``cond`` to be ``pol`` (True: fires; False: false)."""
@@ -134,24 +135,26 @@ class _Partial:
         return conj(parts) if isinstance(cond, All) == pol else disj(parts)
 
     def _leaf(self, leaf: Compare, pol: bool) -> Residual:
-        t = compare(leaf, self.facts)
-        if t is not None:
-            return t == pol
-        if leaf.op in ("known", "unknown"):
+        if leaf.op in ("known", "unknown") and leaf.fact not in self.facts and leaf.fact not in self.derived:
             if leaf.fact in self.absent:  # it stays absent
                 return (leaf.op == "unknown") == pol
-            return _plain(leaf) if pol else _leaf_of(leaf.fact, _FLIP[leaf.op])
+            return _plain(leaf) if pol else _leaf_of(leaf.fact, _FLIP[leaf.op])  # supplying it changes the test
+        t = None if any(self._unsettled(p) for p in leaf.facts()) else compare(leaf, self.facts)
+        if t is not None:
+            return t == pol
         lefts = self.branches(leaf.fact)
         rights = self.branches(leaf.value_fact) if leaf.value_fact is not None else [(True, ("const", leaf.value))]
         return disj(conj((gl, gr, self._test(tl, leaf.op, tr, pol))) for gl, tl in lefts for gr, tr in rights)
 
     def branches(self, path: str) -> list[tuple[Residual, tuple[str, Any]]]:
-        """How a fact takes its value: ``[(when, ("const", value) | ("var", path))]``."""
-        if path in self.facts:
+        """How a fact takes its value: ``[(when, ("const", value) | ("var", path))]``. A derived fact that is
+        known only because an input it reads is absent (an ``unknown`` test) is expanded like an unknown one:
+        supplying that input can change it."""
+        if path in self.facts and not self._unsettled(path):
             return [(True, ("const", self.facts[path]))]
+        d = self.derived.get(path)
         if path in self.absent:
             return []
-        d = self.derived.get(path)
         if d is None or d.product is not None or d.mean_pressure is not None:  # a number of its own
             factors = (d.product or d.mean_pressure) if d is not None else ()
             if factors and all(p in self.absent for p in factors):
@@ -166,6 +169,34 @@ class _Partial:
         if d.default is not None:  # no default: unknown when no case holds
             out.append((prefix, ("const", d.default)))
         return out
+
+    def _unsettled(self, path: str) -> bool:
+        """A derived fact (not a number of its own) that is known but reads an absent input."""
+        found = self._settled.get(path)
+        if found is None:
+            d = self.derived.get(path)
+            found = self._settled[path] = (d is not None and path in self.facts and d.product is None
+                                           and d.mean_pressure is None and self._reads_absent(path))
+        return found
+
+    def _reads_absent(self, path: str) -> bool:
+        """Whether the definition of derived ``path`` reads, directly or through other derived facts, an
+        input fact that is absent and not declared not applicable."""
+        todo, seen = [path], set()
+        while todo:
+            d = self.derived.get(todo.pop())
+            if d is None:
+                continue
+            conds = ([d.when] if d.when is not None else []) + [c for c, _ in d.cases]
+            for leaf in (x for c in conds for x in leaves(c)):
+                for p in leaf.facts():
+                    if p in self.derived:
+                        if p not in seen:
+                            seen.add(p)
+                            todo.append(p)
+                    elif p not in self.facts and p not in self.absent:
+                        return True
+        return False
 
     @staticmethod
     def _test(left: tuple[str, Any], op: str, right: tuple[str, Any], pol: bool) -> Residual:
@@ -224,7 +255,6 @@ class Analysis(NamedTuple):
 
 
 _UNSEEN = object()
-_MOOT = "moot"  # a key part for a comparison that cannot matter (a string: keys stay comparable across calls)
 
 
 class _Observed(NamedTuple):
@@ -349,9 +379,6 @@ class ResidualContext:
         parts, facts = seen.parts, seen.facts
         out = [rule.id, seen.common]
         for i, held in self._probe_index[rule.id]:
-            if held is not None and all(d in facts for d in held):
-                out.append(_MOOT)  # inside definitions of derived facts that are known: never evaluated
-                continue
             part = parts[i]
             if part is _UNSEEN:
                 part = parts[i] = self._probe(i, facts)
