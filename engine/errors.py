@@ -14,6 +14,14 @@ _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
     0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
+def close_matches(word: str, choices: Any, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The did-you-mean candidates for ``word`` (:func:`difflib.get_close_matches`, imported only when a
+    message needs one: it is not worth its import on every start)."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=n, cutoff=cutoff)
+
+
 def one_line(text: str) -> str:
     """``text`` with control characters escaped: what input put in a message can neither break
     its line nor reach the terminal as an escape sequence."""

@@ -52,6 +52,23 @@ def test_second_load_comes_from_the_cache_and_evaluates_identically(cache, rules
     release(cached)
 
 
+def test_a_cache_hit_starts_from_the_prepared_engine_rulesets_and_residual_probes(cache, rules, monkeypatch):
+    """What loading prepared (the engine's ruleset JSON, the residual probes) comes back with the pack, equal to a
+    fresh build, so that a start does not shard, hash-check and serialise the rules or walk the derived facts again."""
+    from pressor.engine.evaluation import _durable, residual
+
+    fresh = load_pack(rules)
+    built = {name: fresh.cache[name] for name in pack_cache.KEPT}
+    monkeypatch.setattr(_durable, "rulesets", lambda conditions: pytest.fail("rulesets rebuilt on a cache hit"))
+    monkeypatch.setattr(residual.ResidualContext, "_probes", lambda self, pack: pytest.fail("probes rebuilt on a cache hit"))
+    cached = load_pack(rules)
+    assert {name: cached.cache[name] for name in pack_cache.KEPT} == built
+    state = load_document(EXAMPLES / "septic-shock-adult.yaml").data
+    assert evaluate(cached, state, now=NOW).to_dict() == evaluate(fresh, state, now=NOW).to_dict()
+    release(fresh)
+    release(cached)
+
+
 def test_an_edited_rule_file_is_never_served_from_the_cache(cache, rules):
     load_pack(rules)
     target = next(p for p in sorted(rules.glob("*.yaml")) if "title:" in p.read_text() and "rules:" in p.read_text())
@@ -130,7 +147,7 @@ def test_recommend_imports_only_what_it_uses(cache):
     code = ("import sys; from pressor.cli.main import cli; "
             f"cli(['recommend', {example!r}, '--json', '--no-audit'], standalone_mode=False); "
             "heavy = ('jsonschema', 'pint', 'sqlite3', 'importlib.metadata', 'pressor.engine.authoring.lint', "
-            "'pressor.service.app', 'fastapi', 'multiprocessing'); "
+            "'pressor.service.app', 'fastapi', 'multiprocessing', 'difflib', 'importlib.resources', 'zipfile'); "
             "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)")
     env = {**os.environ, pack_cache.ENV: str(cache)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the cache

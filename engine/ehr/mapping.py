@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from importlib import resources as _resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -156,7 +155,9 @@ class FhirMapping:
 
 def default_mapping_path() -> Path:
     """The bundled mapping (``pressor.rules/fhir/mapping.yaml``)."""
-    return Path(str(_resources.files("pressor.rules").joinpath("fhir", "mapping.yaml")))
+    from ... import rules
+
+    return Path(rules.DIR, "fhir", "mapping.yaml")
 
 
 @lru_cache(maxsize=8)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources as _resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -52,7 +51,9 @@ class ValueSets:
 
 def default_valuesets_path() -> Path:
     """The bundled expansions (``pressor.rules/fhir/valuesets.json``)."""
-    return Path(str(_resources.files("pressor.rules").joinpath("fhir", "valuesets.json")))
+    from ... import rules
+
+    return Path(rules.DIR, "fhir", "valuesets.json")
 
 
 @lru_cache(maxsize=4)

@@ -254,36 +254,49 @@ def shard(conditions: Mapping[str, dict[str, Any]]) -> list[dict[str, dict[str, 
         count += 1
 
 
+def rulesets(conditions: Mapping[str, dict[str, Any]]) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """What the engine is given for ``{key: condition}``: per shard, its rule keys and its ruleset JSON.
+
+    Checks the fact names' hashes and shards the rules first. Plain data: a pack keeps it in the pack
+    cache, so that a start builds the engine from it without redoing this (see :class:`Matcher`).
+    """
+    clashes = check_name_hashes(_names_in(conditions.values()))
+    if clashes:
+        a, b = clashes[0]
+        raise RuleFileError.single(
+            f"fact names '{a}' and '{b}' share a 32-bit hash in durable-rules and would be confused",
+            suggestion="rename one of the facts",
+        )
+    return tuple((tuple(definition), _dumps({key: _guarded(cond) for key, cond in definition.items()}))
+                 for definition in shard(conditions))
+
+
 class Matcher:
     """Compiled durable-rules rulesets for one pack; ``match(flat_fact)`` gives the keys that fire.
 
-    Build once per pack (and per draft setting); call :meth:`close` to free the engine's memory.
+    Build once per pack (and per draft setting), from the conditions or from what :func:`rulesets`
+    made of them; call :meth:`close` to free the engine's memory.
     """
 
-    def __init__(self, conditions: Mapping[str, dict[str, Any]]) -> None:
-        clashes = check_name_hashes(_names_in(conditions.values()))
-        if clashes:
-            a, b = clashes[0]
-            raise RuleFileError.single(
-                f"fact names '{a}' and '{b}' share a 32-bit hash in durable-rules and would be confused",
-                suggestion="rename one of the facts",
-            )
+    def __init__(self, conditions: Mapping[str, dict[str, Any]] | None = None, *,
+                 prepared: tuple[tuple[tuple[str, ...], str], ...] | None = None) -> None:
+        if prepared is None:
+            prepared = rulesets(conditions or {})
         self._lock = threading.Lock()
-        self._shards = shard(conditions)
+        self.rulesets = prepared
         self._handles: list[int] = []
-        self.keys = tuple(conditions)
-        for definition in self._shards:
-            name = f"pressor-{next(_names)}"
+        self.keys = tuple(key for keys, _ in prepared for key in keys)
+        for keys, definition in prepared:
             try:
-                self._handles.append(_dre.create_ruleset(name, _dumps({key: _guarded(cond) for key, cond in definition.items()})))
+                self._handles.append(_dre.create_ruleset(f"pressor-{next(_names)}", definition))
             except Exception as exc:  # durable-rules raises its own bare error type
                 self._handles = None  # a half-built set is abandoned, never touched again
-                raise _engine_refusal(definition, exc) from exc
+                raise _engine_refusal({k: v for k, v in (conditions or {}).items() if k in keys}, exc) from exc
 
     @property
     def shard_sizes(self) -> list[int]:
         """Number of rules in each shard (for tests and the benchmark)."""
-        return [len(s) for s in self._shards]
+        return [len(keys) for keys, _ in self.rulesets]
 
     def match(self, flat: Mapping[str, Any]) -> set[str]:
         """Keys of every rule whose condition the fact satisfies (de-duplicated)."""

@@ -6,12 +6,11 @@ string compared with a number fails when the pack loads.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
-from ..errors import Problem
+from ..errors import Problem, close_matches
 from ..model import All, Any_, Compare, Condition, Not
 
 NUMERIC_OPS = {"<", "<=", ">", ">=", "==", "!=", "in"}
@@ -98,7 +97,7 @@ class ConditionCompiler:
     def _fact(self, path: Any, pointer: str) -> FactType | None:
         ft = self.vocab.get(path) if isinstance(path, str) else None
         if ft is None:
-            close = difflib.get_close_matches(str(path), list(self.vocab), n=1, cutoff=0.6)
+            close = close_matches(str(path), list(self.vocab), n=1, cutoff=0.6)
             self.report(pointer, f"unknown fact '{path}'", f"did you mean '{close[0]}'?" if close else "see the patient-state schema and the derived facts")
         return ft
 
@@ -148,7 +147,7 @@ class ConditionCompiler:
                 return False
             return True
         if v not in ft.values:
-            close = difflib.get_close_matches(str(v), list(ft.values), n=1)
+            close = close_matches(str(v), list(ft.values), n=1)
             self.report(pointer, f"{v!r} is not a value of '{ft.path}'",
                         f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(ft.values)}")
             return False

@@ -44,9 +44,12 @@ class Evaluator:
         self.matcher = matcher
 
     @classmethod
-    def build(cls, rules: list[Rule] | tuple[Rule, ...]) -> "Evaluator":
-        """Compile the rules' conditions and create the engine's rulesets."""
+    def build(cls, rules: list[Rule] | tuple[Rule, ...], prepared: Any = None) -> "Evaluator":
+        """Compile the rules' conditions and create the engine's rulesets (from ``prepared``, what
+        :func:`~._durable.rulesets` made of these rules before, when given)."""
         rules = tuple(rules)
+        if prepared is not None:
+            return cls(rules, Matcher(prepared=prepared))
         return cls(rules, Matcher({r.id: to_engine(r.when) for r in rules}))
 
     def close(self) -> None:
@@ -64,7 +67,8 @@ class _EngineSlot:
     def get(self, pack: RulePack) -> Evaluator:
         with self._lock:
             if self._evaluator is None:
-                self._evaluator = Evaluator.build(pack.rules)
+                self._evaluator = Evaluator.build(pack.rules, pack.cache.get("rulesets"))
+                pack.cache["rulesets"] = self._evaluator.matcher.rulesets
             return self._evaluator
 
     def discard(self, evaluator: Evaluator) -> None:

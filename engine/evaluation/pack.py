@@ -5,16 +5,14 @@ as one :class:`~pressor.engine.errors.RuleFileError`, before any patient is seen
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import replace
 from datetime import date
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .compile import ConditionCompiler, FactType, engine_limit, problems_from, state_vocabulary
-from ..errors import InputError, Problem, RuleFileError
+from ..errors import InputError, Problem, RuleFileError, close_matches
 from .load import Document, load_document
 from ..model import (
     TEMPORAL_KINDS,
@@ -41,7 +39,9 @@ RULE_SCHEMA = "rule-file.schema.json"
 
 def default_rules_dir() -> Path:
     """The bundled pack (``pressor.rules``)."""
-    return Path(str(resources.files("pressor.rules")))
+    from ... import rules
+
+    return Path(rules.DIR)
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -422,7 +422,7 @@ class _Builder:
                    "source, then copy references.yaml's document sha256")
         sections = source_doc.get("sections")
         if sections and source["section"] not in sections:
-            close = difflib.get_close_matches(source["section"], sections, n=1)
+            close = close_matches(source["section"], sections, n=1)
             report(f"{ptr}/source/section", f"'{source['section']}' is not a section of the source document",
                    f"did you mean '{close[0]}'?" if close else "use a section listed in references.yaml")
         history = item["status_history"]
@@ -452,7 +452,7 @@ class _Builder:
                        "an approved version cannot take effect before its approval")
         return tuple(StatusChange(e["date"], e["status"], e["by"], e.get("comment")) for e in history)
     def _unknown_rule(self, rule_id: str, known: set[str], where: dict[str, Any], owner: str | None) -> None:
-        close = difflib.get_close_matches(rule_id, sorted(known), n=1)
+        close = close_matches(rule_id, sorted(known), n=1)
         self.problems.append(Problem(f"no rule '{rule_id}' in the pack", rule_id=owner,
                                      suggestion=f"did you mean '{close[0]}'?" if close else "check the rule id", **where))
 
@@ -531,14 +531,14 @@ class _Builder:
                     name = item["section"]
                     facts = tuple(p for p in self.vocab if p.split(".", 1)[0] == name and not self.vocab[p].derived)
                     if not facts:
-                        close = difflib.get_close_matches(name, sections, n=1)
+                        close = close_matches(name, sections, n=1)
                         self.problems.append(Problem(f"unknown section '{name}'", suggestion=(
                             f"did you mean '{close[0]}'?" if close else f"sections: {', '.join(sections)}"), **doc.where(f"{ptr}/section")))
                         continue
                 else:
                     ft = self.vocab.get(item["fact"])
                     if ft is None or ft.derived:
-                        close = difflib.get_close_matches(item["fact"], [p for p in self.vocab if not self.vocab[p].derived], n=1)
+                        close = close_matches(item["fact"], [p for p in self.vocab if not self.vocab[p].derived], n=1)
                         self.problems.append(Problem(f"unknown fact '{item['fact']}' (only patient-state facts can be absent)",
                                                      suggestion=f"did you mean '{close[0]}'?" if close else "see the patient-state schema",
                                                      **doc.where(f"{ptr}/fact")))
@@ -623,7 +623,7 @@ def find_rule(pack: RulePack, rule_id: str) -> Rule:
     try:
         return pack.rule(rule_id)
     except KeyError:
-        close = difflib.get_close_matches(rule_id, [r.id for r in pack.rules], n=1)
+        close = close_matches(rule_id, [r.id for r in pack.rules], n=1)
         raise InputError.single(f"no rule '{rule_id}' in {pack.name}", file=pack.directory,
                                 suggestion=f"did you mean '{close[0]}'?" if close else "see 'pressor rules list'") from None
 

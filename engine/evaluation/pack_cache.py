@@ -63,9 +63,9 @@ def _code_fingerprint() -> bytes:
     """SHA-256 over the code and schemas that decide what a loaded pack holds."""
     h = hashlib.sha256()
     sources = sorted(_HERE.glob("*.py")) + [_HERE.parent / "model.py", _HERE.parent / "errors.py"]
-    from importlib import resources
+    from ... import schemas as package
 
-    schemas = Path(str(resources.files("pressor.schemas")))
+    schemas = Path(package.DIR)
     for path in sources + sorted(schemas.glob("*.json")):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.digest()
@@ -167,9 +167,15 @@ def get(key: str) -> RulePack | None:
     return pack if isinstance(pack, RulePack) else None
 
 
+#: What a pack's ``cache`` keeps in the pack cache: plain data that loading prepared (the engine's ruleset
+#: JSON, the residual analysis's probes). Everything else there is a runtime object, rebuilt on load.
+KEPT = ("rulesets", "residual_probes")
+
+
 def put(key: str, pack: RulePack) -> None:
-    """Store ``pack`` under ``key``, without its runtime objects (the engine is rebuilt on load)."""
-    _write(f"{key}.pack", pickle.dumps(replace(pack, cache={}), protocol=pickle.HIGHEST_PROTOCOL))
+    """Store ``pack`` under ``key``, with what :data:`KEPT` names of its cache and none of its runtime objects."""
+    kept = {name: pack.cache[name] for name in KEPT if name in pack.cache}
+    _write(f"{key}.pack", pickle.dumps(replace(pack, cache=kept), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def compiled_code(source: str, filename: str) -> CodeType:

@@ -8,14 +8,13 @@ compiled conditions stay plain comparisons with constants.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import InputError, Problem
+from ..errors import InputError, Problem, close_matches
 from .load import Document, load_document
 from .validate import schema_problems
 
@@ -98,7 +97,7 @@ def load_profile(path: str | Path, params: dict[str, Parameter]) -> tuple[dict[s
         where = doc.where(f"/parameters/{name}")
         p = params.get(name)
         if p is None:
-            close = difflib.get_close_matches(name, list(params), n=1)
+            close = close_matches(name, list(params), n=1)
             problems.append(Problem(f"the pack has no parameter '{name}'",
                                     suggestion=f"did you mean '{close[0]}'?" if close else "see the pack's parameters.yaml", **where))
             continue
@@ -129,7 +128,7 @@ def resolve(doc: Document, params: dict[str, Parameter], problems: list[Problem]
             for parent, slot, ref, ptr in _references(doc.data[key], f"/{key}"):
                 p = params.get(ref["param"]) if isinstance(ref.get("param"), str) else None
                 if p is None:
-                    close = difflib.get_close_matches(str(ref.get("param")), list(params), n=1)
+                    close = close_matches(str(ref.get("param")), list(params), n=1)
                     problems.append(Problem(f"unknown parameter '{ref.get('param')}'",
                                             suggestion=f"did you mean '{close[0]}'?" if close else "declare it under parameters:",
                                             **doc.where(ptr)))

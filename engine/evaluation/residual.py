@@ -296,19 +296,29 @@ class ResidualContext:
         #: Whole analyses, and what the caller assembles from one (the advice lists), by :attr:`Analysis.key`.
         self.analyses: OrderedDict[Any, Analysis] = OrderedDict()
         self.assembled: OrderedDict[Any, Any] = OrderedDict()
+        #: The comparisons residuals can depend on, and per rule (probe, the derived facts whose definitions hold
+        #: it, or None if the rule's own condition does). Plain data, kept in the pack cache with the pack.
+        self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]]
+        self._probe_index: dict[str, tuple[tuple[int, frozenset[str] | None], ...]]
+        kept = pack.cache.get("residual_probes")
+        if kept is None:
+            kept = pack.cache["residual_probes"] = self._probes(pack)
+        self._probe_list, self._probe_index = kept
+        self._number_names = frozenset(d.name for d in self.numbers)
+
+    def _probes(self, pack: RulePack) -> tuple[list[tuple[Compare, tuple[Any, ...] | None]], dict[str, Any]]:
         probes: dict[Compare, int] = {}
-        self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]] = []
-        #: Per rule: (probe, the derived facts whose definitions hold it, or None if the rule's own condition does).
-        self._probe_index: dict[str, tuple[tuple[int, frozenset[str] | None], ...]] = {}
+        probe_list: list[tuple[Compare, tuple[Any, ...] | None]] = []
+        probe_index: dict[str, tuple[tuple[int, frozenset[str] | None], ...]] = {}
         for r in pack.rules:
             index = []
             for leaf, cases, via in self._probes_of(r.when):
                 if leaf not in probes:
-                    probes[leaf] = len(self._probe_list)
-                    self._probe_list.append((leaf, cases))
+                    probes[leaf] = len(probe_list)
+                    probe_list.append((leaf, cases))
                 index.append((probes[leaf], via))
-            self._probe_index[r.id] = tuple(index)
-        self._number_names = frozenset(d.name for d in self.numbers)
+            probe_index[r.id] = tuple(index)
+        return probe_list, probe_index
 
     def _probes_of(self, cond: Condition) -> list[tuple[Compare, tuple[Any, ...] | None, frozenset[str] | None]]:
         """Every comparison the rule's residual can depend on, derived facts followed down to input facts;

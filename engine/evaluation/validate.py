@@ -7,21 +7,23 @@ that fails is the detailed report built.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
+import os
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Iterator
 
-from ..errors import PatientStateError, Problem
+from ..errors import PatientStateError, Problem, close_matches
 from .load import Document, pointer_of
 
 
 @lru_cache(maxsize=None)
 def schema(name: str) -> dict[str, Any]:
     """A bundled JSON Schema by file name (``patient-state.schema.json`` …)."""
-    return json.loads(resources.files("pressor.schemas").joinpath(name).read_text("utf-8"))
+    from ... import schemas
+
+    with open(os.path.join(schemas.DIR, name), encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 @lru_cache(maxsize=None)
@@ -80,7 +82,7 @@ def _explain(error: Any) -> tuple[str, str | None]:
         allowed = sorted(sch.get("properties", {}))
         extra = _unexpected_keys(error)
         key = extra[0] if extra else "?"
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+        close = close_matches(key, allowed, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
         return f"unknown key '{key}'", hint
     if v == "type":

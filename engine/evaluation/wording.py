@@ -5,8 +5,8 @@ falls back to its description in the patient-state schema."""
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Mapping
 
 from ..model import All, Compare, Condition, Not
@@ -17,7 +17,10 @@ _OP_WORDS = {"<": "below", "<=": "at most", ">": "above", ">=": "at least", "=="
 @lru_cache(maxsize=1)
 def wording() -> dict[str, dict[str, str]]:
     """The wording table, fact path -> {question, label, unit, true, false, zero, positive}."""
-    text = resources.files("pressor.schemas").joinpath("fact-wording.json").read_text("utf-8")
+    from ... import schemas
+
+    with open(os.path.join(schemas.DIR, "fact-wording.json"), encoding="utf-8") as fh:
+        text = fh.read()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("$")}
 
 
