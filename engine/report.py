@@ -179,7 +179,7 @@ def _undecided_block(data: dict[str, Any], shown: set[str], out: list[tuple[str,
     rest = [ne for ne in data["not_evaluable"] if ne["rule_id"] not in shown and ne["rule_id"] not in not_applicable]
     if rest:
         out.append(("", {}))
-        out.append((f"COULD NOT DECIDE ({len(rest)} more rules; these facts are unknown)", {"bold": True}))
+        out.append((f"COULD NOT DECIDE ({_count(len(rest), 'more rule')}; these facts are unknown)", {"bold": True}))
         for ne in rest:
             c = conditional.get(ne["rule_id"])
             if c is not None:
@@ -190,4 +190,9 @@ def _undecided_block(data: dict[str, Any], shown: set[str], out: list[tuple[str,
         if not rest:
             out.append(("", {}))
         reasons = sorted({n["because"] for n in not_applicable.values()})
-        out.append((f"Not applicable ({len(not_applicable)} rules): " + "; ".join(reasons), {"dim": True}))
+        out.append((f"Not applicable ({_count(len(not_applicable), 'rule')}): " + "; ".join(reasons), {"dim": True}))
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
