@@ -260,3 +260,17 @@ def test_unknowns_agrees_with_verdict(pack, state):
     for rule in pack.rules:
         v = verdict(rule.when, facts, missing_of)
         assert unknowns(rule.when, facts, missing_of) == (v.truth, v.missing), rule.id
+
+
+def test_each_match_retracts_its_fact_by_session_and_id_so_nothing_reaches_the_next():
+    """The fact is retracted by its session and id alone (durable-rules finds the stored fact by them): a
+    fact that fired every rule is gone before the next match, and one that fires nothing leaves no trace."""
+    rules = {"low": Compare("vitals.map_mmhg", "<", 65.0), "high": Compare("vitals.map_mmhg", ">=", 65.0),
+             "known": Compare("vitals.map_mmhg", ">", 0.0)}
+    matcher = _durable.Matcher({k: to_engine(c) for k, c in rules.items()})
+    try:
+        for value, expected in ((50.0, {"low", "known"}), (80.0, {"high", "known"}), (50.0, {"low", "known"})):
+            assert matcher.match(_engine_fact({"vitals.map_mmhg": value}, {})) == expected
+            assert matcher.match(_engine_fact({}, {})) == set()
+    finally:
+        matcher.close()

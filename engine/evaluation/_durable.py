@@ -107,6 +107,10 @@ def number_json(x: float | int) -> str:
 #: A number written with an exponent and no dot, right after a key: ``"x":1e-05``.
 _BARE_EXPONENT = re.compile(r'(":-?\d+)([eE][-+]?\d+)')
 _TRAILER = f',"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1}}'
+#: What retracting the fact sends: the engine finds a fact to retract by session and id alone (``retractFact``
+#: in durable-rules' events.c looks the stored message up by ``sid`` and ``id`` and unlinks the frames it
+#: recorded), so the state is not parsed a second time.
+_RETRACT = f'{{"sid":"{_SESSION}","id":"{_FACT_ID}"}}'
 
 
 #: One encoder for every fact (``json.dumps`` with options builds a new one per call).
@@ -316,7 +320,7 @@ class Matcher:
                                 nxt = _dre.complete_and_start_action(handle, state)
                                 message = (None, nxt) if nxt else None
                     finally:
-                        _dre.retract_fact(handle, payload)
+                        _dre.retract_fact(handle, _RETRACT)
                 except Exception as exc:  # engine state may now be unusable: abandon it untouched
                     self._handles = None
                     raise EvaluationError.single(f"durable-rules failed during evaluation ({_engine_error(exc)[1]})") from exc
