@@ -7,7 +7,8 @@ It drives the C module ``durable_rules_engine`` directly (never ``durable.lang``
   ``_ps`` guard keeps rules off the engine's own state records;
 * one session per shard, created once; per evaluation the state is asserted as
   one fact with a fixed id, the actions are drained, and the fact is retracted in
-  ``finally``; no Python actions, no per-evaluation sessions, no ``delete_state``;
+  ``finally`` by session and id alone (the engine finds the stored fact by them, so the
+  state is not parsed twice); no Python actions, no per-evaluation sessions, no ``delete_state``;
 * rules are sharded so that no ruleset nears the engine's limits (error 303 past 64
   alpha tests matching one fact; hangs past 512 conditions under one node);
 * numbers are written without a bare exponent (error 204), NaN/Infinity never reach
