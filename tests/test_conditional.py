@@ -253,3 +253,22 @@ def test_a_derived_fact_known_only_because_an_input_is_absent_is_not_a_constant(
         known = {**state, "shock": {"type": shock}}
         assert truth(dose.condition, {**flatten_state(known)}) is fires
         assert ("norepinephrine.dose-adult" in evaluate(pack, known, now=now).fired_ids()) is fires
+
+
+def test_a_fact_not_recorded_or_answered_one_way_reads_as_it_is_not_recorded_that_the_other():
+    """``bleeding unknown or no bleeding`` reads once, "it is not recorded that there is active bleeding", in
+    parentheses inside a longer condition, whichever order or negation the residual holds it in."""
+    from pressor.engine.evaluation.wording import words
+    from pressor.engine.model import All, Any_, Compare, Not
+
+    fact = "findings.active_bleeding"
+    unknown, no_bleeding = Compare(fact, "unknown"), Compare(fact, "==", False)
+    expected = "it is not recorded that there is active bleeding"
+    assert words(Any_((unknown, no_bleeding))) == expected
+    assert words(Any_((no_bleeding, Not(Compare(fact, "known"))))) == expected
+    assert words(Not(All((Compare(fact, "known"), Compare(fact, "==", True))))) == expected
+    assert words(All((Any_((unknown, no_bleeding)), Compare("access.central_venous", "==", False)))) == \
+        f"({expected}) and there is no central line"
+    # a different fact on the other side is not the same thing: both are said
+    other = words(Any_((unknown, Compare("access.central_venous", "==", False))))
+    assert "not recorded" in other and "central line" in other and "it is not recorded that" not in other

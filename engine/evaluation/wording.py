@@ -110,12 +110,36 @@ def _words(cond: Condition, negated: bool, descriptions: Mapping[str, str] | Non
         return _words(cond.child, not negated, descriptions, top)
     conjunctive = isinstance(cond, All) != negated  # not(all) reads as any of the negations
     children = list(cond.children)
+    if not conjunctive and len(children) == 2:
+        unrecorded = _not_recorded_unless(children, negated, descriptions)
+        if unrecorded is not None:
+            return unrecorded if top else f"({unrecorded})"
     parts = []
     if conjunctive and not negated:
         children, parts = _running_below(children, descriptions)
     parts += [_words(c, negated, descriptions) for c in children]
     text = (" and " if conjunctive else " or ").join(parts)
     return text if top else f"({text})"
+
+
+def _not_recorded_unless(children: list[Condition], negated: bool, descriptions: Mapping[str, str] | None) -> str | None:
+    """``F is not recorded, or F says X`` reads "it is not recorded that <not X>" (the same, said once)."""
+    def fact_unrecorded(c: Condition, neg: bool) -> str | None:
+        if isinstance(c, Not):
+            return fact_unrecorded(c.child, not neg)
+        if isinstance(c, Compare) and c.op in ("known", "unknown") and (c.op == "unknown") != neg:
+            return c.fact
+        return None
+
+    def plain_leaf(c: Condition) -> Compare | None:
+        inner = c.child if isinstance(c, Not) else c
+        return inner if isinstance(inner, Compare) and inner.op not in ("known", "unknown") and inner.value_fact is None else None
+
+    for first, second in (children, children[::-1]):
+        fact, leaf = fact_unrecorded(first, negated), plain_leaf(second)
+        if fact is not None and leaf is not None and leaf.fact == fact:
+            return f"it is not recorded that {_words(second, not negated, descriptions)}"
+    return None
 
 
 def _running_below(children: list[Condition], descriptions: Mapping[str, str] | None) -> tuple[list[Condition], list[str]]:
