@@ -12,7 +12,6 @@ is cached per pack). Shared machines are noisy: read the ratios, not absolute ti
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
@@ -22,54 +21,19 @@ from pathlib import Path
 import yaml
 
 from pressor.engine.evaluation import evaluate as evaluate_module
-from pressor.engine.evaluation.compile import state_vocabulary
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.pack import load_pack
-from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from evaluate import varied_states  # noqa: E402  the states bench/evaluate.py times
+from evaluate import random_states, varied_states  # noqa: E402  the states bench/evaluate.py times
 PATIENTS = [ROOT / "examples" / "septic-no-infusions.yaml", ROOT / "examples" / "pediatric-extremities-unknown.yaml"]
-NEAR = (0, 0.02, 0.05, 0.1, 0.25, 0.5, 2, 10, 18, 30, 40, 65, 70)
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
 
 def states(n: int, present: float, seed: int) -> list[dict]:
-    """``n`` valid states, each fact present with probability ``present``, numbers often near thresholds."""
-    rng = random.Random(seed)
-    vocab = state_vocabulary(schema(STATE_SCHEMA))
-    out = []
-    for _ in range(n):
-        state: dict = {}
-        for path, ft in vocab.items():
-            if rng.random() > present:
-                continue
-            if ft.kind == "number":
-                lo, hi = ft.minimum or 0, ft.maximum or 100
-                near = [t + d for t in NEAR for d in (-0.01, 0, 0.01) if lo <= t + d <= hi]
-                value = rng.choice(near) if near and rng.random() < 0.6 else round(rng.uniform(lo, hi), 2)
-            elif ft.kind == "boolean":
-                value = rng.random() < 0.5
-            elif ft.kind == "enum":
-                value = rng.choice(ft.values)
-            else:
-                value = rng.sample(ft.values, rng.randint(0, 2))
-            section, _, key = path.partition(".")
-            if key:
-                state.setdefault(section, {})[key] = value
-            else:
-                state[section] = value
-        vitals = state.get("vitals", {})
-        if "sbp_mmhg" in vitals and "dbp_mmhg" in vitals:  # a plausible pressure: DBP < MAP < SBP
-            sbp, dbp = sorted((vitals["sbp_mmhg"], vitals["dbp_mmhg"]), reverse=True)
-            if sbp - dbp < 2:
-                sbp = dbp + 20
-            vitals.update(sbp_mmhg=sbp, dbp_mmhg=dbp, map_mmhg=round(dbp + (sbp - dbp) / 3, 1))
-        else:
-            vitals.pop("map_mmhg", None)
-        out.append(state)
-    return out
+    """``n`` valid states, each fact present with probability ``present``, plausible pressures (DBP < MAP < SBP)."""
+    return random_states(n, present, seed, plausible_pressures=True)
 
 
 def _best(pack, item, rounds: int) -> float:

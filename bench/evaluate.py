@@ -38,13 +38,22 @@ TARGETS = {"median_us": 150, "p99_us": 1000, "cli_ms": 300}
 
 def varied_states(n: int, seed: int = 7) -> list[dict]:
     """``n`` valid states: each fact present with probability 0.85, numbers often near thresholds."""
+    return random_states(n, 0.85, seed)
+
+
+def random_states(n: int, present: float, seed: int, *, plausible_pressures: bool = False) -> list[dict]:
+    """``n`` valid states, each fact present with probability ``present``, numbers often near thresholds.
+
+    Pressures: by default no measured MAP, and no DBP at or above the SBP; ``plausible_pressures``: DBP < MAP <
+    SBP with the MAP measured whenever both pressures are present.
+    """
     rng = random.Random(seed)
     vocab = state_vocabulary(schema(STATE_SCHEMA))
     states = []
     for _ in range(n):
         state: dict = {}
         for path, ft in vocab.items():
-            if rng.random() > 0.85:
+            if rng.random() > present:
                 continue
             if ft.kind == "number":
                 lo, hi = ft.minimum or 0, ft.maximum or 100
@@ -62,9 +71,17 @@ def varied_states(n: int, seed: int = 7) -> list[dict]:
             else:
                 state[section] = value
         vitals = state.get("vitals", {})
-        vitals.pop("map_mmhg", None)
-        if "sbp_mmhg" in vitals and "dbp_mmhg" in vitals and vitals["dbp_mmhg"] >= vitals["sbp_mmhg"]:
-            vitals.pop("dbp_mmhg")
+        if not plausible_pressures:
+            vitals.pop("map_mmhg", None)
+            if "sbp_mmhg" in vitals and "dbp_mmhg" in vitals and vitals["dbp_mmhg"] >= vitals["sbp_mmhg"]:
+                vitals.pop("dbp_mmhg")
+        elif "sbp_mmhg" in vitals and "dbp_mmhg" in vitals:
+            sbp, dbp = sorted((vitals["sbp_mmhg"], vitals["dbp_mmhg"]), reverse=True)
+            if sbp - dbp < 2:
+                sbp = dbp + 20
+            vitals.update(sbp_mmhg=sbp, dbp_mmhg=dbp, map_mmhg=round(dbp + (sbp - dbp) / 3, 1))
+        else:
+            vitals.pop("map_mmhg", None)
         states.append(state)
     return states
 

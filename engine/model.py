@@ -467,24 +467,22 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (see ``schemas/result.schema.json``)."""
-        out: dict[str, Any] = {
-            "rule_id": self.rule_id,
-            "rule_version": self.rule_version,
-            "status": self.status,
-            "kind": self.kind,
-            "severity": self.severity,
-            "title": self.title,
-            "summary": self.summary,
-            "detail": self.detail,
-            "citations": [c.to_dict() for c in self.citations],
-            "source_section": self.source_section,
-            "evidence": [e.to_dict() for e in self.evidence],
-        }
-        if self.drug:
-            out["drug"] = self.drug
-        if self.dose is not None:
-            out["dose"] = self.dose
-        return out
+        return _advice_dict(self, "evidence", [e.to_dict() for e in self.evidence])
+
+
+def _advice_dict(item: "Recommendation | Conditional", key: str, value: Any) -> dict[str, Any]:
+    """The JSON form a recommendation and a conditional one share: the rule's advice and citations, then ``key``
+    (the evidence that fired it, or the condition it waits on), then its drug and dose when it has them."""
+    out: dict[str, Any] = {
+        "rule_id": item.rule_id, "rule_version": item.rule_version, "status": item.status, "kind": item.kind,
+        "severity": item.severity, "title": item.title, "summary": item.summary, "detail": item.detail,
+        "citations": [c.to_dict() for c in item.citations], "source_section": item.source_section, key: value,
+    }
+    if item.drug:
+        out["drug"] = item.drug
+    if item.dose is not None:
+        out["dose"] = item.dose
+    return out
 
 
 @dataclass(frozen=True)
@@ -523,17 +521,7 @@ class Conditional:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (see ``schemas/result.schema.json``)."""
-        out: dict[str, Any] = {
-            "rule_id": self.rule_id, "rule_version": self.rule_version, "status": self.status, "kind": self.kind,
-            "severity": self.severity, "title": self.title, "summary": self.summary, "detail": self.detail,
-            "citations": [c.to_dict() for c in self.citations], "source_section": self.source_section,
-            "if": {"condition": condition_data(self.condition), "text": self.text, "facts": list(self.facts)},
-        }
-        if self.drug:
-            out["drug"] = self.drug
-        if self.dose is not None:
-            out["dose"] = self.dose
-        return out
+        return _advice_dict(self, "if", {"condition": condition_data(self.condition), "text": self.text, "facts": list(self.facts)})
 
 
 @dataclass(frozen=True)
