@@ -56,7 +56,36 @@ class MemoryReplayCache:
         pass
 
 
-class SqliteReplayCache:
+class _SqlReplayCache:
+    """Token ids in a ``token_ids`` table of a database connection (``param``: the driver's placeholder)."""
+
+    param = "?"
+
+    def __init__(self, conn: Any, real: str) -> None:
+        self._conn = conn
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at {real} NOT NULL)")
+        self._lock = threading.Lock()
+        self._swept = 0.0
+
+    def seen(self, jti: str, expires_at: float) -> bool:
+        p = self.param
+        with self._lock:
+            now = time.time()
+            if now - self._swept > SWEEP_EVERY_S:
+                self._conn.execute(f"DELETE FROM token_ids WHERE expires_at < {p}", (now,))
+                self._swept = now
+            # An expired row with this id is replaced; a live one is kept, and the insert changes nothing.
+            cur = self._conn.execute(
+                f"INSERT INTO token_ids (jti, expires_at) VALUES ({p}, {p}) "
+                f"ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at WHERE token_ids.expires_at < {p}",
+                (jti, expires_at, now))
+            return cur.rowcount == 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SqliteReplayCache(_SqlReplayCache):
     """In a SQLite file: shared by the worker processes of one machine."""
 
     def __init__(self, path: str | Path) -> None:
@@ -64,54 +93,20 @@ class SqliteReplayCache:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
-        self._lock = threading.Lock()
-        self._swept = 0.0
-
-    def seen(self, jti: str, expires_at: float) -> bool:
-        with self._lock:
-            now = time.time()
-            if now - self._swept > SWEEP_EVERY_S:
-                self._conn.execute("DELETE FROM token_ids WHERE expires_at < ?", (now,))
-                self._swept = now
-            # An expired row with this id is replaced; a live one is kept, and the insert changes nothing.
-            cur = self._conn.execute(
-                "INSERT INTO token_ids (jti, expires_at) VALUES (?, ?) "
-                "ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at WHERE token_ids.expires_at < ?",
-                (jti, expires_at, now))
-            return cur.rowcount == 0
-
-    def close(self) -> None:
-        self._conn.close()
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        super().__init__(conn, "REAL")
 
 
-class PostgresReplayCache:
+class PostgresReplayCache(_SqlReplayCache):
     """In PostgreSQL: shared by every instance that uses the same database."""
+
+    param = "%s"
 
     def __init__(self, url: str) -> None:
         from .store_postgres import connect
 
-        self._conn = connect(url, readonly=False)
-        self._conn.execute("CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)")
-        self._lock = threading.Lock()
-        self._swept = 0.0
-
-    def seen(self, jti: str, expires_at: float) -> bool:
-        with self._lock:
-            now = time.time()
-            if now - self._swept > SWEEP_EVERY_S:
-                self._conn.execute("DELETE FROM token_ids WHERE expires_at < %s", (now,))
-                self._swept = now
-            cur = self._conn.execute(
-                "INSERT INTO token_ids (jti, expires_at) VALUES (%s, %s) "
-                "ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at WHERE token_ids.expires_at < %s",
-                (jti, expires_at, now))
-            return cur.rowcount == 0
-
-    def close(self) -> None:
-        self._conn.close()
+        super().__init__(connect(url, readonly=False), "DOUBLE PRECISION")
 
 
 def open_replay_cache(target: str | Path | None) -> Any:
