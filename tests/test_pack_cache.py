@@ -1,6 +1,7 @@
 """The pack cache: a hit skips the files' validation; anything edited, untrusted or corrupt is a miss."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -153,6 +154,19 @@ def test_recommend_imports_only_what_it_uses(cache):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the cache
     out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
     assert out.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_recommend_on_a_json_state_imports_no_yaml(cache, tmp_path):
+    """PyYAML is imported only for a YAML document: a JSON patient state never pays for it."""
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(load_document(EXAMPLES / "septic-shock-adult.yaml").data))
+    code = ("import sys; from pressor.cli.main import cli; "
+            f"cli(['recommend', {str(state)!r}, '--json', '--no-audit'], standalone_mode=False); "
+            "print('yaml' in sys.modules, file=sys.stderr)")
+    env = {**os.environ, pack_cache.ENV: str(cache)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)  # fills the cache
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    assert out.stderr.strip().splitlines()[-1] == "False"
 
 
 def test_old_entries_are_pruned(cache, monkeypatch):
