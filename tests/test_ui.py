@@ -256,6 +256,71 @@ def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now
     assert "hook-1" in page
 
 
+def test_a_record_made_under_a_site_profile_is_compared_and_replayed_with_that_profile(pack, audit_db, now, tmp_path):
+    """The profile raises the vasopressin threshold and the standard bag (dose parameters). A record made under it
+    is compared with its stored pack *under that profile*: against the next pack under the same profile there is
+    no difference (the pack without the profile would differ in every changed parameter and in behaviour)."""
+    import shutil
+
+    from pressor.engine.audit import AuditLog
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.engine.evaluation.pack import default_rules_dir, load_pack, rule_files
+
+    profile_file = EXAMPLES / "profiles" / "teaching-hospital-icu.yaml"
+    profiled = load_pack(profile=profile_file)
+    assert profiled.sha256 == pack.sha256 and profiled.profile is not None
+    state = {"patient": {"weight_kg": 72, "age_years": 68, "pregnant": False}, "shock": {"type": "septic"},
+             "vitals": {"map_mmhg": 50, "sbp_mmhg": 68, "dbp_mmhg": 40}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
+    with AuditLog.open(audit_db) as log:
+        record = log.append(profiled, state, evaluate(profiled, state, now=now), now=now, user="local:tester")
+    profile_sha = profiled.profile.sha256
+    changed = {p.name for p in profiled.profile.changed}
+    assert "vasopressin_start_norepinephrine_mcg_kg_min" in changed and "norepinephrine_standard_bag_mg" in changed
+
+    # the next pack (same rules, one file touched: another SHA-256), served under the same site profile
+    next_dir = tmp_path / "next-pack"
+    next_dir.mkdir()
+    for path in rule_files(default_rules_dir()):
+        shutil.copy(path, next_dir / path.name)
+    with open(next_dir / "references.yaml", "a", encoding="utf-8") as fh:
+        fh.write("# touched: a new pack SHA-256, the same content\n")
+    serving = load_pack(next_dir, profile=profile_file)
+    assert serving.sha256 != pack.sha256
+    ctx = UiContext(pack=serving, auth=Auth.local("local:tester"), audit_path=audit_db,
+                    scenario_paths=(str(ROOT / "tests" / "scenarios"),))
+    with TestClient(create_ui_app(ctx), base_url="http://127.0.0.1") as client:
+        csrf = signed_in(ctx, client)
+        page = client.get(f"/ui/audit/{record.id}").text
+        key = f"stored:{pack.sha256}:{profile_sha}"
+        assert "site profile <strong>example-teaching-hospital-icu</strong>" in page
+        assert f'href="/ui/diff?old={key.replace(":", "%3A")}&amp;new=current"' in page
+        assert f'<option value="{key}"' in client.get("/ui/diff").text  # listed with its profile among the choices
+
+        same = client.get(f"/ui/diff?old={key}&new=current").text
+        assert "0 added, 0 removed, 0 changed;\n  0 behaviour changes" in same, same
+        # what comparing the stored pack without its profile shows: the profile's parameters, as if they had changed
+        bare = client.get(f"/ui/diff?old=stored:{pack.sha256}&new=current").text
+        counts = re.search(r"0 added, 0 removed, (\d+) changed;\s+(\d+) behaviour changes", bare)
+        assert counts and int(counts.group(1)) >= len(changed) and int(counts.group(2)) > 0, bare
+        assert "vasopressin_start_norepinephrine_mcg_kg_min" in bare and "diff-version-not-bumped" in bare
+
+        assert "the result is identical" in post(client, f"/ui/audit/{record.id}/replay", {"csrf_token": csrf}).text
+        missing = client.get(f"/ui/diff?old=stored:{pack.sha256}:{'0' * 64}&new=current").text
+        assert "is not stored in the audit log" in missing and "Traceback" not in missing
+
+    # served without the profile, the record's own pack is not "the pack being served": its parameters differ
+    plain = UiContext(pack=pack, auth=Auth.local("local:tester"), audit_path=audit_db)
+    with TestClient(create_ui_app(plain), base_url="http://127.0.0.1") as client:
+        signed_in(plain, client)
+        page = client.get(f"/ui/audit/{record.id}").text
+        assert "being served)" not in page and "compare with the pack being served" in page
+    same_ctx = UiContext(pack=profiled, auth=Auth.local("local:tester"), audit_path=audit_db)
+    with TestClient(create_ui_app(same_ctx), base_url="http://127.0.0.1") as client:
+        signed_in(same_ctx, client)
+        page = client.get(f"/ui/audit/{record.id}").text
+        assert "(the pack and site profile being served)" in page and "compare with the pack being served" not in page
+
+
 def test_a_fhir_bundle_can_be_pasted(local):
     ctx, client = local
     csrf = signed_in(ctx, client)

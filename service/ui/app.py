@@ -33,7 +33,7 @@ from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, Session
 from .oidc import ProviderUnavailable
-from .context import UiContext
+from .context import UiContext, stored_key
 from .words import Wording
 
 HERE = Path(__file__).resolve().parent
@@ -590,7 +590,13 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         except AuditError as exc:
             return _render(request, "message.html", 404, title="Audit record", message=str(exc))
         rec = data["rec"]
-        return _render(request, "audit_record.html", **data, result=rec.result, input=rec.input)
+        result = rec.result
+        profile = rec.profile
+        # compared with the pack it was evaluated with: its stored pack under the site profile it names
+        compare = stored_key(rec.pack_sha256, profile)
+        serving = stored_key(ctx.pack.sha256, ctx.pack.profile.to_dict() if ctx.pack.profile else None)
+        return _render(request, "audit_record.html", **data, result=result, input=rec.input, profile=profile,
+                       compare=None if compare == serving else compare)
 
     @app.post(f"{PREFIX}/audit/verify")
     async def audit_verify(request: Request) -> HTMLResponse:
