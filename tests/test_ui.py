@@ -629,6 +629,55 @@ def test_sign_out_ends_the_session_even_for_a_copy_of_its_cookie(served):
     assert sign_in(client).status_code == 200 and client.get("/ui/").status_code == 200  # a new session is a new id
 
 
+def test_sign_out_at_a_provider_with_an_end_session_endpoint(served, provider, tmp_path, monkeypatch, idp_key):
+    """RP-initiated logout: the local session ends as before, then the browser goes to the provider's
+    end_session_endpoint with the ID token as id_token_hint and the app's configured URL to come back to."""
+    import httpx
+
+    def signed_out(client) -> str:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/ui/").text).group(1)
+        copied = client.cookies.get(COOKIE)
+        response = post(client, "/ui/logout", {"csrf_token": csrf}, origin="http://127.0.0.1")
+        assert response.status_code == 200 and any(c.startswith(f'{COOKIE}=""') for c in response.headers.get_list("set-cookie"))
+        # the local session is over, for a copy of its cookie too
+        client.cookies.set(COOKIE, copied, path="/ui")
+        assert client.get("/ui/audit").status_code == 401
+        client.cookies.clear()
+        url = re.search(r'<meta http-equiv="refresh" content="0;url=([^"]+)">', response.text).group(1)
+        return url.replace("&amp;", "&")
+
+    # without an end_session_endpoint (the module's app): signing out stays local, back to /ui/
+    assert sign_in(served).status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', served.get("/ui/").text).group(1)
+    local = served.post("/ui/logout", content=urlencode({"csrf_token": csrf}), follow_redirects=False,
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert local.status_code == 303 and local.headers["location"] == "/ui/" and not provider.paths("/logout")
+
+    provider.end_session = True
+    provider.post_logout_redirect_uris.add("http://127.0.0.1/ui/")
+    try:  # a new app: the module's app keeps the discovery document it read (an hour)
+        with _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), base_url="http://127.0.0.1") as client:
+            assert sign_in(client).status_code == 200
+            url = signed_out(client)
+            parts = urlparse(url)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{provider.issuer}/logout"
+            assert query == {"id_token_hint": provider.issued[-1], "client_id": CLIENT_ID,
+                             "post_logout_redirect_uri": "http://127.0.0.1/ui/"}
+            # the provider accepts the hint and sends the browser back to the app's own sign-in page
+            at_idp = httpx.get(url, follow_redirects=False, timeout=10)
+            assert at_idp.status_code == 302 and at_idp.headers["location"] == "http://127.0.0.1/ui/", at_idp.text
+            assert client.get("/ui/").status_code == 401
+
+            # an ID token too big for the cookie is not kept: the provider is sent client_id alone
+            provider.claims = {"groups": ["group-%04d" % i for i in range(400)]}
+            assert sign_in(client).status_code == 200
+            query = parse_qs(urlparse(signed_out(client)).query)
+            assert "id_token_hint" not in query and query["client_id"] == [CLIENT_ID]
+    finally:
+        provider.reset()
+
+
 def _served_client(tmp_path, monkeypatch, idp_key, ui: dict, **extra):
     from pressor.service.app import SETTINGS_ENV, Settings
     from pressor.service.ui.served import create_served_app

@@ -1,6 +1,6 @@
 """OpenID Connect for the served web app: the provider's discovery document and keys, the
-authorization request (code flow, PKCE S256), the code exchange at the token endpoint, and the
-ID token's checks.
+authorization request (code flow, PKCE S256), the code exchange at the token endpoint, the
+ID token's checks, and the end-session URL of RP-initiated logout.
 
 Outbound requests go only to the configured issuer's host (and the hosts of endpoints the
 configuration names explicitly), over https (plain http only to 127.0.0.1/localhost), without
@@ -171,6 +171,43 @@ class OidcClient:
             return self._get_json(url)
         except ProviderUnavailable as exc:  # KeySet keeps the keys it has on ValueError
             raise ValueError(str(exc)) from exc
+
+    def end_session_endpoint(self) -> str | None:
+        """The provider's ``end_session_endpoint`` (RP-initiated logout) when its discovery document has a usable
+        one (on its hosts, https); None otherwise, or when the document cannot be had now (logged). With every
+        endpoint configured in ``ui.oidc`` discovery is not used, and neither is RP-initiated logout."""
+        s = self.settings
+        if s.authorization_endpoint and s.token_endpoint and s.jwks_uri:
+            return None
+        try:
+            value = self._discovered().get("end_session_endpoint")
+        except ProviderUnavailable as exc:
+            log.warning("sign-out: the identity provider's discovery document cannot be had (%s); "
+                        "signed out of pressor only", exc)
+            return None
+        if value is None:
+            return None
+        problem = url_problem(value, self.hosts) if isinstance(value, str) else f"{value!r} is not a URL"
+        if problem is None and any(c in value for c in "'\"<>\\ \t\r\n"):
+            problem = f"{value!r} holds quotes, angle brackets or white space"
+        if problem:
+            log.warning("sign-out: the identity provider's end_session_endpoint is not used (%s); "
+                        "signed out of pressor only", problem)
+            return None
+        return value
+
+    def end_session_url(self, *, id_token: str | None, post_logout_redirect_uri: str | None) -> str | None:
+        """Where the browser goes to sign out at the provider too (OpenID Connect RP-Initiated Logout 1.0):
+        ``end_session_endpoint`` with ``id_token_hint`` (when the session kept the ID token), ``client_id`` and
+        ``post_logout_redirect_uri`` when given; None when the provider has no usable endpoint."""
+        endpoint = self.end_session_endpoint()
+        if endpoint is None:
+            return None
+        query = {"id_token_hint": id_token} if id_token else {}
+        query["client_id"] = self.settings.client_id  # lets the provider check the redirect even without the hint
+        if post_logout_redirect_uri:
+            query["post_logout_redirect_uri"] = post_logout_redirect_uri
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(query)}"
 
     # -- the flow -------------------------------------------------------------------
     def authorization_url(self, redirect_uri: str, *, state: str, nonce: str, code_challenge: str) -> str:
