@@ -12,6 +12,7 @@ from typing import Any, Callable
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from . import outbound
 from .config import Config, Issuer, JwksSettings
 from pressor.engine.audit.replay_cache import MemoryReplayCache, ReplayCache
 
@@ -43,15 +44,16 @@ class KeySet:
     """One published JWKS: fetched on first use, kept ``cache_s``, fetched again for an unknown kid
     at most every ``min_refetch_s`` (so forged kids cannot make us hammer the issuer).
 
-    ``fetch`` (optional) reads the set's JSON from ``url`` where the caller must control how (the web
-    app's OpenID Connect provider: only its own hosts, no redirects); it signals failure with
-    ``ValueError`` or ``OSError``. Without it PyJWT's client fetches."""
+    ``fetch`` (optional) reads the set's JSON from ``url`` where the caller must narrow where it may go (the
+    web app's OpenID Connect provider: only its own hosts); it signals failure with ``ValueError``,
+    ``OSError`` or :class:`~pressor.service.outbound.Unreachable`. Without it the set is read by
+    :func:`~pressor.service.outbound.get_json_object`: https (http to the loopback only), no redirects
+    followed, ``timeout_s``, at most 1 MB."""
 
     def __init__(self, url: str, settings: JwksSettings, fetch: Callable[[str], Any] | None = None) -> None:
         self.url = url
         self._settings = settings
-        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, cache_keys=False, timeout=settings.timeout_s)
-        self._read = fetch
+        self._read = fetch or (lambda u: outbound.get_json_object(u, timeout_s=settings.timeout_s))
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
@@ -79,12 +81,11 @@ class KeySet:
             return
         self._attempted_at = now
         try:
-            jwk_set = (self._client.get_jwk_set(refresh=True) if self._read is None
-                       else jwt.PyJWKSet.from_dict(self._read(self.url)))
-        except (jwt.PyJWTError, ValueError, TypeError, OSError) as exc:
+            jwk_set = jwt.PyJWKSet.from_dict(self._read(self.url))
+        except (jwt.PyJWTError, ValueError, TypeError, OSError, outbound.Unreachable) as exc:
             log.warning("key set %s could not be fetched: %s", self.url, exc)
             if self._fetched_at is None:
-                raise KeySetUnavailable(f"the key set {self.url} could not be fetched") from exc
+                raise KeySetUnavailable(f"the key set {self.url} could not be fetched: {exc}") from exc
             return  # keep serving the keys we had
         keys = {}
         for jwk in jwk_set.keys:

@@ -11,6 +11,8 @@ from pressor.engine.errors import InputError, Problem
 from pressor.engine.evaluation.load import Document, load_document, loads_json
 from pressor.engine.evaluation.validate import schema_problems
 
+from .outbound import url_problem
+
 #: Environment variable through which ``pressor serve`` hands its options to every worker.
 SETTINGS_ENV = "PRESSOR_SERVE_SETTINGS"
 DEFAULT_ALGORITHMS = ("ES384", "RS384")
@@ -116,6 +118,13 @@ def load_config(path: str | None) -> Config:
         for j, spec in enumerate(item.get("keys", [])):
             key, kid = _public_key(spec, doc, f"/issuers/{i}/keys/{j}")
             keys[kid] = key
+        urls = [("jwks_url", item["jwks_url"])] if "jwks_url" in item else []
+        urls += [(f"jku/{j}", url) for j, url in enumerate(item.get("jku", ()))]
+        for where, url in urls:
+            problem = url_problem(url)
+            if problem:
+                raise InputError([Problem(f"{problem}: key sets are fetched over https only", **doc.where(f"/issuers/{i}/{where}"),
+                                          suggestion="give the key set's https URL (plain http is for 127.0.0.1/localhost)")])
         if item["iss"] in issuers:
             raise InputError([Problem(f"issuer {item['iss']!r} is listed twice", **doc.where(f"/issuers/{i}/iss"))])
         issuers[item["iss"]] = Issuer(item["iss"], keys, item.get("jwks_url"), tuple(item.get("jku", ())))

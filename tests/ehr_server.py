@@ -6,7 +6,8 @@ It serves, over real HTTP (``http.server``):
   MedicationAdministration, MedicationRequest and Procedure by ``patient``, ``code`` and ``combo-code``
   (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``, paged by ``_count`` with ``next``
   links; optionally only with ``Authorization: Bearer <--token>``;
-- published key sets at ``/jwks/{name}.json`` (set with ``PUT``), as an EHR publishes its JWKS;
+- published key sets at ``/jwks/{name}.json`` (set with ``PUT``), as an EHR publishes its JWKS; a ``PUT`` of
+  ``{"redirect": URL}`` makes that path answer 302 to URL instead;
 - control: ``POST /_control`` ``{"fail": {"Observation": 500 | "slow" | "offsite-next" | "not-json"}}``,
   ``GET /_requests`` (every request seen: path, query, authorization), ``POST /_reset``.
 
@@ -132,8 +133,14 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
                 store.requests.append({"path": url.path, "query": parse_qs(url.query),
                                        "authorization": self.headers.get("Authorization")})
             if url.path.startswith("/jwks/"):
-                if url.path in store.jwks:
-                    self._send(200, store.jwks[url.path], "application/json")
+                published = store.jwks.get(url.path)
+                if isinstance(published, dict) and set(published) == {"redirect"}:
+                    self.send_response(302)
+                    self.send_header("Location", published["redirect"])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif published is not None:
+                    self._send(200, published, "application/json")
                 else:
                     self._send(404, {"error": "no such key set"}, "application/json")
                 return

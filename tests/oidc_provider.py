@@ -8,7 +8,10 @@ code (single use, for the same client and redirect URI) and PKCE (``S256``: the 
 the challenge of the authorization request) before it issues an ID token signed with a key generated
 here. Tests change what it does through attributes: ``token_mode`` ("ok", "slow", "drop", "garbage",
 "500"), ``deny`` (an error to answer the authorization request with), ``claims`` (overrides of the ID
-token's claims), ``rotate()`` (a new signing key), ``discovery_issuer``.
+token's claims), ``rotate()`` (a new signing key), ``discovery_issuer``, ``end_session`` (publish an
+``end_session_endpoint``, ``/logout``: RP-initiated logout, which checks that ``id_token_hint`` is an ID
+token it issued to this client (expired or not), that ``client_id`` is this client, and that
+``post_logout_redirect_uri`` is one of ``post_logout_redirect_uris`` before redirecting there).
 """
 from __future__ import annotations
 
@@ -46,6 +49,9 @@ class FakeOidcProvider:
         self.claims: dict[str, Any] = {}
         self.subject = "dr.lee"
         self.discovery_issuer: str | None = None
+        self.end_session = False
+        self.post_logout_redirect_uris: set[str] = set()
+        self.issued: list[str] = []
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -64,6 +70,8 @@ class FakeOidcProvider:
     def reset(self) -> None:
         with self.lock:
             self.token_mode, self.deny, self.claims, self.discovery_issuer = "ok", None, {}, None
+            self.end_session = False
+            self.post_logout_redirect_uris.clear()
             self.requests.clear()
 
     def rotate(self, publish: bool = True) -> str:
@@ -80,7 +88,8 @@ class FakeOidcProvider:
 
     # -- what it answers ----------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:
-        return {"issuer": self.discovery_issuer or self.issuer, "authorization_endpoint": f"{self.issuer}/authorize",
+        logout = {"end_session_endpoint": f"{self.issuer}/logout"} if self.end_session else {}
+        return {**logout, "issuer": self.discovery_issuer or self.issuer, "authorization_endpoint": f"{self.issuer}/authorize",
                 "token_endpoint": f"{self.issuer}/token", "jwks_uri": f"{self.issuer}/jwks",
                 "response_types_supported": ["code"], "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"], "code_challenge_methods_supported": ["S256"],
@@ -113,6 +122,24 @@ class FakeOidcProvider:
             back["code"] = code
         sep = "&" if "?" in redirect else "?"
         return 302, {"Location": f"{redirect}{sep}{urlencode(back)}"}, b""
+
+    def logout(self, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        hint = query.get("id_token_hint")
+        if hint is not None:
+            try:
+                kid = jwt.get_unverified_header(hint)["kid"]
+                jwt.decode(hint, self.keys[kid].public_key(), algorithms=["ES256"], audience=self.client_id,
+                           issuer=self.issuer, options={"verify_exp": False})
+            except (jwt.PyJWTError, KeyError) as exc:
+                return 400, {"Content-Type": "text/plain"}, f"bad id_token_hint: {exc}".encode()
+        if query.get("client_id", self.client_id) != self.client_id:
+            return 400, {"Content-Type": "text/plain"}, b"unknown client_id"
+        back = query.get("post_logout_redirect_uri")
+        if back is None:
+            return 200, {"Content-Type": "text/plain"}, b"signed out"
+        if back not in self.post_logout_redirect_uris:
+            return 400, {"Content-Type": "text/plain"}, b"post_logout_redirect_uri not registered"
+        return 302, {"Location": back}, b""
 
     def token(self, headers: Any, form: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         mode = self.token_mode
@@ -155,6 +182,7 @@ class FakeOidcProvider:
                   **self.claims}
         claims = {k: v for k, v in claims.items() if v is not None}
         id_token = jwt.encode(claims, self.keys[self.signing_kid], algorithm="ES256", headers={"kid": self.signing_kid})
+        self.issued.append(id_token)
         if mode == "drop":
             raise ConnectionAbortedError("dropped on purpose")
         return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, json.dumps(
@@ -189,6 +217,8 @@ class FakeOidcProvider:
                     self._json(provider.jwks())
                 elif parts.path == "/authorize":
                     self._answer(*provider.authorize(query))
+                elif parts.path == "/logout" and provider.end_session:
+                    self._answer(*provider.logout(query))
                 else:
                     self._answer(404, {}, b"")
 

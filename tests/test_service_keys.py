@@ -4,6 +4,7 @@ Hooks sandbox's way (ES384, typ JWT, kid, jku to its published JWKS) with a key 
 locally; and every token problem, however odd, is a 401 and never a 500."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -265,3 +266,59 @@ def test_an_unreachable_key_set_is_a_401_and_a_broken_one_keeps_the_keys_held(se
         assert len(ehr.requests("/jwks/flaky.json")) == 2  # cache_s 0: it was asked again
     finally:
         srv.stop()
+
+
+# --- how key sets are fetched: no redirects, a size limit, https ----------------------------------
+
+
+def test_a_key_set_that_redirects_is_refused_and_a_direct_one_works(ehr, keys, tmp_path, signing_key):
+    # the redirect points at a valid key set holding the very key that signs: following it would accept the token
+    target = ehr.publish("redirect-target", {"keys": [public_jwk(keys["old"], "old", "ES384")]})
+    redirecting = ehr.publish("redirecting", {"redirect": target})
+    oversize = ehr.publish("oversize", {"keys": [public_jwk(keys["old"], "old", "ES384")], "padding": "x" * 1_100_000})
+    srv = configured_server(tmp_path, public_pem(signing_key),
+                            issuers_extra=[{"iss": "https://ehr.redirecting.invalid", "jwks_url": redirecting},
+                                           {"iss": "https://ehr.direct.invalid", "jwks_url": target},
+                                           {"iss": "https://ehr.oversize.invalid", "jwks_url": oversize}])
+    try:
+        path = f"/cds-services/{PATIENT_VIEW}"
+        r = post(srv, sign(keys["old"], srv, path, iss="https://ehr.redirecting.invalid", kid="old"), PATIENT_VIEW,
+                 hook_request("septic-adult"))
+        assert r.status_code == 401, r.text
+        message = r.json()["message"]
+        assert f"the key set {redirecting} could not be fetched" in message
+        assert "HTTP 302, a redirect to " + target in message and "redirects are not followed" in message
+        assert ehr.requests("/jwks/redirect-target.json") == []  # the redirect was not followed
+
+        direct = post(srv, sign(keys["old"], srv, path, iss="https://ehr.direct.invalid", kid="old"), PATIENT_VIEW,
+                      hook_request("septic-adult"))
+        assert direct.status_code == 200, direct.text
+        assert len(ehr.requests("/jwks/redirect-target.json")) == 1
+
+        big = post(srv, sign(keys["old"], srv, path, iss="https://ehr.oversize.invalid", kid="old"), PATIENT_VIEW,
+                   hook_request("septic-adult"))
+        assert big.status_code == 401 and "answered more than 1000000 bytes" in big.json()["message"], big.text
+        log = srv.stderr_path.read_text()
+        assert "Traceback" not in log and "redirects are not followed" in log
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("where, issuer", [
+    ("jwks_url", {"iss": "https://ehr.example.org", "jwks_url": "http://ehr.example.org/jwks.json"}),
+    ("jku/1", {"iss": "https://ehr.example.org", "jku": ["https://ehr.example.org/a.json", "http://ehr.example.org/b.json"]}),
+])
+def test_a_key_set_url_over_plain_http_is_refused_at_load(tmp_path, where, issuer):
+    from pressor.engine.errors import InputError
+    from pressor.service.config import load_config
+
+    path = tmp_path / "serve.json"
+    path.write_text(json.dumps({"issuers": [issuer]}))
+    with pytest.raises(InputError) as caught:
+        load_config(str(path))
+    problem = caught.value.problems[0]
+    assert problem.pointer == f"/issuers/0/{where}" and "must use https" in problem.message and problem.suggestion
+    loopback = {**issuer, **({"jwks_url": "http://127.0.0.1:8080/jwks.json"} if "jwks_url" in issuer
+                             else {"jku": ["http://localhost:8080/a.json"]})}
+    path.write_text(json.dumps({"issuers": [loopback]}))
+    assert load_config(str(path)).issuers["https://ehr.example.org"]

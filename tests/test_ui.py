@@ -256,6 +256,71 @@ def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now
     assert "hook-1" in page
 
 
+def test_a_record_made_under_a_site_profile_is_compared_and_replayed_with_that_profile(pack, audit_db, now, tmp_path):
+    """The profile raises the vasopressin threshold and the standard bag (dose parameters). A record made under it
+    is compared with its stored pack *under that profile*: against the next pack under the same profile there is
+    no difference (the pack without the profile would differ in every changed parameter and in behaviour)."""
+    import shutil
+
+    from pressor.engine.audit import AuditLog
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.engine.evaluation.pack import default_rules_dir, load_pack, rule_files
+
+    profile_file = EXAMPLES / "profiles" / "teaching-hospital-icu.yaml"
+    profiled = load_pack(profile=profile_file)
+    assert profiled.sha256 == pack.sha256 and profiled.profile is not None
+    state = {"patient": {"weight_kg": 72, "age_years": 68, "pregnant": False}, "shock": {"type": "septic"},
+             "vitals": {"map_mmhg": 50, "sbp_mmhg": 68, "dbp_mmhg": 40}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
+    with AuditLog.open(audit_db) as log:
+        record = log.append(profiled, state, evaluate(profiled, state, now=now), now=now, user="local:tester")
+    profile_sha = profiled.profile.sha256
+    changed = {p.name for p in profiled.profile.changed}
+    assert "vasopressin_start_norepinephrine_mcg_kg_min" in changed and "norepinephrine_standard_bag_mg" in changed
+
+    # the next pack (same rules, one file touched: another SHA-256), served under the same site profile
+    next_dir = tmp_path / "next-pack"
+    next_dir.mkdir()
+    for path in rule_files(default_rules_dir()):
+        shutil.copy(path, next_dir / path.name)
+    with open(next_dir / "references.yaml", "a", encoding="utf-8") as fh:
+        fh.write("# touched: a new pack SHA-256, the same content\n")
+    serving = load_pack(next_dir, profile=profile_file)
+    assert serving.sha256 != pack.sha256
+    ctx = UiContext(pack=serving, auth=Auth.local("local:tester"), audit_path=audit_db,
+                    scenario_paths=(str(ROOT / "tests" / "scenarios"),))
+    with TestClient(create_ui_app(ctx), base_url="http://127.0.0.1") as client:
+        csrf = signed_in(ctx, client)
+        page = client.get(f"/ui/audit/{record.id}").text
+        key = f"stored:{pack.sha256}:{profile_sha}"
+        assert "site profile <strong>example-teaching-hospital-icu</strong>" in page
+        assert f'href="/ui/diff?old={key.replace(":", "%3A")}&amp;new=current"' in page
+        assert f'<option value="{key}"' in client.get("/ui/diff").text  # listed with its profile among the choices
+
+        same = client.get(f"/ui/diff?old={key}&new=current").text
+        assert "0 added, 0 removed, 0 changed;\n  0 behaviour changes" in same, same
+        # what comparing the stored pack without its profile shows: the profile's parameters, as if they had changed
+        bare = client.get(f"/ui/diff?old=stored:{pack.sha256}&new=current").text
+        counts = re.search(r"0 added, 0 removed, (\d+) changed;\s+(\d+) behaviour changes", bare)
+        assert counts and int(counts.group(1)) >= len(changed) and int(counts.group(2)) > 0, bare
+        assert "vasopressin_start_norepinephrine_mcg_kg_min" in bare and "diff-version-not-bumped" in bare
+
+        assert "the result is identical" in post(client, f"/ui/audit/{record.id}/replay", {"csrf_token": csrf}).text
+        missing = client.get(f"/ui/diff?old=stored:{pack.sha256}:{'0' * 64}&new=current").text
+        assert "is not stored in the audit log" in missing and "Traceback" not in missing
+
+    # served without the profile, the record's own pack is not "the pack being served": its parameters differ
+    plain = UiContext(pack=pack, auth=Auth.local("local:tester"), audit_path=audit_db)
+    with TestClient(create_ui_app(plain), base_url="http://127.0.0.1") as client:
+        signed_in(plain, client)
+        page = client.get(f"/ui/audit/{record.id}").text
+        assert "being served)" not in page and "compare with the pack being served" in page
+    same_ctx = UiContext(pack=profiled, auth=Auth.local("local:tester"), audit_path=audit_db)
+    with TestClient(create_ui_app(same_ctx), base_url="http://127.0.0.1") as client:
+        signed_in(same_ctx, client)
+        page = client.get(f"/ui/audit/{record.id}").text
+        assert "(the pack and site profile being served)" in page and "compare with the pack being served" not in page
+
+
 def test_a_fhir_bundle_can_be_pasted(local):
     ctx, client = local
     csrf = signed_in(ctx, client)
@@ -562,6 +627,55 @@ def test_sign_out_ends_the_session_even_for_a_copy_of_its_cookie(served):
     assert post(client, "/ui/audit/verify", {"csrf_token": csrf}).status_code == 401
     client.cookies.clear()
     assert sign_in(client).status_code == 200 and client.get("/ui/").status_code == 200  # a new session is a new id
+
+
+def test_sign_out_at_a_provider_with_an_end_session_endpoint(served, provider, tmp_path, monkeypatch, idp_key):
+    """RP-initiated logout: the local session ends as before, then the browser goes to the provider's
+    end_session_endpoint with the ID token as id_token_hint and the app's configured URL to come back to."""
+    import httpx
+
+    def signed_out(client) -> str:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/ui/").text).group(1)
+        copied = client.cookies.get(COOKIE)
+        response = post(client, "/ui/logout", {"csrf_token": csrf}, origin="http://127.0.0.1")
+        assert response.status_code == 200 and any(c.startswith(f'{COOKIE}=""') for c in response.headers.get_list("set-cookie"))
+        # the local session is over, for a copy of its cookie too
+        client.cookies.set(COOKIE, copied, path="/ui")
+        assert client.get("/ui/audit").status_code == 401
+        client.cookies.clear()
+        url = re.search(r'<meta http-equiv="refresh" content="0;url=([^"]+)">', response.text).group(1)
+        return url.replace("&amp;", "&")
+
+    # without an end_session_endpoint (the module's app): signing out stays local, back to /ui/
+    assert sign_in(served).status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', served.get("/ui/").text).group(1)
+    local = served.post("/ui/logout", content=urlencode({"csrf_token": csrf}), follow_redirects=False,
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert local.status_code == 303 and local.headers["location"] == "/ui/" and not provider.paths("/logout")
+
+    provider.end_session = True
+    provider.post_logout_redirect_uris.add("http://127.0.0.1/ui/")
+    try:  # a new app: the module's app keeps the discovery document it read (an hour)
+        with _served_client(tmp_path, monkeypatch, idp_key, _oidc(provider), base_url="http://127.0.0.1") as client:
+            assert sign_in(client).status_code == 200
+            url = signed_out(client)
+            parts = urlparse(url)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{provider.issuer}/logout"
+            assert query == {"id_token_hint": provider.issued[-1], "client_id": CLIENT_ID,
+                             "post_logout_redirect_uri": "http://127.0.0.1/ui/"}
+            # the provider accepts the hint and sends the browser back to the app's own sign-in page
+            at_idp = httpx.get(url, follow_redirects=False, timeout=10)
+            assert at_idp.status_code == 302 and at_idp.headers["location"] == "http://127.0.0.1/ui/", at_idp.text
+            assert client.get("/ui/").status_code == 401
+
+            # an ID token too big for the cookie is not kept: the provider is sent client_id alone
+            provider.claims = {"groups": ["group-%04d" % i for i in range(400)]}
+            assert sign_in(client).status_code == 200
+            query = parse_qs(urlparse(signed_out(client)).query)
+            assert "id_token_hint" not in query and query["client_id"] == [CLIENT_ID]
+    finally:
+        provider.reset()
 
 
 def _served_client(tmp_path, monkeypatch, idp_key, ui: dict, **extra):

@@ -181,6 +181,11 @@ class AuditRecord:
         return json.loads(self.result_json)
 
     @property
+    def profile(self) -> dict[str, Any] | None:
+        """The site profile the record was made under (``name``, ``sha256``, ``changed``), if any."""
+        return recorded_profile(self.result)
+
+    @property
     def input(self) -> Any:
         """The stored input, parsed (None in hash mode)."""
         return None if self.input_json is None else json.loads(self.input_json)

@@ -123,20 +123,42 @@ def replay(log: "AuditLog", ref: str, *, state: Any = None, profile_text: str | 
 
 def replay_pack(log: "AuditLog", record: AuditRecord, result: dict[str, Any] | None = None,
                 profile_text: str | None = None) -> RulePack:
-    """The record's pack with its site profile, rebuilt from the stored texts in a temporary
-    directory and loaded (once per open log: durable-rules cannot free a compiled pack safely
-    and completely). ``result``: the record's parsed Result; ``profile_text``: the profile when
-    the log does not hold it."""
+    """The record's pack with its site profile (see :func:`rebuilt_pack`). ``result``: the record's
+    parsed Result; ``profile_text``: the profile when the log does not hold it."""
+    profile = recorded_profile(record.result if result is None else result)
+    if profile is not None:
+        profile_text = _profile_text(log, record, profile, profile_text)
+    return rebuilt_pack(log, record.pack_sha256, profile_text, of=f"record #{record.seq}")
+
+
+def stored_pack_under(log: "AuditLog", pack_sha: str, profile_sha: str | None = None) -> RulePack:
+    """A pack stored in the log with a site profile stored in the log applied (``profile_sha`` None:
+    the pack's own parameter values): what a record made under that pack and profile was evaluated with."""
+    profile_text = None
+    if profile_sha is not None:
+        profile_text = log.stored_profile(profile_sha)
+        if profile_text is None:
+            raise AuditError.single(f"site profile {profile_sha} is not stored in the audit log (a record made "
+                                    "before the log stored profiles names one it does not hold)", file=log.where,
+                                    suggestion="replay such a record with `pressor audit replay ID --profile FILE`")
+        if sha256_text(profile_text) != profile_sha:
+            raise AuditError.single(f"the stored site profile {profile_sha[:12]} was altered (its text no longer hashes "
+                                    "to its SHA-256)", file=log.where,
+                                    suggestion="run `pressor audit verify`; keep the log for investigation")
+    return rebuilt_pack(log, pack_sha, profile_text, of=f"stored pack {pack_sha[:12]}")
+
+
+def rebuilt_pack(log: "AuditLog", pack_sha: str, profile_text: str | None, *, of: str) -> RulePack:
+    """A stored pack with ``profile_text`` (a site profile) applied, rebuilt from the stored texts in a
+    temporary directory and loaded (once per open log: durable-rules cannot free a compiled pack
+    safely and completely). ``of`` names what asked, for the errors."""
     from ..evaluation.pack import load_pack
 
-    profile = recorded_profile(record.result if result is None else result)
-    key = record.pack_sha256 + (f"+{profile['sha256']}" if profile else "")
+    key = pack_sha + (f"+{sha256_text(profile_text)}" if profile_text is not None else "")
     pack = log.replay_packs.get(key)
     if pack is not None:
         return pack
-    _, _, files = log.stored_pack(record.pack_sha256)
-    if profile is not None:
-        profile_text = _profile_text(log, record, profile, profile_text)
+    _, _, files = log.stored_pack(pack_sha)
     with tempfile.TemporaryDirectory(prefix="pressor-replay-") as tmp:
         directory = Path(tmp, "pack")
         directory.mkdir()
@@ -155,10 +177,10 @@ def replay_pack(log: "AuditLog", record: AuditRecord, result: dict[str, Any] | N
             pack = load_pack(directory, profile=profile_path)
         except (RuleFileError, InputError) as exc:
             what = "rule pack" if isinstance(exc, RuleFileError) else "site profile"
-            raise AuditError([Problem(f"the {what} of record #{record.seq} no longer loads in this pressor version"),
+            raise AuditError([Problem(f"the {what} of {of} no longer loads in this pressor version"),
                               *exc.problems]) from exc
-    if pack.sha256 != record.pack_sha256:
-        raise AuditError.single(f"the rebuilt pack hashes to {pack.sha256}, not the recorded {record.pack_sha256}",
+    if pack.sha256 != pack_sha:
+        raise AuditError.single(f"the rebuilt pack hashes to {pack.sha256}, not the recorded {pack_sha}",
                                 file=log.where)
     log.replay_packs[key] = pack
     return pack

@@ -430,6 +430,12 @@ class AuditLog:
 
         return replay(self, ref, state=state, profile_text=profile_text)
 
+    def stored_pack_under(self, pack_sha: str, profile_sha: str | None = None) -> RulePack:
+        """A stored pack, loaded with a stored site profile applied (see :func:`.replay.stored_pack_under`)."""
+        from .replay import stored_pack_under
+
+        return stored_pack_under(self, pack_sha, profile_sha)
+
     def export(self, fmt: str, out: TextIO, *, kind: str = "records", progress: Callable[[int], None] | None = None) -> int:
         """Every record or feedback entry to ``out``, streamed (see :func:`.export.export`); how many."""
         from .export import export

@@ -33,7 +33,7 @@ from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, Session
 from .oidc import ProviderUnavailable
-from .context import UiContext
+from .context import UiContext, stored_key
 from .words import Wording
 
 HERE = Path(__file__).resolve().parent
@@ -199,8 +199,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             return _render(request, "signin.html", 404, ctx=ctx, session=None, message="this server does not use an identity provider")
         params = {k: v for k, v in request.query_params.items() if len(v) <= 8192}
         try:
-            sub = await run_in_threadpool(ctx.auth.finish_sign_in, params, request.cookies.get(SIGN_IN_COOKIE),
-                                          callback_url(request, ctx))
+            sub, id_token = await run_in_threadpool(ctx.auth.finish_sign_in, params, request.cookies.get(SIGN_IN_COOKIE),
+                                                    callback_url(request, ctx))
         except AuthFailure as exc:
             return sign_in_failed(request, ctx, 401, str(exc))
         except ProviderUnavailable as exc:
@@ -208,7 +208,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         # A SameSite=Strict cookie is not sent on a redirect that continues a cross-site navigation;
         # a same-origin page that moves on by itself is.
         response = _render(request, "signed_in.html", ctx=ctx, session=None)
-        response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub), **ctx.auth.cookie_options())
+        response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token), **ctx.auth.cookie_options())
         response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
         return response
 
@@ -221,7 +221,15 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             import logging
 
             logging.getLogger("pressor.serve.ui").error("sign-out could not be recorded: %r", exc)
-        response = RedirectResponse(f"{PREFIX}/", status_code=303)
+        # Then out of the identity provider too when it offers RP-initiated logout, coming back only to our own
+        # configured URL. A page that moves on by itself, not a redirect: CSP form-action 'self' would stop a
+        # form POST redirected to another origin.
+        back = f"{ctx.base_url}{PREFIX}/" if ctx.base_url else None
+        at_provider = await run_in_threadpool(ctx.auth.end_session_url, session, back)
+        if at_provider:
+            response: Response = _render(request, "signed_out.html", ctx=ctx, session=None, end_session_url=at_provider)
+        else:
+            response = RedirectResponse(f"{PREFIX}/", status_code=303)
         response.delete_cookie(COOKIE, path=PREFIX)
         return response
 
@@ -590,7 +598,13 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         except AuditError as exc:
             return _render(request, "message.html", 404, title="Audit record", message=str(exc))
         rec = data["rec"]
-        return _render(request, "audit_record.html", **data, result=rec.result, input=rec.input)
+        result = rec.result
+        profile = rec.profile
+        # compared with the pack it was evaluated with: its stored pack under the site profile it names
+        compare = stored_key(rec.pack_sha256, profile)
+        serving = stored_key(ctx.pack.sha256, ctx.pack.profile.to_dict() if ctx.pack.profile else None)
+        return _render(request, "audit_record.html", **data, result=result, input=rec.input, profile=profile,
+                       compare=None if compare == serving else compare)
 
     @app.post(f"{PREFIX}/audit/verify")
     async def audit_verify(request: Request) -> HTMLResponse:

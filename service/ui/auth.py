@@ -5,7 +5,8 @@ the session's CSRF token), HttpOnly, SameSite=Strict, Path=/ui, Secure over HTTP
 patient data and work across the service's worker processes as long as the workers share the
 secret (``pressor serve`` hands one to them). Signing out records the session id as ended until
 the session would have expired (:class:`Marks`), and every request checks it, so a copy of the
-cookie stops working too.
+cookie stops working too; when the identity provider offers RP-initiated logout the session also
+keeps the ID token, and signing out continues at the provider (:meth:`Auth.end_session_url`).
 
 Two ways in:
 
@@ -47,6 +48,8 @@ SIGN_IN_COOKIE = "pressor_ui_signin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SESSION_SECONDS = 8 * 3600
+#: Largest session cookie (name and value) made: browsers keep at least 4096 bytes per cookie with its attributes.
+MAX_COOKIE_BYTES = 3800
 SIGN_IN_SECONDS = 600
 
 
@@ -70,6 +73,8 @@ class Session:
     exp: float
     csrf: str
     sid: str = ""
+    #: The ID token of the sign-in, kept only when the provider offers RP-initiated logout (its ``id_token_hint``).
+    id_token: str | None = None
 
 
 class Marks:
@@ -195,7 +200,9 @@ class Auth:
         except Exception as exc:  # noqa: BLE001 - a shared store that fails lets nobody in
             log.error("the web app's session store failed: %r", exc)
             return None
-        return Session(payload["sub"], payload["exp"], payload["csrf"], payload["sid"])
+        id_token = payload.get("idt")
+        return Session(payload["sub"], payload["exp"], payload["csrf"], payload["sid"],
+                       id_token if isinstance(id_token, str) else None)
 
     def end_session(self, session: Session) -> None:
         """Sign-out: the session id is refused from now until the session would have expired."""
@@ -205,10 +212,27 @@ class Auth:
     def _insecure_csrf(self) -> str:
         return _b64(hmac.new(self.signer.secret, b"insecure-csrf", hashlib.sha256).digest())
 
-    def new_session_cookie(self, sub: str) -> str:
-        """The cookie value of a new session for ``sub``."""
-        return self.signer.sign({"sub": sub, "exp": time.time() + self.session_seconds, "csrf": secrets.token_urlsafe(24),
-                                 "sid": secrets.token_urlsafe(16)})
+    def new_session_cookie(self, sub: str, id_token: str | None = None) -> str:
+        """The cookie value of a new session for ``sub``, keeping ``id_token`` (for sign-out at the provider)
+        unless that would make the cookie too big for browsers."""
+        payload = {"sub": sub, "exp": time.time() + self.session_seconds, "csrf": secrets.token_urlsafe(24),
+                   "sid": secrets.token_urlsafe(16)}
+        plain = self.signer.sign(payload)
+        if id_token is None:
+            return plain
+        with_token = self.signer.sign({**payload, "idt": id_token})
+        if len(COOKIE) + len(with_token) <= MAX_COOKIE_BYTES:
+            return with_token
+        log.warning("the ID token (%d characters) is too big to keep in the session cookie: signing out at the "
+                    "identity provider will send client_id without id_token_hint", len(id_token))
+        return plain
+
+    def end_session_url(self, session: Session, post_logout_redirect_uri: str | None) -> str | None:
+        """Where the browser goes next to sign out at the identity provider too (None: the provider offers no
+        RP-initiated logout, or it cannot be reached now; the local sign-out stands either way)."""
+        if self.mode != "oidc" or self.oidc is None:
+            return None
+        return self.oidc.end_session_url(id_token=session.id_token, post_logout_redirect_uri=post_logout_redirect_uri)
 
     def cookie_options(self) -> dict[str, Any]:
         """Attributes of the session cookie."""
@@ -248,9 +272,10 @@ class Auth:
                                        code_challenge=challenge)
         return url, browser
 
-    def finish_sign_in(self, params: Mapping[str, str], browser: str | None, redirect_uri: str) -> str:
+    def finish_sign_in(self, params: Mapping[str, str], browser: str | None, redirect_uri: str) -> tuple[str, str | None]:
         """Check the provider's answer (query of the callback) and the browser's sign-in cookie, spend
-        the state, exchange the code, check the ID token; ``iss|sub`` of the user.
+        the state, exchange the code, check the ID token; ``iss|sub`` of the user, and the ID token when
+        the provider offers RP-initiated logout (the session keeps it as the ``id_token_hint``).
 
         :class:`SignInRefused` (401) or :class:`ProviderUnavailable` (502) otherwise."""
         client = self._provider()
@@ -280,7 +305,8 @@ class Auth:
         tokens = client.exchange(code, redirect_uri, self._derived("pkce", state["id"]))
         claims = client.verify_id_token(tokens["id_token"], nonce=self._derived("nonce", state["id"]),
                                         access_token=tokens.get("access_token"))
-        return f"{claims['iss']}|{claims['sub']}"
+        keep = tokens["id_token"] if client.end_session_endpoint() is not None else None
+        return f"{claims['iss']}|{claims['sub']}", keep
 
     def sign_in_cookie_options(self) -> dict[str, Any]:
         """Attributes of :data:`SIGN_IN_COOKIE`."""

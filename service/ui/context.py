@@ -2,7 +2,6 @@
 and the authoring reports (lint, scenario run, loaded comparison packs), computed once each."""
 from __future__ import annotations
 
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -120,19 +119,26 @@ class UiContext:
     # -- packs to compare -----------------------------------------------------
     def comparable_packs(self) -> list[tuple[str, str]]:
         """``(key, label)`` of every pack the diff view can compare: this one, the ``--compare``
-        directories, and every pack stored in the audit log."""
+        directories, and every pack stored in the audit log with each site profile records were made
+        under it with (key ``stored:{pack sha}`` or ``stored:{pack sha}:{profile sha}``)."""
         from pressor.engine.audit import AuditLog
 
-        out = [("current", f"{self.pack.name} {self.pack.version} (serving, {self.pack.sha256[:12]})")]
+        out = [("current", f"{self.pack.name} {self.pack.version} (serving, {self.pack.sha256[:12]}"
+                           f"{_profile_label(self.pack.profile.to_dict()) if self.pack.profile else ''})")]
         out += [(f"dir:{i}", f"{d}") for i, d in enumerate(self.compare_dirs)]
         try:
             with AuditLog.open(self.audit_path, create=False) as log:
                 seen: dict[str, str] = {}
                 for record in log.records():
-                    seen.setdefault(record.pack_sha256, f"{record.pack_name} {record.pack_version}")
+                    # only a Result that names a profile is parsed: most records of a long log are not
+                    profile = record.profile if '"profile"' in record.result_json else None
+                    seen.setdefault(stored_key(record.pack_sha256, profile),
+                                    f"{record.pack_name} {record.pack_version} (audit log, {record.pack_sha256[:12]}"
+                                    f"{_profile_label(profile) if profile else ''})")
         except AuditError:
             seen = {}
-        out += [(f"stored:{sha}", f"{label} (audit log, {sha[:12]})") for sha, label in seen.items() if sha != self.pack.sha256]
+        serving = stored_key(self.pack.sha256, self.pack.profile.to_dict() if self.pack.profile else None)
+        out += [(key, label) for key, label in seen.items() if key != serving]
         return out
 
     def pack_by_key(self, key: str) -> RulePack:
@@ -147,19 +153,27 @@ class UiContext:
                 raise KeyError(key)
             return self._cached(key, lambda: load_pack(self.compare_dirs[index]))
         if key.startswith("stored:"):
-            return self._cached(key, lambda: self._stored_pack(key[7:]))
+            pack_sha, _, profile_sha = key[7:].partition(":")
+            if not _is_sha256(pack_sha) or (profile_sha and not _is_sha256(profile_sha)):
+                raise KeyError(key)
+            return self._cached(key, lambda: self._stored_pack(pack_sha, profile_sha or None))
         raise KeyError(key)
 
-    def _stored_pack(self, sha: str) -> RulePack:
+    def _stored_pack(self, pack_sha: str, profile_sha: str | None) -> RulePack:
         from pressor.engine.audit import AuditLog
-        from pressor.engine.evaluation.pack import load_pack
 
         with AuditLog.open(self.audit_path, create=False) as log:
-            _, _, files = log.stored_pack(sha)
-        with tempfile.TemporaryDirectory(prefix="pressor-ui-pack-") as tmp:
-            for name, text in files.items():
-                if Path(name).name != name:
-                    raise AuditError.single(f"stored pack file name '{name}' is not a plain file name")
-                with open(Path(tmp, name), "w", encoding="utf-8", newline="") as fh:
-                    fh.write(text)
-            return load_pack(tmp)
+            return log.stored_pack_under(pack_sha, profile_sha)
+
+
+def stored_key(pack_sha: str, profile: dict[str, Any] | None) -> str:
+    """The diff view's key of a stored pack with the site profile a record names (None: no profile)."""
+    return f"stored:{pack_sha}" + (f":{profile['sha256']}" if profile else "")
+
+
+def _profile_label(profile: dict[str, Any]) -> str:
+    return f", site profile {profile.get('name')} {profile['sha256'][:12]}"
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

@@ -1,6 +1,6 @@
 """OpenID Connect for the served web app: the provider's discovery document and keys, the
-authorization request (code flow, PKCE S256), the code exchange at the token endpoint, and the
-ID token's checks.
+authorization request (code flow, PKCE S256), the code exchange at the token endpoint, the
+ID token's checks, and the end-session URL of RP-initiated logout.
 
 Outbound requests go only to the configured issuer's host (and the hosts of endpoints the
 configuration names explicitly), over https (plain http only to 127.0.0.1/localhost), without
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import quote_plus, urlencode, urlsplit
 
+from pressor.service import outbound
 from pressor.service.auth import AuthError, KeySet, KeySetUnavailable, _check_key_fits
 from pressor.service.config import JwksSettings
 
@@ -31,9 +32,6 @@ log = logging.getLogger("pressor.serve.ui")
 #: ID token algorithms accepted unless the configuration narrows them (never ``none`` or HMAC).
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "RS384", "ES384", "PS256", "PS384")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-#: Largest discovery document, key set or token response read (bytes).
-MAX_RESPONSE_BYTES = 1_000_000
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
@@ -47,18 +45,7 @@ class ProviderUnavailable(Exception):
 
 def url_problem(url: str, hosts: frozenset[str] | None = None) -> str | None:
     """Why ``url`` may not be called (None when it may): https, or http to the loopback; a host from ``hosts``."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return f"{url!r} is not a URL"
-    if not host or parts.scheme not in ("https", "http"):
-        return f"{url!r} is not an http(s) URL"
-    if parts.scheme == "http" and host not in LOOPBACK:
-        return f"{url!r} must use https (plain http only to 127.0.0.1 or localhost)"
-    if hosts is not None and host not in hosts:
-        return f"{url!r} is not on the identity provider's hosts ({', '.join(sorted(hosts))})"
-    return None
+    return outbound.url_problem(url, hosts, whose="the identity provider's hosts")
 
 
 @dataclass(frozen=True)
@@ -100,38 +87,23 @@ class OidcClient:
     # -- outbound HTTP ----------------------------------------------------------
     def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         """Status and JSON body of one request to the provider; :class:`ProviderUnavailable` if none came."""
-        import httpx
-
         problem = url_problem(url, self.hosts)
         if problem:
             raise ProviderUnavailable(problem)
         try:
-            with httpx.Client(timeout=self.settings.timeout_s, follow_redirects=False) as client:
-                with client.stream(method, url, headers={"Accept": "application/json", **kwargs.pop("headers", {})},
-                                   **kwargs) as response:
-                    body = bytearray()
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > MAX_RESPONSE_BYTES:
-                            raise ProviderUnavailable(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
-                    status = response.status_code
-        except httpx.TimeoutException as exc:
-            raise ProviderUnavailable(f"{url} did not answer within {self.settings.timeout_s:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"{url} could not be reached ({type(exc).__name__})") from exc
-        from pressor.engine.errors import PressorError
-        from pressor.engine.evaluation.load import loads_json
-
-        try:  # strict, as every JSON from outside: no duplicate keys, no NaN, bounded nesting
-            return status, loads_json(body.decode("utf-8"), file=url)
-        except (PressorError, UnicodeDecodeError):
-            return status, None
+            status, data, _ = outbound.request_json(method, url, timeout_s=self.settings.timeout_s, **kwargs)
+        except outbound.Unreachable as exc:
+            raise ProviderUnavailable(str(exc)) from exc
+        return status, data
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        status, data = self._request("GET", url)
-        if status != 200 or not isinstance(data, dict):
-            raise ProviderUnavailable(f"{url} answered HTTP {status}" + ("" if isinstance(data, dict) else ", not a JSON object"))
-        return data
+        problem = url_problem(url, self.hosts)
+        if problem:
+            raise ProviderUnavailable(problem)
+        try:
+            return outbound.get_json_object(url, timeout_s=self.settings.timeout_s)
+        except outbound.Unreachable as exc:
+            raise ProviderUnavailable(str(exc)) from exc
 
     # -- discovery and keys -------------------------------------------------------
     def endpoints(self) -> dict[str, str]:
@@ -199,6 +171,43 @@ class OidcClient:
             return self._get_json(url)
         except ProviderUnavailable as exc:  # KeySet keeps the keys it has on ValueError
             raise ValueError(str(exc)) from exc
+
+    def end_session_endpoint(self) -> str | None:
+        """The provider's ``end_session_endpoint`` (RP-initiated logout) when its discovery document has a usable
+        one (on its hosts, https); None otherwise, or when the document cannot be had now (logged). With every
+        endpoint configured in ``ui.oidc`` discovery is not used, and neither is RP-initiated logout."""
+        s = self.settings
+        if s.authorization_endpoint and s.token_endpoint and s.jwks_uri:
+            return None
+        try:
+            value = self._discovered().get("end_session_endpoint")
+        except ProviderUnavailable as exc:
+            log.warning("sign-out: the identity provider's discovery document cannot be had (%s); "
+                        "signed out of pressor only", exc)
+            return None
+        if value is None:
+            return None
+        problem = url_problem(value, self.hosts) if isinstance(value, str) else f"{value!r} is not a URL"
+        if problem is None and any(c in value for c in "'\"<>\\ \t\r\n"):
+            problem = f"{value!r} holds quotes, angle brackets or white space"
+        if problem:
+            log.warning("sign-out: the identity provider's end_session_endpoint is not used (%s); "
+                        "signed out of pressor only", problem)
+            return None
+        return value
+
+    def end_session_url(self, *, id_token: str | None, post_logout_redirect_uri: str | None) -> str | None:
+        """Where the browser goes to sign out at the provider too (OpenID Connect RP-Initiated Logout 1.0):
+        ``end_session_endpoint`` with ``id_token_hint`` (when the session kept the ID token), ``client_id`` and
+        ``post_logout_redirect_uri`` when given; None when the provider has no usable endpoint."""
+        endpoint = self.end_session_endpoint()
+        if endpoint is None:
+            return None
+        query = {"id_token_hint": id_token} if id_token else {}
+        query["client_id"] = self.settings.client_id  # lets the provider check the redirect even without the hint
+        if post_logout_redirect_uri:
+            query["post_logout_redirect_uri"] = post_logout_redirect_uri
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(query)}"
 
     # -- the flow -------------------------------------------------------------------
     def authorization_url(self, redirect_uri: str, *, state: str, nonce: str, code_challenge: str) -> str:
