@@ -327,6 +327,20 @@ def test_replay_of_a_fresh_record_is_identical(log, pack, states, now):
         assert outcome.identical and outcome.differences == ()
 
 
+def test_replay_leaves_the_pack_cache_alone(log, pack, states, now, tmp_path, monkeypatch):
+    """A replay rebuilds the stored pack in a temporary directory that is never loaded again: it is loaded
+    without the pack cache, so replays do not push the useful entries out of it."""
+    from pressor.engine.evaluation import pack_cache
+
+    cache = tmp_path / "pack-cache"
+    monkeypatch.setenv(pack_cache.ENV, str(cache))
+    rec = fill(log, pack, states, now, 1)[0]
+    assert log.replay(rec.id).identical
+    with AuditLog.open(log.where) as again:  # a new log object rebuilds the pack again (the web app opens one per request)
+        assert again.replay(rec.id).identical
+    assert not list(cache.glob("*.pack"))
+
+
 def test_replay_with_drafts_uses_the_stored_flag(log, pack, states, now):
     result = evaluate(pack, states[0], now=now, include_draft=True)
     rec = log.append(pack, states[0], result, now=now, user="u")

@@ -174,7 +174,7 @@ def rebuilt_pack(log: "AuditLog", pack_sha: str, profile_text: str | None, *, of
             with open(profile_path, "w", encoding="utf-8", newline="") as fh:
                 fh.write(profile_text)
         try:
-            pack = load_pack(directory, profile=profile_path)
+            pack = load_pack(directory, profile=profile_path, cache=False)  # a temporary directory: never loaded again
         except (RuleFileError, InputError) as exc:
             what = "rule pack" if isinstance(exc, RuleFileError) else "site profile"
             raise AuditError([Problem(f"the {what} of {of} no longer loads in this pressor version"),

@@ -50,11 +50,13 @@ def rule_files(directory: Path) -> list[Path]:
 
 
 def load_pack(directory: str | Path | None = None, *, check_examples: bool = False,
-              profile: str | Path | None = None) -> RulePack:
+              profile: str | Path | None = None, cache: bool = True) -> RulePack:
     """Load, validate and check the pack in ``directory`` (default: the bundled rules).
 
     ``profile`` is a site profile file overriding parameter values within their ranges
     (:mod:`.parameters`); parameters are resolved to constants before anything compiles.
+    ``cache=False`` loads from the files without the pack cache: for a directory that is never loaded
+    again (a stored pack written to a temporary directory), whose entry would only push useful ones out.
     Raises :class:`RuleFileError` listing every problem found (a bad profile: :class:`InputError`).
     Warnings (for example citations of references the source does not list) are kept on ``pack.warnings``.
     """
@@ -64,7 +66,7 @@ def load_pack(directory: str | Path | None = None, *, check_examples: bool = Fal
     files = rule_files(directory)
     if not files:
         raise RuleFileError.single("no .yaml rule files in the directory", file=str(directory))
-    if check_examples:
+    if check_examples or not cache:
         return _Builder(directory, files, check_examples, profile).build()
     return _load_cached(directory, files, profile)
 
