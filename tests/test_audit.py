@@ -293,6 +293,16 @@ def test_verify_catches_an_altered_stored_pack(log, pack, states, now, audit_db)
     assert any("rule pack" in r and "altered" in r for r in bad.reasons)
 
 
+def test_replay_refuses_a_stored_pack_altered_after_it_was_rebuilt(log, pack, states, now, audit_db):
+    """Rebuilt packs are kept for the process, but every replay first checks that what the log stores still
+    hashes to the record's pack: an alteration made after an earlier replay is refused, not hidden by it."""
+    rec = fill(log, pack, states, now, 1)[0]
+    assert log.replay(rec.id).identical
+    attacker(audit_db).execute("UPDATE packs SET files_json = replace(files_json, 'mcg/kg/min', 'mg/kg/min')")
+    with pytest.raises(AuditError, match="altered"):
+        log.replay(rec.id)
+
+
 def test_an_anchor_catches_a_chain_rebuilt_from_some_record_on(log, pack, states, now, audit_db):
     recs = fill(log, pack, states, now, 4)
     published = (4, recs[3].record_hash)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -148,17 +149,37 @@ def stored_pack_under(log: "AuditLog", pack_sha: str, profile_sha: str | None = 
     return rebuilt_pack(log, pack_sha, profile_text, of=f"stored pack {pack_sha[:12]}")
 
 
+#: Packs rebuilt for replay, by SHA-256 (and the site profile's), for the life of the process: a pack and a
+#: profile with these hashes are the same whichever log holds them, a log opened per request (the web app)
+#: would otherwise rebuild and compile the pack each time, and durable-rules cannot free a compiled pack
+#: safely and completely. A log holds a few packs (versions times profiles), so this stays small.
+_REBUILT: dict[str, RulePack] = {}
+_REBUILT_LOCK = threading.Lock()
+
+
 def rebuilt_pack(log: "AuditLog", pack_sha: str, profile_text: str | None, *, of: str) -> RulePack:
     """A stored pack with ``profile_text`` (a site profile) applied, rebuilt from the stored texts in a
-    temporary directory and loaded (once per open log: durable-rules cannot free a compiled pack
-    safely and completely). ``of`` names what asked, for the errors."""
-    from ..evaluation.pack import load_pack
+    temporary directory and loaded (once per process, see :data:`_REBUILT`). ``of`` names what asked,
+    for the errors."""
+    from ..evaluation.pack import pack_sha256
 
     key = pack_sha + (f"+{sha256_text(profile_text)}" if profile_text is not None else "")
-    pack = log.replay_packs.get(key)
-    if pack is not None:
-        return pack
     _, _, files = log.stored_pack(pack_sha)
+    # What this log stores must still be that pack, even when the pack was rebuilt before (a few ms)
+    if pack_sha256({name: sha256_text(text) for name, text in files.items()}) != pack_sha:
+        raise AuditError.single(f"the stored rule pack {pack_sha[:12]} of {of} was altered (its files no longer hash "
+                                "to its SHA-256)", file=log.where,
+                                suggestion="run `pressor audit verify`; keep the log for investigation")
+    with _REBUILT_LOCK:
+        pack = _REBUILT.get(key)
+        if pack is None:
+            pack = _REBUILT[key] = _rebuild(log, pack_sha, files, profile_text, of=of)
+    return pack
+
+
+def _rebuild(log: "AuditLog", pack_sha: str, files: dict[str, str], profile_text: str | None, *, of: str) -> RulePack:
+    from ..evaluation.pack import load_pack
+
     with tempfile.TemporaryDirectory(prefix="pressor-replay-") as tmp:
         directory = Path(tmp, "pack")
         directory.mkdir()
@@ -182,7 +203,6 @@ def rebuilt_pack(log: "AuditLog", pack_sha: str, profile_text: str | None, *, of
     if pack.sha256 != pack_sha:
         raise AuditError.single(f"the rebuilt pack hashes to {pack.sha256}, not the recorded {pack_sha}",
                                 file=log.where)
-    log.replay_packs[key] = pack
     return pack
 
 

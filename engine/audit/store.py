@@ -83,8 +83,6 @@ class AuditLog:
     profiles_stored_from: int | None = None
 
     def __init__(self) -> None:
-        #: Packs rebuilt for replay, by SHA-256 (and the site profile's): each is compiled once per open log.
-        self.replay_packs: dict[str, RulePack] = {}
         #: Compression dictionaries by pack SHA-256, least recently used first (at most :data:`CODEC_CACHE`).
         self._codecs: OrderedDict[str, PackCodec] = OrderedDict()
 
