@@ -331,6 +331,13 @@ def test_an_anchor_catches_a_truncated_tail(log, pack, states, now, audit_db):
 # --- replay ------------------------------------------------------------------
 
 
+def test_neighbours_are_the_records_just_before_and_after(log, pack, states, now):
+    recs = fill(log, pack, states, now, 3)
+    assert [r and r.id for r in log.neighbours(recs[0].seq)] == [None, recs[1].id]
+    assert [r and r.id for r in log.neighbours(recs[1].seq)] == [recs[0].id, recs[2].id]
+    assert [r and r.id for r in log.neighbours(recs[2].seq)] == [recs[1].id, None]
+
+
 def test_replay_of_a_fresh_record_is_identical(log, pack, states, now):
     for rec in fill(log, pack, states, now, 3):
         outcome = log.replay(rec.id)

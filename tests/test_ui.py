@@ -232,6 +232,12 @@ def test_advice_records_and_the_record_replays_and_verifies(local):
     # the pack stored with the record is rebuilt from the log and compared with the one being served
     diff = client.get(f"/ui/diff?old=stored:{ctx.pack.sha256}&new=current")
     assert diff.status_code == 200 and "0 added, 0 removed, 0 changed" in diff.text
+    # a second record: each record's page links to its neighbours in the chain
+    second = post(client, "/ui/advice", [*SEPTIC, ("record", "1"), ("csrf_token", csrf)])
+    second_id = re.search(r"/ui/audit/([0-9a-f-]{36})", second.text).group(1)
+    assert f'/ui/audit/{second_id}">record #2' in client.get(f"/ui/audit/{record_id}").text
+    second_page = client.get(f"/ui/audit/{second_id}").text
+    assert f'/ui/audit/{record_id}">record #1' in second_page and "the head of the chain" in second_page
 
 
 def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now):

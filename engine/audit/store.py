@@ -330,6 +330,14 @@ class AuditLog:
             raise AuditError.single(f"'{ref}' matches more than one record", file=self.where, suggestion="give more of the id")
         return self._record(rows[0])
 
+    def neighbours(self, seq: int) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """The records just before and just after ``seq`` in the chain (None at either end): two indexed
+        reads, whatever the length of the log."""
+        with self._translated("read the neighbouring records"):
+            before = self._one(self._record_select() + " WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
+            after = self._one(self._record_select() + " WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+        return (None if before is None else self._record(before)), (None if after is None else self._record(after))
+
     def stored_profile(self, sha: str) -> str | None:
         """The text of a stored site profile (None when this log does not hold it)."""
         if self.profiles_stored_from is None:

@@ -577,13 +577,7 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         def load() -> dict[str, Any]:
             with open_log(ctx) as log:
                 rec = log.record(record_id)
-                previous = following = None
-                for other in log.records():
-                    if other.seq == rec.seq - 1:
-                        previous = other
-                    if other.seq > rec.seq:
-                        following = other
-                        break
+                previous, following = log.neighbours(rec.seq)
                 cards = []
                 if rec.hook_instance:
                     for fired in rec.fired():
