@@ -9,7 +9,7 @@ import os
 import random
 import stat
 import sqlite3
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -243,8 +243,14 @@ def test_list_since_and_rule_use_indexes(audit_db):
     AuditLog.open(audit_db).close()
     conn = sqlite3.connect(audit_db)
     log = AuditLog.open(audit_db, create=False)
-    for query, args in ((log._record_select() + log._since_hint() + " WHERE recorded_at >= ? ORDER BY seq", ("x",)),
-                        (log._rule_queries("target.map-65", [], [])[0])):
+    queries = []
+    moment = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+    for filters in ({"since": moment}, {"until": moment}, {"rule": "target.map-65"}, {"since": moment, "rule": "target.map-65"}):
+        hint = log._time_hint(filters.get("since"), filters.get("until"), filters.get("rule"))
+        for clause, args in log._clauses(filters.get("since"), filters.get("until"), filters.get("rule"), None, None, False):
+            queries.append((f"{log._record_select()}{hint} WHERE {clause} ORDER BY seq DESC LIMIT 50", args))
+            queries.append((f"SELECT COUNT(*) FROM records{hint} WHERE {clause}", args))
+    for query, args in queries:
         plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + query, args))
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan or "PRIMARY KEY" in plan, plan
         assert "SCAN records" not in plan.replace("SCAN records USING", ""), plan

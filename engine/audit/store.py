@@ -137,10 +137,10 @@ class AuditLog:
         """What follows the FROM of a ``since`` query so that the store reads the ``recorded_at`` index."""
         return ""
 
-    def _rule_queries(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
-        """Queries (in sequence order, one after the other) for the records in which ``rule`` fired."""
-        clause = " AND ".join([*where, "seq IN (SELECT seq FROM record_rules WHERE rule_id = ?)"])
-        return [(f"{self._record_select()} WHERE {clause} ORDER BY seq", (*args, rule))]
+    def _rule_clauses(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+        """WHERE clauses with their arguments (covering consecutive runs of seq, in order) for the records in
+        which ``rule`` fired."""
+        return [(" AND ".join([*where, "seq IN (SELECT seq FROM record_rules WHERE rule_id = ?)"]), (*args, rule))]
 
     # -- with ``with`` --------------------------------------------------------
     def __enter__(self) -> "AuditLog":
@@ -274,29 +274,69 @@ class AuditLog:
                                     suggestion="run `pressor audit verify` to see what is damaged; keep the log for investigation") from exc
 
     # -- reading --------------------------------------------------------------
-    def records(self, *, since: datetime | None = None, rule: str | None = None,
-                hooked: bool = False) -> Iterator[AuditRecord]:
-        """Records in sequence order, streamed; ``since``: recorded at or after (index on
-        ``recorded_at``); ``rule``: that rule fired (index ``record_rules``); ``hooked``: only
-        those made for a CDS Hooks call."""
+    def records(self, *, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
+                user: str | None = None, version: str | None = None, hooked: bool = False,
+                newest_first: bool = False, limit: int | None = None) -> Iterator[AuditRecord]:
+        """Records in sequence order (``newest_first``: the reverse), streamed; at most ``limit``.
+
+        Filters, all in the query, so that only matching records are read and decompressed: ``since`` /
+        ``until``: recorded at or after / at or before (index on ``recorded_at``); ``rule``: that rule
+        fired (index ``record_rules``); ``user``: the user's name contains it (any case); ``version``: the
+        pack version; ``hooked``: only those made for a CDS Hooks call."""
+        clauses = self._clauses(since, until, rule, user, version, hooked)
+        select = self._record_select() + self._time_hint(since, until, rule)
+        order = " ORDER BY seq DESC" if newest_first else " ORDER BY seq"
+        left = limit
+        with self._translated("read the records"):
+            for clause, args in (reversed(clauses) if newest_first else clauses):
+                if left is not None and left <= 0:
+                    return
+                sql = select + (f" WHERE {clause}" if clause else "") + order + ("" if left is None else f" LIMIT {int(left)}")
+                for row in self._rows(sql, args):
+                    if left is not None:
+                        left -= 1
+                    yield self._record(row)
+
+    def count_records(self, *, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
+                      user: str | None = None, version: str | None = None, hooked: bool = False) -> int:
+        """How many records :meth:`records` would give with these filters (counted in the database)."""
+        hint = self._time_hint(since, until, rule)
+        total = 0
+        with self._translated("count the records"):
+            for clause, args in self._clauses(since, until, rule, user, version, hooked):
+                row = self._one(f"SELECT COUNT(*) FROM records{hint}" + (f" WHERE {clause}" if clause else ""), args)
+                total += int(row[0]) if row else 0
+        return total
+
+    def _time_hint(self, since: datetime | None, until: datetime | None, rule: str | None) -> str:
+        """The index hint of a query by time (none with a rule: the rule index leads)."""
+        return self._since_hint() if (since is not None or until is not None) and rule is None else ""
+
+    def _clauses(self, since: datetime | None, until: datetime | None, rule: str | None, user: str | None,
+                 version: str | None, hooked: bool) -> list[tuple[str, tuple[Any, ...]]]:
+        """The WHERE clauses (one per run of records, in sequence order) for :meth:`records`' filters."""
         where: list[str] = []
         args: list[Any] = []
         if hooked:
             if self.format < 2:
-                return
+                return []
             where.append("hook_instance IS NOT NULL")
         if since is not None:
             where.append("recorded_at >= ?")
             args.append(utc_text(since))
+        if until is not None:
+            where.append("recorded_at <= ?")
+            args.append(utc_text(until))
+        if user:
+            where.append("LOWER(\"user\") LIKE ? ESCAPE '\\'")
+            escaped = user.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{escaped}%")
+        if version:
+            where.append("pack_version = ?")
+            args.append(version)
         if rule is not None:
-            queries = self._rule_queries(rule, where, args)
-        else:
-            source = self._record_select() + (self._since_hint() if since is not None else "")
-            queries = [(source + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq", tuple(args))]
-        with self._translated("read the records"):
-            for sql, query_args in queries:
-                for row in self._rows(sql, query_args):
-                    yield self._record(row)
+            return self._rule_clauses(rule, where, args)
+        return [(" AND ".join(where), tuple(args))]
 
     def feedback(self, *, since: datetime | None = None, card: str | None = None) -> Iterator[FeedbackEntry]:
         """Feedback entries in sequence order; ``since``: recorded at or after; ``card``: on that card uuid."""

@@ -419,12 +419,10 @@ class SqliteAuditLog(AuditLog):
         # Without statistics SQLite prefers walking the rowid (seq) order to skip a sort: a full scan.
         return " INDEXED BY records_recorded_at"
 
-    def _rule_queries(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    def _rule_clauses(self, rule: str, where: list[str], args: list[Any]) -> list[tuple[str, tuple[Any, ...]]]:
         if self._rules_indexed_from is None:  # an old log, read-only: read each result
-            clause = " AND ".join([*where, _RULE_IN_TEXT])
-            return [(f"{self._record_select()} WHERE {clause} ORDER BY seq", (*args, rule))]
-        queries = []
+            return [(" AND ".join([*where, _RULE_IN_TEXT]), (*args, rule))]
+        clauses = []
         if self._rules_indexed_from > 1:  # the records from before the migration
-            clause = " AND ".join([*where, "seq < ?", _RULE_IN_TEXT])
-            queries.append((f"{self._record_select()} WHERE {clause} ORDER BY seq", (*args, self._rules_indexed_from, rule)))
-        return queries + super()._rule_queries(rule, where, args)
+            clauses.append((" AND ".join([*where, "seq < ?", _RULE_IN_TEXT]), (*args, self._rules_indexed_from, rule)))
+        return clauses + super()._rule_clauses(rule, where, args)

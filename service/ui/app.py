@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -519,15 +518,10 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
                            problem="times must look like 2026-11-30T14:05")
 
         def select() -> tuple[list[Any], int]:
-            newest: deque[Any] = deque(maxlen=AUDIT_PAGE)  # memory stays flat however long the log
-            total = 0
-            with open_log(ctx) as log:
-                for r in log.records(since=start, rule=rule.strip() or None):
-                    if ((end is None or _utc(r.recorded_at) <= end) and (not user or user.lower() in r.user.lower())
-                            and (not version or r.pack_version == version.strip())):
-                        newest.append(r)
-                        total += 1
-            return list(reversed(newest)), total
+            filters = {"since": start, "until": end, "rule": rule.strip() or None, "user": user or None,
+                       "version": version.strip() or None}
+            with open_log(ctx) as log:  # the filters, the newest page and the count all run in the database
+                return list(log.records(**filters, newest_first=True, limit=AUDIT_PAGE)), log.count_records(**filters)
 
         try:
             records, total = await run_in_threadpool(select)
