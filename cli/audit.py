@@ -107,24 +107,29 @@ def summary(record: "AuditRecord") -> dict[str, Any]:
 
 @audit.command("list", epilog=exit_codes.help_text())
 @click.option("--since", metavar="ISO-8601", default=None, help="Only records made at or after this time (UTC if no offset).")
+@click.option("--until", metavar="ISO-8601", default=None, help="Only records made at or before this time (UTC if no offset).")
 @click.option("--rule", "rule_id", metavar="ID", default=None, help="Only records in which this rule fired.")
+@click.option("--user", metavar="TEXT", default=None, help="Only records whose user contains this text (any case).")
+@click.option("--pack-version", metavar="VERSION", default=None, help="Only records made with this pack version.")
 @audit_db_option
 @json_option
 @handles_errors
-def list_records(since: str | None, rule_id: str | None, audit_db: str | None, as_json: bool) -> None:
+def list_records(since: str | None, until: str | None, rule_id: str | None, user: str | None, pack_version: str | None,
+                 audit_db: str | None, as_json: bool) -> None:
     """One line per record: sequence, id, time, user, pack version, rules that fired.
 
     \b
     Example:
-      pressor audit list --rule escalation.add-vasopressin --since 2026-11-01
+      pressor audit list --rule escalation.add-vasopressin --since 2026-11-01 --until 2026-11-30T23:59
     """
     from .recommend import parse_now
 
-    moment = parse_now(since) if since else None
+    filters = {"since": parse_now(since) if since else None, "until": parse_now(until) if until else None,
+               "rule": rule_id, "user": user, "version": pack_version}
     count = 0
     with open_log(audit_db) as log:
-        # Streamed: one record in memory at a time, whatever the size of the log.
-        for record in log.records(since=moment, rule=rule_id):
+        # Streamed: one record in memory at a time, whatever the size of the log; the filters run in the database.
+        for record in log.records(**filters):
             r = summary(record)
             if as_json:  # one record a line (the C encoder: indenting would take the slow pure-Python one)
                 sys.stdout.write(("[\n" if count == 0 else ",\n") + json.dumps(r, ensure_ascii=False))

@@ -225,6 +225,14 @@ def test_list_filters_and_prints_humans_a_line_per_record(audit_db):
     only = json.loads(run("audit", "list", "--rule", "special.hepatorenal", "--json").stdout)
     assert [r["seq"] for r in only] == [2]
     assert json.loads(run("audit", "list", "--since", "2999-01-01", "--json").stdout) == []
+    assert [r["seq"] for r in json.loads(run("audit", "list", "--until", "2999-01-01", "--json").stdout)] == [1, 2]
+    assert json.loads(run("audit", "list", "--until", "2000-01-01", "--json").stdout) == []
+    assert json.loads(run("audit", "list", "--user", "no-such-user-anywhere", "--json").stdout) == []
+    who = json.loads(run("audit", "list", "--json").stdout)[0]["user"]
+    assert len(json.loads(run("audit", "list", "--user", who.upper(), "--json").stdout)) == 2
+    version = json.loads(run("audit", "list", "--json").stdout)[0]["pack"]["version"]
+    assert len(json.loads(run("audit", "list", "--pack-version", version, "--json").stdout)) == 2
+    assert json.loads(run("audit", "list", "--pack-version", "0.0.0", "--json").stdout) == []
     assert run("audit", "list", "--since", "yesterday").exit_code == exit_codes.USAGE
 
 
