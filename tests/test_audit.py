@@ -150,16 +150,18 @@ def test_list_filters_by_time_and_by_rule_that_fired(log, pack, states, now):
 
 def test_list_filters_run_in_the_database_newest_first_with_a_limit_and_a_count(log, pack, states, now):
     """What the web app's audit list asks: the filters, the newest N, and how many match in all."""
-    fill(log, pack, states, now, 6)  # users user0 / user1 alternate; seconds 0..5
+    fill(log, pack, states, now, 6)  # users user0 / user1 alternate; seconds 0..5 (then Émile at 9)
     assert [r.seq for r in log.records(until=now + timedelta(seconds=1))] == [1, 2]
     assert [r.seq for r in log.records(since=now + timedelta(seconds=1), until=now + timedelta(seconds=3))] == [2, 3, 4]
     assert [r.seq for r in log.records(user="USER1")] == [2, 4, 6]  # contains, any case
+    emile = log.append(pack, states[0], evaluate(pack, states[0], now=now), now=now + timedelta(seconds=9), user="Émile")
+    assert [r.seq for r in log.records(user="émile")] == [emile.seq] == [r.seq for r in log.records(user="ÉMILE")]
     assert list(log.records(user="%")) == [] and list(log.records(user="_")) == []  # LIKE's wildcards are plain text
-    assert [r.seq for r in log.records(version=pack.version)] == [1, 2, 3, 4, 5, 6]
+    assert [r.seq for r in log.records(version=pack.version)] == [1, 2, 3, 4, 5, 6, 7]
     assert list(log.records(version="0.0.0")) == []
-    assert [r.seq for r in log.records(newest_first=True, limit=4)] == [6, 5, 4, 3]
+    assert [r.seq for r in log.records(newest_first=True, limit=4)] == [7, 6, 5, 4]
     assert [r.seq for r in log.records(rule="special.hepatorenal", newest_first=True, limit=1)] == [5]
-    assert log.count_records() == 6 and log.count_records(user="user0", since=now + timedelta(seconds=1)) == 2
+    assert log.count_records() == 7 and log.count_records(user="user0", since=now + timedelta(seconds=1)) == 2
     assert log.count_records(rule="special.hepatorenal") == 2 and log.count_records(version="0.0.0") == 0
 
 

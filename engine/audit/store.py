@@ -130,6 +130,9 @@ class AuditLog:
     def _triggers_present(self) -> set[str]:
         raise NotImplementedError
 
+    #: The SQL function that lower-cases any letter (SQLite's LOWER folds ASCII only: its store registers one).
+    _lower = "LOWER"
+
     def _record_select(self) -> str:
         return f"SELECT {SQL_COLUMNS} FROM records"
 
@@ -328,7 +331,7 @@ class AuditLog:
             where.append("recorded_at <= ?")
             args.append(utc_text(until))
         if user:
-            where.append("LOWER(\"user\") LIKE ? ESCAPE '\\'")
+            where.append(f"{self._lower}(\"user\") LIKE ? ESCAPE '\\'")
             escaped = user.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             args.append(f"%{escaped}%")
         if version:

@@ -227,14 +227,19 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
                                isolation_level=None, check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.text_factory = _text
-    return conn
+    return _prepared(conn)
 
 
 def _immutable(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None,
-                           check_same_thread=False)
+    return _prepared(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                     check_same_thread=False))
+
+
+def _prepared(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Texts read leniently, and ``unicode_lower``: SQLite's own LOWER folds ASCII letters only (the user filter
+    must find "Émile" from "émile", as PostgreSQL's LOWER does)."""
     conn.text_factory = _text
+    conn.create_function("unicode_lower", 1, lambda text: text.lower() if isinstance(text, str) else text, deterministic=True)
     return conn
 
 
@@ -414,6 +419,8 @@ class SqliteAuditLog(AuditLog):
 
     def _record_select(self) -> str:
         return _SELECT if self.format >= 2 else _SELECT_V1
+
+    _lower = "unicode_lower"
 
     def _since_hint(self) -> str:
         # Without statistics SQLite prefers walking the rowid (seq) order to skip a sort: a full scan.
