@@ -36,62 +36,46 @@ READABLE_FORMATS = (1, 2, 3, 4)
 #: rest packs closely (5.4 KB against 4.8 KB a record on the project's scenarios, bench/audit.py).
 PAGE_SIZE = 1024
 
+def _refusals(table: str, noun: str) -> dict[str, str]:
+    """The triggers that refuse every UPDATE and DELETE of ``table`` (``noun``: what its rows are, for the message)."""
+    return {
+        f"{table}_no_update": f"""
+        CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{noun} append-only: UPDATE refused'); END""",
+        f"{table}_no_delete": f"""
+        CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{noun} append-only: DELETE refused'); END""",
+    }
+
+
+def _insert_once(table: str, key: str, message: str) -> dict[str, str]:
+    """The trigger that refuses a second row with the same ``key`` (a stored text is never replaced)."""
+    return {f"{table}_insert_once": f"""
+        CREATE TRIGGER {table}_insert_once BEFORE INSERT ON {table}
+        WHEN EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key})
+        BEGIN SELECT RAISE(ABORT, '{message}'); END"""}
+
+
+def _append_at_head(table: str, message: str) -> dict[str, str]:
+    """The trigger that lets a new row only extend the head of ``table``'s hash chain."""
+    return {f"{table}_append_at_head": f"""
+        CREATE TRIGGER {table}_append_at_head BEFORE INSERT ON {table}
+        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM {table})
+          OR NEW.prev_hash IS NOT COALESCE((SELECT record_hash FROM {table} ORDER BY seq DESC LIMIT 1), '{GENESIS}')
+        BEGIN SELECT RAISE(ABORT, '{message}'); END"""}
+
+
 _TRIGGERS = {
-    "records_append_at_head": f"""
-        CREATE TRIGGER records_append_at_head BEFORE INSERT ON records
-        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM records)
-          OR NEW.prev_hash IS NOT COALESCE((SELECT record_hash FROM records ORDER BY seq DESC LIMIT 1), '{GENESIS}')
-        BEGIN SELECT RAISE(ABORT, 'audit records are append-only: a new record must extend the head of the chain'); END""",
-    "records_no_update": """
-        CREATE TRIGGER records_no_update BEFORE UPDATE ON records
-        BEGIN SELECT RAISE(ABORT, 'audit records are append-only: UPDATE refused'); END""",
-    "records_no_delete": """
-        CREATE TRIGGER records_no_delete BEFORE DELETE ON records
-        BEGIN SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused'); END""",
-    "packs_insert_once": """
-        CREATE TRIGGER packs_insert_once BEFORE INSERT ON packs
-        WHEN EXISTS (SELECT 1 FROM packs WHERE sha256 = NEW.sha256)
-        BEGIN SELECT RAISE(ABORT, 'a stored rule pack is never replaced'); END""",
-    "packs_no_update": """
-        CREATE TRIGGER packs_no_update BEFORE UPDATE ON packs
-        BEGIN SELECT RAISE(ABORT, 'stored rule packs are append-only: UPDATE refused'); END""",
-    "packs_no_delete": """
-        CREATE TRIGGER packs_no_delete BEFORE DELETE ON packs
-        BEGIN SELECT RAISE(ABORT, 'stored rule packs are append-only: DELETE refused'); END""",
-    "meta_insert_once": """
-        CREATE TRIGGER meta_insert_once BEFORE INSERT ON meta
-        WHEN EXISTS (SELECT 1 FROM meta WHERE key = NEW.key)
-        BEGIN SELECT RAISE(ABORT, 'audit metadata is never replaced'); END""",
-    "meta_no_update": """
-        CREATE TRIGGER meta_no_update BEFORE UPDATE ON meta
-        BEGIN SELECT RAISE(ABORT, 'audit metadata is append-only: UPDATE refused'); END""",
-    "meta_no_delete": """
-        CREATE TRIGGER meta_no_delete BEFORE DELETE ON meta
-        BEGIN SELECT RAISE(ABORT, 'audit metadata is append-only: DELETE refused'); END""",
+    **_append_at_head("records", "audit records are append-only: a new record must extend the head of the chain"),
+    **_refusals("records", "audit records are"),
+    **_insert_once("packs", "sha256", "a stored rule pack is never replaced"), **_refusals("packs", "stored rule packs are"),
+    **_insert_once("meta", "key", "audit metadata is never replaced"), **_refusals("meta", "audit metadata is"),
 }
-
 _FEEDBACK_TRIGGERS = {
-    "feedback_append_at_head": f"""
-        CREATE TRIGGER feedback_append_at_head BEFORE INSERT ON feedback
-        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM feedback)
-          OR NEW.prev_hash IS NOT COALESCE((SELECT record_hash FROM feedback ORDER BY seq DESC LIMIT 1), '{GENESIS}')
-        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: a new entry must extend the head of the chain'); END""",
-    "feedback_no_update": """
-        CREATE TRIGGER feedback_no_update BEFORE UPDATE ON feedback
-        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: UPDATE refused'); END""",
-    "feedback_no_delete": """
-        CREATE TRIGGER feedback_no_delete BEFORE DELETE ON feedback
-        BEGIN SELECT RAISE(ABORT, 'feedback entries are append-only: DELETE refused'); END""",
+    **_append_at_head("feedback", "feedback entries are append-only: a new entry must extend the head of the chain"),
+    **_refusals("feedback", "feedback entries are"),
 }
-
-_RULES_TRIGGERS = {
-    "record_rules_no_update": """
-        CREATE TRIGGER record_rules_no_update BEFORE UPDATE ON record_rules
-        BEGIN SELECT RAISE(ABORT, 'the rule index is append-only: UPDATE refused'); END""",
-    "record_rules_no_delete": """
-        CREATE TRIGGER record_rules_no_delete BEFORE DELETE ON record_rules
-        BEGIN SELECT RAISE(ABORT, 'the rule index is append-only: DELETE refused'); END""",
-}
+_RULES_TRIGGERS = _refusals("record_rules", "the rule index is")
 
 _FEEDBACK_TABLE = (
     """CREATE TABLE feedback (
@@ -120,18 +104,8 @@ _RULES_TABLE = (
 
 #: The site profiles records were made under, once per SHA-256 of the profile's text (format 4).
 _PROFILES_TABLE = ("CREATE TABLE profiles (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, text TEXT NOT NULL)",)
-_PROFILES_TRIGGERS = {
-    "profiles_insert_once": """
-        CREATE TRIGGER profiles_insert_once BEFORE INSERT ON profiles
-        WHEN EXISTS (SELECT 1 FROM profiles WHERE sha256 = NEW.sha256)
-        BEGIN SELECT RAISE(ABORT, 'a stored site profile is never replaced'); END""",
-    "profiles_no_update": """
-        CREATE TRIGGER profiles_no_update BEFORE UPDATE ON profiles
-        BEGIN SELECT RAISE(ABORT, 'stored site profiles are append-only: UPDATE refused'); END""",
-    "profiles_no_delete": """
-        CREATE TRIGGER profiles_no_delete BEFORE DELETE ON profiles
-        BEGIN SELECT RAISE(ABORT, 'stored site profiles are append-only: DELETE refused'); END""",
-}
+_PROFILES_TRIGGERS = {**_insert_once("profiles", "sha256", "a stored site profile is never replaced"),
+                      **_refusals("profiles", "stored site profiles are")}
 
 # input_json and result_json: compressed BLOBs since format 3 (zlib; zstd from format 4) (TEXT affinity keeps a BLOB a
 # BLOB), plain text in records made before.
