@@ -206,7 +206,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             return sign_in_failed(request, ctx, 502, f"the identity provider cannot be used now: {exc}")
         # A SameSite=Strict cookie is not sent on a redirect that continues a cross-site navigation;
         # a same-origin page that moves on by itself is.
-        response = _render(request, "signed_in.html", ctx=ctx, session=None)
+        response = _render(request, "moving_on.html", ctx=ctx, session=None, title="Signed in", heading="Signed in",
+                           next_url=f"{PREFIX}/", link="Continue to pressor")
         response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token), **ctx.auth.cookie_options())
         response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
         return response
@@ -226,7 +227,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         back = f"{ctx.base_url}{PREFIX}/" if ctx.base_url else None
         at_provider = await run_in_threadpool(ctx.auth.end_session_url, session, back)
         if at_provider:
-            response: Response = _render(request, "signed_out.html", ctx=ctx, session=None, end_session_url=at_provider)
+            response: Response = _render(request, "moving_on.html", ctx=ctx, session=None, title="Signed out",
+                                         heading="Signed out of pressor", next_url=at_provider,
+                                         link="Sign out of your organisation's account too")
         else:
             response = RedirectResponse(f"{PREFIX}/", status_code=303)
         response.delete_cookie(COOKIE, path=PREFIX)
