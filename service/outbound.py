@@ -38,12 +38,13 @@ def url_problem(url: str, hosts: frozenset[str] | None = None, *, whose: str = "
 
 
 def request_json(method: str, url: str, *, timeout_s: float, hosts: frozenset[str] | None = None,
-                 max_bytes: int = MAX_RESPONSE_BYTES, **kwargs: Any) -> tuple[int, Any, str | None]:
+                 whose: str = "the allowed hosts", max_bytes: int = MAX_RESPONSE_BYTES,
+                 **kwargs: Any) -> tuple[int, Any, str | None]:
     """Status, JSON body (None if the body is not JSON) and ``Location`` header of one request;
-    :class:`Unreachable` saying why if no answer could be had within the rules."""
+    :class:`Unreachable` saying why if no answer could be had within the rules (``hosts``, named ``whose``)."""
     import httpx
 
-    problem = url_problem(url, hosts)
+    problem = url_problem(url, hosts, whose=whose)
     if problem:
         raise Unreachable(problem)
     try:
@@ -72,10 +73,11 @@ def request_json(method: str, url: str, *, timeout_s: float, hosts: frozenset[st
         return status, None, location
 
 
-def get_json_object(url: str, *, timeout_s: float, hosts: frozenset[str] | None = None) -> dict[str, Any]:
+def get_json_object(url: str, *, timeout_s: float, hosts: frozenset[str] | None = None,
+                    whose: str = "the allowed hosts") -> dict[str, Any]:
     """The JSON object at ``url`` (HTTP 200 only); :class:`Unreachable` saying why not (a redirect is refused,
     with where it pointed)."""
-    status, data, location = request_json("GET", url, timeout_s=timeout_s, hosts=hosts)
+    status, data, location = request_json("GET", url, timeout_s=timeout_s, hosts=hosts, whose=whose)
     if 300 <= status < 400:
         raise Unreachable(f"{url} answered HTTP {status}, a redirect" + (f" to {location[:200]}" if location else "")
                           + "; redirects are not followed: configure the URL that answers directly")

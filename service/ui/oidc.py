@@ -33,6 +33,7 @@ log = logging.getLogger("pressor.serve.ui")
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "RS384", "ES384", "PS256", "PS384")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+_PROVIDER_HOSTS = "the identity provider's hosts"
 
 
 class SignInRefused(Exception):
@@ -45,7 +46,7 @@ class ProviderUnavailable(Exception):
 
 def url_problem(url: str, hosts: frozenset[str] | None = None) -> str | None:
     """Why ``url`` may not be called (None when it may): https, or http to the loopback; a host from ``hosts``."""
-    return outbound.url_problem(url, hosts, whose="the identity provider's hosts")
+    return outbound.url_problem(url, hosts, whose=_PROVIDER_HOSTS)
 
 
 @dataclass(frozen=True)
@@ -87,21 +88,16 @@ class OidcClient:
     # -- outbound HTTP ----------------------------------------------------------
     def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         """Status and JSON body of one request to the provider; :class:`ProviderUnavailable` if none came."""
-        problem = url_problem(url, self.hosts)
-        if problem:
-            raise ProviderUnavailable(problem)
         try:
-            status, data, _ = outbound.request_json(method, url, timeout_s=self.settings.timeout_s, **kwargs)
+            status, data, _ = outbound.request_json(method, url, timeout_s=self.settings.timeout_s, hosts=self.hosts,
+                                                    whose=_PROVIDER_HOSTS, **kwargs)
         except outbound.Unreachable as exc:
             raise ProviderUnavailable(str(exc)) from exc
         return status, data
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        problem = url_problem(url, self.hosts)
-        if problem:
-            raise ProviderUnavailable(problem)
         try:
-            return outbound.get_json_object(url, timeout_s=self.settings.timeout_s)
+            return outbound.get_json_object(url, timeout_s=self.settings.timeout_s, hosts=self.hosts, whose=_PROVIDER_HOSTS)
         except outbound.Unreachable as exc:
             raise ProviderUnavailable(str(exc)) from exc
 
