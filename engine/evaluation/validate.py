@@ -88,7 +88,7 @@ def _explain(error: Any) -> tuple[str, str | None]:
     if v == "type":
         want = error.validator_value
         want = " or ".join(want) if isinstance(want, list) else want
-        return f"{_show(inst)} is not of type {want}", f"write a {want}"
+        return f"{_show(inst)} is not of type {want}", f"write {'an' if want[0] in 'aeiou' else 'a'} {want}"
     if v == "enum":
         return f"{_show(inst)} is not one of {', '.join(map(_show, error.validator_value))}", None
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
