@@ -573,6 +573,8 @@ class Result:
     conditional: tuple[Conditional, ...] = ()
     ask_next: tuple[AskNext, ...] = ()
     not_applicable: tuple[NotApplicable, ...] = ()
+    #: Derived facts decided for every value of their missing inputs (see completion.py): name -> those inputs.
+    decided_for_any_value: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def fired_ids(self) -> list[str]:
         """Ids of the rules that fired, in output order."""
@@ -592,6 +594,7 @@ class Result:
             "conditional": [c.to_dict() for c in self.conditional],
             "ask_next": [q.to_dict() for q in self.ask_next],
             "not_applicable": [n.to_dict() for n in self.not_applicable],
+            "decided_for_any_value": {name: list(inputs) for name, inputs in self.decided_for_any_value.items()},
         }
 
 

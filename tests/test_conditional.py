@@ -40,7 +40,10 @@ def _lines(result) -> list[str]:
 def test_septic_adult_without_infusions_is_offered_the_start_of_norepinephrine_first(pack, now, result_validator):
     result = evaluate(pack, _state("septic-no-infusions.yaml"), now=now)
     result_validator.validate(result.to_dict())
-    assert result.fired_ids() == ["target.map-65", "target.no-map-85"]
+    # norepinephrine is in use whether or not it already runs (running, or to be started): line and monitoring
+    # advice is firm, decided for any value of the rate (2.1.0; conditional on it before)
+    assert {"target.map-65", "target.no-map-85", "access.arterial-line", "monitoring.titration"} <= set(result.fired_ids())
+    assert result.decided_for_any_value["derived.norepinephrine_in_use"] == ("infusions.norepinephrine_mcg_kg_min",)
     first = result.conditional[0]
     assert first.rule_id == "norepinephrine.start" and first.text == "norepinephrine is not already running"
     dose = next(c for c in result.conditional if c.rule_id == "norepinephrine.dose-adult")

@@ -157,6 +157,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     facts = flatten_state(state)
     derivation = compiled.derive(facts)
     missing_of = derivation.missing_of
+    decided = completion_of(pack).decide(facts, missing_of)
     slot = _slot(pack)
     evaluator = slot.get(pack)
     try:
@@ -215,7 +216,18 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         conditional=conditional,
         ask_next=ask_next,
         not_applicable=not_applicable,
+        decided_for_any_value=decided,
     )
+
+
+def completion_of(pack: RulePack) -> Any:
+    """The pack's :class:`~.completion.Completion` (built on first use, kept with the pack)."""
+    found = pack.cache.get("completion")
+    if found is None:
+        from .completion import Completion
+
+        found = pack.cache.setdefault("completion", Completion(pack, compiled_pack(pack).derived))
+    return found
 
 
 def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any], shown: list[Recommendation]

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from ..errors import EvaluationError
-from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state
+from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, completion_of, evaluate, flatten_state
 from .load import Document
 from .logic import Derivation, derive, truth, verdict
 from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, condition_data, leaves
@@ -145,6 +145,7 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
     when_missing.update({n.rule_id: {"outcome": "not_applicable", "because": n.because} for n in result.not_applicable})
     facts = flatten_state(state)
     derivation = derive(pack.derived, facts)
+    completion_of(pack).decide(facts, derivation.missing_of)  # as evaluate() decides (result.decided_for_any_value)
     tracer = _Tracer(facts, derivation, _thresholds(pack))
     active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
     superseded_by = pack.superseded_by()

@@ -283,7 +283,7 @@ class ResidualContext:
         #: Derived numbers of their own (products, the mean pressure), recomputed when a fact is supplied.
         self.numbers = tuple(d for d in pack.derived if d.product is not None or d.mean_pressure is not None)
         self._schema = schema(STATE_SCHEMA)
-        self.domains = _domains(self._schema)
+        self.domains = domains_of(self._schema)
         self._space: Any = None
         self._lock = threading.Lock()
         self._sat: OrderedDict[Any, bool | None] = OrderedDict()
@@ -609,7 +609,7 @@ def _values(ctx: ResidualContext, fact: str, res: Residual, facts: Mapping[str, 
     return sorted({c for c in candidates if (lo < c or (lo_in and c == lo)) and (c < hi or (hi_in and c == hi))})
 
 
-def _domains(state_schema: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+def domains_of(state_schema: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     """Each input fact's kind and domain: values for booleans/enums/arrays, (min, max) for numbers."""
     out: dict[str, tuple[str, Any]] = {}
 

@@ -18,7 +18,7 @@ from ..model import Conditional, Evidence, NotEvaluable, Recommendation, Result,
 
 _KNOWN = {
     Result: {"pack", "evaluated_at", "engine_version", "recommendations", "not_evaluable", "derived", "warnings",
-             "include_draft", "conditional", "ask_next", "not_applicable"},
+             "include_draft", "conditional", "ask_next", "not_applicable", "decided_for_any_value"},
     Recommendation: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
                      "citations", "evidence", "source_section", "dose", "drug"},
     Conditional: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
@@ -97,7 +97,8 @@ class ResultWriter:
         not_applicable = _items(result.not_applicable)
         return (f'{header}"recommendations":[{recs}],"not_evaluable":[{missing}],'
                 f'"derived":{_dumps(result.derived)},"warnings":{warnings},"conditional":{conditional},'
-                f'"ask_next":{ask_next},"not_applicable":{not_applicable}}}')
+                f'"ask_next":{ask_next},"not_applicable":{not_applicable},'
+                f'"decided_for_any_value":{_dumps({k: list(v) for k, v in result.decided_for_any_value.items()})}}}')
 
     def _recommendation(self, rec: Recommendation) -> str:
         heads = self._heads.get(rec.rule_id)
