@@ -2,7 +2,7 @@
 # stage; the runtime stage has no compiler, runs as an unprivileged user and checks its own health.
 #   docker build -t pressor .
 #   docker run -p 8080:8080 -v $PWD/serve.yaml:/etc/pressor/serve.yaml:ro pressor
-ARG PYTHON=python:3.11-slim-bookworm
+ARG PYTHON=python:3.13-slim-bookworm
 
 FROM ${PYTHON} AS build
 RUN apt-get update \

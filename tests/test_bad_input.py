@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def state_file(tmp_path: Path, text: str, name: str = "state.yaml") -> str:
     "text, name, expected",
     [
         ("patient:\n  age_years: 60\n   weight_kg: 70\n", "s.yaml", r"s.yaml:3:\d+: malformed YAML"),
-        ('{"patient": {"age_years": 60,}}', "s.json", r"s.json:1:30: malformed JSON"),
+        # Python's own JSON reader places a trailing comma's error: after it on 3.11 and 3.12 ("Expecting
+        # property name"), on the comma itself from 3.13 on ("Illegal trailing comma before end of object").
+        ('{"patient": {"age_years": 60,}}', "s.json", r"s.json:1:%d: malformed JSON" % (29 if sys.version_info >= (3, 13) else 30)),
         ("patient:\n  weight_kg: heavy\n", "s.yaml", r"s.yaml:2:3 /patient/weight_kg: 'heavy' is not of type number"),
         ("patient:\n  wieght_kg: 70\n", "s.yaml", r"s.yaml:2:3 /patient/wieght_kg: unknown key 'wieght_kg' \(did you mean 'weight_kg'\?\)"),
         ("patient:\n  weight_kg: 0\n", "s.yaml", r"/patient/weight_kg: 0 is less than the minimum of 0.3"),

@@ -1,7 +1,10 @@
 """The only module that talks to durable-rules.
 
-It drives the C module ``durable_rules_engine`` directly (never ``durable.lang``'s
-``Host``), following the pattern measured to hold up on this machine:
+It drives durable-rules' C module directly (never ``durable.lang``'s ``Host``). That module is
+built with pressor from durable-rules 2.0.28's C sources in ``third_party/durable-rules`` (one
+patch, so that it compiles and imports on Python 3.13 and later) as
+``pressor.engine.evaluation.durable_rules_engine``; no ``durable_rules`` distribution is installed.
+It is used following the pattern measured to hold up on this machine:
 
 * every rule is ``{"all": [{"m": {"$and": [{"_ps": 1}, <condition>]}}]}``; the
   ``_ps`` guard keeps rules off the engine's own state records;
@@ -37,7 +40,7 @@ import re
 import threading
 from typing import Any, Iterable, Mapping
 
-import durable_rules_engine as _dre
+from . import durable_rules_engine as _dre
 
 from ..errors import EvaluationError, RuleFileError
 
