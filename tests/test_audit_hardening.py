@@ -501,3 +501,4 @@ def test_readers_open_a_log_on_a_full_disk(tmp_path, pack, now):
         assert result.exit_code == exit_codes.NOT_RECORDED and "NOT recorded" in result.stderr
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+

@@ -187,6 +187,7 @@ class AuditLog:
                 if profile is not None and tx.one("SELECT 1 FROM profiles WHERE sha256 = ?", (profile.sha256,)) is None:
                     tx.execute("INSERT INTO profiles (sha256, name, text) VALUES (?, ?, ?)",
                                (profile.sha256, profile.name, profile.text))
+                self._check_head(tx)
                 return self._insert(tx, record, rules, texts)
 
     def stored_texts(self, record: AuditRecord, *, files: Mapping[str, str] | None = None) -> tuple[bytes | None, bytes]:
@@ -204,8 +205,6 @@ class AuditLog:
         and its rule index rows (inside ``tx``)."""
         head = tx.one("SELECT seq, record_hash FROM records ORDER BY seq DESC LIMIT 1")
         seq, prev = head if head else (0, GENESIS)
-        if head is not None:
-            self._check_head(tx, seq)
         record = replace(record, seq=seq + 1, prev_hash=prev)
         record = replace(record, record_hash=record.compute_hash(self.database_id))
         tx.execute(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
@@ -214,11 +213,14 @@ class AuditLog:
             tx.execute("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", (rule, record.seq))
         return record
 
-    def _check_head(self, tx: Transaction, seq: int) -> None:
+    def _check_head(self, tx: Transaction) -> None:
         """Refuse to extend a chain whose head is broken: the head record's content must still hash to its
         ``record_hash`` and its ``prev_hash`` must be the hash of the record before it. (Only the head is read,
         so that an append costs the same at any length; ``audit verify`` walks the whole chain.)"""
-        row = tx.one(self._record_select() + " WHERE seq = ?", (seq,))
+        row = tx.one(self._record_select() + " ORDER BY seq DESC LIMIT 1")
+        if row is None:
+            return
+        seq = row[0]
         before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
         prev_seq, prev_hash = before if before else (0, GENESIS)
         try:
