@@ -502,3 +502,26 @@ def test_readers_open_a_log_on_a_full_disk(tmp_path, pack, now):
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
+
+
+def test_csv_export_neutralises_formulas_and_stays_verifiable(audit_db, pack, now):
+    import csv
+    import hashlib
+    import io
+
+    state = load_document(STATE).data
+    names = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "'quoted", "plain"]
+    with AuditLog.open(audit_db) as log:
+        for name in names:
+            log.append(pack, state, evaluate(pack, state, now=now), now=now, user=name)
+    out = run("audit", "export", "--format", "csv").stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["user"] for r in rows] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "''quoted", "plain"]
+    for row in rows:  # the documented recipe: one leading apostrophe off, then the JSON lines recipe
+        body = {k: (v[1:] if v.startswith("'") else v) for k, v in row.items() if k != "record_hash"}
+        body["seq"] = int(body["seq"])
+        body["include_draft"] = body["include_draft"] == "True"
+        if not body.get("hook_instance"):
+            body.pop("hook_instance", None)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode()).hexdigest() == row["record_hash"]

@@ -509,3 +509,16 @@ def test_timeline_values_are_checked_before_any_arithmetic(tmp_path, edit, messa
     result = CliRunner().invoke(cli, ["recommend", str(path), "--no-audit"])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 1 and message in result.stderr, result.stderr[-400:]
+
+
+# --- issue 24 item 6: strict SemVer -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["01.0.0", "1.00.0", "1.0.07", "1.0", "1.0.0.0", "\u0661.0.0", "1.0.0-"])
+def test_a_rule_version_must_be_strict_semver(pack_copy, version):
+    target = pack_copy
+    path = target / "access.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("version: 1.1.0", f"version: '{version}'", 1))
+    result = CliRunner().invoke(cli, ["validate", str(target)])
+    assert result.exit_code == 1 and "is not a semantic version" in result.stderr, result.stderr[-300:]
