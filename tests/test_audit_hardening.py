@@ -216,6 +216,7 @@ def test_input_sha256_is_over_jcs(audit_db, pack, now):
     assert '"map_mmhg":58,' in rec.input_json
 
 
+@pytest.mark.slow
 def test_records_are_small_on_the_projects_scenarios(audit_db, pack):
     """The issue's target, measured as bench/audit.py does: the whole file a record (row, stored
     texts, indexes, the stored pack shared by all), each scenario recorded ten times."""
@@ -342,6 +343,7 @@ def _damage(path: Path, pattern: str, rng: random.Random) -> None:
 DAMAGE = ["bytes 1", "bytes 16", "bytes 256", "bytes 4096", "truncated", "header", "zero page"]
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("pattern", DAMAGE)
 def test_a_damaged_log_is_reported_never_a_traceback(tmp_path, pack, now, pattern, seed):

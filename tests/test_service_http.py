@@ -172,6 +172,7 @@ def brief(tmp_path_factory, signing_key):
     srv.stop()
 
 
+@pytest.mark.slow
 def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(brief):
     quiet = [socket.create_connection(("127.0.0.1", brief.port), timeout=5) for _ in range(20)]
     started = time.monotonic()
@@ -186,6 +187,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(brief)
     assert brief.client.get("/cds-services").status_code == 401  # the server still answers (without a token: 401)
 
 
+@pytest.mark.slow
 def test_the_trailing_slash_redirect_uses_the_configured_base_url_not_the_host_header(brief):
     answer = brief.client.get("/cds-services/", headers={"host": "attacker.example"}, follow_redirects=False)
     assert answer.status_code == 307 and answer.headers["location"] == f"http://127.0.0.1:{brief.port}/cds-services"
