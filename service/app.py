@@ -216,8 +216,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from starlette.responses import RedirectResponse
             from starlette.routing import Match
 
+            def found(scope: Any) -> bool:
+                return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
             stripped = {**request.scope, "path": path.rstrip("/") or "/"}
-            if any(route.matches(stripped)[0] == Match.FULL for route in app.router.routes):
+            if not found(request.scope) and found(stripped):  # as Starlette's: only where the path itself is not served
                 query = request.scope.get("query_string", b"").decode("latin-1")
                 return RedirectResponse(f"{config.base_url or ''}{stripped['path']}{'?' + query if query else ''}", 307)
         return await call_next(request)
