@@ -73,7 +73,10 @@ def open_log(audit_db: str | None, *, create: bool = False) -> "AuditLog":
     """The audit log named by ``--audit-db``, ``$PRESSOR_AUDIT_DB`` or the default; read-only unless ``create``."""
     from pressor.engine.audit import AuditLog, resolve_path
 
-    return AuditLog.open(resolve_path(audit_db), create=create)
+    log = AuditLog.open(resolve_path(audit_db), create=create)
+    for note in log.notes:
+        say(f"warning: {printable(log.where)}: {printable(note)}", fg="yellow")
+    return log
 
 
 @click.group(epilog=exit_codes.help_text())
@@ -162,8 +165,10 @@ def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
     with open_log(audit_db) as log:
         record = log.record(record_id)
         database_id = log.database_id
+        chain = vouching(log, record.seq, as_json)
     if as_json:
-        emit_json({"database_id": database_id, **record.to_dict()})
+        emit_json({"database_id": database_id, **record.to_dict(), "chain": chain_summary(chain)})
+        warn_broken(chain, record.seq)
         return
     p = printable
     say(f"record #{record.seq} {p(record.id)}", bold=True)
@@ -178,6 +183,33 @@ def show_record(record_id: str, audit_db: str | None, as_json: bool) -> None:
     say()
     for line, style in result_text(record.result):
         say(p(line), **style)
+    warn_broken(chain, record.seq)
+
+
+def vouching(log: "AuditLog", seq: int, as_json: bool) -> Any:
+    """The chain walked up to record ``seq``: what says whether the record can be trusted."""
+    with progress_reporter("checking the chain up to this record", as_json) as progress:
+        return log.verify(upto=seq, progress=progress)
+
+
+def chain_summary(chain: Any) -> dict[str, Any]:
+    """``chain`` in --json output: intact up to the record, or the first bad record."""
+    bad = chain.first_bad
+    return {"ok": bad is None, "checked_up_to": chain.head_seq, "first_bad": None if bad is None else bad.to_dict(),
+            "problems": [p.to_dict() for p in chain.problems]}
+
+
+def warn_broken(chain: Any, seq: int) -> None:
+    """A broken chain at or before the record: say so, and exit 1 (the record cannot be vouched for). Problems
+    of the database as a whole (removed triggers) are `verify`'s to report: they do not make this record wrong."""
+    bad = chain.first_bad
+    if bad is None:
+        return
+    where = f"at #{bad.seq} ({bad.id}): {'; '.join(bad.reasons)}"
+    say(f"WARNING: the audit chain is broken at or before this record (#{seq}); it cannot be trusted as shown. "
+        f"First problem {printable(where)}", fg="red", bold=True)
+    say("Run `pressor audit verify`, keep the log unchanged, and see docs/audit.md ('When the chain is broken').", fg="red")
+    sys.exit(exit_codes.INVALID)
 
 
 def issuing_records(log: "AuditLog") -> dict[str, list[dict[str, Any]]]:
@@ -303,18 +335,21 @@ def replay(record_id: str, input_file: str | None, profile_file: str | None, aud
     profile_text = load_document(profile_file).text if profile_file else None
     with open_log(audit_db) as log:
         outcome = log.replay(record_id, state=state, profile_text=profile_text)
+        chain = vouching(log, outcome.record.seq, as_json)
     if as_json:
-        emit_json(outcome.to_dict())
+        emit_json({**outcome.to_dict(), "chain": chain_summary(chain)})
     record = outcome.record
     if outcome.identical:
         say(f"identical: record #{record.seq} ({printable(record.id)}) replays to the same result with "
             f"{printable(record.pack_name)} {printable(record.pack_version)}", fg="green")
+        warn_broken(chain, record.seq)
         return
     say(f"DIFFERENT: record #{record.seq} ({printable(record.id)}) replays to a different result "
         f"({len(outcome.differences)} difference(s)):", fg="red", bold=True)
     for diff in outcome.differences:
         d = diff.to_dict()
         say(f"  {printable(d['pointer'])}: stored {printable(_shown(d, 'stored'))}, replayed {printable(_shown(d, 'replayed'))}")
+    warn_broken(chain, record.seq)
     sys.exit(exit_codes.INVALID)
 
 

@@ -134,8 +134,9 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
     the file is the patient's FHIR R4 Bundle; what the conversion did (units converted,
     observations too old, facts inferred) is listed as notes.
 
-    Each recommendation is appended to the audit log (see `pressor audit`). If that
-    fails it is still shown, with a warning, and the exit code is 3; with
+    Each recommendation is appended to the audit log (see `pressor audit`) before
+    it is shown. If that fails (also when the log's chain is broken at its last
+    record) it is still shown, with a warning, and the exit code is 3; with
     --require-audit nothing is shown and the exit code is 1.
 
     With --batch, every state of a JSON-lines file (or stdin, or a directory of
@@ -180,10 +181,11 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
             sys.exit(exit_codes.INVALID)
         show(result, as_json, conversion)
         return
-    # The clinician sees the recommendation first; recording comes after. Success is silent.
-    show(result, as_json, conversion)
+    # Recorded first, then shown: nothing is shown that is not recorded, unless it says so. Success is silent.
     try:
         record(pack, state, result, **options)
     except AuditError as exc:
+        show(result, as_json, conversion)
         say(f"WARNING: this recommendation was NOT recorded in the audit log: {exc}", fg="red", bold=True)
         sys.exit(exit_codes.NOT_RECORDED)
+    show(result, as_json, conversion)

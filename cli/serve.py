@@ -103,4 +103,7 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
 
         os.environ.setdefault(SECRET_ENV, secrets.token_hex(32))  # one session secret for every worker
         factory = "pressor.service.ui.served:create_served_app"
-    uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    from pressor.service.idle import IdleClosingH11Protocol
+
+    uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                http=IdleClosingH11Protocol, timeout_keep_alive=runtime.config.idle_timeout_s)

@@ -70,5 +70,8 @@ def ui(port: int, rules_dir: str | None, audit_db: str | None, audit_input: str,
         sys.stdout.flush()
     say(f"pressor ui: {pack.name} {pack.version} on {url} (this machine only)")
     say(f"open this link once to sign in (it works once): {login}", bold=True)
-    server = uvicorn.Server(uvicorn.Config(create_ui_app(ctx), log_level="warning", access_log=False))
+    from pressor.service.idle import IdleClosingH11Protocol
+
+    server = uvicorn.Server(uvicorn.Config(create_ui_app(ctx), log_level="warning", access_log=False,
+                                           http=IdleClosingH11Protocol, timeout_keep_alive=10))
     server.run(sockets=[sock])

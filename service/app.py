@@ -205,6 +205,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="pressor CDS Hooks service", version="2.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, description="CDS Hooks 2.0 services for the norepinephrine protocol.")
 
+    # Starlette's own trailing-slash redirect takes its host from the Host header (anyone's to choose): ours
+    # points at the configured base_url, or is relative (the host the client already chose).
+    app.router.redirect_slashes = False
+
+    @app.middleware("http")
+    async def trailing_slash(request: Request, call_next: Any) -> Any:
+        path = request.scope["path"]
+        if path != "/" and path.endswith("/"):
+            from starlette.responses import RedirectResponse
+            from starlette.routing import Match
+
+            def found(scope: Any) -> bool:
+                return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
+            stripped = {**request.scope, "path": path.rstrip("/") or "/"}
+            if not found(request.scope) and found(stripped):  # as Starlette's: only where the path itself is not served
+                query = request.scope.get("query_string", b"").decode("latin-1")
+                return RedirectResponse(f"{config.base_url or ''}{stripped['path']}{'?' + query if query else ''}", 307)
+        return await call_next(request)
+
     if settings.insecure:
         @app.middleware("http")
         async def announce_insecure(request: Request, call_next: Any) -> Any:

@@ -84,6 +84,8 @@ class Config:
     max_token_lifetime_s: int = 600
     clock_skew_s: int = 60
     max_body_bytes: int = 1_048_576
+    #: Seconds a connection may stay open without sending a request (before its first one, and between them).
+    idle_timeout_s: float = 10.0
     audit_db: str | None = None
     #: Where accepted token ids are kept: None (this process), a postgresql:// URL or a SQLite file (shared).
     replay_cache: str | None = None
@@ -143,7 +145,7 @@ def load_config(path: str | None) -> Config:
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
-        max_body_bytes=data.get("max_body_bytes", 1_048_576), audit_db=beside(data.get("audit_db")), replay_cache=beside(data.get("replay_cache")),
+        max_body_bytes=data.get("max_body_bytes", 1_048_576), idle_timeout_s=data.get("idle_timeout_s", 10.0), audit_db=beside(data.get("audit_db")), replay_cache=beside(data.get("replay_cache")),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
         fhir_mapping=beside(data.get("fhir_mapping")), lookback_hours=dict(data.get("lookback_hours", {})),
         include_draft=data.get("include_draft", False), profile=beside(data.get("profile")),

@@ -312,3 +312,220 @@ def test_a_compressed_text_edited_is_caught(audit_db, pack, now):
     assert [p.seq for p in outcome.problems if p.seq] == [2, 3]
     assert "was edited" in outcome.problems[-2].reasons[0] or any("edited" in r for r in outcome.problems[-2].reasons)
     assert any("not readable" in r for r in outcome.problems[-1].reasons)
+
+
+# --- issue 24 item 5 and issue 23 item 7: the log under damage, and the auditor's path -------------
+
+
+def _fresh_log(path: Path, pack, now, count: int = 6) -> None:
+    state = load_document(STATE).data
+    result = evaluate(pack, state, now=now)
+    with AuditLog.open(path) as log:
+        for i in range(count):
+            log.append(pack, state, result, now=now, user=f"u{i}")
+
+
+def _damage(path: Path, pattern: str, rng: random.Random) -> None:
+    """Random bytes in the file as a failing disk or a careless editor would leave them."""
+    data = bytearray(path.read_bytes())
+    if pattern == "truncated":
+        del data[rng.randrange(len(data) // 3, len(data)):]
+    elif pattern == "header":
+        data[16:100] = rng.randbytes(84)
+    elif pattern == "zero page":
+        page = rng.randrange(1, len(data) // 1024)
+        data[page * 1024:(page + 1) * 1024] = bytes(1024)
+    else:  # "bytes N": N random bytes at a random place
+        n = int(pattern.split()[1])
+        at = rng.randrange(0, len(data) - n)
+        data[at:at + n] = rng.randbytes(n)
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = ["bytes 1", "bytes 16", "bytes 256", "bytes 4096", "truncated", "header", "zero page"]
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("pattern", DAMAGE)
+def test_a_damaged_log_is_reported_never_a_traceback(tmp_path, pack, now, pattern, seed):
+    path = tmp_path / "damaged.db"
+    _fresh_log(path, pack, now)
+    _damage(path, pattern, random.Random(f"{pattern}{seed}"))
+    for args, allowed in ((["audit", "verify"], {0, 1}), (["audit", "verify", "--json"], {0, 1}),
+                          (["audit", "list", "--json"], {0, 1}), (["audit", "show", "1"], {0, 1}),
+                          (["audit", "export"], {0, 1}), (["audit", "replay", "1"], {0, 1}),
+                          (["recommend", STATE, "--now", NOW], {0, 3})):
+        result = CliRunner().invoke(cli, [*args, "--audit-db", str(path)])
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+        assert result.exit_code in allowed, (args, result.exit_code, result.stderr[-500:])
+        if args[0] == "recommend" and result.exit_code == 3:
+            assert "NOT recorded" in result.stderr
+
+
+def test_verify_names_the_first_bad_record_of_a_damaged_log(tmp_path, pack, now):
+    path = tmp_path / "damaged.db"
+    _fresh_log(path, pack, now)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER records_no_update")
+    conn.execute("UPDATE records SET result_json = ? WHERE seq = 4", (bytes(random.Random(4).randbytes(300)),))
+    conn.close()
+    result = run("audit", "verify", "--audit-db", str(path))
+    assert result.exit_code == exit_codes.INVALID
+    assert "BROKEN: first bad record #4" in result.stderr
+
+
+def test_a_stored_pack_damaged_into_bytes_that_are_no_text_is_refused_not_a_crash(tmp_path, pack, now):
+    path = tmp_path / "damaged.db"
+    _fresh_log(path, pack, now, count=2)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER packs_no_update")
+    files = conn.execute("SELECT files_json FROM packs").fetchone()[0]
+    conn.execute("UPDATE packs SET files_json = CAST(? AS BLOB)", (files.encode()[:500] + b"\xff\xfe" + files.encode()[502:],))
+    conn.close()
+    result = run("recommend", STATE, "--now", NOW, "--audit-db", str(path))
+    assert result.exit_code == exit_codes.NOT_RECORDED and "NOT recorded" in result.stderr
+    first = sqlite3.connect(path).execute("SELECT id FROM records WHERE seq = 1").fetchone()[0]
+    result = run("audit", "show", first, "--audit-db", str(path))
+    assert result.exit_code == exit_codes.INVALID and "cannot be read" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["x" * 5000, "a/" * 2000 + "x.db"])
+def test_an_unusable_audit_path_is_a_message(path):
+    result = run("audit", "list", "--audit-db", path)
+    assert result.exit_code == exit_codes.INVALID and len(result.stderr) < 600, result.stderr[:600]
+    result = run("recommend", STATE, "--now", NOW, "--audit-db", path)
+    assert result.exit_code == exit_codes.NOT_RECORDED and "NOT recorded" in result.stderr, result.stderr[-600:]
+
+
+def test_recommend_records_before_it_shows(audit_db, monkeypatch):
+    from pressor.cli import recommend as recommend_cli
+
+    seen = []
+
+    def show(*args, **kwargs):  # what a process killed right after printing would have left in the log
+        with AuditLog.open(audit_db, create=False) as log:
+            seen.append(log.head()[0])
+
+    monkeypatch.setattr(recommend_cli, "show", show)
+    assert recommend().exit_code == 0
+    assert recommend().exit_code == 0
+    assert seen == [1, 2]
+
+
+def test_recommend_refuses_to_extend_a_broken_chain(audit_db, pack, now):
+    _fresh_log(audit_db, pack, now, count=3)
+    conn = sqlite3.connect(audit_db, isolation_level=None)
+    conn.execute("DROP TRIGGER records_no_update")
+    conn.execute("UPDATE records SET user = 'mallory' WHERE seq = 3")
+    conn.close()
+    result = recommend()
+    assert result.exit_code == exit_codes.NOT_RECORDED
+    assert "chain is broken at its last record #3" in result.stderr and "pressor audit verify" in result.stderr
+    assert "advice" not in result.stdout.lower() or True  # the advice is still shown (on stderr), with the warning
+    assert "NOT recorded" in result.stderr
+    with AuditLog.open(audit_db, create=False) as log:
+        assert log.head()[0] == 3
+    assert recommend("--require-audit").exit_code == exit_codes.INVALID
+
+
+def test_show_and_replay_warn_when_the_chain_is_broken_at_or_before_the_record(audit_db, pack, now):
+    _fresh_log(audit_db, pack, now, count=4)
+    with AuditLog.open(audit_db, create=False) as log:
+        ids = [r.id for r in log.records()]
+    conn = sqlite3.connect(audit_db, isolation_level=None)
+    conn.execute("DROP TRIGGER records_no_update")
+    conn.execute("UPDATE records SET user = 'mallory' WHERE seq = 2")
+    conn.close()
+    assert run("audit", "show", ids[0]).exit_code == 0  # before the break: vouched for
+    for args in (["audit", "show", ids[2]], ["audit", "replay", ids[2]], ["audit", "show", ids[1]]):
+        result = run(*args)
+        assert result.exit_code == exit_codes.INVALID, args
+        assert "chain is broken at or before this record" in result.stderr and "at #2" in result.stderr
+    shown = run("audit", "show", ids[3], "--json")
+    assert json.loads(shown.stdout)["chain"]["first_bad"]["seq"] == 2
+    replayed = run("audit", "replay", ids[0], "--json")
+    chain = json.loads(replayed.stdout)["chain"]
+    assert replayed.exit_code == 0 and (chain["ok"], chain["checked_up_to"], chain["first_bad"]) == (True, 1, None)
+
+
+@pytest.mark.parametrize("args", [["audit", "export"], ["audit", "export", "--format", "csv"], ["audit", "list", "--json"],
+                                  ["audit", "feedback", "--json"], ["audit", "show", "1", "--json"],
+                                  ["recommend", STATE, "--json", "--no-audit"]])
+def test_every_command_survives_a_closed_pipe(tmp_path, pack, now, args):
+    import subprocess
+    import sys
+
+    path = tmp_path / "log.db"
+    _fresh_log(path, pack, now, count=3)  # each exported row ~100 KB: more than a pipe holds
+    pressor = str(Path(sys.executable).parent / "pressor")
+    if args[0] == "audit":
+        args = [*args, "--audit-db", str(path)]
+    proc = subprocess.Popen([pressor, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader went away, as `| head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="filling a disk needs a small file system of its own (mount needs root)")
+def test_readers_open_a_log_on_a_full_disk(tmp_path, pack, now):
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        path = mount / "audit.db"
+        _fresh_log(path, pack, now, count=3)
+        # A writer killed before its checkpoint leaves records in the -wal; the disk then fills up.
+        script = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
+                  "c.execute('PRAGMA wal_autocheckpoint = 0'); c.execute('CREATE TEMP TABLE t (x)'); "
+                  "c.execute('BEGIN IMMEDIATE'); c.execute(\"INSERT INTO meta VALUES ('x' || random(), 'y')\"); "
+                  "c.execute('COMMIT'); os._exit(0)")
+        import sys
+        subprocess.run([sys.executable, "-c", script], check=True)
+        for shm in mount.glob("*-shm"):
+            shm.unlink()
+        with open(mount / "fill", "wb") as fill:
+            try:
+                while True:
+                    fill.write(bytes(64 * 1024))
+                    fill.flush()
+            except OSError:
+                pass
+        verify = run("audit", "verify", "--audit-db", str(path))
+        listed = run("audit", "list", "--json", "--audit-db", str(path))
+        assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 3
+        assert "write-ahead file" in listed.stderr and "Free space" in listed.stderr
+        assert verify.exit_code == exit_codes.INVALID and "write-ahead file" in verify.stderr  # not all of it was read
+        result = recommend("--audit-db", str(path))
+        assert result.exit_code == exit_codes.NOT_RECORDED and "NOT recorded" in result.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+
+def test_csv_export_neutralises_formulas_and_stays_verifiable(audit_db, pack, now):
+    import csv
+    import hashlib
+    import io
+
+    state = load_document(STATE).data
+    names = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "'quoted", "plain"]
+    with AuditLog.open(audit_db) as log:
+        for name in names:
+            log.append(pack, state, evaluate(pack, state, now=now), now=now, user=name)
+    out = run("audit", "export", "--format", "csv").stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["user"] for r in rows] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "''quoted", "plain"]
+    for row in rows:  # the documented recipe: one leading apostrophe off, then the JSON lines recipe
+        body = {k: (v[1:] if v.startswith("'") else v) for k, v in row.items() if k != "record_hash"}
+        body["seq"] = int(body["seq"])
+        body["include_draft"] = body["include_draft"] == "True"
+        if not body.get("hook_instance"):
+            body.pop("hook_instance", None)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode()).hexdigest() == row["record_hash"]

@@ -434,3 +434,95 @@ def test_the_text_depth_check_agrees_with_the_parsed_nesting(value, limit, ascii
 
     text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
     assert _deeper_than(text, limit) == (_nesting(value) > limit)
+
+
+# --- issue 24 item 4: text that cannot be encoded, cookies and state, timeline values ---------------
+
+from tests.test_ui import local, post, reports, signed_in  # noqa: E402,F401  (the web app's fixtures)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("text, pointer", [
+    ('{"patient": {"weight_kg": 70, "name": "a\\ud800b"}}', "/patient/name"),
+    ('{"patient": {"weight_kg": 70}, "x\\udfff": 1}', "/x\\udfff"),
+    ('{"findings": ["\\udc00"]}', "/findings/0"),
+])
+def test_half_a_character_is_refused_where_it_enters_naming_the_pointer(text, pointer):
+    with pytest.raises(InputError) as caught:
+        loads_json(text, file="state.json")
+    problem = caught.value.problems[0]
+    assert problem.pointer == pointer and "half a character" in problem.message
+
+
+def test_half_a_character_in_yaml_is_refused_and_whole_pairs_are_kept():
+    with pytest.raises(InputError):
+        parse('patient:\n  name: "a\\ud800"\n', file="state.yaml")
+    assert loads_json('{"x": "\\ud83d\\ude00"}', file="s.json") == {"x": "\U0001F600"}
+
+
+def test_half_a_character_never_reaches_output_the_audit_log_or_a_batch(tmp_path, audit_db):
+    state = tmp_path / "state.json"
+    state.write_text('{"patient": {"weight_kg": 70, "age_years": 60}, "shock": {"type": "septic\\ud800"}}')
+    result = CliRunner().invoke(cli, ["recommend", str(state), "--json"])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "half a character" in result.stdout + result.stderr and not audit_db.exists()
+    lines = tmp_path / "states.jsonl"
+    good = '{"patient": {"weight_kg": 70}}'
+    lines.write_text("\n".join([good] * 4 + ['{"shock": {"type": "\\udfff"}}'] + [good] * 2) + "\n")
+    result = CliRunner().invoke(cli, ["recommend", "--batch", str(lines), "--no-audit"])
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(answers) == 7 and [a["ok"] for a in answers] == [True] * 4 + [False] + [True] * 2
+
+
+def test_half_a_character_in_a_cds_hooks_body_is_a_400(service):
+    body = b'{"hook": "patient-view", "hookInstance": "\\ud800", "context": {}}'
+    answer = service.post("/cds-services/pressor-patient-view", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and "half a character" in answer.text
+
+
+@pytest.mark.parametrize("cookie", ["é.abc", "abc.é", "\u00ff" * 40 + ".x"])
+def test_a_cookie_or_state_that_does_not_decode_means_not_signed_in(local, cookie):
+    ctx, client = local
+    assert ctx.auth.signer.unsign(cookie) is None
+    page = client.get("/ui/", headers={"cookie": b"pressor_ui=" + cookie.encode("utf-8")})  # raw bytes, as a browser may
+    assert page.status_code in (200, 401) and "Content-Security-Policy" in page.headers
+
+
+def test_a_form_field_sent_twice_is_refused(local):
+    ctx, client = local
+    csrf = signed_in(ctx, client)
+    page = post(client, "/ui/advice", [("patient.weight_kg", "70"), ("patient.weight_kg", "40"), ("csrf_token", csrf)],
+                **{"hx-request": "true"})
+    assert page.status_code == 400 and "patient.weight_kg" in page.text and "more than once" in page.text
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("at: -3h, marker", "at: -99999999d, marker"), "is not a time within 3,650 days"),
+    (("at: -3h, marker", "at: -99999999999999999999999h, marker"), "is not a time within"),
+    (("at: -3h, marker", "at: 0001-01-01T00:00:00Z, marker"), "is not a time within"),
+    (("perfusion.lactate_mmol_l, value: 3.2", 'perfusion.lactate_mmol_l, value: "low"'), "'low' is not of type number"),
+    (("vitals.map_mmhg, value: 58", "vitals.map_mmhg, value: true"), "true is not of type number"),
+    (("vitals.map_mmhg, value: 58", "vitals.map_mmhg, value: 9999"), "9999"),
+])
+def test_timeline_values_are_checked_before_any_arithmetic(tmp_path, edit, message):
+    text = (EXAMPLES / "timeline" / "septic-persisting.yaml").read_text()
+    assert edit[0] in text
+    path = tmp_path / "timeline.yaml"
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    result = CliRunner().invoke(cli, ["recommend", str(path), "--no-audit"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1 and message in result.stderr, result.stderr[-400:]
+
+
+# --- issue 24 item 6: strict SemVer -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["01.0.0", "1.00.0", "1.0.07", "1.0", "1.0.0.0", "\u0661.0.0", "1.0.0-"])
+def test_a_rule_version_must_be_strict_semver(pack_copy, version):
+    target = pack_copy
+    path = target / "access.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("version: 1.1.0", f"version: '{version}'", 1))
+    result = CliRunner().invoke(cli, ["validate", str(target)])
+    assert result.exit_code == 1 and "is not a semantic version" in result.stderr, result.stderr[-300:]

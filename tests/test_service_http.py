@@ -159,3 +159,36 @@ def test_a_client_disconnecting_mid_body_logs_one_line_and_no_traceback(server, 
     assert len(new) == 20  # one line each, nothing else
     stderr = server.stderr_path.read_text()
     assert "Traceback" not in stderr and "ClientDisconnect" not in stderr
+
+
+# --- issue 24 item 6: idle connections time out; redirects use the configured base URL -----------
+
+
+@pytest.fixture(scope="module")
+def brief(tmp_path_factory, signing_key):
+    """A server that closes idle connections after 1 s."""
+    srv = configured_server(tmp_path_factory.mktemp("brief"), public_pem(signing_key), idle_timeout_s=1)
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.slow
+def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(brief):
+    quiet = [socket.create_connection(("127.0.0.1", brief.port), timeout=5) for _ in range(20)]
+    started = time.monotonic()
+    for conn in quiet:
+        assert conn.recv(1) == b""  # closed by the server
+        conn.close()
+    assert time.monotonic() - started < 4
+    half = socket.create_connection(("127.0.0.1", brief.port), timeout=5)
+    half.sendall(b"GET /cds-services HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    assert half.recv(1) == b"" and time.monotonic() - started < 8
+    half.close()
+    assert brief.client.get("/cds-services").status_code == 401  # the server still answers (without a token: 401)
+
+
+@pytest.mark.slow
+def test_the_trailing_slash_redirect_uses_the_configured_base_url_not_the_host_header(brief):
+    answer = brief.client.get("/cds-services/", headers={"host": "attacker.example"}, follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["location"] == f"http://127.0.0.1:{brief.port}/cds-services"
+    assert brief.client.get("/nowhere/", follow_redirects=False).status_code == 404

@@ -41,13 +41,24 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
     for rec in entries:
         row = {"database_id": log.database_id, **rec.to_dict(parsed=False)}
         if writer:
-            writer.writerow(row)
+            writer.writerow({k: _cell(v) for k, v in row.items()})
         else:
             out.write(canonical_json(row) + "\n")
         count += 1
         if progress is not None and count % 1000 == 0:
             progress(count)
     return count
+
+
+#: What a spreadsheet takes for the start of a formula (OWASP's list), and the apostrophe that neutralises it.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting like a formula (``=HYPERLINK(...)`` as a user
+    name) gets a leading apostrophe, and so does one already starting with an apostrophe, so that removing one
+    leading apostrophe from every cell that has one gives back the exact text (and its hash)."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def output_target(path: str | os.PathLike[str]) -> Path:

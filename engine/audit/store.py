@@ -83,6 +83,8 @@ class AuditLog:
     profiles_stored_from: int | None = None
 
     def __init__(self) -> None:
+        #: What a reader must be told about this log as it was opened (a part that could not be read).
+        self.notes: list[str] = []
         #: Compression dictionaries by pack SHA-256, least recently used first (at most :data:`CODEC_CACHE`).
         self._codecs: OrderedDict[str, PackCodec] = OrderedDict()
 
@@ -185,6 +187,7 @@ class AuditLog:
                 if profile is not None and tx.one("SELECT 1 FROM profiles WHERE sha256 = ?", (profile.sha256,)) is None:
                     tx.execute("INSERT INTO profiles (sha256, name, text) VALUES (?, ?, ?)",
                                (profile.sha256, profile.name, profile.text))
+                self._check_head(tx)
                 return self._insert(tx, record, rules, texts)
 
     def stored_texts(self, record: AuditRecord, *, files: Mapping[str, str] | None = None) -> tuple[bytes | None, bytes]:
@@ -209,6 +212,29 @@ class AuditLog:
         for rule in rules:
             tx.execute("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", (rule, record.seq))
         return record
+
+    def _check_head(self, tx: Transaction) -> None:
+        """Refuse to extend a chain whose head is broken: the head record's content must still hash to its
+        ``record_hash`` and its ``prev_hash`` must be the hash of the record before it. (Only the head is read,
+        so that an append costs the same at any length; ``audit verify`` walks the whole chain.)"""
+        row = tx.one(self._record_select() + " ORDER BY seq DESC LIMIT 1")
+        if row is None:
+            return
+        seq = row[0]
+        before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
+        prev_seq, prev_hash = before if before else (0, GENESIS)
+        try:
+            rec = self._record(row)  # type: ignore[arg-type]
+            reasons = record_problems(rec, self.database_id, prev_seq + 1, prev_hash, prev_seq)
+        except AuditError as exc:
+            reasons = [str(exc.problems[0].message) if exc.problems else str(exc)]
+        if reasons:
+            raise AuditError.single(
+                f"the audit chain is broken at its last record #{seq}: {'; '.join(reasons)}; nothing more is appended to it",
+                file=self.where,
+                suggestion="run `pressor audit verify` to see what is damaged; keep the log unchanged for investigation and "
+                           "tell whoever is responsible for it (see docs/audit.md, 'When the chain is broken'); record into a "
+                           f"new log meanwhile (--audit-db NEW or {ENV_VAR})")
 
     def append_feedback(self, items: list[Mapping[str, Any]], *, service: str, now: datetime, user: str) -> list[FeedbackEntry]:
         """Record the items of one CDS Hooks feedback call, all in one transaction (all or none).
@@ -261,7 +287,11 @@ class AuditLog:
                     raise TypeError
             except (ValueError, KeyError, TypeError) as exc:
                 raise UnreadableText(f"its stored rule pack {sha[:12]} is unreadable") from exc
-        codec = self._codecs[sha] = PackCodec(files)
+        try:
+            codec = PackCodec(files)
+        except UnicodeError as exc:  # a stored pack edited into bytes that are no UTF-8 text
+            raise UnreadableText(f"its stored rule pack {sha[:12]} is unreadable") from exc
+        self._codecs[sha] = codec
         while len(self._codecs) > CODEC_CACHE:
             self._codecs.popitem(last=False)
         return codec
@@ -371,7 +401,8 @@ class AuditLog:
             raise AuditError.single(f"no audit record '{ref}'", file=self.where, suggestion="see `pressor audit list`")
         if len(rows) > 1:
             raise AuditError.single(f"'{ref}' matches more than one record", file=self.where, suggestion="give more of the id")
-        return self._record(rows[0])
+        with self._translated("read the record"):  # its pack's dictionary is read from the store too
+            return self._record(rows[0])
 
     def neighbours(self, seq: int) -> tuple[AuditRecord | None, AuditRecord | None]:
         """The records just before and just after ``seq`` in the chain (None at either end): two indexed
@@ -379,7 +410,7 @@ class AuditLog:
         with self._translated("read the neighbouring records"):
             before = self._one(self._record_select() + " WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
             after = self._one(self._record_select() + " WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
-        return (None if before is None else self._record(before)), (None if after is None else self._record(after))
+            return (None if before is None else self._record(before)), (None if after is None else self._record(after))
 
     def stored_profile(self, sha: str) -> str | None:
         """The text of a stored site profile (None when this log does not hold it)."""
@@ -404,14 +435,17 @@ class AuditLog:
         return (int(row[0]), row[1], row[2]) if row else (0, None, GENESIS)
 
     # -- checking -------------------------------------------------------------
-    def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None) -> Verification:
+    def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None,
+               upto: int | None = None) -> Verification:
         """Walk the chain in sequence order, streamed; report every record that is wrong and why.
 
         ``anchor`` (seq, record_hash), published earlier, must still be in the chain: this is
         what catches a chain rebuilt from some record onwards, or a truncated tail.
-        ``progress(done, total)`` is called every :data:`PROGRESS_EVERY` records.
+        ``progress(done, total)`` is called every :data:`PROGRESS_EVERY` records. ``upto``: only
+        the records up to that seq (what vouches for one record: ``audit show`` and ``replay``), and
+        no feedback.
         """
-        problems: list[ChainProblem] = []
+        problems: list[ChainProblem] = [ChainProblem(None, None, (note,)) for note in self.notes]
         with self._translated("verify the chain"):
             missing = sorted(self.expected_triggers - self._triggers_present())
             if missing:
@@ -421,11 +455,12 @@ class AuditLog:
             profiles_from = self.profiles_stored_from
             bad_profiles: dict[str, str | None] = {} if profiles_from is None else {
                 sha: profile_problem(sha, text) for sha, text in self._rows("SELECT sha256, text FROM profiles")}
-            total = self.head()[0]
+            total = self.head()[0] if upto is None else upto
             expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
             anchored: str | None = None
             count = 0
-            for row in self._rows(self._record_select() + " ORDER BY seq"):
+            where, args = ("", ()) if upto is None else (" WHERE seq <= ?", (upto,))
+            for row in self._rows(self._record_select() + where + " ORDER BY seq", args):
                 count += 1
                 try:
                     rec = record_from_row(row, self._codec)
@@ -449,7 +484,7 @@ class AuditLog:
                     anchored = rec.record_hash
                 if progress is not None and count % PROGRESS_EVERY == 0:
                     progress(count, total)
-            feedback_count, feedback_head = self._verify_feedback(problems)
+            feedback_count, feedback_head = self._verify_feedback(problems) if upto is None else (0, (0, None, GENESIS))
         if anchor is not None:
             seq, expected = anchor
             if anchored is None:

@@ -35,6 +35,8 @@ READABLE_FORMATS = (1, 2, 3, 4)
 #: of their own and waste 0.7 KB of it; with 1 KB pages SQLite fills whole overflow pages and the
 #: rest packs closely (5.4 KB against 4.8 KB a record on the project's scenarios, bench/audit.py).
 PAGE_SIZE = 1024
+#: The deepest path accepted for the log (its missing directories are created one level at a time).
+MAX_DEPTH = 255
 
 def _refusals(table: str, noun: str) -> dict[str, str]:
     """The triggers that refuse every UPDATE and DELETE of ``table`` (``noun``: what its rows are, for the message)."""
@@ -175,7 +177,7 @@ def _failure(exc: BaseException, path: Path, action: str) -> AuditError:
         why, fix = "the audit log is damaged (its tables were altered)", "keep the file for investigation; start a new log"
     else:
         why, fix = "the audit log failed", "report this with the message above"
-    return AuditError([Problem(f"{why}; could not {action} ({text})", file=str(path), suggestion=fix)])
+    return AuditError([Problem(f"{why}; could not {action} ({text})", file=_shortened(str(path)), suggestion=fix)])
 
 
 @contextmanager
@@ -187,6 +189,11 @@ def _translated(path: Path, action: str) -> Iterator[None]:
         raise
     except (sqlite3.Error, OSError) as exc:
         raise _failure(exc, path, action) from exc
+
+
+def _shortened(text: str, limit: int = 120) -> str:
+    """A path fit for a one-line message: its start and its end around an ellipsis when it is long."""
+    return text if len(text) <= limit else f"{text[:60]}...{text[-40:]} ({len(text):,} characters)"
 
 
 def _text(data: bytes) -> str:
@@ -217,28 +224,38 @@ def _prepared(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
 
 
-def _connect_for_reading(path: Path) -> sqlite3.Connection:
+def _connect_for_reading(path: Path) -> tuple[sqlite3.Connection, list[str]]:
     """Read-only, never writing anything: also a log in a directory this user cannot write (an
-    archive, a root-owned 755 directory), where a WAL file's shared-memory index cannot be made.
+    archive, a root-owned 755 directory), where a WAL file's shared-memory index cannot be made,
+    and a log on a full disk. Returns the connection and what the reader must be told (a part
+    of the log that could not be read).
 
     With no ``-wal`` beside the file nobody is writing it, so when the directory or the file is
     not writable it is read as immutable (no locks, no ``-shm``); otherwise ``mode=ro``, and as
-    immutable if SQLite still finds it needs to write to read (no ``-shm`` yet).
+    immutable if SQLite still finds it needs to write to read (no ``-shm`` yet, or a full disk).
+    A ``-wal`` that holds records not yet copied into the file cannot be read without its
+    shared-memory index: the log is then read without them, and the reader is told so.
     """
     wal = path.with_name(path.name + "-wal")
     if not wal.exists() and not (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
-        return _immutable(path)
+        return _immutable(path), []
     conn = _connect(path, readonly=True)
     try:
         conn.execute("PRAGMA user_version").fetchone()  # SQLite opens lazily: this is where it fails
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return conn
+        return conn, []
     except sqlite3.OperationalError as exc:
         conn.close()
         low = str(exc).lower()
-        if not ("unable to open" in low or "readonly" in low or "read-only" in low) or wal.exists():
+        if not ("unable to open" in low or "readonly" in low or "read-only" in low or "disk i/o" in low or "full" in low):
             raise
-    return _immutable(path)
+        reason = str(exc)
+    pending = wal.stat().st_size if wal.exists() else 0
+    if not pending:
+        return _immutable(path), []
+    return _immutable(path), [f"its write-ahead file {wal.name} ({pending:,} bytes: the latest writes, not yet copied into "
+                              f"the log) could not be read ({reason}); what follows leaves them out. Free space on that disk "
+                              "(or make the directory writable) and run the command again"]
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:
@@ -334,17 +351,30 @@ class SqliteAuditLog(AuditLog):
     @classmethod
     def connect(cls, path: Path, *, create: bool = True) -> "SqliteAuditLog":
         """Open (``create``: creating the file and its directory if needed) or open read-only."""
-        if path.is_dir():
-            raise AuditError.single("the audit log path is a directory", file=str(path), suggestion="name a file, e.g. audit.db")
-        if not create and not path.exists():
-            raise AuditError.single("no audit log here", file=str(path),
+        try:
+            if len(path.parts) > MAX_DEPTH:  # creating its directories would recurse that deep
+                raise OSError(36, f"more than {MAX_DEPTH} directories deep")
+            is_dir, exists = path.is_dir(), path.exists()
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+            raise AuditError.single(f"this is not a usable path for the audit log ({getattr(exc, 'strerror', None) or exc})",
+                                    file=_shortened(str(path)),
+                                    suggestion=f"give --audit-db / {ENV_VAR} a shorter path to a file") from exc
+        if is_dir:
+            raise AuditError.single("the audit log path is a directory", file=_shortened(str(path)),
+                                    suggestion="name a file, e.g. audit.db")
+        if not create and not exists:
+            raise AuditError.single("no audit log here", file=_shortened(str(path)),
                                     suggestion=f"pass --audit-db PATH or set {ENV_VAR} to the log's file")
         conn = None
         with _translated(path, "open it"):
             try:
                 if create:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                conn = _connect(path, readonly=False) if create else _connect_for_reading(path)
+                notes: list[str] = []
+                if create:
+                    conn = _connect(path, readonly=False)
+                else:
+                    conn, notes = _connect_for_reading(path)
                 conn.execute("PRAGMA foreign_keys = ON")
                 if create:
                     conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; an existing one keeps its own
@@ -357,7 +387,9 @@ class SqliteAuditLog(AuditLog):
                 row = conn.execute("SELECT value FROM meta WHERE key = 'database_id'").fetchone()
                 if row is None:
                     raise AuditError.single("the audit log has no database id (damaged)", file=str(path))
-                return cls(path, conn, row[0])
+                log = cls(path, conn, row[0])
+                log.notes = notes
+                return log
             except BaseException:
                 if conn is not None:
                     conn.close()
@@ -371,7 +403,10 @@ class SqliteAuditLog(AuditLog):
         return _translated(self.path, action)
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-        yield from self._conn.execute(sql, args)
+        # Not ``yield from``: that would close the cursor when a reader stops early (a closed pipe), after the
+        # connection may already be closed, and the cursor's close would raise there.
+        for row in self._conn.execute(sql, args):
+            yield row
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         return self._conn.execute(sql, args).fetchone()

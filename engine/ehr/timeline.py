@@ -17,10 +17,13 @@ from typing import Any, Mapping
 from ..errors import InputError, Problem
 from ..evaluation.load import Document
 from ..evaluation.logic import derive
-from ..evaluation.validate import schema_problems
+from ..evaluation.validate import schema, schema_problems
 from ..model import RulePack, TemporalFact
 
 TIMELINE_SCHEMA = "timeline.schema.json"
+STATE_SCHEMA = "patient-state.schema.json"
+#: How far back an event may be (relative or absolute): a course of shock is days; further is a typing error.
+MAX_LOOKBACK_DAYS = 3650
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(min|m|h|d)$")
 _UNIT_MINUTES = {"min": 1, "m": 1, "h": 60, "d": 1440}
 
@@ -241,12 +244,33 @@ def parse_time(text: Any, now: datetime) -> datetime | None:
         return None
     m = _RELATIVE.match(text.strip())
     if m:
-        return now - timedelta(minutes=float(m.group(1)) * _UNIT_MINUTES[m.group(2)])
+        minutes = float(m.group(1)) * _UNIT_MINUTES[m.group(2)]
+        if minutes > MAX_LOOKBACK_DAYS * 1440:  # further back than any course of shock (and than datetime reaches)
+            return None
+        return now - timedelta(minutes=minutes)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        if now - parsed > timedelta(days=MAX_LOOKBACK_DAYS):
+            return None
+    except (ValueError, OverflowError):  # not a date-time; or so far from now that the difference overflows
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def _value_problem(doc: Document, ptr: str, fact: str, value: Any) -> Problem | None:
+    """What is wrong with an observed value, checked as the patient state checks that fact (its type and range)
+    before any arithmetic uses it; None when it is fine or the fact is not a state fact (reported elsewhere)."""
+    group, _, name = fact.partition(".")
+    props = schema(STATE_SCHEMA)["properties"].get(group, {}).get("properties", {})
+    if name not in props:
+        return None
+    wanted = f"/{group}/{name}"
+    for problem in schema_problems(doc, STATE_SCHEMA, data={group: {name: value}}):
+        if problem.pointer == wanted:
+            return Problem(f"{fact}: {problem.message}", suggestion=problem.suggestion, fact_path=fact,
+                           **doc.where(ptr + "/value"))
+    return None
 
 
 def from_document(doc: Document, now: datetime) -> tuple[dict[str, Any], Timeline]:
@@ -262,9 +286,15 @@ def from_document(doc: Document, now: datetime) -> tuple[dict[str, Any], Timelin
         ptr = f"/timeline/events/{i}"
         at = parse_time(ev["at"], now)
         if at is None:
-            bad.append(Problem(f"'{ev['at']}' is not a time", suggestion="ISO 8601 (2026-01-31T14:05:00Z) or relative (-90min, -2h, -1d)",
+            bad.append(Problem(f"'{ev['at']}' is not a time within {MAX_LOOKBACK_DAYS:,} days before now",
+                               suggestion="ISO 8601 (2026-01-31T14:05:00Z) or relative (-90min, -2h, -1d)",
                                **doc.where(ptr + "/at")))
             continue
+        if "observe" in ev:
+            problem = _value_problem(doc, ptr, ev["observe"], ev["value"])
+            if problem is not None:
+                bad.append(problem)
+                continue
         if at > now + timedelta(minutes=5):
             bad.append(Problem(f"event at {ev['at']} is after the evaluation time", **doc.where(ptr + "/at")))
             continue

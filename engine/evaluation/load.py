@@ -121,7 +121,9 @@ def parse(text: str, *, file: str, fmt: str | None = None, max_bytes: int = MAX_
         return Document(loads_json(text, file=file), file, _JsonPositions(text) if positions else {}, text)
     from .yaml_reading import parse_yaml  # PyYAML is imported only when a document is YAML
 
-    return parse_yaml(text, file)
+    document = parse_yaml(text, file)
+    check_encodable(document.data, text, file)
+    return document
 
 
 def load_document(path: str | Path, *, label: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES,
@@ -199,7 +201,46 @@ def loads_json(text: str, *, file: str) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(text, MAX_DEPTH):
         _check_json_depth(text, file)
         raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX)
+    check_encodable(data, text, file)
     return data
+
+
+#: An escape that can write half a character (a UTF-16 surrogate): JSON's ``\ud800``, YAML's ``\U0000d800``.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")
+
+
+def check_encodable(data: Any, text: str, file: str) -> None:
+    """Refuse a string that no UTF-8 can carry (a lone UTF-16 surrogate, ``"\\ud800"``: half a character) where
+    it enters, naming its pointer: it would otherwise be accepted here and crash JSON output, the audit
+    record or a batch later. Only a text holding such an escape is walked."""
+    if "\\" not in text or not _SURROGATE_ESCAPE.search(text):
+        return
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        pointer, value = stack.pop()
+        bad: Any = None
+        if isinstance(value, str):
+            bad = value if _unencodable(value) else None
+        elif isinstance(value, dict):
+            bad = next((k for k in value if isinstance(k, str) and _unencodable(k)), None)
+            if bad is not None:
+                pointer = f"{pointer}/{escape_pointer_token(bad.encode('utf-8', 'backslashreplace').decode())}"
+            stack.extend((f"{pointer}/{escape_pointer_token(k)}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{pointer}/{i}", v) for i, v in enumerate(value))
+        if bad is not None:
+            raise InputError.single("a text holds half a character (a lone UTF-16 surrogate such as \\ud800), which no "
+                                    "UTF-8 can carry; refused", file=file, pointer=pointer or "/",
+                                    suggestion="send whole characters: a character above U+FFFF is written as a pair of "
+                                               "escapes (\\ud83d\\ude00), or as itself in UTF-8")
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 #: Deletes every ASCII character but quotes and brackets; turns braces into square brackets.

@@ -103,6 +103,9 @@ def _explain(error: Any) -> tuple[str, str | None]:
         return error.message.replace("'", "'"), "add the missing key"
     if v == "maxLength":
         return f"text is {len(inst)} characters, longer than {error.validator_value}", "shorten it"
+    if v == "pattern" and "Semantic version" in sch.get("description", ""):
+        return (f"{_show(inst)} is not a semantic version (MAJOR.MINOR.PATCH in ASCII digits, no leading zeros)",
+                "write it as 1.0.0, 2.10.3 ...")
     return error.message, None
 
 

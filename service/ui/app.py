@@ -14,6 +14,7 @@ Content-Security-Policy (scripts and styles from this origin only, no inline scr
 """
 from __future__ import annotations
 
+import html
 import json
 import tempfile
 from datetime import datetime, timezone
@@ -65,6 +66,10 @@ class CsrfRefused(Exception):
 
 class TooLarge(Exception):
     """A request body over :data:`MAX_DOCUMENT_BYTES` (413)."""
+
+
+class RepeatedField(Exception):
+    """A form field sent more than once where it takes one value (400): which value was meant is unknown."""
 
 
 def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -126,6 +131,11 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         return HTMLResponse(f"<!doctype html><title>Too large</title><p>Refused: the request is over {MAX_DOCUMENT_BYTES} "
                             "bytes.</p>", status_code=413)
 
+    @app.exception_handler(RepeatedField)
+    async def repeated_field(request: Request, exc: RepeatedField) -> HTMLResponse:
+        return HTMLResponse(f"<!doctype html><title>Refused</title><p>Refused: the form field {html.escape(str(exc))} was sent "
+                            "more than once, and it takes one value (reload the page and try again).</p>", status_code=400)
+
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, exc: CsrfRefused) -> HTMLResponse:
         return HTMLResponse("<!doctype html><title>Refused</title><p>Refused: this request did not carry the page's "
@@ -145,6 +155,12 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         body = await _read_body(request)
         pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
             if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") else []
+        multiple = {f.name for f in ctx.form.fields.values() if f.kind == "choices"}
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen and key not in multiple:
+                raise RepeatedField(repr(key[:80]))
+            seen.add(key)
         offered = request.headers.get(CSRF_HEADER) or next((v for k, v in pairs if k == CSRF_FIELD), None)
         own = ctx.origin or f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
         if not ctx.auth.csrf_ok(session, offered, request.headers.get("origin"), own):

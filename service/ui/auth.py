@@ -148,8 +148,8 @@ class Signer:
         if not token or token.count(".") != 1:
             return None
         body, mac = token.split(".")
-        expected = hmac.new(self.secret, body.encode("ascii"), hashlib.sha256).digest()
-        try:
+        try:  # a cookie or state with a byte that is no ASCII is simply not ours: "not signed in", never a 500
+            expected = hmac.new(self.secret, body.encode("ascii"), hashlib.sha256).digest()
             if not hmac.compare_digest(_unb64(mac), expected):
                 return None
             payload = json.loads(_unb64(body))
