@@ -362,3 +362,48 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
     if as_json:
         emit_json({"output": output, "format": fmt, "kind": kind, "records": count})
     say(f"exported {count} {'record(s)' if kind == 'records' else 'feedback entries'} to {printable(output)}", fg="green")
+
+
+@audit.command("init", epilog=exit_codes.help_text())
+@audit_db_option
+@click.option("--replay-cache/--no-replay-cache", default=True, show_default=True,
+              help="PostgreSQL: also create the token replay cache's table in the same database (pressor serve's replay_cache).")
+@click.option("--grant-to", "grant_to", metavar="ROLE", default=None,
+              help="PostgreSQL: grant ROLE (the service's) SELECT and INSERT on the log's tables, and the replay cache's table.")
+@json_option
+@handles_errors
+def init(audit_db: str | None, replay_cache: bool, grant_to: str | None, as_json: bool) -> None:
+    """Create the audit log's tables and triggers (or migrate an older log), and the token
+    replay cache's table, then stop.
+
+    Run it as the role that owns the tables (the migration role of docs/deploy.md), before
+    the service starts, and again after an upgrade: the service's own role may then hold
+    SELECT and INSERT only, and can never drop the append-only triggers.
+
+    \b
+    Example:
+      pressor audit init --audit-db postgresql://pressor_owner@db.hospital.example/pressor --grant-to pressor
+    """
+    from pressor.engine.audit import is_url, resolve_path
+    from pressor.engine.audit.replay_cache import open_replay_cache
+    from pressor.engine.audit.store_postgres import redacted
+
+    target = resolve_path(audit_db)
+    with open_log(audit_db, create=True) as log:
+        fmt, head = log.format, log.head()[0]
+    replay_cache = replay_cache and is_url(str(target))
+    if replay_cache:
+        open_replay_cache(str(target)).close()
+    granted: list[str] = []
+    if grant_to is not None:
+        if not is_url(str(target)):
+            raise click.UsageError("--grant-to is for a postgresql:// audit log")
+        from pressor.engine.audit.store_postgres import grant_service_role
+
+        granted = grant_service_role(str(target), grant_to)
+    summary = {"audit_db": redacted(str(target)), "format": fmt, "records": head, "replay_cache": replay_cache,
+               "granted": granted}
+    if as_json:
+        emit_json(summary)
+    say(f"audit log ready at {printable(summary['audit_db'])} (format {fmt}, {head} record(s))"
+        + ("; token replay cache table ready" if replay_cache else ""), fg="green")

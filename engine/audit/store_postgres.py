@@ -280,3 +280,29 @@ class PostgresAuditLog(AuditLog):
         return {r[0] for r in self._conn.execute(
             "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace")}
+
+
+#: What the service's least-privilege role may do (docs/deploy.md): read and append the log; the
+#: token replay cache also updates and sweeps its own expired rows. Nothing else: no DDL, so the
+#: append-only triggers stay whatever the service is made to run.
+SERVICE_GRANTS = {"meta": "SELECT, INSERT", "packs": "SELECT, INSERT", "records": "SELECT, INSERT",
+                  "record_rules": "SELECT, INSERT", "feedback": "SELECT, INSERT", "profiles": "SELECT, INSERT",
+                  "token_ids": "SELECT, INSERT, UPDATE, DELETE"}
+
+
+def grant_service_role(url: str, role: str) -> list[str]:
+    """Grant ``role`` :data:`SERVICE_GRANTS` on the tables that exist (run as their owner); the statements run."""
+    psycopg = _psycopg()
+    from psycopg import sql
+
+    done = []
+    try:
+        with connect(url, readonly=False) as conn:
+            for table, privileges in SERVICE_GRANTS.items():
+                if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+                    statement = sql.SQL(f"GRANT {privileges} ON {{}} TO {{}}").format(sql.Identifier(table), sql.Identifier(role))
+                    conn.execute(statement)
+                    done.append(statement.as_string(conn))
+    except psycopg.Error as exc:
+        raise _failure(exc, redacted(url), f"grant {role} its privileges") from exc
+    return done
