@@ -26,7 +26,7 @@ from .common import emit_json, handles_errors, json_option, rules_option, say
 @handles_errors
 def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path: str | None, insecure: bool,
           with_ui: bool, as_json: bool) -> None:
-    """Serve the protocol as CDS Hooks 2.0 services (patient-view, order-select).
+    """Serve the protocol as CDS Hooks 2.0 services (patient-view, order-select, order-sign).
 
     GET /cds-services lists the services and their prefetch templates; POST
     /cds-services/{id} returns cards; POST /cds-services/{id}/feedback records outcomes.

@@ -48,7 +48,7 @@ from pressor.engine.report import rule_detail
 
 from . import logs
 from .auth import AuthError, Verifier, client_of
-from .cards import cards_for, not_recorded_card
+from .cards import CONDITIONAL_SYSTEM, cards_for, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .fhir_fetch import FhirFetcher
 from pressor.engine.audit.replay_cache import open_replay_cache
@@ -81,6 +81,9 @@ SERVICES = {s.id: s for s in (
     Service("pressor-order-select", "order-select", "Norepinephrine protocol: check a vasopressor order",
             "Checks the selected draft vasopressor orders against the protocol (for example dopamine or phenylephrine "
             "first-line) and returns the applicable recommendations; a ban offers to remove or replace the order."),
+    Service("pressor-order-sign", "order-sign", "Norepinephrine protocol: check vasopressor orders before signing",
+            "Checks every draft vasopressor order about to be signed against the protocol, as order-select does for the "
+            "selected ones; a ban offers to remove or replace the order."),
 )}
 
 
@@ -400,8 +403,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cards = cards_for(results, conversion, hook_instance=hook_instance, base_url=base,
                           patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings, drafts=drafts,
                           ui_base_url=rt.config.ui_base_url, why_missing=why_missing)
+        # A draft order whose purpose the record leaves unknown: evaluated as first-line too, so that its ban is
+        # shown "unless ..." rather than not at all; recorded beside the real evaluation.
+        unless = [(i, state, words, evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft))
+                  for i, state, words in conversion.unless_states()]
+        if unless:
+            fired = {r.rule_id for res in results for r in res.recommendations}
+            extra = unless_ban_cards([(drafts[i], words, res) for i, _, words, res in unless], set(fired),
+                                     pack=results[0].pack, hook_instance=body["hookInstance"], base_url=base,
+                                     patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings,
+                                     ui_base_url=rt.config.ui_base_url)
+            banned = {c["source"]["topic"]["code"].split("|")[0] for c in extra}
+            cards = [c for c in cards if not (c["source"].get("topic", {}).get("system") == CONDITIONAL_SYSTEM
+                                              and c["source"]["topic"]["code"].split("|")[0] in banned)]
+            cards[:0] = extra
+        pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
         try:
-            ids = await run_in_threadpool(rt.audit.record, rt.pack, list(zip(states, results)), now=now, user=client,
+            ids = await run_in_threadpool(rt.audit.record, rt.pack, pairs, now=now, user=client,
                                           hook_instance=hook_instance)
             audited: dict[str, Any] = {"recorded": True, "records": ids}
         except AuditError as exc:

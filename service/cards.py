@@ -361,3 +361,27 @@ def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance
         "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules",
                    "topic": {"system": QUESTION_SYSTEM, "code": ranked[0]["fact"], "display": ranked[0]["question"]}},
     }
+
+
+def unless_ban_cards(unless: list[tuple[dict[str, Any] | None, str, Result]], fired: set[str], *, pack: dict[str, str],
+                     hook_instance: str, base_url: str, patient_id: str, drug_codings: dict[str, dict[str, str]],
+                     ui_base_url: str | None = None) -> list[dict[str, Any]]:
+    """Ban cards on draft orders whose purpose the record leaves unknown: each ``(draft, words, result)`` is the
+    evaluation of the order as first-line (``words``: what would make it not so, e.g. "norepinephrine is already
+    running"). A ban on the order in that result, not already among the ``fired`` rule ids, becomes its card with
+    the delete and replace suggestions, qualified "Unless <words>" instead of going silent (issue 22, item 3)."""
+    cards = []
+    for draft, words, result in unless:
+        recs = result.to_dict()["recommendations"]
+        for rec in recs:
+            if rec["kind"] != "avoid" or rec["rule_id"] in fired or not _order_evidence(rec) or draft is None:
+                continue
+            fired.add(rec["rule_id"])
+            card = recommendation_card(rec, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
+                                       drug_coding=drug_codings.get(rec.get("drug") or ""), ui_base_url=ui_base_url,
+                                       drafts=[draft], replacement=_norepinephrine_order(recs, patient_id, drug_codings))
+            card["summary"] = _short(f"Unless {words}: {rec['summary']}")
+            card["detail"] = (f"**Unless {words}.** The record does not say, and this order would then be first-line; "
+                              "the ban below holds for it.\n\n" + card["detail"])
+            cards.append(card)
+    return cards

@@ -282,7 +282,8 @@ def test_missing_prefetch_answers_what_it_can_and_names_what_is_missing(server, 
     assert "conditions" in info[0]["summary"] and "medicationAdministrations" in info[0]["summary"]
     line = next(x for x in info[0]["detail"].splitlines() if x.startswith("- avoid.dopamine-first-line: missing"))
     assert "order.purpose" in line and "infusions.norepinephrine_mcg_kg_min" in line
-    assert "avoid.dopamine-first-line" not in cards_by_rule(r)
+    ban = cards_by_rule(r)["avoid.dopamine-first-line"]  # shown, qualified: not silent (issue 22)
+    assert ban["summary"].startswith("Unless norepinephrine") and ban["suggestions"]
     assert "norepinephrine.start-emergency" not in cards_by_rule(r)  # on_norepinephrine is unknown without medications
 
 

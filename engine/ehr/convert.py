@@ -47,6 +47,23 @@ class Conversion:
         """The state to evaluate: one per proposed order (the order merged in), or the state alone."""
         return [{**self.state, "order": _order_fact(o)} for o in self.orders] or [self.state]
 
+    def unless_states(self) -> list[tuple[int, dict[str, Any], str]]:
+        """``(i, state, words)`` for each proposed order ``i`` whose purpose is unknown but would be first-line
+        unless ``words`` (``order["unless"]``): the state with the order first-line and the unknown vasopressor
+        rates at 0. Evaluated beside the real state, so that a ban on the order is qualified, not silent."""
+        out = []
+        for i, o in enumerate(self.orders):
+            unless = o.get("unless")
+            if not unless:
+                continue
+            state = {k: dict(v) if isinstance(v, dict) else v for k, v in self.state.items()}
+            for path, value in unless["assume"].items():
+                section, key = path.split(".", 1)
+                state.setdefault(section, {})[key] = value
+            state["order"] = {"drug": o["drug"], "purpose": unless["purpose"]}
+            out.append((i, state, unless["text"]))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``fhir`` part of ``pressor recommend --fhir --json``)."""
         out = {
@@ -718,8 +735,24 @@ class Converter:
                        else "whether a vasopressor is running is not known" if med.vasopressor and not none_running
                        else "no reasonCode in " + self.m.purpose_system)
                 self.notes.append(f"order {loc.label}: purpose unknown ({why}); order.purpose left unknown")
+                if med.vasopressor and not self.running_vasopressors:
+                    order["unless"] = self._first_line_unless(vaso_rates, none_running)
             out.append(order)
         return out
+
+
+    def _first_line_unless(self, vaso_rates: list[str], none_running: bool) -> dict[str, Any]:
+        """What would make a vasopressor order of unknown purpose first-line: the vasopressors whose rate is
+        unknown being at 0 (``assume``), and ``text``, the words for "unless that is not so". A ban on the order
+        as first-line is then shown qualified by these words instead of not at all (issue 22, item 3)."""
+        unknown = [f for f in vaso_rates if f not in self.facts]
+        drugs = [m.drug for m in self.m.medications if m.rate_fact in unknown]
+        if drugs:
+            first = "norepinephrine" if "norepinephrine" in drugs else drugs[0]
+            text = f"{first} is already running" if len(drugs) == 1 else f"{first} (or another vasopressor) is already running"
+        else:
+            text = "this order is not first-line (no reasonCode gives its purpose)"
+        return {"purpose": "first_line", "assume": {f: 0 for f in unknown}, "text": text, "not_known": drugs}
 
 
 def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<bundle>",

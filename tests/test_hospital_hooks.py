@@ -1,0 +1,91 @@
+"""Issue 22: bans that work with the default configuration, and ``order-sign`` beside ``order-select``.
+
+The server here runs the bundled FHIR mapping as shipped (no list trusted as complete), as a
+hospital would start it before editing anything.
+"""
+from __future__ import annotations
+
+import pytest
+
+from pressor.engine.ehr.fhir import load_mapping
+
+from .test_cds_service import ORDER_SELECT, call, cards_by_rule, configured_server, free_port, hook_request, public_pem, \
+    card_schema, signing_key, token  # noqa: F401
+
+ORDER_SIGN = "pressor-order-sign"
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory, signing_key):
+    tmp = tmp_path_factory.mktemp("default")
+    srv = configured_server(tmp, public_pem(signing_key), audit_db=str(tmp / "audit.db"),
+                            fhir_mapping=str(load_mapping().file))
+    yield srv
+    srv.stop()
+
+
+def ban_of(response, rule="avoid.dopamine-first-line"):
+    assert response.status_code == 200, response.text
+    return cards_by_rule(response).get(rule)
+
+
+def test_a_dopamine_draft_in_septic_shock_is_banned_with_the_default_configuration(default_server, signing_key, card_schema):
+    body = hook_request("dopamine-first-line", "order-select")
+    r = call(default_server, signing_key, ORDER_SELECT, body)
+    card_schema.validate(r.json())
+    ban = ban_of(r)
+    assert ban is not None and ban["indicator"] == "critical"
+    assert ban["summary"].startswith("Unless norepinephrine (or another vasopressor) is already running: Do not use dopamine")
+    kinds = [[a["type"] for a in s["actions"]] for s in ban["suggestions"]]
+    # chronic hypertension and the fluids given are unknown here, so the engine gives no norepinephrine dose
+    # yet: the card offers to remove the order, and replacing it once a dose is known (below).
+    assert kinds == [["delete"]] and ban["suggestions"][0]["isRecommended"]
+    topics = [c["source"].get("topic", {}).get("code", "") for c in r.json()["cards"]]
+    assert sum(t.startswith("avoid.dopamine-first-line|") for t in topics) == 1, "no second, conditional card"
+
+    # With a systolic BP of 65 mmHg the engine doses norepinephrine now: the card also offers the swap.
+    bp = next(x["resource"] for x in body["prefetch"]["observations"]["entry"] if x["resource"]["id"] == "bp")
+    bp["component"][0]["valueQuantity"]["value"] = 65
+    bp["component"][1]["valueQuantity"]["value"] = 40
+    mean = next(x["resource"] for x in body["prefetch"]["observations"]["entry"] if x["resource"]["id"] == "map")
+    mean["valueQuantity"]["value"] = 48
+    body["hookInstance"] = body["hookInstance"][:-4] + "beef"
+    r = call(default_server, signing_key, ORDER_SELECT, body)
+    card_schema.validate(r.json())
+    ban = ban_of(r)
+    kinds = [[a["type"] for a in s["actions"]] for s in ban["suggestions"]]
+    assert ["delete"] in kinds and ["delete", "create"] in kinds, "delete, and replace with norepinephrine"
+    replace = next(s for s in ban["suggestions"] if len(s["actions"]) == 2)
+    created = replace["actions"][1]["resource"]
+    assert created["medicationCodeableConcept"]["text"] == "norepinephrine" and replace["isRecommended"]
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    assert replace["actions"][0]["resourceId"] == f"MedicationRequest/{draft['id']}"
+
+
+def test_with_medications_missing_too_the_ban_says_unless(default_server, signing_key):
+    body = hook_request("dopamine-first-line", "order-select", drop=("medicationAdministrations", "medicationRequests"))
+    ban = ban_of(call(default_server, signing_key, ORDER_SELECT, body))
+    assert ban is not None and "Unless norepinephrine" in ban["summary"] and ban["suggestions"]
+
+
+def test_a_known_add_on_is_not_banned(default_server, signing_key):
+    body = hook_request("dopamine-first-line", "order-select")
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["reasonCode"] = [{"coding": [{"system": load_mapping().purpose_system, "code": "add-on"}]}]
+    assert ban_of(call(default_server, signing_key, ORDER_SELECT, body)) is None
+
+
+def test_order_sign_checks_every_draft_order(default_server, signing_key, card_schema):
+    discovery = default_server.client.get("/cds-services", headers={
+        "Authorization": "Bearer " + token(signing_key, default_server.base + "/cds-services")}).json()
+    sign = next(s for s in discovery["services"] if s["id"] == ORDER_SIGN)
+    assert sign["hook"] == "order-sign" and sign["prefetch"]
+    body = hook_request("dopamine-first-line", "order-select")
+    body["hook"] = "order-sign"
+    del body["context"]["selections"]  # order-sign has no selections: every draft is about to be signed
+    r = call(default_server, signing_key, ORDER_SIGN, body)
+    card_schema.validate(r.json())
+    ban = ban_of(r)
+    assert ban is not None and ban["suggestions"]
+    wrong = call(default_server, signing_key, ORDER_SIGN, {**body, "hook": "order-select"})
+    assert wrong.status_code == 400
