@@ -36,7 +36,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from pressor.engine.audit import AuditLog, resolve_path
-from pressor.engine.ehr.fhir import FhirError, FhirMapping, from_hook_request, load_mapping, prefetch_templates
+from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import loads_json
@@ -48,7 +48,7 @@ from pressor.engine.report import rule_detail
 
 from . import logs
 from .auth import AuthError, Verifier, client_of
-from .cards import CONDITIONAL_SYSTEM, cards_for, not_recorded_card, unless_ban_cards
+from .cards import CONDITIONAL_SYSTEM, cards_for, deceased_card, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .fhir_fetch import FhirFetcher
 from pressor.engine.audit.replay_cache import open_replay_cache
@@ -362,7 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notes: list[str] = []
         if refusal is None:
             fetched = await fetcher.fetch(body["fhirServer"], body.get("fhirAuthorization"), lacking, body["context"],
-                                          now=now, lookback_hours=rt.mapping.longest_window_hours)
+                                          now=now, windows=observation_windows(rt.mapping))
             body["prefetch"] = {**prefetch, **fetched.prefetch}
             why, notes = fetched.failed, fetched.notes
             request.state.fetched = sorted(fetched.prefetch)
@@ -373,6 +373,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise _Precondition("required data could not be had: " + "; ".join(f"{k} ({why[k]})" for k in required),
                                 [{"prefetch": k, "template": rt.templates[k], "reason": why[k]} for k in required])
         return why, notes
+
+    async def fetch_medications(request: Request, body: dict[str, Any]) -> list[str]:
+        """Medications named by reference and not in the request, read from its fhirServer (prefetch key
+        ``medications``); notes for those that could not be had (the cards then say the drug is unresolved)."""
+        fetcher: FhirFetcher = request.app.state.fetcher
+        if fetcher.refusal(body.get("fhirServer")) is not None:
+            return []
+        bundle, notes = await fetcher.medications(body["fhirServer"], body.get("fhirAuthorization"), body)
+        if bundle is not None:
+            prefetch = body.get("prefetch")
+            if not isinstance(prefetch, dict):
+                prefetch = body["prefetch"] = {}
+            held = prefetch.get("medications")
+            if isinstance(held, dict) and isinstance(held.get("entry"), list):
+                bundle["entry"] = held["entry"] + bundle["entry"]
+            prefetch["medications"] = bundle
+        return [f"medications: {n}" for n in notes] + ([f"medications: fetched {len(bundle['entry'])} Medication "
+                                                         "resource(s) named by reference"] if bundle else [])
 
     @app.post("/cds-services/{service_id}", summary="Call a CDS Service: cards for this patient (CDS Hooks 2.0)",
               openapi_extra=_body_and_answer("request.hookRequest", "cards.response",
@@ -390,9 +408,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt = rt_of(request)
         now = _utc_now()
         why_missing, fetch_notes = await complete_prefetch(request, body, now)
+        fetch_notes += await fetch_medications(request, body)
         selected, index = _selected_drafts(body)
         try:
             conversion = from_hook_request(selected, now=now, mapping=rt.mapping, pack=rt.pack)
+        except PatientDeceased as exc:
+            pack = {"name": rt.pack.name, "version": rt.pack.version, "sha256": rt.pack.sha256}
+            return JSONResponse({"cards": [deceased_card(body["hookInstance"], pack, base, exc.problems[0].message)]})
         except FhirError as exc:
             raise FhirError([_unselect_pointer(p, index) for p in exc.problems]) from exc
         states = conversion.states()

@@ -73,6 +73,17 @@ def not_recorded_card(hook_instance: str, pack: dict[str, Any], base_url: str, w
     }
 
 
+def deceased_card(hook_instance: str, pack: dict[str, Any], base_url: str, why: str) -> dict[str, Any]:
+    """The one card for a patient the record says has died: no advice (issue 22)."""
+    return {
+        "uuid": _uuid(hook_instance, "deceased", pack["sha256"]),
+        "summary": "The record says this patient is deceased: no vasopressor advice",
+        "indicator": "warning",
+        "detail": f"{why}. If this is the wrong patient or the record is wrong, correct the record.",
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
+    }
+
+
 def _ucum(unit_text: str) -> str | None:
     """``mcg/min`` -> ``ug/min``; None if the unit is not amount/time."""
     unit = parse_unit(unit_text)
@@ -239,7 +250,8 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
                  base_url: str, why_missing: dict[str, str] | None = None) -> dict[str, Any] | None:
     """An info card naming the data that was neither supplied nor fetched (and why), and what could
     not be decided for want of it."""
-    if not conversion.missing:
+    gaps = gap_lines(conversion)
+    if not conversion.missing and not gaps:
         return None
     why_missing = why_missing or {}
     what = [f"`{k}` ({_MISSING_WHAT.get(k, k)})" + (f": {why_missing[k]}" if k in why_missing else "")
@@ -248,8 +260,10 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
     for result in results:
         for ne in result.not_evaluable:
             undecided.setdefault(ne.rule_id, list(ne.missing))
-    lines = ["These were neither supplied with the call nor fetched from the EHR, so what depends on them is unknown.",
-             "", "**Not supplied**", ""] + [f"- {w}" for w in what]
+    lines = (["These were neither supplied with the call nor fetched from the EHR, so what depends on them is unknown.",
+              "", "**Not supplied**", ""] + [f"- {w}" for w in what]) if what else []
+    if gaps:
+        lines += ([""] if lines else []) + gaps
     if undecided:
         lines += ["", f"**Could not decide ({len(undecided)} rules)**", ""]
         lines += [f"- {rid}: missing {', '.join(miss)}" for rid, miss in sorted(undecided.items())]
@@ -257,11 +271,21 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
         lines += ["", "**How the record was read**", ""] + [f"- {n}" for n in conversion.notes]
     return {
         "uuid": _uuid(hook_instance, "missing-data", pack["sha256"]),
-        "summary": _short(f"Data not supplied: {', '.join(conversion.missing)}; some recommendations could not be decided"),
+        "summary": _short(f"Data not supplied: {', '.join(conversion.missing)}; some recommendations could not be decided"
+                          if conversion.missing else "Part of the record was cut or could not be resolved; some facts are unknown"),
         "indicator": "info",
         "detail": "\n".join(lines),
         "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
     }
+
+
+def gap_lines(conversion: Conversion) -> list[str]:
+    """Markdown lines naming what is unknown because the record was cut, truncated or a reference could not
+    be resolved (``Conversion.gaps``), so that the card says so in words rather than only in notes."""
+    if not conversion.gaps:
+        return []
+    return ["**Unknown because the record was cut or a reference could not be resolved**", ""] + \
+        [f"- {g}" for g in conversion.gaps]
 
 
 def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: str, base_url: str, patient_id: str,

@@ -2,16 +2,17 @@
 
 It serves, over real HTTP (``http.server``):
 
-- a FHIR R4 server at ``/fhir``: ``Patient/{id}`` reads and searches of Observation, Condition,
+- a FHIR R4 server at ``/fhir``: ``Patient/{id}`` and ``Medication/{id}`` reads and searches of Observation, Condition,
   MedicationAdministration, MedicationRequest and Procedure by ``patient``, ``code`` and ``combo-code``
-  (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``, paged by ``_count`` with ``next``
-  links; optionally only with ``Authorization: Bearer <--token>``;
+  (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``,
+  ``_sort=-date`` (newest first), paged by ``_count`` with ``next`` links; ``--cap N`` answers at most N matches
+  of a search, as EHRs do (the rest silently dropped); optionally only with ``Authorization: Bearer <--token>``;
 - published key sets at ``/jwks/{name}.json`` (set with ``PUT``), as an EHR publishes its JWKS; a ``PUT`` of
   ``{"redirect": URL}`` makes that path answer 302 to URL instead;
 - control: ``POST /_control`` ``{"fail": {"Observation": 500 | "slow" | "offsite-next" | "not-json"}}``,
   ``GET /_requests`` (every request seen: path, query, authorization), ``POST /_reset``.
 
-Usage: ``python tests/ehr_server.py BUNDLE.json... [--token T] [--shift-to-now ISO]``; prints
+Usage: ``python tests/ehr_server.py BUNDLE.json... [--token T] [--shift-to-now ISO] [--cap N]``; prints
 ``port N`` on stdout once listening.
 """
 from __future__ import annotations
@@ -41,9 +42,10 @@ def shifted(data: Any, delta: timedelta) -> Any:
 
 
 class Store:
-    def __init__(self, resources: list[dict[str, Any]], token: str | None) -> None:
+    def __init__(self, resources: list[dict[str, Any]], token: str | None, cap: int | None = None) -> None:
         self.resources = resources
         self.token = token
+        self.cap = cap
         self.fail: dict[str, Any] = {}
         self.requests: list[dict[str, Any]] = []
         self.jwks: dict[str, Any] = {}
@@ -161,8 +163,8 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
             elif mode == "not-json":
                 self._send(200, b"<html>maintenance</html>", "text/html")
                 return
-            if len(parts) == 2 and kind == "Patient":
-                found = [r for r in store.resources if r["resourceType"] == "Patient" and r.get("id") == parts[1]]
+            if len(parts) == 2 and kind in ("Patient", "Medication"):
+                found = [r for r in store.resources if r["resourceType"] == kind and r.get("id") == parts[1]]
                 self._send(200, found[0]) if found else self._send(404, {"resourceType": "OperationOutcome"})
                 return
             if len(parts) != 1 or kind not in SEARCHABLE:
@@ -170,6 +172,9 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
                 return
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             hits = [r for r in store.resources if r["resourceType"] == kind and _matches(r, params)]
+            if params.get("_sort") == "-date":
+                hits.sort(key=lambda r: _when(r) or "", reverse=True)
+            hits = hits[:store.cap] if store.cap else hits
             count = int(params.get("_count", "50"))
             offset = int(params.get("_offset", "0"))
             page = hits[offset:offset + count]
@@ -190,6 +195,7 @@ def main() -> None:
     ap.add_argument("bundles", nargs="*")
     ap.add_argument("--token")
     ap.add_argument("--shift-to-now", help="the instant the bundles are written as seen from; times move to now")
+    ap.add_argument("--cap", type=int, help="at most this many matches of any search (the rest dropped, as EHRs do)")
     args = ap.parse_args()
     resources: list[dict[str, Any]] = []
     for path in args.bundles:
@@ -199,7 +205,7 @@ def main() -> None:
             pinned = datetime.fromisoformat(args.shift_to_now.replace("Z", "+00:00"))
             bundle = shifted(bundle, datetime.now(timezone.utc) - pinned)
         resources += [e["resource"] for e in bundle.get("entry", [])]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Store(resources, args.token)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Store(resources, args.token, args.cap)))
     server.daemon_threads = True
     print(f"port {server.server_address[1]}", flush=True)
     try:

@@ -211,8 +211,11 @@ def test_discovery_lists_both_services_with_prefetch(server, signing_key):
     services = {s["id"]: s for s in r.json()["services"]}
     assert services[PATIENT_VIEW]["hook"] == "patient-view" and services[ORDER_SELECT]["hook"] == "order-select"
     prefetch = services[PATIENT_VIEW]["prefetch"]
-    assert set(prefetch) == {"patient", "observations", "conditions", "medicationAdministrations", "medicationRequests",
-                             "procedures"}
+    assert set(prefetch) == {"patient", "observations", "labs", "weight", "conditions", "medicationAdministrations",
+                             "medicationRequests", "procedures"}
+    # observations newest first and bounded (issue 22): weight and labs are searches of their own
+    assert all("&_sort=-date&_count=" in prefetch[k] for k in ("observations", "labs", "weight"))
+    assert "http://loinc.org|29463-7" in prefetch["weight"] and "29463-7" not in prefetch["observations"]
     assert "http://loinc.org|8478-0" in prefetch["observations"] and "{{context.patientId}}" in prefetch["patient"]
 
 
