@@ -102,7 +102,24 @@ def summary(record: "AuditRecord") -> dict[str, Any]:
     return {"seq": record.seq, "id": record.id, "recorded_at": record.recorded_at, "user": record.user,
             "evaluated_at": result.get("evaluated_at"), "input_mode": record.input_mode,
             "pack": {"name": record.pack_name, "version": record.pack_version, "sha256": record.pack_sha256},
-            "recommendations": fired_rules(result), "record_hash": record.record_hash}
+            "recommendations": fired_rules(result), "record_hash": record.record_hash,
+            **({"patient": record.patient} if record.patient else {}),
+            **({"hook_instance": record.hook_instance} if record.hook_instance else {})}
+
+
+def patient_forms(patient: str | None) -> tuple[str, ...]:
+    """``--patient``: the stored forms that name this patient: ``Patient/{id}`` and, when the site's key is in
+    ``$PRESSOR_AUDIT_PATIENT_KEY``, its keyed hash (a stored ``hmac-sha256:...`` value is taken as it is)."""
+    import os
+
+    from pressor.engine.audit.records import patient_key
+
+    if not patient:
+        return ()
+    if patient.startswith("hmac-sha256:"):
+        return (patient,)
+    key = os.environ.get("PRESSOR_AUDIT_PATIENT_KEY", "").encode() or None
+    return tuple(dict.fromkeys([patient_key(patient, None)] + ([patient_key(patient, key)] if key else [])))
 
 
 @audit.command("list", epilog=exit_codes.help_text())
@@ -111,21 +128,28 @@ def summary(record: "AuditRecord") -> dict[str, Any]:
 @click.option("--rule", "rule_id", metavar="ID", default=None, help="Only records in which this rule fired.")
 @click.option("--user", metavar="TEXT", default=None, help="Only records whose user contains this text (any case).")
 @click.option("--pack-version", metavar="VERSION", default=None, help="Only records made with this pack version.")
+@click.option("--patient", metavar="ID", default=None,
+              help="Only records about this patient (Patient/ID or ID; with $PRESSOR_AUDIT_PATIENT_KEY also its keyed hash).")
 @audit_db_option
 @json_option
 @handles_errors
 def list_records(since: str | None, until: str | None, rule_id: str | None, user: str | None, pack_version: str | None,
-                 audit_db: str | None, as_json: bool) -> None:
+                 patient: str | None, audit_db: str | None, as_json: bool) -> None:
     """One line per record: sequence, id, time, user, pack version, rules that fired.
+
+    CDS Hooks records name the clinician (``context.userId``, then "via" the calling
+    EHR) as user, and the patient, so --user and --patient together list what was shown
+    to one clinician about one patient.
 
     \b
     Example:
       pressor audit list --rule escalation.add-vasopressin --since 2026-11-01 --until 2026-11-30T23:59
+      pressor audit list --user Practitioner/dr-ito --patient old-76
     """
     from .recommend import parse_now
 
     filters = {"since": parse_now(since) if since else None, "until": parse_now(until) if until else None,
-               "rule": rule_id, "user": user, "version": pack_version}
+               "rule": rule_id, "user": user, "version": pack_version, "patient": patient_forms(patient)}
     count = 0
     with open_log(audit_db) as log:
         # Streamed: one record in memory at a time, whatever the size of the log; the filters run in the database.

@@ -126,12 +126,12 @@ class AuditSink:
                 self._log = None
 
     def record(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str,
-               hook_instance: str) -> list[str]:
+               hook_instance: str, patient: str | None = None) -> list[str]:
         """One record per evaluated ``(state, result)``; their ids. Raises :class:`AuditError`."""
         with self._lock:
             audit = self._opened()
             return [audit.append(pack, state, result, now=now, user=user, input_mode=self.input_mode,
-                                 hook_instance=hook_instance).id for state, result in pairs]
+                                 hook_instance=hook_instance, patient=patient).id for state, result in pairs]
 
     def record_feedback(self, items: list[dict[str, Any]], *, service: str, now: datetime, user: str) -> list[str]:
         """One feedback entry per item, all or none; their ids. Raises :class:`AuditError`."""
@@ -441,8 +441,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cards[:0] = extra
         pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
         try:
-            ids = await run_in_threadpool(rt.audit.record, rt.pack, pairs, now=now, user=client,
-                                          hook_instance=hook_instance)
+            ids = await run_in_threadpool(rt.audit.record, rt.pack, pairs, now=now, user=clinician(body, client),
+                                          hook_instance=hook_instance, patient=patient_of(body, rt.config))
             audited: dict[str, Any] = {"recorded": True, "records": ids}
         except AuditError as exc:
             log.error("cards of hookInstance %s NOT recorded in the audit log: %s", hook_instance, exc)
@@ -479,6 +479,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
+
+
+def clinician(body: dict[str, Any], client: str) -> str:
+    """Who the advice was shown to, for the audit log: the hook's ``context.userId`` (the clinician:
+    ``Practitioner/123``) and, after "via", the calling EHR (its token's ``iss|sub``); the client alone
+    when the hook names no user."""
+    user = (body.get("context") or {}).get("userId")
+    return f"{user} via {client}" if isinstance(user, str) and user.strip() else client
+
+
+def patient_of(body: dict[str, Any], config: Config) -> str | None:
+    """What the record keeps of whom the call was about (``audit_patient``): ``Patient/{id}``, its keyed hash, or nothing."""
+    from pressor.engine.audit.records import patient_key
+
+    pid = (body.get("context") or {}).get("patientId")
+    if config.audit_patient == "none" or not isinstance(pid, str) or not pid:
+        return None
+    return patient_key(pid, config.audit_patient_key if config.audit_patient == "keyed-hash" else None)
 
 
 def _body_and_answer(request_schema: str, answer_schema: str | None, errors: dict[str, str]) -> dict[str, Any]:

@@ -89,3 +89,56 @@ def test_order_sign_checks_every_draft_order(default_server, signing_key, card_s
     assert ban is not None and ban["suggestions"]
     wrong = call(default_server, signing_key, ORDER_SIGN, {**body, "hook": "order-select"})
     assert wrong.status_code == 400
+
+
+# --- who and whom (issue 22, item 4) ------------------------------------------------------------
+
+
+def _listed(audit_db, *args, env=None):
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from pressor.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["audit", "list", "--audit-db", str(audit_db), "--json", *args],
+                             env={**os.environ, **(env or {})})
+    assert out.exit_code == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_an_auditor_lists_what_one_clinician_was_shown_about_one_patient(default_server, signing_key):
+    calls = [("Practitioner/dr-ito", "dopamine-first-line"), ("Practitioner/dr-lee", "dopamine-first-line"),
+             ("Practitioner/dr-ito", "septic-adult")]
+    hooks = []
+    for user, example in calls:
+        body = hook_request(example, "order-select" if example == "dopamine-first-line" else "patient-view")
+        body["context"]["userId"] = user
+        service = ORDER_SELECT if example == "dopamine-first-line" else "pressor-patient-view"
+        assert call(default_server, signing_key, service, body).status_code == 200
+        hooks.append((user, body["context"]["patientId"], body["hookInstance"]))
+    patient = hooks[0][1]
+    shown = _listed(default_server.audit_db, "--user", "Practitioner/dr-ito", "--patient", patient)
+    assert shown and {r["hook_instance"] for r in shown} == {hooks[0][2]}, [(r["user"], r.get("patient")) for r in shown]
+    assert all(r["patient"] == f"Patient/{patient}" and r["user"].startswith("Practitioner/dr-ito via ") for r in shown)
+    about = {r["hook_instance"] for r in _listed(default_server.audit_db, "--patient", patient)}
+    assert {hooks[0][2], hooks[1][2]} <= about and hooks[2][2] not in about  # both clinicians; not the other patient
+
+
+def test_a_site_that_keeps_no_identifiers_stores_a_keyed_hash(tmp_path, signing_key):
+    key = tmp_path / "patient.key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    srv = configured_server(tmp_path, public_pem(signing_key), audit_db=str(tmp_path / "audit.db"),
+                            audit_patient="keyed-hash", audit_patient_key_file=str(key))
+    try:
+        body = hook_request("septic-adult")
+        assert call(srv, signing_key, "pressor-patient-view", body).status_code == 200
+    finally:
+        srv.stop()
+    pid = body["context"]["patientId"]
+    stored = _listed(tmp_path / "audit.db")
+    assert stored and stored[0]["patient"].startswith("hmac-sha256:") and pid not in stored[0]["patient"]
+    assert _listed(tmp_path / "audit.db", "--patient", pid) == []  # without the key nobody can find them
+    found = _listed(tmp_path / "audit.db", "--patient", pid, env={"PRESSOR_AUDIT_PATIENT_KEY": "0123456789abcdef0123456789abcdef"})
+    assert [r["id"] for r in found] == [r["id"] for r in stored]
