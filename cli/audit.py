@@ -108,18 +108,13 @@ def summary(record: "AuditRecord") -> dict[str, Any]:
 
 
 def patient_forms(patient: str | None) -> tuple[str, ...]:
-    """``--patient``: the stored forms that name this patient: ``Patient/{id}`` and, when the site's key is in
-    ``$PRESSOR_AUDIT_PATIENT_KEY``, its keyed hash (a stored ``hmac-sha256:...`` value is taken as it is)."""
+    """``--patient``: the stored forms that name this patient (with the site's key in ``$PRESSOR_AUDIT_PATIENT_KEY``,
+    its keyed hash too)."""
     import os
 
-    from pressor.engine.audit.records import patient_key
+    from pressor.engine.audit.records import PATIENT_KEY_ENV, patient_forms as forms
 
-    if not patient:
-        return ()
-    if patient.startswith("hmac-sha256:"):
-        return (patient,)
-    key = os.environ.get("PRESSOR_AUDIT_PATIENT_KEY", "").encode() or None
-    return tuple(dict.fromkeys([patient_key(patient, None)] + ([patient_key(patient, key)] if key else [])))
+    return forms(patient, os.environ.get(PATIENT_KEY_ENV, "").encode() or None)
 
 
 @audit.command("list", epilog=exit_codes.help_text())

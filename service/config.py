@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pressor.engine.audit.records import PATIENT_KEY_ENV  # the key of audit_patient: keyed-hash, unless a file is named
 from pressor.engine.errors import InputError, Problem
 from pressor.engine.evaluation.load import Document, load_document, loads_json
 from pressor.engine.evaluation.validate import schema_problems
@@ -159,8 +160,6 @@ def load_config(path: str | None) -> Config:
     )
 
 
-#: Where the key of ``audit_patient: keyed-hash`` is read from unless ``audit_patient_key_file`` names a file.
-PATIENT_KEY_ENV = "PRESSOR_AUDIT_PATIENT_KEY"
 
 
 def _patient_key(data: dict[str, Any], key_file: str | None, doc: Document) -> bytes | None:

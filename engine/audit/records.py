@@ -223,6 +223,20 @@ def patient_key(patient_id: str, key: bytes | None) -> str:
     return "hmac-sha256:" + hmac.new(key, reference.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+#: Where the site's patient key is read by those who search the log (the service may read it from a file).
+PATIENT_KEY_ENV = "PRESSOR_AUDIT_PATIENT_KEY"
+
+
+def patient_forms(patient: str | None, key: bytes | None = None) -> tuple[str, ...]:
+    """The stored forms that name ``patient`` (``ID`` or ``Patient/ID``): its reference and, with the site's
+    ``key``, its keyed hash; a stored ``hmac-sha256:...`` value is taken as it is. Empty for no patient."""
+    if not patient:
+        return ()
+    if patient.startswith("hmac-sha256:"):
+        return (patient,)
+    return tuple(dict.fromkeys([patient_key(patient, None)] + ([patient_key(patient, key)] if key else [])))
+
+
 def recorded_profile(result: Any) -> dict[str, Any] | None:
     """The site profile a stored Result names (``name``, ``sha256``, ``changed``), if any."""
     pack = result.get("pack") if isinstance(result, dict) else None

@@ -15,6 +15,7 @@ Content-Security-Policy (scripts and styles from this origin only, no inline scr
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,12 +28,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from pressor.engine.audit.records import PATIENT_KEY_ENV, patient_forms
 from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, Session
 from .oidc import ProviderUnavailable
 from .context import UiContext, stored_key
+from .roles import RECORDERS, allowed
 from .words import Wording
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +51,7 @@ templates.env.globals.update(dose_lines=dose_lines, cite_text=citations, quantit
                              PREFIX=PREFIX)
 #: The dose lines of engine.report that the page does not show in its own way (the weight-based
 #: figures and pump rates get their own block; their sub-lines are indented by four spaces).
+templates.env.globals["may_open"] = lambda session, path: session is not None and allowed(path, session.roles)
 templates.env.globals["dose_extra_lines"] = lambda dose: [
     line.strip() for line in dose_lines(dose)[1:] if not line.startswith(("  for ", "  pump", "    "))]
 templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=False)
@@ -61,6 +65,10 @@ class NotSignedIn(Exception):
 
 class CsrfRefused(Exception):
     """A state-changing request without this session's CSRF token or from another origin (403)."""
+
+
+class Forbidden(Exception):
+    """A signed-in user whose roles do not open this view (403; the message says which roles do)."""
 
 
 class TooLarge(Exception):
@@ -137,7 +145,17 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         if session is None:
             raise NotSignedIn()
         request.state.ui_ctx, request.state.ui_session = ctx, session
+        if not allowed(request.url.path, session.roles):
+            raise Forbidden(request.url.path)
         return ctx, session
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> HTMLResponse:
+        session = getattr(request.state, "ui_session", None)
+        have = ", ".join(session.roles) if session and session.roles else "none"
+        return _render(request, "message.html", 403, ctx=getattr(request.state, "ui_ctx", None), title="Not allowed",
+                       message=f"Your role ({have}) does not open this page. Ask whoever administers pressor's "
+                               "roles at your site if you need it.")
 
     async def posted(request: Request) -> tuple[UiContext, Session, list[tuple[str, str]]]:
         """A signed-in POST with its CSRF token checked; the urlencoded form pairs."""
@@ -198,17 +216,18 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             return _render(request, "signin.html", 404, ctx=ctx, session=None, message="this server does not use an identity provider")
         params = {k: v for k, v in request.query_params.items() if len(v) <= 8192}
         try:
-            sub, id_token = await run_in_threadpool(ctx.auth.finish_sign_in, params, request.cookies.get(SIGN_IN_COOKIE),
-                                                    callback_url(request, ctx))
+            sub, id_token, roles = await run_in_threadpool(ctx.auth.finish_sign_in, params,
+                                                           request.cookies.get(SIGN_IN_COOKIE), callback_url(request, ctx))
         except AuthFailure as exc:
             return sign_in_failed(request, ctx, 401, str(exc))
         except ProviderUnavailable as exc:
             return sign_in_failed(request, ctx, 502, f"the identity provider cannot be used now: {exc}")
         # A SameSite=Strict cookie is not sent on a redirect that continues a cross-site navigation;
         # a same-origin page that moves on by itself is.
+        home = next(p for p in (f"{PREFIX}/", f"{PREFIX}/audit", f"{PREFIX}/rules") if allowed(p, roles))  # the first view they may open
         response = _render(request, "moving_on.html", ctx=ctx, session=None, title="Signed in", heading="Signed in",
-                           next_url=f"{PREFIX}/", link="Continue to pressor")
-        response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token), **ctx.auth.cookie_options())
+                           next_url=home, link="Continue to pressor")
+        response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token, roles), **ctx.auth.cookie_options())
         response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
         return response
 
@@ -260,7 +279,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             out["error_kind"] = exc.kind
             return out
         out["result"] = result.to_dict()
-        if record:
+        if record and not RECORDERS & set(session.roles):
+            out["record_error"] = f"your role ({', '.join(session.roles) or 'none'}) does not record advice"
+        elif record:
             from pressor.engine.audit import AuditLog
 
             try:
@@ -511,9 +532,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
 
     @app.get(f"{PREFIX}/audit")
     async def audit(request: Request, since: str = "", until: str = "", user: str = "", rule: str = "",
-                    version: str = "") -> HTMLResponse:
+                    version: str = "", patient: str = "") -> HTMLResponse:
         ctx, _ = signed_in(request)
-        query = {"since": since, "until": until, "user": user, "rule": rule, "version": version}
+        query = {"since": since, "until": until, "user": user, "rule": rule, "version": version, "patient": patient}
         try:
             start, end = _utc(since), _utc(until)
         except ValueError:
@@ -522,7 +543,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
 
         def select() -> tuple[list[Any], int]:
             filters = {"since": start, "until": end, "rule": rule.strip() or None, "user": user or None,
-                       "version": version.strip() or None}
+                       "version": version.strip() or None, "patient": patient_forms(patient.strip() or None,
+                                                                          os.environ.get(PATIENT_KEY_ENV, "").encode() or None)}
             with open_log(ctx) as log:  # the filters, the newest page and the count all run in the database
                 return list(log.records(**filters, newest_first=True, limit=AUDIT_PAGE)), log.count_records(**filters)
 

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from .app import mount_ui
+from .roles import RolePolicy
 from .auth import Auth, Marks, SharedMarks, Signer
 from .oidc import OidcClient, OidcSettings, settings_from_config
 from .context import UiContext
@@ -74,7 +75,7 @@ def build_context(rt: Any, secret: bytes) -> UiContext:
         marks = SharedMarks(rt.verifier.replay) if config.replay_cache else Marks()
         secure = bool(config.base_url and config.base_url.startswith("https://"))
         auth = Auth(Signer(secret), "oidc", oidc=client, secure_cookies=secure, session_seconds=int(hours * 3600),
-                    marks=marks)
+                    marks=marks, roles=RolePolicy.from_config(section.get("roles")))
         banner = None
     return UiContext(pack=rt.pack, auth=auth, audit_path=rt.audit.path, input_mode=config.audit_input,
                      include_draft=config.include_draft, banner=banner, base_url=config.base_url)
