@@ -344,7 +344,8 @@ def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
 
 
 @audit.command("export", epilog=exit_codes.help_text())
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True, help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "fhir-auditevent"]), default="jsonl", show_default=True,
+              help="Output format (fhir-auditevent: one FHIR R4 AuditEvent per record, NDJSON, for an audit repository).")
 @click.option("--kind", type=click.Choice(["records", "feedback"]), default="records", show_default=True,
               help="Which chain: the recommendation records, or the feedback entries.")
 @click.option("--output", metavar="FILE", default=None,
@@ -363,7 +364,10 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
     Example:
       pressor audit export --format csv --output audit.csv
       pressor audit export --kind feedback --output feedback.jsonl
+      pressor audit export --format fhir-auditevent --output auditevents.ndjson
     """
+    if fmt == "fhir-auditevent" and kind != "records":
+        raise click.UsageError("--format fhir-auditevent exports records (--kind records)")
     from pressor.engine.audit import output_target, write_atomically
 
     if as_json and output is None:

@@ -142,3 +142,37 @@ def test_a_site_that_keeps_no_identifiers_stores_a_keyed_hash(tmp_path, signing_
     assert _listed(tmp_path / "audit.db", "--patient", pid) == []  # without the key nobody can find them
     found = _listed(tmp_path / "audit.db", "--patient", pid, env={"PRESSOR_AUDIT_PATIENT_KEY": "0123456789abcdef0123456789abcdef"})
     assert [r["id"] for r in found] == [r["id"] for r in stored]
+
+
+# --- audit export as FHIR AuditEvent (issue 22, item 5) ------------------------------------------
+
+
+def test_audit_export_as_fhir_auditevent(default_server, signing_key, tmp_path):
+    import json
+    import os
+
+    from click.testing import CliRunner
+    from fhir.resources.R4B.auditevent import AuditEvent  # an independent R4 model (pydantic)
+
+    from pressor.cli.main import cli
+
+    body = hook_request("septic-adult")
+    body["context"]["userId"] = "Practitioner/dr-ito"
+    assert call(default_server, signing_key, "pressor-patient-view", body).status_code == 200
+    out = tmp_path / "events.ndjson"
+    done = CliRunner().invoke(cli, ["audit", "export", "--format", "fhir-auditevent", "--output", str(out),
+                                    "--audit-db", str(default_server.audit_db)], env=dict(os.environ))
+    assert done.exit_code == 0, done.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    listed = _listed(default_server.audit_db)
+    assert len(events) == len(listed) > 0
+    for event in events:
+        AuditEvent.model_validate(event)
+    last = next(e for e in events if e["id"] == listed[-1]["id"])
+    assert last["agent"][0]["who"] == {"reference": "Practitioner/dr-ito"} and last["agent"][0]["requestor"] is True
+    assert last["entity"][0]["what"] == {"reference": f"Patient/{body['context']['patientId']}"}
+    details = {d["type"]: d["valueString"] for d in last["entity"][1]["detail"]}
+    assert details["record_hash"] == listed[-1]["record_hash"] and details["hookInstance"] == body["hookInstance"]
+    refused = CliRunner().invoke(cli, ["audit", "export", "--format", "fhir-auditevent", "--kind", "feedback",
+                                       "--audit-db", str(default_server.audit_db)])
+    assert refused.exit_code == 2

@@ -559,8 +559,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     @app.get(f"{PREFIX}/audit/export")
     async def audit_export(request: Request, kind: str = "records", format: str = "jsonl") -> Response:
         ctx, _ = signed_in(request)
-        if kind not in ("records", "feedback") or format not in ("jsonl", "csv"):
-            return _render(request, "message.html", 400, title="Export", message="kind is records|feedback, format jsonl|csv")
+        if kind not in ("records", "feedback") or format not in ("jsonl", "csv", "fhir-auditevent") or (
+                format == "fhir-auditevent" and kind != "records"):
+            return _render(request, "message.html", 400, title="Export", message="kind is records|feedback, format jsonl|csv (or fhir-auditevent for records)")
 
         def export() -> Any:
             # In memory up to 8 MB, then on disk: a large log is not held in memory whole.
@@ -583,9 +584,10 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             spooled = await run_in_threadpool(export)
         except AuditError as exc:
             return _render(request, "message.html", 404, title="Export", message=str(exc))
-        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        media = "text/csv" if format == "csv" else "application/fhir+ndjson" if format == "fhir-auditevent" else "application/x-ndjson"
+        suffix = "auditevent.ndjson" if format == "fhir-auditevent" else format
         return StreamingResponse(chunks(spooled), media_type=f"{media}; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="pressor-audit-{kind}.{format}"'})
+                                 headers={"Content-Disposition": f'attachment; filename="pressor-audit-{kind}.{suffix}"'})
 
     @app.get(f"{PREFIX}/audit/{{record_id}}")
     async def audit_record(request: Request, record_id: str) -> HTMLResponse:
