@@ -219,6 +219,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # origins only; none by default, and a refused preflight is a 400.
     app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type"], max_age=600)
+    if config.metrics.enabled:
+        from . import metrics
+
+        app.add_middleware(metrics.Middleware)
+        metrics_token = os.environ.get(config.metrics.bearer_token_env) if config.metrics.bearer_token_env else None
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus(request: Request) -> Response:
+            if not metrics.token_ok(request.headers.get("authorization"), metrics_token):
+                raise HTTPException(401, "the metrics need the configured bearer token", headers={"WWW-Authenticate": "Bearer"})
+            body, media = metrics.exposition()
+            return Response(body, media_type=media)
     app.add_middleware(logs.RequestLog)  # outermost: it sees every answer
 
     @app.exception_handler(HTTPException)
@@ -453,6 +465,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The clinician keeps the advice, and is told that there is no record of it.
             cards.append(not_recorded_card(hook_instance, results[0].pack, base, exc.problems[0].message))
             audited = {"recorded": False, "reason": str(exc)}
+        request.state.cards, request.state.audit_recorded = cards, audited["recorded"]
+        request.state.not_fetched = bool(why_missing)
         extension = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
         if why_missing:

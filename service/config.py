@@ -75,6 +75,14 @@ class FetchSettings:
     servers: tuple[str, ...] = ()  # URL prefixes allowed as fhirServer; empty: any http(s) URL
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``GET /metrics`` (Prometheus): off unless enabled; with ``bearer_token_env`` only for that token."""
+
+    enabled: bool = False
+    bearer_token_env: str | None = None
+
+
 @dataclass
 class Config:
     """The server configuration file, checked."""
@@ -103,6 +111,7 @@ class Config:
     log_file: str | None = None
     openapi: bool = True
     ui_base_url: str | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def load_config(path: str | None) -> Config:
@@ -157,6 +166,7 @@ def load_config(path: str | None) -> Config:
         fhir_fetch=FetchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}),
         cors_origins=tuple(data.get("cors_origins", ())), log_file=beside(data.get("log_file")),
         openapi=data.get("openapi", True), ui_base_url=ui.rstrip("/") if ui else None,
+        metrics=MetricsSettings(**data.get("metrics", {})),
     )
 
 

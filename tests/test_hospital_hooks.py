@@ -176,3 +176,30 @@ def test_audit_export_as_fhir_auditevent(default_server, signing_key, tmp_path):
     refused = CliRunner().invoke(cli, ["audit", "export", "--format", "fhir-auditevent", "--kind", "feedback",
                                        "--audit-db", str(default_server.audit_db)])
     assert refused.exit_code == 2
+
+
+# --- metrics (issue 22, item 5) -----------------------------------------------------------------
+
+
+def test_prometheus_metrics_are_off_by_default_and_count_calls_cards_and_errors(default_server, signing_key, tmp_path,
+                                                                             monkeypatch):
+    assert default_server.client.get("/metrics").status_code == 404  # off by default
+    monkeypatch.setenv("PRESSOR_TEST_METRICS_TOKEN", "scrape-me")
+    srv = configured_server(tmp_path, public_pem(signing_key), audit_db=str(tmp_path / "audit.db"),
+                            metrics={"enabled": True, "bearer_token_env": "PRESSOR_TEST_METRICS_TOKEN"})
+    try:
+        r = call(srv, signing_key, "pressor-patient-view", hook_request("septic-adult"))
+        assert r.status_code == 200
+        cards = r.json()["cards"]
+        assert call(srv, signing_key, "pressor-patient-view", b"{not json").status_code == 400
+        assert srv.client.get("/metrics").status_code == 401
+        text = srv.client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).text
+    finally:
+        srv.stop()
+    assert 'pressor_hook_calls_total{service="pressor-patient-view",status="200"} 1.0' in text
+    assert 'pressor_hook_calls_total{service="pressor-patient-view",status="400"} 1.0' in text
+    assert 'pressor_errors_total{kind="http_4xx",service="pressor-patient-view"} 1.0' in text
+    assert 'pressor_hook_latency_seconds_count{service="pressor-patient-view"} 2.0' in text
+    critical = sum(1 for c in cards if c["indicator"] == "critical" and c["source"].get("topic", {}).get("system") == "urn:pressor:rule")
+    assert f'pressor_cards_total{{indicator="critical",kind="rule",service="pressor-patient-view"}} {float(critical)}' in text
+    assert "Patient" not in text and "sep-adult" not in text  # no patient data
