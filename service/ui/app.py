@@ -36,6 +36,7 @@ from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, 
 from .oidc import ProviderUnavailable
 from .context import UiContext, stored_key
 from .roles import RECORDERS, allowed
+from .smart import LAUNCH_SECONDS, SMART_COOKIE, LaunchRefused
 from .words import Wording
 
 HERE = Path(__file__).resolve().parent
@@ -113,12 +114,16 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     async def ui_headers(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
-            response.headers["Content-Security-Policy"] = CSP
+            ancestors = context_of(request).frame_ancestors
+            # The EHR may embed the app (ui.frame_ancestors); nobody else, and nobody by default.
+            response.headers["Content-Security-Policy"] = CSP if not ancestors else CSP.replace(
+                "frame-ancestors 'none'", "frame-ancestors " + " ".join(ancestors))
             response.headers["X-Content-Type-Options"] = "nosniff"
             # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" on form
             # POSTs, which the CSRF check rightly refuses; nothing leaves for another origin either way.
             response.headers["Referrer-Policy"] = "same-origin"
-            response.headers["X-Frame-Options"] = "DENY"
+            if not ancestors:
+                response.headers["X-Frame-Options"] = "DENY"
             response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
             if not request.url.path.startswith(f"{PREFIX}/static/"):
                 response.headers["Cache-Control"] = "no-store"
@@ -229,6 +234,49 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
                            next_url=home, link="Continue to pressor")
         response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token, roles), **ctx.auth.cookie_options())
         response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
+        return response
+
+    # -- SMART App Launch from the EHR (smart.py) ------------------------------------
+    def launch_callback_url(request: Request, ctx: UiContext) -> str:
+        return f"{ctx.base_url}{PREFIX}/launch/callback" if ctx.base_url else str(request.url_for("ui_smart_callback"))
+
+    @app.get(f"{PREFIX}/launch")
+    async def smart_launch(request: Request, iss: str | None = None, launch: str | None = None) -> Response:
+        ctx = context_of(request)
+        if ctx.smart is None:
+            return _render(request, "signin.html", 404, ctx=ctx, session=None, message="SMART launch is not configured here (ui.smart)")
+        try:
+            url, browser = await run_in_threadpool(ctx.smart.begin, iss, launch, launch_callback_url(request, ctx))
+        except LaunchRefused as exc:
+            return _render(request, "signin.html", 400, ctx=ctx, session=None, message=str(exc))
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(SMART_COOKIE, browser, httponly=True, samesite="lax", path=f"{PREFIX}/launch",
+                            secure=ctx.auth.secure_cookies, max_age=LAUNCH_SECONDS)
+        return response
+
+    @app.get(f"{PREFIX}/launch/callback", name="ui_smart_callback")
+    async def smart_callback(request: Request) -> Response:
+        ctx = context_of(request)
+        if ctx.smart is None:
+            return _render(request, "signin.html", 404, ctx=ctx, session=None, message="SMART launch is not configured here (ui.smart)")
+        params = {k: v for k, v in request.query_params.items() if len(v) <= 8192}
+        try:
+            tokens = await run_in_threadpool(ctx.smart.finish, params, request.cookies.get(SMART_COOKIE),
+                                             launch_callback_url(request, ctx), ctx.auth.marks.mark)
+        except LaunchRefused as exc:
+            return _render(request, "signin.html", 401, ctx=ctx, session=None, message=str(exc))
+        state, notes = await ctx.smart_record(tokens)
+        # The EHR vouched for the launch, not for a named user (no ID token is verified yet): the session's
+        # user is the EHR's launch, with the clinician role only.
+        cookie = ctx.auth.new_session_cookie(f"{tokens['iss']}|smart-launch", None, ("clinician",))
+        session = ctx.auth.session({COOKIE: cookie})
+        request.state.ui_ctx, request.state.ui_session = ctx, session
+        advice = await run_in_threadpool(advise, ctx, session, state, record=False) if state else None
+        notice = f"Opened from the EHR for Patient/{tokens['patient']}; the record was read from {tokens['iss']}" + (
+            f" ({'; '.join(notes)})" if notes else "")
+        response = clinician_page(request, ctx, state=state, advice=advice, notice=notice)
+        response.set_cookie(COOKIE, cookie, **ctx.auth.cookie_options())
+        response.delete_cookie(SMART_COOKIE, path=f"{PREFIX}/launch")
         return response
 
     @app.post(f"{PREFIX}/logout")

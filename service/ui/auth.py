@@ -176,6 +176,7 @@ class Auth:
     session_seconds: int = SESSION_SECONDS
     marks: Any = field(default_factory=Marks)
     roles: RolePolicy = field(default_factory=RolePolicy)
+    embedded: bool = False
     _token: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -243,7 +244,10 @@ class Auth:
 
     def cookie_options(self) -> dict[str, Any]:
         """Attributes of the session cookie."""
-        return {"httponly": True, "samesite": "strict", "path": "/ui", "secure": self.secure_cookies,
+        # Embedded in the EHR (ui.frame_ancestors, over https) the app is a cross-site frame, where browsers send
+        # only SameSite=None cookies; the CSRF token and the Origin check still guard every POST.
+        same_site = "none" if self.embedded and self.secure_cookies else "strict"
+        return {"httponly": True, "samesite": same_site, "path": "/ui", "secure": self.secure_cookies,
                 "max_age": self.session_seconds}
 
     # -- the one-time link ----------------------------------------------------

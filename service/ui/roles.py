@@ -30,6 +30,7 @@ ACCESS: tuple[tuple[str, frozenset[str]], ...] = (
     (f"{PREFIX}/rules", EVERY_ROLE),
     (f"{PREFIX}/logout", EVERY_ROLE),
     (f"{PREFIX}/static", EVERY_ROLE),
+    (f"{PREFIX}/launch", EVERY_ROLE),  # SMART launch: before any session
     (f"{PREFIX}/", frozenset({"clinician", "informaticist", "admin"})),  # the clinician view, advice, documents
 )
 #: Who may record advice in the audit log (an informaticist tries rules without recording).
