@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -333,12 +333,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok", "pack": {"name": pack.name, "version": pack.version, "sha256": pack.sha256}}
 
     @app.get("/rules/{rule_id}", summary="One rule's documentation: the cards' source and links (no authentication)")
-    async def rule_doc(request: Request, rule_id: str) -> dict[str, Any]:
+    async def rule_doc(request: Request, rule_id: str) -> Any:
         pack = rt_of(request).pack
         try:
-            return rule_detail(pack, pack.rule(rule_id))
+            detail = rule_detail(pack, pack.rule(rule_id))
         except KeyError:
             raise HTTPException(404, f"no rule '{rule_id}' in {pack.name}") from None
+        accept = request.headers.get("accept", "")
+        if "text/html" in accept and "application/json" not in accept.split(",")[0]:
+            # a clinician following a card's link in the EHR's browser: a page, not raw JSON
+            return HTMLResponse(rule_page(detail), headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+        return detail
 
     if config.openapi:
         @app.get("/openapi.json", include_in_schema=False)
@@ -493,6 +498,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
+
+
+def rule_page(detail: dict[str, Any]) -> str:
+    """One rule as a small, self-contained HTML page (every text escaped; no script, no outside request)."""
+    from html import escape
+
+    rec = detail.get("recommend") or {}
+    cites = "".join(f"<li>[{escape(str(c.get('number')))}] {escape(str(c.get('title')))}"
+                    + (f", {escape(str(c.get('publisher')))} {escape(str(c.get('year') or ''))}" if c.get("publisher") else "")
+                    + (f" <em>({escape(str(c['evidence']))})</em>" if c.get("evidence") else "") + "</li>"
+                    for c in detail.get("citations", []))
+    pack = detail.get("pack") or {}
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(detail['title'])}</title>"
+            "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+            "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}</style></head><body>"
+            f"<h1>{escape(detail['title'])}</h1><p><strong>{escape(str(rec.get('severity', '')))}</strong>: "
+            f"{escape(str(rec.get('summary', '')))}</p><p>{escape(str(rec.get('detail', '')))}</p>"
+            f"<h2>Sources</h2><ol>{cites}</ol><p><small>Rule {escape(detail['id'])} v{escape(detail['version'])}, status "
+            f"{escape(detail['status'])}; pack {escape(str(pack.get('name', '')))} {escape(str(pack.get('version', '')))}. "
+            "pressor supports clinical judgement; it does not replace it.</small></p></body></html>")
 
 
 def clinician(body: dict[str, Any], client: str) -> str:

@@ -313,7 +313,9 @@ def test_a_hook_call_is_recorded_in_the_audit_log(server, signing_key, result_va
     assert audited["recorded"] is True and len(audited["records"]) >= 1
     with audit_log(server) as log:
         records = [log.record(i) for i in audited["records"]]
-    assert {rec.user for rec in records} == {f"{ISS}|Practitioner/dr-lee"}
+    # the clinician of the hook's context, via the client of the token (issue 22)
+    assert {rec.user for rec in records} == {f"Practitioner/test via {ISS}|Practitioner/dr-lee"}
+    assert {rec.patient for rec in records} == {f"Patient/{body['context']['patientId']}"}
     assert {rec.hook_instance for rec in records} == {body["hookInstance"]} and {rec.input_mode for rec in records} == {"full"}
     for rec in records:
         result_validator.validate(rec.result)
@@ -492,7 +494,7 @@ def test_insecure_mode_is_announced_on_stderr_and_in_every_response(insecure_ser
     assert "authentication disabled" in r.headers["X-Pressor-Insecure"]
     assert "authentication disabled" in insecure_server.client.get("/healthz").headers["X-Pressor-Insecure"]
     with audit_log(insecure_server) as log:
-        assert {rec.user for rec in log.records()} == {"insecure-no-auth"}
+        assert {rec.user for rec in log.records()} == {"Practitioner/test via insecure-no-auth"}
 
 
 def test_serve_refuses_to_start_without_issuers(tmp_path):

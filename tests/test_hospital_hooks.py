@@ -203,3 +203,11 @@ def test_prometheus_metrics_are_off_by_default_and_count_calls_cards_and_errors(
     critical = sum(1 for c in cards if c["indicator"] == "critical" and c["source"].get("topic", {}).get("system") == "urn:pressor:rule")
     assert f'pressor_cards_total{{indicator="critical",kind="rule",service="pressor-patient-view"}} {float(critical)}' in text
     assert "Patient" not in text and "sep-adult" not in text  # no patient data
+
+
+def test_a_cards_link_opens_a_page_for_a_browser_and_json_for_a_program(default_server):
+    page = default_server.client.get("/rules/avoid.dopamine-first-line", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<h1>Do not use dopamine first-line</h1>" in page.text and "<script" not in page.text
+    data = default_server.client.get("/rules/avoid.dopamine-first-line", headers={"Accept": "application/json"})
+    assert data.json()["id"] == "avoid.dopamine-first-line"
