@@ -38,7 +38,9 @@ _UCUM_TIME = {"min": "min", "h": "h", "day": "d"}
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
 _MISSING_WHAT = {
     "patient": "the Patient (age, sex)",
-    "observations": "vital signs, weight and lactate",
+    "observations": "vital signs",
+    "labs": "lactate",
+    "weight": "weight",
     "conditions": "the problem list (shock type, hypertension, pregnancy)",
     "medicationAdministrations": "running infusions",
     "medicationRequests": "active medication orders",
