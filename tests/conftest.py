@@ -19,6 +19,28 @@ os.environ["PRESSOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pressor-test-cache-")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
+#: The default selection (pyproject's addopts) leaves these out; ``pytest --everything`` runs them too.
+LONG_MARKERS = ("slow", "browser", "postgres", "fuzz")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--everything", action="store_true",
+                     help="run every test, including those marked slow, browser, postgres and fuzz (CI does)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("everything"):
+        config.option.markexpr = ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that runs against PostgreSQL (a ``postgresql`` parameter, or the server fixture) is marked
+    ``postgres``: it starts a real server, which the fast loop does without."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgresql" in params.values() or "pg_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
 
 @pytest.fixture(autouse=True)
 def audit_db(tmp_path, monkeypatch) -> Path:

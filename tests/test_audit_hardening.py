@@ -216,6 +216,7 @@ def test_input_sha256_is_over_jcs(audit_db, pack, now):
     assert '"map_mmhg":58,' in rec.input_json
 
 
+@pytest.mark.slow
 def test_records_are_small_on_the_projects_scenarios(audit_db, pack):
     """The issue's target, measured as bench/audit.py does: the whole file a record (row, stored
     texts, indexes, the stored pack shared by all), each scenario recorded ten times."""

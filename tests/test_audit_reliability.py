@@ -46,6 +46,7 @@ def _endless_writer(path, pack, state, result, now, ready):
             log.append(pack, state, result, now=now, user="doomed")
 
 
+@pytest.mark.slow
 def test_two_processes_appending_together_keep_one_valid_chain(audit_db, pack, evaluated):
     state, result, now = evaluated
     start = FORK.Event()

@@ -1,6 +1,7 @@
 """pressor recommend --batch: many states, one JSON line each, in input order; bad states answered alone."""
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import subprocess
@@ -154,6 +155,7 @@ def test_memory_stays_flat_only_a_window_of_states_is_read_ahead():
 # --- the fast result serialiser ---------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(state=patient_states())
 def test_result_writer_output_is_the_reference_serialisation(pack, state):

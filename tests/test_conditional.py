@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
@@ -126,6 +127,7 @@ def _fired(result, rule_id: str) -> bool:
     return rule_id in result.fired_ids() or any(w.startswith(f"{rule_id} is not shown") for w in result.warnings)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(state=patient_states())
 def test_supplying_the_asked_fact_decides_the_conditional_advice(pack, now, state):
@@ -187,6 +189,7 @@ def test_every_fact_has_a_question_and_every_wording_names_a_fact(pack):
         assert kind != "boolean" or {"true", "false"} <= set(entry), fact
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(states=patient_states().flatmap(lambda a: patient_states().map(lambda b: (a, b))))
 def test_the_shared_outcome_cache_never_changes_the_advice(pack, now, states):

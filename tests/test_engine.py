@@ -80,6 +80,7 @@ def test_engine_matches_reference_on_random_rules_and_facts():
         matcher.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=patient_states())
 def test_pack_firings_equal_reference_semantics(pack, now, state):

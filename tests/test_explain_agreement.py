@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from .strategies import patient_states
@@ -21,6 +22,7 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 PACK = load_pack()
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=patient_states(PACK), include_draft=st.booleans())
 def test_explanation_agrees_with_the_engine(state, include_draft, explanation_validator):
@@ -50,6 +52,7 @@ def test_explanation_agrees_with_the_engine(state, include_draft, explanation_va
     assert not list(explanation_validator.iter_errors(explanation.to_dict()))
 
 
+@pytest.mark.slow
 def test_the_strategy_reaches_the_boundaries():
     """The states drawn include each threshold exactly (not only values near it) and absent facts."""
     states = patient_states(PACK)

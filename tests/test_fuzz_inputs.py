@@ -25,6 +25,8 @@ from pressor.cli.main import cli
 
 from .strategies import STATE_SCHEMA, patient_states
 
+pytestmark = pytest.mark.fuzz
+
 ROOT = Path(__file__).resolve().parent.parent
 FHIR = ROOT / "examples" / "fhir"
 PRESSOR = str(Path(sys.executable).with_name("pressor"))

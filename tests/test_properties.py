@@ -1,6 +1,7 @@
 """Properties over generated valid patient states."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from pressor.engine.evaluation.evaluate import evaluate
@@ -9,6 +10,7 @@ from pressor.engine.evaluation.units import parse_unit
 from .strategies import patient_states
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=patient_states())
 def test_evaluate_never_raises_and_keeps_its_promises(pack, now, result_validator, state):

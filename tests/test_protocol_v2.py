@@ -209,6 +209,7 @@ def test_parameter_unit_mismatch_is_a_load_error(tmp_path):
 
 # --- pressor diff against 1.2.0 --------------------------------------------------
 
+@pytest.mark.slow
 def test_diff_against_1_2_0_lists_every_change(v1, pack):
     diff = diff_packs(v1, pack, [])
     assert diff.added == sorted(set(r.id for r in pack.rules) - set(r.id for r in v1.rules))

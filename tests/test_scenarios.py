@@ -25,6 +25,7 @@ def test_one_file_per_family():
     assert {p.stem for p in SCENARIOS.glob("*.yaml")} == FAMILIES
 
 
+@pytest.mark.slow
 def test_corpus_passes_with_full_rule_coverage():
     out = invoke(str(SCENARIOS), "--coverage", "--min-coverage", "100", "--json")
     assert out.exit_code == 0, out.stdout
@@ -43,6 +44,7 @@ def test_corpus_alone_covers_every_rule_outcome(pack):
     assert cov.missing_rules() == {} and cov.rule_percent() == 100.0
 
 
+@pytest.mark.slow
 def test_human_output_counts_scenarios_and_examples():
     out = invoke(str(SCENARIOS / "bans.yaml"))
     assert out.exit_code == 0 and out.stdout == ""

@@ -192,6 +192,7 @@ def test_every_post_needs_the_session_csrf_token_and_our_origin(local):
     assert ok.status_code == 200 and "For 72 kg: 1.44-3.6 mcg/min" in ok.text and "Preview" in ok.text
 
 
+@pytest.mark.slow
 def test_pages_carry_a_strict_csp_and_no_inline_script_or_outside_asset(local):
     ctx, client = local
     csrf = signed_in(ctx, client)
@@ -212,6 +213,7 @@ def test_pages_carry_a_strict_csp_and_no_inline_script_or_outside_asset(local):
     assert client.get("/ui/static/htmx.min.js").status_code == 200
 
 
+@pytest.mark.slow
 def test_advice_records_and_the_record_replays_and_verifies(local):
     ctx, client = local
     csrf = signed_in(ctx, client)
@@ -262,6 +264,7 @@ def test_feedback_on_cards_appears_beside_the_record_that_issued_them(local, now
     assert "hook-1" in page
 
 
+@pytest.mark.slow
 def test_a_record_made_under_a_site_profile_is_compared_and_replayed_with_that_profile(pack, audit_db, now, tmp_path):
     """The profile raises the vasopressin threshold and the standard bag (dose parameters). A record made under it
     is compared with its stored pack *under that profile*: against the next pack under the same profile there is
