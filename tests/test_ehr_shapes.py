@@ -95,6 +95,7 @@ def _shown(cards: list[dict]) -> set[tuple[str, str, str]]:
     return {(c["source"].get("topic", {}).get("code", ""), c["indicator"], c["summary"]) for c in cards}
 
 
+@pytest.mark.slow
 def test_the_76_year_old_gets_the_same_cards_as_from_her_whole_record(her_ehr, default_server, signing_key, card_schema):
     fhir, resources = her_ehr
     hook = str(uuid.uuid4())

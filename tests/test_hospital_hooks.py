@@ -126,6 +126,7 @@ def test_an_auditor_lists_what_one_clinician_was_shown_about_one_patient(default
     assert {hooks[0][2], hooks[1][2]} <= about and hooks[2][2] not in about  # both clinicians; not the other patient
 
 
+@pytest.mark.slow
 def test_a_site_that_keeps_no_identifiers_stores_a_keyed_hash(tmp_path, signing_key):
     key = tmp_path / "patient.key"
     key.write_text("0123456789abcdef0123456789abcdef\n")
@@ -181,6 +182,7 @@ def test_audit_export_as_fhir_auditevent(default_server, signing_key, tmp_path):
 # --- metrics (issue 22, item 5) -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prometheus_metrics_are_off_by_default_and_count_calls_cards_and_errors(default_server, signing_key, tmp_path,
                                                                              monkeypatch):
     assert default_server.client.get("/metrics").status_code == 404  # off by default
