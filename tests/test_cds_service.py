@@ -10,6 +10,8 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from importlib import resources
+
+from pressor.engine.evaluation.pack import load_pack
 from pathlib import Path
 
 import httpx
@@ -227,7 +229,7 @@ def test_patient_view_septic_adult(server, signing_key, card_schema):
     start = cards["norepinephrine.start-emergency"]
     assert start["indicator"] == "critical" and r.json()["cards"][0] is not None
     assert start["source"]["url"] == f"{server.base}/rules/norepinephrine.start-emergency"
-    assert start["source"]["topic"]["code"] == "norepinephrine.start-emergency|2.0.0"
+    assert start["source"]["topic"]["code"] == f"norepinephrine.start-emergency|{load_pack().rule('norepinephrine.start-emergency').version}"
     dose = cards["norepinephrine.dose-adult"]
     order = dose["suggestions"][0]["actions"][0]["resource"]
     rate = order["dosageInstruction"][0]["doseAndRate"][0]["rateRange"]

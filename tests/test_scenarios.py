@@ -14,7 +14,8 @@ from pressor.engine.authoring.scenarios import coverage, load_scenarios, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"
-FAMILIES = {"septic-adult", "pregnancy", "pediatric", "cardiogenic", "escalation", "bans", "special", "missing-data", "protocol-v2"}
+FAMILIES = {"septic-adult", "pregnancy", "pediatric", "cardiogenic", "escalation", "bans", "special", "missing-data", "protocol-v2",
+            "safety"}
 
 
 def invoke(*args: str):
@@ -48,7 +49,8 @@ def test_corpus_alone_covers_every_rule_outcome(pack):
 def test_human_output_counts_scenarios_and_examples():
     out = invoke(str(SCENARIOS / "bans.yaml"))
     assert out.exit_code == 0 and out.stdout == ""
-    assert out.stderr.strip().endswith("passed, 0 failed (11 scenarios, 124 examples)")
+    examples = sum(len(r.raw.get("examples", ())) for r in load_pack().rules)
+    assert out.stderr.strip().endswith(f"passed, 0 failed (11 scenarios, {examples} examples)")
 
 
 def _write(tmp_path: Path, body: str) -> Path:
@@ -65,6 +67,7 @@ def test_failure_shows_expected_against_got_with_the_reason(tmp_path):
       shock: {type: septic}
       vitals: {map_mmhg: 60}
       fluids: {crystalloid_ml_kg: 29}
+      findings: {fluid_overload: false}
       infusions: {norepinephrine_mcg_kg_min: 0}
     fires: [norepinephrine.start]
     not_evaluable: [fluids.bolus-30ml-kg]

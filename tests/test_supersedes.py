@@ -25,4 +25,6 @@ def test_superseded_rule_shows_when_its_superseder_does_not_apply(pack, now):
 
 def test_supersedes_closure(pack):
     by = pack.superseded_by()
-    assert by["norepinephrine.dose-pregnancy"] == frozenset({"special.hepatorenal", "special.anaphylaxis"})
+    # scope rules (supersedes: ["*"]) supersede every other rule as well
+    scope = {r.id for r in pack.rules if r.raw.get("supersedes") == ["*"]}
+    assert by["norepinephrine.dose-pregnancy"] == frozenset({"special.hepatorenal", "special.anaphylaxis"}) | scope

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import InputError, PatientStateError, Problem
-from ..evaluation.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state
+from ..evaluation.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state, superseded_notes
 from ..evaluation.load import Document, load_document
 from ..evaluation.logic import compare, derive, verdict
 from ..model import Compare, Result, Rule, RulePack, leaves
@@ -190,9 +190,9 @@ def _why(pack: RulePack, rule: Rule, scenario: Scenario, facts: Mapping[str, Any
     active = ACTIVE_WITH_DRAFTS if scenario.include_draft else ACTIVE_BY_DEFAULT
     if rule.status not in active:
         return f"the rule is {rule.status}" + ("" if scenario.include_draft else "; set include_draft: true to evaluate it")
-    hidden = [w for w in result.warnings if w.startswith(f"{rule.id} is not shown")]
+    hidden = superseded_notes(result.warnings).get(rule.id)
     if hidden:
-        return hidden[0]
+        return hidden
     v = verdict(rule.when, facts, derivation.missing_of)
     if v.truth is None:
         return "missing " + ", ".join(sorted(v.missing))

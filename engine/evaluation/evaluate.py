@@ -326,11 +326,25 @@ def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[R
     if not by:
         return recs, ()
     shown = {r.rule_id for r in recs}
-    kept, notes = [], []
+    kept: list[Recommendation] = []
+    left_out: dict[tuple[str, ...], list[str]] = {}  # the same winners: one note (a scope rule supersedes all)
     for rec in recs:
-        winners = sorted(by.get(rec.rule_id, frozenset()) & shown)
+        winners = tuple(sorted(by.get(rec.rule_id, frozenset()) & shown))
         if winners:
-            notes.append(f"{rec.rule_id} is not shown: superseded by {', '.join(winners)}")
+            left_out.setdefault(winners, []).append(rec.rule_id)
         else:
             kept.append(rec)
-    return kept, tuple(notes)
+    notes = tuple(f"{', '.join(ids)} {'is' if len(ids) == 1 else 'are'} not shown: superseded by {', '.join(winners)}"
+                  for winners, ids in left_out.items())
+    return kept, notes
+
+
+def superseded_notes(warnings: tuple[str, ...]) -> dict[str, str]:
+    """Rule id -> the result's note saying it fired but is not shown (a shown rule supersedes it)."""
+    out: dict[str, str] = {}
+    for note in warnings:
+        for verb in (" is not shown: superseded by ", " are not shown: superseded by "):
+            if verb in note:
+                for rule_id in note.split(verb)[0].split(", "):
+                    out[rule_id] = note
+    return out

@@ -154,7 +154,7 @@ class _Builder:
                 self._citations(doc, f"/parameters/{i}/citations", item["citations"], references, item["name"], False)
         derived = self._derived(references)
         preparations = self._preparations(references)
-        rules = self._rules(references, {p.drug for p in preparations}, refs_meta["document"])
+        rules = _expand_scope_rules(self._rules(references, {p.drug for p in preparations}, refs_meta["document"]))
         self._supersedes(rules)
         decisions = self._decisions({r.id for r in rules})
         waivers = self._waivers({r.id for r in rules}, {d.id for d in decisions})
@@ -633,3 +633,14 @@ def find_rule(pack: RulePack, rule_id: str) -> Rule:
 def pack_sha256(manifest: dict[str, str]) -> str:
     """The pack's identity: SHA-256 over ``name\\0sha256\\n`` of its files, sorted by name."""
     return hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(manifest.items())).encode()).hexdigest()
+
+
+def _expand_scope_rules(rules: list[Rule]) -> list[Rule]:
+    """``supersedes: ["*"]`` (a scope rule: the patient is outside the protocol) names every rule of the pack
+    except the scope rules themselves, so that what supersession does everywhere (evaluation, residual advice,
+    explain, lint) needs no special case."""
+    scope = {r.id for r in rules if "*" in r.supersedes}
+    if not scope:
+        return rules
+    others = tuple(r.id for r in rules if r.id not in scope)
+    return [replace(r, supersedes=others) if r.id in scope else r for r in rules]
