@@ -9,15 +9,19 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY engine engine
 COPY cli cli
 COPY service service
 COPY rules rules
 COPY schemas schemas
-# EXTRAS: optional dependency groups of pyproject (for example the PostgreSQL audit backend's)
-ARG EXTRAS=""
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
+# examples/ is a package of the wheel (pressor.examples: the web app's example patients)
+COPY examples examples
+# EXTRAS: optional dependency groups of pyproject (for example the PostgreSQL audit backend's), comma-separated.
+# constraints.txt is the lock file: every wheel at the version the project tested.
+ARG EXTRAS="postgresql"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
+ && printf '%s' "${EXTRAS}" > /wheels/EXTRAS
 
 FROM ${PYTHON}
 RUN groupadd --system --gid 10001 pressor \
@@ -25,7 +29,10 @@ RUN groupadd --system --gid 10001 pressor \
  && mkdir -p /var/lib/pressor /etc/pressor \
  && chown pressor:pressor /var/lib/pressor
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels pressor && rm -rf /wheels
+# The same extras as the build stage (they are what the configuration needs: postgresql:// needs psycopg).
+RUN EXTRAS="$(cat /wheels/EXTRAS)" \
+ && pip install --no-cache-dir --no-index --find-links=/wheels "pressor${EXTRAS:+[$EXTRAS]}" \
+ && rm -rf /wheels
 ENV PYTHONUNBUFFERED=1 \
     PRESSOR_AUDIT_DB=/var/lib/pressor/audit.db
 USER pressor:pressor

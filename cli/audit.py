@@ -105,7 +105,19 @@ def summary(record: "AuditRecord") -> dict[str, Any]:
     return {"seq": record.seq, "id": record.id, "recorded_at": record.recorded_at, "user": record.user,
             "evaluated_at": result.get("evaluated_at"), "input_mode": record.input_mode,
             "pack": {"name": record.pack_name, "version": record.pack_version, "sha256": record.pack_sha256},
-            "recommendations": fired_rules(result), "record_hash": record.record_hash}
+            "recommendations": fired_rules(result), "record_hash": record.record_hash,
+            **({"patient": record.patient} if record.patient else {}),
+            **({"hook_instance": record.hook_instance} if record.hook_instance else {})}
+
+
+def patient_forms(patient: str | None) -> tuple[str, ...]:
+    """``--patient``: the stored forms that name this patient (with the site's key in ``$PRESSOR_AUDIT_PATIENT_KEY``,
+    its keyed hash too)."""
+    import os
+
+    from pressor.engine.audit.records import PATIENT_KEY_ENV, patient_forms as forms
+
+    return forms(patient, os.environ.get(PATIENT_KEY_ENV, "").encode() or None)
 
 
 @audit.command("list", epilog=exit_codes.help_text())
@@ -114,21 +126,28 @@ def summary(record: "AuditRecord") -> dict[str, Any]:
 @click.option("--rule", "rule_id", metavar="ID", default=None, help="Only records in which this rule fired.")
 @click.option("--user", metavar="TEXT", default=None, help="Only records whose user contains this text (any case).")
 @click.option("--pack-version", metavar="VERSION", default=None, help="Only records made with this pack version.")
+@click.option("--patient", metavar="ID", default=None,
+              help="Only records about this patient (Patient/ID or ID; with $PRESSOR_AUDIT_PATIENT_KEY also its keyed hash).")
 @audit_db_option
 @json_option
 @handles_errors
 def list_records(since: str | None, until: str | None, rule_id: str | None, user: str | None, pack_version: str | None,
-                 audit_db: str | None, as_json: bool) -> None:
+                 patient: str | None, audit_db: str | None, as_json: bool) -> None:
     """One line per record: sequence, id, time, user, pack version, rules that fired.
+
+    CDS Hooks records name the clinician (``context.userId``, then "via" the calling
+    EHR) as user, and the patient, so --user and --patient together list what was shown
+    to one clinician about one patient.
 
     \b
     Example:
       pressor audit list --rule escalation.add-vasopressin --since 2026-11-01 --until 2026-11-30T23:59
+      pressor audit list --user Practitioner/dr-ito --patient old-76
     """
     from .recommend import parse_now
 
     filters = {"since": parse_now(since) if since else None, "until": parse_now(until) if until else None,
-               "rule": rule_id, "user": user, "version": pack_version}
+               "rule": rule_id, "user": user, "version": pack_version, "patient": patient_forms(patient)}
     count = 0
     with open_log(audit_db) as log:
         # Streamed: one record in memory at a time, whatever the size of the log; the filters run in the database.
@@ -360,7 +379,8 @@ def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
 
 
 @audit.command("export", epilog=exit_codes.help_text())
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True, help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "fhir-auditevent"]), default="jsonl", show_default=True,
+              help="Output format (fhir-auditevent: one FHIR R4 AuditEvent per record, NDJSON, for an audit repository).")
 @click.option("--kind", type=click.Choice(["records", "feedback"]), default="records", show_default=True,
               help="Which chain: the recommendation records, or the feedback entries.")
 @click.option("--output", metavar="FILE", default=None,
@@ -379,7 +399,10 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
     Example:
       pressor audit export --format csv --output audit.csv
       pressor audit export --kind feedback --output feedback.jsonl
+      pressor audit export --format fhir-auditevent --output auditevents.ndjson
     """
+    if fmt == "fhir-auditevent" and kind != "records":
+        raise click.UsageError("--format fhir-auditevent exports records (--kind records)")
     from pressor.engine.audit import output_target, write_atomically
 
     if as_json and output is None:
@@ -397,3 +420,48 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
     if as_json:
         emit_json({"output": output, "format": fmt, "kind": kind, "records": count})
     say(f"exported {count} {'record(s)' if kind == 'records' else 'feedback entries'} to {printable(output)}", fg="green")
+
+
+@audit.command("init", epilog=exit_codes.help_text())
+@audit_db_option
+@click.option("--replay-cache/--no-replay-cache", default=True, show_default=True,
+              help="PostgreSQL: also create the token replay cache's table in the same database (pressor serve's replay_cache).")
+@click.option("--grant-to", "grant_to", metavar="ROLE", default=None,
+              help="PostgreSQL: grant ROLE (the service's) SELECT and INSERT on the log's tables, and the replay cache's table.")
+@json_option
+@handles_errors
+def init(audit_db: str | None, replay_cache: bool, grant_to: str | None, as_json: bool) -> None:
+    """Create the audit log's tables and triggers (or migrate an older log), and the token
+    replay cache's table, then stop.
+
+    Run it as the role that owns the tables (the migration role of docs/deploy.md), before
+    the service starts, and again after an upgrade: the service's own role may then hold
+    SELECT and INSERT only, and can never drop the append-only triggers.
+
+    \b
+    Example:
+      pressor audit init --audit-db postgresql://pressor_owner@db.hospital.example/pressor --grant-to pressor
+    """
+    from pressor.engine.audit import is_url, resolve_path
+    from pressor.engine.audit.replay_cache import open_replay_cache
+    from pressor.engine.audit.store_postgres import redacted
+
+    target = resolve_path(audit_db)
+    with open_log(audit_db, create=True) as log:
+        fmt, head = log.format, log.head()[0]
+    replay_cache = replay_cache and is_url(str(target))
+    if replay_cache:
+        open_replay_cache(str(target)).close()
+    granted: list[str] = []
+    if grant_to is not None:
+        if not is_url(str(target)):
+            raise click.UsageError("--grant-to is for a postgresql:// audit log")
+        from pressor.engine.audit.store_postgres import grant_service_role
+
+        granted = grant_service_role(str(target), grant_to)
+    summary = {"audit_db": redacted(str(target)), "format": fmt, "records": head, "replay_cache": replay_cache,
+               "granted": granted}
+    if as_json:
+        emit_json(summary)
+    say(f"audit log ready at {printable(summary['audit_db'])} (format {fmt}, {head} record(s))"
+        + ("; token replay cache table ready" if replay_cache else ""), fg="green")

@@ -26,7 +26,7 @@ from .common import emit_json, handles_errors, json_option, rules_option, say
 @handles_errors
 def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path: str | None, insecure: bool,
           with_ui: bool, as_json: bool) -> None:
-    """Serve the protocol as CDS Hooks 2.0 services (patient-view, order-select).
+    """Serve the protocol as CDS Hooks 2.0 services (patient-view, order-select, order-sign).
 
     GET /cds-services lists the services and their prefetch templates; POST
     /cds-services/{id} returns cards; POST /cds-services/{id}/feedback records outcomes.
@@ -95,6 +95,11 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     say(f"pressor serve: {runtime.pack.name} {runtime.pack.version} on http://{host}:{port} "
         f"({workers} worker{'s' if workers > 1 else ''})")
     os.environ[SETTINGS_ENV] = settings.to_env()
+    if runtime.config.metrics.enabled and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        # one directory for every worker of this start, so that a scrape of any of them sums all
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pressor-metrics-")
     factory = "pressor.service.app:create_app"
     if with_ui:
         import secrets

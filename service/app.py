@@ -29,14 +29,14 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from pressor.engine.audit import AuditLog, resolve_path
-from pressor.engine.ehr.fhir import FhirError, FhirMapping, from_hook_request, load_mapping, prefetch_templates
+from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import loads_json
@@ -48,7 +48,7 @@ from pressor.engine.report import rule_detail
 
 from . import logs
 from .auth import AuthError, Verifier, client_of
-from .cards import cards_for, not_recorded_card
+from .cards import CONDITIONAL_SYSTEM, cards_for, deceased_card, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .fhir_fetch import FhirFetcher
 from pressor.engine.audit.replay_cache import open_replay_cache
@@ -81,6 +81,9 @@ SERVICES = {s.id: s for s in (
     Service("pressor-order-select", "order-select", "Norepinephrine protocol: check a vasopressor order",
             "Checks the selected draft vasopressor orders against the protocol (for example dopamine or phenylephrine "
             "first-line) and returns the applicable recommendations; a ban offers to remove or replace the order."),
+    Service("pressor-order-sign", "order-sign", "Norepinephrine protocol: check vasopressor orders before signing",
+            "Checks every draft vasopressor order about to be signed against the protocol, as order-select does for the "
+            "selected ones; a ban offers to remove or replace the order."),
 )}
 
 
@@ -123,12 +126,12 @@ class AuditSink:
                 self._log = None
 
     def record(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str,
-               hook_instance: str) -> list[str]:
+               hook_instance: str, patient: str | None = None) -> list[str]:
         """One record per evaluated ``(state, result)``; their ids. Raises :class:`AuditError`."""
         with self._lock:
             audit = self._opened()
             return [audit.append(pack, state, result, now=now, user=user, input_mode=self.input_mode,
-                                 hook_instance=hook_instance).id for state, result in pairs]
+                                 hook_instance=hook_instance, patient=patient).id for state, result in pairs]
 
     def record_feedback(self, items: list[dict[str, Any]], *, service: str, now: datetime, user: str) -> list[str]:
         """One feedback entry per item, all or none; their ids. Raises :class:`AuditError`."""
@@ -236,6 +239,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # origins only; none by default, and a refused preflight is a 400.
     app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type"], max_age=600)
+    if config.metrics.enabled:
+        from . import metrics
+
+        app.add_middleware(metrics.Middleware)
+        metrics_token = os.environ.get(config.metrics.bearer_token_env) if config.metrics.bearer_token_env else None
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus(request: Request) -> Response:
+            if not metrics.token_ok(request.headers.get("authorization"), metrics_token):
+                raise HTTPException(401, "the metrics need the configured bearer token", headers={"WWW-Authenticate": "Bearer"})
+            body, media = metrics.exposition()
+            return Response(body, media_type=media)
     app.add_middleware(logs.RequestLog)  # outermost: it sees every answer
 
     @app.exception_handler(HTTPException)
@@ -338,12 +353,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok", "pack": {"name": pack.name, "version": pack.version, "sha256": pack.sha256}}
 
     @app.get("/rules/{rule_id}", summary="One rule's documentation: the cards' source and links (no authentication)")
-    async def rule_doc(request: Request, rule_id: str) -> dict[str, Any]:
+    async def rule_doc(request: Request, rule_id: str) -> Any:
         pack = rt_of(request).pack
         try:
-            return rule_detail(pack, pack.rule(rule_id))
+            detail = rule_detail(pack, pack.rule(rule_id))
         except KeyError:
             raise HTTPException(404, f"no rule '{rule_id}' in {pack.name}") from None
+        accept = request.headers.get("accept", "")
+        if "text/html" in accept and "application/json" not in accept.split(",")[0]:
+            # a clinician following a card's link in the EHR's browser: a page, not raw JSON
+            return HTMLResponse(rule_page(detail), headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+        return detail
 
     if config.openapi:
         @app.get("/openapi.json", include_in_schema=False)
@@ -379,7 +399,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notes: list[str] = []
         if refusal is None:
             fetched = await fetcher.fetch(body["fhirServer"], body.get("fhirAuthorization"), lacking, body["context"],
-                                          now=now, lookback_hours=rt.mapping.longest_window_hours)
+                                          now=now, windows=observation_windows(rt.mapping))
             body["prefetch"] = {**prefetch, **fetched.prefetch}
             why, notes = fetched.failed, fetched.notes
             request.state.fetched = sorted(fetched.prefetch)
@@ -390,6 +410,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise _Precondition("required data could not be had: " + "; ".join(f"{k} ({why[k]})" for k in required),
                                 [{"prefetch": k, "template": rt.templates[k], "reason": why[k]} for k in required])
         return why, notes
+
+    async def fetch_medications(request: Request, body: dict[str, Any]) -> list[str]:
+        """Medications named by reference and not in the request, read from its fhirServer (prefetch key
+        ``medications``); notes for those that could not be had (the cards then say the drug is unresolved)."""
+        fetcher: FhirFetcher = request.app.state.fetcher
+        if fetcher.refusal(body.get("fhirServer")) is not None:
+            return []
+        bundle, notes = await fetcher.medications(body["fhirServer"], body.get("fhirAuthorization"), body)
+        if bundle is not None:
+            prefetch = body.get("prefetch")
+            if not isinstance(prefetch, dict):
+                prefetch = body["prefetch"] = {}
+            held = prefetch.get("medications")
+            if isinstance(held, dict) and isinstance(held.get("entry"), list):
+                bundle["entry"] = held["entry"] + bundle["entry"]
+            prefetch["medications"] = bundle
+        return [f"medications: {n}" for n in notes] + ([f"medications: fetched {len(bundle['entry'])} Medication "
+                                                         "resource(s) named by reference"] if bundle else [])
 
     @app.post("/cds-services/{service_id}", summary="Call a CDS Service: cards for this patient (CDS Hooks 2.0)",
               openapi_extra=_body_and_answer("request.hookRequest", "cards.response",
@@ -407,9 +445,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt = rt_of(request)
         now = _utc_now()
         why_missing, fetch_notes = await complete_prefetch(request, body, now)
+        fetch_notes += await fetch_medications(request, body)
         selected, index = _selected_drafts(body)
         try:
             conversion = from_hook_request(selected, now=now, mapping=rt.mapping, pack=rt.pack)
+        except PatientDeceased as exc:
+            pack = {"name": rt.pack.name, "version": rt.pack.version, "sha256": rt.pack.sha256}
+            return JSONResponse({"cards": [deceased_card(body["hookInstance"], pack, base, exc.problems[0].message)]})
         except FhirError as exc:
             raise FhirError([_unselect_pointer(p, index) for p in exc.problems]) from exc
         states = conversion.states()
@@ -420,9 +462,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cards = cards_for(results, conversion, hook_instance=hook_instance, base_url=base,
                           patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings, drafts=drafts,
                           ui_base_url=rt.config.ui_base_url, why_missing=why_missing)
+        # A draft order whose purpose the record leaves unknown: evaluated as first-line too, so that its ban is
+        # shown "unless ..." rather than not at all; recorded beside the real evaluation.
+        unless = [(i, state, words, evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft))
+                  for i, state, words in conversion.unless_states()]
+        if unless:
+            fired = {r.rule_id for res in results for r in res.recommendations}
+            extra = unless_ban_cards([(drafts[i], words, res) for i, _, words, res in unless], set(fired),
+                                     pack=results[0].pack, hook_instance=body["hookInstance"], base_url=base,
+                                     patient_id=body["context"]["patientId"], drug_codings=rt.drug_codings,
+                                     ui_base_url=rt.config.ui_base_url)
+            banned = {c["source"]["topic"]["code"].split("|")[0] for c in extra}
+            cards = [c for c in cards if not (c["source"].get("topic", {}).get("system") == CONDITIONAL_SYSTEM
+                                              and c["source"]["topic"]["code"].split("|")[0] in banned)]
+            cards[:0] = extra
+        pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
         try:
-            ids = await run_in_threadpool(rt.audit.record, rt.pack, list(zip(states, results)), now=now, user=client,
-                                          hook_instance=hook_instance)
+            ids = await run_in_threadpool(rt.audit.record, rt.pack, pairs, now=now, user=clinician(body, client),
+                                          hook_instance=hook_instance, patient=patient_of(body, rt.config))
             audited: dict[str, Any] = {"recorded": True, "records": ids}
         except AuditError as exc:
             log.error("cards of hookInstance %s NOT recorded in the audit log: %s", hook_instance, exc)
@@ -433,6 +490,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The clinician keeps the advice, and is told that there is no record of it.
             cards.append(not_recorded_card(hook_instance, results[0].pack, base, exc.problems[0].message))
             audited = {"recorded": False, "reason": str(exc)}
+        request.state.cards, request.state.audit_recorded = cards, audited["recorded"]
+        request.state.not_fetched = bool(why_missing)
         extension = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
         if why_missing:
@@ -459,6 +518,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
+
+
+def rule_page(detail: dict[str, Any]) -> str:
+    """One rule as a small, self-contained HTML page (every text escaped; no script, no outside request)."""
+    from html import escape
+
+    rec = detail.get("recommend") or {}
+    cites = "".join(f"<li>[{escape(str(c.get('number')))}] {escape(str(c.get('title')))}"
+                    + (f", {escape(str(c.get('publisher')))} {escape(str(c.get('year') or ''))}" if c.get("publisher") else "")
+                    + (f" <em>({escape(str(c['evidence']))})</em>" if c.get("evidence") else "") + "</li>"
+                    for c in detail.get("citations", []))
+    pack = detail.get("pack") or {}
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(detail['title'])}</title>"
+            "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+            "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}</style></head><body>"
+            f"<h1>{escape(detail['title'])}</h1><p><strong>{escape(str(rec.get('severity', '')))}</strong>: "
+            f"{escape(str(rec.get('summary', '')))}</p><p>{escape(str(rec.get('detail', '')))}</p>"
+            f"<h2>Sources</h2><ol>{cites}</ol><p><small>Rule {escape(detail['id'])} v{escape(detail['version'])}, status "
+            f"{escape(detail['status'])}; pack {escape(str(pack.get('name', '')))} {escape(str(pack.get('version', '')))}. "
+            "pressor supports clinical judgement; it does not replace it.</small></p></body></html>")
+
+
+def clinician(body: dict[str, Any], client: str) -> str:
+    """Who the advice was shown to, for the audit log: the hook's ``context.userId`` (the clinician:
+    ``Practitioner/123``) and, after "via", the calling EHR (its token's ``iss|sub``); the client alone
+    when the hook names no user."""
+    user = (body.get("context") or {}).get("userId")
+    return f"{user} via {client}" if isinstance(user, str) and user.strip() else client
+
+
+def patient_of(body: dict[str, Any], config: Config) -> str | None:
+    """What the record keeps of whom the call was about (``audit_patient``): ``Patient/{id}``, its keyed hash, or nothing."""
+    from pressor.engine.audit.records import patient_key
+
+    pid = (body.get("context") or {}).get("patientId")
+    if config.audit_patient == "none" or not isinstance(pid, str) or not pid:
+        return None
+    return patient_key(pid, config.audit_patient_key if config.audit_patient == "keyed-hash" else None)
 
 
 def _body_and_answer(request_schema: str, answer_schema: str | None, errors: dict[str, str]) -> dict[str, Any]:

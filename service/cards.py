@@ -38,7 +38,9 @@ _UCUM_TIME = {"min": "min", "h": "h", "day": "d"}
 SUMMARY_MAX = 139  # CDS Hooks: "<140-character summary"
 _MISSING_WHAT = {
     "patient": "the Patient (age, sex)",
-    "observations": "vital signs, weight and lactate",
+    "observations": "vital signs",
+    "labs": "lactate",
+    "weight": "weight",
     "conditions": "the problem list (shock type, hypertension, pregnancy)",
     "medicationAdministrations": "running infusions",
     "medicationRequests": "active medication orders",
@@ -69,6 +71,17 @@ def not_recorded_card(hook_instance: str, pack: dict[str, Any], base_url: str, w
         "indicator": "warning",
         "detail": f"The cards of this call could not be written to the audit log, so there is no record of them: {why}. "
                   "Tell the team that runs the CDS service.",
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
+    }
+
+
+def deceased_card(hook_instance: str, pack: dict[str, Any], base_url: str, why: str) -> dict[str, Any]:
+    """The one card for a patient the record says has died: no advice (issue 22)."""
+    return {
+        "uuid": _uuid(hook_instance, "deceased", pack["sha256"]),
+        "summary": "The record says this patient is deceased: no vasopressor advice",
+        "indicator": "warning",
+        "detail": f"{why}. If this is the wrong patient or the record is wrong, correct the record.",
         "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
     }
 
@@ -239,7 +252,8 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
                  base_url: str, why_missing: dict[str, str] | None = None) -> dict[str, Any] | None:
     """An info card naming the data that was neither supplied nor fetched (and why), and what could
     not be decided for want of it."""
-    if not conversion.missing:
+    gaps = gap_lines(conversion)
+    if not conversion.missing and not gaps:
         return None
     why_missing = why_missing or {}
     what = [f"`{k}` ({_MISSING_WHAT.get(k, k)})" + (f": {why_missing[k]}" if k in why_missing else "")
@@ -248,8 +262,10 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
     for result in results:
         for ne in result.not_evaluable:
             undecided.setdefault(ne.rule_id, list(ne.missing))
-    lines = ["These were neither supplied with the call nor fetched from the EHR, so what depends on them is unknown.",
-             "", "**Not supplied**", ""] + [f"- {w}" for w in what]
+    lines = (["These were neither supplied with the call nor fetched from the EHR, so what depends on them is unknown.",
+              "", "**Not supplied**", ""] + [f"- {w}" for w in what]) if what else []
+    if gaps:
+        lines += ([""] if lines else []) + gaps
     if undecided:
         lines += ["", f"**Could not decide ({len(undecided)} rules)**", ""]
         lines += [f"- {rid}: missing {', '.join(miss)}" for rid, miss in sorted(undecided.items())]
@@ -257,11 +273,21 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
         lines += ["", "**How the record was read**", ""] + [f"- {n}" for n in conversion.notes]
     return {
         "uuid": _uuid(hook_instance, "missing-data", pack["sha256"]),
-        "summary": _short(f"Data not supplied: {', '.join(conversion.missing)}; some recommendations could not be decided"),
+        "summary": _short(f"Data not supplied: {', '.join(conversion.missing)}; some recommendations could not be decided"
+                          if conversion.missing else "Part of the record was cut or could not be resolved; some facts are unknown"),
         "indicator": "info",
         "detail": "\n".join(lines),
         "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules"},
     }
+
+
+def gap_lines(conversion: Conversion) -> list[str]:
+    """Markdown lines naming what is unknown because the record was cut, truncated or a reference could not
+    be resolved (``Conversion.gaps``), so that the card says so in words rather than only in notes."""
+    if not conversion.gaps:
+        return []
+    return ["**Unknown because the record was cut or a reference could not be resolved**", ""] + \
+        [f"- {g}" for g in conversion.gaps]
 
 
 def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: str, base_url: str, patient_id: str,
@@ -361,3 +387,27 @@ def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance
         "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules",
                    "topic": {"system": QUESTION_SYSTEM, "code": ranked[0]["fact"], "display": ranked[0]["question"]}},
     }
+
+
+def unless_ban_cards(unless: list[tuple[dict[str, Any] | None, str, Result]], fired: set[str], *, pack: dict[str, str],
+                     hook_instance: str, base_url: str, patient_id: str, drug_codings: dict[str, dict[str, str]],
+                     ui_base_url: str | None = None) -> list[dict[str, Any]]:
+    """Ban cards on draft orders whose purpose the record leaves unknown: each ``(draft, words, result)`` is the
+    evaluation of the order as first-line (``words``: what would make it not so, e.g. "norepinephrine is already
+    running"). A ban on the order in that result, not already among the ``fired`` rule ids, becomes its card with
+    the delete and replace suggestions, qualified "Unless <words>" instead of going silent (issue 22, item 3)."""
+    cards = []
+    for draft, words, result in unless:
+        recs = result.to_dict()["recommendations"]
+        for rec in recs:
+            if rec["kind"] != "avoid" or rec["rule_id"] in fired or not _order_evidence(rec) or draft is None:
+                continue
+            fired.add(rec["rule_id"])
+            card = recommendation_card(rec, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
+                                       drug_coding=drug_codings.get(rec.get("drug") or ""), ui_base_url=ui_base_url,
+                                       drafts=[draft], replacement=_norepinephrine_order(recs, patient_id, drug_codings))
+            card["summary"] = _short(f"Unless {words}: {rec['summary']}")
+            card["detail"] = (f"**Unless {words}.** The record does not say, and this order would then be first-line; "
+                              "the ban below holds for it.\n\n" + card["detail"])
+            cards.append(card)
+    return cards

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pressor.engine.audit.records import PATIENT_KEY_ENV  # the key of audit_patient: keyed-hash, unless a file is named
 from pressor.engine.errors import InputError, Problem
 from pressor.engine.evaluation.load import Document, load_document, loads_json
 from pressor.engine.evaluation.validate import schema_problems
@@ -74,6 +75,14 @@ class FetchSettings:
     servers: tuple[str, ...] = ()  # URL prefixes allowed as fhirServer; empty: any http(s) URL
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``GET /metrics`` (Prometheus): off unless enabled; with ``bearer_token_env`` only for that token."""
+
+    enabled: bool = False
+    bearer_token_env: str | None = None
+
+
 @dataclass
 class Config:
     """The server configuration file, checked."""
@@ -90,6 +99,9 @@ class Config:
     #: Where accepted token ids are kept: None (this process), a postgresql:// URL or a SQLite file (shared).
     replay_cache: str | None = None
     audit_input: str = "full"
+    #: What a record keeps of the patient: "reference", "keyed-hash" (with audit_patient_key) or "none".
+    audit_patient: str = "reference"
+    audit_patient_key: bytes | None = None
     require_audit: bool = False
     fhir_mapping: str | None = None
     lookback_hours: dict[str, float] = field(default_factory=dict)
@@ -101,6 +113,7 @@ class Config:
     log_file: str | None = None
     openapi: bool = True
     ui_base_url: str | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def load_config(path: str | None) -> Config:
@@ -147,13 +160,33 @@ def load_config(path: str | None) -> Config:
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
         max_body_bytes=data.get("max_body_bytes", 1_048_576), idle_timeout_s=data.get("idle_timeout_s", 10.0), audit_db=beside(data.get("audit_db")), replay_cache=beside(data.get("replay_cache")),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
+        audit_patient=data.get("audit_patient", "reference"),
+        audit_patient_key=_patient_key(data, beside(data.get("audit_patient_key_file")), doc),
         fhir_mapping=beside(data.get("fhir_mapping")), lookback_hours=dict(data.get("lookback_hours", {})),
         include_draft=data.get("include_draft", False), profile=beside(data.get("profile")),
         jwks=JwksSettings(**data.get("jwks", {})),
         fhir_fetch=FetchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}),
         cors_origins=tuple(data.get("cors_origins", ())), log_file=beside(data.get("log_file")),
         openapi=data.get("openapi", True), ui_base_url=ui.rstrip("/") if ui else None,
+        metrics=MetricsSettings(**data.get("metrics", {})),
     )
+
+
+
+
+def _patient_key(data: dict[str, Any], key_file: str | None, doc: Document) -> bytes | None:
+    """The key of ``audit_patient: keyed-hash`` (at least 16 bytes), from its file or the environment; refused if absent."""
+    if data.get("audit_patient") != "keyed-hash":
+        return None
+    try:
+        key = Path(key_file).read_bytes().strip() if key_file else os.environ.get(PATIENT_KEY_ENV, "").encode()
+    except OSError as exc:
+        raise InputError([Problem(f"cannot read the patient key file: {exc.strerror or exc}",
+                                  **doc.where("/audit_patient_key_file"))]) from exc
+    if len(key) < 16:
+        raise InputError([Problem(f"audit_patient: keyed-hash needs a key of at least 16 bytes (in {key_file or '$' + PATIENT_KEY_ENV})",
+                                  **doc.where("/audit_patient"), suggestion="e.g. openssl rand -hex 32")])
+    return key
 
 
 def _public_key(spec: dict[str, Any], doc: Document, pointer: str) -> tuple[Any, str]:

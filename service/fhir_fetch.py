@@ -88,22 +88,20 @@ class FhirFetcher:
         return None
 
     async def fetch(self, server: str, authorization: Any, templates: dict[str, str], context: dict[str, Any], *,
-                    now: datetime, lookback_hours: float) -> Fetched:
-        """Run every template (concurrently); each either lands in ``prefetch`` or in ``failed`` with its reason."""
-        headers = {}
-        if isinstance(authorization, dict) and isinstance(authorization.get("access_token"), str):
-            headers["Authorization"] = f"Bearer {authorization['access_token']}"
+                    now: datetime, windows: dict[str, float]) -> Fetched:
+        """Run every template (concurrently); each either lands in ``prefetch`` or in ``failed`` with its reason.
+        ``windows``: the look-back (hours) of each observation key, sent as ``date=ge``."""
+        headers = _bearer(authorization)
         base = server.rstrip("/")
         out = Fetched()
-        since = (now - timedelta(hours=lookback_hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         async def one(key: str, template: str) -> None:
             query = fill_template(template, context)
             if query is None:
                 out.failed[key] = f"its template {template!r} names context the call did not give"
                 return
-            if key == "observations" and "date=" not in query:
-                query += f"&date=ge{since}"
+            if key in windows and "date=" not in query:
+                query += f"&date=ge{(now - timedelta(hours=windows[key])).strftime('%Y-%m-%dT%H:%M:%SZ')}"
             try:
                 out.prefetch[key] = await self._run(base, query, headers, key, out.notes)
             except FetchFailed as exc:
@@ -128,8 +126,9 @@ class FhirFetcher:
             if not isinstance(resource, dict) or resource.get("resourceType") != path.split("/")[0]:
                 raise FetchFailed(f"GET {_path_of(base + '/' + query)} did not return a {path.split('/')[0]}")
             return resource
-        count = "" if re.search(r"[?&]_count=", query) else f"&_count={self.settings.page_size}"
-        url: str | None = f"{base}/{query}{count}"
+        # The template's _count bounds what an EHR prefetches; fetching, the date bound and the page limits do.
+        query = re.sub(r"&_count=\d+(?=&|$)", "", query)
+        url: str | None = f"{base}/{query}&_count={self.settings.page_size}"
         entries: list[dict[str, Any]] = []
         pages = 0
         origin = urlsplit(base)
@@ -137,7 +136,9 @@ class FhirFetcher:
             if pages == self.settings.max_pages:
                 notes.append(f"{key}: fetched {pages} pages ({len(entries)} resources) from fhirServer; more were not read "
                              f"(fhir_fetch.max_pages)")
-                break
+                # a cut result: Bundle.total says there was more (cut_observations words it for the cards)
+                return {"resourceType": "Bundle", "type": "searchset", "total": len(entries) + 1, "entry": entries}
+
             bundle = await self._get(url, headers)
             pages += 1
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -153,7 +154,48 @@ class FhirFetcher:
                     raise FetchFailed(f"{path} search: the next page is on another server ({there.netloc}); not followed")
         else:
             notes.append(f"{key}: fetched from fhirServer ({len(entries)} resources, {pages} page{'s' * (pages != 1)})")
-        return {"resourceType": "Bundle", "type": "searchset", "entry": entries} if entries else None
+        return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries} if entries else None
+
+    async def medications(self, server: str, authorization: Any, request: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+        """The Medication resources that the request's administrations and orders name by reference and that
+        it does not hold (read from ``server``, at most :data:`MAX_MEDICATION_READS`), as a Bundle; and notes
+        for those that could not be had. A reference to another server is never followed (the token stays)."""
+        wanted = missing_medications(request)
+        if not wanted:
+            return None, []
+        base = server.rstrip("/")
+        origin = urlsplit(base)
+        headers = _bearer(authorization)
+        found: list[dict[str, Any]] = []
+        notes: list[str] = []
+
+        async def one(ref: str) -> None:
+            there = urlsplit(ref)
+            if there.scheme and (there.scheme, there.netloc) != (origin.scheme, origin.netloc):
+                notes.append(f"{ref}: on another server than fhirServer; not fetched")
+                return
+            tail = "/".join(there.path.split("/_history")[0].rstrip("/").split("/")[-2:])
+            try:
+                med = await self._get(f"{base}/{tail}", headers, allow_404=True)
+            except FetchFailed as exc:
+                notes.append(f"{ref}: {exc}")
+                return
+            if not isinstance(med, dict) or med.get("resourceType") != "Medication":
+                notes.append(f"{ref}: fhirServer has no such Medication")
+                return
+            found.append({"fullUrl": ref if there.scheme else f"{base}/{tail}", "resource": med})
+
+        refs = wanted[:MAX_MEDICATION_READS]
+        if len(wanted) > len(refs):
+            notes.append(f"{len(wanted) - len(refs)} more Medication references were not fetched (at most {MAX_MEDICATION_READS})")
+        _, late = await asyncio.wait([asyncio.ensure_future(one(r)) for r in refs], timeout=self.settings.deadline_s)
+        for task in late:
+            task.cancel()
+        if late:
+            notes.append(f"{len(late)} Medication reads did not finish within fhir_fetch.deadline_s")
+        bundle = {"resourceType": "Bundle", "type": "collection", "entry": found} if found else None
+        return bundle, notes
+
 
     async def _get(self, url: str, headers: dict[str, str], *, allow_404: bool = False) -> Any:
         limit = self.settings.max_page_bytes
@@ -206,3 +248,48 @@ def _next_link(bundle: dict[str, Any]) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
+
+
+#: At most this many Medication resources are read for one call.
+MAX_MEDICATION_READS = 20
+
+
+def missing_medications(request: dict[str, Any]) -> list[str]:
+    """``medicationReference`` references of the request's administrations and orders (prefetch and draft
+    orders) that name neither a contained resource nor a Medication the request holds."""
+    held: set[str] = set()
+    refs: list[str] = []
+
+    def walk(node: Any, full_url: str | None = None) -> None:
+        if not isinstance(node, dict):
+            return
+        kind = node.get("resourceType")
+        if kind == "Bundle":
+            for entry in node.get("entry") or []:
+                if isinstance(entry, dict):
+                    walk(entry.get("resource"), entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None)
+        elif kind == "Medication":
+            if isinstance(node.get("id"), str):
+                held.add(f"Medication/{node['id']}")
+            if full_url:
+                held.add(full_url)
+        elif kind in ("MedicationAdministration", "MedicationRequest"):
+            ref = (node.get("medicationReference") or {}).get("reference") if isinstance(node.get("medicationReference"), dict) else None
+            if isinstance(ref, str) and ref and not ref.startswith("#"):
+                refs.append(ref)
+
+    for value in (request.get("prefetch") or {}).values():
+        walk(value)
+    walk((request.get("context") or {}).get("draftOrders"))
+    out = []
+    for ref in dict.fromkeys(refs):
+        tail = "/".join(ref.split("/_history")[0].rstrip("/").split("/")[-2:])
+        if ref not in held and tail not in held and tail.startswith("Medication/"):
+            out.append(ref)
+    return out
+
+
+def _bearer(authorization: Any) -> dict[str, str]:
+    if isinstance(authorization, dict) and isinstance(authorization.get("access_token"), str):
+        return {"Authorization": f"Bearer {authorization['access_token']}"}
+    return {}

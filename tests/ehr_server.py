@@ -2,22 +2,30 @@
 
 It serves, over real HTTP (``http.server``):
 
-- a FHIR R4 server at ``/fhir``: ``Patient/{id}`` reads and searches of Observation, Condition,
+- a FHIR R4 server at ``/fhir``: ``Patient/{id}`` and ``Medication/{id}`` reads and searches of Observation, Condition,
   MedicationAdministration, MedicationRequest and Procedure by ``patient``, ``code`` and ``combo-code``
-  (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``, paged by ``_count`` with ``next``
-  links; optionally only with ``Authorization: Bearer <--token>``;
+  (``system|code``, comma separated; as in FHIR R4, ``code`` does not match components), ``status`` and ``date=geYYYY-MM-DDThh:mm:ssZ``,
+  ``_sort=-date`` (newest first), paged by ``_count`` with ``next`` links; ``--cap N`` answers at most N matches
+  of a search, as EHRs do (the rest silently dropped); optionally only with ``Authorization: Bearer <--token>``;
 - published key sets at ``/jwks/{name}.json`` (set with ``PUT``), as an EHR publishes its JWKS; a ``PUT`` of
   ``{"redirect": URL}`` makes that path answer 302 to URL instead;
+- a SMART App Launch authorization server (``--smart-patient ID``): ``/fhir/.well-known/smart-configuration``,
+  ``/auth/authorize`` (checks client, redirect, ``aud``, a S256 challenge; answers 302 to the redirect URI
+  with a code) and ``/auth/token`` (checks the code once, the redirect URI and the PKCE verifier; answers the
+  ``--token`` as access token with the patient in context); ``GET /_smart`` shows what it was sent;
 - control: ``POST /_control`` ``{"fail": {"Observation": 500 | "slow" | "offsite-next" | "not-json"}}``,
   ``GET /_requests`` (every request seen: path, query, authorization), ``POST /_reset``.
 
-Usage: ``python tests/ehr_server.py BUNDLE.json... [--token T] [--shift-to-now ISO]``; prints
+Usage: ``python tests/ehr_server.py BUNDLE.json... [--token T] [--shift-to-now ISO] [--cap N]``; prints
 ``port N`` on stdout once listening.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import secrets
 import sys
 import threading
 import time
@@ -41,9 +49,13 @@ def shifted(data: Any, delta: timedelta) -> Any:
 
 
 class Store:
-    def __init__(self, resources: list[dict[str, Any]], token: str | None) -> None:
+    def __init__(self, resources: list[dict[str, Any]], token: str | None, cap: int | None = None) -> None:
         self.resources = resources
         self.token = token
+        self.cap = cap
+        self.smart_patient: str | None = None
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.smart_seen: list[dict[str, Any]] = []
         self.fail: dict[str, Any] = {}
         self.requests: list[dict[str, Any]] = []
         self.jwks: dict[str, Any] = {}
@@ -114,6 +126,19 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = urlsplit(self.path).path
+            if path == "/auth/token" and store.smart_patient:
+                size = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[-1] for k, v in parse_qs(self.rfile.read(size).decode()).items()}
+                store.smart_seen.append({"path": path, "form": form, "authorization": self.headers.get("Authorization")})
+                grant = store.codes.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "")
+                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                if grant is None or grant["redirect_uri"] != form.get("redirect_uri") or grant["challenge"] != challenge:
+                    self._send(400, {"error": "invalid_grant"}, "application/json")
+                    return
+                self._send(200, {"access_token": store.token or "open", "token_type": "Bearer", "expires_in": 300,
+                                 "scope": grant["scope"], "patient": store.smart_patient}, "application/json")
+                return
             if path == "/_control":
                 store.fail = self._body().get("fail", {})
                 self._send(204, b"")
@@ -128,6 +153,31 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             if url.path == "/_requests":
                 self._send(200, store.requests, "application/json")
+                return
+            if url.path == "/_smart":
+                self._send(200, store.smart_seen, "application/json")
+                return
+            host = f"http://{self.headers.get('Host')}"
+            if url.path == "/fhir/.well-known/smart-configuration" and store.smart_patient:
+                self._send(200, {"authorization_endpoint": f"{host}/auth/authorize", "token_endpoint": f"{host}/auth/token",
+                                 "code_challenge_methods_supported": ["S256"],
+                                 "capabilities": ["launch-ehr", "launch-standalone", "client-public", "context-ehr-patient"]},
+                           "application/json")
+                return
+            if url.path == "/auth/authorize" and store.smart_patient:
+                q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                store.smart_seen.append({"path": url.path, "query": q})
+                ok = (q.get("response_type") == "code" and q.get("client_id") == "pressor-smart"
+                      and q.get("aud") == f"{host}/fhir" and q.get("code_challenge_method") == "S256" and q.get("code_challenge"))
+                if not ok:
+                    self._send(400, {"error": "invalid_request"}, "application/json")
+                    return
+                code = secrets.token_urlsafe(12)
+                store.codes[code] = {"redirect_uri": q["redirect_uri"], "challenge": q["code_challenge"], "scope": q.get("scope", "")}
+                self.send_response(302)
+                self.send_header("Location", f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             with store.lock:
                 store.requests.append({"path": url.path, "query": parse_qs(url.query),
@@ -161,8 +211,8 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
             elif mode == "not-json":
                 self._send(200, b"<html>maintenance</html>", "text/html")
                 return
-            if len(parts) == 2 and kind == "Patient":
-                found = [r for r in store.resources if r["resourceType"] == "Patient" and r.get("id") == parts[1]]
+            if len(parts) == 2 and kind in ("Patient", "Medication"):
+                found = [r for r in store.resources if r["resourceType"] == kind and r.get("id") == parts[1]]
                 self._send(200, found[0]) if found else self._send(404, {"resourceType": "OperationOutcome"})
                 return
             if len(parts) != 1 or kind not in SEARCHABLE:
@@ -170,6 +220,9 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
                 return
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             hits = [r for r in store.resources if r["resourceType"] == kind and _matches(r, params)]
+            if params.get("_sort") == "-date":
+                hits.sort(key=lambda r: _when(r) or "", reverse=True)
+            hits = hits[:store.cap] if store.cap else hits
             count = int(params.get("_count", "50"))
             offset = int(params.get("_offset", "0"))
             page = hits[offset:offset + count]
@@ -190,6 +243,8 @@ def main() -> None:
     ap.add_argument("bundles", nargs="*")
     ap.add_argument("--token")
     ap.add_argument("--shift-to-now", help="the instant the bundles are written as seen from; times move to now")
+    ap.add_argument("--cap", type=int, help="at most this many matches of any search (the rest dropped, as EHRs do)")
+    ap.add_argument("--smart-patient", help="serve a SMART authorization server giving this patient in context")
     args = ap.parse_args()
     resources: list[dict[str, Any]] = []
     for path in args.bundles:
@@ -199,7 +254,9 @@ def main() -> None:
             pinned = datetime.fromisoformat(args.shift_to_now.replace("Z", "+00:00"))
             bundle = shifted(bundle, datetime.now(timezone.utc) - pinned)
         resources += [e["resource"] for e in bundle.get("entry", [])]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Store(resources, args.token)))
+    store = Store(resources, args.token, args.cap)
+    store.smart_patient = args.smart_patient
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(store))
     server.daemon_threads = True
     print(f"port {server.server_address[1]}", flush=True)
     try:

@@ -180,7 +180,8 @@ def old_log(audit_db, pack, state, now):
     """A format-1 log: its schema as the old code created it, with two records written then."""
     audit_db.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(audit_db, isolation_level=None)
-    tables = [t.replace(",\n        hook_instance TEXT", "") for t in audit_mod._TABLES]
+    tables = [t.replace(",\n        hook_instance TEXT", "").replace(",\n        patient TEXT", "") for t in audit_mod._TABLES
+              if "records_patient" not in t]  # format 5's column and index are not there either
     for sql in (*tables, *audit_mod._TRIGGERS.values()):
         conn.execute(sql)
     conn.execute("INSERT INTO meta (key, value) VALUES ('format', '1'), ('database_id', 'old-db')")
@@ -199,7 +200,7 @@ def old_log(audit_db, pack, state, now):
         # the format-1 hash, spelled out: its fields but record_hash, plus the database id
         old = {k: getattr(rec, k) for k in FORMAT_1_FIELDS}
         rec = replace(rec, record_hash=audit_mod.sha256_text(legacy({**old, "database_id": "old-db"})))
-        cols = [c for c in audit_mod.COLUMNS if c != "hook_instance"]
+        cols = [c for c in audit_mod.COLUMNS if c not in ("hook_instance", "patient")]
         conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(getattr(rec, c) for c in cols))
         prev = rec.record_hash

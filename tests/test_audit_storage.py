@@ -41,7 +41,10 @@ def stored_files(raw: Raw) -> dict[str, str]:
 
 
 def downgrade_to_format_3(raw: Raw) -> None:
-    """What a log written before format 4 looks like: no profiles table, format 3."""
+    """What a log written before format 4 looks like: no profiles table (nor format 5's patient column), format 3."""
+    if not raw.pg:
+        raw.execute("DROP INDEX records_patient")
+    raw.execute("ALTER TABLE records DROP COLUMN patient")
     if raw.pg:
         raw.execute("DROP TABLE profiles")
         raw.execute("ALTER TABLE meta DISABLE TRIGGER meta_no_update")
@@ -121,7 +124,7 @@ def test_a_format_3_log_reads_then_migrates(audit_target, pack, states, now, mon
     with AuditLog.open(audit_target, create=False) as log:  # read-only: as it is
         assert log.format == 3 and log.verify().ok and log.profiles_stored_from is None
     with AuditLog.open(audit_target) as log:  # for writing: migrated, nothing rewritten
-        assert log.format == 4 and log.profiles_stored_from == 3
+        assert log.format == 5 and log.profiles_stored_from == 3
         log.append(pack, states[0], evaluate(pack, states[0], now=now), now=now, user="u")
         outcome = log.verify()
         assert outcome.ok and outcome.records == 3, outcome.problems

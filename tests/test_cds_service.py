@@ -213,8 +213,11 @@ def test_discovery_lists_both_services_with_prefetch(server, signing_key):
     services = {s["id"]: s for s in r.json()["services"]}
     assert services[PATIENT_VIEW]["hook"] == "patient-view" and services[ORDER_SELECT]["hook"] == "order-select"
     prefetch = services[PATIENT_VIEW]["prefetch"]
-    assert set(prefetch) == {"patient", "observations", "conditions", "medicationAdministrations", "medicationRequests",
-                             "procedures"}
+    assert set(prefetch) == {"patient", "observations", "labs", "weight", "conditions", "medicationAdministrations",
+                             "medicationRequests", "procedures"}
+    # observations newest first and bounded (issue 22): weight and labs are searches of their own
+    assert all("&_sort=-date&_count=" in prefetch[k] for k in ("observations", "labs", "weight"))
+    assert "http://loinc.org|29463-7" in prefetch["weight"] and "29463-7" not in prefetch["observations"]
     assert "http://loinc.org|8478-0" in prefetch["observations"] and "{{context.patientId}}" in prefetch["patient"]
 
 
@@ -284,7 +287,8 @@ def test_missing_prefetch_answers_what_it_can_and_names_what_is_missing(server, 
     assert "conditions" in info[0]["summary"] and "medicationAdministrations" in info[0]["summary"]
     line = next(x for x in info[0]["detail"].splitlines() if x.startswith("- avoid.dopamine-first-line: missing"))
     assert "order.purpose" in line and "infusions.norepinephrine_mcg_kg_min" in line
-    assert "avoid.dopamine-first-line" not in cards_by_rule(r)
+    ban = cards_by_rule(r)["avoid.dopamine-first-line"]  # shown, qualified: not silent (issue 22)
+    assert ban["summary"].startswith("Unless norepinephrine") and ban["suggestions"]
     assert "norepinephrine.start-emergency" not in cards_by_rule(r)  # on_norepinephrine is unknown without medications
 
 
@@ -311,7 +315,9 @@ def test_a_hook_call_is_recorded_in_the_audit_log(server, signing_key, result_va
     assert audited["recorded"] is True and len(audited["records"]) >= 1
     with audit_log(server) as log:
         records = [log.record(i) for i in audited["records"]]
-    assert {rec.user for rec in records} == {f"{ISS}|Practitioner/dr-lee"}
+    # the clinician of the hook's context, via the client of the token (issue 22)
+    assert {rec.user for rec in records} == {f"Practitioner/test via {ISS}|Practitioner/dr-lee"}
+    assert {rec.patient for rec in records} == {f"Patient/{body['context']['patientId']}"}
     assert {rec.hook_instance for rec in records} == {body["hookInstance"]} and {rec.input_mode for rec in records} == {"full"}
     for rec in records:
         result_validator.validate(rec.result)
@@ -490,7 +496,7 @@ def test_insecure_mode_is_announced_on_stderr_and_in_every_response(insecure_ser
     assert "authentication disabled" in r.headers["X-Pressor-Insecure"]
     assert "authentication disabled" in insecure_server.client.get("/healthz").headers["X-Pressor-Insecure"]
     with audit_log(insecure_server) as log:
-        assert {rec.user for rec in log.records()} == {"insecure-no-auth"}
+        assert {rec.user for rec in log.records()} == {"Practitioner/test via insecure-no-auth"}
 
 
 def test_serve_refuses_to_start_without_issuers(tmp_path):

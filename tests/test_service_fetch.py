@@ -66,7 +66,7 @@ def test_no_prefetch_everything_fetched_with_the_callers_token(fetching, signing
     card_schema.validate(r.json())
     assert all("topic" in c["source"] for c in r.json()["cards"])  # nothing missing
     seen = ehr.requests("/fhir/")
-    codes = next(q for q in seen if q["path"] == "/fhir/Observation")["query"]["code"][0]
+    codes = ",".join({q["query"]["code"][0] for q in seen if q["path"] == "/fhir/Observation"})  # vitals, labs, weight
     # the same cards as when the same data is prefetched
     same = call(fetching, signing_key, PATIENT_VIEW, bare_request(prefetch=searched(hook_request("septic-adult")["prefetch"], codes)))
     assert same.status_code == 200
@@ -90,7 +90,11 @@ def test_partial_prefetch_fetches_only_what_is_lacking(fetching, signing_key, eh
     assert r.status_code == 200, r.text
     assert "norepinephrine.start-emergency" in cards_by_rule(r) and "norepinephrine.dose-adult" in cards_by_rule(r)
     fetched = {q["path"].split("/")[2] for q in ehr.requests("/fhir/")}
-    assert fetched and fetched.isdisjoint({"Patient", "Observation"})
+    assert fetched and "Patient" not in fetched
+    # labs and weight are their own templates (issue 22): lacking, they are fetched; the vital signs are not
+    templates = prefetch_templates()
+    searched_codes = {q["query"]["code"][0] for q in ehr.requests("/fhir/") if q["path"] == "/fhir/Observation"}
+    assert searched_codes == {templates[k].split("code=")[1].split("&")[0] for k in ("labs", "weight")}
 
 
 def test_412_names_what_is_missing_when_the_token_is_refused(fetching, signing_key, ehr):
@@ -136,7 +140,11 @@ def test_page_limit_is_reported(tmp_path, signing_key, ehr):
         r = call(srv, signing_key, PATIENT_VIEW, bare_request(server=ehr.fhir))
         assert r.status_code == 200, r.text
         assert any("more were not read" in n for n in r.json()["extension"]["pressor"]["notes"])
-        assert len([q for q in ehr.requests("/fhir/Observation")]) == 2
+        vitals = prefetch_templates()["observations"].split("code=")[1].split("&")[0]
+        assert len([q for q in ehr.requests("/fhir/Observation") if q["query"]["code"][0] == vitals]) == 2
+        # and the cards say so in words (issue 22), not only the extension's notes
+        info = [c for c in r.json()["cards"] if "topic" not in c["source"]]
+        assert len(info) == 1 and "observations: only the newest 2 readings came" in info[0]["detail"]
     finally:
         srv.stop()
 
@@ -186,7 +194,9 @@ def test_all_searches_are_bounded_by_one_deadline(tmp_path, signing_key, ehr):
         started = time.monotonic()
         r = call(srv, signing_key, PATIENT_VIEW, bare_request(server=ehr.fhir))
         assert r.status_code == 200 and time.monotonic() - started < 4.5
-        assert r.json()["extension"]["pressor"]["not_fetched"] == {"conditions": "not fetched within fhir_fetch.deadline_s (1 s)"}
+        late = r.json()["extension"]["pressor"]["not_fetched"]
+        # the slow search, and on a loaded machine perhaps another of the eight, for the same reason
+        assert "conditions" in late and set(late.values()) == {"not fetched within fhir_fetch.deadline_s (1 s)"}
     finally:
         srv.stop()
 
@@ -197,6 +207,6 @@ def test_an_open_fhir_server_is_fetched_without_a_token(fetching, signing_key):
         r = call(fetching, signing_key, PATIENT_VIEW, bare_request(server=open_ehr.fhir, token=None))
         assert r.status_code == 200, r.text
         seen = open_ehr.requests("/fhir/")
-        assert len({q["path"] for q in seen}) == len(prefetch_templates()) and {q["authorization"] for q in seen} == {None}
+        assert len({q["path"] for q in seen}) == len({t.split("?")[0].split("/")[0] for t in prefetch_templates().values()}) and {q["authorization"] for q in seen} == {None}
     finally:
         open_ehr.stop()

@@ -16,7 +16,7 @@ from .records import COLUMNS, FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, cano
 if TYPE_CHECKING:
     from .store import AuditLog
 
-EXPORT_FORMATS = ("jsonl", "csv")
+EXPORT_FORMATS = ("jsonl", "csv", "fhir-auditevent")
 EXPORT_KINDS = ("records", "feedback")
 
 
@@ -32,6 +32,18 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
         raise ValueError(f"format must be one of {EXPORT_FORMATS}")
     if kind not in EXPORT_KINDS:
         raise ValueError(f"kind must be one of {EXPORT_KINDS}")
+    if fmt == "fhir-auditevent":
+        if kind != "records":
+            raise ValueError("fhir-auditevent exports the records (their feedback is not an AuditEvent)")
+        from .auditevent import audit_event
+
+        count = 0
+        for rec in log.records():
+            out.write(canonical_json(audit_event(rec, log.database_id)) + "\n")
+            count += 1
+            if progress is not None and count % 1000 == 0:
+                progress(count)
+        return count
     entries: Iterator[AuditRecord | FeedbackEntry] = log.records() if kind == "records" else log.feedback()
     columns = ["database_id", *(COLUMNS if kind == "records" else FEEDBACK_COLUMNS)]
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None

@@ -162,10 +162,13 @@ class AuditRecord:
     #: The CDS Hooks call that asked (None from the CLI): with the rule, its version and the
     #: pack it gives the card uuids, which is how feedback finds this record.
     hook_instance: str | None = None
+    #: Whom the advice was about (CDS Hooks: ``Patient/{context.patientId}``, or its keyed hash
+    #: ``hmac-sha256:...`` where the site keeps no identifiers in the log); None from the CLI and before format 5.
+    patient: str | None = None
 
     def hashed(self, database_id: str) -> str:
-        """The canonical JSON that ``record_hash`` is the SHA-256 of (``hook_instance`` only when
-        set, so that records made before it existed keep their hash)."""
+        """The canonical JSON that ``record_hash`` is the SHA-256 of (``hook_instance`` and ``patient``
+        only when set, so that records made before they existed keep their hash)."""
         data = self.to_dict(parsed=False)
         del data["record_hash"]
         data["database_id"] = database_id
@@ -198,13 +201,40 @@ class AuditRecord:
         """JSON-ready. ``parsed``: input and result as objects; otherwise the exact stored texts
         (what an outside verifier must hash)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        if data["hook_instance"] is None:
-            del data["hook_instance"]
+        for optional in ("hook_instance", "patient"):
+            if data[optional] is None:
+                del data[optional]
         if parsed:
             data["input"] = self.input
             data["result"] = self.result
             del data["input_json"], data["result_json"]
         return data
+
+
+def patient_key(patient_id: str, key: bytes | None) -> str:
+    """What a record keeps of the patient: ``Patient/{id}``, or with ``key`` (a site secret) its keyed hash
+    ``hmac-sha256:{hex}``, which names the same patient in every record without identifying them to
+    anyone who lacks the key."""
+    import hmac
+
+    reference = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
+    if key is None:
+        return reference
+    return "hmac-sha256:" + hmac.new(key, reference.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+#: Where the site's patient key is read by those who search the log (the service may read it from a file).
+PATIENT_KEY_ENV = "PRESSOR_AUDIT_PATIENT_KEY"
+
+
+def patient_forms(patient: str | None, key: bytes | None = None) -> tuple[str, ...]:
+    """The stored forms that name ``patient`` (``ID`` or ``Patient/ID``): its reference and, with the site's
+    ``key``, its keyed hash; a stored ``hmac-sha256:...`` value is taken as it is. Empty for no patient."""
+    if not patient:
+        return ()
+    if patient.startswith("hmac-sha256:"):
+        return (patient,)
+    return tuple(dict.fromkeys([patient_key(patient, None)] + ([patient_key(patient, key)] if key else [])))
 
 
 def recorded_profile(result: Any) -> dict[str, Any] | None:

@@ -61,9 +61,14 @@ class _SqlReplayCache:
 
     param = "?"
 
+    #: A query whose one value says whether ``token_ids`` exists (None: CREATE ... IF NOT EXISTS is enough).
+    exists_sql: str | None = None
+
     def __init__(self, conn: Any, real: str) -> None:
         self._conn = conn
-        self._conn.execute(f"CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at {real} NOT NULL)")
+        # Asked first: a least-privilege role (docs/deploy.md) may use the table but not create one.
+        if self.exists_sql is None or not conn.execute(self.exists_sql).fetchone()[0]:
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at {real} NOT NULL)")
         self._lock = threading.Lock()
         self._swept = 0.0
 
@@ -102,6 +107,7 @@ class PostgresReplayCache(_SqlReplayCache):
     """In PostgreSQL: shared by every instance that uses the same database."""
 
     param = "%s"
+    exists_sql = "SELECT to_regclass('token_ids') IS NOT NULL"
 
     def __init__(self, url: str) -> None:
         from .store_postgres import connect

@@ -35,6 +35,8 @@ BUSY_TIMEOUT_S = 10.0
 PROGRESS_EVERY = 1000
 #: Packs whose compression dictionaries an open log keeps (each a few MB; a log rarely holds more than a few packs).
 CODEC_CACHE = 8
+#: The first log format whose records can name their patient (the same number in both stores).
+PATIENT_FORMAT = 5
 
 Progress = Callable[[int, int], None]
 
@@ -156,7 +158,7 @@ class AuditLog:
 
     # -- writing --------------------------------------------------------------
     def append(self, pack: RulePack, state: Any, result: Result, *, now: datetime, user: str,
-               input_mode: str = "full", hook_instance: str | None = None) -> AuditRecord:
+               input_mode: str = "full", hook_instance: str | None = None, patient: str | None = None) -> AuditRecord:
         """Record one evaluation; atomic (all of it or nothing) and safe across processes.
 
         ``now`` is the time of recording (the Result keeps its own ``evaluated_at``);
@@ -173,6 +175,7 @@ class AuditLog:
             pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256,
             engine_version=result_dict["engine_version"], include_draft=bool(result_dict["include_draft"]),
             result_json=canonical_json(result_dict), prev_hash="", record_hash="", hook_instance=hook_instance,
+            patient=patient,
         )
         rules = sorted({r["rule_id"] for r in result_dict.get("recommendations", [])})
         profile = pack.profile
@@ -309,14 +312,16 @@ class AuditLog:
     # -- reading --------------------------------------------------------------
     def records(self, *, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
                 user: str | None = None, version: str | None = None, hooked: bool = False,
-                newest_first: bool = False, limit: int | None = None) -> Iterator[AuditRecord]:
+                newest_first: bool = False, limit: int | None = None,
+                patient: tuple[str, ...] = ()) -> Iterator[AuditRecord]:
         """Records in sequence order (``newest_first``: the reverse), streamed; at most ``limit``.
 
         Filters, all in the query, so that only matching records are read and decompressed: ``since`` /
         ``until``: recorded at or after / at or before (index on ``recorded_at``); ``rule``: that rule
         fired (index ``record_rules``); ``user``: the user's name contains it (any case); ``version``: the
-        pack version; ``hooked``: only those made for a CDS Hooks call."""
-        clauses = self._clauses(since, until, rule, user, version, hooked)
+        pack version; ``hooked``: only those made for a CDS Hooks call; ``patient``: about one patient (any of
+        these stored forms: its reference and its keyed hash)."""
+        clauses = self._clauses(since, until, rule, user, version, hooked, patient)
         select = self._record_select() + self._time_hint(since, until, rule)
         order = " ORDER BY seq DESC" if newest_first else " ORDER BY seq"
         left = limit
@@ -331,12 +336,13 @@ class AuditLog:
                     yield self._record(row)
 
     def count_records(self, *, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
-                      user: str | None = None, version: str | None = None, hooked: bool = False) -> int:
+                      user: str | None = None, version: str | None = None, hooked: bool = False,
+                      patient: tuple[str, ...] = ()) -> int:
         """How many records :meth:`records` would give with these filters (counted in the database)."""
         hint = self._time_hint(since, until, rule)
         total = 0
         with self._translated("count the records"):
-            for clause, args in self._clauses(since, until, rule, user, version, hooked):
+            for clause, args in self._clauses(since, until, rule, user, version, hooked, patient):
                 row = self._one(f"SELECT COUNT(*) FROM records{hint}" + (f" WHERE {clause}" if clause else ""), args)
                 total += int(row[0]) if row else 0
         return total
@@ -346,10 +352,15 @@ class AuditLog:
         return self._since_hint() if (since is not None or until is not None) and rule is None else ""
 
     def _clauses(self, since: datetime | None, until: datetime | None, rule: str | None, user: str | None,
-                 version: str | None, hooked: bool) -> list[tuple[str, tuple[Any, ...]]]:
+                 version: str | None, hooked: bool, patient: tuple[str, ...] = ()) -> list[tuple[str, tuple[Any, ...]]]:
         """The WHERE clauses (one per run of records, in sequence order) for :meth:`records`' filters."""
         where: list[str] = []
         args: list[Any] = []
+        if patient:
+            if self.format < PATIENT_FORMAT:
+                return []
+            where.append(f"patient IN ({', '.join('?' * len(patient))})")
+            args.extend(patient)
         if hooked:
             if self.format < 2:
                 return []

@@ -22,9 +22,10 @@ from .records import GENESIS
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
 
 #: The format of a PostgreSQL log (its own numbering started at SQLite's 3: zlib-compressed texts, rule
-#: index; 4: zstd against the record's pack, site profiles stored). Format 3 is migrated when opened for writing.
-FORMAT = 4
-READABLE_FORMATS = ("3", "4")
+#: index; 4: zstd against the record's pack, site profiles stored; 5: ``records.patient``). Formats 3 and 4 are
+#: migrated when opened for writing (by the tables' owner: docs/deploy.md).
+FORMAT = 5
+READABLE_FORMATS = ("3", "4", "5")
 #: Key of the advisory lock every writer takes ("pressor" in ASCII).
 WRITE_LOCK = 0x70726573736F72
 
@@ -68,8 +69,10 @@ _TABLES = (
         prev_hash TEXT NOT NULL,
         record_hash TEXT NOT NULL UNIQUE,
         hook_instance TEXT,
+        patient TEXT,
         CHECK ((input_mode = 'full') = (input_json IS NOT NULL)))""",
     "CREATE INDEX records_recorded_at ON records (recorded_at)",
+    "CREATE INDEX records_patient ON records (patient)",
     """CREATE TABLE record_rules (
         rule_id TEXT NOT NULL,
         seq BIGINT NOT NULL REFERENCES records (seq),
@@ -178,15 +181,20 @@ class _PostgresTransaction:
 
 
 def _migrate(conn: Any) -> None:
-    """Format 3 to 4, under the write lock: the ``profiles`` table; records so far kept no profile.
-    The format row is the one row of ``meta`` ever changed, with its trigger off for that moment."""
+    """Format 3 or 4 to 5, under the write lock: the ``profiles`` table (records before it kept no profile),
+    the ``records.patient`` column. The format row is the one row of ``meta`` ever changed, with its trigger
+    off for that moment."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-        if conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] != "3":
+        old = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+        if old not in ("3", "4"):
             return  # another process migrated it meanwhile
-        for sql in (_PROFILES_TABLE, *_PROFILES_TRIGGERS.values()):
-            conn.execute(sql)
-        conn.execute("INSERT INTO meta (key, value) SELECT 'profiles_stored_from', (COALESCE(MAX(seq), 0) + 1)::text FROM records")
+        if old == "3":
+            for sql in (_PROFILES_TABLE, *_PROFILES_TRIGGERS.values()):
+                conn.execute(sql)
+            conn.execute("INSERT INTO meta (key, value) SELECT 'profiles_stored_from', (COALESCE(MAX(seq), 0) + 1)::text FROM records")
+        conn.execute("ALTER TABLE records ADD COLUMN patient TEXT")
+        conn.execute("CREATE INDEX records_patient ON records (patient)")
         conn.execute("ALTER TABLE meta DISABLE TRIGGER meta_no_update")
         conn.execute("UPDATE meta SET value = %s WHERE key = 'format'", (str(FORMAT),))
         conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_no_update")
@@ -226,7 +234,7 @@ class PostgresAuditLog(AuditLog):
                         conn.execute("INSERT INTO meta (key, value) VALUES ('format', %s), ('database_id', %s)",
                                      (str(FORMAT), str(uuid.uuid4())))
             fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if create and fmt is not None and fmt[0] == "3":
+            if create and fmt is not None and fmt[0] in ("3", "4"):
                 _migrate(conn)
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'database_id', 'profiles_stored_from')")
                         .fetchall())
@@ -276,7 +284,37 @@ class PostgresAuditLog(AuditLog):
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield _PostgresTransaction(self._conn)
 
+    def _record_select(self) -> str:
+        select = super()._record_select()
+        return select if self.format >= 5 else select.replace('"patient" FROM', "NULL AS patient FROM")
+
     def _triggers_present(self) -> set[str]:
         return {r[0] for r in self._conn.execute(
             "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace")}
+
+
+#: What the service's least-privilege role may do (docs/deploy.md): read and append the log; the
+#: token replay cache also updates and sweeps its own expired rows. Nothing else: no DDL, so the
+#: append-only triggers stay whatever the service is made to run.
+SERVICE_GRANTS = {"meta": "SELECT, INSERT", "packs": "SELECT, INSERT", "records": "SELECT, INSERT",
+                  "record_rules": "SELECT, INSERT", "feedback": "SELECT, INSERT", "profiles": "SELECT, INSERT",
+                  "token_ids": "SELECT, INSERT, UPDATE, DELETE"}
+
+
+def grant_service_role(url: str, role: str) -> list[str]:
+    """Grant ``role`` :data:`SERVICE_GRANTS` on the tables that exist (run as their owner); the statements run."""
+    psycopg = _psycopg()
+    from psycopg import sql
+
+    done = []
+    try:
+        with connect(url, readonly=False) as conn:
+            for table, privileges in SERVICE_GRANTS.items():
+                if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+                    statement = sql.SQL(f"GRANT {privileges} ON {{}} TO {{}}").format(sql.Identifier(table), sql.Identifier(role))
+                    conn.execute(statement)
+                    done.append(statement.as_string(conn))
+    except psycopg.Error as exc:
+        raise _failure(exc, redacted(url), f"grant {role} its privileges") from exc
+    return done

@@ -27,10 +27,10 @@ __all__ = ["SqliteAuditLog", "FORMAT", "COLUMNS", "FEEDBACK_COLUMNS", "canonical
 
 #: Schema version, kept in SQLite's ``user_version``. 1: no feedback, no ``records.hook_instance``;
 #: 2: feedback; 3: zlib-compressed input and result texts, the ``record_rules`` index; 4: texts
-#: compressed with zstd against the record's pack, site profiles stored (``profiles``).
-FORMAT = 4
+#: compressed with zstd against the record's pack, site profiles stored (``profiles``); 5: ``records.patient``.
+FORMAT = 5
 #: Formats this pressor reads (older ones are migrated when opened for writing).
-READABLE_FORMATS = (1, 2, 3, 4)
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 #: Page size of a new log. A record takes 2-10 KB (most 2-4 KB): with 4 KB pages most take a page
 #: of their own and waste 0.7 KB of it; with 1 KB pages SQLite fills whole overflow pages and the
 #: rest packs closely (5.4 KB against 4.8 KB a record on the project's scenarios, bench/audit.py).
@@ -135,8 +135,10 @@ _TABLES = (
         prev_hash TEXT NOT NULL,
         record_hash TEXT NOT NULL UNIQUE,
         hook_instance TEXT,
+        patient TEXT,
         CHECK ((input_mode = 'full') = (input_json IS NOT NULL)))""",
     "CREATE INDEX records_recorded_at ON records (recorded_at)",
+    "CREATE INDEX records_patient ON records (patient)",
 )
 #: What turns a format-1 database into format 2.
 _MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBACK_TABLE, *_FEEDBACK_TRIGGERS.values())
@@ -145,10 +147,13 @@ _MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBA
 _MIGRATE_2_TO_3 = (*_RULES_TABLE, *_RULES_TRIGGERS.values())
 #: What turns a format-3 database into format 4 (records before ``profiles_stored_from`` kept no profile).
 _MIGRATE_3_TO_4 = (*_PROFILES_TABLE, *_PROFILES_TRIGGERS.values())
+#: What turns a format-4 database into format 5 (records before it name no patient).
+_MIGRATE_4_TO_5 = ("ALTER TABLE records ADD COLUMN patient TEXT", "CREATE INDEX records_patient ON records (patient)")
 
 _SELECT = f"SELECT {SQL_COLUMNS} FROM records"
 #: The same from a format-1 database, opened read-only (no ``hook_instance`` column yet).
-_SELECT_V1 = _SELECT.replace('"hook_instance" FROM', "NULL AS hook_instance FROM")
+_SELECT_V4 = _SELECT.replace('"patient" FROM', "NULL AS patient FROM")
+_SELECT_V1 = _SELECT_V4.replace('"hook_instance", NULL AS patient FROM', "NULL AS hook_instance, NULL AS patient FROM")
 _FEEDBACK_SELECT = f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback"
 #: Records whose result names the rule, read from the result itself (text only: formats 1-2).
 _RULE_IN_TEXT = ("typeof(result_json) = 'text' AND EXISTS (SELECT 1 FROM json_each(records.result_json, '$.recommendations') AS r "
@@ -301,15 +306,16 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?), ('database_id', ?)", (str(FORMAT), str(uuid.uuid4())))
             conn.execute(f"PRAGMA user_version = {FORMAT}")
-        elif version in (1, 2, 3):
+        elif version in (1, 2, 3, 4):
             # An older log: add what is new; existing records are not rewritten and keep their hashes.
             for sql in (*(_MIGRATE_1_TO_2 if version == 1 else ()), *(_MIGRATE_2_TO_3 if version <= 2 else ()),
-                        *_MIGRATE_3_TO_4):
+                        *(_MIGRATE_3_TO_4 if version <= 3 else ()), *_MIGRATE_4_TO_5):
                 conn.execute(sql)
             head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
             if version <= 2:
                 conn.execute("INSERT INTO meta (key, value) VALUES ('rules_indexed_from', ?)", (str(head + 1),))
-            conn.execute("INSERT INTO meta (key, value) VALUES ('profiles_stored_from', ?)", (str(head + 1),))
+            if version <= 3:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('profiles_stored_from', ?)", (str(head + 1),))
             conn.execute(f"PRAGMA user_version = {FORMAT}")
         else:
             _check_format(conn, path)
@@ -427,7 +433,7 @@ class SqliteAuditLog(AuditLog):
         return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
 
     def _record_select(self) -> str:
-        return _SELECT if self.format >= 2 else _SELECT_V1
+        return _SELECT if self.format >= 5 else _SELECT_V4 if self.format >= 2 else _SELECT_V1
 
     _lower = "unicode_lower"
 

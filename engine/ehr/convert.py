@@ -9,7 +9,7 @@ values) leaves its facts unknown with a note; it never refuses the whole patient
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 
@@ -30,6 +30,12 @@ _STOPPED = {"stopped", "completed"}
 _UNUSABLE_OBS = {"cancelled", "entered-in-error"}
 
 
+class PatientDeceased(FhirError):
+    """The record says the patient has died: no advice is given (the message says where it says so)."""
+
+    kind = "patient_deceased"
+
+
 @dataclass
 class Conversion:
     """A patient state made from FHIR (or a timeline), with notes, provenance and the timeline."""
@@ -42,10 +48,30 @@ class Conversion:
     mapping: FhirMapping | None
     facts: dict[str, dict[str, Any]]
     timeline: Timeline | None = None
+    #: Why facts are unknown because the record was cut, truncated or a reference could not be resolved
+    #: (in words, for the cards; issue 22).
+    gaps: list[str] = field(default_factory=list)
 
     def states(self) -> list[dict[str, Any]]:
         """The state to evaluate: one per proposed order (the order merged in), or the state alone."""
         return [{**self.state, "order": _order_fact(o)} for o in self.orders] or [self.state]
+
+    def unless_states(self) -> list[tuple[int, dict[str, Any], str]]:
+        """``(i, state, words)`` for each proposed order ``i`` whose purpose is unknown but would be first-line
+        unless ``words`` (``order["unless"]``): the state with the order first-line and the unknown vasopressor
+        rates at 0. Evaluated beside the real state, so that a ban on the order is qualified, not silent."""
+        out = []
+        for i, o in enumerate(self.orders):
+            unless = o.get("unless")
+            if not unless:
+                continue
+            state = {k: dict(v) if isinstance(v, dict) else v for k, v in self.state.items()}
+            for path, value in unless["assume"].items():
+                section, key = path.split(".", 1)
+                state.setdefault(section, {})[key] = value
+            state["order"] = {"drug": o["drug"], "purpose": unless["purpose"]}
+            out.append((i, state, unless["text"]))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``fhir`` part of ``pressor recommend --fhir --json``)."""
@@ -57,6 +83,8 @@ class Conversion:
             "missing": self.missing,
             "facts": self.facts,
         }
+        if self.gaps:
+            out["gaps"] = self.gaps
         if self.mapping is not None:
             from pathlib import Path
 
@@ -184,6 +212,7 @@ class Converter:
         self.drugs = {m.drug: m for m in mapping.medications}
         self.med_sets = {m.valueset: m for m in mapping.medications}
         self.blocked: set[str] = set()  # facts a rejected or unidentifiable resource may have fed
+        self.gaps: list[str] = []  # facts unknown because a reference could not be resolved, in words
 
     # -- bookkeeping ----------------------------------------------------------------
     def set(self, fact: str, value: Any, loc: Located, sub: str, when: datetime | None = None) -> None:
@@ -222,6 +251,15 @@ class Converter:
     # -- patient ----------------------------------------------------------------------
     def patient(self) -> None:
         for loc in self.of_type("Patient"):
+            r = loc.resource
+            died = parse_time(r.get("deceasedDateTime")) if "deceasedDateTime" in r else None
+            if r.get("deceasedBoolean") is True or (died is not None and died <= self.now) or (
+                    "deceasedDateTime" in r and died is None and len(str(r["deceasedDateTime"])) >= 4):
+                when = f" ({r['deceasedDateTime']})" if "deceasedDateTime" in r else ""
+                raise PatientDeceased.single(f"{loc.label} is recorded as deceased{when}; no advice is given",
+                                             file=self.file, pointer=f"{loc.pointer}/"
+                                             + ("deceasedDateTime" if "deceasedDateTime" in r else "deceasedBoolean"),
+                                             suggestion="check that this is the right patient")
             birth = loc.resource.get("birthDate")
             if birth is not None:
                 born = None
@@ -551,6 +589,11 @@ class Converter:
                     self.notes.append(f"{what.replace('_', ' ')} is running ({loc.label}); noted, no fact is set from it")
                 continue
             if kind == "unknown":
+                ref = (r.get("medicationReference") or {}).get("reference")
+                if isinstance(ref, str) and self._running(loc) and self._medication(r) is None:
+                    self.gaps.append(f"{loc.label} is running, but its drug is named only by reference ({ref}), which was "
+                                     "neither in the record nor could be fetched: which drug it is, and so the rate of every "
+                                     "drug it could be, is unknown")
                 has_rate = bool((r.get("dosage") or {}).get("rateQuantity") or (r.get("dosage") or {}).get("rateRatio")) or any(
                     dr.get("rateQuantity") or dr.get("rateRatio")
                     for di in r.get("dosageInstruction") or [] for dr in di.get("doseAndRate") or [])
@@ -718,8 +761,24 @@ class Converter:
                        else "whether a vasopressor is running is not known" if med.vasopressor and not none_running
                        else "no reasonCode in " + self.m.purpose_system)
                 self.notes.append(f"order {loc.label}: purpose unknown ({why}); order.purpose left unknown")
+                if med.vasopressor and not self.running_vasopressors:
+                    order["unless"] = self._first_line_unless(vaso_rates, none_running)
             out.append(order)
         return out
+
+
+    def _first_line_unless(self, vaso_rates: list[str], none_running: bool) -> dict[str, Any]:
+        """What would make a vasopressor order of unknown purpose first-line: the vasopressors whose rate is
+        unknown being at 0 (``assume``), and ``text``, the words for "unless that is not so". A ban on the order
+        as first-line is then shown qualified by these words instead of not at all (issue 22, item 3)."""
+        unknown = [f for f in vaso_rates if f not in self.facts]
+        drugs = [m.drug for m in self.m.medications if m.rate_fact in unknown]
+        if drugs:
+            first = "norepinephrine" if "norepinephrine" in drugs else drugs[0]
+            text = f"{first} is already running" if len(drugs) == 1 else f"{first} (or another vasopressor) is already running"
+        else:
+            text = "this order is not first-line (no reasonCode gives its purpose)"
+        return {"purpose": "first_line", "assume": {f: 0 for f in unknown}, "text": text, "not_known": drugs}
 
 
 def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<bundle>",
@@ -748,7 +807,8 @@ def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<
     fill_unmapped(prov, "no FHIR mapping for this fact")
     state = checked_state(c, orders, prov, file)
     sources = {k: "; ".join(v) for k, v in sorted(c.sources.items())}
-    return Conversion(state, c.notes, sources, orders, list(dict.fromkeys(src.missing)), mapping, prov.to_dict(), c.tl)
+    return Conversion(state, c.notes, sources, orders, list(dict.fromkeys(src.missing)), mapping, prov.to_dict(), c.tl,
+                      gaps=c.gaps)
 
 
 def checked_state(c: Converter, orders: list[dict[str, Any]], prov: Provenance, file: str) -> dict[str, Any]:

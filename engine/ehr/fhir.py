@@ -18,13 +18,13 @@ from typing import Any, Mapping
 from ..errors import Problem
 from ..evaluation.load import Document
 from ..model import RulePack
-from .convert import Conversion, convert, fill_unmapped, nest, relevance
+from .convert import Conversion, PatientDeceased, convert, fill_unmapped, nest, relevance
 from .mapping import FhirMapping, default_mapping_path, load_mapping
 from .reading import FhirError, Located, Sources, collect, entries, pointer_key, read_bundle
 from .timeline import Provenance, apply, from_document
 
-__all__ = ["Conversion", "FhirError", "FhirMapping", "default_mapping_path", "from_bundle", "from_hook_request",
-           "from_timeline", "load_bundle", "load_mapping", "prefetch_templates"]
+__all__ = ["Conversion", "FhirError", "FhirMapping", "PatientDeceased", "cut_observations", "observation_windows", "default_mapping_path",
+           "from_bundle", "from_hook_request", "from_timeline", "load_bundle", "load_mapping", "prefetch_templates"]
 
 
 def load_bundle(path: str | Path, *, mapping: FhirMapping | None = None) -> Document:
@@ -52,38 +52,85 @@ def from_bundle(bundle: Any, *, now: datetime, mapping: FhirMapping | None = Non
         raise FhirError(problems)
     if "bundle" in src.missing:
         src.conditions_complete = src.medications_complete = False
+    if not any(r.type == "Patient" for r in src.resources) and not any(r.type == "Patient" for r in located):
+        # Without it nothing says whose record this is, nor the age and sex the protocol asks for: a result
+        # of nothing but unknowns would look like advice (issue 22).
+        raise FhirError.single("the bundle has no Patient resource; a patient's record starts with it", file=file,
+                               pointer="/entry", suggestion="include the Patient (with birthDate and gender) that the "
+                               "other resources' subject names")
     if not any(r.type == "Patient" for r in src.resources):
-        src.missing.append("Patient")
+        src.missing.append("Patient")  # there, but not readable (its note says why)
     return convert(src, now=now, mapping=mapping, file=file, pack=pack)
 
 
 #: Prefetch keys the service asks for, and what each covers.
 PREFETCH_PATIENT = "patient"
 PREFETCH_OBSERVATIONS = "observations"
+PREFETCH_LABS = "labs"
+PREFETCH_WEIGHT = "weight"
 PREFETCH_CONDITIONS = "conditions"
 PREFETCH_MED_ADMIN = "medicationAdministrations"
 PREFETCH_MED_REQUEST = "medicationRequests"
 PREFETCH_PROCEDURES = "procedures"
+#: Not a template: Medication resources the service fetched by reference (``medicationReference``).
+PREFETCH_MEDICATIONS = "medications"
 #: LOINC blood-pressure panel (components 8480-6 systolic, 8462-4 diastolic).
 BP_PANEL = "http://loinc.org|85354-9"
-PREFETCH_KEYS = (PREFETCH_PATIENT, PREFETCH_OBSERVATIONS, PREFETCH_CONDITIONS, PREFETCH_MED_ADMIN, PREFETCH_MED_REQUEST,
-                 PREFETCH_PROCEDURES)
+PREFETCH_KEYS = (PREFETCH_PATIENT, PREFETCH_OBSERVATIONS, PREFETCH_LABS, PREFETCH_WEIGHT, PREFETCH_CONDITIONS,
+                 PREFETCH_MED_ADMIN, PREFETCH_MED_REQUEST, PREFETCH_PROCEDURES)
+#: Observation prefetch keys and the look-back window (of the mapping) each covers. Each is its own search,
+#: newest first and bounded by ``_count``, so that minute-level vital signs can never crowd a lactate or a
+#: two-day-old weight out of the EHR's answer (CDS Hooks 2.0 prefetch tokens name context fields only, so a
+#: template cannot carry a relative date; the service adds ``date=ge`` when it fetches itself).
+OBSERVATION_KEYS = {PREFETCH_OBSERVATIONS: "vitals", PREFETCH_LABS: "labs", PREFETCH_WEIGHT: "weight"}
+#: ``_count`` of each observation template: the newest readings that are enough for the latest value of
+#: every code of its window (and, for vital signs, several hours of the time-derived facts at 15-minute charting).
+OBSERVATION_COUNT = {PREFETCH_OBSERVATIONS: 200, PREFETCH_LABS: 20, PREFETCH_WEIGHT: 5}
+
+
+def observation_codes_of(mapping: FhirMapping, window: str) -> list[str]:
+    """``system|code`` of every observation the mapping reads in ``window`` (the BP panel with the vitals)."""
+    codes = [f"{c.system}|{c.code}" for r in (*mapping.quantities, *mapping.coded) if r.window == window for c in r.codes]
+    return list(dict.fromkeys(codes + ([BP_PANEL] if window == "vitals" else [])))
 
 
 def prefetch_templates(mapping: FhirMapping | None = None) -> dict[str, str]:
-    """The prefetch templates the service advertises (observation codes come from the mapping)."""
+    """The prefetch templates the service advertises (observation codes and windows come from the mapping)."""
     mapping = mapping or load_mapping()
     # A search by code= matches Observation.code, never a component's: the blood-pressure panel,
     # whose components carry SBP and DBP, is asked for by its own code as well.
-    codes = ",".join(dict.fromkeys([*(f"{c.system}|{c.code}" for c in mapping.observation_codes()), BP_PANEL]))
+    observations = {key: f"Observation?patient={{{{context.patientId}}}}&code={','.join(observation_codes_of(mapping, window))}"
+                         f"&_sort=-date&_count={OBSERVATION_COUNT[key]}"
+                    for key, window in OBSERVATION_KEYS.items() if observation_codes_of(mapping, window)}
     return {
         PREFETCH_PATIENT: "Patient/{{context.patientId}}",
-        PREFETCH_OBSERVATIONS: f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date",
+        **observations,
         PREFETCH_CONDITIONS: "Condition?patient={{context.patientId}}",
         PREFETCH_MED_ADMIN: "MedicationAdministration?patient={{context.patientId}}",
         PREFETCH_MED_REQUEST: "MedicationRequest?patient={{context.patientId}}&status=active",
         PREFETCH_PROCEDURES: "Procedure?patient={{context.patientId}}",
     }
+
+
+def observation_windows(mapping: FhirMapping) -> dict[str, float]:
+    """Hours of look-back of each observation prefetch key (what the service's own fetch sends as ``date=ge``)."""
+    return {key: mapping.lookback_hours[window] for key, window in OBSERVATION_KEYS.items() if window in mapping.lookback_hours}
+
+
+def cut_observations(prefetch: Mapping[str, Any]) -> list[str]:
+    """Words for each observation prefetch that holds as many readings as its template's ``_count``: older
+    readings within the look-back window may exist that the EHR did not send."""
+    out = []
+    for key, count in OBSERVATION_COUNT.items():
+        bundle = prefetch.get(key)
+        entries_ = bundle.get("entry") if isinstance(bundle, dict) else None
+        if not isinstance(entries_, list):
+            continue
+        total = bundle.get("total")
+        if (isinstance(total, int) and total > len(entries_)) or (not isinstance(total, int) and len(entries_) >= count):
+            out.append(f"{key}: only the newest {len(entries_)} readings came (the prefetch's _count or the fetch's page "
+                       "limit); older ones in the look-back window were cut, so facts computed over time may be unknown")
+    return out
 
 
 def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: FhirMapping | None = None,
@@ -99,9 +146,12 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
     context = request.get("context") or {}
     src = Sources()
     located: list[Located] = []
-    for key in PREFETCH_KEYS:
+    for key in (*PREFETCH_KEYS, PREFETCH_MEDICATIONS):
         if key not in prefetch:
-            src.missing.append(key)
+            # labs and weight are their own searches since issue 22; a client that registered the older
+            # templates sends them within observations.
+            if key != PREFETCH_MEDICATIONS and not (key in (PREFETCH_LABS, PREFETCH_WEIGHT) and PREFETCH_OBSERVATIONS in prefetch):
+                src.missing.append(key)
             continue
         if prefetch[key] is None:
             continue
@@ -115,7 +165,9 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
         raise FhirError(problems)
     src.conditions_complete = PREFETCH_CONDITIONS not in src.missing
     src.medications_complete = not (PREFETCH_MED_ADMIN in src.missing or PREFETCH_MED_REQUEST in src.missing)
-    return convert(src, now=now, mapping=mapping, file=file, pack=pack)
+    conversion = convert(src, now=now, mapping=mapping, file=file, pack=pack)
+    conversion.gaps[:0] = cut_observations(prefetch)
+    return conversion
 
 
 def from_timeline(doc: Document, *, now: datetime, pack: RulePack) -> Conversion:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,12 +29,15 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from pressor.engine.audit.records import PATIENT_KEY_ENV, patient_forms
 from pressor.engine.errors import AuditError, PressorError
 from pressor.engine.report import citations, dose_lines, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, Session
 from .oidc import ProviderUnavailable
 from .context import UiContext, stored_key
+from .roles import RECORDERS, allowed
+from .smart import LAUNCH_SECONDS, SMART_COOKIE, LaunchRefused
 from .words import Wording
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +53,7 @@ templates.env.globals.update(dose_lines=dose_lines, cite_text=citations, quantit
                              PREFIX=PREFIX)
 #: The dose lines of engine.report that the page does not show in its own way (the weight-based
 #: figures and pump rates get their own block; their sub-lines are indented by four spaces).
+templates.env.globals["may_open"] = lambda session, path: session is not None and allowed(path, session.roles)
 templates.env.globals["dose_extra_lines"] = lambda dose: [
     line.strip() for line in dose_lines(dose)[1:] if not line.startswith(("  for ", "  pump", "    "))]
 templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=False)
@@ -62,6 +67,10 @@ class NotSignedIn(Exception):
 
 class CsrfRefused(Exception):
     """A state-changing request without this session's CSRF token or from another origin (403)."""
+
+
+class Forbidden(Exception):
+    """A signed-in user whose roles do not open this view (403; the message says which roles do)."""
 
 
 class TooLarge(Exception):
@@ -110,12 +119,16 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     async def ui_headers(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
-            response.headers["Content-Security-Policy"] = CSP
+            ancestors = context_of(request).frame_ancestors
+            # The EHR may embed the app (ui.frame_ancestors); nobody else, and nobody by default.
+            response.headers["Content-Security-Policy"] = CSP if not ancestors else CSP.replace(
+                "frame-ancestors 'none'", "frame-ancestors " + " ".join(ancestors))
             response.headers["X-Content-Type-Options"] = "nosniff"
             # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" on form
             # POSTs, which the CSRF check rightly refuses; nothing leaves for another origin either way.
             response.headers["Referrer-Policy"] = "same-origin"
-            response.headers["X-Frame-Options"] = "DENY"
+            if not ancestors:
+                response.headers["X-Frame-Options"] = "DENY"
             response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
             if not request.url.path.startswith(f"{PREFIX}/static/"):
                 response.headers["Cache-Control"] = "no-store"
@@ -147,7 +160,17 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
         if session is None:
             raise NotSignedIn()
         request.state.ui_ctx, request.state.ui_session = ctx, session
+        if not allowed(request.url.path, session.roles):
+            raise Forbidden(request.url.path)
         return ctx, session
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> HTMLResponse:
+        session = getattr(request.state, "ui_session", None)
+        have = ", ".join(session.roles) if session and session.roles else "none"
+        return _render(request, "message.html", 403, ctx=getattr(request.state, "ui_ctx", None), title="Not allowed",
+                       message=f"Your role ({have}) does not open this page. Ask whoever administers pressor's "
+                               "roles at your site if you need it.")
 
     async def posted(request: Request) -> tuple[UiContext, Session, list[tuple[str, str]]]:
         """A signed-in POST with its CSRF token checked; the urlencoded form pairs."""
@@ -214,18 +237,62 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             return _render(request, "signin.html", 404, ctx=ctx, session=None, message="this server does not use an identity provider")
         params = {k: v for k, v in request.query_params.items() if len(v) <= 8192}
         try:
-            sub, id_token = await run_in_threadpool(ctx.auth.finish_sign_in, params, request.cookies.get(SIGN_IN_COOKIE),
-                                                    callback_url(request, ctx))
+            sub, id_token, roles = await run_in_threadpool(ctx.auth.finish_sign_in, params,
+                                                           request.cookies.get(SIGN_IN_COOKIE), callback_url(request, ctx))
         except AuthFailure as exc:
             return sign_in_failed(request, ctx, 401, str(exc))
         except ProviderUnavailable as exc:
             return sign_in_failed(request, ctx, 502, f"the identity provider cannot be used now: {exc}")
         # A SameSite=Strict cookie is not sent on a redirect that continues a cross-site navigation;
         # a same-origin page that moves on by itself is.
+        home = next(p for p in (f"{PREFIX}/", f"{PREFIX}/audit", f"{PREFIX}/rules") if allowed(p, roles))  # the first view they may open
         response = _render(request, "moving_on.html", ctx=ctx, session=None, title="Signed in", heading="Signed in",
-                           next_url=f"{PREFIX}/", link="Continue to pressor")
-        response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token), **ctx.auth.cookie_options())
+                           next_url=home, link="Continue to pressor")
+        response.set_cookie(COOKIE, ctx.auth.new_session_cookie(sub, id_token, roles), **ctx.auth.cookie_options())
         response.delete_cookie(SIGN_IN_COOKIE, path=f"{PREFIX}/login")
+        return response
+
+    # -- SMART App Launch from the EHR (smart.py) ------------------------------------
+    def launch_callback_url(request: Request, ctx: UiContext) -> str:
+        return f"{ctx.base_url}{PREFIX}/launch/callback" if ctx.base_url else str(request.url_for("ui_smart_callback"))
+
+    @app.get(f"{PREFIX}/launch")
+    async def smart_launch(request: Request, iss: str | None = None, launch: str | None = None) -> Response:
+        ctx = context_of(request)
+        if ctx.smart is None:
+            return _render(request, "signin.html", 404, ctx=ctx, session=None, message="SMART launch is not configured here (ui.smart)")
+        try:
+            url, browser = await run_in_threadpool(ctx.smart.begin, iss, launch, launch_callback_url(request, ctx))
+        except LaunchRefused as exc:
+            return _render(request, "signin.html", 400, ctx=ctx, session=None, message=str(exc))
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(SMART_COOKIE, browser, httponly=True, samesite="lax", path=f"{PREFIX}/launch",
+                            secure=ctx.auth.secure_cookies, max_age=LAUNCH_SECONDS)
+        return response
+
+    @app.get(f"{PREFIX}/launch/callback", name="ui_smart_callback")
+    async def smart_callback(request: Request) -> Response:
+        ctx = context_of(request)
+        if ctx.smart is None:
+            return _render(request, "signin.html", 404, ctx=ctx, session=None, message="SMART launch is not configured here (ui.smart)")
+        params = {k: v for k, v in request.query_params.items() if len(v) <= 8192}
+        try:
+            tokens = await run_in_threadpool(ctx.smart.finish, params, request.cookies.get(SMART_COOKIE),
+                                             launch_callback_url(request, ctx), ctx.auth.marks.mark)
+        except LaunchRefused as exc:
+            return _render(request, "signin.html", 401, ctx=ctx, session=None, message=str(exc))
+        state, notes = await ctx.smart_record(tokens)
+        # The EHR vouched for the launch, not for a named user (no ID token is verified yet): the session's
+        # user is the EHR's launch, with the clinician role only.
+        cookie = ctx.auth.new_session_cookie(f"{tokens['iss']}|smart-launch", None, ("clinician",))
+        session = ctx.auth.session({COOKIE: cookie})
+        request.state.ui_ctx, request.state.ui_session = ctx, session
+        advice = await run_in_threadpool(advise, ctx, session, state, record=False) if state else None
+        notice = f"Opened from the EHR for Patient/{tokens['patient']}; the record was read from {tokens['iss']}" + (
+            f" ({'; '.join(notes)})" if notes else "")
+        response = clinician_page(request, ctx, state=state, advice=advice, notice=notice)
+        response.set_cookie(COOKIE, cookie, **ctx.auth.cookie_options())
+        response.delete_cookie(SMART_COOKIE, path=f"{PREFIX}/launch")
         return response
 
     @app.post(f"{PREFIX}/logout")
@@ -276,7 +343,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             out["error_kind"] = exc.kind
             return out
         out["result"] = result.to_dict()
-        if record:
+        if record and not RECORDERS & set(session.roles):
+            out["record_error"] = f"your role ({', '.join(session.roles) or 'none'}) does not record advice"
+        elif record:
             from pressor.engine.audit import AuditLog
 
             try:
@@ -527,9 +596,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
 
     @app.get(f"{PREFIX}/audit")
     async def audit(request: Request, since: str = "", until: str = "", user: str = "", rule: str = "",
-                    version: str = "") -> HTMLResponse:
+                    version: str = "", patient: str = "") -> HTMLResponse:
         ctx, _ = signed_in(request)
-        query = {"since": since, "until": until, "user": user, "rule": rule, "version": version}
+        query = {"since": since, "until": until, "user": user, "rule": rule, "version": version, "patient": patient}
         try:
             start, end = _utc(since), _utc(until)
         except ValueError:
@@ -538,7 +607,8 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
 
         def select() -> tuple[list[Any], int]:
             filters = {"since": start, "until": end, "rule": rule.strip() or None, "user": user or None,
-                       "version": version.strip() or None}
+                       "version": version.strip() or None, "patient": patient_forms(patient.strip() or None,
+                                                                          os.environ.get(PATIENT_KEY_ENV, "").encode() or None)}
             with open_log(ctx) as log:  # the filters, the newest page and the count all run in the database
                 return list(log.records(**filters, newest_first=True, limit=AUDIT_PAGE)), log.count_records(**filters)
 
@@ -553,8 +623,9 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
     @app.get(f"{PREFIX}/audit/export")
     async def audit_export(request: Request, kind: str = "records", format: str = "jsonl") -> Response:
         ctx, _ = signed_in(request)
-        if kind not in ("records", "feedback") or format not in ("jsonl", "csv"):
-            return _render(request, "message.html", 400, title="Export", message="kind is records|feedback, format jsonl|csv")
+        if kind not in ("records", "feedback") or format not in ("jsonl", "csv", "fhir-auditevent") or (
+                format == "fhir-auditevent" and kind != "records"):
+            return _render(request, "message.html", 400, title="Export", message="kind is records|feedback, format jsonl|csv (or fhir-auditevent for records)")
 
         def export() -> Any:
             # In memory up to 8 MB, then on disk: a large log is not held in memory whole.
@@ -577,9 +648,10 @@ def mount_ui(app: FastAPI, context_of: Callable[[Request], UiContext]) -> None:
             spooled = await run_in_threadpool(export)
         except AuditError as exc:
             return _render(request, "message.html", 404, title="Export", message=str(exc))
-        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        media = "text/csv" if format == "csv" else "application/fhir+ndjson" if format == "fhir-auditevent" else "application/x-ndjson"
+        suffix = "auditevent.ndjson" if format == "fhir-auditevent" else format
         return StreamingResponse(chunks(spooled), media_type=f"{media}; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="pressor-audit-{kind}.{format}"'})
+                                 headers={"Content-Disposition": f'attachment; filename="pressor-audit-{kind}.{suffix}"'})
 
     @app.get(f"{PREFIX}/audit/{{record_id}}")
     async def audit_record(request: Request, record_id: str) -> HTMLResponse:

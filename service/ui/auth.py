@@ -39,6 +39,8 @@ from typing import Any, Mapping
 
 from .oidc import OidcClient, ProviderUnavailable, SignInRefused
 
+from .roles import ROLES, RolePolicy
+
 log = logging.getLogger("pressor.serve.ui")
 
 COOKIE = "pressor_ui"
@@ -75,6 +77,8 @@ class Session:
     sid: str = ""
     #: The ID token of the sign-in, kept only when the provider offers RP-initiated logout (its ``id_token_hint``).
     id_token: str | None = None
+    #: What the user may do (:mod:`.roles`), fixed at sign-in.
+    roles: tuple[str, ...] = ()
 
 
 class Marks:
@@ -171,6 +175,8 @@ class Auth:
     secure_cookies: bool = False
     session_seconds: int = SESSION_SECONDS
     marks: Any = field(default_factory=Marks)
+    roles: RolePolicy = field(default_factory=RolePolicy)
+    embedded: bool = False
     _token: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -190,7 +196,7 @@ class Auth:
     def session(self, cookies: Mapping[str, str]) -> Session | None:
         """The signed-in user of a request, if any."""
         if self.mode == "insecure":
-            return Session("insecure-no-auth", time.time() + self.session_seconds, self._insecure_csrf())
+            return Session("insecure-no-auth", time.time() + self.session_seconds, self._insecure_csrf(), roles=ROLES)
         payload = self.signer.unsign(cookies.get(COOKIE))
         if payload is None or not all(isinstance(payload.get(k), str) for k in ("sub", "csrf", "sid")):
             return None
@@ -201,8 +207,10 @@ class Auth:
             log.error("the web app's session store failed: %r", exc)
             return None
         id_token = payload.get("idt")
+        roles = payload.get("roles")
+        roles = tuple(r for r in ROLES if isinstance(roles, list) and r in roles)
         return Session(payload["sub"], payload["exp"], payload["csrf"], payload["sid"],
-                       id_token if isinstance(id_token, str) else None)
+                       id_token if isinstance(id_token, str) else None, roles)
 
     def end_session(self, session: Session) -> None:
         """Sign-out: the session id is refused from now until the session would have expired."""
@@ -212,11 +220,11 @@ class Auth:
     def _insecure_csrf(self) -> str:
         return _b64(hmac.new(self.signer.secret, b"insecure-csrf", hashlib.sha256).digest())
 
-    def new_session_cookie(self, sub: str, id_token: str | None = None) -> str:
-        """The cookie value of a new session for ``sub``, keeping ``id_token`` (for sign-out at the provider)
-        unless that would make the cookie too big for browsers."""
+    def new_session_cookie(self, sub: str, id_token: str | None = None, roles: tuple[str, ...] = ROLES) -> str:
+        """The cookie value of a new session for ``sub`` with ``roles`` (signed: a browser cannot add one), keeping
+        ``id_token`` (for sign-out at the provider) unless that would make the cookie too big for browsers."""
         payload = {"sub": sub, "exp": time.time() + self.session_seconds, "csrf": secrets.token_urlsafe(24),
-                   "sid": secrets.token_urlsafe(16)}
+                   "sid": secrets.token_urlsafe(16), "roles": list(roles)}
         plain = self.signer.sign(payload)
         if id_token is None:
             return plain
@@ -236,7 +244,10 @@ class Auth:
 
     def cookie_options(self) -> dict[str, Any]:
         """Attributes of the session cookie."""
-        return {"httponly": True, "samesite": "strict", "path": "/ui", "secure": self.secure_cookies,
+        # Embedded in the EHR (ui.frame_ancestors, over https) the app is a cross-site frame, where browsers send
+        # only SameSite=None cookies; the CSRF token and the Origin check still guard every POST.
+        same_site = "none" if self.embedded and self.secure_cookies else "strict"
+        return {"httponly": True, "samesite": same_site, "path": "/ui", "secure": self.secure_cookies,
                 "max_age": self.session_seconds}
 
     # -- the one-time link ----------------------------------------------------
@@ -272,7 +283,7 @@ class Auth:
                                        code_challenge=challenge)
         return url, browser
 
-    def finish_sign_in(self, params: Mapping[str, str], browser: str | None, redirect_uri: str) -> tuple[str, str | None]:
+    def finish_sign_in(self, params: Mapping[str, str], browser: str | None, redirect_uri: str) -> tuple[str, str | None, tuple[str, ...]]:
         """Check the provider's answer (query of the callback) and the browser's sign-in cookie, spend
         the state, exchange the code, check the ID token; ``iss|sub`` of the user, and the ID token when
         the provider offers RP-initiated logout (the session keeps it as the ``id_token_hint``).
@@ -306,7 +317,8 @@ class Auth:
         claims = client.verify_id_token(tokens["id_token"], nonce=self._derived("nonce", state["id"]),
                                         access_token=tokens.get("access_token"))
         keep = tokens["id_token"] if client.end_session_endpoint() is not None else None
-        return f"{claims['iss']}|{claims['sub']}", keep
+        user = f"{claims['iss']}|{claims['sub']}"
+        return user, keep, self.roles.roles_of(user, claims)
 
     def sign_in_cookie_options(self) -> dict[str, Any]:
         """Attributes of :data:`SIGN_IN_COOKIE`."""

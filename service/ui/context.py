@@ -68,6 +68,12 @@ class UiContext:
     banner: str | None = None
     #: The app's outside URL (served behind a proxy: the config's base_url); None: as each request says.
     base_url: str | None = None
+    #: SMART App Launch (``pressor serve --ui`` with ``ui.smart``): the launcher, and ``smart_record(tokens)``
+    #: (async) reading the launched patient's record into ``(state, notes)``.
+    smart: Any = None
+    smart_record: Any = None
+    #: Origins allowed to embed the app (``ui.frame_ancestors``: the EHR); none by default.
+    frame_ancestors: tuple[str, ...] = ()
     form: FormSpec = field(default_factory=FormSpec)
     examples: tuple[Example, ...] = field(default_factory=load_examples)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -19,6 +19,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from .app import mount_ui
+from .roles import RolePolicy
+from .smart import SmartLauncher, SmartSettings
 from .auth import Auth, Marks, SharedMarks, Signer
 from .oidc import OidcClient, OidcSettings, settings_from_config
 from .context import UiContext
@@ -57,7 +59,7 @@ def oidc_problem(config_path: str | None, config: Any) -> str | None:
     return None
 
 
-def build_context(rt: Any, secret: bytes) -> UiContext:
+def build_context(rt: Any, secret: bytes, fetcher: Any = None) -> UiContext:
     """The web app's context from the service's runtime (its pack, configuration and audit log)."""
     settings, config = rt.settings, rt.config
     section = ui_config(settings.config_path)
@@ -74,10 +76,44 @@ def build_context(rt: Any, secret: bytes) -> UiContext:
         marks = SharedMarks(rt.verifier.replay) if config.replay_cache else Marks()
         secure = bool(config.base_url and config.base_url.startswith("https://"))
         auth = Auth(Signer(secret), "oidc", oidc=client, secure_cookies=secure, session_seconds=int(hours * 3600),
-                    marks=marks)
+                    marks=marks, roles=RolePolicy.from_config(section.get("roles")),
+                    embedded=bool(section.get("frame_ancestors")))
         banner = None
+    smart = SmartSettings.from_config(section.get("smart"), os.environ)
     return UiContext(pack=rt.pack, auth=auth, audit_path=rt.audit.path, input_mode=config.audit_input,
-                     include_draft=config.include_draft, banner=banner, base_url=config.base_url)
+                     include_draft=config.include_draft, banner=banner, base_url=config.base_url,
+                     smart=SmartLauncher(smart, auth.signer, auth._derived) if smart else None,
+                     smart_record=smart_record_reader(rt, fetcher) if smart else None,
+                     frame_ancestors=tuple(section.get("frame_ancestors", ())))
+
+
+def smart_record_reader(rt: Any, fetcher: Any) -> Any:
+    """``await read(tokens)``: the launched patient's record, read from the launch's ``iss`` with its access token
+    through the service's FHIR fetch (bounded; ``fhir_fetch.servers`` applies), as ``(state, notes)``."""
+    from datetime import datetime, timezone
+
+    from pressor.engine.ehr.fhir import FhirError, from_hook_request, observation_windows
+
+    async def read(tokens: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+        iss, authorization = tokens["iss"], {"access_token": tokens["access_token"]}
+        refusal = fetcher.refusal(iss)
+        if refusal is not None:
+            return None, [f"the record was not read: {refusal}"]
+        now = datetime.now(timezone.utc)
+        context = {"patientId": tokens["patient"]}
+        fetched = await fetcher.fetch(iss, authorization, rt.templates, context, now=now, windows=observation_windows(rt.mapping))
+        body = {"context": context, "prefetch": fetched.prefetch}
+        meds, med_notes = await fetcher.medications(iss, authorization, body)
+        if meds is not None:
+            body["prefetch"]["medications"] = meds
+        notes = [f"{k} not read: {why}" for k, why in fetched.failed.items()] + med_notes
+        try:
+            conversion = from_hook_request(body, now=now, mapping=rt.mapping, pack=rt.pack)
+        except FhirError as exc:
+            return None, notes + [str(exc)]
+        return conversion.state, notes + conversion.gaps
+
+    return read
 
 
 def create_served_app() -> FastAPI:
@@ -94,7 +130,7 @@ def create_served_app() -> FastAPI:
         # The service builds its runtime in its lifespan; the web app's context follows from it.
         with lock:
             if "ctx" not in holder:
-                holder["ctx"] = build_context(request.app.state.rt, secret)
+                holder["ctx"] = build_context(request.app.state.rt, secret, request.app.state.fetcher)
             return holder["ctx"]
 
     mount_ui(app, context_of)
