@@ -9,7 +9,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml setup.py MANIFEST.in README.md constraints.txt ./
+# durable-rules' C engine, built from its source with the Python 3.13 patch (third_party/durable-rules/README.md)
+COPY third_party third_party
 COPY engine engine
 COPY cli cli
 COPY service service
