@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report import _BADGE, _MARK, _because, citations, dose_lines
+from .report import _BADGE, _MARK, because_line, citations, dose_lines
 
 Line = tuple[str, dict[str, Any]]
 
@@ -24,7 +24,7 @@ def plan_lines(data: dict[str, Any]) -> list[Line]:
     if not plan["items"]:
         out.append(("  nothing to decide yet for this patient state", {}))
     for n, item in enumerate(plan["items"], 1):
-        out += _item(n, item, recs)
+        out += _item(n, item, recs, data.get("decided_for_any_value"))
     bans = [recs[rid] for rid in plan["bans"]]
     if bans:
         out.append(("", {}))
@@ -41,7 +41,7 @@ def plan_lines(data: dict[str, Any]) -> list[Line]:
     return out
 
 
-def _item(n: int, item: dict[str, Any], recs: dict[str, dict[str, Any]]) -> list[Line]:
+def _item(n: int, item: dict[str, Any], recs: dict[str, dict[str, Any]], decided: dict[str, Any] | None = None) -> list[Line]:
     out: list[Line] = [("", {})]
     status = {"firm": "", "conditional": " (unless below)", "undecided": " (depends on the answers below)"}[item["status"]]
     if item["rule_id"] is None:
@@ -54,7 +54,7 @@ def _item(n: int, item: dict[str, Any], recs: dict[str, dict[str, Any]]) -> list
     style = {"fg": colour, "bold": True} if rec["severity"] == "critical" else {"bold": True}
     out.append((f" {n}. {item['title']}{status}: {rec['summary']} {citations(rec['citations'])}", style))
     out.append((f"     {rec['rule_id']} v{rec['rule_version']} ({label.lower()}); because "
-                + "; ".join(map(_because, rec["evidence"][:4])) + (" ..." if len(rec["evidence"]) > 4 else ""), {"dim": True}))
+                + because_line(rec["evidence"], decided), {"dim": True}))
     if "dose" in rec:
         out.extend((f"     {line}", {}) for line in dose_lines(rec["dose"]))
     for u in item["unless"]:

@@ -14,9 +14,75 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
+_COMPARISONS = ("<", "<=", ">", ">=")
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_value_text, value))
+    return "unknown" if value is None else str(value)
+
+
+def because_text(e: dict[str, Any], decided: dict[str, Any] | None = None) -> str:
+    """One piece of evidence as words that say what was decided (issue 18, item 6).
+
+    A test that did not hold reads "not ..."; ``X is unknown`` reads "X not recorded" (never "X = no");
+    a value the state lacks reads "unknown"; a derived fact decided for every value of its missing inputs
+    (``decided``: the result's ``decided_for_any_value``) says so. The value seen follows the test.
+    """
+    test, fact, value, holds = e["test"], e["fact"], e.get("value"), e.get("holds", True)
+    if test.endswith(" is unknown") or test.endswith(" is known"):
+        recorded = test.endswith(" is known") == bool(holds)
+        subject = test.rsplit(" is ", 1)[0]
+        return f"{subject} recorded" + (f" ({_value_text(value)})" if value is not None and not isinstance(value, bool) else "") \
+            if recorded else f"{subject} not recorded"
+    text = test if holds else f"not {test}"
+    name = fact.removeprefix("derived.")
+    if decided and name in decided:
+        return f"{text} (for any value of {', '.join(decided[name])}: not recorded)"
+    if isinstance(value, bool) and (holds or fact.startswith("derived.")):
+        return text  # the test names the value
+    if not test.startswith(fact + " "):  # the evidence is the right-hand fact of a comparison
+        return f"{text} ({fact}: {_value_text(value)})"
+    return f"{text} (value {_value_text(value)})"
+
+
+def _rank(e: dict[str, Any]) -> int:
+    """The deciding comparison first: a measured value against a threshold that held, then other tests that
+    held, then negations, then what was not recorded."""
+    test = e["test"]
+    if test.endswith(" is unknown") or test.endswith(" is known"):
+        return 3
+    if not e.get("holds", True):
+        return 2
+    parts = test.split(" ")
+    return 0 if len(parts) >= 3 and parts[1] in _COMPARISONS else 1
+
+
+def ordered_evidence(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evidence with the deciding comparison first (stable within each rank), duplicates removed."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in sorted(evidence, key=_rank):
+        key = (e["fact"], e["test"])
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+def because_line(evidence: list[dict[str, Any]], decided: dict[str, Any] | None = None, limit: int = 4) -> str:
+    """``because a; b; not c ...``: the first ``limit`` pieces of evidence, deciding comparison first."""
+    ordered = ordered_evidence(evidence)
+    return "; ".join(because_text(e, decided) for e in ordered[:limit]) + (" ..." if len(ordered) > limit else "")
+
+
 def _because(e: dict[str, Any]) -> str:
-    shown = "" if e["fact"].startswith("derived.") or isinstance(e["value"], bool) else f" ({e['value']})"
-    return ("" if e["holds"] else "not ") + e["test"] + shown
+    return because_text(e)
 
 
 def quantity(q: dict[str, Any]) -> str:
@@ -103,8 +169,8 @@ def result_text(result: Result | dict[str, Any], *, color: bool = True, full: bo
         mark = _MARK[rec["kind"]]
         draft = "" if rec["status"] == "approved" else f" [{rec['status'].upper()}]"
         out.append((f" {mark} {rec['summary']} {citations(rec['citations'])}{draft}", {"fg": _BADGE[rec["severity"]][1]} if rec["severity"] == "critical" else {}))
-        out.append((f"     {rec['rule_id']} v{rec['rule_version']}; because " + "; ".join(map(_because, rec["evidence"][:5]))
-                    + (" ..." if len(rec["evidence"]) > 5 else ""), {"dim": True}))
+        out.append((f"     {rec['rule_id']} v{rec['rule_version']}; because "
+                    + because_line(rec["evidence"], data.get("decided_for_any_value"), 5), {"dim": True}))
         if "dose" in rec:
             out.extend((f"     {line}", {}) for line in dose_lines(rec["dose"]))
     shown_ifs = _conditional_block(data, out)

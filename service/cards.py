@@ -10,6 +10,7 @@ MedicationRequest.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any, Iterable
@@ -18,12 +19,14 @@ from pressor.engine.ehr.fhir import Conversion
 from pressor.engine.model import SEVERITY_ORDER, Result
 from pressor.engine.evaluation.units import parse_unit
 
-from pressor.engine.report import decides_text, dose_lines, quantity, shown_if_groups
+from pressor.engine.report import because_text, decides_text, dose_lines, ordered_evidence, quantity, shown_if_groups
 
 #: Namespace of card and suggestion uuids: uuid5(hookInstance | rule | version | pack), so the
 #: same call always yields the same ids and an auditor can recompute them.
 CARD_NAMESPACE = uuid.UUID("7d0b8f0e-3c8a-4b8e-9a53-0f6f3c2e6b1d")
 RULE_SYSTEM = "urn:pressor:rule"
+#: Topic system of the one card of a patient outside this protocol (a scope rule fired).
+OUTSIDE_SYSTEM = "urn:pressor:outside-protocol"
 #: Topic systems of the cards for missing facts: advice on a condition, and the questions to ask.
 CONDITIONAL_SYSTEM = "urn:pressor:rule-conditional"
 QUESTION_SYSTEM = "urn:pressor:ask-next"
@@ -190,14 +193,21 @@ def _order_label(order: dict[str, Any]) -> str:
     return f"{order['medicationCodeableConcept']['text']} {at} {q.get('unit') or q['low']['unit']} (draft)"
 
 
-def _detail(rec: dict[str, Any], pack: dict[str, str]) -> str:
+def why_lines(evidence: list[dict[str, Any]], decided: dict[str, Any] | None = None) -> list[str]:
+    """The "Why this card" list: the deciding comparison first, negations as "not ...", what the state lacks
+    as "not recorded", a fact decided for every value of its missing inputs as such."""
+    return [f"- {because_text(e, decided)}" for e in ordered_evidence(evidence)]
+
+
+def _detail(rec: dict[str, Any], pack: dict[str, str], decided: dict[str, Any] | None = None,
+            citations: list[dict[str, Any]] | None = None) -> str:
     lines = [f"**{rec['title']}**", "", rec["detail"]]
     if rec.get("dose"):
         lines += ["", "**Dose**", ""] + [f"- {line.strip()}" for line in dose_lines(rec["dose"])]
     if rec["evidence"]:
-        lines += ["", "**Why this card**", ""] + [f"- `{e['test']}` (value: {json.dumps(e['value'])})" for e in rec["evidence"]]
+        lines += ["", "**Why this card**", ""] + why_lines(rec["evidence"], decided)
     lines += ["", "**Sources**", ""]
-    for c in rec["citations"]:
+    for c in citations if citations is not None else rec["citations"]:
         extra = ", ".join(str(x) for x in (c.get("publisher"), c.get("year")) if x)
         flag = "" if c["resolved"] else " (cited by the source but not in its reference list: unverified)"
         lines.append(f"- [{c['number']}] {c['title']}" + (f", {extra}" if extra else "") + flag)
@@ -314,6 +324,14 @@ def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: s
                 if instead is not None:
                     replacement.setdefault(rec["rule_id"], instead)
     pack = results[0].pack
+    if results[0].plan is not None:
+        cards = plan_cards(results, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
+                           drug_codings=drug_codings, ui_base_url=ui_base_url, banned=banned, replacement=replacement)
+        if cards and cards[0]["source"].get("topic", {}).get("system") == OUTSIDE_SYSTEM:
+            return cards
+        info = missing_card(conversion, results, pack=pack, hook_instance=hook_instance, base_url=base_url,
+                            why_missing=why_missing)
+        return cards + ([info] if info else [])
     recs = sorted(seen.values(), key=lambda r: (SEVERITY_ORDER[r["severity"]], r["rule_id"]))
     cards = [recommendation_card(r, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
                                  drug_coding=drug_codings.get(r.get("drug") or ""), ui_base_url=ui_base_url,
@@ -411,3 +429,186 @@ def unless_ban_cards(unless: list[tuple[dict[str, Any] | None, str, Result]], fi
                               "the ban below holds for it.\n\n" + card["detail"])
             cards.append(card)
     return cards
+
+
+# --- the plan (issue 18): one card per plan item, one per shown ban, one question card ----------------------
+
+
+def _signature(*parts: Any) -> str:
+    """What makes a card "the same" as one shown before: its action and dose, not the values that fired it."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _repeat(card: dict[str, Any], key: str, *parts: Any) -> dict[str, Any]:
+    """Mark a card for the repeat window (service/repeats.py): ``key`` names the plan item, ban or question."""
+    card["extension"] = {"pressor": {"repeat_key": key, "signature": _signature(*parts)}}
+    if key.startswith("plan:"):
+        card["extension"]["pressor"]["plan_decision"] = key.removeprefix("plan:")
+    return card
+
+
+def _ordered_union(lists: Iterable[Iterable[str]]) -> list[str]:
+    out: list[str] = []
+    for items in lists:
+        out.extend(i for i in items if i not in out)
+    return out
+
+
+def plan_cards(results: list[Result], *, pack: dict[str, str], hook_instance: str, base_url: str, patient_id: str,
+               drug_codings: dict[str, dict[str, str]], ui_base_url: str | None = None,
+               banned: dict[str, list[dict[str, Any]]] | None = None,
+               replacement: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The plan of the call's results as cards, in the order one acts on it: one card per plan item (firm and
+    conditional ones with the answer's dose and pump rate and its supporting items folded in; an undecided one
+    as "If ..."), one per shown ban (with the draft-order suggestions), one question card (at most
+    :data:`~pressor.engine.evaluation.plan.MAX_QUESTIONS` questions). A patient outside the protocol gets one card.
+
+    The results are the states of one call (one per draft order): the first result's answer to a decision wins.
+    """
+    banned, replacement = banned or {}, replacement or {}
+    datas = [r.to_dict() for r in results]
+    recs: dict[str, dict[str, Any]] = {}
+    for data in datas:
+        for rec in data["recommendations"]:
+            recs.setdefault(rec["rule_id"], rec)
+    decided: dict[str, Any] = {}
+    for data in datas:
+        for name, inputs in (data.get("decided_for_any_value") or {}).items():
+            decided.setdefault(name, inputs)
+    for data in datas:
+        outside = data["plan"]["outside_protocol"]
+        if outside:
+            rec = recs[outside]
+            card = recommendation_card(rec, pack=pack, hook_instance=hook_instance, base_url=base_url,
+                                       patient_id=patient_id, drug_coding=None, ui_base_url=ui_base_url)
+            card["source"]["topic"] = {"system": OUTSIDE_SYSTEM, "code": f"{rec['rule_id']}|{rec['rule_version']}",
+                                       "display": rec["title"]}
+            card.pop("suggestions", None), card.pop("selectionBehavior", None)
+            card["detail"] = ("**Outside this protocol**: nothing else in this pack applies to this patient.\n\n"
+                              + card["detail"])
+            return [_repeat(card, f"outside:{rec['rule_id']}", rec["rule_id"], rec["rule_version"])]
+    versions = {c["rule_id"]: c["rule_version"] for data in datas for c in data.get("conditional", [])}
+    items: dict[str, dict[str, Any]] = {}
+    for data in datas:
+        for item in data["plan"]["items"]:
+            items.setdefault(item["decision"], item)
+    cards = [_plan_item_card(item, recs, pack=pack, hook_instance=hook_instance, base_url=base_url,
+                             patient_id=patient_id, drug_codings=drug_codings, ui_base_url=ui_base_url, decided=decided,
+                             versions=versions)
+             for item in items.values()]
+    bans = _ordered_union(d["plan"]["bans"] for d in datas)
+    # A ban on a draft order first: it is about what the clinician is doing now.
+    bans.sort(key=lambda rid: (not banned.get(rid), SEVERITY_ORDER[recs[rid]["severity"]]))
+    ban_cards = []
+    for rid in bans:
+        rec = recs[rid]
+        card = recommendation_card(rec, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
+                                   drug_coding=drug_codings.get(rec.get("drug") or ""), ui_base_url=ui_base_url,
+                                   drafts=banned.get(rid, []), replacement=replacement.get(rid))
+        card["detail"] = _detail(rec, pack, decided)
+        ban_cards.append(_repeat(card, f"ban:{rid}", rid, rec["rule_version"],
+                                 sorted(map(str, map(_reference, banned.get(rid, []))))))
+    on_order = [c for c, rid in zip(ban_cards, bans) if banned.get(rid)]
+    cards = on_order + cards + ban_cards[len(on_order):]
+    asks = {a["fact"]: a for data in datas for a in data.get("ask_next", [])}
+    questions = _ordered_union(d["plan"]["questions"] for d in datas)[:PLAN_QUESTIONS]
+    if questions:
+        cards.append(_plan_questions_card([asks[f] for f in questions], pack=pack, hook_instance=hook_instance,
+                                          base_url=base_url))
+    return cards
+
+
+#: At most this many questions on the one question card (the engine's plan asks at most as many per state).
+PLAN_QUESTIONS = 3
+
+
+def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pack: dict[str, str], hook_instance: str,
+                    base_url: str, patient_id: str, drug_codings: dict[str, dict[str, str]], ui_base_url: str | None,
+                    decided: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+    label = f"pressor: {pack['name']} {pack['version']}"
+    if item["rule_id"] is None:  # undecided: what each candidate waits on, nothing to order
+        lines = [f"**{item['title']}: depends on what is not yet known** (ask first)", ""]
+        lines += [f"- If {u['if']}: {u['summary']}" for u in item["unless"]]
+        first = item["unless"][0]
+        card = {"uuid": _uuid(hook_instance, "plan", item["decision"], pack["sha256"]),
+                "summary": _short(f"{item['title']}: if {first['if']}: {first['summary']}"),
+                "indicator": "info", "detail": "\n".join(lines),
+                "source": {"label": f"{label} (conditional)", "url": f"{base_url}/rules/{first['rule_id']}",
+                           "topic": {"system": CONDITIONAL_SYSTEM, "code": f"{first['rule_id']}|{versions.get(first['rule_id'], '')}".rstrip("|"),
+                                     "display": item["title"]}}}
+        return _repeat(card, f"plan:{item['decision']}", "undecided", [u["rule_id"] for u in item["unless"]])
+    rec = recs[item["rule_id"]]
+    supporting = [recs[rid] for rid in item["supporting"] if rid in recs]
+    card_id = card_uuid(hook_instance, rec["rule_id"], rec["rule_version"], pack["sha256"])
+    head = f"**{item['title']}: {rec['title']}**" + (" (unless below)" if item["status"] == "conditional" else "")
+    lines = [head, "", rec["detail"]]
+    dosed = [r for r in [rec, *supporting] if r.get("dose")]
+    if dosed:
+        lines += ["", "**Dose and pump rate**", ""]
+        for r in dosed:
+            lines += [f"- {line.strip()}" for line in dose_lines(r["dose"])]
+    if item["unless"]:
+        lines += ["", "**Unless** (not yet known; ask first)", ""]
+        lines += [f"- if {u['if']}: {u['summary']}" for u in item["unless"]]
+    others = [r for r in supporting if not r.get("dose")]
+    if others:
+        lines += ["", "**With it** (bag, line, monitoring)", ""] + [f"- {r['summary']}" for r in others]
+    if rec["evidence"]:
+        lines += ["", "**Why this card**", ""] + why_lines(rec["evidence"], decided)
+    if item["set_aside"]:
+        lines += ["", "**Set aside**", ""] + [f"- {s['rule_id']}: {s['because']}" for s in item["set_aside"]]
+    cites: dict[Any, dict[str, Any]] = {}
+    for r in [rec, *supporting]:
+        for c in r["citations"]:
+            cites.setdefault(c["number"], c)
+    lines += ["", "**Sources**", ""]
+    for c in sorted(cites.values(), key=lambda c: c["number"]):
+        extra = ", ".join(str(x) for x in (c.get("publisher"), c.get("year")) if x)
+        flag = "" if c["resolved"] else " (cited by the source but not in its reference list: unverified)"
+        lines.append(f"- [{c['number']}] {c['title']}" + (f", {extra}" if extra else "") + flag)
+    status = "" if rec["status"] == "approved" else f", status **{rec['status'].upper()}**"
+    lines += ["", f"_Plan item {item['decision']}: rule {rec['rule_id']} v{rec['rule_version']}{status}; pack "
+                  f"{pack['name']} {pack['version']} (sha256 {pack['sha256'][:12]})._"]
+    if pack.get("profile"):
+        from pressor.engine.report import profile_lines
+
+        lines += [f"_{line}_" for line in profile_lines(pack["profile"])]
+    summary = f"{item['title']}: {rec['summary']}"
+    if item["status"] == "conditional":
+        summary = f"{summary} (unless {item['unless'][0]['if']})"
+    card: dict[str, Any] = {
+        "uuid": card_id, "summary": _short(summary), "indicator": rec["severity"], "detail": "\n".join(lines),
+        "source": {"label": label, "url": f"{base_url}/rules/{rec['rule_id']}",
+                   "topic": {"system": RULE_SYSTEM, "code": f"{rec['rule_id']}|{rec['rule_version']}", "display": rec["title"]}},
+        "links": _links(rec, base_url, ui_base_url),
+    }
+    order = None
+    if item["status"] == "firm":  # nothing is ordered on a condition nobody has checked
+        for r in dosed:
+            order = medication_request(r, patient_id, drug_codings.get(r["dose"].get("drug") or r.get("drug") or ""))
+            if order is not None:
+                break
+    if order is not None:
+        card["suggestions"] = [{
+            "label": _short(f"Order {_order_label(order)}", 120), "uuid": _uuid(card_id, "order"), "isRecommended": True,
+            "actions": [{"type": "create", "description": f"Create a draft order: {order['dosageInstruction'][0]['text']}",
+                         "resource": order}]}]
+        card["selectionBehavior"] = "at-most-one"
+    doses = [dose_lines(r["dose"]) for r in dosed]
+    return _repeat(card, f"plan:{item['decision']}", rec["rule_id"], rec["rule_version"], item["status"], doses,
+                   [u["rule_id"] for u in item["unless"]])
+
+
+def _plan_questions_card(asks: list[dict[str, Any]], *, pack: dict[str, str], hook_instance: str,
+                         base_url: str) -> dict[str, Any]:
+    lines = ["Each answer changes the plan above (best first).", ""]
+    lines += [f"{i}. **{a['question']}** Decides: {decides_text(a, limit=4)}" for i, a in enumerate(asks, 1)]
+    card = {
+        "uuid": _uuid(hook_instance, "ask-next", pack["sha256"]),
+        "summary": _short(f"Ask: {asks[0]['question']}" + (f" (+{len(asks) - 1} more)" if len(asks) > 1 else "")),
+        "indicator": "info",
+        "detail": "\n".join(lines),
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules",
+                   "topic": {"system": QUESTION_SYSTEM, "code": asks[0]["fact"], "display": asks[0]["question"]}},
+    }
+    return _repeat(card, "questions", [a["fact"] for a in asks])

@@ -199,6 +199,24 @@ def cards_by_rule(response: httpx.Response) -> dict[str, dict]:
     return {c["source"]["topic"]["code"].split("|")[0]: c for c in response.json()["cards"] if firm(c)}
 
 
+def plan_card(response: httpx.Response, decision: str) -> dict:
+    """The card of one plan item (issue 18): its decision is in the card's pressor extension."""
+    (card,) = [c for c in response.json()["cards"]
+               if c.get("extension", {}).get("pressor", {}).get("plan_decision") == decision]
+    return card
+
+
+def assert_one_plan(response: httpx.Response) -> None:
+    """The plan contract of the cards: one card per plan item, at most one question card, one MAP target."""
+    cards = response.json()["cards"]
+    decisions = [c["extension"]["pressor"]["plan_decision"] for c in cards
+                 if "plan_decision" in c.get("extension", {}).get("pressor", {})]
+    assert len(decisions) == len(set(decisions))
+    assert sum(c["source"].get("topic", {}).get("system") == "urn:pressor:ask-next" for c in cards) <= 1
+    targets = [c for c in cards if c["source"].get("topic", {}).get("code", "").startswith("target.map-")]
+    assert len(targets) <= 1
+
+
 def firm(card: dict) -> bool:
     """A card for a rule that fired (not conditional advice, not the questions card)."""
     return card["source"].get("topic", {}).get("system") == RULE_SYSTEM
@@ -230,13 +248,16 @@ def test_patient_view_septic_adult(server, signing_key, card_schema):
     assert start["indicator"] == "critical" and r.json()["cards"][0] is not None
     assert start["source"]["url"] == f"{server.base}/rules/norepinephrine.start-emergency"
     assert start["source"]["topic"]["code"] == f"norepinephrine.start-emergency|{load_pack().rule('norepinephrine.start-emergency').version}"
-    dose = cards["norepinephrine.dose-adult"]
+    dose = plan_card(r, "plan-norepinephrine")  # the start, with its dose, pump rate, bag, line and monitoring folded in
+    assert dose == start and "Adult bag" in dose["detail"] and "arterial catheter" in dose["detail"]
     order = dose["suggestions"][0]["actions"][0]["resource"]
     rate = order["dosageInstruction"][0]["doseAndRate"][0]["rateRange"]
     assert (rate["low"]["value"], rate["high"]["value"], rate["low"]["code"]) == (1.44, 3.6, "ug/min")  # 0.02-0.05 x 72 kg
     assert order["medicationCodeableConcept"]["coding"][0]["code"] == "7512"
     assert dose["suggestions"][0]["label"] == "Order norepinephrine 1.44-3.6 mcg/min (draft)"
     assert "72 kg" in dose["detail"] and "mL/h" in dose["detail"]
+    assert "norepinephrine.dose-adult" not in cards  # a supporting item is no card of its own
+    assert_one_plan(r)
     assert all(len(c["summary"]) < 140 for c in r.json()["cards"])
     notes = r.json()["extension"]["pressor"]["notes"]
     assert any("Observation/map-night" in n for n in notes)
@@ -252,8 +273,7 @@ def test_patient_view_every_example(server, signing_key, card_schema, name):
 
 
 def test_missing_weight_gives_no_weight_based_order(server, signing_key):
-    cards = cards_by_rule(call(server, signing_key, PATIENT_VIEW, hook_request("missing-weight")))
-    dose = cards["norepinephrine.dose-adult"]
+    dose = plan_card(call(server, signing_key, PATIENT_VIEW, hook_request("missing-weight")), "plan-norepinephrine")
     assert "suggestions" not in dose and "patient.weight_kg" in dose["detail"]
 
 
@@ -322,9 +342,10 @@ def test_a_hook_call_is_recorded_in_the_audit_log(server, signing_key, result_va
     for rec in records:
         result_validator.validate(rec.result)
     fired = {f for rec in records for f in rec.fired()}
-    assert fired == {c["source"]["topic"]["code"].replace("|", "@") for c in r.json()["cards"] if firm(c)}
+    shown = {c["source"]["topic"]["code"].replace("|", "@") for c in r.json()["cards"] if firm(c)}
+    assert shown and shown <= fired  # the plan's answers and bans: supporting items are folded into their cards
     # an auditor recomputes every card's uuid from the record
-    assert {card_uuid(records[0].hook_instance, *f.split("@"), records[0].pack_sha256) for f in fired} == {
+    assert {card_uuid(records[0].hook_instance, *f.split("@"), records[0].pack_sha256) for f in shown} == {
         c["uuid"] for c in r.json()["cards"] if firm(c)}
 
 
@@ -520,6 +541,9 @@ def test_missing_facts_give_a_questions_card_and_if_cards_without_orders(server,
     card_schema.validate(r.json())
     cards = r.json()["cards"]
     asks = [c for c in cards if c["source"].get("topic", {}).get("system") == "urn:pressor:ask-next"]
-    assert len(asks) == 1 and asks[0]["summary"].startswith("Ask first: ") and asks[0]["indicator"] == "info"
+    assert len(asks) <= 1 and all(a["summary"].startswith("Ask: ") and a["indicator"] == "info" for a in asks)
     ifs = [c for c in cards if c["source"].get("topic", {}).get("system") == "urn:pressor:rule-conditional"]
-    assert ifs and all(c["summary"].startswith("If ") and "suggestions" not in c for c in ifs)
+    assert all("suggestions" not in c for c in ifs)  # nothing is ordered on a condition nobody has checked
+    conditional = [c for c in cards if "(unless " in c["summary"]]
+    assert all("suggestions" not in c for c in conditional)
+    assert_one_plan(r)
