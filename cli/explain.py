@@ -43,10 +43,12 @@ def leaf_lines(leaf: LeafTrace) -> list[str]:
         test += f" (= {show_value(leaf.threshold)})"
     if leaf.negated:
         test = f"not ({test})"
-    text = f"{_TRUTH[leaf.truth]} {test}: actual {show_value(leaf.actual)}"
+    text = f"{_TRUTH[leaf.truth]} {test}: " + (f"actual {show_value(leaf.actual)}" if leaf.known else "not recorded")
+    if leaf.for_any_value_of:
+        text += f" (decided for any value of {', '.join(leaf.for_any_value_of)}: not recorded)"
     if leaf.missing and leaf.missing != (leaf.fact,):
         text += f" (missing {', '.join(leaf.missing)})"
-    return [text] + [f"            <- {e.test}: {e.fact} = {show_value(e.value)}" for e in leaf.inputs]
+    return [text] + [f"            <- because {b}" for b in leaf.because]
 
 
 def rule_lines(rule: RuleExplanation) -> list[str]:

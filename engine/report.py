@@ -41,9 +41,9 @@ def because_text(e: dict[str, Any], decided: dict[str, Any] | None = None) -> st
         return f"{subject} recorded" + (f" ({_value_text(value)})" if value is not None and not isinstance(value, bool) else "") \
             if recorded else f"{subject} not recorded"
     text = test if holds else f"not {test}"
-    name = fact.removeprefix("derived.")
-    if decided and name in decided:
-        return f"{text} (for any value of {', '.join(decided[name])}: not recorded)"
+    inputs = (decided or {}).get(fact) or (decided or {}).get(fact.removeprefix("derived."))
+    if inputs:
+        return f"{text} (for any value of {', '.join(inputs)}: not recorded)"
     if isinstance(value, bool) and (holds or fact.startswith("derived.")):
         return text  # the test names the value
     if not test.startswith(fact + " "):  # the evidence is the right-hand fact of a comparison

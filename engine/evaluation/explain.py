@@ -9,7 +9,7 @@ engine did not do would be worse than none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -19,6 +19,7 @@ from .load import Document
 from .logic import Derivation, derive, truth, verdict
 from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, condition_data, leaves
 from .pack import find_rule
+from ..report import because_text, ordered_evidence
 
 #: Outcomes in the order explanations are grouped.
 OUTCOMES = ("fired", "superseded", "not_fired", "not_evaluable", "inactive")
@@ -40,6 +41,10 @@ class LeafTrace:
     negated: bool
     inputs: tuple[Evidence, ...]
     missing: tuple[str, ...]
+    #: The inputs in words, the deciding comparison first: "not ...", "... not recorded", "for any value of ...".
+    because: tuple[str, ...] = ()
+    #: The comparison's fact decided for every value of these missing inputs (completion.py), if it was.
+    for_any_value_of: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (see ``schemas/explanation.schema.json``)."""
@@ -47,8 +52,10 @@ class LeafTrace:
             "pointer": self.pointer, "condition": self.condition, "fact": self.fact, "op": self.op,
             "threshold": list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold,
             "actual": self.actual, "known": self.known, "truth": self.truth,
-            "inputs": [e.to_dict() for e in self.inputs],
+            "inputs": [e.to_dict() for e in self.inputs], "because": list(self.because),
         }
+        if self.for_any_value_of:
+            out["for_any_value_of"] = list(self.for_any_value_of)
         if self.threshold_fact is not None:
             out["threshold_fact"] = self.threshold_fact
         if self.negated:
@@ -145,8 +152,8 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
     when_missing.update({n.rule_id: {"outcome": "not_applicable", "because": n.because} for n in result.not_applicable})
     facts = flatten_state(state)
     derivation = derive(pack.derived, facts)
-    completion_of(pack).decide(facts, derivation.missing_of)  # as evaluate() decides (result.decided_for_any_value)
-    tracer = _Tracer(facts, derivation, _thresholds(pack))
+    decided = completion_of(pack).decide(facts, derivation.missing_of)  # as evaluate() decides (decided_for_any_value)
+    tracer = _Tracer(facts, derivation, _thresholds(pack), decided)
     active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
     superseded_by = pack.superseded_by()
     explained = []
@@ -245,11 +252,13 @@ class _Tracer:
     facts: Mapping[str, Any]
     derivation: Derivation
     thresholds: Mapping[str, str]
+    decided: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def trace(self, leaf: Compare, negated: bool) -> LeafTrace:
         """The comparison with its value, threshold, truth and inputs."""
         facts = self.facts
         v = verdict(leaf, facts, self.derivation.missing_of)
+        inputs = self.inputs(leaf)
         if leaf.value_fact is not None:
             threshold = facts.get(leaf.value_fact)
         elif leaf.op in ("known", "unknown"):
@@ -259,7 +268,9 @@ class _Tracer:
         return LeafTrace(
             pointer=leaf.pointer, condition=leaf.describe(), fact=leaf.fact, op=leaf.op, threshold=threshold,
             threshold_fact=leaf.value_fact, actual=facts.get(leaf.fact), known=leaf.fact in facts, truth=v.truth,
-            negated=negated, inputs=self.inputs(leaf), missing=tuple(sorted(v.missing)),
+            negated=negated, inputs=inputs, missing=tuple(sorted(v.missing)),
+            because=tuple(because_text(e, self.decided) for e in ordered_evidence([e.to_dict() for e in inputs])),
+            for_any_value_of=tuple(self.decided.get(leaf.fact, self.decided.get(leaf.fact.removeprefix("derived."), ()))),
         )
 
     def inputs(self, leaf: Compare) -> tuple[Evidence, ...]:

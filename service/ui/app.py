@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pressor.engine.audit.records import PATIENT_KEY_ENV, patient_forms
 from pressor.engine.errors import AuditError, PressorError
-from pressor.engine.report import citations, dose_lines, quantity, rule_detail
+from pressor.engine.report import because_text, citations, dose_lines, ordered_evidence, quantity, rule_detail
 
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SIGN_IN_COOKIE, AuthFailure, Session
 from .oidc import ProviderUnavailable
@@ -56,6 +56,10 @@ templates.env.globals.update(dose_lines=dose_lines, cite_text=citations, quantit
 templates.env.globals["may_open"] = lambda session, path: session is not None and allowed(path, session.roles)
 templates.env.globals["dose_extra_lines"] = lambda dose: [
     line.strip() for line in dose_lines(dose)[1:] if not line.startswith(("  for ", "  pump", "    "))]
+templates.env.globals["because_text"] = because_text
+templates.env.globals["ordered_evidence"] = ordered_evidence
+templates.env.filters["groupby_rule"] = lambda recs: {r["rule_id"]: r for r in recs or ()}
+templates.env.filters["groupby_fact"] = lambda asks: {a["fact"]: a for a in asks or ()}
 templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=False)
 templates.env.filters["show"] = lambda v: ("unknown" if v is None else "yes" if v is True else "no" if v is False
                                            else ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
