@@ -48,6 +48,7 @@ from pressor.engine.report import rule_detail
 
 from . import logs
 from .auth import AuthError, Verifier, client_of
+from .repeats import RepeatSettings, RepeatWindow, Suppressed, open_shown_store, show_repeats_requested
 from .cards import CONDITIONAL_SYSTEM, cards_for, deceased_card, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .fhir_fetch import FhirFetcher
@@ -155,6 +156,7 @@ class Runtime:
     audit: AuditSink
     validators: dict[str, Any]
     drug_codings: dict[str, dict[str, str]]
+    repeats: RepeatWindow | None = None
 
 
 def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
@@ -172,7 +174,10 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         codings[med.drug] = {"system": c.system, "code": c.code, "display": c.display}
     audit = AuditSink(resolve_path(config.audit_db), config.audit_input)
     verifier = Verifier(config, open_replay_cache(config.replay_cache))
-    return Runtime(settings, config, pack, mapping, prefetch_templates(mapping), verifier, audit, validators, codings)
+    window = RepeatSettings(**vars(config.repeat_window))
+    repeats = RepeatWindow(window, open_shown_store(config.replay_cache, window)) if window.enabled else None
+    return Runtime(settings, config, pack, mapping, prefetch_templates(mapping), verifier, audit, validators, codings,
+                   repeats)
 
 
 def _error(status: int, kind: str, message: str, problems: list[dict[str, Any]] | None = None,
@@ -203,6 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.rt.audit.close()
+            if app.state.rt.repeats is not None:
+                app.state.rt.repeats.close()
             await app.state.fetcher.close()
 
     app = FastAPI(title="pressor CDS Hooks service", version="2.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -476,6 +483,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cards = [c for c in cards if not (c["source"].get("topic", {}).get("system") == CONDITIONAL_SYSTEM
                                               and c["source"]["topic"]["code"].split("|")[0] in banned)]
             cards[:0] = extra
+        patient_id = body["context"]["patientId"]
+        cards, suppressed = await run_in_threadpool(_without_repeats, rt.repeats, body, patient_id, cards, now)
         pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
         try:
             ids = await run_in_threadpool(rt.audit.record, rt.pack, pairs, now=now, user=clinician(body, client),
@@ -490,12 +499,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The clinician keeps the advice, and is told that there is no record of it.
             cards.append(not_recorded_card(hook_instance, results[0].pack, base, exc.problems[0].message))
             audited = {"recorded": False, "reason": str(exc)}
+        if rt.repeats is not None:
+            await run_in_threadpool(_remember, rt.repeats, patient_id, cards, now)
         request.state.cards, request.state.audit_recorded = cards, audited["recorded"]
         request.state.not_fetched = bool(why_missing)
         extension = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
         if why_missing:
             extension["not_fetched"] = why_missing
+        if suppressed:
+            extension["suppressed"] = [x.to_dict(now.timestamp()) for x in suppressed]
+            log.info("hookInstance %s: %d card(s) not shown again: %s", hook_instance, len(suppressed),
+                     "; ".join(f"{x.key} ({x.reason(now.timestamp())})" for x in suppressed))
         return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
 
     @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards (CDS Hooks 2.0): recorded in the audit log",
@@ -518,6 +533,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
+
+
+def _without_repeats(repeats: RepeatWindow | None, body: dict[str, Any], patient_id: str, cards: list[dict[str, Any]],
+                     now: datetime) -> tuple[list[dict[str, Any]], list[Suppressed]]:
+    """The cards to show and those not shown again (unchanged within the repeat window); every card when the window
+    is off, the request asks for repeats, or the store fails (a card shown twice is safer than one lost)."""
+    if repeats is None or show_repeats_requested(body):
+        return cards, []
+    try:
+        return repeats.split(patient_id, cards, now.timestamp())
+    except Exception as exc:  # noqa: BLE001 - any store driver's error: logged, and every card shown
+        log.error("the repeat window could not be read; every card is shown: %r", exc)
+        return cards, []
+
+
+def _remember(repeats: RepeatWindow, patient_id: str, cards: list[dict[str, Any]], now: datetime) -> None:
+    try:
+        repeats.remember(patient_id, cards, now.timestamp())
+    except Exception as exc:  # noqa: BLE001 - any store driver's error: logged; the cards were shown
+        log.error("the repeat window could not be written; these cards may be shown again: %r", exc)
 
 
 def rule_page(detail: dict[str, Any]) -> str:

@@ -83,6 +83,16 @@ class MetricsSettings:
     bearer_token_env: str | None = None
 
 
+@dataclass(frozen=True)
+class RepeatWindowSettings:
+    """``repeat_window``: an unchanged plan card is not shown again to the same patient within it (service/repeats.py)."""
+
+    enabled: bool = True
+    critical_s: float = 3600.0
+    others_s: float = 14400.0
+    max_entries: int = 100_000
+
+
 @dataclass
 class Config:
     """The server configuration file, checked."""
@@ -114,6 +124,7 @@ class Config:
     openapi: bool = True
     ui_base_url: str | None = None
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    repeat_window: RepeatWindowSettings = field(default_factory=RepeatWindowSettings)
 
 
 def load_config(path: str | None) -> Config:
@@ -169,6 +180,7 @@ def load_config(path: str | None) -> Config:
         cors_origins=tuple(data.get("cors_origins", ())), log_file=beside(data.get("log_file")),
         openapi=data.get("openapi", True), ui_base_url=ui.rstrip("/") if ui else None,
         metrics=MetricsSettings(**data.get("metrics", {})),
+        repeat_window=RepeatWindowSettings(**data.get("repeat_window", {})),
     )
 
 

@@ -188,8 +188,12 @@ def hook_request(name: str, hook: str = "patient-view", drop: tuple[str, ...] = 
             "prefetch": {k: v for k, v in prefetch.items() if k not in drop}}
 
 
-def call(server, key, service: str, body, **override) -> httpx.Response:
+def call(server, key, service: str, body, *, show_repeats: bool = True, **override) -> httpx.Response:
+    """POST a hook call. ``show_repeats`` (the default in these tests, which call for the same patients again and
+    again) sends the request extension that turns the repeat window off for this call."""
     path = f"/cds-services/{service}"
+    if show_repeats and isinstance(body, dict):
+        body = {**body, "extension": {**body.get("extension", {}), "pressor": {"show_repeats": True}}}
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return server.client.post(path, content=content, headers={**auth(server, key, path, **override),
                                                                "Content-Type": "application/json"})

@@ -299,7 +299,7 @@ class PostgresAuditLog(AuditLog):
 #: append-only triggers stay whatever the service is made to run.
 SERVICE_GRANTS = {"meta": "SELECT, INSERT", "packs": "SELECT, INSERT", "records": "SELECT, INSERT",
                   "record_rules": "SELECT, INSERT", "feedback": "SELECT, INSERT", "profiles": "SELECT, INSERT",
-                  "token_ids": "SELECT, INSERT, UPDATE, DELETE"}
+                  "token_ids": "SELECT, INSERT, UPDATE, DELETE", "shown_cards": "SELECT, INSERT, UPDATE, DELETE"}
 
 
 def grant_service_role(url: str, role: str) -> list[str]:
