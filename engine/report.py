@@ -46,6 +46,8 @@ def because_text(e: dict[str, Any], decided: dict[str, Any] | None = None) -> st
         return f"{text} (for any value of {', '.join(inputs)}: not recorded)"
     if isinstance(value, bool) and (holds or fact.startswith("derived.")):
         return text  # the test names the value
+    if "threshold_value" in e:
+        return f"{text} ({_value_text(value)} vs {_value_text(e['threshold_value'])})"
     if not test.startswith(fact + " "):  # the evidence is the right-hand fact of a comparison
         return f"{text} ({fact}: {_value_text(value)})"
     return f"{text} (value {_value_text(value)})"
@@ -65,13 +67,15 @@ def _rank(e: dict[str, Any]) -> int:
 
 def ordered_evidence(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evidence with the deciding comparison first (stable within each rank), duplicates removed."""
-    seen: set[tuple[str, str]] = set()
-    out = []
+    out: list[dict[str, Any]] = []
+    by_test: dict[str, dict[str, Any]] = {}
     for e in sorted(evidence, key=_rank):
-        key = (e["fact"], e["test"])
-        if key not in seen:
-            seen.add(key)
+        same = by_test.get(e["test"])
+        if same is None:
+            by_test[e["test"]] = e = dict(e)
             out.append(e)
+        elif e["fact"] != same["fact"] and not e["test"].startswith(e["fact"] + " "):
+            same["threshold_value"] = e["value"]  # a fact compared with a fact: one line, both values
     return out
 
 

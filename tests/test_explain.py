@@ -257,12 +257,12 @@ def test_cli_human_output_for_one_rule_is_exact(tmp_path):
         "  norepinephrine.titrate v2.0.0: Titrate norepinephrine up toward the MAP target\n"
         "    [true]    infusions.norepinephrine_mcg_kg_min > 0: actual 0.05\n"
         "    [true]    derived.below_map_target == true: actual true\n"
-        "                <- derived.pediatric == false: derived.pediatric = false\n"
-        "                <- patient.age_years < 18: patient.age_years = 60\n"
-        "                <- derived.map_mmhg < derived.map_target_mmhg: derived.map_mmhg = 68\n"
-        "                <- derived.map_mmhg is the measured MAP: vitals.map_mmhg = 68\n"
-        "                <- derived.map_mmhg < derived.map_target_mmhg: derived.map_target_mmhg = 70\n"
-        "                <- patient.chronic_hypertension == true: patient.chronic_hypertension = true\n"
+        # the deciding comparison first, with both its values; a test that did not hold says "not" (issue 18)
+        "                <- because derived.map_mmhg < derived.map_target_mmhg (68 vs 70)\n"
+        "                <- because derived.pediatric == false\n"
+        "                <- because derived.map_mmhg is the measured MAP (vitals.map_mmhg: 68)\n"
+        "                <- because patient.chronic_hypertension == true\n"
+        "                <- because not patient.age_years < 18 (value 60)\n"
     )
 
 
@@ -275,7 +275,7 @@ def test_cli_groups_rules_by_outcome():
     assert "  titration.every-4h-0.5mg-h v1.1.0 [draft]: " in res.stderr
     assert ("  avoid.low-dose-dopamine-renal v1.0.0: No low-dose dopamine for renal protection\n"
             "    missing: order.drug, order.purpose\n"
-            "    [unknown] order.drug == dopamine: actual unknown\n") in res.stderr
+            "    [unknown] order.drug == dopamine: not recorded\n") in res.stderr
     start = load_pack().rule("norepinephrine.start-emergency")
     assert f"  {start.id} v{start.version}: {start.title}\n" in res.stderr
 
@@ -306,3 +306,33 @@ def test_cli_help_has_an_example():
     res = run("explain", "-h")
     assert res.exit_code == 0
     assert "Example:" in res.stdout and "--include-draft" in res.stdout and "--rule ID" in res.stdout
+
+
+def test_because_text_says_not_and_not_recorded_never_a_bare_value():
+    """Issue 18, item 6: "because age < 18: 68" and "active bleeding = no" when nothing was recorded."""
+    from pressor.engine.report import because_line, because_text
+
+    age = {"fact": "patient.age_years", "test": "patient.age_years < 18", "value": 68, "holds": False}
+    assert because_text(age) == "not patient.age_years < 18 (value 68)"
+    bleeding = {"fact": "findings.active_bleeding", "test": "findings.active_bleeding is unknown", "value": False, "holds": True}
+    assert because_text(bleeding) == "findings.active_bleeding not recorded"
+    assert "= no" not in because_text(bleeding) and "no" not in because_text(bleeding).split()
+    below = {"fact": "derived.below_map_target", "test": "derived.below_map_target == true", "value": True, "holds": True}
+    assert because_text(below, {"below_map_target": ["patient.chronic_hypertension"]}) == (
+        "derived.below_map_target == true (for any value of patient.chronic_hypertension: not recorded)")
+    sbp = {"fact": "vitals.sbp_mmhg", "test": "vitals.sbp_mmhg < 70", "value": 68, "holds": True}
+    assert because_line([age, bleeding, sbp]).startswith("vitals.sbp_mmhg < 70 (value 68); not patient.age_years < 18")
+
+
+def test_explain_json_carries_because_and_for_any_value_of(explanation_validator):
+    """A MAP of 55 is below every target whatever the hypertension history: decided, and said so."""
+    state = {"patient": {"age_years": 60, "weight_kg": 70}, "vitals": {"map_mmhg": 55},
+             "shock": {"type": "septic"}, "infusions": {"norepinephrine_mcg_kg_min": 0.05}}
+    res = run("explain", "-", "--json", "--rule", "norepinephrine.titrate", "--now", NOW_TEXT, stdin=json.dumps(state))
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    explanation_validator.validate(data)
+    leaves = [c for r in data["rules"] for c in r["conditions"]]
+    below = next(c for c in leaves if c["fact"] == "derived.below_map_target")
+    assert below["for_any_value_of"] == ["patient.chronic_hypertension"] and below["truth"] is True
+    assert all("= no" not in b for c in leaves for b in c["because"])

@@ -110,3 +110,49 @@ def test_every_recommendation_card_links_to_its_rule_and_the_web_app(server, sig
         assert urls == [f"{server.base}/rules/{rule}", f"{UI}/rules/{rule}"]
         assert {link["type"] for link in card["links"]} == {"absolute"}
     assert server.client.get(card["links"][0]["url"]).status_code == 200
+
+
+def test_why_this_card_says_not_and_not_recorded():
+    """Issue 18, item 6: the cards said "because age < 18: 68" and "active bleeding = no" when nothing was recorded."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    import yaml
+
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.engine.evaluation.pack import load_pack
+    from pressor.service.cards import plan_cards
+
+    state = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "septic-shock-adult.yaml").read_text())
+    result = evaluate(load_pack(), state, now=datetime(2026, 11, 24, 12, tzinfo=timezone.utc))
+    cards = plan_cards([result], pack=result.pack, hook_instance="h", base_url="http://x", patient_id="p", drug_codings={})
+    why = [line for c in cards for line in c.get("detail", "").split("**Why this card**")[1:][0:1]
+           for line in line.split("**")[0].splitlines() if line.startswith("- ")]
+    assert why
+    assert "- not patient.age_years < 18 (value 68)" in why and "- patient.age_years < 18 (value: 68)" not in why
+    assert all(" is unknown" not in line and "(value: false)" not in line for line in why)
+    assert any(line.endswith("findings.active_bleeding not recorded") for line in why)
+    # the deciding comparison first: the norepinephrine card opens with the blood pressure that decided it
+    start = next(c for c in cards if c["extension"]["pressor"].get("plan_decision") == "plan-norepinephrine")
+    first = start["detail"].split("**Why this card**\n\n")[1].splitlines()[0]
+    assert first.startswith("- vitals.sbp_mmhg < 70"), first
+
+
+def test_cards_follow_the_plan_one_per_item_and_one_question_card():
+    from datetime import datetime, timezone
+
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.engine.evaluation.pack import load_pack
+    from pressor.service.cards import QUESTION_SYSTEM, plan_cards
+
+    state = {"patient": {"age_years": 60, "weight_kg": 70}, "vitals": {"map_mmhg": 55, "sbp_mmhg": 80, "dbp_mmhg": 42},
+             "shock": {"type": "septic"}, "fluids": {"crystalloid_ml_kg": 10}}
+    result = evaluate(load_pack(), state, now=datetime(2026, 11, 24, 12, tzinfo=timezone.utc))
+    cards = plan_cards([result], pack=result.pack, hook_instance="h", base_url="http://x", patient_id="p", drug_codings={})
+    plan = result.plan.to_dict()
+    decisions = [c["extension"]["pressor"].get("plan_decision") for c in cards]
+    assert [d for d in decisions if d] == [i["decision"] for i in plan["items"]]  # one card per plan item, in order
+    assert sum(c["source"].get("topic", {}).get("system") == QUESTION_SYSTEM for c in cards) == (1 if plan["questions"] else 0)
+    assert len(cards) == len(plan["items"]) + len(plan["bans"]) + (1 if plan["questions"] else 0)
+    targets = [c for c in cards if c["source"].get("topic", {}).get("code", "").startswith("target.map-")]
+    assert len(targets) <= 1
