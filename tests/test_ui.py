@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -896,3 +897,25 @@ def test_a_token_endpoint_that_is_down_is_a_502(tmp_path, monkeypatch, idp_key, 
         response = sign_in(client)
         assert response.status_code == 502 and "could not be reached" in response.text and f":{closed}/token" in response.text
         assert client.get("/ui/").status_code == 401
+
+
+def test_the_advice_opens_with_the_plan_then_bans_then_questions_then_everything(pack, now):
+    """Issue 18: the plan in the CLI's order and content (one answer per decision, with its dose and what goes with
+    it), then the bans, then the questions, then a "show everything" toggle; 'because' says not / not recorded."""
+    from pressor.engine.evaluation.evaluate import evaluate
+
+    state = yaml.safe_load((EXAMPLES / "septic-shock-adult.yaml").read_text())
+    result = evaluate(pack, state, now=now).to_dict()
+    html = templates.env.get_template("advice.html").render(advice={"result": result, "form_errors": {}}, PREFIX="/ui")
+    plan = result["plan"]
+    at = [html.index(f'id="plan-{i["decision"]}"') for i in plan["items"]]
+    assert at == sorted(at) and len(at) == len(plan["items"]) > 0
+    everything = html.index('<details class="everything">')
+    assert html.index(">Plan</h3>") < at[0] and at[-1] < everything
+    if plan["questions"]:
+        assert at[-1] < html.index(">Ask <") < everything
+    assert "Show everything" in html
+    norepinephrine = html[html.index('id="plan-plan-norepinephrine"'):]
+    assert "5.4–13.5" in norepinephrine.split("</li>\n  \n")[0] or "5.4–13.5" in norepinephrine[:20000]
+    assert "not patient.age_years &lt; 18 (value 68)" in html
+    assert "(value: no)" not in html and "is unknown (value" not in html

@@ -202,12 +202,15 @@ def test_septic_shock_form_gives_critical_advice_dose_for_72_kg_and_its_explanat
     state = yaml.safe_load((EXAMPLES / "septic-shock-adult.yaml").read_text())
     fill_state(page, state)
     advice = page.locator("#advice")
-    critical = advice.locator("li.rec.sev-critical", has_text="start norepinephrine now")
+    # the plan first (issue 18): the norepinephrine answer, with its dose and pump rate folded in
+    critical = advice.locator("#plan-plan-norepinephrine.sev-critical", has_text="start norepinephrine now")
     critical.wait_for()
     assert "profound hypotension" in critical.inner_text().lower()
-    dose = advice.locator("#rec-norepinephrine\\.dose-adult")
+    headings = [h.strip() for h in advice.locator("h3.plan-heading").all_inner_texts()]
+    assert headings[0] == "Plan" and advice.locator("details.everything > summary").is_visible()
+    dose = critical
     assert "For 72 kg: 1.44-3.6 mcg/min" in dose.inner_text()
-    assert "5.4–13.5" in dose.locator("table.pump").inner_text()  # mL/h at 16 mcg/mL
+    assert "5.4–13.5" in dose.locator("table.pump").first.inner_text()  # mL/h at 16 mcg/mL
     assert "Preview" in advice.inner_text()
     # unknown is shown as unknown: the form was filled with every fact but lactate_rising
     assert page.input_value("#f-perfusion-lactate_rising") == ""
@@ -218,7 +221,7 @@ def test_septic_shock_form_gives_critical_advice_dose_for_72_kg_and_its_explanat
     why = critical.locator(".why-box .explanation")
     why.wait_for()
     text = why.inner_text()
-    assert "fired" in text and "vitals.sbp_mmhg < 70" in text and "vitals.sbp_mmhg = 68" in text
+    assert "fired" in text and "because vitals.sbp_mmhg < 70 (value 68)" in text  # the deciding comparison, in words
     check_view(page, "clinician-advice", screenshot_dir(tmp_path_factory))
     page.get_by_role("button", name="Record this advice").click()
     recorded = advice.locator(".recorded")
