@@ -18,7 +18,7 @@ def compare(base: list[dict[str, Any]], other: list[dict[str, Any]], *, base_lab
             other_label: str) -> tuple[dict[str, Any], dict[str, str]]:
     """(summary, tables) of what changes between two runs over the same courses."""
     other_rows = {(c["id"], r["t"]): r for c in other for r in c["rows"]}
-    changed_hours = 0
+    changed = {"any": 0, "firm": 0, "cards": 0, "plan": 0}
     total = 0
     per: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, []])  # (what, id, change) -> [hours, examples]
     for c in base:
@@ -27,27 +27,35 @@ def compare(base: list[dict[str, Any]], other: list[dict[str, Any]], *, base_lab
             new = other_rows.get((c["id"], row["t"]))
             if new is None or row.get("refused") or new.get("refused"):
                 continue
-            diff = False
+            kinds = set()
             for what, key in (("firm", "firm"), ("if", "conditional")):
                 a = {f[0] for f in row.get(key, ())}
                 b = {f[0] for f in new.get(key, ())}
                 for rid in sorted(a - b):
                     _add(per, (what, rid, "only in " + base_label), c["id"], row["t"])
-                    diff = True
+                    kinds.add(what)
                 for rid in sorted(b - a):
                     _add(per, (what, rid, "only in " + other_label), c["id"], row["t"])
-                    diff = True
+                    kinds.add(what)
+            if {k for k, _ in row.get("cards", ())} != {k for k, _ in new.get("cards", ())}:
+                kinds.add("cards")
             a_items = {(i[0], i[1], i[2]) for i in row.get("items", ())}
             b_items = {(i[0], i[1], i[2]) for i in new.get("items", ())}
             for decision, rid, status in sorted(a_items ^ b_items):
                 side = base_label if (decision, rid, status) in a_items else other_label
                 _add(per, ("plan", f"{decision}: {rid} ({status})", "only in " + side), c["id"], row["t"])
-                diff = True
-            changed_hours += diff
+                kinds.add("plan")
+            changed["any"] += bool(kinds)
+            for k in ("firm", "cards", "plan"):
+                changed[k] += k in kinds
     rows = sorted(([what, rid, change, v[0], " ".join(f"{s}@{t}" for s, t in v[1])] for (what, rid, change), v in per.items()),
                   key=lambda r: (-r[3], r[0], r[1], r[2]))
-    summary = {"base": base_label, "other": other_label, "patient_hours": total, "changed_hours": changed_hours,
-               "changed_pct": round(100 * changed_hours / total, 2) if total else 0.0,
+    pct = (lambda k: round(100 * k / total, 2)) if total else (lambda k: 0.0)
+    summary = {"base": base_label, "other": other_label, "patient_hours": total,
+               "changed_hours": changed["any"], "changed_pct": pct(changed["any"]),
+               "changed_hours_firm": changed["firm"], "changed_firm_pct": pct(changed["firm"]),
+               "changed_hours_cards": changed["cards"], "changed_cards_pct": pct(changed["cards"]),
+               "changed_hours_plan": changed["plan"],
                "changes": [{"what": r[0], "id": r[1], "change": r[2], "hours": r[3], "examples": r[4].split()} for r in rows]}
     return summary, {"compare.csv": _csv(["what", "id", "change", "hours", "examples"], rows)}
 

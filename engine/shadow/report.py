@@ -34,6 +34,10 @@ svg text{font:10px system-ui,sans-serif;fill:#55606b}details summary{cursor:poin
 
 
 def _e(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        value = f"{value:.4g}"
     return html.escape(str(value), quote=True)
 
 
@@ -138,8 +142,8 @@ def render(summary: dict[str, Any], tables: dict[str, str], extra: dict[str, Any
     rule_rows = list(_csv.reader(io.StringIO(tables["rules.csv"])))[1:]
     rule_rows.sort(key=lambda r: (-int(r[3]), -int(r[5]), r[0]))
     out.append("<section><h2>Per rule: how often it fires</h2><p>Hours (and % of patient-hours) in which the rule is firm, "
-               "an \"If …\" item, or shown as a card; stays with a firm hour; firm hours per patient-day across stays "
-               "(median, p90).</p>" + _table(
+               "an \"If …\" item, or shown as a card; stays with a firm hour; firm hours per patient-day across the stays "
+               "where it is firm at least once (median, p90).</p>" + _table(
                    ["rule", "severity", "title", "firm h", "If h", "card h", "firm %", "If %", "card %", "stays", "per day p50",
                     "per day p90"], rule_rows, numeric=set(range(3, 12))) + "</section>")
     kinds = list(_csv.reader(io.StringIO(tables["cards_by_kind.csv"])))[1:]
@@ -172,8 +176,10 @@ def render(summary: dict[str, Any], tables: dict[str, str], extra: dict[str, Any
                    numeric=set(range(1, 9))) + "</section>")
     if compare:
         out.append(f"<section><h2>Two packs: {_e(compare['base'])} vs {_e(compare['other'])}</h2>"
-                   f"<p>{compare['changed_hours']:,} of {compare['patient_hours']:,} patient-hours change "
-                   f"({compare['changed_pct']}%).</p>" + _table(
+                   f"<p>Of {compare['patient_hours']:,} patient-hours, {compare['changed_hours']:,} change in any way "
+                   f"({compare['changed_pct']}%), {compare['changed_hours_firm']:,} in their firm items "
+                   f"({compare['changed_firm_pct']}%) and {compare['changed_hours_cards']:,} in the cards shown "
+                   f"({compare['changed_cards_pct']}%).</p>" + _table(
                        ["what", "rule or item", "change", "hours", "examples (stay@time)"],
                        [[c["what"], c["id"], c["change"], c["hours"], " ".join(c["examples"])] for c in compare["changes"][:40]],
                        numeric={3}) + "</section>")
@@ -185,7 +191,7 @@ def render(summary: dict[str, Any], tables: dict[str, str], extra: dict[str, Any
         for case in extra["cases"][key]:
             firm = ", ".join(f"<span class='sev-{_e(rules[r].severity if r in rules else 'info')}'>{_e(r)}</span>"
                              for r in case["firm"]) or "nothing firm"
-            rates = ", ".join(f"{d} {v:g}" for d, v in case["rates"].items()) or "no vasoactive running"
+            rates = ", ".join(f"{d} {v:.3g}" for d, v in case["rates"].items()) or "no vasoactive running"
             out.append(f"<div class='case'><b>stay {_e(case['stay'])}, hour {case['hour']}</b> <small>{_e(case['t'])} · "
                        f"{_e(case['why'])}</small><br>MAP {_e(case['map'])} · {_e(rates)}<br>advised: {firm}"
                        f"<br><small>asked: {_e(', '.join(case['questions']) or '-')}</small>"

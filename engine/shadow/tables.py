@@ -142,7 +142,9 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
     rule_rows = []
     summary_rules = {}
     for r in all_rules:
-        days = [per_day[r].get(s, 0) / max(stay_hours[s] / 24, 1 / 24) for s in stay_hours]
+        # Firm hours per patient-day, across the stays in which the rule is firm at least once: how often it
+        # speaks for a patient it speaks for (over every stay, most rules' median would be 0).
+        days = [per_day[r][s] / max(stay_hours[s] / 24, 1 / 24) for s in sorted(stays_with[r])]
         rule_rows.append([r, rules[r].severity if r in rules else "", rules[r].title if r in rules else "",
                           firm_h[r], cond_h[r], card_h[r], pct(firm_h[r]), pct(cond_h[r]), pct(card_h[r]),
                           len(stays_with[r]), round(percentile(days, 0.5), 2), round(percentile(days, 0.9), 2)])
@@ -220,7 +222,7 @@ def _next_care(course: dict[str, Any], t: datetime, hours: int = 6) -> list[str]
     for drug, at, rate in course["care"]:
         when = _t(at)
         if t < when <= t + timedelta(hours=hours):
-            out.append(f"+{(when - t).total_seconds() / 60:.0f} min: {drug} {rate:g}")
+            out.append(f"+{(when - t).total_seconds() / 60:.0f} min: {drug} {rate:.3g}")
     maps = [f"{row['map']:g}" if row.get("map") is not None else "?" for row in course["rows"]
             if t < _t(row["t"]) <= t + timedelta(hours=hours)]
     out.append("MAP by hour: " + (" ".join(maps) if maps else "none charted"))
@@ -253,12 +255,17 @@ def cases(courses: list[dict[str, Any]], rules: dict[str, Any], conc_rows: list[
             most_severe.append(case(c, row, f"critical: {ids}"))
         if len(most_severe) >= per_list:
             break
+    # Most discordant: advice the team did not follow within the window, the most severe rule first, then
+    # the lowest MAP (where not acting mattered most), one case per stay and item.
     discordant = []
     for detector, way, stay, t, matched, _ in conc_rows:
         if way == "advised" and not matched:
-            discordant.append((stay, t, detector))
+            row = next(r for r in by_id[stay]["rows"] if r["t"] == t)
+            worst = min((rank.get(f[1], 3) for f in row.get("firm", ()) if f[0] in detectors[detector]["rules"]), default=3)
+            discordant.append((worst, row.get("map") if row.get("map") is not None else 999, stay, t, detector))
+    discordant.sort()
     picked, seen_pairs = [], set()
-    for stay, t, detector in discordant:
+    for _, _, stay, t, detector in discordant:
         if (stay, detector) in seen_pairs:
             continue
         seen_pairs.add((stay, detector))
