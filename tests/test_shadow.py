@@ -87,15 +87,36 @@ def test_adapter_reads_cards_if_items_and_questions() -> None:
     data = {"recommendations": [{"rule_id": "target.map-65", "severity": "warning", "kind": "do"}],
             "conditional": [], "ask_next": [{"fact": "shock.type", "question": "?", "decides": [{"severity": "critical"}]}]}
     call = read_call(data)
-    assert call["cards"] == [["rule:target.map-65", "firm-warning"], ["ask:shock.type", "questions"]]
-    assert call["questions"] == [["shock.type", 1, "critical"]]
-    plan = {"plan": {"items": [{"decision": "map_target", "rule_id": "target.map-65", "status": "firm", "shown": True,
-                                "severity": "warning"},
-                               {"decision": "norepinephrine", "rule_id": "norepinephrine.titrate", "status": "firm",
-                                "shown": False}], "questions": []}}
-    call = read_call(plan)
-    assert call["cards"] == [["rule:target.map-65", "firm-warning"]]
-    assert [i[0] for i in call["items"]] == ["map_target", "norepinephrine"]
+    assert call["cards"] == [["rule:target.map-65", "firm-warning", "target.map-65"], ["ask:shock.type", "questions", ""]]
+    assert call["questions"] == [["shock.type", 1, "critical", True]]
+
+
+def test_adapter_reads_the_plan_default_view() -> None:
+    data = {
+        "recommendations": [
+            {"rule_id": "target.map-65", "severity": "info", "kind": "do", "shown": True},
+            {"rule_id": "norepinephrine.start-emergency", "severity": "critical", "kind": "do", "shown": True},
+            {"rule_id": "monitoring.titration", "severity": "info", "kind": "monitor", "shown": True},
+            {"rule_id": "target.permissive-older-adults", "severity": "info", "kind": "consider", "shown": False},
+            {"rule_id": "avoid.phenylephrine-first-line", "severity": "warning", "kind": "avoid", "shown": True}],
+        "conditional": [{"rule_id": "fluids.stop-overload", "severity": "warning", "kind": "avoid", "shown": True}],
+        "ask_next": [{"fact": "findings.fluid_overload", "decides": [{"severity": "warning"}], "shown": True},
+                     {"fact": "patient.pregnant", "decides": [{"severity": "info"}], "shown": False}],
+        "plan": {"outside_protocol": None, "bans": ["avoid.phenylephrine-first-line"], "questions": ["findings.fluid_overload"],
+                 "set_aside_count": 1,
+                 "items": [{"decision": "plan-map-target", "status": "firm", "rule_id": "target.map-65", "severity": "info",
+                            "unless": [], "set_aside": [{"rule_id": "target.permissive-older-adults"}], "supporting": []},
+                           {"decision": "plan-norepinephrine", "status": "firm", "rule_id": "norepinephrine.start-emergency",
+                            "severity": "critical", "unless": [], "set_aside": [], "supporting": ["monitoring.titration"]},
+                           {"decision": "plan-fluids", "status": "undecided", "rule_id": None, "severity": "warning",
+                            "unless": [], "set_aside": [], "supporting": []}]}}
+    call = read_call(data)
+    assert [c[1] for c in call["cards"]] == ["firm-info", "firm-critical", "undecided", "ban", "questions"]
+    assert "target.permissive-older-adults" not in call["advised"]  # fired, set aside by the priority
+    assert {"target.map-65", "norepinephrine.start-emergency", "monitoring.titration"} <= set(call["advised"])
+    assert len(call["firm"]) == 5  # firing rates still count every rule that fired
+    assert call["items"][0] == ["plan-map-target", "target.map-65", "firm"]
+    assert [q[3] for q in call["questions"]] == [True, False]
 
 
 def test_repeat_suppression_and_contradictions() -> None:

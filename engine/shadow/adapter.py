@@ -12,7 +12,8 @@ Today (no plan in the result):
 - questions: ``ask_next``; they make one card (``questions``) naming the first;
 - the cost of not knowing a fact: how many conditional items its answer decides, and the most severe.
 
-With a plan: the plan's items marked shown are the cards (by their status), its questions those shown.
+With a plan (``result.plan``): the plan's default view decides what is shown (:func:`_read_plan`); the
+firing rates still count every rule that fired.
 """
 from __future__ import annotations
 
@@ -28,61 +29,83 @@ def _list(value: Any) -> list:
 def read_call(data: Mapping[str, Any]) -> dict[str, Any]:
     """A result (its JSON form) as the shadow run counts it.
 
-    ``firm``/``conditional``: ``[rule_id, severity, kind]`` lists; ``if_shown``: the rule ids of the "If"
-    items shown as cards; ``questions``: ``[fact, items it decides, most severe of them]``; ``cards``:
-    ``[key, kind]`` per card shown (key: what repeat suppression compares); ``items``: plan items
-    ``[decision, rule_id, status, shown]`` (empty until results carry a plan).
+    ``firm``/``conditional``: every fired / conditional rule as ``[rule_id, severity, kind]`` (the firing
+    rates count these, shown or not); ``advised``: the rule ids the default view advises firmly (what
+    concordance and consistency check); ``if_shown``: the "If ..." rule ids shown; ``questions``:
+    ``[fact, items it decides, most severe of them, shown]``; ``cards``: ``[key, kind, rule_id]`` per card
+    shown (the key is what repeat suppression compares); ``items``: plan items ``[decision, rule_id, status]``.
     """
-    plan = data.get("plan")
-    if isinstance(plan, Mapping):
-        return _read_plan(data, plan)
-    from ..report import shown_if_groups
-
     firm = [[r["rule_id"], r["severity"], r["kind"]] for r in _list(data.get("recommendations"))]
     conditional = [[c["rule_id"], c["severity"], c["kind"]] for c in _list(data.get("conditional"))]
+    plan = data.get("plan")
+    if isinstance(plan, Mapping):
+        return _read_plan(data, plan, firm, conditional)
+    from ..report import shown_if_groups
+
     fired = {r[0] for r in firm}
     if_shown: list[str] = []
     for _, members in shown_if_groups(dict(data)):
         for c in members:
             if c["rule_id"] not in fired and c["rule_id"] not in if_shown:
                 if_shown.append(c["rule_id"])
-    questions = []
-    for q in _list(data.get("ask_next")):
-        decides = _list(q.get("decides")) if isinstance(q, Mapping) else []
-        worst = min((SEVERITY_RANK.get(d.get("severity"), 3) for d in decides), default=3)
-        questions.append([q["fact"], len(decides), _severity_name(worst)])
-    cards = [[f"rule:{r[0]}", f"firm-{r[1]}"] for r in firm]
-    cards += [[f"if:{rid}", "if"] for rid in if_shown]
+    questions = [_question(q, True) for q in _list(data.get("ask_next"))]
+    cards = [[f"rule:{r[0]}", f"firm-{r[1]}", r[0]] for r in firm]
+    cards += [[f"if:{rid}", "if", rid] for rid in if_shown]
     if questions:
-        cards.append([f"ask:{questions[0][0]}", "questions"])
-    return {"firm": firm, "conditional": conditional, "if_shown": if_shown, "questions": questions, "cards": cards,
-            "items": []}
+        cards.append([f"ask:{questions[0][0]}", "questions", ""])
+    return {"firm": firm, "conditional": conditional, "advised": [r[0] for r in firm], "if_shown": if_shown,
+            "questions": questions, "cards": cards, "items": []}
+
+
+def _question(q: Any, shown: bool) -> list[Any]:
+    decides = _list(q.get("decides")) if isinstance(q, Mapping) else []
+    worst = min((SEVERITY_RANK.get(d.get("severity"), 3) for d in decides if isinstance(d, Mapping)), default=3)
+    return [q["fact"], len(decides), _severity_name(worst), shown]
 
 
 def _severity_name(rank: int) -> str:
     return {0: "critical", 1: "warning", 2: "info"}.get(rank, "")
 
 
-def _read_plan(data: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
-    """The same counts from a result that carries a plan (items marked shown)."""
+def _read_plan(data: Mapping[str, Any], plan: Mapping[str, Any], firm: list, conditional: list) -> dict[str, Any]:
+    """The default view of a result that carries a plan (``schemas/result.schema.json``, ``plan``).
+
+    Cards: one per plan item (its answer: kind ``firm-<severity>`` when firm, ``if`` when it holds unless
+    something unknown turns out otherwise, ``undecided`` when it waits on the answers), one per ban
+    (``ban``), one per shown firm rule the plan does not place (neither an answer, nor supporting, nor a
+    ban), and one ``questions`` card when the plan asks any. Supporting items are folded under their
+    answer, as the plan view shows them.
+    """
+    severity = {r[0]: r[1] for r in firm + conditional}
     items = [i for i in _list(plan.get("items")) if isinstance(i, Mapping)]
-    firm = [[str(i.get("rule_id")), str(i.get("severity", "info")), str(i.get("kind", ""))]
-            for i in items if i.get("status") == "firm"]
-    conditional = [[str(i.get("rule_id")), str(i.get("severity", "info")), str(i.get("kind", ""))]
-                   for i in items if i.get("status") == "conditional"]
-    shown = [i for i in items if i.get("shown", True) is not False]
-    if_shown = [str(i.get("rule_id")) for i in shown if i.get("status") == "conditional"]
-    questions = []
-    for q in _list(plan.get("questions")):
-        if isinstance(q, Mapping) and q.get("shown", True) is not False:
-            decides = _list(q.get("decides"))
-            worst = min((SEVERITY_RANK.get(d.get("severity"), 3) for d in decides if isinstance(d, Mapping)), default=3)
-            questions.append([str(q.get("fact")), len(decides), _severity_name(worst)])
-    cards = [[f"rule:{i.get('rule_id')}", f"firm-{i.get('severity', 'info')}"] for i in shown if i.get("status") == "firm"]
-    cards += [[f"if:{rid}", "if"] for rid in if_shown]
-    if questions:
-        cards.append([f"ask:{questions[0][0]}", "questions"])
-    plan_items = [[str(i.get("decision", "")), str(i.get("rule_id")), str(i.get("status", "")), i.get("shown", True) is not False]
-                  for i in items]
-    return {"firm": firm, "conditional": conditional, "if_shown": if_shown, "questions": questions, "cards": cards,
-            "items": plan_items}
+    bans = [str(b) for b in _list(plan.get("bans"))]
+    placed = {str(i.get("rule_id")) for i in items} | {str(s) for i in items for s in _list(i.get("supporting"))} | set(bans)
+    shown_recs = [r for r in _list(data.get("recommendations")) if r.get("shown", True) is not False]
+    cards = []
+    advised: list[str] = []
+    for i in items:
+        rid, status = i.get("rule_id"), i.get("status")
+        if rid is None:
+            cards.append([f"plan:{i.get('decision')}:undecided", "undecided", ""])
+            continue
+        kind = f"firm-{i.get('severity') or severity.get(rid, 'info')}" if status == "firm" else "if"
+        cards.append([f"plan:{i.get('decision')}:{rid}:{status}", kind, str(rid)])
+        if status == "firm":
+            advised.append(str(rid))
+            advised += [str(s) for s in _list(i.get("supporting"))]
+    for rid in bans:
+        cards.append([f"ban:{rid}", "ban", rid])
+        advised.append(rid)
+    for r in shown_recs:
+        if r["rule_id"] not in placed:
+            cards.append([f"rule:{r['rule_id']}", f"firm-{r['severity']}", r["rule_id"]])
+            advised.append(r["rule_id"])
+    asked = {str(f) for f in _list(plan.get("questions"))}
+    questions = [_question(q, q.get("fact") in asked) for q in _list(data.get("ask_next")) if isinstance(q, Mapping)]
+    if asked:
+        first = next((q[0] for q in questions if q[3]), sorted(asked)[0])
+        cards.append([f"ask:{first}", "questions", ""])
+    if_shown = [c["rule_id"] for c in _list(data.get("conditional")) if c.get("shown", True) is not False]
+    plan_items = [[str(i.get("decision", "")), str(i.get("rule_id")), str(i.get("status", ""))] for i in items]
+    return {"firm": firm, "conditional": conditional, "advised": list(dict.fromkeys(advised)), "if_shown": if_shown,
+            "questions": questions, "cards": cards, "items": plan_items}

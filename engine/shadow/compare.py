@@ -37,7 +37,7 @@ def compare(base: list[dict[str, Any]], other: list[dict[str, Any]], *, base_lab
                 for rid in sorted(b - a):
                     _add(per, (what, rid, "only in " + other_label), c["id"], row["t"])
                     kinds.add(what)
-            if {k for k, _ in row.get("cards", ())} != {k for k, _ in new.get("cards", ())}:
+            if {c[0] for c in row.get("cards", ())} != {c[0] for c in new.get("cards", ())}:
                 kinds.add("cards")
             a_items = {(i[0], i[1], i[2]) for i in row.get("items", ())}
             b_items = {(i[0], i[1], i[2]) for i in new.get("items", ())}

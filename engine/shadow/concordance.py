@@ -61,6 +61,11 @@ def team_actions(care: list[list[Any]]) -> list[tuple[str, datetime, str, float,
     return out
 
 
+def advised(row: dict[str, Any]) -> list[str]:
+    """The rule ids one evaluation advised firmly, as the default view shows them (see adapter.read_call)."""
+    return row.get("advised", [f[0] for f in row.get("firm", ())])
+
+
 def course_concordance(course: dict[str, Any], detectors: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
     """Per detector and course: advised hours matched or not (minutes to action) and team actions advised or not."""
     actions = team_actions(course["care"])
@@ -72,15 +77,14 @@ def course_concordance(course: dict[str, Any], detectors: tuple[dict[str, Any], 
         window = timedelta(hours=d["within_hours"])
         matching = [a for a in actions if a[0] == d["drug"] and a[2] in d["change"]]
         for row, t in zip(rows, times):
-            if any(f[0] in rules for f in row.get("firm", ())):
+            if rules & set(advised(row)):
                 first = next((a for a in matching if t < a[1] <= t + window), None)
                 out.append({"detector": d["id"], "way": "advised", "stay": course["id"], "t": row["t"],
                             "matched": first is not None,
                             "minutes": round((first[1] - t).total_seconds() / 60, 1) if first else None})
         for a in matching:
             i = next((j for j in range(len(times) - 1, -1, -1) if times[j] <= a[1]), None)
-            advised = i is not None and a[1] - times[i] <= timedelta(hours=1) and any(
-                f[0] in rules for f in rows[i].get("firm", ()))
+            was_advised = i is not None and a[1] - times[i] <= timedelta(hours=1) and bool(rules & set(advised(rows[i])))
             out.append({"detector": d["id"], "way": "acted", "stay": course["id"], "t": a[1].isoformat().replace("+00:00", "Z"),
-                        "matched": advised, "minutes": None})
+                        "matched": was_advised, "minutes": None})
     return out

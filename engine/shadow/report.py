@@ -108,7 +108,8 @@ def timeline_svg(course: dict[str, Any], rules: dict[str, Any], width: int = 110
         y = advice_top + 14 * lane
         parts.append(f"<text x='4' y='{y + 9}'>{severity}</text>")
         for r in rows:
-            ids = [f[0] for f in r.get("firm", ()) if f[1] == severity]
+            shown = set(r.get("advised", ()))
+            ids = [f[0] for f in r.get("firm", ()) if f[1] == severity and f[0] in shown]
             if ids:
                 parts.append(f"<rect x='{x(_t(r['t'])) - step:.1f}' y='{y}' width='{max(step, 1.5):.1f}' height='10' "
                              f"fill='{SEVERITY_COLOURS[severity]}'><title>{_e(r['t'])}: {_e(', '.join(ids))}</title></rect>")
@@ -150,10 +151,11 @@ def render(summary: dict[str, Any], tables: dict[str, str], extra: dict[str, Any
     out.append("<section><h2>Cards per call and per hour, by kind</h2>" + _table(
         ["kind", "cards", "per hour", "with suppression", "per hour with suppression"], kinds, numeric={1, 2, 3, 4}) + "</section>")
     qs = list(_csv.reader(io.StringIO(tables["questions.csv"])))[1:]
-    out.append("<section><h2>Questions asked, and the cost of not knowing</h2><p>For each missing fact: the hours it was "
-               "asked, the \"If …\" items its answer would have decided (summed over hours), and the hours in which it decided "
-               "critical advice.</p>" + _table(["fact", "hours asked", "% of hours", "items decided", "hours deciding critical"],
-                                               qs, numeric={1, 2, 3, 4}) + "</section>")
+    out.append("<section><h2>Questions asked, and the cost of not knowing</h2><p>For each missing fact: the hours the engine "
+               "asked it, the hours the default view shows the question, the \"If …\" items its answer would have decided "
+               "(summed over hours), and the hours in which it decided critical advice.</p>" + _table(
+                   ["fact", "hours asked", "% of hours", "hours shown", "items decided", "hours deciding critical"],
+                   qs, numeric={1, 2, 3, 4, 5}) + "</section>")
     dq = extra["dq_kinds"]
     out.append("<section><h2>Data quality</h2><p>Values dropped before evaluation (outside limits, unconvertible units, "
                f"refused by the schema): {summary['values_dropped']} dropped from states, {summary['data_quality_notes']} notes "

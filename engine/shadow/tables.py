@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from .concordance import course_concordance
+from .concordance import advised, course_concordance
 
 #: Hours during which a card already shown for a stay is not shown again (repeat suppression).
 SUPPRESS_HOURS = 4
@@ -41,7 +41,7 @@ def _t(text: str) -> datetime:
 
 def contradictions(row: dict[str, Any]) -> list[str]:
     """Two answers of one call that contradict each other (among its firm items)."""
-    firm = [f[0] for f in row.get("firm", ())]
+    firm = advised(row)
     out = []
     targets = sorted({r for r in firm if r.startswith("target.") and not r.startswith(NOT_A_TARGET_PREFIX)})
     if len(targets) >= 2:
@@ -61,11 +61,11 @@ def suppressed_cards(rows: list[dict[str, Any]], hours: float = SUPPRESS_HOURS) 
     for row in rows:
         t = _t(row["t"])
         kept = []
-        for key, kind in row.get("cards", ()):
-            seen = last_shown.get(key)
+        for card in row.get("cards", ()):
+            seen = last_shown.get(card[0])
             if seen is None or t - seen >= timedelta(hours=hours):
-                kept.append([key, kind])
-                last_shown[key] = t
+                kept.append(card)
+                last_shown[card[0]] = t
         out.append(kept)
     return out
 
@@ -95,6 +95,7 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
     by_kind: Counter[str] = Counter()
     by_kind_suppressed: Counter[str] = Counter()
     asked: Counter[str] = Counter()
+    asked_shown: Counter[str] = Counter()
     cost: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # fact -> [items decided, critical hours]
     worst_of: dict[str, str] = {}
     dq: Counter[str] = Counter()
@@ -115,7 +116,7 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
                 continue
             firm_ids = sorted({f[0] for f in row["firm"]})
             cond_ids = sorted({f[0] for f in row["conditional"]} - set(firm_ids))
-            card_ids = sorted({k.split(":", 1)[1] for k, _ in row["cards"] if k.startswith(("rule:", "if:"))})
+            card_ids = sorted({c[2] for c in row["cards"] if c[2]})
             for r in firm_ids:
                 firm_h[r] += 1
                 stays_with[r].add(c["id"])
@@ -126,10 +127,11 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
                 card_h[r] += 1
             cards_per_call.append(len(row["cards"]))
             cards_suppressed_per_call.append(len(kept_cards))
-            by_kind.update(kind for _, kind in row["cards"])
-            by_kind_suppressed.update(kind for _, kind in kept_cards)
-            for fact, decides, worst in row["questions"]:
+            by_kind.update(c[1] for c in row["cards"])
+            by_kind_suppressed.update(c[1] for c in kept_cards)
+            for fact, decides, worst, shown in row["questions"]:
                 asked[fact] += 1
+                asked_shown[fact] += bool(shown)
                 cost[fact][0] += decides
                 cost[fact][1] += worst == "critical"
             for text in contradictions(row):
@@ -189,7 +191,7 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
                                                     for k in sorted(by_kind_suppressed)},
         "contradictions": len(consistency),
         "rules": summary_rules,
-        "questions": {f: {"hours": asked[f], "pct": pct(asked[f]), "items_decided": cost[f][0],
+        "questions": {f: {"hours": asked[f], "pct": pct(asked[f]), "hours_shown": asked_shown[f], "items_decided": cost[f][0],
                           "hours_deciding_critical": cost[f][1]} for f in sorted(asked, key=lambda f: (-asked[f], f))},
         "concordance": summary_conc,
     }
@@ -199,8 +201,9 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
                            "firm_per_patient_day_p90"], rule_rows),
         "hours.csv": _csv(["stay", "hour", "t", "map_mmhg", "firm", "conditional", "questions", "cards",
                            "cards_after_suppression", "refused"], hour_rows),
-        "questions.csv": _csv(["fact", "hours_asked", "pct_of_hours", "items_decided", "hours_deciding_critical"],
-                              [[f, asked[f], pct(asked[f]), cost[f][0], cost[f][1]] for f in summary["questions"]]),
+        "questions.csv": _csv(["fact", "hours_missing_and_asked", "pct_of_hours", "hours_shown", "items_decided",
+                               "hours_deciding_critical"],
+                              [[f, asked[f], pct(asked[f]), asked_shown[f], cost[f][0], cost[f][1]] for f in summary["questions"]]),
         "cards_by_kind.csv": _csv(["kind", "cards", "per_hour", "cards_with_suppression", "per_hour_with_suppression"],
                                   [[k, by_kind[k], summary["cards_per_hour_by_kind"].get(k, 0.0), by_kind_suppressed[k],
                                     summary["cards_per_hour_by_kind_with_suppression"].get(k, 0.0)] for k in sorted(by_kind)]),
@@ -237,13 +240,14 @@ def cases(courses: list[dict[str, Any]], rules: dict[str, Any], conc_rows: list[
 
     def case(c: dict[str, Any], row: dict[str, Any], why: str) -> dict[str, Any]:
         return {"stay": c["id"], "t": row["t"], "hour": row["k"], "why": why, "map": row.get("map"),
-                "rates": row.get("rates", {}), "firm": [f[0] for f in row.get("firm", ())],
+                "rates": row.get("rates", {}), "firm": advised(row),
                 "questions": [q[0] for q in row.get("questions", ())][:3], "next_6h": _next_care(c, _t(row["t"]))}
 
     severe = []
     for c in courses:
         for row in c["rows"]:
-            crit = [f for f in row.get("firm", ()) if f[1] == "critical"]
+            shown = set(advised(row))
+            crit = [f for f in row.get("firm", ()) if f[1] == "critical" and f[0] in shown]
             if crit:
                 severe.append((len(crit), c["id"], row["k"], c, row, ", ".join(sorted({f[0] for f in crit}))))
     severe.sort(key=lambda s: (-s[0], s[1], s[2]))
@@ -261,7 +265,8 @@ def cases(courses: list[dict[str, Any]], rules: dict[str, Any], conc_rows: list[
     for detector, way, stay, t, matched, _ in conc_rows:
         if way == "advised" and not matched:
             row = next(r for r in by_id[stay]["rows"] if r["t"] == t)
-            worst = min((rank.get(f[1], 3) for f in row.get("firm", ()) if f[0] in detectors[detector]["rules"]), default=3)
+            worst = min((rank.get(f[1], 3) for f in row.get("firm", ()) if f[0] in detectors[detector]["rules"]
+                         and f[0] in advised(row)), default=3)
             discordant.append((worst, row.get("map") if row.get("map") is not None else 999, stay, t, detector))
     discordant.sort()
     picked, seen_pairs = [], set()
