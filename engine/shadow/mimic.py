@@ -53,7 +53,10 @@ def _table(root: Path, names: str | list[str]) -> Path | None:
     return None
 
 
-def _rows(root: Path, names: str | list[str], required: bool = True) -> Iterator[dict[str, str]]:
+def _rows(root: Path, names: str | list[str], required: bool = True,
+          items: set[int] | None = None) -> Iterator[dict[str, str]]:
+    """The rows of a table as dicts; with ``items``, only rows whose ``itemid`` is one of them (filtered
+    before a dict is made: chartevents has hundreds of millions of rows in the full MIMIC-IV)."""
     path = _table(root, names)
     if path is None:
         if required:
@@ -62,7 +65,16 @@ def _rows(root: Path, names: str | list[str], required: bool = True) -> Iterator
         return
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        wanted = {str(i) for i in items} if items is not None else None
+        column = header.index("itemid") if wanted is not None and "itemid" in header else None
+        for row in reader:
+            if column is not None and (column >= len(row) or row[column] not in wanted):
+                continue
+            yield dict(zip(header, row))
 
 
 def _ts(text: str | None) -> datetime | None:
@@ -155,7 +167,7 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
         value = int(value) if value == int(value) and fact != "patient.weight_kg" else value
         (readings[stay] if stay is not None else subject_readings[subject]).append(Reading(fact, when, value, source))
 
-    for r in _rows(root, t["chartevents"]):
+    for r in _rows(root, t["chartevents"], items=set(item_of["chartevents"])):
         hit = item_of["chartevents"].get(_int(r["itemid"]) or -1)
         if hit is None:
             continue
@@ -170,7 +182,7 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
         if stay in stay_ids:
             add(fact, source, limits, _num(r["valuenum"]), when, stay, subject)
 
-    for r in _rows(root, t["labevents"], required=False):
+    for r in _rows(root, t["labevents"], required=False, items=set(item_of["labevents"])):
         hit = item_of["labevents"].get(_int(r["itemid"]) or -1)
         subject = _int(r["subject_id"])
         if hit is None or subject not in subjects:
