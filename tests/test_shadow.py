@@ -112,6 +112,9 @@ def test_adapter_reads_the_plan_default_view() -> None:
                             "unless": [], "set_aside": [], "supporting": []}]}}
     call = read_call(data)
     assert [c[1] for c in call["cards"]] == ["firm-info", "firm-critical", "undecided", "ban", "questions"]
+    data["plan"]["items"][1]["status"] = "conditional"  # unless something unknown: still the plan's answer
+    assert [c[1] for c in read_call(data)["cards"]][1] == "unless-critical"
+    assert "norepinephrine.start-emergency" in read_call(data)["advised"]
     assert "target.permissive-older-adults" not in call["advised"]  # fired, set aside by the priority
     assert {"target.map-65", "norepinephrine.start-emergency", "monitoring.titration"} <= set(call["advised"])
     assert len(call["firm"]) == 5  # firing rates still count every rule that fired
@@ -181,3 +184,20 @@ def test_dask_local_cluster_gives_byte_identical_tables(mimic: Path, tmp_path: P
     for name in names:
         assert (tmp_path / "local" / "tables" / name).read_bytes() == (tmp_path / "dask" / "tables" / name).read_bytes(), name
     assert json.loads((tmp_path / "local" / "summary.json").read_text()) == json.loads((tmp_path / "dask" / "summary.json").read_text())
+
+
+def test_a_site_profile_against_the_pack_defaults(mimic: Path, tmp_path: Path) -> None:
+    profile = Path(__file__).parent.parent / "examples" / "profiles" / "teaching-hospital-icu.yaml"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["shadow", "--mimic-iv", str(mimic), "--out", str(out), "--jobs", "1",
+                                      "--compare-profile", str(profile)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compare"]["patient_hours"] == 21
+    assert "teaching-hospital-icu.yaml" in summary["compare"]["base"]  # base: the --compare-* run
+    assert "Two packs" in (out / "report.html").read_text()
+
+
+def test_one_input_exactly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["shadow", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "exactly one of" in result.stderr

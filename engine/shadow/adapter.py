@@ -30,8 +30,9 @@ def read_call(data: Mapping[str, Any]) -> dict[str, Any]:
     """A result (its JSON form) as the shadow run counts it.
 
     ``firm``/``conditional``: every fired / conditional rule as ``[rule_id, severity, kind]`` (the firing
-    rates count these, shown or not); ``advised``: the rule ids the default view advises firmly (what
-    concordance and consistency check); ``if_shown``: the "If ..." rule ids shown; ``questions``:
+    rates count these, shown or not); ``advised``: the fired rule ids the default view advises (with a plan:
+    each decision's answer, firm or "unless ...", its supporting items and the bans; what concordance and
+    consistency check); ``if_shown``: the "If ..." rule ids shown; ``questions``:
     ``[fact, items it decides, most severe of them, shown]``; ``cards``: ``[key, kind, rule_id]`` per card
     shown (the key is what repeat suppression compares); ``items``: plan items ``[decision, rule_id, status]``.
     """
@@ -70,8 +71,8 @@ def _severity_name(rank: int) -> str:
 def _read_plan(data: Mapping[str, Any], plan: Mapping[str, Any], firm: list, conditional: list) -> dict[str, Any]:
     """The default view of a result that carries a plan (``schemas/result.schema.json``, ``plan``).
 
-    Cards: one per plan item (its answer: kind ``firm-<severity>`` when firm, ``if`` when it holds unless
-    something unknown turns out otherwise, ``undecided`` when it waits on the answers), one per ban
+    Cards: one per plan item (its answer: kind ``firm-<severity>`` when firm, ``unless-<severity>`` when it
+    holds unless something unknown turns out otherwise, ``undecided`` when it waits on the answers), one per ban
     (``ban``), one per shown firm rule the plan does not place (neither an answer, nor supporting, nor a
     ban), and one ``questions`` card when the plan asks any. Supporting items are folded under their
     answer, as the plan view shows them.
@@ -88,11 +89,12 @@ def _read_plan(data: Mapping[str, Any], plan: Mapping[str, Any], firm: list, con
         if rid is None:
             cards.append([f"plan:{i.get('decision')}:undecided", "undecided", ""])
             continue
-        kind = f"firm-{i.get('severity') or severity.get(rid, 'info')}" if status == "firm" else "if"
+        sev = i.get("severity") or severity.get(rid, "info")
+        kind = f"firm-{sev}" if status == "firm" else f"unless-{sev}"
         cards.append([f"plan:{i.get('decision')}:{rid}:{status}", kind, str(rid)])
-        if status == "firm":
-            advised.append(str(rid))
-            advised += [str(s) for s in _list(i.get("supporting"))]
+        # The answer is advised whether firm or "unless ...": the view shows it as the plan, with its caveat.
+        advised.append(str(rid))
+        advised += [str(s) for s in _list(i.get("supporting"))]
     for rid in bans:
         cards.append([f"ban:{rid}", "ban", rid])
         advised.append(rid)

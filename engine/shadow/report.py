@@ -138,8 +138,10 @@ def render(summary: dict[str, Any], tables: dict[str, str], extra: dict[str, Any
     out.append("<section><h2>Overview</h2><div class='tiles'>" + "".join(
         f"<div class='tile'><b>{_e(v)}</b><span>{_e(k)}</span></div>" for k, v in tiles) + "</div>"
         "<p>A state the schema refuses is not lost: the offending value is dropped with a note and the rest evaluated "
-        "(see data quality). Cards: one per firm item, one per \"If …\" item shown, one questions card; repeat suppression "
-        "hides a card already shown for the stay within the suppression window.</p></section>")
+        "(see data quality). Cards are what the default view shows: with a plan, one per decision answered (firm, or "
+        "\"unless …\" when an unknown could change it, or undecided), one per ban and one questions card; without one, one "
+        "per firm item, one per \"If …\" item shown and one questions card. Repeat suppression hides a card already shown "
+        "for the stay within the suppression window. Firing rates count every rule that fired, shown or not.</p></section>")
     rule_rows = list(_csv.reader(io.StringIO(tables["rules.csv"])))[1:]
     rule_rows.sort(key=lambda r: (-int(r[3]), -int(r[5]), r[0]))
     out.append("<section><h2>Per rule: how often it fires</h2><p>Hours (and % of patient-hours) in which the rule is firm, "
