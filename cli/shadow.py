@@ -31,6 +31,8 @@ from .common import emit_json, handles_errors, json_option, profile_option, rule
 @click.option("--diagnoses", is_flag=True,
               help="With --mimic-iv: use discharge diagnoses marked lookahead in the mapping (septic shock).")
 @click.option("--stays", type=click.IntRange(min=1), default=None, help="Only the first N stays (or patients).")
+@click.option("--at", "at", type=click.Choice(["hourly", "vitals"]), default="hourly", show_default=True,
+              help="When pressor is asked: the end of every hour of each stay, or at each new vital sign (MAP).")
 @click.option("--progress/--no-progress", default=None, help="A progress bar on stderr (default: when it is a terminal).")
 @rules_option
 @profile_option
@@ -38,7 +40,7 @@ from .common import emit_json, handles_errors, json_option, profile_option, rule
 @handles_errors
 def shadow(mimic_iv: str | None, fhir_ndjson: str | None, timeline: str | None, out: str, dask: str | None,
            compare_rules: str | None, compare_profile: str | None, jobs: int, mapping: str | None, diagnoses: bool,
-           stays: int | None, progress: bool | None, rules_dir: str | None, profile: str | None, as_json: bool) -> None:
+           stays: int | None, at: str, progress: bool | None, rules_dir: str | None, profile: str | None, as_json: bool) -> None:
     """Evaluate a cohort at every hour of each stay and write a report for a CDS committee.
 
     Firing rates per rule, cards per call (with and without repeat suppression), questions and the
@@ -60,7 +62,7 @@ def shadow(mimic_iv: str | None, fhir_ndjson: str | None, timeline: str | None, 
 
     started = time.monotonic()
     courses, source = read_courses(mimic_iv=mimic_iv, fhir_ndjson=fhir_ndjson, timeline=timeline, mapping=mapping,
-                                   diagnoses=diagnoses, stays=stays)
+                                   diagnoses=diagnoses, stays=stays, at=at)
     summary = run_shadow(courses, out, source=source, rules_dir=rules_dir, profile=profile, compare_rules=compare_rules,
                          compare_profile=compare_profile, dask=dask, jobs=jobs, progress=progress)
     if as_json:

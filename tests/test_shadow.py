@@ -201,3 +201,10 @@ def test_a_site_profile_against_the_pack_defaults(mimic: Path, tmp_path: Path) -
 def test_one_input_exactly(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["shadow", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "exactly one of" in result.stderr
+
+
+def test_evaluated_at_each_new_vital_sign(mimic: Path) -> None:
+    courses, _ = read_courses(mimic_iv=str(mimic), at="vitals")
+    # one evaluation per usable MAP charted during the stay (stay 1003: the MAP of 4 was dropped, so not a new vital sign)
+    assert [len(c.times) for c in courses] == [10, 6, 3]
+    assert courses[0].times[0].minute == 30

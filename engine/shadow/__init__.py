@@ -17,16 +17,19 @@ __all__ = ["read_courses", "shadow", "Settings"]
 
 
 def read_courses(*, mimic_iv: str | None = None, fhir_ndjson: str | None = None, timeline: str | None = None,
-                 mapping: str | None = None, diagnoses: bool = False, stays: int | None = None) -> tuple[list, str]:
-    """The courses of one input (exactly one of the three), and words naming it."""
+                 mapping: str | None = None, diagnoses: bool = False, stays: int | None = None,
+                 at: str = "hourly") -> tuple[list, str]:
+    """The courses of one input (exactly one of the three), and words naming it. ``at``: ``hourly`` or
+    ``vitals`` (each new vital sign; timeline lines always keep their own times)."""
     if mimic_iv:
         from .mimic import read_cohort
 
-        return read_cohort(mimic_iv, mapping_path=mapping, diagnoses=diagnoses, stays=stays), f"MIMIC-IV {Path(mimic_iv).name}"
+        return (read_cohort(mimic_iv, mapping_path=mapping, diagnoses=diagnoses, stays=stays, at=at),
+                f"MIMIC-IV {Path(mimic_iv).name}")
     if fhir_ndjson:
         from .sources import read_fhir_ndjson
 
-        return read_fhir_ndjson(fhir_ndjson)[:stays], f"FHIR Bulk NDJSON {Path(fhir_ndjson).name}"
+        return read_fhir_ndjson(fhir_ndjson, at=at)[:stays], f"FHIR Bulk NDJSON {Path(fhir_ndjson).name}"
     from .sources import read_timeline_lines
 
     return read_timeline_lines(timeline)[:stays], f"timeline {Path(timeline).name}"  # type: ignore[arg-type]

@@ -127,8 +127,11 @@ def convert_rate(rate: float | None, uom: str, unit: str, weight: float | None) 
 
 
 def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses: bool = False,
-                stays: int | None = None) -> list[Course]:
-    """Every ICU stay of the MIMIC-IV directory ``root`` as a :class:`Course`, in stay_id order."""
+                stays: int | None = None, at: str = "hourly") -> list[Course]:
+    """Every ICU stay of the MIMIC-IV directory ``root`` as a :class:`Course`, in stay_id order.
+
+    ``at``: ``hourly`` (the end of every hour from ICU admission, and discharge) or ``vitals`` (each new
+    MAP reading during the stay, when a bedside system would evaluate again)."""
     root = Path(root)
     m = load_mapping(mapping_path)
     t = m["tables"]
@@ -305,15 +308,24 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
         course_notes = notes.get(stay, []) + [n for n in subject_notes.get(subject, []) if intime - timedelta(days=1) <= n[0] <= outtime]
         if urine:
             tl.readings += _urine_rates(urine, urine_rows.get(stay, {}), tl.readings, course_notes)
-        times, k = [], 1
-        while intime + (k - 1) * every < outtime:
-            times.append(min(intime + k * every, outtime))
-            k += 1
+        if at == "vitals":
+            times = sorted({r.at for r in tl.readings if r.fact == "vitals.map_mmhg" and intime <= r.at <= outtime})
+        else:
+            times = hourly(intime, outtime, every)
         courses.append(Course(id=str(stay), given=given, timeline=tl, times=times, windows=windows, prefer=prefer,
                               spans=spans.get(stay, []), notes=course_notes, implied=implied,
                               meta={"subject_id": subject, "hadm_id": hadm, "intime": intime.isoformat(),
                                     "outtime": outtime.isoformat()}))
     return courses
+
+
+def hourly(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
+    """The end of every period from ``start`` (the last one cut at ``end``)."""
+    times, k = [], 1
+    while start + (k - 1) * every < end:
+        times.append(min(start + k * every, end))
+        k += 1
+    return times
 
 
 def _rate_changes(by_drug: dict[str, list], intime: datetime, zero_drugs: list[str]) -> list[RateChange]:

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import InputError, Problem
 from ..ehr.timeline import Timeline
 from .course import Course
+from .mimic import hourly
 
 #: Longest span evaluated for one patient of an NDJSON export (a stay of shock is days; a lifetime is not).
 MAX_SPAN = timedelta(days=60)
@@ -57,8 +58,10 @@ def _patient_of(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def read_fhir_ndjson(directory: str | Path, *, every_hours: float = 1.0) -> list[Course]:
-    """One course per patient of a Bulk Data export directory (``*.ndjson``), in patient id order."""
+def read_fhir_ndjson(directory: str | Path, *, every_hours: float = 1.0, at: str = "hourly") -> list[Course]:
+    """One course per patient of a Bulk Data export directory (``*.ndjson``), in patient id order.
+
+    ``at``: ``hourly``, or ``vitals`` (each new timed Observation)."""
     directory = Path(directory)
     files = sorted(directory.glob("*.ndjson"))
     if not files:
@@ -101,10 +104,10 @@ def read_fhir_ndjson(directory: str | Path, *, every_hours: float = 1.0) -> list
         if not observed:
             continue
         start, end = min(observed), min(max(everything), min(observed) + MAX_SPAN)
-        times, k = [], 1
-        while start + (k - 1) * every < end:
-            times.append(min(start + k * every, end))
-            k += 1
+        if at == "vitals":
+            times = sorted({t for t in observed if start <= t <= end})
+        else:
+            times = hourly(start, end, every)
         bundle = {"resourceType": "Bundle", "type": "collection",
                   "entry": [{"resource": r} for r in resources + shared]}
         courses.append(Course(id=patient, given={}, timeline=Timeline(), times=times,
