@@ -67,6 +67,6 @@ def shadow(mimic_iv: str | None, fhir_ndjson: str | None, timeline: str | None, 
                          compare_profile=compare_profile, dask=dask, jobs=jobs, progress=progress)
     if as_json:
         emit_json(summary)
-    say(f"{summary['stays']} stays, {summary['patient_hours']:,} patient-hours ({summary['refused']} refused, "
+    say(f"{summary['stays']} stays, {summary['patient_hours']:,} evaluations ({summary['refused']} refused, "
         f"{summary['values_dropped']} values dropped); cards per call p50 {summary['cards_per_call']['p50']:g}, "
         f"p90 {summary['cards_per_call']['p90']:g}; {time.monotonic() - started:.1f} s -> {out}/report.html")
