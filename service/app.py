@@ -509,8 +509,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             extension["not_fetched"] = why_missing
         if suppressed:
             extension["suppressed"] = [x.to_dict(now.timestamp()) for x in suppressed]
-            log.info("hookInstance %s: %d card(s) not shown again: %s", hook_instance, len(suppressed),
-                     "; ".join(f"{x.key} ({x.reason(now.timestamp())})" for x in suppressed))
+            # the request's log line says what was not shown again and why (no patient data: keys and reasons)
+            request.state.suppressed = [{"repeat_key": x.key, "reason": x.reason(now.timestamp())} for x in suppressed]
         return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
 
     @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards (CDS Hooks 2.0): recorded in the audit log",

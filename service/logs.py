@@ -16,7 +16,7 @@ from typing import Any
 
 REQUEST_LOGGER = "pressor.serve.requests"
 #: request.state attributes copied into the request line when a handler set them
-LOGGED_STATE = ("hook", "hookInstance", "client", "rules_fired", "fetched", "reason")
+LOGGED_STATE = ("hook", "hookInstance", "client", "rules_fired", "fetched", "reason", "suppressed")
 
 
 def _now() -> str:

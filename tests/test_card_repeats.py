@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
 
 import pytest
@@ -34,7 +35,8 @@ def test_an_unchanged_plan_is_not_shown_again_and_says_why(server, signing_key, 
     assert first.status_code == 200, first.text
     shown = _plan_keys(first)
     assert "plan:plan-norepinephrine" in shown and "suppressed" not in first.json()["extension"]["pressor"]
-    again = call(server, signing_key, PATIENT_VIEW, {**body, "hookInstance": str(uuid.uuid4())}, show_repeats=False)
+    again_id = str(uuid.uuid4())
+    again = call(server, signing_key, PATIENT_VIEW, {**body, "hookInstance": again_id}, show_repeats=False)
     card_schema.validate(again.json())
     assert _plan_keys(again) == []  # every plan card was shown a moment ago, unchanged
     suppressed = again.json()["extension"]["pressor"]["suppressed"]
@@ -42,6 +44,10 @@ def test_an_unchanged_plan_is_not_shown_again_and_says_why(server, signing_key, 
     start = next(s for s in suppressed if s["repeat_key"] == "plan:plan-norepinephrine")
     assert start["indicator"] == "critical" and start["window_s"] == 3600 and "within the 1 h window" in start["reason"]
     assert all(s["window_s"] == 14400 for s in suppressed if s["indicator"] != "critical")
+    time.sleep(0.3)  # the request's log line says what was not shown again, and why (no patient data)
+    lines = [json.loads(x) for x in server.stderr_path.read_text().splitlines() if x.startswith("{")]
+    line = next(x for x in lines if x.get("hookInstance") == again_id)
+    assert sorted(x["repeat_key"] for x in line["suppressed"]) == sorted(shown) and all(x["reason"] for x in line["suppressed"])
     # the request flag shows everything again
     flagged = call(server, signing_key, PATIENT_VIEW, {**body, "hookInstance": str(uuid.uuid4())})
     assert _plan_keys(flagged) == shown

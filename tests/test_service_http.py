@@ -86,7 +86,7 @@ def test_one_json_line_per_request_without_patient_data(server, signing_key):
     assert line["path"] == f"/cds-services/{PATIENT_VIEW}" and isinstance(line["latency_ms"], float)
     fired = {c["source"]["topic"]["code"].replace("|", "@") for c in r.json()["cards"]
              if c["source"].get("topic", {}).get("system") == RULE_SYSTEM}  # not conditional advice, not questions
-    assert set(line["rules_fired"]) == fired and any(f.startswith("norepinephrine.start-emergency@") for f in fired)
+    assert fired <= set(line["rules_fired"]) and any(f.startswith("norepinephrine.start-emergency@") for f in fired)
     assert line["time"].endswith("Z")
     text = server.log_file.read_text()
     assert "sep-adult" not in text and "weight" not in text
