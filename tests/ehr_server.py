@@ -97,6 +97,23 @@ def _matches(resource: dict[str, Any], params: dict[str, str]) -> bool:
     return True
 
 
+_BOMB: list[bytes] = []
+
+
+def gzip_bomb(inflated: int = 512 * 1024 * 1024) -> bytes:
+    """A gzip stream of a JSON object padded with ``inflated`` spaces (~0.5 MB compressed), made once."""
+    if not _BOMB:
+        import zlib
+
+        z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        parts = [z.compress(b'{"resourceType": "Bundle", "type": "searchset", "entry": []')]
+        block = b" " * (1 << 20)
+        parts += [z.compress(block) for _ in range(inflated >> 20)]
+        parts.append(z.compress(b"}") + z.flush())
+        _BOMB.append(b"".join(parts))
+    return _BOMB[0]
+
+
 def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -210,6 +227,15 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
                 return
             elif mode == "not-json":
                 self._send(200, b"<html>maintenance</html>", "text/html")
+                return
+            elif mode == "gzip-bomb":  # ~0.5 MB on the wire, 512 MB inflated (issue 24)
+                raw = gzip_bomb()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
                 return
             if len(parts) == 2 and kind in ("Patient", "Medication"):
                 found = [r for r in store.resources if r["resourceType"] == kind and r.get("id") == parts[1]]
