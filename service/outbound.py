@@ -100,6 +100,10 @@ def url_problem(url: str, hosts: frozenset[str] | None = None, *, whose: str = "
     return None
 
 
+#: Bytes inflated per step: small, so that no step holds more than this beside the body.
+_STEP = 65536
+
+
 class Inflater:
     """A response body read under ``limit`` bytes *after* inflating: gzip and deflate are inflated in bounded
     steps, so a small compressed answer that would inflate to gigabytes stops at the limit (issue 24)."""
@@ -129,7 +133,7 @@ class Inflater:
         data = raw
         try:
             while data:
-                out = self._z.decompress(data, self.limit - len(self.body) + 1)
+                out = self._z.decompress(data, min(_STEP, self.limit - len(self.body) + 1))
                 self._add(out)
                 data = self._z.unconsumed_tail
         except zlib.error as exc:

@@ -101,16 +101,25 @@ _BOMB: list[bytes] = []
 
 
 def gzip_bomb(inflated: int = 512 * 1024 * 1024) -> bytes:
-    """A gzip stream of a JSON object padded with ``inflated`` spaces (~0.5 MB compressed), made once."""
+    """A valid gzip stream of a JSON object padded with ``inflated`` spaces (~0.5 MB compressed), made once and
+    cheaply: one fully flushed deflate block of 1 MiB of spaces, repeated (each such block stands alone)."""
     if not _BOMB:
+        import struct
         import zlib
 
-        z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-        parts = [z.compress(b'{"resourceType": "Bundle", "type": "searchset", "entry": []')]
-        block = b" " * (1 << 20)
-        parts += [z.compress(block) for _ in range(inflated >> 20)]
-        parts.append(z.compress(b"}") + z.flush())
-        _BOMB.append(b"".join(parts))
+        def block(data: bytes) -> bytes:
+            z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+            return z.compress(data) + z.flush(zlib.Z_FULL_FLUSH)
+
+        head, pad, tail = b'{"resourceType": "Bundle", "type": "searchset", "entry": []', b" " * (1 << 20), b"}"
+        crc = zlib.crc32(head)
+        for _ in range(inflated >> 20):
+            crc = zlib.crc32(pad, crc)
+        crc = zlib.crc32(tail, crc)
+        size = len(head) + (inflated >> 20) * len(pad) + len(tail)
+        last = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = block(head) + block(pad) * (inflated >> 20) + last.compress(tail) + last.flush()  # the final block
+        _BOMB.append(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + body + struct.pack("<II", crc, size & 0xFFFFFFFF))
     return _BOMB[0]
 
 
