@@ -2,7 +2,6 @@
 policy (service/outbound.py). Each hostile case of the issue is a test here (marked ``fuzz``)."""
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import re
