@@ -17,7 +17,7 @@ from pressor.engine.ehr.fhir import FhirError, from_bundle, from_hook_request, l
 from pressor.service.outbound import Inflater, Unreachable, target, url_problem
 from tests import test_cds_service, test_service_fetch
 from tests.test_cds_service import PATIENT_VIEW, call, configured_server, public_pem
-from tests.test_service_fetch import TOKEN, bare_request
+from tests.test_service_fetch import bare_request
 
 pytestmark = pytest.mark.fuzz
 
