@@ -36,7 +36,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from pressor.engine.audit import AuditLog, resolve_path
-from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates
+from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates, unusable_prefetch
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import loads_json
@@ -391,7 +391,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Fetch what the prefetch lacks; why each key still missing is missing, and notes. 412 if a required one is."""
         rt = rt_of(request)
         prefetch = body.get("prefetch") or {}
-        lacking = {k: t for k, t in rt.templates.items() if k not in prefetch}
+        unusable = {k: why for k in rt.templates if k in prefetch and (why := unusable_prefetch(prefetch[k]))}
+        lacking = {k: t for k, t in rt.templates.items() if k not in prefetch or k in unusable}
         if not lacking:
             return {}, []
         fetcher: FhirFetcher = request.app.state.fetcher
@@ -405,6 +406,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request.state.fetched = sorted(fetched.prefetch)
         else:
             why = {k: refusal for k in lacking}
+        why = {k: f"{unusable[k]}; {reason}" if k in unusable else reason for k, reason in why.items()}
         required = [k for k in rt.config.fhir_fetch.required if k in why]
         if required:
             raise _Precondition("required data could not be had: " + "; ".join(f"{k} ({why[k]})" for k in required),

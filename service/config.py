@@ -72,7 +72,9 @@ class FetchSettings:
     max_pages: int = 10
     max_page_bytes: int = 8_388_608
     required: tuple[str, ...] = DEFAULT_REQUIRED
-    servers: tuple[str, ...] = ()  # URL prefixes allowed as fhirServer; empty: any http(s) URL
+    #: Base URLs allowed as fhirServer (scheme, host, port and the paths under its path, compared after
+    #: normalisation: service/outbound.py); empty: any https URL (http to the loopback only).
+    servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ def load_config(path: str | None) -> Config:
     base = data.get("base_url")
     ui = data.get("ui_base_url")
     fetch = data.get("fhir_fetch", {})
+    for j, server in enumerate(fetch.get("servers", ())):
+        problem = url_problem(server)
+        if problem:
+            raise InputError([Problem(f"{problem}: a FHIR server the service may fetch from", **doc.where(f"/fhir_fetch/servers/{j}"),
+                                      suggestion="give the server's https base URL, e.g. https://ehr.example.org/fhir")])
     return Config(
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),

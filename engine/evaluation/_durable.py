@@ -56,9 +56,19 @@ MAX_RULES_PER_SHARD = 48
 #: rete.c: error 113), and the ``_ps`` guard is one group: measured, 14 groups compile, 15 fail.
 #: Leaf comparisons with constants take no entry (40 of them under one group compile).
 MAX_GROUPS_PER_RULE = 14
+#: Properties of the one fact the engine matches (every state fact, each member of an array fact, every
+#: derived fact, and the three of the trailer: sid, id, _ps). The engine refuses a fact of more than 254
+#: with error 302 (``ERR_EVENT_MAX_PROPERTIES``; ``MAX_OBJECT_PROPERTIES`` 255 in state.h, one kept by the
+#: engine): measured, 251 facts and the trailer assert, 252 give 302. This, not the length of a chain of
+#: derived facts, is what a pack of ~200 derived facts ran into (issue 24: 200 unchained fail the same).
+ENGINE_MAX_FACTS = 251
+#: What pressor allows a pack (checked at load): the engine's limit less a margin for the state schema
+#: to grow without a pack that loads today failing on a complete patient tomorrow.
+MAX_FACTS = 224
 #: What the engine's error codes mean, for the ones a pack can provoke (durable-rules' rules.h).
 ENGINE_ERRORS = {
     113: f"more all/any groups than the engine takes in one rule, at most {MAX_GROUPS_PER_RULE}",
+    302: f"the fact matched has more properties than the engine takes, at most {ENGINE_MAX_FACTS} facts",
     303: "more comparisons match one fact than the engine takes, at most 64",
 }
 _GROUPS_FIX = ("count each all, any, negated all/any and 'in' list of two or more values as one group; "
