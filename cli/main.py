@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 __all__ = ["cli", "main"]
 
@@ -32,7 +31,7 @@ def main() -> None:
             start_in_background(sys.argv[1:])
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # ``from pressor.cli.main import cli`` keeps working, without importing click for ``main`` alone.
     if name in ("cli", "COMMANDS", "LazyGroup"):
         from . import group

@@ -25,11 +25,13 @@ the standard library's small modules.
 """
 from __future__ import annotations
 
-import json
+import marshal
 import os
-import socket
 import struct
 import sys
+import zlib
+
+import _socket  # the C module: socket.py builds its enums at import, a few ms of every start
 
 #: Commands a worker answers (``--batch`` starts its own processes: answered in-process).
 ROUTED = ("recommend",)
@@ -60,20 +62,16 @@ def _private(where: str) -> bool:
 
 
 def socket_path() -> str:
-    import hashlib
-
-    venv = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]
+    venv = f"{zlib.crc32(sys.executable.encode()):08x}"
     return os.path.join(runtime_dir(), f"worker-{venv}.sock")
 
 
 def fingerprint() -> str:
-    """What the worker's code must match: pressor's version, the interpreter, each module and schema file's
-    size and mtime (a few hundred microseconds of ``stat``)."""
-    import hashlib
-
+    """What the worker's code must match: the interpreter, each module and schema file's path, size and mtime
+    (a few hundred microseconds of ``stat``; a checksum, not a digest: it detects change, it guards nothing)."""
     here = os.path.dirname(os.path.abspath(__file__))
     top = os.path.dirname(here)
-    h = hashlib.sha256(sys.executable.encode())
+    parts = [sys.executable]
     for name in ("cli", "engine", "schemas", "service"):
         stack = [os.path.join(top, name)]
         while stack:
@@ -87,15 +85,16 @@ def fingerprint() -> str:
                         stack.append(entry.path)
                 elif entry.name.endswith((".py", ".json", ".so")):
                     st = entry.stat()
-                    h.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+                    parts.append(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}")
+    text = "\n".join(parts).encode()
+    return f"{len(parts)}-{zlib.crc32(text):08x}-{zlib.adler32(text):08x}"
 
 
 def _eligible(argv: list[str]) -> bool:
     return bool(argv) and argv[0] in ROUTED and "--batch" not in argv
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def _recv_exact(conn: "_socket.socket", n: int) -> bytes:
     data = b""
     while len(data) < n:
         chunk = conn.recv(n - len(data))
@@ -117,20 +116,26 @@ def answer_with_worker(argv: list[str]) -> int | None:
         path = socket_path()
         if not _private(os.path.dirname(path)):
             return _unanswered(required, "the worker's directory is not private to this user")
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(path)
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+        except OSError:
+            conn.close()
+            raise
     except OSError:
         return _unanswered(required, "no worker is running")
-    with conn:
+    try:
         umask = os.umask(0)
         os.umask(umask)
-        request = json.dumps({
+        # marshal: built in (json would import re); the worker reads it only from this user's processes
+        request = marshal.dumps({
             "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "fingerprint": fingerprint(),
             "streams": [[getattr(s, "encoding", None) or "utf-8", getattr(s, "errors", None) or "strict"]
                         for s in (sys.stdin, sys.stdout, sys.stderr)],
-        }).encode()
+        })
         try:
-            socket.send_fds(conn, [struct.pack("!I", len(request)) + request], [0, 1, 2])
+            conn.sendmsg([struct.pack("!I", len(request)) + request],
+                         [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
             first = conn.recv(1)
         except OSError:
             return _unanswered(required, "the worker did not take the request")
@@ -138,6 +143,8 @@ def answer_with_worker(argv: list[str]) -> int | None:
             return _unanswered(required, "the worker is stale (pressor changed)" if first == _STALE else "the worker refused")
         _wanted = False
         code = _recv_exact(conn, 4)
+    finally:
+        conn.close()
     if len(code) < 4:
         sys.stderr.write("pressor: the worker stopped before finishing the command (see `pressor worker status`)\n")
         return 70
@@ -174,6 +181,8 @@ def _pid_path(path: str) -> str:
 
 def running_pid(path: str | None = None) -> int | None:
     """The pid of the user's worker for this interpreter, if one answers on its socket."""
+    import socket
+
     path = path or socket_path()
     try:
         with open(_pid_path(path)) as fh:
@@ -191,6 +200,7 @@ def serve(idle_s: float | None = None) -> None:
     """Run the worker until it has been idle ``idle_s`` seconds, is stale, or gets SIGTERM."""
     import gc
     import signal
+    import socket
 
     path = socket_path()
     if running_pid(path) is not None:
@@ -264,10 +274,24 @@ def _warm() -> None:
                  now=datetime(2026, 1, 1, tzinfo=timezone.utc))
     except Exception:  # noqa: BLE001 - a worker that cannot warm up still answers (each child loads what it needs)
         pass
+    # The command itself, once as JSON and once as text, output discarded: what it imports and builds on first
+    # use (the YAML reader, the report, click's parsing) is then in every child from the start.
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "septic-shock-adult.yaml")
+    if os.path.exists(example):
+        out, err = sys.stdout, sys.stderr
+        try:
+            with open(os.devnull, "w") as sink:
+                sys.stdout = sys.stderr = sink
+                for extra in (["--json"], []):
+                    _run(["recommend", example, "--no-audit", "--now", "2026-01-01T00:00:00Z", *extra])
+        finally:
+            sys.stdout, sys.stderr = out, err
 
 
-def _handle(listener: socket.socket, conn: socket.socket, mine: str) -> bool:
+def _handle(listener: "socket.socket", conn: "socket.socket", mine: str) -> bool:
     """Answer one connection (fork a child for it); False when the worker should stop (stale)."""
+    import socket
+
     fds: list[int] = []
     try:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -278,7 +302,9 @@ def _handle(listener: socket.socket, conn: socket.socket, mine: str) -> bool:
             return True
         size = struct.unpack("!I", data[:4])[0]
         data = data[4:] + _recv_exact(conn, size - (len(data) - 4))
-        request = json.loads(data)
+        request = marshal.loads(data)
+        if not isinstance(request, dict):
+            return True
         if request.get("fingerprint") != mine:
             conn.sendall(_STALE)
             return False
@@ -287,7 +313,7 @@ def _handle(listener: socket.socket, conn: socket.socket, mine: str) -> bool:
         if pid == 0:
             _child(listener, conn, fds, request)  # never returns
         return True
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, TypeError):
         return True
     finally:
         for fd in fds:
@@ -310,7 +336,7 @@ def _preload(request: dict) -> None:
         os.chdir("/")
 
 
-def _child(listener: socket.socket, conn: socket.socket, fds: list[int], request: dict) -> None:
+def _child(listener: "socket.socket", conn: "socket.socket", fds: list[int], request: dict) -> None:
     import io
     import signal
     import time
