@@ -142,7 +142,10 @@ def answer_with_worker(argv: list[str]) -> int | None:
         if first != _ACCEPTED:
             return _unanswered(required, "the worker is stale (pressor changed)" if first == _STALE else "the worker refused")
         _wanted = False
-        code = _recv_exact(conn, 4)
+        try:
+            code = _recv_exact(conn, 4)
+        except KeyboardInterrupt:  # the child sees its socket close; its output so far stays written
+            return 130
     finally:
         conn.close()
     if len(code) < 4:
@@ -203,8 +206,8 @@ def serve(idle_s: float | None = None) -> None:
     import socket
 
     path = socket_path()
-    if running_pid(path) is not None:
-        return  # another worker answers already
+    if not _private(os.path.dirname(path)) or running_pid(path) is not None:
+        return  # a directory others could use, or another worker answers already
     idle_s = float(os.environ.get("PRESSOR_WORKER_IDLE", "900")) if idle_s is None else idle_s
     mine = fingerprint()
     os.chdir("/")
