@@ -72,8 +72,12 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
             + (f"changed: {changed}" if changed else "no parameter differs from the pack's defaults")]
 
 
-def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    """The whole report as (line, click style) pairs; ``result`` may be a stored Result's JSON."""
+def result_text(result: Result | dict[str, Any], *, color: bool = True, full: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The whole report as (line, click style) pairs; ``result`` may be a stored Result's JSON.
+
+    With a plan (and not ``full``): the plan view (PLAN, BANS, ASK, then a count of what was left out);
+    ``full``: every recommendation, conditional advice and question, as before plans.
+    """
     data = result if isinstance(result, dict) else result.to_dict()
     pack = data["pack"]
     out: list[tuple[str, dict[str, Any]]] = [
@@ -81,6 +85,11 @@ def result_text(result: Result | dict[str, Any], *, color: bool = True) -> list[
     ]
     if pack.get("profile"):
         out += [(line, {"bold": True}) for line in profile_lines(pack["profile"])]
+    if data.get("plan") is not None and not full:
+        from .plan_report import plan_lines
+
+        out += plan_lines(data)
+        return out
     recs = data["recommendations"]
     if not recs:
         out.append(("No recommendation applies to this patient state.", {}))
