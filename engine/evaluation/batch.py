@@ -79,13 +79,15 @@ def state_files(directory: Path) -> Iterator[Item]:
 class _Worker:
     """What one process keeps between chunks: the pack and the evaluation settings."""
 
-    def __init__(self, rules_dir: str | None, profile: str | None, now: datetime, include_draft: bool, keep: bool) -> None:
+    def __init__(self, rules_dir: str | None, profile: str | None, now: datetime, include_draft: bool, keep: bool,
+                 advice: bool = True) -> None:
         from .pack import load_pack
 
         self.pack = load_pack(rules_dir, profile=profile)
         self.now = now
         self.include_draft = include_draft
         self.keep = keep
+        self.advice = advice
         from .result_json import ResultWriter
 
         self.write = ResultWriter()
@@ -110,7 +112,8 @@ class _Worker:
 
                 conversion = from_timeline(document, now=self.now, pack=self.pack)
                 state, document = conversion.state, None
-            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document)
+            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document,
+                              advice=self.advice)
         except PressorError as exc:
             code = 4 if isinstance(exc, EvaluationError) else 1
             return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code, index, item.source)
@@ -145,16 +148,16 @@ def _answer_chunk(chunk: list[tuple[int, Item]]) -> list[Answer]:
 
 def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime, include_draft: bool = False,
                   jobs: int = 1, keep: bool = False, window: int | None = None,
-                  profile: str | None = None) -> Iterator[Answer]:
+                  profile: str | None = None, advice: bool = True) -> Iterator[Answer]:
     """An :class:`Answer` per item, in input order, evaluated by ``jobs`` processes.
 
     ``keep``: answers also carry the state and the :class:`Result` (for the audit log); ``profile``: the
-    site profile the pack is loaded with (as ``pressor recommend --profile``).
+    site profile the pack is loaded with (as ``pressor recommend --profile``); ``advice``: see ``evaluate``.
     At most ``window`` chunks (default ``4 * jobs``) of :data:`CHUNK` states are in flight.
     """
     numbered = enumerate(items)
     if jobs <= 1:
-        worker = _Worker(rules_dir, profile, now, include_draft, keep)
+        worker = _Worker(rules_dir, profile, now, include_draft, keep, advice)
         for index, item in numbered:
             yield worker.answer(index, item)
         return
@@ -167,7 +170,7 @@ def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime
 
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                 initargs=(rules_dir, profile, now, include_draft, keep)) as pool:
+                                 initargs=(rules_dir, profile, now, include_draft, keep, advice)) as pool:
             pending: deque = deque()
             chunk: list[tuple[int, Item]] = []
             for entry in numbered:
