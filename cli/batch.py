@@ -16,7 +16,7 @@ from .common import say
 
 
 def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None, now: datetime, include_draft: bool, jobs: int,
-              audit: dict[str, Any] | None, require_audit: bool, advice: bool = True) -> int:
+              audit: dict[str, Any] | None, require_audit: bool, advice: bool = True, compact: bool = False) -> int:
     """Evaluate every state of ``source`` (``-`` or a file: JSON lines; a directory: state files); the exit code.
 
     ``audit``: the options of the audit log (None: --no-audit). Each evaluation is recorded, in input
@@ -46,7 +46,12 @@ def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None,
         if log is not None and not_recorded is None:
             stack.callback(log.close)
         answers = evaluate_many(items, rules_dir=rules_dir, profile=profile, now=now, include_draft=include_draft,
-                                jobs=default_jobs() if jobs == 0 else jobs, keep=audit is not None, advice=advice)
+                                jobs=default_jobs() if jobs == 0 else jobs, keep=audit is not None, advice=advice,
+                                compact=compact)
+        if compact:
+            from pressor.engine.evaluation.compact import HEADER, dumps
+
+            sys.stdout.write(dumps(HEADER) + "\n")
         for answer in answers:
             line, code = answer.line, answer.exit_code
             if code == exit_codes.OK and audit is not None:

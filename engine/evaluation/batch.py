@@ -80,7 +80,7 @@ class _Worker:
     """What one process keeps between chunks: the pack and the evaluation settings."""
 
     def __init__(self, rules_dir: str | None, profile: str | None, now: datetime, include_draft: bool, keep: bool,
-                 advice: bool = True) -> None:
+                 advice: bool = True, compact: bool = False) -> None:
         from .pack import load_pack
 
         self.pack = load_pack(rules_dir, profile=profile)
@@ -88,6 +88,11 @@ class _Worker:
         self.include_draft = include_draft
         self.keep = keep
         self.advice = advice
+        self.compact = None
+        if compact:
+            from .compact import CompactWriter
+
+            self.compact = CompactWriter()
         from .result_json import ResultWriter
 
         self.write = ResultWriter()
@@ -117,6 +122,9 @@ class _Worker:
         except PressorError as exc:
             code = 4 if isinstance(exc, EvaluationError) else 1
             return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code, index, item.source)
+        if self.compact is not None:
+            line = self._compact_line(index, item, result, conversion)
+            return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
         text = self.write(result)
         line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":'
         if conversion is None:
@@ -124,6 +132,21 @@ class _Worker:
         else:  # as `pressor recommend --json` shows it: the facts' provenance in the result, the conversion beside
             line += f'{text[:-1]},"facts":{_dumps(conversion.facts)}}},"timeline":{_dumps(conversion.to_dict())}}}'
         return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
+
+
+def _compact_line(self: "_Worker", index: int, item: Item, result: Any, conversion: Any) -> str:
+    from .compact import dumps
+
+    defs, data = self.compact(result)
+    line: dict[str, Any] = {"index": index, "source": item.source, "ok": True, "result": data}
+    if conversion is not None:
+        data["facts"] = conversion.facts
+        line["timeline"] = conversion.to_dict()
+    text = dumps(line)
+    return text if defs is None else dumps({"defs": defs}) + "\n" + text
+
+
+_Worker._compact_line = _compact_line  # type: ignore[attr-defined]
 
 
 def _dumps(data: dict[str, Any]) -> str:
@@ -148,16 +171,17 @@ def _answer_chunk(chunk: list[tuple[int, Item]]) -> list[Answer]:
 
 def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime, include_draft: bool = False,
                   jobs: int = 1, keep: bool = False, window: int | None = None,
-                  profile: str | None = None, advice: bool = True) -> Iterator[Answer]:
+                  profile: str | None = None, advice: bool = True, compact: bool = False) -> Iterator[Answer]:
     """An :class:`Answer` per item, in input order, evaluated by ``jobs`` processes.
 
     ``keep``: answers also carry the state and the :class:`Result` (for the audit log); ``profile``: the
-    site profile the pack is loaded with (as ``pressor recommend --profile``); ``advice``: see ``evaluate``.
+    site profile the pack is loaded with (as ``pressor recommend --profile``); ``advice``: see ``evaluate``;
+    ``compact``: lines as compact.py describes (an answer's line may then be a definitions line and its line).
     At most ``window`` chunks (default ``4 * jobs``) of :data:`CHUNK` states are in flight.
     """
     numbered = enumerate(items)
     if jobs <= 1:
-        worker = _Worker(rules_dir, profile, now, include_draft, keep, advice)
+        worker = _Worker(rules_dir, profile, now, include_draft, keep, advice, compact)
         for index, item in numbered:
             yield worker.answer(index, item)
         return
@@ -170,7 +194,7 @@ def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime
 
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                 initargs=(rules_dir, profile, now, include_draft, keep, advice)) as pool:
+                                 initargs=(rules_dir, profile, now, include_draft, keep, advice, compact)) as pool:
             pending: deque = deque()
             chunk: list[tuple[int, Item]] = []
             for entry in numbered:
