@@ -13,7 +13,8 @@ value). Every other line is a batch line as without ``--compact`` (``index``, ``
 * ``conditional[i]["if"]``, each ``ask_next`` entry (without ``shown``), each ``not_evaluable`` entry's
   ``missing`` list, each plan item and ban: ``{"ref": KEY}`` (``"if:…"``, ``"ask:…"``, ``"missing:…"``,
   ``"item:…"``, ``"ban:…"``: keys made from the content's SHA-256) with any ``shown`` beside it;
-* ``not_evaluable[i]``: ``{"ref": "rule-title:ID@VERSION", "missing": {"ref": "missing:…"}}``.
+* ``not_evaluable[i]``: ``{"ref": "rule-title:ID@VERSION", "missing": {"ref": "missing:…"}}``;
+* each evidence item: ``[KEY, value, holds]``, ``"ev:…"`` defining its fact and test.
 
 :func:`expand` turns a compact result back into the full one (``json.loads`` of the line without
 ``--compact`` gives the same value: tests/test_compact_batch.py checks it).
@@ -37,7 +38,7 @@ class CompactWriter:
     def __init__(self) -> None:
         self._defined: dict[str, bytes] = {}
         self._new: dict[str, Any] = {}
-        self._rule_static: dict[tuple[str, str, int], str] = {}  # (rule, version, id of citations tuple) -> key
+        self._tests: dict[tuple[str, str], str] = {}  # an evidence item's (fact, test) -> its key
 
     def __call__(self, result: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """(the definitions this result needs that this writer has not written yet, or None; the compact result)."""
@@ -90,7 +91,18 @@ class CompactWriter:
     def _rule_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
         static = {k: entry[k] for k in STATIC if k in entry}
         key = self._define(f"rule:{entry['rule_id']}@{entry['rule_version']}", static, orjson.dumps(static, option=_SORTED))
-        return {"ref": key, **{k: v for k, v in entry.items() if k not in STATIC}}
+        out = {"ref": key, **{k: v for k, v in entry.items() if k not in STATIC}}
+        if "evidence" in out:
+            out["evidence"] = [self._evidence(e) for e in out["evidence"]]
+        return out
+
+    def _evidence(self, e: dict[str, Any]) -> list[Any]:
+        """``[KEY, value, holds]``, KEY defining the item's fact and test."""
+        pair = (e["fact"], e["test"])
+        key = self._tests.get(pair)
+        if key is None:
+            key = self._tests[pair] = self._content("ev", {"fact": e["fact"], "test": e["test"]})["ref"]
+        return [key, e["value"], e["holds"]]
 
     def _not_evaluable(self, entry: dict[str, Any]) -> dict[str, Any]:
         static = {k: v for k, v in entry.items() if k != "missing"}
@@ -106,7 +118,13 @@ def expand(result: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     def ref(entry: dict[str, Any]) -> dict[str, Any]:
         return {**defs[entry["ref"]], **{k: v for k, v in entry.items() if k != "ref"}}
 
-    out["recommendations"] = [ref(r) for r in result["recommendations"]]
+    def evidence(entry: dict[str, Any]) -> dict[str, Any]:
+        full = ref(entry)
+        if "evidence" in full:
+            full["evidence"] = [{**defs[k], "value": value, "holds": holds} for k, value, holds in full["evidence"]]
+        return full
+
+    out["recommendations"] = [evidence(r) for r in result["recommendations"]]
     out["conditional"] = [{**ref(c), "if": defs[c["if"]["ref"]]} for c in result["conditional"]]
     out["ask_next"] = [ref(q) for q in result["ask_next"]]
     out["not_evaluable"] = [{**defs[n["ref"]], "missing": defs[n["missing"]["ref"]]} for n in result["not_evaluable"]]
