@@ -105,6 +105,9 @@ class Config:
     audit_patient: str = "reference"
     audit_patient_key: bytes | None = None
     require_audit: bool = False
+    #: A call is answered only once its audit records are committed (always so with require_audit); false: the
+    #: answer does not wait for the commit, says "recorded": "queued", and a crash may lose those records.
+    audit_wait: bool = True
     fhir_mapping: str | None = None
     lookback_hours: dict[str, float] = field(default_factory=dict)
     include_draft: bool = False
@@ -167,6 +170,7 @@ def load_config(path: str | None) -> Config:
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
         max_body_bytes=data.get("max_body_bytes", 1_048_576), idle_timeout_s=data.get("idle_timeout_s", 10.0), audit_db=beside(data.get("audit_db")), replay_cache=beside(data.get("replay_cache")),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
+        audit_wait=data.get("audit_wait", True),
         audit_patient=data.get("audit_patient", "reference"),
         audit_patient_key=_patient_key(data, beside(data.get("audit_patient_key_file")), doc),
         fhir_mapping=beside(data.get("fhir_mapping")), lookback_hours=dict(data.get("lookback_hours", {})),

@@ -1,7 +1,9 @@
 """The durable-rules adapter against the plain-Python reference semantics."""
 from __future__ import annotations
 
+import json
 import random
+import re
 import threading
 
 import pytest
@@ -246,9 +248,14 @@ def test_evidence_of_a_true_negation_inside_any_is_kept():
 
 
 def test_fact_json_never_writes_a_bare_exponent():
-    text = _durable.fact_json({"vitals__a": 1e-05, "flags__x": True, "shock__type": "septic", "e__b": 1e16, "n": 2.5e-07})
-    assert '"vitals__a":1.0e-05' in text and '"e__b":1.0e+16' in text and '"n":2.5e-07' in text
+    fact = {"vitals__a": 1e-05, "flags__x": True, "shock__type": "septic e-5", "e__b": 1e16, "n": 2.5e-07, "m": 3e-9}
+    text = _durable.fact_json(fact)
+    assert not re.search(r'":-?\d+[eE]', text), text  # every exponent has a dot before it (the engine's error 204)
+    assert '"e__b":1.0e+16' in text and '"shock__type":"septic e-5"' in text  # strings untouched
+    assert {k: v for k, v in json.loads(text).items() if k in fact} == fact  # the same numbers
     assert text.endswith(',"sid":"pressor","id":"pressor-state","_ps":1}')
+    with pytest.raises(ValueError):  # orjson would write null: refused, never sent as a missing value
+        _durable.fact_json({"a": float("nan")})
     assert _durable.fact_json({}) == '{"sid":"pressor","id":"pressor-state","_ps":1}'
 
 

@@ -127,18 +127,27 @@ _TRAILER = f',"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1}}'
 _RETRACT = f'{{"sid":"{_SESSION}","id":"{_FACT_ID}"}}'
 
 
-#: One encoder for every fact (``json.dumps`` with options builds a new one per call).
+from orjson import dumps as _orjson_dumps  # noqa: E402
+
+#: The fallback encoder (``json.dumps`` with options builds a new one per call).
 _encode_fact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def fact_json(flat: Mapping[str, Any]) -> str:
     """Serialise one flat fact (name -> bool, number or string) the way the engine needs it.
 
-    One encoder call, then (only if the text holds an exponent) every bare exponent (which the
-    engine refuses with error 204) gets a ``.0``; the pattern is anchored after a key, so strings
-    are never touched.
+    One orjson call (a third of the match's time went to ``json``'s encoder), then (only if the text holds
+    an exponent) every bare exponent (which the engine refuses with error 204) gets a ``.0``; the pattern is
+    anchored after a key, so strings are never touched. orjson writes NaN and infinities as ``null``: a
+    ``null`` (which a valid state never holds) sends the fact through ``json``'s encoder, which refuses them,
+    as does an integer orjson cannot write.
     """
-    text = _encode_fact(flat)
+    try:
+        text = _orjson_dumps(flat).decode()
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a key that is not a string
+        text = "null"
+    if "null" in text:
+        text = _encode_fact(flat)
     if "e-" in text or "e+" in text:  # repr() writes every exponent with its sign; names never hold - or +
         text = _BARE_EXPONENT.sub(r"\1.0\2", text)
     return (text[:-1] + _TRAILER) if len(text) > 2 else _TRAILER.replace(",", "{", 1)

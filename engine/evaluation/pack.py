@@ -91,6 +91,9 @@ def _load_cached(directory: Path, files: list[Path], profile: str | Path | None)
         key = pack_cache.pack_key(str(directory), inputs)
     except OSError:  # an unreadable file: the builder reports it with its location
         return _Builder(directory, files, False, profile).build()
+    pack = pack_cache.in_memory(key)
+    if pack is not None:
+        return pack
     pack = pack_cache.get(key)
     if pack is None:
         pack = _Builder(directory, files, False, profile).build()
@@ -99,6 +102,7 @@ def _load_cached(directory: Path, files: list[Path], profile: str | Path | None)
         from .evaluate import prepare
 
         prepare(pack)
+    pack_cache.remember(key, pack)
     return pack
 
 
