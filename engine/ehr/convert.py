@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterator, Mapping
 
 from ..errors import PatientStateError, Problem
@@ -100,8 +100,10 @@ def codings(concept: Any) -> list[tuple[str, str]]:
     return [(c.get("system"), c.get("code")) for c in concept.get("coding") or []]
 
 
-def parse_time(text: Any) -> datetime | None:
-    """A FHIR date, dateTime or instant as an aware datetime (a date alone is midnight UTC); None if unreadable."""
+def parse_time(text: Any, zone: tzinfo = timezone.utc, zoneless: list[str] | None = None) -> datetime | None:
+    """A FHIR date, dateTime or instant as an aware datetime (a date alone is midnight UTC); None if unreadable.
+
+    FHIR requires a zone on a time; one without is read in ``zone`` (the site's) and appended to ``zoneless``."""
     if not isinstance(text, str):
         return None
     try:
@@ -111,7 +113,11 @@ def parse_time(text: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if parsed.tzinfo:
+        return parsed
+    if zoneless is not None:
+        zoneless.append(text)
+    return parsed.replace(tzinfo=zone)
 
 
 def iso(t: datetime) -> str:
@@ -195,6 +201,10 @@ class Converter:
 
     def __init__(self, src: Sources, now: datetime, mapping: FhirMapping, file: str) -> None:
         self.src, self.now, self.m, self.file = src, now, mapping, file
+        from zoneinfo import ZoneInfo
+
+        self.zone = ZoneInfo(mapping.site_timezone)
+        self.zoneless: list[str] = []  # times the record gave without a zone (read in the site's)
         self.vs = mapping.valuesets
         self.facts: dict[str, Any] = {}
         self.sources: dict[str, list[str]] = {}
@@ -215,6 +225,10 @@ class Converter:
         self.gaps: list[str] = []  # facts unknown because a reference could not be resolved, in words
 
     # -- bookkeeping ----------------------------------------------------------------
+    def time(self, text: Any) -> datetime | None:
+        """:func:`parse_time` in the site's zone, remembering times given without one."""
+        return parse_time(text, self.zone, self.zoneless)
+
     def set(self, fact: str, value: Any, loc: Located, sub: str, when: datetime | None = None) -> None:
         self.facts[fact] = value
         self.sources[fact] = [loc.where(sub) + (f" ({iso(when)})" if when else "")]
@@ -252,7 +266,7 @@ class Converter:
     def patient(self) -> None:
         for loc in self.of_type("Patient"):
             r = loc.resource
-            died = parse_time(r.get("deceasedDateTime")) if "deceasedDateTime" in r else None
+            died = self.time(r.get("deceasedDateTime")) if "deceasedDateTime" in r else None
             if r.get("deceasedBoolean") is True or (died is not None and died <= self.now) or (
                     "deceasedDateTime" in r and died is None and len(str(r["deceasedDateTime"])) >= 4):
                 when = f" ({r['deceasedDateTime']})" if "deceasedDateTime" in r else ""
@@ -284,11 +298,11 @@ class Converter:
     def _time_of(self, r: dict[str, Any]) -> datetime | None:
         for key in ("effectiveDateTime", "effectiveInstant"):
             if key in r:
-                return parse_time(r[key])
+                return self.time(r[key])
         period = r.get("effectivePeriod")
         if isinstance(period, dict):
-            return parse_time(period.get("end") or period.get("start"))
-        return parse_time(r.get("issued"))
+            return self.time(period.get("end") or period.get("start"))
+        return self.time(r.get("issued"))
 
     def _matches(self, loc: Located, qi: Mapping, ci: Mapping) -> Iterator[tuple[Any, str, dict[str, Any], tuple[str, str]]]:
         r = loc.resource
@@ -447,7 +461,7 @@ class Converter:
                     else:
                         found.setdefault(rule.fact, []).append((rule.value, loc))
                         if name in self.m.shock_recognition:
-                            onset = parse_time(r.get("onsetDateTime")) or parse_time(r.get("recordedDate"))
+                            onset = self.time(r.get("onsetDateTime")) or self.time(r.get("recordedDate"))
                             held = self.tl.markers.get("shock_recognised")
                             if onset is not None and onset <= self.now and (held is None or onset < held[0]):
                                 self.tl.markers["shock_recognised"] = (onset, f"{loc.where('/onsetDateTime')} ({iso(onset)})")
@@ -560,13 +574,13 @@ class Converter:
         if loc.type == "MedicationAdministration":
             if r.get("status") != "in-progress":
                 return False
-            end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+            end = self.time((r.get("effectivePeriod") or {}).get("end"))
             return end is None or end > self.now
         return r.get("status") == "active" and r.get("intent") in _ORDER_INTENTS
 
     def _start(self, r: dict[str, Any]) -> datetime | None:
-        return (parse_time((r.get("effectivePeriod") or {}).get("start")) or parse_time(r.get("effectiveDateTime"))
-                or parse_time(r.get("authoredOn")))
+        return (self.time((r.get("effectivePeriod") or {}).get("start")) or self.time(r.get("effectiveDateTime"))
+                or self.time(r.get("authoredOn")))
 
     def medications(self) -> None:
         running: dict[str, tuple[int, datetime, Located]] = {}
@@ -613,7 +627,7 @@ class Converter:
                 elif key == held[:2]:
                     tied.setdefault(med.drug, []).append(loc)
             elif loc.type == "MedicationAdministration" and r.get("status") in _STOPPED:
-                end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+                end = self.time((r.get("effectivePeriod") or {}).get("end"))
                 if end is not None and end <= self.now and (med.drug not in stopped or end > stopped[med.drug][0]):
                     stopped[med.drug] = (end, loc)
         for med in self.m.medications:
@@ -681,7 +695,7 @@ class Converter:
             self.tl.doses.append(Dose(med.drug, start, f"{loc.label} ({iso(start)})"))
             return
         self.tl.rates.append(RateChange(med.drug, start, rate, f"{loc.label} ({iso(start)})"))
-        end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+        end = self.time((r.get("effectivePeriod") or {}).get("end"))
         if end is not None and end <= self.now:
             self.tl.rates.append(RateChange(med.drug, end, 0, f"{loc.label} end ({iso(end)})"))
 
@@ -715,7 +729,7 @@ class Converter:
                     if not code.verified:
                         self.notes.append(f"{fact} from code {code.code} ({code.display}), which is not confirmed")
                 elif name in self.m.fluids and loc.type == "Procedure":
-                    when = parse_time(r.get("performedDateTime")) or parse_time((r.get("performedPeriod") or {}).get("start"))
+                    when = self.time(r.get("performedDateTime")) or self.time((r.get("performedPeriod") or {}).get("start"))
                     if when is not None:
                         self.tl.fluids.append(Fluid(self.m.fluids[name], when, None, f"{loc.label} ({iso(when)})"))
 
@@ -792,6 +806,10 @@ def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<
     c.medications()
     c.procedures()
     orders = c.orders()
+    if c.zoneless:
+        seen = list(dict.fromkeys(c.zoneless))
+        c.notes.append(f"{len(seen)} time(s) in the record had no time zone (e.g. {seen[0]!r}), which FHIR requires; "
+                       f"read in the site's zone {mapping.site_timezone} (site_timezone in the FHIR mapping)")
     prov = Provenance()
     for fact, value in c.facts.items():
         prov.record(fact, value, c.sources[fact])
