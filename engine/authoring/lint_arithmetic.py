@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .lint import Finding, severity_for
+from .findings import Finding, severity_for
 from ..model import DoseSpec, Preparation, Quantity, Rule, RulePack
 from ..evaluation.units import UnitError, parse_unit
 
