@@ -6,7 +6,6 @@ which never touch the log do not pay for it at start-up.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator

@@ -12,7 +12,7 @@ stated equivalents a rule note containing "CONTRADICTION") is a warning that say
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator

@@ -62,7 +62,31 @@ _WHERE = {
     "Problem": "pressor.engine.errors",
 }
 
-__all__ = sorted([*_WHERE, "__version__"])
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "AuditRecord",
+    "Conversion",
+    "Document",
+    "EvaluationError",
+    "InputError",
+    "PatientStateError",
+    "PressorError",
+    "Problem",
+    "Recommendation",
+    "Result",
+    "RuleFileError",
+    "RulePack",
+    "__version__",
+    "evaluate",
+    "from_bundle",
+    "from_hook_request",
+    "from_timeline",
+    "load_bundle",
+    "load_document",
+    "load_mapping",
+    "load_pack",
+]
 
 if TYPE_CHECKING:
     from pressor.engine import __version__
