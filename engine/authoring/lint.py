@@ -25,6 +25,7 @@ from ..model import All, Compare, Condition, Decision, Rule, RulePack, Waiver, l
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .findings import CODES, SEVERITIES, Finding, LintReport, drug_of, rule_ids, severity_for  # noqa: F401 (re-exported)
 from .lint_thresholds import threshold_findings
+from .lint_units import check_dose_units
 from .solver import Atom, SolverLimit, Space, conj
 from ..evaluation.validate import STATE_SCHEMA, schema
 
@@ -128,6 +129,7 @@ class _Linter:
         self.findings += self._gaps()
         self.findings += threshold_findings(self._comparisons(), self.by_id)
         self.findings += check_arithmetic(self.pack, self.locate)
+        self.findings += check_dose_units(self.pack, self.docs, self.locate)
         self.findings += self._status()
         self.findings += self._absent_means()
         self.findings += self._temporal()
