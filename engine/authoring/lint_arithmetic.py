@@ -34,7 +34,7 @@ class _Units:
         import pint
 
         self.pint = pint
-        self.ureg = pint.UnitRegistry()
+        self.ureg: Any = pint.UnitRegistry()
         self.ureg.define("drug_unit = [drug_activity]")  # "units" of vasopressin: not convertible to mass
 
     def unit(self, text: str) -> Any:
