@@ -76,8 +76,9 @@ def with_facts(data: dict[str, Any], conversion: Any) -> dict[str, Any]:
     return data if conversion is None else {**data, "facts": conversion.facts}
 
 
-def show(result: Result, as_json: bool, conversion: Any = None) -> None:
-    """The result: JSON on stdout, or text on stderr (after the conversion's notes, if any)."""
+def show(result: Result, as_json: bool, conversion: Any = None, full: bool = False) -> None:
+    """The result: JSON on stdout, or text on stderr (after the conversion's notes, if any): the plan, or with
+    ``full`` every recommendation, conditional advice and question."""
     if as_json:
         if conversion is None:
             emit_json(result.to_dict())
@@ -87,7 +88,7 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
         return
     for note in conversion.notes if conversion is not None else ():
         say(f"{'fhir' if conversion.mapping is not None else 'timeline'}: {note}", dim=True)
-    for line, style in result_text(result):
+    for line, style in result_text(result, full=full):
         say(line, **style)
 
 
@@ -114,10 +115,13 @@ def show(result: Result, as_json: bool, conversion: Any = None) -> None:
               help="Many states: FILE (or - for stdin) holds one JSON state per line, or FILE is a directory of state "
                    "files; one JSON line per state on stdout, in input order (see the README for their shape).")
 @jobs_option
+@click.option("--all", "show_all", is_flag=True,
+              help="Show every recommendation, conditional advice and question, not only the plan (text output; "
+                   "the JSON always has everything, marked shown: true/false).")
 @handles_errors
 def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: str | None, include_draft: bool, now_text: str | None,
               fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
-              require_audit: bool, batch: bool, jobs: int) -> None:
+              require_audit: bool, batch: bool, jobs: int, show_all: bool) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
 
     FILE may also be a timeline input (top-level `timeline:`; schemas/timeline.schema.json):
@@ -125,11 +129,13 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
     facts are computed (a fact given directly wins). With --json, the result's `facts` says
     for every fact where its value came from, or why it is unknown.
 
-    Absent facts are unknown, never false: a rule that needs them is shown as
-    conditional advice ("IF norepinephrine is not already running: ..."), the
-    questions whose answers decide the most severe advice come next ("ASK FIRST"),
-    and what is still undecided is listed with the missing fact paths. No weight,
-    no weight-based dose. With --fhir
+    The text shows one PLAN: an answer per decision of the pack (MAP target,
+    norepinephrine action with dose and pump rate, fluids, next agent, ...) in the
+    order one acts on it, each with what supports it (bag, line, monitoring), then
+    the bans that matter here, then at most three questions whose answers change
+    the plan, then a count of what was left out; --all shows everything instead.
+    Absent facts are unknown, never false; a fact decided for any value it could
+    take is said to be. No weight, no weight-based dose. With --fhir
     the file is the patient's FHIR R4 Bundle; what the conversion did (units converted,
     observations too old, facts inferred) is listed as notes.
 
@@ -167,7 +173,7 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
                                                    load=lambda: load_pack(rules_dir, profile=profile))
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)
     if no_audit:
-        show(result, as_json, conversion)
+        show(result, as_json, conversion, show_all)
         return
     # With --fhir the patient state the bundle was converted to is recorded: it is what was evaluated.
     options = {"audit_db": audit_db, "input_mode": audit_input, "user": user}
@@ -178,13 +184,13 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
             report_error(exc, as_json)
             say("error: the recommendation is withheld: --require-audit, and it could not be recorded", fg="red", bold=True)
             sys.exit(exit_codes.INVALID)
-        show(result, as_json, conversion)
+        show(result, as_json, conversion, show_all)
         return
     # Recorded first, then shown: nothing is shown that is not recorded, unless it says so. Success is silent.
     try:
         record(pack, state, result, **options)
     except AuditError as exc:
-        show(result, as_json, conversion)
+        show(result, as_json, conversion, show_all)
         say(f"WARNING: this recommendation was NOT recorded in the audit log: {exc}", fg="red", bold=True)
         sys.exit(exit_codes.NOT_RECORDED)
-    show(result, as_json, conversion)
+    show(result, as_json, conversion, show_all)

@@ -318,7 +318,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class Decision:
-    """A question the pack answers for everyone in ``population``: exactly one of ``rules`` should apply."""
+    """A question the pack answers for everyone in ``population`` with one of ``rules``.
+
+    ``hit_policy`` (the DMN idea): ``unique``, at most one rule applies (the lint proves no overlap), or
+    ``priority``, the first rule that applies in ``rules`` order wins and the others are set aside.
+    ``supporting`` rules (preparation, access, monitoring) are shown under the decision's answer.
+    """
 
     id: str
     description: str
@@ -326,6 +331,31 @@ class Decision:
     rules: tuple[str, ...]
     file: str = ""
     line: int | None = None
+    title: str = ""
+    hit_policy: str = "unique"
+    supporting: tuple[str, ...] = ()
+    in_plan: bool = False  # an item of the patient's plan (else a decision the lint proves, nothing more)
+    complete: bool = True  # every patient of the population gets an answer (the lint proves no gap); False: "none" is an answer
+
+
+@dataclass(frozen=True)
+class Ban:
+    """A rule that forbids something, shown only when ``relevant_when`` holds (None: whenever it fires)."""
+
+    rule: str
+    relevant_when: Condition | None = None
+    because: str = ""
+
+
+@dataclass(frozen=True)
+class QuestionRelevance:
+    """When a missing fact is worth asking about, declared in the pack: only when ``relevant_when`` holds
+    (None: only when its answer would change a plan item), and not when a question in ``covered_by`` is asked."""
+
+    fact: str
+    relevant_when: Condition | None = None
+    covered_by: tuple[str, ...] = ()
+    because: str = ""
 
 
 @dataclass(frozen=True)
@@ -381,6 +411,8 @@ class RulePack:
     array_members: dict[str, tuple[str, ...]] = field(default_factory=dict)
     raw_pack: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     decisions: tuple[Decision, ...] = ()
+    bans: tuple[Ban, ...] = ()
+    question_relevance: tuple[QuestionRelevance, ...] = ()
     waivers: tuple[Waiver, ...] = ()
     absent_means: tuple[AbsentMeans, ...] = ()
     temporal: tuple[TemporalFact, ...] = ()
@@ -578,6 +610,8 @@ class Result:
     not_applicable: tuple[NotApplicable, ...] = ()
     #: Derived facts decided for every value of their missing inputs (see completion.py): name -> those inputs.
     decided_for_any_value: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: One coherent plan (see plan.py); None for a pack that declares no plan decisions.
+    plan: "Plan | None" = None
 
     def fired_ids(self) -> list[str]:
         """Ids of the rules that fired, in output order."""
@@ -585,20 +619,80 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (see ``schemas/result.schema.json``)."""
+        plan = self.plan
+        recommendations = [r.to_dict() for r in self.recommendations]
+        conditional = [c.to_dict() for c in self.conditional]
+        ask_next = [q.to_dict() for q in self.ask_next]
+        if plan is not None:  # what the default view shows (the plan); the rest is kept, marked shown: false
+            for item in recommendations:
+                item["shown"] = item["rule_id"] in plan.shown_rules
+            for item in conditional:
+                item["shown"] = item["rule_id"] in plan.shown_conditional
+            for item in ask_next:
+                item["shown"] = item["fact"] in plan.questions
         return {
             "pack": dict(self.pack),
             "evaluated_at": self.evaluated_at,
             "engine_version": self.engine_version,
             "include_draft": self.include_draft,
-            "recommendations": [r.to_dict() for r in self.recommendations],
+            "recommendations": recommendations,
             "not_evaluable": [n.to_dict() for n in self.not_evaluable],
             "derived": dict(self.derived),
             "warnings": list(self.warnings),
-            "conditional": [c.to_dict() for c in self.conditional],
-            "ask_next": [q.to_dict() for q in self.ask_next],
+            "conditional": conditional,
+            "ask_next": ask_next,
             "not_applicable": [n.to_dict() for n in self.not_applicable],
             "decided_for_any_value": {name: list(inputs) for name, inputs in self.decided_for_any_value.items()},
+            **({"plan": self.plan.to_dict()} if self.plan is not None else {}),
         }
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """The answer to one decision of the plan.
+
+    ``status``: ``firm`` (the winning rule fired and no rule above it is undecided), ``conditional`` (it fired,
+    but a rule above it would win if ``unless`` holds), ``undecided`` (no rule fired; ``unless`` lists the
+    candidates and what each waits on). ``set_aside``: rules that fired too but lost to the answer (priority).
+    """
+
+    decision: str
+    title: str
+    status: str
+    rule_id: str | None
+    summary: str
+    severity: str
+    unless: tuple[dict[str, Any], ...] = ()
+    set_aside: tuple[dict[str, str], ...] = ()
+    supporting: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (see ``schemas/result.schema.json``, ``plan``)."""
+        return {"decision": self.decision, "title": self.title, "status": self.status, "rule_id": self.rule_id,
+                "summary": self.summary, "severity": self.severity, "unless": [dict(u) for u in self.unless],
+                "set_aside": [dict(s) for s in self.set_aside], "supporting": list(self.supporting)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One plan per patient: an answer per decision, the bans that matter, the questions that change it.
+
+    ``shown`` names every rule (fired or conditional) and every question the default view shows; the result
+    keeps the rest, marked ``shown: false``. ``outside`` is set when a scope rule fired: nothing else is advised.
+    """
+
+    items: tuple[PlanItem, ...]
+    bans: tuple[str, ...]
+    questions: tuple[str, ...]
+    shown_rules: frozenset[str]
+    shown_conditional: frozenset[str]
+    set_aside_count: int
+    outside: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (see ``schemas/result.schema.json``, ``plan``)."""
+        return {"outside_protocol": self.outside, "items": [i.to_dict() for i in self.items], "bans": list(self.bans),
+                "questions": list(self.questions), "set_aside_count": self.set_aside_count}
 
 
 def render_condition(cond: Condition, indent: str = "") -> list[str]:

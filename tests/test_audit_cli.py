@@ -241,7 +241,7 @@ def test_show_by_prefix_in_text(audit_db):
     record = json.loads(run("audit", "list", "--json").stdout)[0]
     shown = run("audit", "show", record["id"][:8])
     assert shown.exit_code == 0 and shown.stdout == ""
-    assert record["id"] in shown.stderr and record["record_hash"] in shown.stderr and "CRITICAL" in shown.stderr
+    assert record["id"] in shown.stderr and record["record_hash"] in shown.stderr and "PLAN" in shown.stderr
     assert run("audit", "show", "ffffffff-0000").exit_code == exit_codes.INVALID
 
 

@@ -52,7 +52,11 @@ def test_recommend_golden_text_and_json(example, result_validator):
 
 def test_main_example_shows_what_the_clinician_needs():
     out = CliRunner().invoke(cli, ["recommend", str(ROOT / "examples/septic-shock-adult.yaml"), "--now", NOW]).stderr
-    assert out.index("CRITICAL") < out.index("WARNING") < out.index("INFO")
+    # one plan, in the order one acts on it
+    assert out.index("PLAN") < out.index(" 1. MAP target: ") < out.index(" 2. Norepinephrine: ") < out.index(" 3. Fluids")
+    assert out.count("aim for a MAP") == 1 and "more items not shown" in out and "pressor recommend --all" in out
+    full = CliRunner().invoke(cli, ["recommend", str(ROOT / "examples/septic-shock-adult.yaml"), "--now", NOW, "--all"]).stderr
+    assert full.index("CRITICAL") < full.index("WARNING") < full.index("INFO")
     assert "start norepinephrine now" in out and "[2,4,5,7?,12]" in out
     assert "for 72 kg: 1.44-3.6 mcg/min" in out and "pump: 5.4-13.5 mL/h at 16 mcg/mL" in out
     assert "still to give 1296 mL" in out

@@ -34,7 +34,7 @@ def _state(name: str) -> dict[str, Any]:
 
 
 def _lines(result) -> list[str]:
-    return [line for line, _ in result_text(result, color=False)]
+    return [line for line, _ in result_text(result, color=False, full=True)]  # every item, as --all shows
 
 
 def test_septic_adult_without_infusions_is_offered_the_start_of_norepinephrine_first(pack, now, result_validator):

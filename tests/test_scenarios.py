@@ -15,7 +15,7 @@ from pressor.engine.authoring.scenarios import load_scenarios, run
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"
 FAMILIES = {"septic-adult", "pregnancy", "pediatric", "cardiogenic", "escalation", "bans", "special", "missing-data", "protocol-v2",
-            "safety"}
+            "safety", "protocol-v3"}
 
 
 def invoke(*args: str):

@@ -251,6 +251,8 @@ class _Linter:
                             f"'{a.id}' gives {_quantity(a.dose.range)} and '{b.id}' gives {_quantity(b.dose.range)} "
                             f"of {a.dose.drug} for the same patient")
         for d in self.pack.decisions:
+            if d.hit_policy == "priority":  # overlaps are resolved by the order of its rules: the first wins
+                continue
             members = [self.by_id[r] for r in d.rules if self.by_id[r].status != "retired"]
             for i, a in enumerate(members):
                 for b in members[i + 1:]:
@@ -310,6 +312,8 @@ class _Linter:
     def _gaps(self) -> list[Finding]:
         out = []
         for d in self.pack.decisions:
+            if not d.complete:  # "nothing to do" is one of its answers
+                continue
             shown = [self.by_id[r] for r in d.rules if self.by_id[r].status == "approved"]
             waivers = [w for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
             needed = self.space.inputs(d.population)

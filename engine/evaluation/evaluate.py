@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
 from .doses import compute_dose
+from .plan import build_plan
 from ..model import (SEVERITY_ORDER, AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack,
                      leaves)
 from .validate import check_state
@@ -195,6 +196,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     recommendations.sort(key=Recommendation.sort_key)
     conditional, ask_next, not_applicable = (
         _when_missing(pack, undecided, facts, recommendations) if undecided else ((), (), ()))
+    plan = build_plan(pack, recommendations, conditional, ask_next, facts)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
     warnings = _measurement_warnings(facts) + superseded + tuple(
@@ -217,6 +219,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         ask_next=ask_next,
         not_applicable=not_applicable,
         decided_for_any_value=decided,
+        plan=plan,
     )
 
 

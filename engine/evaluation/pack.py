@@ -17,6 +17,8 @@ from .load import Document, load_document
 from ..model import (
     TEMPORAL_KINDS,
     AbsentMeans,
+    Ban,
+    QuestionRelevance,
     TemporalFact,
     Citation,
     Decision,
@@ -157,6 +159,8 @@ class _Builder:
         rules = _expand_scope_rules(self._rules(references, {p.drug for p in preparations}, refs_meta["document"]))
         self._supersedes(rules)
         decisions = self._decisions({r.id for r in rules})
+        bans = self._bans({r.id for r in rules})
+        question_relevance = self._question_relevance()
         waivers = self._waivers({r.id for r in rules}, {d.id for d in decisions})
         absent_means = self._absent_means()
         temporal = self._temporal(references)
@@ -171,7 +175,8 @@ class _Builder:
             preparations=tuple(preparations), references=references, document=dict(refs_meta["document"]),
             files=manifest, warnings=tuple(self.warnings), raw_pack=dict(pack_meta),
             array_members={p: ft.values for p, ft in self.vocab.items() if ft.kind == "array"},
-            decisions=tuple(decisions), waivers=tuple(waivers), absent_means=tuple(absent_means),
+            decisions=tuple(decisions), bans=tuple(bans), question_relevance=tuple(question_relevance),
+            waivers=tuple(waivers), absent_means=tuple(absent_means),
             temporal=tuple(temporal), parameters=tuple(params.values()), profile=profile,
         )
         self._engine_check(pack)
@@ -495,12 +500,58 @@ class _Builder:
                 seen.add(item["id"])
                 report = problems_from(self.problems, doc.where, None)
                 population = ConditionCompiler(self.vocab, report).parse(item["population"], f"{ptr}/population")
-                for j, rid in enumerate(item["rules"]):
-                    if rid not in rule_ids:
-                        self._unknown_rule(rid, rule_ids, doc.where(f"{ptr}/rules/{j}"), None)
+                for key in ("rules", "supporting"):
+                    for j, rid in enumerate(item.get(key, ())):
+                        if rid not in rule_ids:
+                            self._unknown_rule(rid, rule_ids, doc.where(f"{ptr}/{key}/{j}"), None)
                 if population is not None:
                     out.append(Decision(item["id"], item["description"], population, tuple(item["rules"]),
-                                        file=doc.file, line=doc.where(ptr).get("line")))
+                                        file=doc.file, line=doc.where(ptr).get("line"), title=item.get("title", item["id"]),
+                                        hit_policy=item.get("hit_policy", "unique"),
+                                        supporting=tuple(item.get("supporting", ())), in_plan=bool(item.get("plan", False)),
+                                        complete=bool(item.get("complete", True))))
+        placed: dict[str, str] = {}  # a rule answers or supports at most one plan decision
+        for d in out:
+            if not d.in_plan:
+                continue
+            for rid in d.rules + d.supporting:
+                if rid in placed and placed[rid] != d.id:
+                    self.problems.append(Problem(f"rule '{rid}' is in two plan decisions ('{placed[rid]}' and '{d.id}')",
+                                                 suggestion="a rule answers or supports one plan decision", file=d.file,
+                                                 line=d.line))
+                placed[rid] = d.id
+        return out
+
+    def _bans(self, rule_ids: set[str]) -> list[Ban]:
+        """``bans:``: rules that forbid something, each shown only where it is relevant."""
+        out: list[Ban] = []
+        for doc, items in self._sections("bans"):
+            for i, item in enumerate(items):
+                ptr = f"/bans/{i}"
+                if item["rule"] not in rule_ids:
+                    self._unknown_rule(item["rule"], rule_ids, doc.where(f"{ptr}/rule"), None)
+                report = problems_from(self.problems, doc.where, None)
+                when = (ConditionCompiler(self.vocab, report).parse(item["relevant_when"], f"{ptr}/relevant_when")
+                        if "relevant_when" in item else None)
+                out.append(Ban(item["rule"], when, item.get("because", "")))
+        return out
+
+    def _question_relevance(self) -> list[QuestionRelevance]:
+        """``questions:``: when a missing fact is worth asking about (see plan.py)."""
+        out: list[QuestionRelevance] = []
+        for doc, items in self._sections("questions"):
+            for i, item in enumerate(items):
+                ptr = f"/questions/{i}"
+                for j, fact in enumerate((item["fact"], *item.get("covered_by", ()))):
+                    if fact not in self.vocab or self.vocab[fact].derived:
+                        where = f"{ptr}/fact" if j == 0 else f"{ptr}/covered_by/{j - 1}"
+                        self.problems.append(Problem(f"'{fact}' is not a fact of the patient state",
+                                                     suggestion="name a fact of schemas/patient-state.schema.json",
+                                                     **doc.where(where)))
+                report = problems_from(self.problems, doc.where, None)
+                when = (ConditionCompiler(self.vocab, report).parse(item["relevant_when"], f"{ptr}/relevant_when")
+                        if "relevant_when" in item else None)
+                out.append(QuestionRelevance(item["fact"], when, tuple(item.get("covered_by", ())), item.get("because", "")))
         return out
 
     def _waivers(self, rule_ids: set[str], decision_ids: set[str]) -> list[Waiver]:

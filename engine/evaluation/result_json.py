@@ -18,7 +18,7 @@ from ..model import Conditional, Evidence, NotEvaluable, Recommendation, Result,
 
 _KNOWN = {
     Result: {"pack", "evaluated_at", "engine_version", "recommendations", "not_evaluable", "derived", "warnings",
-             "include_draft", "conditional", "ask_next", "not_applicable", "decided_for_any_value"},
+             "include_draft", "conditional", "ask_next", "not_applicable", "decided_for_any_value", "plan"},
     Recommendation: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
                      "citations", "evidence", "source_section", "dose", "drug"},
     Conditional: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
@@ -82,7 +82,9 @@ class ResultWriter:
         return text
 
     def _write(self, result: Result) -> str:
-        recs = ",".join(self._recommendation(r) for r in result.recommendations)
+        plan = result.plan
+        shown = plan.shown_rules if plan is not None else None
+        recs = ",".join(self._recommendation(r, shown) for r in result.recommendations)
         missing = ",".join(self._not_evaluable(n) for n in result.not_evaluable)
         pack = _dumps(result.pack)  # the pack's identity, with the site profile when there is one
         key = (pack, result.evaluated_at, result.engine_version, result.include_draft)
@@ -92,15 +94,21 @@ class ResultWriter:
                       f'"engine_version":{_dumps(result.engine_version)},"include_draft":{_dumps(result.include_draft)},')
             _remember(self._headers, key, header)
         warnings = _dumps(list(result.warnings)) if result.warnings else "[]"
-        conditional = f'[{",".join(self._conditional(c) for c in result.conditional)}]'
-        ask_next = _items(result.ask_next)
+        shown_if = plan.shown_conditional if plan is not None else None
+        conditional = f'[{",".join(self._conditional(c, shown_if) for c in result.conditional)}]'
+        if plan is None:
+            ask_next = _items(result.ask_next)
+        else:
+            ask_next = _dumps([{**q.to_dict(), "shown": q.fact in plan.questions} for q in result.ask_next])
         not_applicable = _items(result.not_applicable)
+        tail = "" if plan is None else f',"plan":{_dumps(plan.to_dict())}'
         return (f'{header}"recommendations":[{recs}],"not_evaluable":[{missing}],'
                 f'"derived":{_dumps(result.derived)},"warnings":{warnings},"conditional":{conditional},'
                 f'"ask_next":{ask_next},"not_applicable":{not_applicable},'
-                f'"decided_for_any_value":{_dumps({k: list(v) for k, v in result.decided_for_any_value.items()})}}}')
+                f'"decided_for_any_value":{_dumps({k: list(v) for k, v in result.decided_for_any_value.items()})}'
+                f'{tail}}}')
 
-    def _recommendation(self, rec: Recommendation) -> str:
+    def _recommendation(self, rec: Recommendation, shown: frozenset[str] | None) -> str:
         heads = self._heads.get(rec.rule_id)
         if heads is None:
             static = _dumps({k: v for k, v in rec.to_dict().items() if k in _STATIC})
@@ -108,7 +116,8 @@ class ResultWriter:
             heads = self._heads[rec.rule_id] = (static[:-1] + ',"evidence":[', "]" + tail)
         evidence = ",".join(self._evidence(e) for e in rec.evidence)
         dose = "" if rec.dose is None else f',"dose":{_dumps(rec.dose)}'
-        return f"{heads[0]}{evidence}{heads[1]}{dose}}}"
+        flag = "" if shown is None else (',"shown":true' if rec.rule_id in shown else ',"shown":false')
+        return f"{heads[0]}{evidence}{heads[1]}{dose}{flag}}}"
 
     def _evidence(self, e: Evidence) -> str:
         head = self._tests.get((e.fact, e.test))
@@ -116,7 +125,7 @@ class ResultWriter:
             head = self._tests[(e.fact, e.test)] = f'{{"fact":{_dumps(e.fact)},"test":{_dumps(e.test)},"value":'
         return f'{head}{_value(e.value)},"holds":{"true" if e.holds else "false"}}}'
 
-    def _conditional(self, c: Conditional) -> str:
+    def _conditional(self, c: Conditional, shown: frozenset[str] | None) -> str:
         head = self._conditional_heads.get(c.rule_id)
         if head is None:
             static = _dumps({k: v for k, v in c.to_dict().items() if k in _STATIC})
@@ -131,7 +140,8 @@ class ResultWriter:
             _remember(self._fact_lists, c.facts, facts)
         tail = f',"drug":{_dumps(c.drug)}' if c.drug else ""
         dose = "" if c.dose is None else f',"dose":{_dumps(c.dose)}'
-        return f'{head}{known[1]},"text":{_dumps(c.text)},"facts":{facts}}}{tail}{dose}}}'
+        flag = "" if shown is None else (',"shown":true' if c.rule_id in shown else ',"shown":false')
+        return f'{head}{known[1]},"text":{_dumps(c.text)},"facts":{facts}}}{tail}{dose}{flag}}}'
 
     def _not_evaluable(self, n: NotEvaluable) -> str:
         head = self._missing_heads.get(n.rule_id)

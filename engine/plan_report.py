@@ -1,0 +1,91 @@
+"""The plan view of a result, for people: one answer per decision in the order one acts on it, the bans
+that matter, at most three questions, and a count of what the view leaves out (``--all`` shows it)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .report_lines import BADGE as _BADGE, MARK as _MARK, because as _because, citations, dose_lines
+
+Line = tuple[str, dict[str, Any]]
+
+
+def plan_lines(data: dict[str, Any]) -> list[Line]:
+    """The plan of a result's JSON (``data["plan"]`` present) as (line, click style) pairs."""
+    plan = data["plan"]
+    recs = {r["rule_id"]: r for r in data["recommendations"]}
+    out: list[Line] = [("", {})]
+    if plan["outside_protocol"]:
+        rec = recs[plan["outside_protocol"]]
+        out.append(("OUTSIDE THIS PROTOCOL", {"fg": "red", "bold": True}))
+        out += _advice(rec)
+        out += _notes(data)
+        return out
+    out.append(("PLAN", {"bold": True}))
+    if not plan["items"]:
+        out.append(("  nothing to decide yet for this patient state", {}))
+    for n, item in enumerate(plan["items"], 1):
+        out += _item(n, item, recs)
+    bans = [recs[rid] for rid in plan["bans"]]
+    if bans:
+        out.append(("", {}))
+        out.append(("DO NOT", {"bold": True}))
+        for rec in bans:
+            out += _advice(rec)
+    if plan["questions"]:
+        asks = {a["fact"]: a for a in data.get("ask_next", [])}
+        out.append(("", {}))
+        out.append(("ASK (each answer changes the plan)", {"bold": True}))
+        for i, fact in enumerate(plan["questions"], 1):
+            out.append((f" {i}. {asks[fact]['question']}", {}))
+    out += _notes(data)
+    return out
+
+
+def _item(n: int, item: dict[str, Any], recs: dict[str, dict[str, Any]]) -> list[Line]:
+    out: list[Line] = [("", {})]
+    status = {"firm": "", "conditional": " (unless below)", "undecided": " (depends on the answers below)"}[item["status"]]
+    if item["rule_id"] is None:
+        out.append((f" {n}. {item['title']}{status}", {"bold": True}))
+        for u in item["unless"]:
+            out.append((f"     if {u['if']}: {u['summary']}", {}))
+        return out
+    rec = recs[item["rule_id"]]
+    label, colour = _BADGE[rec["severity"]]
+    style = {"fg": colour, "bold": True} if rec["severity"] == "critical" else {"bold": True}
+    out.append((f" {n}. {item['title']}{status}: {rec['summary']} {citations(rec['citations'])}", style))
+    out.append((f"     {rec['rule_id']} v{rec['rule_version']} ({label.lower()}); because "
+                + "; ".join(map(_because, rec["evidence"][:4])) + (" ..." if len(rec["evidence"]) > 4 else ""), {"dim": True}))
+    if "dose" in rec:
+        out.extend((f"     {line}", {}) for line in dose_lines(rec["dose"]))
+    for u in item["unless"]:
+        out.append((f"     UNLESS {u['if']}: {u['summary']}", {"fg": "yellow"}))
+    for rid in item["supporting"]:
+        sup = recs[rid]
+        out.append((f"     {_MARK[sup['kind']]} {sup['summary']} {citations(sup['citations'])}", {}))
+        if "dose" in sup:
+            out.extend((f"       {line}", {}) for line in dose_lines(sup["dose"]))
+    for s in item["set_aside"]:
+        out.append((f"     set aside: {s['rule_id']} ({s['because']})", {"dim": True}))
+    return out
+
+
+def _advice(rec: dict[str, Any]) -> list[Line]:
+    return [(f" {_MARK[rec['kind']]} {rec['summary']} {citations(rec['citations'])}", {}),
+            (f"     {rec['rule_id']} v{rec['rule_version']} ({rec['severity']})", {"dim": True})]
+
+
+def _notes(data: dict[str, Any]) -> list[Line]:
+    out: list[Line] = []
+    decided = data.get("decided_for_any_value") or {}
+    for name, inputs in decided.items():
+        out.append((f"note: {name} is {str(data['derived'][name]).lower()} for any value of {', '.join(inputs)} "
+                    f"(not recorded)", {"dim": True}))
+    left_out = data["plan"]["set_aside_count"]
+    if left_out:
+        out.append(("", {}))
+        out.append((f"{left_out} more item{'s' if left_out != 1 else ''} not shown (set aside, not relevant here, or "
+                    f"waiting on facts that change nothing above): pressor recommend --all shows everything", {"dim": True}))
+    for warning in data["warnings"]:
+        out.append((f"note: {warning}", {"fg": "yellow"}))
+    out.append(("Citations marked ? are cited by the source but absent from its reference list.", {"dim": True}))
+    return out
