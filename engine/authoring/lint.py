@@ -414,12 +414,12 @@ class _Linter:
                         "status-draft-dependency", "error",
                         f"approved rule '{rule.id}' depends on derived fact '{name}', which is {d.status}",
                         rule.file, rule.line, (rule.id,), suggestion=f"approve '{name}' first, or set the rule back to draft"))
-        for d in self.pack.decisions:
-            for rid in d.rules:
+        for decision in self.pack.decisions:
+            for rid in decision.rules:
                 if self.by_id[rid].status == "retired":
                     out.append(Finding("status-retired-referenced", "error",
-                                       f"decision '{d.id}' counts on retired rule '{rid}', which never fires",
-                                       d.file, d.line, (rid,), suggestion="list its replacement instead"))
+                                       f"decision '{decision.id}' counts on retired rule '{rid}', which never fires",
+                                       decision.file, decision.line, (rid,), suggestion="list its replacement instead"))
         for rule in self.live:
             for old in rule.supersedes:
                 if self.by_id[old].status == "retired":
