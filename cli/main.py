@@ -21,6 +21,7 @@ COMMANDS = {
     "audit": "pressor.cli.audit:audit",
     "serve": "pressor.cli.serve:serve",
     "ui": "pressor.cli.ui:ui",
+    "shadow": "pressor.cli.shadow:shadow",
 }
 
 

@@ -53,7 +53,7 @@ def test_recommend_golden_text_and_json(example, result_validator):
 def test_main_example_shows_what_the_clinician_needs():
     out = CliRunner().invoke(cli, ["recommend", str(ROOT / "examples/septic-shock-adult.yaml"), "--now", NOW]).stderr
     # one plan, in the order one acts on it
-    assert out.index("PLAN") < out.index(" 1. MAP target: ") < out.index(" 2. Norepinephrine: ") < out.index(" 3. Fluids")
+    assert out.index("PLAN") < out.index(" 1. MAP target: ") < out.index(" 2. Vasopressor: ") < out.index(" 3. Fluids")
     assert out.count("aim for a MAP") == 1 and "more items not shown" in out and "pressor recommend --all" in out
     full = CliRunner().invoke(cli, ["recommend", str(ROOT / "examples/septic-shock-adult.yaml"), "--now", NOW, "--all"]).stderr
     assert full.index("CRITICAL") < full.index("WARNING") < full.index("INFO")

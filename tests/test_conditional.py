@@ -102,6 +102,7 @@ def test_full_state_has_nothing_conditional(pack, now):
     state = _state("septic-shock-adult.yaml")
     state["order"] = {"drug": "norepinephrine", "purpose": "first_line"}
     state["findings"].update(active_bleeding=False, fluid_overload=False)
+    state["patient"].update(goals_of_care="full", sex="male")  # the facts pack 3.0.0 reads
     result = evaluate(pack, state, now=now)
     assert not result.not_evaluable and not result.conditional and not result.ask_next and not result.not_applicable
 

@@ -38,7 +38,7 @@ def test_the_main_example_reads_as_one_plan_in_the_order_one_acts(pack, now, res
     state = yaml.safe_load((ROOT / "examples" / "septic-shock-adult.yaml").read_text())
     result, plan = _plan(pack, now, state)
     result_validator.validate(result.to_dict())
-    assert [i["title"] for i in plan["items"]] == ["MAP target", "Norepinephrine", "Fluids"]
+    assert [i["title"] for i in plan["items"]] == ["MAP target", "Vasopressor", "Fluids"]
     items = _items(plan)
     assert items["plan-map-target"]["rule_id"] == "target.map-65" and items["plan-map-target"]["status"] == "firm"
     nore = items["plan-norepinephrine"]
@@ -148,3 +148,17 @@ def test_lint_proves_the_plan_and_catches_a_seeded_overlap_and_gap(tmp_path):
     decisions.write_text(text.replace("target.permissive-older-adults, target.map-65]", "target.permissive-older-adults]"))
     gaps = [f for f in lint_pack(pack_dir).findings if f.code == "gap-decision" and f.details.get("decision") == "plan-map-target"]
     assert gaps and gaps[0].witness
+
+
+def test_lint_flags_a_fact_no_rule_reads_unless_declared_informational(tmp_path):
+    assert not [f for f in lint_pack().findings if f.code == "fact-unread"]
+    pack_dir = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", pack_dir, ignore=shutil.ignore_patterns("fhir", "__init__.py", "__pycache__"))
+    meta = pack_dir / "pack.yaml"
+    text = meta.read_text()
+    start = text.index("    - fact: vitals.heart_rate_bpm")
+    end = text.index("    - fact: infusions.norepinephrine_concentration_mcg_ml")
+    meta.write_text(text[:start] + text[end:])
+    found = [f for f in lint_pack(pack_dir).findings if f.code == "fact-unread"]
+    assert [f.message for f in found] == ["fact 'vitals.heart_rate_bpm' of the patient state is read by no rule or derived fact"]
+    assert found[0].severity == "warning" and "informational" in found[0].suggestion

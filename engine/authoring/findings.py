@@ -38,6 +38,8 @@ CODES: dict[str, tuple[str, str]] = {
     "solver-incomplete": ("warning", "the search gave up on a question; the check it belongs to is incomplete"),
     "absent-means-hides-rule": ("error", "an absent_means declaration would list as not applicable a rule that fires when the fact is recorded as 'none'"),
     "load-error": ("error", "the pack does not load; nothing else was checked"),
+    "fact-unread": ("warning", "a patient-state fact that no rule, derived fact or plan reads, and that the pack does not mark "
+                               "informational (with a reason)"),
 }
 
 

@@ -133,6 +133,7 @@ class _Linter:
         self.findings += self._status()
         self.findings += self._absent_means()
         self.findings += self._temporal()
+        self.findings += self._unread_facts()
         return self._apply_waivers(self.findings)
 
     # -- where things are -------------------------------------------------------
@@ -149,6 +150,36 @@ class _Linter:
     def _leaf_line(self, file: str, pointer: str) -> int | None:
         doc = self.docs.get(file)
         return doc.where(pointer).get("line") if doc else None
+
+    # -- facts nothing reads -----------------------------------------------------
+    def _unread_facts(self) -> list[Finding]:
+        """Every input fact of the patient state is read by a rule, a derived fact, a temporal fact, the plan's
+        populations, bans and question declarations, or is declared informational in pack.yaml with a reason."""
+        from ..evaluation.compile import state_vocabulary
+
+        if "informational" not in self.pack.raw_pack:  # a pack that declares none opts out (a small test pack)
+            return []
+        vocab = state_vocabulary(schema(STATE_SCHEMA))
+        read = {f for r in self.pack.rules for leaf in leaves(r.when) for f in leaf.facts()}
+        read |= {f for d in self.pack.derived for f in d.reads()}
+        read |= {p for d in self.pack.derived for p in (d.product or d.mean_pressure or ())}
+        read |= {t.fact for t in self.pack.temporal}
+        read |= {f for d in self.pack.decisions for leaf in leaves(d.population) for f in leaf.facts()}
+        read |= {f for b in self.pack.bans if b.relevant_when is not None for leaf in leaves(b.relevant_when) for f in leaf.facts()}
+        read |= {r.remaining_after for r in (x.dose for x in self.pack.rules if x.dose) if r.remaining_after}
+        declared = {item["fact"]: item for item in self.pack.raw_pack.get("informational", [])}
+        out = []
+        for fact in sorted(declared):
+            if fact not in vocab:
+                out.append(Finding("fact-unread", "error", f"informational fact '{fact}' is not a fact of the patient state",
+                                   "pack.yaml", None, suggestion="name a fact of schemas/patient-state.schema.json"))
+        for fact, ft in sorted(vocab.items()):
+            if ft.derived or fact in read or fact in declared:
+                continue
+            out.append(Finding("fact-unread", "warning", f"fact '{fact}' of the patient state is read by no rule or derived fact",
+                               "pack.yaml", None, suggestion="write the rule that needs it, or mark it informational in "
+                                                              "pack.yaml (informational: [{fact, reason}])"))
+        return out
 
     # -- temporal facts ---------------------------------------------------------
     def _temporal(self) -> list[Finding]:
