@@ -240,6 +240,44 @@ def at_scale(count: int, keep: str | None) -> None:
         shutil.rmtree(tmp)
 
 
+def group_commit(pack, state, result, tmp: Path, records: int = 3000) -> None:
+    """The service's audit writer (``AuditSink``): calls from several threads, their records committed in
+    groups, beside one append per transaction in the same run; appends per wall second and CPU per record
+    (this process's CPU time: the writer thread and the callers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pressor.service.app import AuditSink
+
+    def cpu() -> float:
+        return time.process_time()
+
+    with AuditLog.open(tmp / "single.db") as log:
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(records // 3):
+            log.append(pack, state, result, now=NOW, user="bench")
+        single = (records // 3 / (time.perf_counter() - t0), (cpu() - c0) / (records // 3) * 1e3)
+    rows = [f"one append per transaction: {single[0]:,.0f} appends/s, {single[1]:.2f} ms CPU each"]
+    for threads in (1, 8, 32):
+        sink = AuditSink(tmp / f"group-{threads}.db", "full")
+        sink.open()
+        dicts = [result.to_dict()]
+
+        def call(_):
+            return sink.submit(pack, [(state, result)], now=NOW, user="bench", hook_instance="h", dicts=dicts)[1].result()  # noqa: B023 (called in this iteration)
+
+        c0, t0 = cpu(), time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(call, range(records)):
+                pass
+        took, used = time.perf_counter() - t0, cpu() - c0
+        sink.close()
+        with AuditLog.open(tmp / f"group-{threads}.db", create=False) as log:
+            ok = log.verify().ok
+        rows.append(f"group commit, {threads:>2} calling threads: {records / took:,.0f} appends/s, {used / records * 1e3:.2f} ms CPU "
+                    f"each ({records / took / single[0]:.1f}x one per transaction; chain ok={ok})")
+    print(f"load average {os.getloadavg()[0]:.2f}; SQLite audit log, {records:,} records of the example:\n  " + "\n  ".join(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=0, help="also measure the commands on a log of this many records")
@@ -294,6 +332,8 @@ def main() -> None:
         with AuditLog.open(path2, create=False) as log:
             ok = log.verify().ok
         print(f"two processes x 1,000 appends: {took:.2f} s, {2000 / took:.0f} records/s (chain ok={ok})")
+
+        group_commit(pack, state, result, Path(tmp))
 
         env = dict(os.environ, PRESSOR_AUDIT_DB=str(Path(tmp, "cli.db")))
         for label, extra in (("recommend --no-audit", ["--no-audit"]), ("recommend (recorded)", [])):

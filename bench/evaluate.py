@@ -1,6 +1,6 @@
 """Benchmark of ``evaluate`` on the bundled pack, each figure beside a baseline from the same run.
 
-Prints: median and p99 µs per evaluate over varied states (and the same for a bare
+Prints: median and p99 µs per evaluate over varied states, first sight (new to the process) and warm (the same states again), (and the same for a bare
 durable-rules assert/drain/retract on the same compiled rules, for the plain-Python
 reference evaluation of every rule, for the compiled truth of every rule, and for the check
 of the fired rules against the reference semantics, alone and with their evidence); RSS before and after 100,000 evaluations; wall time
@@ -131,9 +131,10 @@ def main() -> None:
     engine_facts = [_engine_fact(f, pack.array_members) for f in prepared]
     fired = sum(len(evaluate(pack, s, now=now).recommendations) for s in states[:500]) / 500
 
-    for s in states[:300]:  # warm-up
-        evaluate(pack, s, now=now)
-    med, p99 = timings(lambda s: evaluate(pack, s, now=now), states)
+    # First sight: states this process has never evaluated (another seed); warm: the same states again.
+    fresh = varied_states(args.states, seed=70_707)
+    first_med, first_p99 = timings(lambda s: evaluate(pack, s, now=now), fresh)
+    med, p99 = timings(lambda s: evaluate(pack, s, now=now), fresh)
     bare_med, bare_p99 = timings(matcher.match, engine_facts)
     py_med, py_p99 = timings(lambda f: [truth(r.when, f) for r in pack.rules], prepared)
     compiled = compiled_pack(pack)
@@ -146,7 +147,8 @@ def main() -> None:
     print(f"pack: {pack.name} {pack.version}: {len(pack.rules)} rules in shards of {matcher.shard_sizes}; "
           f"{len(states)} varied states, {fired:.1f} recommendations per state on average")
     print(f"{'':38}{'median µs':>10}{'p99 µs':>10}{'x baseline':>12}")
-    print(f"{'evaluate() (validate, derive, match, doses)':38}{med:>10.1f}{p99:>10.1f}{med / bare_med:>12.2f}")
+    print(f"{'evaluate(), first sight':38}{first_med:>10.1f}{first_p99:>10.1f}{first_med / bare_med:>12.2f}")
+    print(f"{'evaluate(), warm (the same states again)':38}{med:>10.1f}{p99:>10.1f}{med / bare_med:>12.2f}")
     print(f"{'baseline: bare durable-rules match':38}{bare_med:>10.1f}{bare_p99:>10.1f}{1:>12.2f}")
     print(f"{'baseline: plain-Python truth, all rules':38}{py_med:>10.1f}{py_p99:>10.1f}{py_med / bare_med:>12.2f}")
     print(f"{'compiled truth, all rules':38}{cc_med:>10.1f}{cc_p99:>10.1f}{cc_med / bare_med:>12.2f}")
@@ -171,8 +173,8 @@ def main() -> None:
     print(f"cli: `pressor recommend --json --no-audit` {cli:.0f} ms median of {args.cli_runs}; "
           f"with the audit record (two fsyncs) {audited:.0f} ms; baseline `python -c pass` {bare:.0f} ms ({cli / bare:.1f}x)")
     verdict = {
-        "median_us": med <= TARGETS["median_us"],
-        "p99_us": p99 <= TARGETS["p99_us"],
+        "median_us": first_med <= TARGETS["median_us"],
+        "p99_us": first_p99 <= TARGETS["p99_us"],
         "cli_ms": cli <= TARGETS["cli_ms"],
     }
     print("targets: " + ", ".join(f"{k} <= {TARGETS[k]}: {'met' if ok else 'MISSED'}" for k, ok in verdict.items()))

@@ -78,7 +78,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-PRESSOR = str(Path(sys.executable).with_name("pressor"))
+PRESSOR = os.environ.get("PRESSOR_BENCH_PRESSOR") or str(Path(sys.executable).with_name("pressor"))  # another build, for an A/B
 
 
 def start(workers: int, key, tmp: Path, *, audit_db: str | None = None, aud_base: str | None = None,
@@ -104,6 +104,28 @@ def start(workers: int, key, tmp: Path, *, audit_db: str | None = None, aud_base
             time.sleep(0.2)
     proc.terminate()
     raise SystemExit(f"server did not start within 60 s: {(tmp / f'{name}.err').read_text()[-2000:]}")
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the server process and its live children (uvicorn's workers,
+    the audit writer's thread included): what a call costs the server, whatever the machine's load."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: str) -> tuple[int, float]:
+        with open(f"/proc/{p}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
+
+    total = own(str(pid))[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(pid):
+            try:
+                ppid, used = own(entry)
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                total += used
+    return total
 
 
 def sign(key, base: str) -> str:
@@ -267,7 +289,13 @@ def main() -> None:
             proc, base = start(workers, key, Path(tmp))
             try:
                 asyncio.run(run([base], key, min(args.clients, 5), 2.0, body))  # warm-up, not counted
+                cpu0 = server_cpu(proc.pid)
                 results[workers] = asyncio.run(run([base], key, args.clients, args.duration, body))
+                used = server_cpu(proc.pid) - cpu0
+                ok = results[workers]["ok"]
+                results[workers].update(cpu_ms_per_call=round(used / max(ok, 1) * 1000, 2),
+                                        calls_per_cpu_second=round(ok / used, 1) if used else None,
+                                        load_average=round(os.getloadavg()[0], 2))
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -276,9 +304,11 @@ def main() -> None:
                           "by_workers": results}, indent=2))
         return
     print(f"{args.clients} clients, {args.duration:g} s each, {os.cpu_count()} CPUs (client and server share them)")
-    print(f"{'workers':>7} {'requests':>9} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'workers':>7} {'requests':>9} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU ms/call':>12} "
+          f"{'calls/CPU-s':>12} {'load':>6}")
     for workers, r in results.items():
-        print(f"{workers:>7} {r['requests']:>9} {r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7}")
+        print(f"{workers:>7} {r['requests']:>9} {r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7} "
+              f"{r['cpu_ms_per_call']:>12} {r['calls_per_cpu_second']:>12} {r['load_average']:>6}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from .common import say
 
 
 def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None, now: datetime, include_draft: bool, jobs: int,
-              audit: dict[str, Any] | None, require_audit: bool) -> int:
+              audit: dict[str, Any] | None, require_audit: bool, advice: bool = True, compact: bool = False) -> int:
     """Evaluate every state of ``source`` (``-`` or a file: JSON lines; a directory: state files); the exit code.
 
     ``audit``: the options of the audit log (None: --no-audit). Each evaluation is recorded, in input
@@ -46,14 +46,21 @@ def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None,
         if log is not None and not_recorded is None:
             stack.callback(log.close)
         answers = evaluate_many(items, rules_dir=rules_dir, profile=profile, now=now, include_draft=include_draft,
-                                jobs=default_jobs() if jobs == 0 else jobs, keep=audit is not None)
+                                jobs=default_jobs() if jobs == 0 else jobs, keep=audit is not None, advice=advice,
+                                compact=compact, out=_direct_fd(audit))
+        if compact:
+            from pressor.engine.evaluation.compact import HEADER, dumps
+
+            sys.stdout.write(dumps(HEADER) + "\n")
+        sys.stdout.flush()  # the workers may write to the same descriptor from now on
         for answer in answers:
             line, code = answer.line, answer.exit_code
             if code == exit_codes.OK and audit is not None:
                 line, code, error = _record(log, pack, answer, audit, require_audit)
                 not_recorded = error or not_recorded
             counts[code] += 1
-            sys.stdout.write(line + "\n")
+            if line is not None:  # None: a worker wrote it (see _direct_fd)
+                sys.stdout.write(line + "\n")
     sys.stdout.flush()
     say(f"{sum(counts.values())} states: {counts[0]} answered, {counts[1]} invalid or withheld, "
         f"{counts[3]} answered but not recorded, {counts[4]} engine failures", dim=True)
@@ -64,6 +71,17 @@ def run_batch(source: str, *, rules_dir: str | None, profile: str | None = None,
         if counts[code]:
             return code
     return exit_codes.OK
+
+
+def _direct_fd(audit: dict[str, Any] | None) -> int | None:
+    """stdout's descriptor, for the workers to write their lines to themselves (in input order), when nothing is
+    recorded (the audit log needs every result in this process) and stdout is a real file or pipe."""
+    if audit is not None:
+        return None
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream (tests)
+        return None
 
 
 def _open_log(audit: dict[str, Any]) -> Any:

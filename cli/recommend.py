@@ -115,13 +115,20 @@ def show(result: Result, as_json: bool, conversion: Any = None, full: bool = Fal
               help="Many states: FILE (or - for stdin) holds one JSON state per line, or FILE is a directory of state "
                    "files; one JSON line per state on stdout, in input order (see the README for their shape).")
 @jobs_option
+@click.option("--no-advice", is_flag=True,
+              help="With --batch: decide the rules without the advice about unknown facts (no conditional advice, "
+                   "questions, not-applicable list or missing facts; each line says advice: false). Faster.")
+@click.option("--compact", is_flag=True,
+              help="With --batch: each rule's texts and citations, and other repeated parts, written once as definitions "
+                   "and referred to by key (see the README: Batches).")
 @click.option("--all", "show_all", is_flag=True,
               help="Show every recommendation, conditional advice and question, not only the plan (text output; "
                    "the JSON always has everything, marked shown: true/false).")
 @handles_errors
 def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: str | None, include_draft: bool, now_text: str | None,
               fhir: bool, trust: tuple[str, ...], audit_db: str | None, audit_input: str, user: str | None, no_audit: bool,
-              require_audit: bool, batch: bool, jobs: int, show_all: bool) -> None:
+              require_audit: bool, batch: bool, jobs: int, no_advice: bool, compact: bool,
+              show_all: bool) -> None:
     """Every applicable recommendation for a patient state (YAML or JSON; - reads stdin).
 
     FILE may also be a timeline input (top-level `timeline:`; schemas/timeline.schema.json):
@@ -166,9 +173,14 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
             raise click.UsageError("--batch reads patient states, not FHIR bundles; give one of --batch and --fhir")
         audit = None if no_audit else {"audit_db": audit_db, "input_mode": audit_input, "user": user}
         sys.exit(run_batch(state_file, rules_dir=rules_dir, profile=profile, now=now, include_draft=include_draft,
-                           jobs=jobs, audit=audit, require_audit=require_audit))
+                           jobs=jobs, audit=audit, require_audit=require_audit, advice=not no_advice,
+                           compact=compact))
     if jobs != 1:
         raise click.UsageError("--jobs applies to --batch only")
+    if compact:
+        raise click.UsageError("--compact applies to --batch only")
+    if no_advice:
+        raise click.UsageError("--no-advice applies to --batch only (a single recommendation always has its advice)")
     pack, state, document, conversion = read_input(state_file, fhir=fhir, now=now, trust=trust,
                                                    load=lambda: load_pack(rules_dir, profile=profile))
     result = evaluate(pack, state, now=now, include_draft=include_draft, document=document)

@@ -612,6 +612,9 @@ class Result:
     decided_for_any_value: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: One coherent plan (see plan.py); None for a pack that declares no plan decisions.
     plan: "Plan | None" = None
+    #: False when the caller did not ask for the advice about unknowns (evaluate(advice=False)): no conditional
+    #: advice, questions, not-applicable list or missing facts were computed, whatever the state.
+    advice: bool = True
 
     def fired_ids(self) -> list[str]:
         """Ids of the rules that fired, in output order."""
@@ -644,6 +647,7 @@ class Result:
             "not_applicable": [n.to_dict() for n in self.not_applicable],
             "decided_for_any_value": {name: list(inputs) for name, inputs in self.decided_for_any_value.items()},
             **({"plan": self.plan.to_dict()} if self.plan is not None else {}),
+            **({} if self.advice else {"advice": False}),
         }
 
 

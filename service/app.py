@@ -18,11 +18,15 @@ once per worker; see :class:`AuditSink`.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import sys
 import threading
+import uuid
+from collections import deque
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -36,7 +40,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from pressor.engine.audit import AuditLog, resolve_path
-from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates
+from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates, unusable_prefetch
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import loads_json
@@ -48,7 +52,7 @@ from pressor.engine.report import rule_detail
 
 from . import logs
 from .auth import AuthError, Verifier, client_of
-from .cards import CONDITIONAL_SYSTEM, cards_for, deceased_card, not_recorded_card, unless_ban_cards
+from .cards import CONDITIONAL_SYSTEM, cards_for, dict_of, deceased_card, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .fhir_fetch import FhirFetcher
 from pressor.engine.audit.replay_cache import open_replay_cache
@@ -91,19 +95,33 @@ SERVICES = {s.id: s for s in (
 
 
 class AuditSink:
-    """The worker's one connection to the audit log, shared by all its requests.
+    """The worker's one connection to the audit log, shared by all its requests, and its writer thread.
 
     Opened in the lifespan; if that fails, each later write tries again, so a log that
-    becomes writable is used without a restart. Writes run in the threadpool (an fsync must
-    not stall the event loop), so one lock serialises them on the shared connection; across
-    worker processes SQLite's WAL and ``BEGIN IMMEDIATE`` keep one valid chain.
+    becomes writable is used without a restart. Records are written off the request path: a call hands its
+    results to :meth:`submit` and gets the records' ids and a future at once; one writer thread serialises,
+    compresses and chains what has queued up, and commits it in one transaction (group commit: one fsync for
+    every call waiting, however many), then resolves each call's future. A call that must not answer before
+    its record is durable (``require_audit``, or ``audit_wait``, the default) awaits its future, which is
+    resolved only after the commit; so a crash loses no acknowledged record. Feedback goes through the same
+    queue (after the records it may refer to). Across worker processes SQLite's WAL and ``BEGIN IMMEDIATE``
+    (or PostgreSQL's lock) keep one valid chain.
     """
+
+    #: Records of at most this many calls go into one transaction.
+    MAX_BATCH = 256
 
     def __init__(self, path: str | os.PathLike[str], input_mode: str) -> None:
         self.path = path
         self.input_mode = input_mode
         self._log: AuditLog | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._queue: deque[_AuditJob] = deque()
+        self._cv = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        #: False after a write failed (until one succeeds): a lenient call then waits to learn its fate.
+        self.healthy = True
 
     def open(self) -> None:
         """Open the log now; an :class:`AuditError` is logged, not raised (the next write retries)."""
@@ -111,6 +129,7 @@ class AuditSink:
             with self._lock:
                 self._opened()
         except AuditError as exc:
+            self.healthy = False
             log.error("the audit log cannot be opened; the next call tries again: %s", exc)
 
     def _opened(self) -> AuditLog:
@@ -119,24 +138,123 @@ class AuditSink:
         return self._log
 
     def close(self) -> None:
-        """Close the connection (worker shutdown)."""
+        """Write what is queued, stop the writer and close the connection (worker shutdown)."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
         with self._lock:
             if self._log is not None:
                 self._log.close()
                 self._log = None
 
+    def submit(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str, hook_instance: str,
+               patient: str | None = None, dicts: list[dict[str, Any]] | None = None) -> tuple[list[str], Future]:
+        """Queue one record per ``(state, result)`` (``dicts``: the results' ``to_dict()``, when the caller has
+        them); their ids now, and a future resolved (with the ids) once they are committed, or failed with an
+        :class:`AuditError`."""
+        ids = [str(uuid.uuid4()) for _ in pairs]
+        job = _AuditJob("records", (pack, pairs, dicts, ids, now, user, hook_instance, patient), Future())
+        self._enqueue(job)
+        return ids, job.future
+
     def record(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str,
                hook_instance: str, patient: str | None = None) -> list[str]:
-        """One record per evaluated ``(state, result)``; their ids. Raises :class:`AuditError`."""
-        with self._lock:
-            audit = self._opened()
-            return [audit.append(pack, state, result, now=now, user=user, input_mode=self.input_mode,
-                                 hook_instance=hook_instance, patient=patient).id for state, result in pairs]
+        """One record per evaluated ``(state, result)``, committed; their ids. Raises :class:`AuditError`."""
+        return self.submit(pack, pairs, now=now, user=user, hook_instance=hook_instance, patient=patient)[1].result()
 
     def record_feedback(self, items: list[dict[str, Any]], *, service: str, now: datetime, user: str) -> list[str]:
-        """One feedback entry per item, all or none; their ids. Raises :class:`AuditError`."""
+        """One feedback entry per item, all or none, committed; their ids. Raises :class:`AuditError`."""
+        job = _AuditJob("feedback", (items, service, now, user), Future())
+        self._enqueue(job)
+        return job.future.result()
+
+    def _enqueue(self, job: "_AuditJob") -> None:
+        with self._cv:
+            if self._closing:
+                job.future.set_exception(AuditError.single("the service is shutting down: nothing more is recorded"))
+                return
+            self._queue.append(job)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="pressor-audit-writer", daemon=True)
+                self._writer.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                jobs = []
+                while self._queue and len(jobs) < self.MAX_BATCH:
+                    jobs.append(self._queue.popleft())
+            try:
+                self._write(jobs)
+            except BaseException as exc:  # never leave a caller waiting
+                failure = exc if isinstance(exc, AuditError) else AuditError.single(f"the audit writer failed: {exc!r}")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(failure)
+
+    def _write(self, jobs: list["_AuditJob"]) -> None:
+        """Records of consecutive calls in one transaction; feedback in its own, in queue order."""
         with self._lock:
-            return [e.id for e in self._opened().append_feedback(items, service=service, now=now, user=user)]
+            try:
+                audit = self._opened()
+            except AuditError as exc:
+                self.healthy = False
+                for job in jobs:
+                    job.future.set_exception(exc)
+                return
+            group: list[tuple[_AuditJob, list[Any]]] = []
+            for job in jobs:
+                if job.kind == "feedback":
+                    self._commit(audit, group)
+                    group = []
+                    items, service, now, user = job.args
+                    try:
+                        job.future.set_result([e.id for e in audit.append_feedback(items, service=service, now=now, user=user)])
+                    except AuditError as exc:
+                        job.future.set_exception(exc)
+                    continue
+                pack, pairs, dicts, ids, now, user, hook_instance, patient = job.args
+                try:
+                    group.append((job, [audit.prepare(pack, state, result, now=now, user=user, input_mode=self.input_mode,
+                                                      hook_instance=hook_instance, patient=patient, record_id=ids[i],
+                                                      result_dict=dicts[i] if dicts else None)
+                                        for i, (state, result) in enumerate(pairs)]))
+                except Exception as exc:  # this call's records cannot be made: the others go on
+                    job.future.set_exception(exc if isinstance(exc, AuditError) else
+                                             AuditError.single(f"cannot make the audit record: {exc!r}"))
+            self._commit(audit, group)
+
+    def _commit(self, audit: AuditLog, group: list[tuple["_AuditJob", list[Any]]]) -> None:
+        if not group:
+            return
+        try:
+            audit.append_prepared([p for _, prepared in group for p in prepared])
+        except AuditError as exc:
+            if len(group) == 1:
+                self.healthy = False
+                group[0][0].future.set_exception(exc)
+                return
+            for one in group:  # one call's failure must not take the others with it
+                self._commit(audit, [one])
+            return
+        self.healthy = True
+        for job, _ in group:
+            job.future.set_result(job.args[3])
+
+
+@dataclass
+class _AuditJob:
+    kind: str  # "records" | "feedback"
+    args: tuple[Any, ...]
+    future: Future
 
 
 # --- the runtime ---------------------------------------------------------------------------
@@ -391,7 +509,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Fetch what the prefetch lacks; why each key still missing is missing, and notes. 412 if a required one is."""
         rt = rt_of(request)
         prefetch = body.get("prefetch") or {}
-        lacking = {k: t for k, t in rt.templates.items() if k not in prefetch}
+        unusable = {k: why for k in rt.templates if k in prefetch and (why := unusable_prefetch(prefetch[k]))}
+        lacking = {k: t for k, t in rt.templates.items() if k not in prefetch or k in unusable}
         if not lacking:
             return {}, []
         fetcher: FhirFetcher = request.app.state.fetcher
@@ -405,6 +524,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request.state.fetched = sorted(fetched.prefetch)
         else:
             why = {k: refusal for k in lacking}
+        why = {k: f"{unusable[k]}; {reason}" if k in unusable else reason for k, reason in why.items()}
         required = [k for k in rt.config.fhir_fetch.required if k in why]
         if required:
             raise _Precondition("required data could not be had: " + "; ".join(f"{k} ({why[k]})" for k in required),
@@ -477,10 +597,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                               and c["source"]["topic"]["code"].split("|")[0] in banned)]
             cards[:0] = extra
         pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
+        # The record and the cards share one serialisation of each result (dict_of).
+        ids, pending = rt.audit.submit(rt.pack, pairs, now=now, user=clinician(body, client), hook_instance=hook_instance,
+                                       patient=patient_of(body, rt.config), dicts=[dict_of(res) for _, res in pairs])
         try:
-            ids = await run_in_threadpool(rt.audit.record, rt.pack, pairs, now=now, user=clinician(body, client),
-                                          hook_instance=hook_instance, patient=patient_of(body, rt.config))
-            audited: dict[str, Any] = {"recorded": True, "records": ids}
+            if rt.config.require_audit or rt.config.audit_wait or not rt.audit.healthy:
+                await asyncio.wrap_future(pending)  # answered only once its records are committed
+                audited: dict[str, Any] = {"recorded": True, "records": ids}
+            else:  # audit_wait: false: answered before the commit (a crash may lose these records)
+                pending.add_done_callback(_log_late_failure(hook_instance))
+                audited = {"recorded": "queued", "records": ids}
         except AuditError as exc:
             log.error("cards of hookInstance %s NOT recorded in the audit log: %s", hook_instance, exc)
             if rt.config.require_audit:
@@ -518,6 +644,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"received": len(body["feedback"]), "recorded": ids})
 
     return app
+
+
+def _log_late_failure(hook_instance: str) -> Any:
+    def done(future: Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            log.error("cards of hookInstance %s NOT recorded in the audit log (answered before the commit, "
+                      "audit_wait: false): %s", hook_instance, exc)
+    return done
 
 
 def rule_page(detail: dict[str, Any]) -> str:

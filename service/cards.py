@@ -45,6 +45,16 @@ _MISSING_WHAT = {
 }
 
 
+
+def dict_of(result: Any) -> dict[str, Any]:
+    """``result.to_dict()``, made once per result and kept with it: the cards and the audit record of a call share
+    one serialisation (nothing here changes the dictionary)."""
+    found = result.__dict__.get("_as_dict")
+    if found is None:
+        found = result.to_dict()
+        object.__setattr__(result, "_as_dict", found)
+    return found
+
 def _short(text: str, limit: int = SUMMARY_MAX) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
@@ -288,7 +298,7 @@ def cards_for(results: list[Result], conversion: Conversion, *, hook_instance: s
     banned: dict[str, list[dict[str, Any]]] = {}
     replacement: dict[str, dict[str, Any]] = {}
     for i, result in enumerate(results):
-        recs_i = result.to_dict()["recommendations"]
+        recs_i = dict_of(result)["recommendations"]
         draft = drafts[i] if drafts and i < len(drafts) else None
         for rec in recs_i:
             seen.setdefault(rec["rule_id"], rec)
@@ -333,7 +343,7 @@ def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dic
     cards: list[dict[str, Any]] = []
     seen: set[str] = set(fired)
     for result in results:
-        for text, members in shown_if_groups(result.to_dict()):
+        for text, members in shown_if_groups(dict_of(result)):
             for c in members:
                 if c["rule_id"] in seen:
                     continue
@@ -359,7 +369,7 @@ def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance
     """One info card listing the questions whose answers decide the most severe advice, best first."""
     asks: dict[str, dict[str, Any]] = {}
     for result in results:
-        for ask in result.to_dict()["ask_next"]:
+        for ask in dict_of(result)["ask_next"]:
             asks.setdefault(ask["fact"], ask)
     if not asks:
         return None
@@ -385,7 +395,7 @@ def unless_ban_cards(unless: list[tuple[dict[str, Any] | None, str, Result]], fi
     the delete and replace suggestions, qualified "Unless <words>" instead of going silent (issue 22, item 3)."""
     cards = []
     for draft, words, result in unless:
-        recs = result.to_dict()["recommendations"]
+        recs = dict_of(result)["recommendations"]
         for rec in recs:
             if rec["kind"] != "avoid" or rec["rule_id"] in fired or not _order_evidence(rec) or draft is None:
                 continue

@@ -72,7 +72,9 @@ class FetchSettings:
     max_pages: int = 10
     max_page_bytes: int = 8_388_608
     required: tuple[str, ...] = DEFAULT_REQUIRED
-    servers: tuple[str, ...] = ()  # URL prefixes allowed as fhirServer; empty: any http(s) URL
+    #: Base URLs allowed as fhirServer (scheme, host, port and the paths under its path, compared after
+    #: normalisation: service/outbound.py); empty: any https URL (http to the loopback only).
+    servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class Config:
     audit_patient: str = "reference"
     audit_patient_key: bytes | None = None
     require_audit: bool = False
+    #: A call is answered only once its audit records are committed (always so with require_audit); false: the
+    #: answer does not wait for the commit, says "recorded": "queued", and a crash may lose those records.
+    audit_wait: bool = True
     fhir_mapping: str | None = None
     lookback_hours: dict[str, float] = field(default_factory=dict)
     include_draft: bool = False
@@ -154,12 +159,18 @@ def load_config(path: str | None) -> Config:
     base = data.get("base_url")
     ui = data.get("ui_base_url")
     fetch = data.get("fhir_fetch", {})
+    for j, server in enumerate(fetch.get("servers", ())):
+        problem = url_problem(server)
+        if problem:
+            raise InputError([Problem(f"{problem}: a FHIR server the service may fetch from", **doc.where(f"/fhir_fetch/servers/{j}"),
+                                      suggestion="give the server's https base URL, e.g. https://ehr.example.org/fhir")])
     return Config(
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
         max_token_lifetime_s=data.get("max_token_lifetime_s", 600), clock_skew_s=data.get("clock_skew_s", 60),
         max_body_bytes=data.get("max_body_bytes", 1_048_576), idle_timeout_s=data.get("idle_timeout_s", 10.0), audit_db=beside(data.get("audit_db")), replay_cache=beside(data.get("replay_cache")),
         audit_input=data.get("audit_input", "full"), require_audit=data.get("require_audit", False),
+        audit_wait=data.get("audit_wait", True),
         audit_patient=data.get("audit_patient", "reference"),
         audit_patient_key=_patient_key(data, beside(data.get("audit_patient_key_file")), doc),
         fhir_mapping=beside(data.get("fhir_mapping")), lookback_hours=dict(data.get("lookback_hours", {})),

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -23,6 +23,7 @@ from pressor.engine.errors import InputError
 from pressor.engine.evaluation.load import loads_json
 
 from .config import FetchSettings
+from .outbound import ACCEPT_ENCODING, Inflater, Unreachable, target, url_problem
 
 _TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 _USER_TOKENS = {"Practitioner": "userPractitionerId", "PractitionerRole": "userPractitionerRoleId",
@@ -45,13 +46,14 @@ class Fetched:
 
 def fill_template(template: str, context: dict[str, Any]) -> str | None:
     """The template with ``{{context.x}}`` and ``{{userPractitionerId}}``-style tokens replaced; None if one cannot be."""
-    values: dict[str, str] = {f"context.{k}": str(v) for k, v in context.items()
+    # Quoted: a context value is one id or token, never a path or a query of its own (``../`` or ``&code=``).
+    values: dict[str, str] = {f"context.{k}": quote(str(v), safe="") for k, v in context.items()
                               if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
     user = context.get("userId")
     if isinstance(user, str) and user.count("/") == 1:
         kind, uid = user.split("/")
         if kind in _USER_TOKENS:
-            values[_USER_TOKENS[kind]] = uid
+            values[_USER_TOKENS[kind]] = quote(uid, safe="")
     unresolved = False
 
     def sub(m: re.Match[str]) -> str:
@@ -72,7 +74,7 @@ class FhirFetcher:
         self.settings = settings
         self._client = httpx.AsyncClient(timeout=settings.timeout_s, follow_redirects=False,
                                          limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
-                                         headers={"Accept": FHIR_JSON})
+                                         headers={"Accept": FHIR_JSON, "Accept-Encoding": ACCEPT_ENCODING})
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -81,10 +83,16 @@ class FhirFetcher:
         """Why ``server`` may not be fetched from (None if it may)."""
         if not self.settings.enabled:
             return "fetching is disabled (fhir_fetch.enabled: false)"
-        if not isinstance(server, str) or urlsplit(server).scheme not in ("http", "https") or not urlsplit(server).netloc:
+        if not isinstance(server, str):
             return "no usable fhirServer in the request"
-        if self.settings.servers and not any(server.startswith(p) for p in self.settings.servers):
-            return f"fhirServer {server} is not among the servers this service may fetch from"
+        problem = url_problem(server, within=tuple(self.settings.servers) or None,
+                              whose="the servers this service may fetch from (fhir_fetch.servers)")
+        if problem is not None:
+            if self.settings.servers and "is not among" in problem:
+                return f"fhirServer {server[:200]} is not among the servers this service may fetch from"
+            return f"no usable fhirServer in the request: {problem}"
+        if urlsplit(server).query or urlsplit(server).fragment:
+            return "no usable fhirServer in the request: a FHIR base has no query or fragment"
         return None
 
     async def fetch(self, server: str, authorization: Any, templates: dict[str, str], context: dict[str, Any], *,
@@ -131,7 +139,6 @@ class FhirFetcher:
         url: str | None = f"{base}/{query}&_count={self.settings.page_size}"
         entries: list[dict[str, Any]] = []
         pages = 0
-        origin = urlsplit(base)
         while url is not None:
             if pages == self.settings.max_pages:
                 notes.append(f"{key}: fetched {pages} pages ({len(entries)} resources) from fhirServer; more were not read "
@@ -148,10 +155,12 @@ class FhirFetcher:
                 raise FetchFailed(f"{path} search returned a Bundle whose entry is not an array")
             entries += [e for e in page_entries if isinstance(e, dict) and not _is_outcome(e)]
             url = _next_link(bundle)
-            if url is not None:
-                there = urlsplit(url)
-                if (there.scheme, there.netloc) != (origin.scheme, origin.netloc):
-                    raise FetchFailed(f"{path} search: the next page is on another server ({there.netloc}); not followed")
+            if url is not None and url_problem(url, within=(base,)) is not None:
+                try:
+                    where = target(url).origin
+                except Unreachable:
+                    where = "an unusable URL"
+                raise FetchFailed(f"{path} search: the next page is on another server or path ({where}); not followed")
         else:
             notes.append(f"{key}: fetched from fhirServer ({len(entries)} resources, {pages} page{'s' * (pages != 1)})")
         return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries} if entries else None
@@ -164,15 +173,14 @@ class FhirFetcher:
         if not wanted:
             return None, []
         base = server.rstrip("/")
-        origin = urlsplit(base)
         headers = _bearer(authorization)
         found: list[dict[str, Any]] = []
         notes: list[str] = []
 
         async def one(ref: str) -> None:
             there = urlsplit(ref)
-            if there.scheme and (there.scheme, there.netloc) != (origin.scheme, origin.netloc):
-                notes.append(f"{ref}: on another server than fhirServer; not fetched")
+            if there.scheme and url_problem(ref, within=(base,)) is not None:
+                notes.append(f"{ref[:200]}: not under fhirServer; not fetched")
                 return
             tail = "/".join(there.path.split("/_history")[0].rstrip("/").split("/")[-2:])
             try:
@@ -199,6 +207,9 @@ class FhirFetcher:
 
     async def _get(self, url: str, headers: dict[str, str], *, allow_404: bool = False) -> Any:
         limit = self.settings.max_page_bytes
+        problem = url_problem(url)  # every URL, built from a template and the context or a next link, is checked
+        if problem is not None:
+            raise FetchFailed(f"GET {_path_of(url)} refused: {problem.replace(url[:200], _path_of(url))}")
         try:
             async with self._client.stream("GET", url, headers=headers) as response:
                 if allow_404 and response.status_code in (404, 410):
@@ -208,11 +219,13 @@ class FhirFetcher:
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise FetchFailed(f"GET {_path_of(url)}: response over {limit} bytes")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise FetchFailed(f"GET {_path_of(url)}: response over {limit} bytes")
+                inflater = Inflater(response.headers.get("content-encoding"), limit, f"GET {_path_of(url)}")
+                async for chunk in response.aiter_raw():
+                    inflater.feed(chunk)  # inflated in bounded steps: a gzip bomb stops at the limit
+                body = inflater.body
+        except Unreachable as exc:
+            msg = str(exc).replace(f"answered more than {limit} bytes", f"response over {limit} bytes")
+            raise FetchFailed(msg) from exc
         except httpx.TimeoutException as exc:
             raise FetchFailed(f"GET {_path_of(url)} timed out after {self.settings.timeout_s:g} s") from exc
         except httpx.HTTPError as exc:

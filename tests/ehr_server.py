@@ -97,6 +97,32 @@ def _matches(resource: dict[str, Any], params: dict[str, str]) -> bool:
     return True
 
 
+_BOMB: list[bytes] = []
+
+
+def gzip_bomb(inflated: int = 512 * 1024 * 1024) -> bytes:
+    """A valid gzip stream of a JSON object padded with ``inflated`` spaces (~0.5 MB compressed), made once and
+    cheaply: one fully flushed deflate block of 1 MiB of spaces, repeated (each such block stands alone)."""
+    if not _BOMB:
+        import struct
+        import zlib
+
+        def block(data: bytes) -> bytes:
+            z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+            return z.compress(data) + z.flush(zlib.Z_FULL_FLUSH)
+
+        head, pad, tail = b'{"resourceType": "Bundle", "type": "searchset", "entry": []', b" " * (1 << 20), b"}"
+        crc = zlib.crc32(head)
+        for _ in range(inflated >> 20):
+            crc = zlib.crc32(pad, crc)
+        crc = zlib.crc32(tail, crc)
+        size = len(head) + (inflated >> 20) * len(pad) + len(tail)
+        last = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = block(head) + block(pad) * (inflated >> 20) + last.compress(tail) + last.flush()  # the final block
+        _BOMB.append(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + body + struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return _BOMB[0]
+
+
 def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -210,6 +236,15 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
                 return
             elif mode == "not-json":
                 self._send(200, b"<html>maintenance</html>", "text/html")
+                return
+            elif mode == "gzip-bomb":  # ~0.5 MB on the wire, 512 MB inflated (issue 24)
+                raw = gzip_bomb()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
                 return
             if len(parts) == 2 and kind in ("Patient", "Medication"):
                 found = [r for r in store.resources if r["resourceType"] == kind and r.get("id") == parts[1]]

@@ -41,6 +41,14 @@ class Server:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a planned restart's first half: ``-m fast`` checkpoints)."""
+        _run(self, [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port."""
+        _run(self, _start_command(self))
+
     def stop(self) -> None:
         _run(self, [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -53,6 +61,14 @@ def _run(server_or_user, args: list[str], check: bool = True) -> subprocess.Comp
     if check and result.returncode != 0:
         raise Unavailable(f"{Path(args[0]).name} failed: {(result.stderr or result.stdout).strip()[-500:]}")
     return result
+
+
+def _start_command(server: Server) -> list[str]:
+    root = server.root
+    return [str(server.bin / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60",
+            "-o", f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "start"]
 
 
 def _free_port() -> int:
@@ -90,10 +106,7 @@ def start() -> Server:
         for attempt in range(3):
             port = _free_port()
             server = Server(root, port, bindir, user)
-            result = _run(user, [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60",
-                                 "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                                 "start"], check=False)
+            result = _run(user, _start_command(server), check=False)
             if result.returncode == 0:
                 return server
         log = (root / "server.log").read_text(errors="replace")[-800:] if (root / "server.log").exists() else result.stderr

@@ -1,7 +1,9 @@
 """The durable-rules adapter against the plain-Python reference semantics."""
 from __future__ import annotations
 
+import json
 import random
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from pressor.engine.evaluation import _durable
 from pressor.engine.evaluation.compile import to_engine
 from pressor.engine.errors import RuleFileError
-from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state
+from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state, completion_of
 from pressor.engine.evaluation.logic import derive, truth
 from pressor.engine.model import All, Any_, Compare, Not
 
@@ -82,9 +84,10 @@ def test_engine_matches_reference_on_random_rules_and_facts():
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=patient_states())
 def test_pack_firings_equal_reference_semantics(pack, now, state):
-    """For the shipped pack, what durable-rules fires is exactly what Kleene logic says is TRUE."""
+    """For the shipped pack, what durable-rules fires is exactly what Kleene logic says is TRUE (over the facts
+    with the derived facts every completion decides: tests/test_completion.py checks those by enumeration)."""
     facts = flatten_state(state)
-    derive(pack.derived, facts)
+    completion_of(pack).decide(facts, derive(pack.derived, facts).missing_of)
     expected = {r.id for r in pack.rules if truth(r.when, facts) is True}
     matcher = pack.cache["engine"].get(pack).matcher
     assert matcher.match(_engine_fact(facts, pack.array_members)) == expected
@@ -209,9 +212,14 @@ def test_evidence_of_a_true_negation_inside_any_is_kept():
 
 
 def test_fact_json_never_writes_a_bare_exponent():
-    text = _durable.fact_json({"vitals__a": 1e-05, "flags__x": True, "shock__type": "septic", "e__b": 1e16, "n": 2.5e-07})
-    assert '"vitals__a":1.0e-05' in text and '"e__b":1.0e+16' in text and '"n":2.5e-07' in text
+    fact = {"vitals__a": 1e-05, "flags__x": True, "shock__type": "septic e-5", "e__b": 1e16, "n": 2.5e-07, "m": 3e-9}
+    text = _durable.fact_json(fact)
+    assert not re.search(r'":-?\d+[eE]', text), text  # every exponent has a dot before it (the engine's error 204)
+    assert '"e__b":1.0e+16' in text and '"shock__type":"septic e-5"' in text  # strings untouched
+    assert {k: v for k, v in json.loads(text).items() if k in fact} == fact  # the same numbers
     assert text.endswith(',"sid":"pressor","id":"pressor-state","_ps":1}')
+    with pytest.raises(ValueError):  # orjson would write null: refused, never sent as a missing value
+        _durable.fact_json({"a": float("nan")})
     assert _durable.fact_json({}) == '{"sid":"pressor","id":"pressor-state","_ps":1}'
 
 

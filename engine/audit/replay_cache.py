@@ -65,12 +65,16 @@ class _SqlReplayCache:
     exists_sql: str | None = None
 
     def __init__(self, conn: Any, real: str) -> None:
-        self._conn = conn
+        self._conn_now = conn
         # Asked first: a least-privilege role (docs/deploy.md) may use the table but not create one.
         if self.exists_sql is None or not conn.execute(self.exists_sql).fetchone()[0]:
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at {real} NOT NULL)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS token_ids (jti TEXT PRIMARY KEY, expires_at {real} NOT NULL)")
         self._lock = threading.Lock()
         self._swept = 0.0
+
+    @property
+    def _conn(self) -> Any:
+        return self._conn_now
 
     def seen(self, jti: str, expires_at: float) -> bool:
         p = self.param
@@ -87,7 +91,7 @@ class _SqlReplayCache:
             return cur.rowcount == 0
 
     def close(self) -> None:
-        self._conn.close()
+        self._conn_now.close()
 
 
 class SqliteReplayCache(_SqlReplayCache):
@@ -110,9 +114,18 @@ class PostgresReplayCache(_SqlReplayCache):
     exists_sql = "SELECT to_regclass('token_ids') IS NOT NULL"
 
     def __init__(self, url: str) -> None:
-        from .store_postgres import connect
+        from .store_postgres import Reconnecting, connect
 
-        super().__init__(connect(url, readonly=False), "DOUBLE PRECISION")
+        conn = connect(url, readonly=False)
+        super().__init__(conn, "DOUBLE PRECISION")
+        self._link = Reconnecting(url, conn, readonly=False)  # a database restart is survived (issue 24)
+
+    @property
+    def _conn(self) -> Any:
+        return self._link.get()
+
+    def close(self) -> None:
+        self._link.close()
 
 
 def open_replay_cache(target: str | Path | None) -> Any:

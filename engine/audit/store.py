@@ -13,7 +13,7 @@ import os
 import uuid
 from collections import OrderedDict
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, TextIO
@@ -68,6 +68,17 @@ def resolve_path(explicit: str | os.PathLike[str] | None = None, environ: Mappin
     if not value:
         return default_path()
     return str(value) if is_url(str(value)) else Path(value)
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    """One record ready to be chained and inserted (:meth:`AuditLog.prepare`)."""
+
+    pack: RulePack
+    record: AuditRecord
+    rules: list[str]
+    texts: tuple[bytes | None, bytes]
+    files: Any  # the pack's files when the log did not hold the pack yet
 
 
 class AuditLog:
@@ -170,12 +181,25 @@ class AuditLog:
         ``input_mode`` "hash" keeps only the input's SHA-256 (no patient data stored);
         ``hook_instance``: the CDS Hooks call, when the service asked.
         """
+        prepared = self.prepare(pack, state, result, now=now, user=user, input_mode=input_mode,
+                                hook_instance=hook_instance, patient=patient)
+        return self.append_prepared([prepared])[0]
+
+    def prepare(self, pack: RulePack, state: Any, result: Result, *, now: datetime, user: str,
+                input_mode: str = "full", hook_instance: str | None = None, patient: str | None = None,
+                result_dict: Mapping[str, Any] | None = None, record_id: str | None = None) -> "PreparedRecord":
+        """Everything of one record that needs no write lock: its canonical JSON and its compressed texts.
+
+        ``result_dict``: ``result.to_dict()`` when the caller has it already (the service serialises a result
+        once, for its cards and its record); ``record_id``: the record's id when the caller gave it out already.
+        """
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}")
         input_text = canonical_json(state)
-        result_dict = result.to_dict()
+        if result_dict is None:
+            result_dict = result.to_dict()
         record = AuditRecord(
-            seq=0, id=str(uuid.uuid4()), recorded_at=utc_text(now), user=user, input_mode=input_mode,
+            seq=0, id=record_id or str(uuid.uuid4()), recorded_at=utc_text(now), user=user, input_mode=input_mode,
             input_json=input_text if input_mode == "full" else None, input_sha256=sha256_text(input_text),
             pack_name=pack.name, pack_version=pack.version, pack_sha256=pack.sha256,
             engine_version=result_dict["engine_version"], include_draft=bool(result_dict["include_draft"]),
@@ -183,20 +207,30 @@ class AuditLog:
             patient=patient,
         )
         rules = sorted({r["rule_id"] for r in result_dict.get("recommendations", [])})
-        profile = pack.profile
         with self._translated("write the record"):
             # Read the pack's files and compress before taking the write lock (the pack's files once per pack).
             files = None if self._has_pack(pack.sha256) else pack_files(pack)
             texts = self.stored_texts(record, files=None if files is None else files["files"])
+        return PreparedRecord(pack, record, rules, texts, files)
+
+    def append_prepared(self, prepared: list["PreparedRecord"]) -> list[AuditRecord]:
+        """Append prepared records in one transaction (group commit: one fsync for all of them), chained in
+        the order given; all of them or none."""
+        with self._translated("write the record"):
             with self._write() as tx:
-                if files is not None and tx.one("SELECT 1 FROM packs WHERE sha256 = ?", (pack.sha256,)) is None:
-                    tx.execute("INSERT INTO packs (sha256, name, version, files_json) VALUES (?, ?, ?, ?)",
-                               (pack.sha256, pack.name, pack.version, canonical_json(files)))
-                if profile is not None and tx.one("SELECT 1 FROM profiles WHERE sha256 = ?", (profile.sha256,)) is None:
-                    tx.execute("INSERT INTO profiles (sha256, name, text) VALUES (?, ?, ?)",
-                               (profile.sha256, profile.name, profile.text))
+                stored: set[str] = set()
+                for item in prepared:
+                    pack, profile = item.pack, item.pack.profile
+                    if pack.sha256 not in stored:
+                        stored.add(pack.sha256)
+                        if item.files is not None and tx.one("SELECT 1 FROM packs WHERE sha256 = ?", (pack.sha256,)) is None:
+                            tx.execute("INSERT INTO packs (sha256, name, version, files_json) VALUES (?, ?, ?, ?)",
+                                       (pack.sha256, pack.name, pack.version, canonical_json(item.files)))
+                        if profile is not None and tx.one("SELECT 1 FROM profiles WHERE sha256 = ?", (profile.sha256,)) is None:
+                            tx.execute("INSERT INTO profiles (sha256, name, text) VALUES (?, ?, ?)",
+                                       (profile.sha256, profile.name, profile.text))
                 self._check_head(tx)
-                return self._insert(tx, record, rules, texts)
+                return [self._insert(tx, item.record, item.rules, item.texts) for item in prepared]
 
     def stored_texts(self, record: AuditRecord, *, files: Mapping[str, str] | None = None) -> tuple[bytes | None, bytes]:
         """The record's input and result as stored: compressed against its pack's dictionary

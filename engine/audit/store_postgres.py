@@ -165,6 +165,55 @@ def connect(url: str, *, readonly: bool) -> Any:
     return conn
 
 
+#: Back-off between attempts to reconnect after the database went away: the first at once, then doubling.
+RECONNECT_FIRST_S = 0.25
+RECONNECT_MAX_S = 5.0
+
+
+class Reconnecting:
+    """One connection that is opened again when the database went away (a restart, a fail-over, a network
+    cut), with back-off: an attempt at most every ``delay`` seconds, doubling to :data:`RECONNECT_MAX_S`
+    while it fails. Between attempts a caller gets an ``OperationalError`` at once (no pile-up of
+    connect time-outs). Before issue 24 one PostgreSQL restart kept every instance failing until pressor
+    itself was restarted."""
+
+    def __init__(self, url: str, conn: Any, *, readonly: bool, clock: Any = None) -> None:
+        import time
+
+        self.url, self.readonly, self._conn = url, readonly, conn
+        self._clock = clock or time.monotonic
+        self._delay = RECONNECT_FIRST_S
+        self._next_try = 0.0
+        self.reconnects = 0
+
+    def get(self) -> Any:
+        """The live connection, opened again if the last one broke (:class:`psycopg.OperationalError` if it cannot be now)."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not getattr(conn, "broken", False):
+            return conn
+        psycopg = _psycopg()
+        now = self._clock()
+        if now < self._next_try:
+            raise psycopg.OperationalError(f"the database is unavailable; the next attempt to reconnect is in "
+                                           f"{self._next_try - now:.1f} s")
+        if conn is not None:
+            conn.close()
+            self._conn = None
+        try:
+            self._conn = connect(self.url, readonly=self.readonly)
+        except psycopg.Error:
+            self._next_try = self._clock() + self._delay
+            self._delay = min(self._delay * 2, RECONNECT_MAX_S)
+            raise
+        self._delay, self._next_try = RECONNECT_FIRST_S, 0.0
+        self.reconnects += 1
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
 def _sql(text: str) -> str:
     return text.replace("?", "%s")
 
@@ -203,11 +252,12 @@ def _migrate(conn: Any) -> None:
 class PostgresAuditLog(AuditLog, opens="url"):
     """An audit log in a PostgreSQL database."""
 
-    def __init__(self, url: str, conn: Any, database_id: str, fmt: int, profiles_stored_from: int | None) -> None:
+    def __init__(self, url: str, conn: Any, database_id: str, fmt: int, profiles_stored_from: int | None, *,
+                 readonly: bool = False) -> None:
         super().__init__()
         self.url = url
         self.path = redacted(url)
-        self._conn = conn
+        self._link = Reconnecting(url, conn, readonly=readonly)
         self.database_id = database_id
         self.format = fmt
         self.profiles_stored_from = profiles_stored_from
@@ -245,7 +295,7 @@ class PostgresAuditLog(AuditLog, opens="url"):
                 raise AuditError.single("the audit log has no database id (damaged)", file=where)
             fmt_number = int(rows["format"])
             profiles_from = int(rows.get("profiles_stored_from", 1)) if fmt_number >= 4 else None
-            return cls(url, conn, rows["database_id"], fmt_number, profiles_from)
+            return cls(url, conn, rows["database_id"], fmt_number, profiles_from, readonly=not create)
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -253,9 +303,14 @@ class PostgresAuditLog(AuditLog, opens="url"):
                 raise _failure(exc, where, "open it") from exc
             raise
 
+    @property
+    def _conn(self) -> Any:
+        """The live connection (opened again after the database went away)."""
+        return self._link.get()
+
     def close(self) -> None:
         """Close the connection."""
-        self._conn.close()
+        self._link.close()
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:  # type: ignore[override]
@@ -269,8 +324,9 @@ class PostgresAuditLog(AuditLog, opens="url"):
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         # A server-side cursor: rows arrive a thousand at a time, whatever the size of the log.
-        with self._conn.transaction():
-            with self._conn.cursor(name=f"pressor_{uuid.uuid4().hex}") as cur:
+        conn = self._conn
+        with conn.transaction():
+            with conn.cursor(name=f"pressor_{uuid.uuid4().hex}") as cur:
                 cur.itersize = 1000
                 cur.execute(_sql(sql), args)
                 yield from cur
@@ -280,9 +336,10 @@ class PostgresAuditLog(AuditLog, opens="url"):
 
     @contextmanager
     def _write(self) -> Iterator[_PostgresTransaction]:
-        with self._conn.transaction():
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            yield _PostgresTransaction(self._conn)
+        conn = self._conn
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            yield _PostgresTransaction(conn)
 
     def _record_select(self) -> str:
         select = super()._record_select()

@@ -147,6 +147,10 @@ class Converter(Medications):
 
     def __init__(self, src: Sources, now: datetime, mapping: FhirMapping, file: str) -> None:
         self.src, self.now, self.m, self.file = src, now, mapping, file
+        from zoneinfo import ZoneInfo
+
+        self.zone = ZoneInfo(mapping.site_timezone)
+        self.zoneless: list[str] = []  # times the record gave without a zone (read in the site's)
         self.vs = mapping.valuesets
         self.facts: dict[str, Any] = {}
         self.sources: dict[str, list[str]] = {}
@@ -167,6 +171,10 @@ class Converter(Medications):
         self.gaps: list[str] = []  # facts unknown because a reference could not be resolved, in words
 
     # -- bookkeeping ----------------------------------------------------------------
+    def time(self, text: Any) -> datetime | None:
+        """:func:`parse_time` in the site's zone, remembering times given without one."""
+        return parse_time(text, self.zone, self.zoneless)
+
     def set(self, fact: str, value: Any, loc: Located, sub: str, when: datetime | None = None) -> None:
         self.facts[fact] = value
         self.sources[fact] = [loc.where(sub) + (f" ({iso(when)})" if when else "")]
@@ -204,7 +212,7 @@ class Converter(Medications):
     def patient(self) -> None:
         for loc in self.of_type("Patient"):
             r = loc.resource
-            died = parse_time(r.get("deceasedDateTime")) if "deceasedDateTime" in r else None
+            died = self.time(r.get("deceasedDateTime")) if "deceasedDateTime" in r else None
             if r.get("deceasedBoolean") is True or (died is not None and died <= self.now) or (
                     "deceasedDateTime" in r and died is None and len(str(r["deceasedDateTime"])) >= 4):
                 when = f" ({r['deceasedDateTime']})" if "deceasedDateTime" in r else ""
@@ -236,11 +244,11 @@ class Converter(Medications):
     def _time_of(self, r: dict[str, Any]) -> datetime | None:
         for key in ("effectiveDateTime", "effectiveInstant"):
             if key in r:
-                return parse_time(r[key])
+                return self.time(r[key])
         period = r.get("effectivePeriod")
         if isinstance(period, dict):
-            return parse_time(period.get("end") or period.get("start"))
-        return parse_time(r.get("issued"))
+            return self.time(period.get("end") or period.get("start"))
+        return self.time(r.get("issued"))
 
     def _matches(self, loc: Located, qi: Mapping, ci: Mapping) -> Iterator[tuple[Any, str, dict[str, Any], tuple[str, str]]]:
         r = loc.resource
@@ -399,7 +407,7 @@ class Converter(Medications):
                     else:
                         found.setdefault(rule.fact, []).append((rule.value, loc))
                         if name in self.m.shock_recognition:
-                            onset = parse_time(r.get("onsetDateTime")) or parse_time(r.get("recordedDate"))
+                            onset = self.time(r.get("onsetDateTime")) or self.time(r.get("recordedDate"))
                             held = self.tl.markers.get("shock_recognised")
                             if onset is not None and onset <= self.now and (held is None or onset < held[0]):
                                 self.tl.markers["shock_recognised"] = (onset, f"{loc.where('/onsetDateTime')} ({iso(onset)})")
@@ -443,6 +451,10 @@ def convert(src: Sources, *, now: datetime, mapping: FhirMapping, file: str = "<
     c.medications()
     c.procedures()
     orders = c.orders()
+    if c.zoneless:
+        seen = list(dict.fromkeys(c.zoneless))
+        c.notes.append(f"{len(seen)} time(s) in the record had no time zone (e.g. {seen[0]!r}), which FHIR requires; "
+                       f"read in the site's zone {mapping.site_timezone} (site_timezone in the FHIR mapping)")
     prov = Provenance()
     for fact, value in c.facts.items():
         prov.record(fact, value, c.sources[fact])

@@ -20,11 +20,11 @@ from ..evaluation.load import Document
 from ..model import RulePack
 from .convert import Conversion, PatientDeceased, convert, fill_unmapped, nest, relevance
 from .mapping import FhirMapping, default_mapping_path, load_mapping
-from .reading import FhirError, Located, Sources, collect, entries, pointer_key, read_bundle
+from .reading import FhirError, Located, Sources, collect, entries, normal_base, pointer_key, read_bundle
 from .timeline import Provenance, apply, from_document
 
 __all__ = ["Conversion", "FhirError", "FhirMapping", "PatientDeceased", "cut_observations", "observation_windows", "default_mapping_path",
-           "from_bundle", "from_hook_request", "from_timeline", "load_bundle", "load_mapping", "prefetch_templates"]
+           "from_bundle", "unusable_prefetch", "from_hook_request", "from_timeline", "load_bundle", "load_mapping", "prefetch_templates"]
 
 
 def load_bundle(path: str | Path, *, mapping: FhirMapping | None = None) -> Document:
@@ -145,6 +145,8 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
     prefetch = request.get("prefetch") or {}
     context = request.get("context") or {}
     src = Sources()
+    server = request.get("fhirServer")
+    src.base = normal_base(server) if isinstance(server, str) else None
     located: list[Located] = []
     for key in (*PREFETCH_KEYS, PREFETCH_MEDICATIONS):
         if key not in prefetch:
@@ -155,7 +157,14 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
             continue
         if prefetch[key] is None:
             continue
-        located.extend(entries(prefetch[key], f"/prefetch/{pointer_key(key)}", src, problems, file, key))
+        found = list(entries(prefetch[key], f"/prefetch/{pointer_key(key)}", src, problems, file, key))
+        if key == PREFETCH_PATIENT:
+            for loc in found:
+                if loc.type != "Patient":  # answered without a patient otherwise (issue 24)
+                    problems.append(Problem(f"prefetch 'patient' holds a {loc.type}, not a Patient; refused", file=file,
+                                            pointer=f"{loc.pointer}/resourceType",
+                                            suggestion="prefetch 'patient' is the Patient of context.patientId"))
+        located.extend(found)
     drafts = context.get("draftOrders")
     orders = list(entries(drafts, "/context/draftOrders", src, problems, file, "draftOrders")) if drafts is not None else []
     if not problems:
@@ -168,6 +177,20 @@ def from_hook_request(request: Mapping[str, Any], *, now: datetime, mapping: Fhi
     conversion = convert(src, now=now, mapping=mapping, file=file, pack=pack)
     conversion.gaps[:0] = cut_observations(prefetch)
     return conversion
+
+
+def unusable_prefetch(value: Any) -> str | None:
+    """Why a prefetch value is not the search result it stands for (None when it is): an OperationOutcome (the
+    EHR's error report) or one page of several (a Bundle with a ``next`` link). The service fetches such a key
+    itself, and answers 412 when it is required and cannot be had."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("resourceType") == "OperationOutcome":
+        return "the prefetch was an OperationOutcome (the EHR's error report), not a result"
+    links = value.get("link") if value.get("resourceType") == "Bundle" else None
+    if isinstance(links, list) and any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
+        return "the prefetch was one page of several (a Bundle with a 'next' link)"
+    return None
 
 
 def from_timeline(doc: Document, *, now: datetime, pack: RulePack) -> Conversion:

@@ -2,7 +2,7 @@
 that decide whether a resource counts (:mod:`.convert` for the patient, :mod:`.medications` for infusions)."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timezone, tzinfo
 from typing import Any
 
 UCUM = "http://unitsofmeasure.org"
@@ -20,8 +20,10 @@ def codings(concept: Any) -> list[tuple[str, str]]:
     return [(c.get("system"), c.get("code")) for c in concept.get("coding") or []]
 
 
-def parse_time(text: Any) -> datetime | None:
-    """A FHIR date, dateTime or instant as an aware datetime (a date alone is midnight UTC); None if unreadable."""
+def parse_time(text: Any, zone: tzinfo = timezone.utc, zoneless: list[str] | None = None) -> datetime | None:
+    """A FHIR date, dateTime or instant as an aware datetime (a date alone is midnight UTC); None if unreadable.
+
+    FHIR requires a zone on a time; one without is read in ``zone`` (the site's) and appended to ``zoneless``."""
     if not isinstance(text, str):
         return None
     try:
@@ -31,7 +33,11 @@ def parse_time(text: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if parsed.tzinfo:
+        return parsed
+    if zoneless is not None:
+        zoneless.append(text)
+    return parsed.replace(tzinfo=zone)
 
 
 def iso(t: datetime) -> str:

@@ -96,6 +96,8 @@ class FhirMapping:
     order_drugs: frozenset[str]
     pregnant_false_for_gender: frozenset[str]
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    #: The site's time zone (IANA name): a FHIR time without a zone is read in it, and noted.
+    site_timezone: str = "UTC"
 
     def with_lookback(self, overrides: Mapping[str, float] | None) -> "FhirMapping":
         """The same mapping with some look-back windows replaced (unknown window names are refused)."""
@@ -296,6 +298,14 @@ def _build_mapping(doc: Document) -> FhirMapping:
         if purpose_ft is None or value not in purpose_ft.values:
             report(f"/order_purpose/codes/{escape_pointer_token(code)}", f"'{value}' is not a value of order.purpose")
     gender = data.get("patient", {}).get("pregnant_false_for_gender", [])
+    zone = data.get("site_timezone", "UTC")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(zone)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        report("/site_timezone", f"'{zone}' is not a time zone this machine knows",
+               suggestion="an IANA name such as Europe/Paris or America/New_York")
     if problems:
         raise InputError(problems)
     return FhirMapping(
@@ -308,4 +318,5 @@ def _build_mapping(doc: Document) -> FhirMapping:
         first_line_inference=purpose["first_line_when_no_vasopressor_running"],
         order_drugs=frozenset(order_ft.values if order_ft else ()), pregnant_false_for_gender=frozenset(gender),
         max_bundle_bytes=data.get("max_bundle_bytes", DEFAULT_MAX_BUNDLE_BYTES),
+        site_timezone=zone,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from .fhir_values import ORDER_INTENTS, STOPPED, codings, iso, parse_time
+from .fhir_values import ORDER_INTENTS, STOPPED, codings, iso
 from .mapping import MedicationRule
 from .reading import Located
 from .timeline import Dose, Fluid, RateChange
@@ -42,6 +42,7 @@ class Medications:
     if TYPE_CHECKING:  # the Converter's bookkeeping, which these methods use
         def set(self, fact: str, value: Any, loc: Located, sub: str, when: datetime | None = None) -> None: ...
         def leave_unknown(self, fact: str, why: str) -> None: ...
+        def time(self, text: Any) -> datetime | None: ...
         def of_type(self, *types: str) -> Iterator[Located]: ...
         def convert_quantity(self, q: dict[str, Any], factors: Mapping[str, float], fact: str, loc: Located,
                              sub: str) -> tuple[Any, str]: ...
@@ -128,13 +129,13 @@ class Medications:
         if loc.type == "MedicationAdministration":
             if r.get("status") != "in-progress":
                 return False
-            end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+            end = self.time((r.get("effectivePeriod") or {}).get("end"))
             return end is None or end > self.now
         return r.get("status") == "active" and r.get("intent") in ORDER_INTENTS
 
     def _start(self, r: dict[str, Any]) -> datetime | None:
-        return (parse_time((r.get("effectivePeriod") or {}).get("start")) or parse_time(r.get("effectiveDateTime"))
-                or parse_time(r.get("authoredOn")))
+        return (self.time((r.get("effectivePeriod") or {}).get("start")) or self.time(r.get("effectiveDateTime"))
+                or self.time(r.get("authoredOn")))
 
     def medications(self) -> None:
         running: dict[str, tuple[int, datetime, Located]] = {}
@@ -181,7 +182,7 @@ class Medications:
                 elif key == held[:2]:
                     tied.setdefault(med.drug, []).append(loc)
             elif loc.type == "MedicationAdministration" and r.get("status") in STOPPED:
-                end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+                end = self.time((r.get("effectivePeriod") or {}).get("end"))
                 if end is not None and end <= self.now and (med.drug not in stopped or end > stopped[med.drug][0]):
                     stopped[med.drug] = (end, loc)
         for med in self.m.medications:
@@ -249,7 +250,7 @@ class Medications:
             self.tl.doses.append(Dose(med.drug, start, f"{loc.label} ({iso(start)})"))
             return
         self.tl.rates.append(RateChange(med.drug, start, rate, f"{loc.label} ({iso(start)})"))
-        end = parse_time((r.get("effectivePeriod") or {}).get("end"))
+        end = self.time((r.get("effectivePeriod") or {}).get("end"))
         if end is not None and end <= self.now:
             self.tl.rates.append(RateChange(med.drug, end, 0, f"{loc.label} end ({iso(end)})"))
 
@@ -283,7 +284,7 @@ class Medications:
                     if not code.verified:
                         self.notes.append(f"{fact} from code {code.code} ({code.display}), which is not confirmed")
                 elif name in self.m.fluids and loc.type == "Procedure":
-                    when = parse_time(r.get("performedDateTime")) or parse_time((r.get("performedPeriod") or {}).get("start"))
+                    when = self.time(r.get("performedDateTime")) or self.time((r.get("performedPeriod") or {}).get("start"))
                     if when is not None:
                         self.tl.fluids.append(Fluid(self.m.fluids[name], when, None, f"{loc.label} ({iso(when)})"))
 

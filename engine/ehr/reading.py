@@ -73,6 +73,8 @@ class Sources:
     rejected: list[tuple[Located, str, str]] = field(default_factory=list)
     patient_id: str | None = None
     patient_urls: set[str] = field(default_factory=set)
+    #: The FHIR server's base (normalised): an absolute reference is this patient's only under it.
+    base: str | None = None
     stale: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -168,10 +170,45 @@ def admit(loc: Located, src: Sources, problems: list[Problem], file: str,
 
 
 def _is_patient(ref: str, src: Sources) -> bool:
+    """Whether ``ref`` names the one patient: a URL the input gave it (``fullUrl``), ``Patient/{id}``, or an
+    absolute ``{base}/Patient/{id}`` on the FHIR server the record came from. Another server's URL with
+    the same id is another patient (issue 24)."""
     if ref in src.patient_urls:
         return True
-    tail = ref.split("/_history")[0].rstrip("/").split("/")
-    return len(tail) >= 2 and tail[-2] == "Patient" and tail[-1] == src.patient_id
+    bare = ref.split("/_history")[0].rstrip("/")
+    if bare in src.patient_urls:
+        return True
+    if ":" in bare.split("/")[0]:  # absolute (http:, https:, urn:)
+        if src.base is None or src.patient_id is None:
+            return False
+        head, _, tail = bare.rpartition("/Patient/")
+        return tail == src.patient_id and normal_base(head) == src.base
+    return bare == f"Patient/{src.patient_id}"
+
+
+def normal_base(url: str) -> str | None:
+    """A FHIR server base compared as scheme, host, port and path: case of scheme and host, a default port and
+    a trailing slash do not matter; userinfo, a query, a fragment or a dot segment make it no base (None)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+            or parts.query or parts.fragment:
+        return None
+    path = parts.path.rstrip("/")
+    if any(seg in (".", "..") or seg.lower() in ("%2e", "%2e%2e", ".%2e", "%2e.") for seg in path.split("/")):
+        return None
+    scheme = parts.scheme.lower()
+    default = {"http": 80, "https": 443}[scheme]
+    host = parts.hostname.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != default:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{path}"
 
 
 def identify_patient(candidates: list[Located], src: Sources, problems: list[Problem], file: str,
@@ -193,6 +230,13 @@ def identify_patient(candidates: list[Located], src: Sources, problems: list[Pro
         return None
     loc = candidates[0]
     rid = loc.resource.get("id")
+    if not isinstance(rid, str) or not rid:
+        # Without an id nothing ties the subjects of the other resources, nor context.patientId, to it: its
+        # birth date would be another patient's as easily as this one's (issue 24).
+        problems.append(Problem(f"{loc.label}: a Patient without an id cannot be tied to the record's other resources; "
+                                "refused", file=file, pointer=f"{loc.pointer}/id",
+                                suggestion="send the Patient as the FHIR server holds it, with its id"))
+        return None
     if isinstance(rid, str):
         if context_id is not None and rid != context_id:
             problems.append(Problem(f"{loc.label} is not the patient of the call (context.patientId {context_id}); refused",
@@ -202,8 +246,9 @@ def identify_patient(candidates: list[Located], src: Sources, problems: list[Pro
         src.patient_urls.add(f"Patient/{rid}")
     if loc.full_url:
         src.patient_urls.add(loc.full_url)
-    if src.patient_id is None and loc.full_url:
-        src.patient_id = loc.full_url
+        head, _, tail = loc.full_url.split("/_history")[0].rstrip("/").rpartition("/Patient/")
+        if src.base is None and tail == src.patient_id:
+            src.base = normal_base(head)
     return loc
 
 

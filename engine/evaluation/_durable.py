@@ -56,9 +56,19 @@ MAX_RULES_PER_SHARD = 48
 #: rete.c: error 113), and the ``_ps`` guard is one group: measured, 14 groups compile, 15 fail.
 #: Leaf comparisons with constants take no entry (40 of them under one group compile).
 MAX_GROUPS_PER_RULE = 14
+#: Properties of the one fact the engine matches (every state fact, each member of an array fact, every
+#: derived fact, and the three of the trailer: sid, id, _ps). The engine refuses a fact of more than 254
+#: with error 302 (``ERR_EVENT_MAX_PROPERTIES``; ``MAX_OBJECT_PROPERTIES`` 255 in state.h, one kept by the
+#: engine): measured, 251 facts and the trailer assert, 252 give 302. This, not the length of a chain of
+#: derived facts, is what a pack of ~200 derived facts ran into (issue 24: 200 unchained fail the same).
+ENGINE_MAX_FACTS = 251
+#: What pressor allows a pack (checked at load): the engine's limit less a margin for the state schema
+#: to grow without a pack that loads today failing on a complete patient tomorrow.
+MAX_FACTS = 224
 #: What the engine's error codes mean, for the ones a pack can provoke (durable-rules' rules.h).
 ENGINE_ERRORS = {
     113: f"more all/any groups than the engine takes in one rule, at most {MAX_GROUPS_PER_RULE}",
+    302: f"the fact matched has more properties than the engine takes, at most {ENGINE_MAX_FACTS} facts",
     303: "more comparisons match one fact than the engine takes, at most 64",
 }
 _GROUPS_FIX = ("count each all, any, negated all/any and 'in' list of two or more values as one group; "
@@ -117,18 +127,27 @@ _TRAILER = f',"sid":"{_SESSION}","id":"{_FACT_ID}","_ps":1}}'
 _RETRACT = f'{{"sid":"{_SESSION}","id":"{_FACT_ID}"}}'
 
 
-#: One encoder for every fact (``json.dumps`` with options builds a new one per call).
+from orjson import dumps as _orjson_dumps  # noqa: E402
+
+#: The fallback encoder (``json.dumps`` with options builds a new one per call).
 _encode_fact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def fact_json(flat: Mapping[str, Any]) -> str:
     """Serialise one flat fact (name -> bool, number or string) the way the engine needs it.
 
-    One encoder call, then (only if the text holds an exponent) every bare exponent (which the
-    engine refuses with error 204) gets a ``.0``; the pattern is anchored after a key, so strings
-    are never touched.
+    One orjson call (a third of the match's time went to ``json``'s encoder), then (only if the text holds
+    an exponent) every bare exponent (which the engine refuses with error 204) gets a ``.0``; the pattern is
+    anchored after a key, so strings are never touched. orjson writes NaN and infinities as ``null``: a
+    ``null`` (which a valid state never holds) sends the fact through ``json``'s encoder, which refuses them,
+    as does an integer orjson cannot write.
     """
-    text = _encode_fact(flat)
+    try:
+        text = _orjson_dumps(flat).decode()
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a key that is not a string
+        text = "null"
+    if "null" in text:
+        text = _encode_fact(flat)
     if "e-" in text or "e+" in text:  # repr() writes every exponent with its sign; names never hold - or +
         text = _BARE_EXPONENT.sub(r"\1.0\2", text)
     return (text[:-1] + _TRAILER) if len(text) > 2 else _TRAILER.replace(",", "{", 1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections import deque
 from datetime import datetime
 from pathlib import Path
@@ -79,13 +80,20 @@ def state_files(directory: Path) -> Iterator[Item]:
 class _Worker:
     """What one process keeps between chunks: the pack and the evaluation settings."""
 
-    def __init__(self, rules_dir: str | None, profile: str | None, now: datetime, include_draft: bool, keep: bool) -> None:
+    def __init__(self, rules_dir: str | None, profile: str | None, now: datetime, include_draft: bool, keep: bool,
+                 advice: bool = True, compact: bool = False) -> None:
         from .pack import load_pack
 
         self.pack = load_pack(rules_dir, profile=profile)
         self.now = now
         self.include_draft = include_draft
         self.keep = keep
+        self.advice = advice
+        self.compact = None
+        if compact:
+            from .compact import CompactWriter
+
+            self.compact = CompactWriter()
         from .result_json import ResultWriter
 
         self.write = ResultWriter()
@@ -110,10 +118,14 @@ class _Worker:
 
                 conversion = from_timeline(document, now=self.now, pack=self.pack)
                 state, document = conversion.state, None
-            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document)
+            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document,
+                              advice=self.advice)
         except PressorError as exc:
             code = 4 if isinstance(exc, EvaluationError) else 1
             return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code, index, item.source)
+        if self.compact is not None:
+            line = self._compact_line(index, item, result, conversion)
+            return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
         text = self.write(result)
         line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":'
         if conversion is None:
@@ -121,6 +133,21 @@ class _Worker:
         else:  # as `pressor recommend --json` shows it: the facts' provenance in the result, the conversion beside
             line += f'{text[:-1]},"facts":{_dumps(conversion.facts)}}},"timeline":{_dumps(conversion.to_dict())}}}'
         return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
+
+
+def _compact_line(self: "_Worker", index: int, item: Item, result: Any, conversion: Any) -> str:
+    from .compact import dumps
+
+    defs, data = self.compact(result)
+    line: dict[str, Any] = {"index": index, "source": item.source, "ok": True, "result": data}
+    if conversion is not None:
+        data["facts"] = conversion.facts
+        line["timeline"] = conversion.to_dict()
+    text = dumps(line)
+    return text if defs is None else dumps({"defs": defs}) + "\n" + text
+
+
+_Worker._compact_line = _compact_line  # type: ignore[attr-defined]
 
 
 def _dumps(data: dict[str, Any]) -> str:
@@ -143,18 +170,52 @@ def _answer_chunk(chunk: list[tuple[int, Item]]) -> list[Answer]:
     return [_worker.answer(i, item) for i, item in chunk]
 
 
+#: Direct output (see evaluate_many's ``out``): the chunk whose turn it is to write, a flag the parent raises
+#: when the batch stops, and the condition they are waited on with; inherited by the forked workers.
+_turn: Any = None
+
+
+def _answer_chunk_direct(number: int, fd: int, chunk: list[tuple[int, Item]]) -> list[Answer]:
+    """The chunk's lines, written by this worker to ``fd`` when every earlier chunk has been; its answers
+    without their lines (the parent only counts them)."""
+    answers = _answer_chunk(chunk)
+    data = "".join(a.line + "\n" for a in answers).encode()
+    turn, stopped, cond = _turn
+    with cond:
+        while turn.value != number:
+            if stopped.value:
+                raise RuntimeError("the batch stopped")
+            cond.wait(0.5)
+        # A stopping pool terminates its workers (SIGTERM): never in the middle of a chunk's lines.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            turn.value = number + 1
+            cond.notify_all()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return [a._replace(line=None) for a in answers]
+
+
 def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime, include_draft: bool = False,
                   jobs: int = 1, keep: bool = False, window: int | None = None,
-                  profile: str | None = None) -> Iterator[Answer]:
+                  profile: str | None = None, advice: bool = True, compact: bool = False,
+                  out: int | None = None) -> Iterator[Answer]:
     """An :class:`Answer` per item, in input order, evaluated by ``jobs`` processes.
 
     ``keep``: answers also carry the state and the :class:`Result` (for the audit log); ``profile``: the
-    site profile the pack is loaded with (as ``pressor recommend --profile``).
+    site profile the pack is loaded with (as ``pressor recommend --profile``); ``advice``: see ``evaluate``;
+    ``compact``: lines as compact.py describes (an answer's line may then be a definitions line and its line).
     At most ``window`` chunks (default ``4 * jobs``) of :data:`CHUNK` states are in flight.
+    ``out``: with ``jobs`` > 1 (and fork), each worker writes its chunks' lines to this file descriptor itself,
+    chunk after chunk in input order, and the answers come back without their lines (``line`` None): the
+    lines do not travel through the parent (``keep`` must then be false).
     """
     numbered = enumerate(items)
     if jobs <= 1:
-        worker = _Worker(rules_dir, profile, now, include_draft, keep)
+        worker = _Worker(rules_dir, profile, now, include_draft, keep, advice, compact)
         for index, item in numbered:
             yield worker.answer(index, item)
         return
@@ -165,22 +226,41 @@ def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     from concurrent.futures.process import BrokenProcessPool
 
+    global _turn
+    direct = out is not None and not keep and context.get_start_method() == "fork"
+    if direct:
+        _turn = (context.Value("q", 0, lock=False), context.Value("b", 0, lock=False), context.Condition())
+    chunks = 0
+
+    def submit(pool: Any, chunk: list[tuple[int, Item]]) -> Any:
+        nonlocal chunks
+        chunks += 1
+        if direct:
+            return pool.submit(_answer_chunk_direct, chunks - 1, out, chunk)
+        return pool.submit(_answer_chunk, chunk)
+
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                 initargs=(rules_dir, profile, now, include_draft, keep)) as pool:
+                                 initargs=(rules_dir, profile, now, include_draft, keep, advice, compact)) as pool:
             pending: deque = deque()
             chunk: list[tuple[int, Item]] = []
-            for entry in numbered:
-                chunk.append(entry)
-                if len(chunk) == CHUNK:
-                    pending.append(pool.submit(_answer_chunk, chunk))
-                    chunk = []
-                    if len(pending) >= window:
-                        yield from pending.popleft().result()
-            if chunk:
-                pending.append(pool.submit(_answer_chunk, chunk))
-            while pending:
-                yield from pending.popleft().result()
+            try:
+                for entry in numbered:
+                    chunk.append(entry)
+                    if len(chunk) == CHUNK:
+                        pending.append(submit(pool, chunk))
+                        chunk = []
+                        if len(pending) >= window:
+                            yield from pending.popleft().result()
+                if chunk:
+                    pending.append(submit(pool, chunk))
+                while pending:
+                    yield from pending.popleft().result()
+            finally:
+                if direct:  # whatever stopped the batch: no worker waits for a turn that will not come
+                    with _turn[2]:
+                        _turn[1].value = 1
+                        _turn[2].notify_all()
     except BrokenProcessPool as exc:  # a worker died (killed, out of memory, a crash in the engine)
         raise EvaluationError.single(
             "a batch worker process died; the states from the first unanswered one on were not evaluated",

@@ -144,8 +144,13 @@ def _engine_fact(facts: Mapping[str, Any], array_members: Mapping[str, tuple[str
 
 
 def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_draft: bool = False,
-             document: Document | None = None) -> Result:
+             document: Document | None = None, advice: bool = True) -> Result:
     """Every applicable recommendation of ``pack`` for the patient ``state`` at time ``now``.
+
+    ``advice`` (the default; the CLI, the service and the web app ask): also the advice about what is not
+    known: conditional advice, the questions that decide it, the rules that cannot apply, and each undecided
+    rule's missing facts. ``advice=False`` (a batch may not need it) decides the same rules, verdicts and
+    evidence without them (and says so: ``advice: false``); a result with advice is the same either way.
 
     Raises :class:`PatientStateError` if the state is invalid (nothing is evaluated),
     :class:`EvaluationError` if the engine fails (the engine is rebuilt for the next call).
@@ -185,7 +190,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
             continue
         truth = rule.truth(facts)
         if truth is None:
-            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of)))
+            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of) if advice else ()))
             undecided.append(rule.rule)
         elif truth:
             raise EvaluationError.single(
@@ -195,7 +200,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     recommendations, superseded = _drop_superseded(pack, recommendations)
     recommendations.sort(key=Recommendation.sort_key)
     conditional, ask_next, not_applicable = (
-        _when_missing(pack, undecided, facts, recommendations) if undecided else ((), (), ()))
+        _when_missing(pack, undecided, facts, recommendations) if undecided and advice else ((), (), ()))
     plan = build_plan(pack, recommendations, conditional, ask_next, facts)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
@@ -220,6 +225,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         not_applicable=not_applicable,
         decided_for_any_value=decided,
         plan=plan,
+        advice=advice,
     )
 
 

@@ -24,6 +24,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from orjson import loads as _orjson_loads  # batch input: see loads_json
+
 from ..errors import InputError
 from .document import (  # noqa: F401 (re-exported: the names every reader of documents has imported from here)
     DEPTH_FIX as _DEPTH_FIX,
@@ -150,9 +152,59 @@ def loads_json(text: str, *, file: str) -> Any:
     refused as a located :class:`InputError` (no positions kept: see :func:`parse` for those).
 
     :mod:`json` reads first: it stops at Python's recursion limit with RecursionError, and
-    once it has accepted the text every later scan of it runs in linear time."""
+    once it has accepted the text every later scan of it runs in linear time.
+
+    orjson reads first (a batch reads tens of thousands of states): what it accepts is taken only when
+    nothing that :mod:`json` would judge differently can be in it (see :func:`_orjson_fast`); anything else
+    (an error, a possible duplicate key, a large number) is read again by :mod:`json`, which gives the error."""
+    data = _orjson_fast(text)
+    if data is None:
+        data = _json_strict(text, file)
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(text, MAX_DEPTH):
+        _check_json_depth(text, file)
+        raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX)
+    check_encodable(data, text, file)
+    return data
+
+
+def _orjson_fast(text: str) -> Any:
+    """``text`` parsed by orjson, or None where :mod:`json` must read it (it alone says what is wrong).
+
+    orjson keeps the last of duplicate keys: the object members it found must be as many as the text's
+    colons outside strings (a colon is a member separator or in a string; the strings' colons are counted
+    from the parsed strings, so an escaped colon only sends the text to json). It reads an integer beyond
+    64 bits as a float: every float of that size goes to json too."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite, parse_int=_int,
+        data = _orjson_loads(text)
+    except ValueError:  # orjson.JSONDecodeError
+        return None
+    members = colons = 0
+    stack = [data]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        value = pop()
+        kind = value.__class__
+        if kind is dict:
+            members += len(value)
+            for key, item in value.items():
+                if ":" in key:
+                    colons += key.count(":")
+                push(item)
+        elif kind is list:
+            extend(value)
+        elif kind is str:
+            if ":" in value:
+                colons += value.count(":")
+        elif kind is float and not -9.2e18 < value < 9.2e18:
+            return None
+    if text.count(":") - colons != members:
+        return None
+    return data
+
+
+def _json_strict(text: str, file: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite, parse_int=_int,
                           parse_constant=_reject_constant)
     except _DuplicateKey:
         key, pointer, (line, col), first = _first_duplicate(text)
@@ -168,11 +220,6 @@ def loads_json(text: str, *, file: str) -> Any:
     except ValueError as exc:  # NaN, Infinity, 1e999, a number of more than _MAX_DIGITS digits
         raise InputError.single(f"malformed JSON: {exc}", file=file,
                                 suggestion="NaN and Infinity are not allowed; write numbers in plain decimal") from exc
-    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(text, MAX_DEPTH):
-        _check_json_depth(text, file)
-        raise InputError.single(f"nested deeper than {MAX_DEPTH} levels; refused", file=file, suggestion=_DEPTH_FIX)
-    check_encodable(data, text, file)
-    return data
 
 
 #: An escape that can write half a character (a UTF-16 surrogate): JSON's ``\ud800``, YAML's ``\U0000d800``.

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ._durable import ENGINE_MAX_FACTS, MAX_FACTS
 from .compile import ConditionCompiler, FactType, engine_limit, problems_from, state_vocabulary
 from ..errors import InputError, Problem, RuleFileError, close_matches
 from .load import Document, load_document
@@ -51,6 +52,11 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
+#: Longest chain of derived facts reading derived facts (checked at load): far beyond what a protocol needs
+#: (the bundled pack's longest is a few), and keeps ordering and explaining them far from Python's recursion limit.
+MAX_DERIVED_DEPTH = 64
+
+
 def load_pack(directory: str | Path | None = None, *, check_examples: bool = False,
               profile: str | Path | None = None, cache: bool = True) -> RulePack:
     """Load, validate and check the pack in ``directory`` (default: the bundled rules).
@@ -85,6 +91,9 @@ def _load_cached(directory: Path, files: list[Path], profile: str | Path | None)
         key = pack_cache.pack_key(str(directory), inputs)
     except OSError:  # an unreadable file: the builder reports it with its location
         return _Builder(directory, files, False, profile).build()
+    pack = pack_cache.in_memory(key)
+    if pack is not None:
+        return pack
     pack = pack_cache.get(key)
     if pack is None:
         pack = _Builder(directory, files, False, profile).build()
@@ -93,6 +102,7 @@ def _load_cached(directory: Path, files: list[Path], profile: str | Path | None)
         from .evaluate import prepare
 
         prepare(pack)
+    pack_cache.remember(key, pack)
     return pack
 
 
@@ -243,6 +253,17 @@ class _Builder:
                 kind = item["type"]
                 self.vocab[item["name"]] = FactType(item["name"], kind, description=item["description"], derived=True)
                 entries.append((doc, ptr, item))
+        width = sum(len(ft.values) if ft.kind == "array" else 1 for ft in self.vocab.values())
+        if width > MAX_FACTS and entries:
+            doc, ptr, _ = entries[0]
+            n = len(entries)
+            self.problems.append(Problem(
+                f"the pack's {n} derived facts and the state's {width - n} facts (an array counts each member) make "
+                f"{width} facts for the engine to match; pressor takes at most {MAX_FACTS} (durable-rules fails every "
+                f"complete patient past {ENGINE_MAX_FACTS}, error 302)", **doc.where(ptr),
+                suggestion=f"merge derived facts, or test conditions in the rules directly: at most {MAX_FACTS - width + n} "
+                "derived facts with this state schema"))
+            return []
         out: list[Derived] = []
         for doc, ptr, item in entries:
             report = problems_from(self.problems, doc.where, item["name"])
@@ -307,6 +328,14 @@ class _Builder:
 
         for d in items:
             visit(d, [])
+        depth: dict[str, int] = {}
+        for d in ordered:  # dependencies first
+            depth[d.name] = 1 + max((depth.get(dep, 0) for dep in d.reads() if dep in by_name), default=0)
+            if depth[d.name] == MAX_DERIVED_DEPTH + 1:
+                self.problems.append(Problem(
+                    f"derived fact '{d.name}' ends a chain of {depth[d.name]} derived facts each reading the one before; "
+                    f"at most {MAX_DERIVED_DEPTH}", file=d.file, line=d.line,
+                    suggestion="let a derived fact read the state facts its chain starts from"))
         return ordered
 
     # -- temporal facts -------------------------------------------------------

@@ -48,6 +48,31 @@ _MAGIC = b"pressor-cache 1\n"
 _HERE = Path(__file__).resolve().parent
 
 
+#: Packs kept in this process's memory by key (the warm CLI worker only: see pressor.cli.worker); None: off.
+_MEMORY: dict[str, RulePack] | None = None
+_MEMORY_SIZE = 0
+
+
+def keep_in_memory(size: int) -> None:
+    """Keep up to ``size`` loaded packs in memory, by the same key as on disk (for a long-lived process that
+    forks a child per command: the key is still computed from the files, re-read on every load)."""
+    global _MEMORY, _MEMORY_SIZE
+    _MEMORY, _MEMORY_SIZE = {}, size
+
+
+def in_memory(key: str) -> RulePack | None:
+    return None if _MEMORY is None else _MEMORY.get(key)
+
+
+def remember(key: str, pack: RulePack) -> None:
+    if _MEMORY is None:
+        return
+    _MEMORY.pop(key, None)
+    _MEMORY[key] = pack
+    while len(_MEMORY) > _MEMORY_SIZE:
+        _MEMORY.pop(next(iter(_MEMORY)))
+
+
 def cache_dir() -> Path | None:
     """Where packs are cached, or None if caching is off."""
     configured = os.environ.get(ENV)

@@ -18,7 +18,8 @@ from ..model import Conditional, Evidence, NotEvaluable, Recommendation, Result,
 
 _KNOWN = {
     Result: {"pack", "evaluated_at", "engine_version", "recommendations", "not_evaluable", "derived", "warnings",
-             "include_draft", "conditional", "ask_next", "not_applicable", "decided_for_any_value", "plan"},
+             "include_draft", "conditional", "ask_next", "not_applicable", "decided_for_any_value", "plan",
+             "advice"},
     Recommendation: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
                      "citations", "evidence", "source_section", "dose", "drug"},
     Conditional: {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail",
@@ -68,7 +69,7 @@ class ResultWriter:
         self._fact_lists: dict[tuple[str, ...], str] = {}
 
     def __call__(self, result: Result) -> str:
-        if not self.fast:
+        if not self.fast or not result.advice:
             return compact_json(result)
         fresh = [r for r in result.recommendations if r.rule_id not in self._heads]
         fresh += [n for n in result.not_evaluable if n.rule_id not in self._missing_heads]

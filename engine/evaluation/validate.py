@@ -123,10 +123,30 @@ def _show(value: Any) -> str:
 STATE_SCHEMA = "patient-state.schema.json"
 
 
+@lru_cache(maxsize=None)
+def _acceptor(name: str) -> Any:
+    """The acceptor generated from the schema (state_check.py), or None when the schema uses what it does not check."""
+    from .state_check import acceptor
+
+    return acceptor(schema(name))
+
+
 def check_state(state: Any, doc: Document | None = None) -> None:
-    """Raise :class:`PatientStateError` (all problems, best first) unless ``state`` is a valid patient state."""
+    """Raise :class:`PatientStateError` (all problems, best first) unless ``state`` is a valid patient state.
+
+    First the acceptor generated from the schema (a True is final; with every number bounded it also means
+    every number is finite), then fastjsonschema, then, for the report, jsonschema."""
+    accept = _acceptor(STATE_SCHEMA)
+    if accept is not None and accept[0](state):
+        if not accept[1]:
+            problems = list(_semantic_problems(state, doc))
+        else:
+            problems = list(_pressure_problems(state, doc))
+        if problems:
+            raise PatientStateError(problems)
+        return
     fast = _fast_validator(STATE_SCHEMA)
-    problems: list[Problem] = []
+    problems = []
     try:
         fast(state)
     except Exception:  # fastjsonschema raises JsonSchemaValueException; the details come next
@@ -149,7 +169,15 @@ def _semantic_problems(state: dict[str, Any], doc: Document | None) -> Iterator[
                 if isinstance(value, float) and not math.isfinite(value):
                     yield Problem(f"{value} is not a finite number", fact_path=f"{section}.{key}",
                                   suggestion="leave the fact out if it is unknown", **where(f"/{section}/{key}"))
+    yield from _pressure_problems(state, doc)
+
+
+def _pressure_problems(state: dict[str, Any], doc: Document | None) -> Iterator[Problem]:
+    """Blood pressures that contradict each other."""
     vitals = state.get("vitals") or {}
+    if not vitals:
+        return
+    where = doc.where if doc is not None else (lambda p: {"pointer": p})
     sbp, dbp, mean = vitals.get("sbp_mmhg"), vitals.get("dbp_mmhg"), vitals.get("map_mmhg")
     if sbp is not None and dbp is not None and dbp >= sbp:
         yield Problem(f"dbp_mmhg ({dbp}) is not below sbp_mmhg ({sbp})", fact_path="vitals.dbp_mmhg",

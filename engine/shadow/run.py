@@ -11,7 +11,8 @@ with a note and the rest evaluated (at most :data:`MAX_DROPS` values per state).
 """
 from __future__ import annotations
 
-import json
+import copy
+
 import os
 import sys
 import time
@@ -142,7 +143,7 @@ def _converted(course: Course, i: int, t: datetime, pack: Any) -> tuple[dict[str
             dropped = [n for n in conversion.notes if "is refused" in n]
             return conversion.state, dropped, False, list(conversion.notes), conversion.timeline
         line = course.meta["documents"][i]
-        data = json.loads(json.dumps({"timeline": line["timeline"]}))
+        data = {"timeline": copy.deepcopy(line["timeline"])}  # each evaluation may drop values: its own copy
         dropped: list[str] = []
         for _ in range(MAX_DROPS + 1):
             try:

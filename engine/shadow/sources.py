@@ -11,12 +11,12 @@
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, Problem
+from ..evaluation.load import loads_json
 from ..ehr.timeline import Timeline
 from .course import Course
 from .mimic import hourly
@@ -75,10 +75,10 @@ def read_fhir_ndjson(directory: str | Path, *, every_hours: float = 1.0, at: str
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
-                try:
-                    resource = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    problems.append(Problem(f"not JSON: {exc.msg}", file=str(path), line=number))
+                try:  # strict JSON (duplicate keys, NaN, depth, half characters refused), as every input
+                    resource = loads_json(line, file=str(path))
+                except InputError as exc:
+                    problems.append(Problem(f"not JSON: {exc.problems[0].message}", file=str(path), line=number))
                     continue
                 if not isinstance(resource, dict):
                     problems.append(Problem("a line must be one FHIR resource", file=str(path), line=number))

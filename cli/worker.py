@@ -1,0 +1,404 @@
+"""The warm CLI worker: an opt-in, per-user fork-server that answers ``pressor recommend`` without paying
+for the start (imports, the pack, the first evaluation) every time.
+
+Opt in with ``PRESSOR_WORKER=1``: the command is then handed to the user's worker if one is running (its
+output is the same bytes, written by the worker's child straight to this process's own stdout and stderr,
+whose descriptors are passed over the socket), and answered in this process otherwise, after which a
+worker is started in the background for the next command. ``PRESSOR_WORKER=require`` fails (exit 70)
+instead of answering in-process (for tests). ``pressor worker start|stop|status`` manage it by hand.
+
+* The socket is ``$XDG_RUNTIME_DIR/pressor/worker-<venv>.sock`` (else ``/tmp/pressor-<uid>/``), in a
+  directory only the user can enter (0700), itself 0600; the worker also checks each caller's uid
+  (``SO_PEERCRED``), and a client refuses a directory that is not the user's own and private.
+* Every request names the install's fingerprint (pressor's version, the interpreter, and the size and
+  mtime of every module and schema file of pressor): a worker whose code differs answers "stale" and
+  exits, and the command is answered in-process.
+* The pack's files are re-read and re-hashed on every request (``load_pack`` does so); the worker keeps
+  the loaded packs in memory under the same key as the pack cache (the SHA-256 of the files, their
+  labels, pressor's code), so an edited rule file is a miss and is loaded from its files.
+* Each request is answered by a child forked from the worker: the child takes the caller's working
+  directory, environment, umask and descriptors 0-2, runs the click command as this process would, and
+  sends back the exit code. A worker unused for ``PRESSOR_WORKER_IDLE`` seconds (default 900) exits.
+
+This module is imported by every ``pressor`` run that opted in, before anything else: it imports only
+the standard library's small modules.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import struct
+import sys
+import zlib
+
+import _socket  # the C module: socket.py builds its enums at import, a few ms of every start
+
+#: Commands a worker answers (``--batch`` starts its own processes: answered in-process).
+ROUTED = ("recommend",)
+_ACCEPTED, _STALE = b"A", b"S"
+_wanted = False  # this run was eligible but no worker answered: start one when done
+
+
+def runtime_dir() -> str:
+    """The directory holding the user's worker sockets (created private if missing)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    where = os.path.join(base, "pressor") if base else f"/tmp/pressor-{os.getuid()}"
+    try:
+        os.mkdir(where, 0o700)
+    except FileExistsError:
+        pass
+    return where
+
+
+def _private(where: str) -> bool:
+    """The directory is the user's own, a real directory, and nobody else may enter or write it."""
+    import stat
+
+    try:
+        st = os.lstat(where)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and (st.st_mode & 0o077) == 0
+
+
+def socket_path() -> str:
+    venv = f"{zlib.crc32(sys.executable.encode()):08x}"
+    return os.path.join(runtime_dir(), f"worker-{venv}.sock")
+
+
+def fingerprint() -> str:
+    """What the worker's code must match: the interpreter, each module and schema file's path, size and mtime
+    (a few hundred microseconds of ``stat``; a checksum, not a digest: it detects change, it guards nothing)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    top = os.path.dirname(here)
+    parts = [sys.executable]
+    for name in ("cli", "engine", "schemas", "service"):
+        stack = [os.path.join(top, name)]
+        while stack:
+            try:
+                entries = sorted(os.scandir(stack.pop()), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append(entry.path)
+                elif entry.name.endswith((".py", ".json", ".so")):
+                    st = entry.stat()
+                    parts.append(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}")
+    text = "\n".join(parts).encode()
+    return f"{len(parts)}-{zlib.crc32(text):08x}-{zlib.adler32(text):08x}"
+
+
+def _eligible(argv: list[str]) -> bool:
+    return bool(argv) and argv[0] in ROUTED and "--batch" not in argv
+
+
+def _recv_exact(conn: "_socket.socket", n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def answer_with_worker(argv: list[str]) -> int | None:
+    """The exit code of ``pressor ARGV`` as answered by the user's worker, or None to answer in this process
+    (not a routed command, no worker, a stale one)."""
+    global _wanted
+    if not _eligible(argv):
+        return None
+    required = os.environ.get("PRESSOR_WORKER") == "require"
+    _wanted = True
+    try:
+        path = socket_path()
+        if not _private(os.path.dirname(path)):
+            return _unanswered(required, "the worker's directory is not private to this user")
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+        except OSError:
+            conn.close()
+            raise
+    except OSError:
+        return _unanswered(required, "no worker is running")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        # marshal: built in (json would import re); the worker reads it only from this user's processes
+        request = marshal.dumps({
+            "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "fingerprint": fingerprint(),
+            "streams": [[getattr(s, "encoding", None) or "utf-8", getattr(s, "errors", None) or "strict"]
+                        for s in (sys.stdin, sys.stdout, sys.stderr)],
+        })
+        try:
+            conn.sendmsg([struct.pack("!I", len(request)) + request],
+                         [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
+            first = conn.recv(1)
+        except OSError:
+            return _unanswered(required, "the worker did not take the request")
+        if first != _ACCEPTED:
+            return _unanswered(required, "the worker is stale (pressor changed)" if first == _STALE else "the worker refused")
+        _wanted = False
+        try:
+            code = _recv_exact(conn, 4)
+        except KeyboardInterrupt:  # the child sees its socket close; its output so far stays written
+            return 130
+    finally:
+        conn.close()
+    if len(code) < 4:
+        sys.stderr.write("pressor: the worker stopped before finishing the command (see `pressor worker status`)\n")
+        return 70
+    return struct.unpack("!i", code)[0]
+
+
+def _unanswered(required: bool, why: str) -> int | None:
+    if required:
+        sys.stderr.write(f"pressor: PRESSOR_WORKER=require: {why}\n")
+        return 70
+    return None
+
+
+def start_in_background(argv: list[str]) -> None:
+    """Start the user's worker, detached, if this run wanted one and none answered."""
+    if not _wanted:
+        return
+    import subprocess
+
+    try:
+        subprocess.Popen([sys.executable, "-m", "pressor.cli.worker", "serve"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/",
+                         close_fds=True)
+    except OSError:
+        pass
+
+
+# --- the worker ------------------------------------------------------------------------------------------
+
+
+def _pid_path(path: str) -> str:
+    return path[: -len(".sock")] + ".pid"
+
+
+def running_pid(path: str | None = None) -> int | None:
+    """The pid of the user's worker for this interpreter, if one answers on its socket."""
+    import socket
+
+    path = path or socket_path()
+    try:
+        with open(_pid_path(path)) as fh:
+            pid = int(fh.read().strip())
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with probe:
+            probe.connect(path)
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def serve(idle_s: float | None = None) -> None:
+    """Run the worker until it has been idle ``idle_s`` seconds, is stale, or gets SIGTERM."""
+    import gc
+    import signal
+    import socket
+
+    path = socket_path()
+    if not _private(os.path.dirname(path)) or running_pid(path) is not None:
+        return  # a directory others could use, or another worker answers already
+    idle_s = float(os.environ.get("PRESSOR_WORKER_IDLE", "900")) if idle_s is None else idle_s
+    mine = fingerprint()
+    os.chdir("/")
+    from . import group  # noqa: F401  the click commands, imported once, before any fork
+    from . import recommend  # noqa: F401
+    from pressor.engine.evaluation import pack_cache
+
+    pack_cache.keep_in_memory(4)
+    _warm()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    temporary = f"{path}.{os.getpid()}"
+    old = os.umask(0o177)
+    try:
+        listener.bind(temporary)
+    finally:
+        os.umask(old)
+    os.chmod(temporary, 0o600)
+    listener.listen(16)
+    os.replace(temporary, path)
+    with open(_pid_path(path) + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(_pid_path(path) + ".tmp", _pid_path(path))
+    inode = os.stat(path).st_ino
+
+    def stop(*_: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    gc.collect()
+    gc.freeze()  # what every child shares stays shared (no collector writes to it)
+    listener.settimeout(idle_s)
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                break
+            conn.settimeout(None)
+            if not _handle(listener, conn, mine):
+                break
+            try:
+                if os.stat(path).st_ino != inode:
+                    break  # another worker took the socket's name
+            except OSError:
+                break
+    finally:
+        listener.close()
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+                os.unlink(_pid_path(path))
+        except OSError:
+            pass
+
+
+def _warm() -> None:
+    """Load the bundled pack and evaluate once (lazy imports, the engine, the compiled rules)."""
+    from datetime import datetime, timezone
+
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.engine.evaluation.pack import load_pack
+
+    try:
+        pack = load_pack()
+        evaluate(pack, {"patient": {"age_years": 60, "weight_kg": 70}, "vitals": {"map_mmhg": 58}},
+                 now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    except Exception:  # noqa: BLE001 - a worker that cannot warm up still answers (each child loads what it needs)
+        pass
+    # The command itself, once as JSON and once as text, output discarded: what it imports and builds on first
+    # use (the YAML reader, the report, click's parsing) is then in every child from the start.
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "septic-shock-adult.yaml")
+    if os.path.exists(example):
+        out, err = sys.stdout, sys.stderr
+        try:
+            with open(os.devnull, "w") as sink:
+                sys.stdout = sys.stderr = sink
+                for extra in (["--json"], []):
+                    _run(["recommend", example, "--no-audit", "--now", "2026-01-01T00:00:00Z", *extra])
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def _handle(listener: "socket.socket", conn: "socket.socket", mine: str) -> bool:  # noqa: F821 (socket is imported where used)
+    """Answer one connection (fork a child for it); False when the worker should stop (stale)."""
+    import socket
+
+    fds: list[int] = []
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        if struct.unpack("3i", creds)[1] != os.getuid():
+            return True
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        if len(data) < 4 or len(fds) != 3:
+            return True
+        size = struct.unpack("!I", data[:4])[0]
+        data = data[4:] + _recv_exact(conn, size - (len(data) - 4))
+        request = marshal.loads(data)
+        if not isinstance(request, dict):
+            return True
+        if request.get("fingerprint") != mine:
+            conn.sendall(_STALE)
+            return False
+        _preload(request)
+        pid = os.fork()
+        if pid == 0:
+            _child(listener, conn, fds, request)  # never returns
+        return True
+    except (OSError, ValueError, KeyError, EOFError, TypeError):
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+
+def _preload(request: dict) -> None:
+    """Re-read and re-hash the bundled pack's files as seen from the caller's directory (their labels are
+    part of the key), so that the child finds it in memory unless a file changed."""
+    from pressor.engine.evaluation.pack import load_pack
+
+    try:
+        os.chdir(request["cwd"])
+        if "--rules" not in request["argv"] and "--profile" not in request["argv"]:
+            load_pack()
+    except Exception:  # noqa: BLE001 - the child reports whatever is wrong, as the command would
+        pass
+    finally:
+        os.chdir("/")
+
+
+def _child(listener: "socket.socket", conn: "socket.socket", fds: list[int], request: dict) -> None:  # noqa: F821 (socket is imported where used)
+    import io
+    import signal
+    import time
+
+    code = 70
+    try:
+        listener.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        time.tzset()
+        os.umask(request["umask"])
+        streams = []
+        for fd, (encoding, errors) in enumerate(request["streams"]):
+            raw = io.open(fd, "rb" if fd == 0 else "wb", buffering=-1, closefd=False)
+            streams.append(io.TextIOWrapper(raw, encoding=encoding, errors=errors, line_buffering=fd > 0 and os.isatty(fd),
+                                            write_through=fd == 2))
+        sys.stdin, sys.stdout, sys.stderr = streams
+        sys.argv = ["pressor", *request["argv"]]
+        conn.sendall(_ACCEPTED)
+        code = _run(request["argv"])
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            conn.sendall(struct.pack("!i", code))
+        except OSError:
+            pass
+        os._exit(0)
+
+
+def _run(argv: list[str]) -> int:
+    """The command's exit code, as ``pressor ARGV`` would exit."""
+    from .group import cli
+
+    try:
+        cli.main(args=argv, prog_name="pressor", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        sys.stderr.write(f"{exc.code}\n")
+        return 1
+    except BaseException:  # noqa: BLE001 - as the interpreter would: the traceback, exit 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["serve"]:
+        serve()

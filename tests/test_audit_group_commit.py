@@ -1,0 +1,152 @@
+"""The service's audit writer (issue 21, item 6): records written off the request path, several calls'
+records committed in one transaction (group commit), and nothing acknowledged lost when the service is
+killed (SIGKILL) under load. The load is bounded (a fixed number of calls, a deadline) and on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from pressor.engine.audit import AuditLog
+from pressor.engine.evaluation.evaluate import evaluate
+from pressor.engine.evaluation.pack import load_pack
+from pressor.engine.model import Result
+from pressor.service.app import AuditSink
+from pressor.service.cards import dict_of
+
+from .test_cds_service import PATIENT_VIEW, PRESSOR, configured_server, free_port, hook_request, public_pem, signing_key, token  # noqa: F401
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+STATE = {"patient": {"age_years": 60, "weight_kg": 70}, "vitals": {"map_mmhg": 58}}
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+def test_concurrent_calls_share_commits_and_chain_in_one_valid_log(tmp_path, pack, monkeypatch):
+    db = tmp_path / "audit.db"
+    sink = AuditSink(db, "full")
+    sink.open()
+    commits = []
+    real = AuditLog.append_prepared
+
+    def counted(self, prepared):
+        commits.append(len(prepared))
+        time.sleep(0.005)  # a slow disk: calls queue up behind the commit in progress
+        return real(self, prepared)
+
+    monkeypatch.setattr(AuditLog, "append_prepared", counted)
+    result = evaluate(pack, STATE, now=NOW)
+    calls = 40
+
+    def one(i: int) -> list[str]:
+        ids, pending = sink.submit(pack, [(STATE, result)], now=NOW, user=f"user-{i}", hook_instance=f"hook-{i}")
+        assert pending.result(timeout=30) == ids
+        return ids
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = [i for ids in pool.map(one, range(calls)) for i in ids]
+    sink.close()
+    assert sum(commits) == calls and len(commits) < calls  # some commits carried several calls' records
+    with AuditLog.open(db, create=False) as log:
+        assert log.verify().ok
+        assert sorted(r.id for r in log.records()) == sorted(answered)
+        # the record holds the same serialisation the cards were made from
+        assert json.loads(log.record(answered[0]).result_json) == json.loads(json.dumps(result.to_dict()))
+
+
+def test_one_result_serialised_once_for_cards_and_record(pack, monkeypatch):
+    result = evaluate(pack, STATE, now=NOW)
+    made = []
+    real = Result.to_dict
+    monkeypatch.setattr(Result, "to_dict", lambda self: made.append(1) or real(self))
+    assert dict_of(result) is dict_of(result) and len(made) == 1
+
+
+def test_a_failed_call_does_not_take_the_batch_with_it(tmp_path, pack):
+    sink = AuditSink(tmp_path / "audit.db", "full")
+    result = evaluate(pack, STATE, now=NOW)
+    _, bad = sink.submit(pack, [(object(), result)], now=NOW, user="u", hook_instance="h-bad")  # not JSON
+    ids, good = sink.submit(pack, [(STATE, result)], now=NOW, user="u", hook_instance="h-good")
+    assert good.result(timeout=30) == ids
+    with pytest.raises(Exception):  # noqa: B017 (whatever the store raised, the future carries it)
+        bad.result(timeout=30)
+    sink.close()
+    with AuditLog.open(tmp_path / "audit.db", create=False) as log:
+        assert [r.id for r in log.records()] == ids and log.verify().ok
+
+
+@pytest.mark.slow
+def test_sigkill_under_load_loses_no_acknowledged_record(tmp_path, signing_key):
+    """``require_audit``: a 200 means the call's records are committed. Kill the service with SIGKILL while
+    calls are in flight; every record id a 200 named is in the log afterwards, and the chain verifies."""
+    port = free_port()
+    db = tmp_path / "audit.db"
+    srv = configured_server(tmp_path, public_pem(signing_key), port=port, audit_db=str(db), require_audit=True)
+    srv.stop()  # only its configuration file is wanted: this test starts (and kills) its own server
+    config = tmp_path / f"serve-{port}.json"
+    proc = subprocess.Popen([PRESSOR, "serve", "--port", str(port), "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PRESSOR_AUDIT_DB": str(db)})
+    base = f"http://127.0.0.1:{port}"
+    path = f"/cds-services/{PATIENT_VIEW}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        body = json.dumps(hook_request("septic-adult"))
+        acknowledged: list[str] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+        stop_at = time.monotonic() + 60  # bounded in time as well as in count
+
+        def client(n: int) -> None:
+            with httpx.Client(base_url=base, timeout=10) as http:
+                for _ in range(n):
+                    if stop.is_set() or time.monotonic() > stop_at:
+                        return
+                    try:
+                        r = http.post(path, content=body, headers={"Authorization": f"Bearer {token(signing_key, base + path)}",
+                                                                   "Content-Type": "application/json"})
+                    except httpx.TransportError:
+                        return
+                    if r.status_code == 200:
+                        with lock:
+                            acknowledged.extend(r.json()["extension"]["pressor"]["audit"]["records"])
+
+        threads = [threading.Thread(target=client, args=(60,)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        while time.monotonic() < stop_at:  # kill once enough calls were answered, mid-load
+            with lock:
+                if len(acknowledged) >= 40:
+                    break
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert len(acknowledged) >= 40
+    with AuditLog.open(db, create=False) as log:
+        assert log.verify().ok
+        stored = {r.id for r in log.records()}
+    assert set(acknowledged) <= stored, f"{len(set(acknowledged) - stored)} acknowledged records lost"
