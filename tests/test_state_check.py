@@ -42,7 +42,7 @@ def mutated(draw):
         how = draw(st.sampled_from(["value", "new key", "section", "list"]))
         if how == "value" and sections:
             section = draw(st.sampled_from(sections))
-            keys = sorted(schema(STATE_SCHEMA)["properties"][section].get("properties", {}))
+            keys = sorted(schema(STATE_SCHEMA)["properties"].get(section, {}).get("properties", {}))
             if keys:
                 state[section][draw(st.sampled_from(keys))] = draw(st.sampled_from(ODD_VALUES))
         elif how == "new key" and sections:
