@@ -6,7 +6,6 @@ which never touch the log do not pay for it at start-up.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -14,36 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import click
 
 from . import exit_codes
-from .common import emit_json, handles_errors, json_option, say
+from .common import audit_db_option, checked_user, emit_json, handles_errors, json_option, printable, say  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from pressor.engine.audit import AuditLog, AuditRecord
-
-audit_db_option = click.option(
-    "--audit-db", "audit_db", metavar="PATH", default=None,
-    help="Audit database file (default: $PRESSOR_AUDIT_DB, else audit.db in the user data directory).",
-)
-
-
-#: C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: Any) -> str:
-    """``text`` safe for a terminal and a line-per-record listing: every control character is
-    shown escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a recorded string can neither forge a line
-    nor send an escape sequence. Backslashes are doubled, so the escaping cannot be faked."""
-    text = str(text).replace("\\", "\\\\")
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
-def checked_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``--user``: refused if empty or holding control characters (it is printed in every listing)."""
-    if value is not None and (not value.strip() or _CONTROL.search(value)):
-        raise click.BadParameter(f"'{printable(value)}' is empty or holds control characters (newline, escape, ...); "
-                                 "give a plain name", param_hint="--user")
-    return value
-
 
 @contextmanager
 def progress_reporter(label: str, as_json: bool) -> Iterator[Callable[[int, int], None] | None]:
@@ -234,7 +207,7 @@ def warn_broken(chain: Any, seq: int) -> None:
 def issuing_records(log: "AuditLog") -> dict[str, list[dict[str, Any]]]:
     """Card uuid -> the records of CDS Hooks calls that issued that card (recomputed from each
     record's hook_instance, the fired rule and version, and the pack's SHA-256)."""
-    from pressor.service.cards import card_uuid
+    from pressor.engine.audit.card_ids import card_uuid
 
     issued: dict[str, list[dict[str, Any]]] = {}
     for record in log.records(hooked=True):

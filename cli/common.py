@@ -1,8 +1,10 @@
-"""What every command shares: the ``--json`` and ``--rules`` options, error reporting, output."""
+"""What every command shares: the ``--json``, ``--rules``, ``--profile`` and ``--audit-db`` options, ``--user``'s check,
+error reporting, output."""
 from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from typing import Any, Callable
 
@@ -23,6 +25,31 @@ profile_option = click.option(
     "--profile", "profile", type=click.Path(dir_okay=False, path_type=str), default=None,
     help="Site profile (YAML): parameter values within the pack's allowed ranges; shown with every result.",
 )
+
+audit_db_option = click.option(
+    "--audit-db", "audit_db", metavar="PATH", default=None,
+    help="Audit database file (default: $PRESSOR_AUDIT_DB, else audit.db in the user data directory).",
+)
+
+
+#: C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: Any) -> str:
+    """``text`` safe for a terminal and a line-per-record listing: every control character is
+    shown escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a recorded string can neither forge a line
+    nor send an escape sequence. Backslashes are doubled, so the escaping cannot be faked."""
+    text = str(text).replace("\\", "\\\\")
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def checked_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--user``: refused if empty or holding control characters (it is printed in every listing)."""
+    if value is not None and (not value.strip() or _CONTROL.search(value)):
+        raise click.BadParameter(f"'{printable(value)}' is empty or holds control characters (newline, escape, ...); "
+                                 "give a plain name", param_hint="--user")
+    return value
 
 
 def emit_json(data: Any) -> None:

@@ -60,13 +60,13 @@ def diff(old: str, new: str, scenario_paths: tuple[str, ...], as_json: bool) -> 
     say(f"behaviour over {result.states_checked} patient states ({result.thresholds} thresholds probed):", bold=True)
     if not result.behaviour:
         say("  no recommendation appears, disappears or changes dose")
-    for item in result.behaviour:
-        ex = item.example
-        line = f"  {item.rule_id} {_VERB[item.change]} in {item.states} state(s), e.g. {ex['state']}"
-        say(line, fg={"appears": "green", "disappears": "red"}.get(item.change, "yellow"))
+    for change in result.behaviour:
+        ex = change.example
+        line = f"  {change.rule_id} {_VERB[change.change]} in {change.states} state(s), e.g. {ex['state']}"
+        say(line, fg={"appears": "green", "disappears": "red"}.get(change.change, "yellow"))
         if ex.get("facts"):
             say(f"      where {', '.join(f'{k} = {_show(v)}' for k, v in ex['facts'].items())}", dim=True)
-        if item.change == "dose":
+        if change.change == "dose":
             say(f"      {_show(ex['old_dose'].get('range'))} -> {_show(ex['new_dose'].get('range'))}", dim=True)
     if not result.ok:
         raise SystemExit(exit_codes.INVALID)

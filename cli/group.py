@@ -15,6 +15,7 @@ COMMANDS = {
     "rules": "pressor.cli.rules:rules",
     "explain": "pressor.cli.explain:explain",
     "lint": "pressor.cli.lint:lint",
+    "new-rule": "pressor.cli.new_rule:new_rule",
     "test": "pressor.cli.test_cmd:test",
     "diff": "pressor.cli.diff:diff",
     "audit": "pressor.cli.audit:audit",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main"]  # noqa: F822 (cli comes from __getattr__, importing click only then)
 
 
 def main() -> None:

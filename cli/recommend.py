@@ -14,9 +14,8 @@ from pressor.engine.model import Result, RulePack
 from pressor.engine.evaluation.pack import load_pack
 
 from . import exit_codes
-from .audit import audit_db_option, checked_user
 from .batch import jobs_option, run_batch
-from .common import emit_json, handles_errors, json_option, profile_option, report_error, rules_option, say
+from .common import audit_db_option, checked_user, emit_json, handles_errors, json_option, profile_option, report_error, rules_option, say
 from pressor.engine.report import result_text
 
 if TYPE_CHECKING:

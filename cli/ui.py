@@ -7,7 +7,7 @@ import sys
 import click
 
 from . import exit_codes
-from .audit import audit_db_option
+from .common import audit_db_option
 from .common import emit_json, handles_errors, json_option, rules_option, say
 
 

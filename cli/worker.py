@@ -291,7 +291,7 @@ def _warm() -> None:
             sys.stdout, sys.stderr = out, err
 
 
-def _handle(listener: "socket.socket", conn: "socket.socket", mine: str) -> bool:
+def _handle(listener: "socket.socket", conn: "socket.socket", mine: str) -> bool:  # noqa: F821 (socket is imported where used)
     """Answer one connection (fork a child for it); False when the worker should stop (stale)."""
     import socket
 
@@ -339,7 +339,7 @@ def _preload(request: dict) -> None:
         os.chdir("/")
 
 
-def _child(listener: "socket.socket", conn: "socket.socket", fds: list[int], request: dict) -> None:
+def _child(listener: "socket.socket", conn: "socket.socket", fds: list[int], request: dict) -> None:  # noqa: F821 (socket is imported where used)
     import io
     import signal
     import time

@@ -6,7 +6,7 @@ module that talks to the foreign library, keeping the original as ``__cause__``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 
 #: Control characters (C0, DEL, C1) and Unicode line separators, written as escapes.
@@ -78,7 +78,7 @@ class PressorError(Exception):
         super().__init__(str(self))
 
     @classmethod
-    def single(cls, message: str, **where: Any) -> "PressorError":
+    def single(cls, message: str, **where: Any) -> Self:
         """Build the error from one problem."""
         return cls([Problem(message, **where)])
 

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
+
+if TYPE_CHECKING:
+    from .evaluation.parameters import Parameter, Profile
 
 # --- conditions -------------------------------------------------------------
 
@@ -414,8 +417,8 @@ class RulePack:
     absent_means: tuple[AbsentMeans, ...] = ()
     temporal: tuple[TemporalFact, ...] = ()
     #: The pack's parameters with the values in force, and the site profile that set them (if any).
-    parameters: tuple[Any, ...] = ()
-    profile: Any = None
+    parameters: tuple["Parameter", ...] = ()
+    profile: "Profile | None" = None
     #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

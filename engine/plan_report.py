@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report import _BADGE, _MARK, because_line, citations, dose_lines
+from .report_lines import BADGE as _BADGE, MARK as _MARK, because_line, citations, dose_lines
 
 Line = tuple[str, dict[str, Any]]
 

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from typing import Any, Iterable
 
+from pressor.engine.audit.card_ids import CARD_NAMESPACE, card_uuid, stable_uuid  # noqa: F401 (re-exported)
 from pressor.engine.ehr.fhir import Conversion
 from pressor.engine.model import SEVERITY_ORDER, Result
 from pressor.engine.evaluation.units import parse_unit
 
 from pressor.engine.report import because_text, decides_text, dose_lines, ordered_evidence, quantity, shown_if_groups
 
-#: Namespace of card and suggestion uuids: uuid5(hookInstance | rule | version | pack), so the
-#: same call always yields the same ids and an auditor can recompute them.
-CARD_NAMESPACE = uuid.UUID("7d0b8f0e-3c8a-4b8e-9a53-0f6f3c2e6b1d")
 RULE_SYSTEM = "urn:pressor:rule"
 #: Topic system of the one card of a patient outside this protocol (a scope rule fired).
 OUTSIDE_SYSTEM = "urn:pressor:outside-protocol"
@@ -66,20 +63,10 @@ def _short(text: str, limit: int = SUMMARY_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _uuid(*parts: str) -> str:
-    return str(uuid.uuid5(CARD_NAMESPACE, "|".join(parts)))
-
-
-def card_uuid(hook_instance: str, rule_id: str, rule_version: str, pack_sha256: str) -> str:
-    """The uuid of the card a recommendation becomes in one call; what feedback names, and
-    what links it back to the audit record of that call (which keeps ``hook_instance``)."""
-    return _uuid(hook_instance, rule_id, rule_version, pack_sha256)
-
-
 def not_recorded_card(hook_instance: str, pack: dict[str, Any], base_url: str, why: str) -> dict[str, Any]:
     """A warning card: the advice above was given but is NOT in the audit log."""
     return {
-        "uuid": _uuid(hook_instance, "not-recorded", pack["sha256"]),
+        "uuid": stable_uuid(hook_instance, "not-recorded", pack["sha256"]),
         "summary": "This advice was NOT recorded in the audit log",
         "indicator": "warning",
         "detail": f"The cards of this call could not be written to the audit log, so there is no record of them: {why}. "
@@ -91,7 +78,7 @@ def not_recorded_card(hook_instance: str, pack: dict[str, Any], base_url: str, w
 def deceased_card(hook_instance: str, pack: dict[str, Any], base_url: str, why: str) -> dict[str, Any]:
     """The one card for a patient the record says has died: no advice (issue 22)."""
     return {
-        "uuid": _uuid(hook_instance, "deceased", pack["sha256"]),
+        "uuid": stable_uuid(hook_instance, "deceased", pack["sha256"]),
         "summary": "The record says this patient is deceased: no vasopressor advice",
         "indicator": "warning",
         "detail": f"{why}. If this is the wrong patient or the record is wrong, correct the record.",
@@ -185,12 +172,12 @@ def ban_suggestions(card_id: str, rec: dict[str, Any], drafts: list[dict[str, An
         return []
     drug = rec.get("drug") or "this"
     deletes = [{"type": "delete", "description": f"Delete the draft order {ref}", "resourceId": ref} for ref in refs]
-    out = [{"label": _short(f"Remove the draft {drug} order", 120), "uuid": _uuid(card_id, "delete", *refs),
+    out = [{"label": _short(f"Remove the draft {drug} order", 120), "uuid": stable_uuid(card_id, "delete", *refs),
             "isRecommended": replacement is None, "actions": deletes}]
     if replacement is not None:
         text = replacement["dosageInstruction"][0]["text"]
         out.append({"label": _short(f"Replace with {_order_label(replacement)}", 120),
-                    "uuid": _uuid(card_id, "replace", *refs), "isRecommended": True,
+                    "uuid": stable_uuid(card_id, "replace", *refs), "isRecommended": True,
                     "actions": deletes + [{"type": "create", "description": f"Create a draft order: {text}",
                                            "resource": replacement}]})
     return out
@@ -259,7 +246,7 @@ def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_insta
     if order is not None:
         card["suggestions"] = [{
             "label": _short(f"Order {_order_label(order)}", 120),
-            "uuid": _uuid(card_id, "order"),
+            "uuid": stable_uuid(card_id, "order"),
             "isRecommended": True,
             "actions": [{"type": "create", "description": f"Create a draft order: {order['dosageInstruction'][0]['text']}",
                          "resource": order}],
@@ -292,7 +279,7 @@ def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dic
     if conversion.notes:
         lines += ["", "**How the record was read**", ""] + [f"- {n}" for n in conversion.notes]
     return {
-        "uuid": _uuid(hook_instance, "missing-data", pack["sha256"]),
+        "uuid": stable_uuid(hook_instance, "missing-data", pack["sha256"]),
         "summary": _short(f"Data not supplied: {', '.join(conversion.missing)}; some recommendations could not be decided"
                           if conversion.missing else "Part of the record was cut or could not be resolved; some facts are unknown"),
         "indicator": "info",
@@ -382,7 +369,7 @@ def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dic
                 condition = text[:1].upper() + text[1:]
                 detail = [f"**If {text}** (not yet known; ask first), then:", "", _detail({**c, "evidence": []}, pack)]
                 cards.append({
-                    "uuid": _uuid(hook_instance, "if", c["rule_id"], c["rule_version"], pack["sha256"]),
+                    "uuid": stable_uuid(hook_instance, "if", c["rule_id"], c["rule_version"], pack["sha256"]),
                     "summary": _short(f"If {condition[:1].lower() + condition[1:]}: {c['summary']}"),
                     "indicator": "info",
                     "detail": "\n".join(detail),
@@ -408,7 +395,7 @@ def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance
     lines = ["These facts are unknown; their answers decide the advice below (most severe first).", ""]
     lines += [f"{i}. **{a['question']}** Decides: {decides_text(a, limit=6)}" for i, a in enumerate(ranked, 1)]
     return {
-        "uuid": _uuid(hook_instance, "ask-next", pack["sha256"]),
+        "uuid": stable_uuid(hook_instance, "ask-next", pack["sha256"]),
         "summary": _short(f"Ask first: {ranked[0]['question']}"),
         "indicator": "info",
         "detail": "\n".join(lines),

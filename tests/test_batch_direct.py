@@ -18,7 +18,7 @@ from pressor.engine.evaluation import batch
 ROOT = Path(__file__).resolve().parent.parent
 PRESSOR = str(Path(sys.executable).with_name("pressor"))
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # appended: bench/fhir.py must not shadow fhir.resources for later tests
 
 
 def test_workers_write_in_input_order_the_same_bytes(tmp_path):

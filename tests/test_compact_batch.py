@@ -13,7 +13,7 @@ from pressor.engine.evaluation.compact import HEADER, expand
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESSOR = str(Path(sys.executable).with_name("pressor"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # appended: bench/fhir.py must not shadow fhir.resources for later tests
 
 
 def batch(source: Path, *extra: str) -> list[str]:

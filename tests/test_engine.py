@@ -4,18 +4,16 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from pressor.engine.evaluation import _durable
 from pressor.engine.evaluation.compile import to_engine
-from pressor.engine.errors import EvaluationError, RuleFileError
+from pressor.engine.errors import RuleFileError
 from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state, completion_of
 from pressor.engine.evaluation.logic import derive, truth
 from pressor.engine.model import All, Any_, Compare, Not
-from pressor.engine.evaluation.pack import load_pack
 
 from .strategies import patient_states
 
@@ -164,40 +162,6 @@ def test_stress_state_satisfying_as_many_conditions_as_possible(pack, now):
     result = evaluate(pack, state, now=now, include_draft=True)
     assert set(result.fired_ids()) == _shown(pack, expected)
     assert len(expected) >= 10
-
-
-def test_concurrent_evaluations_from_threads_are_correct(pack, now):
-    states = [ex["state"] for rule in pack.rules for ex in rule.raw.get("examples", [])]
-    expected = [evaluate(pack, s, now=now).to_dict() for s in states]
-    errors: list[str] = []
-
-    def worker(offset: int) -> None:
-        for i in range(200):
-            k = (i + offset) % len(states)
-            if evaluate(pack, states[k], now=now).to_dict() != expected[k]:
-                errors.append(f"thread {offset} state {k}")
-
-    threads = [threading.Thread(target=worker, args=(n * 7,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-
-
-def test_engine_failure_is_translated_and_the_engine_rebuilt(monkeypatch, now):
-    fresh = load_pack()
-    state = {"vitals": {"sbp_mmhg": 65, "dbp_mmhg": 40}, "infusions": {"norepinephrine_mcg_kg_min": 0}}
-    before = evaluate(fresh, state, now=now).fired_ids()
-
-    def broken(*_args):
-        raise _durable._dre.error("Could not assert fact, error code: 303")
-
-    with monkeypatch.context() as m:
-        m.setattr(_durable._dre, "assert_fact", broken)
-        with pytest.raises(EvaluationError, match="durable-rules failed"):
-            evaluate(fresh, state, now=now)
-    assert evaluate(fresh, state, now=now).fired_ids() == before
 
 
 def test_fnv_collisions_are_detected_at_build_time():

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pressor.engine.errors import InputError
-from pressor.engine.evaluation.load import _json_strict, _orjson_fast, loads_json
+from pressor.engine.evaluation.load import _json_strict, _orjson_fast, loads_json  # noqa: F401
 
 
 def both(text: str):

@@ -447,8 +447,8 @@ def test_the_timeline_example_gives_the_same_answer_on_any_date():
     assert answers[0] == answers[1] and "escalation.add-vasopressin" in answers[0]
 
 
-def test_the_readme_fhir_commands_carry_their_evaluation_time():
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_fhir_commands_carry_their_evaluation_time():
+    readme = (ROOT / "docs" / "ehr.md").read_text()
     commands = [line for line in readme.splitlines() if line.startswith("pressor recommend --fhir")]
     assert commands and all("--now " in line for line in commands)
 

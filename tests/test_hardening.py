@@ -195,8 +195,8 @@ def test_yaml_1_2_core_scalars_are_read_as_written():
                         "h": 0, "i": 0.5, "j": None}
 
 
-def test_readme_states_the_patient_state_policy_and_the_depth():
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_state_the_patient_state_policy_and_the_depth():
+    readme = (ROOT / "docs" / "patient-state.md").read_text()
     assert "YAML 1.2 core schema" in readme
     assert f"{MAX_DEPTH} levels" in readme
 

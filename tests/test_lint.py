@@ -240,3 +240,19 @@ def test_pint_stays_off_the_evaluation_path():
             "evaluate(load_pack(), {}, now=d.datetime.now(d.timezone.utc)); print('pint' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_dose_unit_the_rule_explains_is_a_reviewed_warning(tmp_path):
+    pack = tmp_path / "pack"
+    shutil.copytree(LINT_PACKS / "dose-unit-implausible", pack)
+    text = (pack / "rules.yaml").read_text()
+    (pack / "rules.yaml").write_text(text.replace("unit: mcg/kg/h}}", "unit: mcg/kg/h}, unit_reason: a depot given over hours}"))
+    report = lint_pack(pack)
+    (finding,) = [f for f in report.findings if f.code == "dose-unit-implausible"]
+    assert report.ok and finding.severity == "warning" and "a depot given over hours" in finding.message
+
+
+def test_the_bundled_pack_declares_every_drug_it_doses_and_explains_its_one_odd_unit(bundled):
+    mine = [f for f in bundled.findings if f.code.startswith("dose-")]
+    assert [(f.code, f.rules, f.severity) for f in mine] == [
+        ("dose-unit-implausible", ("preparation.pediatric-rule-of-6",), "warning")]

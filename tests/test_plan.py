@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from pressor.cli.main import cli
 from pressor.engine.authoring.lint import lint_pack
 from pressor.engine.evaluation.evaluate import evaluate
-from pressor.engine.evaluation.pack import load_pack
 
 from .strategies import patient_states
 

@@ -63,16 +63,6 @@ def test_approved_rules_went_through_review_and_the_draft_says_why(pack):
     assert "hepatorenal" in draft.status_history[0].comment
 
 
-def test_every_citation_in_the_pack_has_an_evidence_note(pack):
-    owners = [(r.id, r.raw["citations"]) for r in pack.rules]
-    owners += [(d.name, d.raw.get("citations", [])) for d in pack.derived]
-    owners += [(p.id, p.raw["citations"]) for p in pack.preparations]
-    assert sum(len(c) for _, c in owners) > 90
-    for owner, citations in owners:
-        for c in citations:
-            assert len(c.get("evidence", "")) >= 20, (owner, c)
-
-
 def test_source_paragraphs_exist_in_their_sections(pack):
     assert set(PARAGRAPHS) == set(pack.document["sections"])
     for rule in pack.rules:

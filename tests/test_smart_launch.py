@@ -6,7 +6,6 @@ embed the app (CSP frame-ancestors) only when configured."""
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest

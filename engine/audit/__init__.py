@@ -27,6 +27,9 @@ from .records import (
 from .replay import Difference, Replay, json_diff
 from .store import ENV_VAR, AuditLog, default_path, is_url, resolve_path
 
+# The stores register themselves with AuditLog.open (psycopg is imported only when PostgreSQL is used).
+from . import store_postgres, store_sqlite  # noqa: E402, F401
+
 __all__ = [
     "AuditLog", "AuditRecord", "FeedbackEntry", "ChainProblem", "Verification", "Difference", "Replay",
     "GENESIS", "INPUT_MODES", "ENV_VAR", "EXPORT_FORMATS", "EXPORT_KINDS",

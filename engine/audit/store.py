@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, TextIO
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, TextIO
 
 from ..errors import AuditError
 from ..model import Result, RulePack
@@ -109,12 +109,17 @@ class AuditLog:
         Raises :class:`AuditError` when it cannot be used, saying why and what to do.
         """
         if is_url(str(target)):
-            from .store_postgres import PostgresAuditLog
+            return AuditLog._stores["url"].connect(str(target), create=create)
+        return AuditLog._stores["file"].connect(Path(target), create=create)
 
-            return PostgresAuditLog.connect(str(target), create=create)
-        from .store_sqlite import SqliteAuditLog
+    #: The stores by what they open ("file" or "url"): each registers itself when it is defined
+    #: (``class SqliteAuditLog(AuditLog, opens="file")``), so this module never imports them.
+    _stores: ClassVar[dict[str, Any]] = {}
 
-        return SqliteAuditLog.connect(Path(target), create=create)
+    def __init_subclass__(cls, *, opens: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if opens is not None:
+            AuditLog._stores[opens] = cls
 
     @property
     def where(self) -> str:

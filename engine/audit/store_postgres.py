@@ -249,7 +249,7 @@ def _migrate(conn: Any) -> None:
         conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_no_update")
 
 
-class PostgresAuditLog(AuditLog):
+class PostgresAuditLog(AuditLog, opens="url"):
     """An audit log in a PostgreSQL database."""
 
     def __init__(self, url: str, conn: Any, database_id: str, fmt: int, profiles_stored_from: int | None, *,

@@ -337,7 +337,7 @@ class _SqliteTransaction:
         return self._conn.execute(sql, args).fetchone()
 
 
-class SqliteAuditLog(AuditLog):
+class SqliteAuditLog(AuditLog, opens="file"):
     """An audit log in a SQLite file."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, database_id: str) -> None:

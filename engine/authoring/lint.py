@@ -12,7 +12,7 @@ stated equivalents a rule note containing "CONTRADICTION") is a warning that say
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -23,101 +23,16 @@ from ..evaluation.load import Document, load_document
 from ..evaluation.logic import derive, truth
 from ..model import All, Compare, Condition, Decision, Rule, RulePack, Waiver, leaves
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
+from .findings import CODES, SEVERITIES, Finding, LintReport, drug_of, rule_ids, severity_for  # noqa: F401 (re-exported)
+from .lint_thresholds import threshold_findings
+from .lint_units import check_dose_units
 from .solver import Atom, SolverLimit, Space, conj
 from ..evaluation.validate import STATE_SCHEMA, schema
 
-SEVERITIES = ("error", "warning", "info")
 #: Fixed evaluation time for witnesses: the lint's output never depends on the clock.
 WITNESS_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 #: Facts the patient-state checks relate to each other (varied first when building a witness).
 COUPLED_FACTS = ("vitals.sbp_mmhg", "vitals.dbp_mmhg", "vitals.map_mmhg")
-#: Relative difference below which two thresholds on one fact look like a typo of each other.
-NEAR_THRESHOLD = 0.001
-
-#: Every finding code: default severity and what it means. ``docs/authoring.md`` explains each.
-CODES: dict[str, tuple[str, str]] = {
-    "contradiction-do-avoid": ("error", "a rule says do and another says avoid for the same drug, for one patient"),
-    "contradiction-dose": ("error", "two rules give different doses of the same drug for one patient"),
-    "contradiction-decision": ("error", "two answers of one decision (e.g. two MAP targets) apply to one patient"),
-    "gap-decision": ("error", "patients in a decision's population for whom none of its rules applies"),
-    "unreachable-rule": ("error", "a rule whose condition can never hold"),
-    "threshold-near-duplicate": ("warning", "thresholds on one fact that differ by a hair (typo?)"),
-    "threshold-strictness-mismatch": ("info", "< in one place and <= in another at the same threshold on one fact"),
-    "threshold-boundary-hole": ("warning", "< and > at the same threshold with nothing covering the value itself"),
-    "arithmetic-preparation-mismatch": ("error", "a preparation's stated concentration or rate does not follow from its amounts"),
-    "arithmetic-stated-equivalent-mismatch": ("error", "a dose's stated equivalent is not what the dose works out to"),
-    "arithmetic-dimension": ("error", "quantities that cannot be converted into each other (units or a missing weight)"),
-    "arithmetic-dose-order": ("error", "a dose's maximum is below its own range"),
-    "preparation-concentration": ("error", "a bag made up more than 4 times stronger than the pack's standard concentration for the drug"),
-    "profile-out-of-range": ("error", "a site profile sets a parameter outside the range the pack allows (or one the pack lacks)"),
-    "citation-missing": ("error", "a rule without a citation"),
-    "citation-unknown-reference": ("error", "a citation number with no entry in references.yaml"),
-    "citation-unresolved": ("warning", "a citation of a reference the source cites but does not list"),
-    "citation-only-unresolved": ("error", "an approved rule whose every citation is unresolved"),
-    "status-draft-dependency": ("error", "an approved rule that depends on a derived fact that is not approved"),
-    "status-retired-referenced": ("error", "a retired rule still named by a decision (error) or by supersedes (warning)"),
-    "waiver-unused": ("warning", "a waiver that matches no finding (remove it)"),
-    "solver-incomplete": ("warning", "the search gave up on a question; the check it belongs to is incomplete"),
-    "absent-means-hides-rule": ("error", "an absent_means declaration would list as not applicable a rule that fires when the fact is recorded as 'none'"),
-    "load-error": ("error", "the pack does not load; nothing else was checked"),
-    "fact-unread": ("warning", "a patient-state fact that no rule, derived fact or plan reads, and that the pack does not mark "
-                               "informational (with a reason)"),
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One lint finding."""
-
-    code: str
-    severity: str
-    message: str
-    file: str | None = None
-    line: int | None = None
-    rules: tuple[str, ...] = ()
-    witness: dict[str, Any] | None = None
-    suggestion: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def location(self) -> str:
-        """``file:line``."""
-        return f"{self.file or '<pack>'}" + (f":{self.line}" if self.line is not None else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        out: dict[str, Any] = {"code": self.code, "severity": self.severity, "message": self.message,
-                               "file": self.file, "line": self.line, "rules": list(self.rules)}
-        if self.witness is not None:
-            out["witness"] = self.witness
-        if self.suggestion:
-            out["suggestion"] = self.suggestion
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-@dataclass
-class LintReport:
-    """Every finding for one pack, most severe first."""
-
-    directory: str
-    findings: list[Finding]
-    pack: dict[str, str] | None = None
-
-    def count(self, severity: str) -> int:
-        """How many findings have this severity."""
-        return sum(1 for f in self.findings if f.severity == severity)
-
-    @property
-    def ok(self) -> bool:
-        """No error finding."""
-        return self.count("error") == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"directory": self.directory, "pack": self.pack, "ok": self.ok,
-                "counts": {s: self.count(s) for s in SEVERITIES},
-                "findings": [f.to_dict() for f in self.findings]}
 
 
 def lint_pack(directory: str | Path | None = None, *, budget: int = 200_000, profile: str | Path | None = None) -> LintReport:
@@ -191,18 +106,6 @@ def _load_findings(problems: list[Problem], already: list[Finding]) -> list[Find
     return out
 
 
-def severity_for(rules: Iterable[Rule], default: str = "error") -> str:
-    """``default`` for approved rules; one step milder when a draft or in-review rule is involved."""
-    if default == "error" and any(r.status != "approved" for r in rules):
-        return "warning"
-    return default
-
-
-def drug_of(rule: Rule) -> str | None:
-    """The drug a rule is about: ``recommend.drug``, else ``dose.drug``."""
-    return rule.drug or (rule.dose.drug if rule.dose else None)
-
-
 class _Linter:
     """All checks that need the loaded pack."""
 
@@ -224,8 +127,9 @@ class _Linter:
         self.findings += self._unreachable()
         self.findings += self._contradictions()
         self.findings += self._gaps()
-        self.findings += self._thresholds()
+        self.findings += threshold_findings(self._comparisons(), self.by_id)
         self.findings += check_arithmetic(self.pack, self.locate)
+        self.findings += check_dose_units(self.pack, self.docs, self.locate)
         self.findings += self._status()
         self.findings += self._absent_means()
         self.findings += self._temporal()
@@ -527,48 +431,6 @@ class _Linter:
                 out += [(leaf.fact, op, float(v), owner, file, line) for v in values]
         return out
 
-    def _thresholds(self) -> list[Finding]:
-        by_fact: dict[str, list[tuple[str, str, float, str, str, int | None]]] = {}
-        for item in self._comparisons():
-            by_fact.setdefault(item[0], []).append(item)
-        out = []
-        for fact, items in sorted(by_fact.items()):
-            values = sorted({v for _, _, v, *_ in items})
-            for lo, hi in zip(values, values[1:]):
-                scale = max(abs(lo), abs(hi))
-                if scale and (hi - lo) / scale < NEAR_THRESHOLD:
-                    a = next(i for i in items if i[2] == lo)
-                    b = next(i for i in items if i[2] == hi)
-                    out.append(Finding(
-                        "threshold-near-duplicate", "warning",
-                        f"{fact}: {a[3]} uses {lo:g} and {b[3]} uses {hi:g}; a difference this small is usually a typo",
-                        b[4], b[5], _rule_ids([a[3], b[3]], self.by_id), suggestion="use one threshold in both places",
-                        details={"fact": fact, "values": [lo, hi]}))
-            for value in values:
-                at = [i for i in items if i[2] == value]
-                ops = {i[1] for i in at}
-                owners = sorted({i[3] for i in at})
-                where = at[0]
-                for strict, loose in (("<", "<="), (">", ">=")):
-                    if strict in ops and loose in ops:
-                        s = next(i for i in at if i[1] == strict)
-                        lo_ = next(i for i in at if i[1] == loose)
-                        out.append(Finding(
-                            "threshold-strictness-mismatch", "info",
-                            f"{fact} {strict} {value:g} in {s[3]} but {fact} {loose} {value:g} in {lo_[3]}: "
-                            f"at exactly {value:g} one holds and the other does not",
-                            lo_[4], lo_[5], _rule_ids(owners, self.by_id), details={"fact": fact, "value": value},
-                            suggestion="make sure the value itself belongs where the source puts it"))
-                covering = ops & {"<=", ">=", "==", "!="}
-                if "<" in ops and ">" in ops and not covering:
-                    out.append(Finding(
-                        "threshold-boundary-hole", "warning",
-                        f"{fact} < {value:g} and {fact} > {value:g} are both tested ({', '.join(owners)}) but nothing "
-                        f"decides {fact} == {value:g}",
-                        where[4], where[5], _rule_ids(owners, self.by_id), details={"fact": fact, "value": value},
-                        suggestion="make one of the two comparisons include the threshold"))
-        return out
-
     # -- status -----------------------------------------------------------------
     def _status(self) -> list[Finding]:
         out = []
@@ -583,12 +445,12 @@ class _Linter:
                         "status-draft-dependency", "error",
                         f"approved rule '{rule.id}' depends on derived fact '{name}', which is {d.status}",
                         rule.file, rule.line, (rule.id,), suggestion=f"approve '{name}' first, or set the rule back to draft"))
-        for d in self.pack.decisions:
-            for rid in d.rules:
+        for decision in self.pack.decisions:
+            for rid in decision.rules:
                 if self.by_id[rid].status == "retired":
                     out.append(Finding("status-retired-referenced", "error",
-                                       f"decision '{d.id}' counts on retired rule '{rid}', which never fires",
-                                       d.file, d.line, (rid,), suggestion="list its replacement instead"))
+                                       f"decision '{decision.id}' counts on retired rule '{rid}', which never fires",
+                                       decision.file, decision.line, (rid,), suggestion="list its replacement instead"))
         for rule in self.live:
             for old in rule.supersedes:
                 if self.by_id[old].status == "retired":
@@ -680,10 +542,6 @@ class _Linter:
 
 _CONTRADICTION_FIX = ("make the conditions exclusive, or declare 'supersedes: [other id]' on the rule that refines "
                       "the other, or record a reviewed waiver")
-
-
-def _rule_ids(owners: Iterable[str], rules: dict[str, Rule]) -> tuple[str, ...]:
-    return tuple(sorted(o for o in set(owners) if o in rules))
 
 
 def _comparable_doses(a: Rule, b: Rule) -> bool:

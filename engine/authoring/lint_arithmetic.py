@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .lint import Finding, severity_for
+from .findings import Finding, severity_for
 from ..model import DoseSpec, Preparation, Quantity, Rule, RulePack
 from ..evaluation.units import UnitError, parse_unit
 
@@ -34,7 +34,7 @@ class _Units:
         import pint
 
         self.pint = pint
-        self.ureg = pint.UnitRegistry()
+        self.ureg: Any = pint.UnitRegistry()
         self.ureg.define("drug_unit = [drug_activity]")  # "units" of vasopressin: not convertible to mass
 
     def unit(self, text: str) -> Any:

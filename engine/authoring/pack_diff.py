@@ -320,6 +320,7 @@ def _behaviour(old: RulePack, new: RulePack, scenarios: list[Scenario]) -> tuple
             continue
         checked += 1
         for rid in sorted(set(before) | set(after)):
+            detail: dict[str, Any]
             if rid not in before:
                 change, detail = "appears", {}
             elif rid not in after:

@@ -217,7 +217,7 @@ def identify_patient(candidates: list[Located], src: Sources, problems: list[Pro
     if context_id is not None:
         src.patient_id = context_id
         src.patient_urls.add(f"Patient/{context_id}")
-    distinct = {}
+    distinct: dict[Any, Any] = {}
     for loc in candidates:
         rid = loc.resource.get("id")
         distinct.setdefault(rid if isinstance(rid, str) else id(loc), loc)

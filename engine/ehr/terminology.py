@@ -68,8 +68,8 @@ def load_valuesets(local_codes: Mapping[str, list[Mapping[str, str]]] | None = N
         name: [Code(c["system"], c["code"], c["display"], c["confirmed"], c["source"]) for c in vs["codes"]]
         for name, vs in doc["valuesets"].items()
     }
-    for name, codes in (local_codes or {}).items():
-        sets.setdefault(name, []).extend(Code(c["system"], c["code"], c["display"], True, c["source"], local=True) for c in codes)
+    for name, local in (local_codes or {}).items():
+        sets.setdefault(name, []).extend(Code(c["system"], c["code"], c["display"], True, c["source"], local=True) for c in local)
     index: dict[tuple[str, str], list[tuple[str, Code]]] = {}
     for name, codes in sets.items():
         for code in codes:

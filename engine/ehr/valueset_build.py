@@ -53,7 +53,7 @@ def build(sources: dict[str, Any], vsac: dict[str, dict[str, Any]], csv_root: Pa
         codes: dict[tuple[str, str], dict[str, Any]] = {}
 
         def add(system: str, code: str, display: str, confirmed: bool, source: str) -> None:
-            codes.setdefault((system, code), {"system": system, "code": code, "display": display,
+            codes.setdefault((system, code), {"system": system, "code": code, "display": display,  # noqa: B023 (called within this iteration)
                                               "confirmed": confirmed, "source": source})
 
         def vsac_source(oid: str, vs: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ import re
 import threading
 from typing import Any, Iterable, Mapping
 
-from . import durable_rules_engine as _dre
+from . import durable_rules_engine as _dre  # type: ignore[attr-defined]  # the C engine setup.py builds: no stub
 
 from ..errors import EvaluationError, RuleFileError
 
@@ -259,7 +259,8 @@ def shard(conditions: Mapping[str, dict[str, Any]]) -> list[dict[str, dict[str, 
     for key, cond in conditions.items():
         tests[key] = distinct_tests(cond)
         if len(tests[key]) > MAX_TESTS_PER_SHARD:
-            message, fix = limit_problem(key, cond)
+            problem = limit_problem(key, cond)
+            message, fix = problem if problem else (f"rule '{key}' has too many distinct tests for the engine", None)
             raise RuleFileError.single(message, rule_id=key, suggestion=fix)
     order = sorted(tests, key=lambda k: -len(tests[k]))
     everything = set().union(*tests.values()) if tests else set()
@@ -311,7 +312,7 @@ class Matcher:
             prepared = rulesets(conditions or {})
         self._lock = threading.Lock()
         self.rulesets = prepared
-        self._handles: list[int] = []
+        self._handles: list[int] | None = []
         self.keys = tuple(key for keys, _ in prepared for key in keys)
         for keys, definition in prepared:
             try:

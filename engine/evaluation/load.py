@@ -21,54 +21,25 @@ import math
 import re
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orjson import loads as _orjson_loads  # batch input: see loads_json
+
 from ..errors import InputError
+from .document import (  # noqa: F401 (re-exported: the names every reader of documents has imported from here)
+    DEPTH_FIX as _DEPTH_FIX,
+    MAX_DEPTH,
+    MAX_DIGITS as _MAX_DIGITS,
+    Document,
+    escape_pointer_token,
+    line_col as _line_col,
+    pointer_of,
+)
 
 #: Largest document read, in bytes. Real states are ~2 KB, rule files ~30 KB.
 MAX_DOCUMENT_BYTES = 1_048_576
-#: Deepest nesting of mappings and sequences read, in any document. A patient state is
-#: 2 deep, a FHIR bundle about 8, a hook request with its prefetch about 11, a rule file
-#: about 12; a deeper document is refused before anything recursive sees it.
-from orjson import loads as _orjson_loads  # noqa: E402  batch input: see loads_json
 
-MAX_DEPTH = 64
-
-
-@dataclass(frozen=True)
-class Document:
-    """A parsed document and the source position of every JSON pointer in it."""
-
-    data: Any
-    file: str
-    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
-    text: str = ""
-
-    def where(self, pointer: str) -> dict[str, Any]:
-        """Keyword arguments locating ``pointer`` for :class:`~pressor.engine.errors.Problem`.
-
-        Falls back to the nearest enclosing pointer that has a position.
-        """
-        probe = pointer
-        while True:
-            if probe in self.positions:
-                line, col = self.positions[probe]
-                return {"file": self.file, "line": line, "column": col, "pointer": pointer}
-            if not probe:
-                return {"file": self.file, "pointer": pointer}
-            probe = probe.rsplit("/", 1)[0]
-
-
-def escape_pointer_token(token: Any) -> str:
-    """RFC 6901 escaping of one reference token."""
-    return str(token).replace("~", "~0").replace("/", "~1")
-
-
-def pointer_of(parts: Any) -> str:
-    """JSON pointer for a sequence of keys/indices."""
-    return "".join("/" + escape_pointer_token(p) for p in parts)
 
 
 def read_text(path: str | Path, *, label: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES,
@@ -156,8 +127,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-#: Longest number text read (JSON and YAML): Python refuses integers of more than 4,300 digits anyway.
-_MAX_DIGITS = 100
+
 
 
 def _finite(text: str) -> float:
@@ -329,11 +299,7 @@ def _check_json_depth(text: str, file: str) -> None:
             depth -= 1
 
 
-_DEPTH_FIX = "a patient state, bundle, hook request or rule file is never nearly this deep; check the input"
 
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
 
 
 def _pointer_at(text: str, offset: int) -> str:

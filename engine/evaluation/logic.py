@@ -5,13 +5,15 @@ every rule that it fires (the differential tests check that); pressor also uses
 it to decide *unknown* versus *false* for rules the engine did not fire, to list
 the facts that satisfied a fired rule, and to compute derived facts.
 
-Truth values are ``True``, ``False`` and ``None`` (unknown: a fact it needs is absent).
+Truth values are ``True``, ``False`` and ``None`` (unknown: a fact it needs is absent); the connectives
+are :mod:`.kleene`'s.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
 from ..model import All, Compare, Condition, Derived, Evidence, Not
+from .kleene import decides, junction, not3
 
 _ORDER = {
     "<": lambda a, b: a < b,
@@ -55,25 +57,8 @@ def truth(cond: Condition, facts: Mapping[str, Any]) -> bool | None:
     if isinstance(cond, Compare):
         return compare(cond, facts)
     if isinstance(cond, Not):
-        inner = truth(cond.child, facts)
-        return None if inner is None else not inner
-    if isinstance(cond, All):
-        unknown = False
-        for child in cond.children:
-            t = truth(child, facts)
-            if t is False:
-                return False
-            if t is None:
-                unknown = True
-        return None if unknown else True
-    unknown = False
-    for child in cond.children:
-        t = truth(child, facts)
-        if t is True:
-            return True
-        if t is None:
-            unknown = True
-    return None if unknown else False
+        return not3(truth(cond.child, facts))
+    return junction(isinstance(cond, All), (truth(child, facts) for child in cond.children))
 
 
 def unknowns(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, frozenset[str]]) -> tuple[bool | None, frozenset[str]]:
@@ -89,15 +74,15 @@ def unknowns(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str,
         return None, missing
     if isinstance(cond, Not):
         t, missing = unknowns(cond.child, facts, missing_of)
-        return (None if t is None else not t), missing
+        return not3(t), missing
     conj = isinstance(cond, All)
     pending: list[frozenset[str]] = []
     for child in cond.children:
         t, missing = unknowns(child, facts, missing_of)
+        if decides(conj, t):
+            return t, frozenset()
         if t is None:
             pending.append(missing)
-        elif t is not conj:
-            return t, frozenset()
     if pending:
         return None, frozenset().union(*pending)
     return conj, frozenset()

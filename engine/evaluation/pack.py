@@ -349,8 +349,8 @@ class _Builder:
                 ptr = f"/temporal/{i}"
 
                 def report(sub: str, message: str, suggestion: str | None = None) -> None:
-                    self.problems.append(Problem(f"temporal fact '{item['fact']}': {message}", suggestion=suggestion,
-                                                 **doc.where(ptr + sub)))
+                    self.problems.append(Problem(f"temporal fact '{item['fact']}': {message}", suggestion=suggestion,  # noqa: B023
+                                                 **doc.where(ptr + sub)))  # noqa: B023 (called within this iteration)
 
                 fact, kind = item["fact"], item["kind"]
                 required, optional, unit = TEMPORAL_KINDS[kind]

@@ -114,7 +114,7 @@ def _words(cond: Condition, negated: bool, descriptions: Mapping[str, str] | Non
         unrecorded = _not_recorded_unless(children, negated, descriptions)
         if unrecorded is not None:
             return unrecorded if top else f"({unrecorded})"
-    parts = []
+    parts: list[str] = []
     if conjunctive and not negated:
         children, parts = _running_below(children, descriptions)
     parts += [_words(c, negated, descriptions) for c in children]

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from .load import _DEPTH_FIX, _MAX_DIGITS, MAX_DEPTH, Document, _line_col, escape_pointer_token
+from .document import DEPTH_FIX, MAX_DEPTH, MAX_DIGITS, Document, escape_pointer_token, line_col
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 
@@ -41,13 +41,13 @@ def parse_yaml(text: str, file: str) -> Document:
         deep = "maximum nesting depth" in str(exc.problem)  # libyaml's own limit (1,000), met scanning ahead
         raise InputError.single(
             f"nested deeper than {MAX_DEPTH} levels; refused" if deep else f"malformed YAML: {exc.problem or exc.context}",
-            suggestion=_DEPTH_FIX if deep else None,
+            suggestion=DEPTH_FIX if deep else None,
             file=file,
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
         ) from exc
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
-        line, col = _line_col(text, exc.position) if isinstance(exc.position, int) else (None, None)
+        line, col = line_col(text, exc.position) if isinstance(exc.position, int) else (None, None)
         char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
         raise InputError.single(f"malformed YAML: {exc.reason} (found #x{char:04x})", file=file,
                                 line=line, column=col, suggestion="remove it, or quote and escape it") from exc
@@ -105,7 +105,7 @@ class _YamlReader:
                 value = self.scalar(event, pointer)
             else:
                 if len(stack) >= MAX_DEPTH:
-                    raise self.refuse(f"nested deeper than {MAX_DEPTH} levels; refused", event.start_mark, pointer, _DEPTH_FIX)
+                    raise self.refuse(f"nested deeper than {MAX_DEPTH} levels; refused", event.start_mark, pointer, DEPTH_FIX)
                 value = {} if isinstance(event, yaml.MappingStartEvent) else []
                 stack.append([value, pointer, None, None])
             if frame is None:
@@ -160,7 +160,7 @@ class _YamlReader:
         if refusal:
             raise self.refuse(refusal[0], event.start_mark, pointer, refusal[1])
         if _INT.fullmatch(text) or _FLOAT.fullmatch(text):
-            if len(text) > _MAX_DIGITS:
+            if len(text) > MAX_DIGITS:
                 raise self.refuse(f"a number of {len(text)} characters is not a number pressor reads", event.start_mark, pointer)
             value = int(text) if _INT.fullmatch(text) else float(text)
             if isinstance(value, float) and not math.isfinite(value):

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import copy
 
-import json
 import os
 import sys
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import PatientStateError
 from .adapter import read_call

@@ -97,7 +97,6 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
     asked: Counter[str] = Counter()
     asked_shown: Counter[str] = Counter()
     cost: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # fact -> [items decided, critical hours]
-    worst_of: dict[str, str] = {}
     dq: Counter[str] = Counter()
     dq_rows: list[list[Any]] = []
     consistency: list[list[Any]] = []
