@@ -527,7 +527,7 @@ def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pa
         lines = [f"**{item['title']}: depends on what is not yet known** (ask first)", ""]
         lines += [f"- If {u['if']}: {u['summary']}" for u in item["unless"]]
         first = item["unless"][0]
-        card = {"uuid": _uuid(hook_instance, "plan", item["decision"], pack["sha256"]),
+        card = {"uuid": stable_uuid(hook_instance, "plan", item["decision"], pack["sha256"]),
                 "summary": _short(f"{item['title']}: if {first['if']}: {first['summary']}"),
                 "indicator": "info", "detail": "\n".join(lines),
                 "source": {"label": f"{label} (conditional)", "url": f"{base_url}/rules/{first['rule_id']}",
@@ -587,7 +587,7 @@ def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pa
                 break
     if order is not None:
         card["suggestions"] = [{
-            "label": _short(f"Order {_order_label(order)}", 120), "uuid": _uuid(card_id, "order"), "isRecommended": True,
+            "label": _short(f"Order {_order_label(order)}", 120), "uuid": stable_uuid(card_id, "order"), "isRecommended": True,
             "actions": [{"type": "create", "description": f"Create a draft order: {order['dosageInstruction'][0]['text']}",
                          "resource": order}]}]
         card["selectionBehavior"] = "at-most-one"
@@ -601,7 +601,7 @@ def _plan_questions_card(asks: list[dict[str, Any]], *, pack: dict[str, str], ho
     lines = ["Each answer changes the plan above (best first).", ""]
     lines += [f"{i}. **{a['question']}** Decides: {decides_text(a, limit=4)}" for i, a in enumerate(asks, 1)]
     card = {
-        "uuid": _uuid(hook_instance, "ask-next", pack["sha256"]),
+        "uuid": stable_uuid(hook_instance, "ask-next", pack["sha256"]),
         "summary": _short(f"Ask: {asks[0]['question']}" + (f" (+{len(asks) - 1} more)" if len(asks) > 1 else "")),
         "indicator": "info",
         "detail": "\n".join(lines),
