@@ -111,4 +111,4 @@ def serve(host: str, port: int, workers: int, rules_dir: str | None, config_path
     from pressor.service.idle import IdleClosingH11Protocol
 
     uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
-                http=IdleClosingH11Protocol, timeout_keep_alive=runtime.config.idle_timeout_s)
+                http=IdleClosingH11Protocol, timeout_keep_alive=int(runtime.config.idle_timeout_s))

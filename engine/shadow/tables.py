@@ -151,7 +151,9 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
                           len(stays_with[r]), round(percentile(days, 0.5), 2), round(percentile(days, 0.9), 2)])
         summary_rules[r] = {"firm": firm_h[r], "conditional": cond_h[r], "card": card_h[r], "stays_firm": len(stays_with[r]),
                             "firm_per_patient_day": {"p50": round(percentile(days, 0.5), 2), "p90": round(percentile(days, 0.9), 2)}}
-    detector_rows, conc_rows, conc = [], [], defaultdict(lambda: {"advised": [0, 0, []], "acted": [0, 0]})
+    detector_rows: list[list[Any]] = []
+    conc_rows: list[list[Any]] = []
+    conc: defaultdict[str, dict[str, list[Any]]] = defaultdict(lambda: {"advised": [0, 0, []], "acted": [0, 0]})
     for c in courses:
         for e in course_concordance(c, detectors):
             conc_rows.append([e["detector"], e["way"], e["stay"], e["t"], int(e["matched"]), e["minutes"]])
