@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md constraints.txt ./
 # durable-rules' C engine, built from its source with the Python 3.13 patch (third_party/durable-rules/README.md)
 COPY third_party third_party
+COPY src src
 COPY engine engine
 COPY cli cli
 COPY service service
