@@ -424,7 +424,10 @@ def init(audit_db: str | None, replay_cache: bool, grant_to: str | None, as_json
         fmt, head = log.format, log.head()[0]
     replay_cache = replay_cache and is_url(str(target))
     if replay_cache:
+        from pressor.engine.audit.store_postgres import create_shown_cards
+
         open_replay_cache(str(target)).close()
+        create_shown_cards(str(target))  # the CDS service's repeat window keeps its cards there
     granted: list[str] = []
     if grant_to is not None:
         if not is_url(str(target)):

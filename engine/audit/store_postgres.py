@@ -359,6 +359,14 @@ SERVICE_GRANTS = {"meta": "SELECT, INSERT", "packs": "SELECT, INSERT", "records"
                   "token_ids": "SELECT, INSERT, UPDATE, DELETE", "shown_cards": "SELECT, INSERT, UPDATE, DELETE"}
 
 
+def create_shown_cards(url: str) -> None:
+    """The table in which the CDS service remembers the cards it showed (service/repeats.py), created by the
+    owner role (``pressor audit init``): the service's least-privilege role may use it but not create it."""
+    with connect(url, readonly=False) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS shown_cards (patient TEXT NOT NULL, card_key TEXT NOT NULL, "
+                     "signature TEXT NOT NULL, shown_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (patient, card_key))")
+
+
 def grant_service_role(url: str, role: str) -> list[str]:
     """Grant ``role`` :data:`SERVICE_GRANTS` on the tables that exist (run as their owner); the statements run."""
     psycopg = _psycopg()
