@@ -105,3 +105,37 @@ def audit_target(request, audit_db):
     if request.param == "sqlite":
         return audit_db
     return request.getfixturevalue("pg_url")
+
+
+# --- the browser tests' one Chromium (tests/test_ui_browser.py, tests/test_ui_roles_browser.py) -------------
+# Defined here, once: two session fixtures would start two Playwright drivers in one worker, and the second
+# refuses to start inside the first one's event loop.
+
+@pytest.fixture(scope="session")
+def browser_context(tmp_path_factory):
+    """One Chromium (fresh profile) for the test session; skips, saying why, if it cannot start."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:  # the test extra is not installed
+        pytest.skip(f"playwright is not installed: {exc}")
+    if not Path(_browser().CHROMIUM).exists():
+        pytest.skip(f"Chromium cannot start: {_browser().CHROMIUM} is absent (apt-get install chromium; .ci/run does)")
+    manager = sync_playwright().start()
+    try:
+        context = manager.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=_browser().CHROMIUM, headless=True,
+            args=_browser().CHROMIUM_ARGS, viewport={"width": 1280, "height": 800})
+    except Exception as exc:  # noqa: BLE001 - any launch failure means: no browser here
+        manager.stop()
+        pytest.skip(f"Chromium cannot start: {exc}")
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+    manager.stop()
+
+
+def _browser():
+    """tests/test_ui_browser.py, where the Chromium path and flags are defined."""
+    from . import test_ui_browser
+
+    return test_ui_browser

@@ -36,27 +36,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 SIZES = ((1280, 800), (820, 1180))
 
 
-@pytest.fixture(scope="session")
-def browser_context(tmp_path_factory):
-    """One Chromium (fresh profile) for the test session; skips, saying why, if it cannot start."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:  # the test extra is not installed
-        pytest.skip(f"playwright is not installed: {exc}")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium cannot start: {CHROMIUM} is absent (apt-get install chromium; .ci/run does)")
-    manager = sync_playwright().start()
-    try:
-        context = manager.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 800})
-    except Exception as exc:  # noqa: BLE001 - any launch failure means: no browser here
-        manager.stop()
-        pytest.skip(f"Chromium cannot start: {exc}")
-    context.set_default_timeout(15_000)
-    yield context
-    context.close()
-    manager.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.oidc_provider import FakeOidcProvider
 from tests.test_cds_service import hook_request
-from tests.test_ui_browser import PRESSOR, browser_context  # noqa: F401 - the shared browser
+from tests.test_ui_browser import PRESSOR  # the browser: tests/conftest.py's browser_context
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ISS = "https://ehr.test.invalid"
