@@ -72,6 +72,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from pressor.engine.shadow.mimic import convert_rate
 
 # --- Look-back windows and limits (a value older than its window is not "current") --------------
 VITALS_LOOKBACK = timedelta(hours=2)          # MAP, SBP/DBP, heart rate: charted at most 2 h before t
@@ -570,26 +571,10 @@ class Cohort:
                 state["access"]["arterial_line"] = True  # inferred: an arterial pressure needs the line
 
 
-def convert(rate: float | None, uom: str, unit: str, weight: float | None) -> float | None:
-    """``rate`` in ``uom`` expressed in ``unit`` (mcg/kg/min or units/min), or None if it cannot be."""
-    if rate is None or rate < 0:
-        return None
-    u = uom.strip().lower()
-    if unit == "mcg/kg/min":
-        factor = {"mcg/kg/min": 1, "mg/kg/min": 1000, "mcg/kg/hour": 1 / 60, "mg/kg/hour": 1000 / 60}.get(u)
-        if factor is not None:
-            return rate * factor
-        per_min = {"mcg/min": 1, "mg/min": 1000, "mcg/hour": 1 / 60, "mg/hour": 1000 / 60}.get(u)
-        if per_min is not None and weight:
-            return rate * per_min / weight
-        return None
-    if unit == "units/min":
-        factor = {"units/min": 1, "units/hour": 1 / 60, "mu/min": 1 / 1000, "units/kg/hour": None}.get(u)
-        return rate * factor if factor else None
-    return None
+# one conversion of infusion rates, shared with pressor shadow's MIMIC reader
+convert = convert_rate
 
 
-# --- Driver --------------------------------------------------------------------------------------
 def hours(stay: dict[str, str]) -> Iterator[tuple[int, datetime]]:
     intime, outtime = ts(stay["intime"]), ts(stay["outtime"])
     k = 1
