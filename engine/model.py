@@ -692,11 +692,13 @@ class Plan:
     shown_conditional: frozenset[str]
     set_aside_count: int
     outside: str | None = None
+    #: Fired rules no plan decision or ban places (a plausibility warning, a perfusion flag): always shown.
+    others: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (see ``schemas/result.schema.json``, ``plan``)."""
         return {"outside_protocol": self.outside, "items": [i.to_dict() for i in self.items], "bans": list(self.bans),
-                "questions": list(self.questions), "set_aside_count": self.set_aside_count}
+                "questions": list(self.questions), "set_aside_count": self.set_aside_count, "others": list(self.others)}
 
 
 def render_condition(cond: Condition, indent: str = "") -> list[str]:

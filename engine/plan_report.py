@@ -20,6 +20,11 @@ def plan_lines(data: dict[str, Any]) -> list[Line]:
         out += _advice(rec)
         out += _notes(data)
         return out
+    if plan.get("others"):  # fired rules outside every decision (an implausible dose, a perfusion flag): first
+        out.append(("FIRST", {"bold": True}))
+        for rid in plan["others"]:
+            out += _advice(recs[rid])
+        out.append(("", {}))
     out.append(("PLAN", {"bold": True}))
     if not plan["items"]:
         out.append(("  nothing to decide yet for this patient state", {}))

@@ -80,7 +80,8 @@ def build_plan(pack: RulePack, recommendations: Sequence[Recommendation], condit
         if ban.rule in fired and (ban.relevant_when is None or truth(ban.relevant_when, facts) is True):
             bans.append(ban.rule)
     shown_rules.update(bans)
-    shown_rules.update(rid for rid in fired if rid not in placed)  # a rule the plan does not place is never hidden
+    others = tuple(r.rule_id for r in recommendations if r.rule_id not in placed)  # never hidden
+    shown_rules.update(others)
     questions = _questions(pack, ask_next, pending, population_facts, waiting, facts)
     shown_conditional = {u["rule_id"] for i in items for u in i.unless}
     asked = set(questions)
@@ -90,7 +91,7 @@ def build_plan(pack: RulePack, recommendations: Sequence[Recommendation], condit
     hidden = sum(1 for r in recommendations if r.rule_id not in shown_rules)
     hidden += sum(1 for c in conditional if c.rule_id not in shown_conditional)
     return Plan(items=tuple(items), bans=tuple(bans), questions=tuple(questions), shown_rules=frozenset(shown_rules),
-                shown_conditional=frozenset(shown_conditional), set_aside_count=hidden)
+                shown_conditional=frozenset(shown_conditional), set_aside_count=hidden, others=others)
 
 
 def _answer(d: Any, fired: Mapping[str, Recommendation], waiting: Mapping[str, Conditional],
