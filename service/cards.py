@@ -506,7 +506,15 @@ def plan_cards(results: list[Result], *, pack: dict[str, str], hook_instance: st
         ban_cards.append(_repeat(card, f"ban:{rid}", rid, rec["rule_version"],
                                  sorted(map(str, map(_reference, banned.get(rid, []))))))
     on_order = [c for c, rid in zip(ban_cards, bans) if banned.get(rid)]
-    cards = on_order + cards + ban_cards[len(on_order):]
+    others = []  # fired rules outside every decision (an implausible dose, a perfusion flag): first, never hidden
+    for rid in _ordered_union(d["plan"].get("others", ()) for d in datas):
+        rec = recs[rid]
+        card = recommendation_card(rec, pack=pack, hook_instance=hook_instance, base_url=base_url, patient_id=patient_id,
+                                   drug_coding=None, ui_base_url=ui_base_url)
+        card.pop("suggestions", None), card.pop("selectionBehavior", None)
+        card["detail"] = _detail(rec, pack, decided)
+        others.append(_repeat(card, f"other:{rid}", rid, rec["rule_version"]))
+    cards = on_order + others + cards + ban_cards[len(on_order):]
     asks = {a["fact"]: a for data in datas for a in data.get("ask_next", [])}
     questions = _ordered_union(d["plan"]["questions"] for d in datas)[:PLAN_QUESTIONS]
     if questions:
