@@ -80,10 +80,17 @@ def test_an_edited_rule_file_is_read_again(runtime, tmp_path):
     assert after[1] != before[1] and b"(edited)" in after[1]
 
 
+def installed_module() -> Path:
+    """A module of the pressor that the ``pressor`` command runs (the source tree, or an installed wheel)."""
+    where = subprocess.run([sys.executable, "-c", "import pressor.engine.evaluation.units as m; print(m.__file__)"],
+                           capture_output=True, text=True, timeout=60, check=True, cwd=tempfile.gettempdir())
+    return Path(where.stdout.strip())
+
+
 def test_a_stale_worker_is_not_used_and_no_worker_means_in_process(runtime):
     args = ["recommend", EXAMPLE, "--json", "--no-audit", *NOW]
     expected = run(runtime, args, worker=False)
-    module = ROOT / "engine" / "evaluation" / "units.py"
+    module = installed_module()
     st = module.stat()
     try:  # pressor's code "changed": the worker says it is stale and exits
         os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
