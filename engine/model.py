@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 if TYPE_CHECKING:
     from .evaluation.parameters import Parameter, Profile
+    from .dosing_policy import DosingPolicy
 
 # --- conditions -------------------------------------------------------------
 
@@ -215,6 +216,9 @@ class Derived:
     status: str = "approved"
     #: (measured MAP, SBP, DBP): the measured MAP, else DBP + (SBP - DBP) / 3
     mean_pressure: tuple[str, str, str] | None = None
+    #: (per-kg fact, drug, the pack's dosing policy): the fact re-expressed per kg of the drug's dosing weight
+    per_dosing_kg: "tuple[str, str, DosingPolicy] | None" = None
+    weight_reads: frozenset[str] = frozenset()  # the facts that dosing weight reads
     file: str = ""
     line: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -222,6 +226,8 @@ class Derived:
     def reads(self) -> set[str]:
         """Fact paths this derived fact depends on directly."""
         out: set[str] = set(self.product or ()) | set(self.mean_pressure or ())
+        if self.per_dosing_kg is not None:
+            out |= {self.per_dosing_kg[0]} | self.weight_reads
         conds = ([self.when] if self.when is not None else []) + [c for c, _ in self.cases]
         for cond in conds:
             for leaf in leaves(cond):
@@ -419,6 +425,8 @@ class RulePack:
     #: The pack's parameters with the values in force, and the site profile that set them (if any).
     parameters: tuple["Parameter", ...] = ()
     profile: "Profile | None" = None
+    #: Which weight each drug's per-kg dose uses, and the fact giving each drug's bag in use.
+    dosing: "DosingPolicy | None" = None
     #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

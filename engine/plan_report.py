@@ -2,6 +2,7 @@
 that matter, at most three questions, and a count of what the view leaves out (``--all`` shows it)."""
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from .report_lines import BADGE as _BADGE, MARK as _MARK, because_line, citations, dose_lines
@@ -18,7 +19,9 @@ def plan_lines(data: dict[str, Any]) -> list[Line]:
         rec = recs[plan["outside_protocol"]]
         out.append(("OUTSIDE THIS PROTOCOL", {"fg": "red", "bold": True}))
         out += _advice(rec)
-        out += _notes(data)
+        out += [(f"     {line}", {}) for line in textwrap.wrap(rec["detail"], 96)]
+        out += [(f"     {line}", {}) for line in dose_lines(rec["dose"])] if rec.get("dose") else []
+        out += _notes(data, decided=False)
         return out
     if plan.get("others"):  # fired rules outside every decision (an implausible dose, a perfusion flag): first
         out.append(("FIRST", {"bold": True}))
@@ -79,10 +82,12 @@ def _advice(rec: dict[str, Any]) -> list[Line]:
             (f"     {rec['rule_id']} v{rec['rule_version']} ({rec['severity']})", {"dim": True})]
 
 
-def _notes(data: dict[str, Any]) -> list[Line]:
+def _notes(data: dict[str, Any], decided: bool = True) -> list[Line]:
+    """The closing notes; ``decided``: say which verdicts every value of a missing fact gives (not for a
+    patient outside the protocol, whose advice none of them changes)."""
     out: list[Line] = []
-    decided = data.get("decided_for_any_value") or {}
-    for name, inputs in decided.items():
+    decided_for = (data.get("decided_for_any_value") or {}) if decided else {}
+    for name, inputs in decided_for.items():
         out.append((f"note: {name} is {str(data['derived'][name]).lower()} for any value of {', '.join(inputs)} "
                     f"(not recorded)", {"dim": True}))
     left_out = data["plan"]["set_aside_count"]

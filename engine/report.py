@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .model import Result, Rule, RulePack
-from .report_lines import BADGE as _BADGE, MARK as _MARK, because as _because, because_line, because_text, citations, dose_lines, num as _num, ordered_evidence, quantity  # noqa: F401 (re-exported)
+from .report_lines import BADGE as _BADGE, MARK as _MARK, because as _because, because_line, because_text, citations, dose_lines, num as _num, ordered_evidence, quantity, weight_phrase  # noqa: F401 (re-exported)
 
 
 def profile_lines(profile: dict[str, Any]) -> list[str]:

@@ -115,7 +115,7 @@ def dose_lines(dose: dict[str, Any]) -> list[str]:
             lines.append(f"  {label}: {quantity(dose[key])}" + (f" ({dose[key]['label']})" if dose[key].get("label") else ""))
     fw = dose.get("for_weight")
     if fw:
-        text = f"  for {num(fw['weight_kg'])} kg: {quantity(fw['range'])}"
+        text = f"  for {weight_phrase(fw)}: {quantity(fw['range'])}"
         if "remaining" in fw:
             text += f"; already given {quantity(fw['already_given'])}, still to give {quantity(fw['remaining'])}"
         lines.append(text)
@@ -130,6 +130,21 @@ def dose_lines(dose: dict[str, Any]) -> list[str]:
             lines.append(f"  {pump}: {mlh} mL/h ({uh} units/h) at {num(rate['concentration_units_ml'])} units/mL ({rate['preparation']})")
         else:
             lines.append(f"  {pump}: {mlh} mL/h at {num(rate['concentration_mcg_ml'])} mcg/mL ({rate['preparation']})")
+    if fw and fw.get("weight_basis", {}).get("note"):
+        lines.append(f"  note: {fw['weight_basis']['note']}")
     if dose.get("missing"):
         lines.append(f"  no weight-based figures: missing {', '.join(dose['missing'])}")
     return lines
+
+
+_BASIS_WORDS = {"ideal": "ideal body weight", "adjusted": "adjusted body weight", "dry": "dry weight"}
+
+
+def weight_phrase(for_weight: dict[str, Any]) -> str:
+    """'80 kg', or '70.6 kg ideal body weight (actual 180 kg)' when the pack doses this drug on another weight."""
+    text = f"{num(for_weight['weight_kg'])} kg"
+    basis = for_weight.get("weight_basis", {})
+    if basis.get("basis") in _BASIS_WORDS:
+        text += f" {_BASIS_WORDS[basis['basis']]} (actual {num(basis['actual_weight_kg'])} kg"
+        text += f", BMI {num(basis['bmi'])})" if "bmi" in basis else ")"
+    return text

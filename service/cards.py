@@ -19,7 +19,7 @@ from pressor.engine.ehr.fhir import Conversion
 from pressor.engine.model import SEVERITY_ORDER, Result
 from pressor.engine.evaluation.units import parse_unit
 
-from pressor.engine.report import because_text, decides_text, dose_lines, ordered_evidence, quantity, shown_if_groups
+from pressor.engine.report import because_text, decides_text, dose_lines, ordered_evidence, quantity, shown_if_groups, weight_phrase
 
 RULE_SYSTEM = "urn:pressor:rule"
 #: Topic system of the one card of a patient outside this protocol (a scope rule fired).
@@ -117,7 +117,7 @@ def medication_request(rec: dict[str, Any], patient_id: str, drug_coding: dict[s
         rate = {"rateQuantity": _q(q["value"], q["unit"], code)}
     text = f"{dose['drug']} {quantity(dose['range'])}"
     if authored.per_kg:
-        text += f" = {quantity(q)} for {dose['for_weight']['weight_kg']:g} kg"
+        text += f" = {quantity(q)} for {weight_phrase(dose['for_weight'])}"
     pumps = [f"{r.get('low_ml_h', r.get('ml_h'))}" + (f"-{r['high_ml_h']}" if "high_ml_h" in r else "")
              + (f" mL/h at {r['concentration_mcg_ml']:g} mcg/mL" if "concentration_mcg_ml" in r
                 else f" mL/h at {r['concentration_units_ml']:g} units/mL") + f" ({r['preparation']})"

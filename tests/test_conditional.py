@@ -102,7 +102,9 @@ def test_full_state_has_nothing_conditional(pack, now):
     state = _state("septic-shock-adult.yaml")
     state["order"] = {"drug": "norepinephrine", "purpose": "first_line"}
     state["findings"].update(active_bleeding=False, fluid_overload=False)
-    state["patient"].update(goals_of_care="full", sex="male")  # the facts pack 3.0.0 reads
+    state["patient"].update(goals_of_care="full", sex="male", height_cm=178)  # the facts pack 3.0.0 reads
+    state["findings"].update(caesarean_spinal_hypotension=False)
+    state["infusions"].update(norepinephrine_last_rate_mcg_kg_min=0)
     result = evaluate(pack, state, now=now)
     assert not result.not_evaluable and not result.conditional and not result.ask_next and not result.not_applicable
 

@@ -145,7 +145,7 @@ def test_not_evaluable_on_a_plain_fact(pack, now, explanation_validator):
     rule = one(pack, now, state, "fluids.bolus-30ml-kg", explanation_validator)
     assert rule.outcome == "not_evaluable"
     assert rule.missing == ("fluids.crystalloid_ml_kg",)
-    assert [brief(c) for c in rule.conditions] == [("fluids.crystalloid_ml_kg < 30", None, 30, None)]
+    assert [brief(c) for c in rule.conditions] == [("derived.crystalloid_ml_per_dosing_kg < 30", None, 30, None)]
 
 
 # --- inactive ----------------------------------------------------------------

@@ -156,6 +156,7 @@ class _Linter:
         """Every input fact of the patient state is read by a rule, a derived fact, a temporal fact, the plan's
         populations, bans and question declarations, or is declared informational in pack.yaml with a reason."""
         from ..evaluation.compile import state_vocabulary
+        from ..evaluation.dosing_weight import facts_read
 
         if "informational" not in self.pack.raw_pack:  # a pack that declares none opts out (a small test pack)
             return []
@@ -167,6 +168,8 @@ class _Linter:
         read |= {f for d in self.pack.decisions for leaf in leaves(d.population) for f in leaf.facts()}
         read |= {f for b in self.pack.bans if b.relevant_when is not None for leaf in leaves(b.relevant_when) for f in leaf.facts()}
         read |= {r.remaining_after for r in (x.dose for x in self.pack.rules if x.dose) if r.remaining_after}
+        if self.pack.dosing is not None:
+            read |= facts_read(self.pack.dosing)
         declared = {item["fact"]: item for item in self.pack.raw_pack.get("informational", [])}
         out = []
         for fact in sorted(declared):

@@ -17,7 +17,9 @@ answered here by search, not by sampling:
   is its own numeric variable, known exactly when both factors are known, ranging
   over the products of the factors' ranges; the coupling ``p = a x b`` is enforced
   when a witness is built (and a branch whose product cannot be realised yields no
-  witness);
+  witness); a per-kg amount re-expressed on a dosing weight (``per_dosing_kg``) is
+  searched as the per-kg fact itself, that is where the dosing weight is the actual
+  weight (not an obese adult): the witnesses found are real, the search is narrower;
 * a depth-first search over the disjunctions, pruning as soon as one variable's
   domain is empty, returns the satisfying regions.
 
@@ -164,6 +166,8 @@ class Space:
             out = ([(TRUE, ("const", self.assumed[path]))], TRUE, FALSE)
         elif d is None:
             out = ([(TRUE, ("var", path))], Atom(path, "known"), Atom(path, "unknown"))
+        elif d.per_dosing_kg is not None:  # searched where the dosing weight is the actual weight (not obese)
+            out = self.branches(d.per_dosing_kg[0])
         elif d.product is not None:
             ks, us = zip(*(self.branches(p)[1:] for p in d.product))
             out = ([(TRUE, ("var", path))], conj(*ks), disj(*us))

@@ -24,7 +24,7 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable, Mapping
 
 from .doses import compute_dose
-from .logic import Derivation, estimated_map
+from .logic import Derivation, derive_per_dosing_kg, estimated_map, per_dosing_kg_evidence
 from .pack_cache import compiled_code
 from ..model import All, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
 
@@ -297,7 +297,7 @@ class CompiledRule:
         d = rec.__dict__
         d.update(self.static)
         d["evidence"] = evidence
-        d["dose"] = compute_dose(self.dose, facts, pack.preparations) if self.dose is not None else None
+        d["dose"] = compute_dose(self.dose, facts, pack.preparations, pack.dosing) if self.dose is not None else None
         return rec
 
     def not_evaluable(self, missing: frozenset[str]) -> NotEvaluable:
@@ -376,10 +376,12 @@ class _CompiledDerived:
     """One derived fact: the mean pressure (measured, else estimated), a product, a boolean ``when``, or
     ``cases`` with a default; as :func:`.logic.derive` computes them (the differential tests compare)."""
 
-    __slots__ = ("name", "product", "mean_pressure", "when", "cases", "default", "verdicts")
+    __slots__ = ("name", "product", "mean_pressure", "per_dosing_kg", "when", "cases", "default", "verdicts", "source")
 
     def __init__(self, d: Derived, conditions: _Conditions) -> None:
         self.name = d.name
+        self.source = d
+        self.per_dosing_kg = d.per_dosing_kg
         self.product = d.product
         self.mean_pressure = d.mean_pressure
         self.default = d.default
@@ -401,6 +403,9 @@ class _CompiledDerived:
                 facts[name] = estimated_map(facts[sbp], facts[dbp])
             else:
                 missing_of[name] = frozenset((m,))
+            return
+        if self.per_dosing_kg is not None:
+            derive_per_dosing_kg(self.source, facts, missing_of)
             return
         if self.product is not None:
             a, b = self.product
@@ -449,6 +454,8 @@ class _CompiledDerivation(Derivation):
             facts = self._facts
             if d.product is not None:
                 found = tuple(Evidence(p, f"{p} is a factor of {name}", facts[p]) for p in d.product)
+            elif d.per_dosing_kg is not None:
+                found = per_dosing_kg_evidence(d.source, facts)
             elif d.mean_pressure is not None:
                 m, sbp, dbp = d.mean_pressure
                 if m in facts:

@@ -91,9 +91,11 @@ def _representatives(pack: RulePack, domains: Mapping[str, tuple[str, Any]]) -> 
             for v in others:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     cuts.setdefault(leaf.fact, set()).add(float(v))
-    # A factor of a derived number (a product, the mean pressure) is compared only through that number, at
+    # A factor of a derived number (a product, the mean pressure, a dosing-weight rescale) is compared only through that number, at
     # thresholds that depend on the other factor: it is never completed here.
     factors = {p for d in pack.derived for p in (d.product or d.mean_pressure or ())}
+    factors |= {p for d in pack.derived if d.per_dosing_kg is not None for p in d.reads()
+                if not p.startswith("derived.") and p != "patient.sex"}  # the numbers it rescales with
     out: dict[str, tuple[Any, ...]] = {}
     for fact, (kind, domain) in domains.items():
         if fact in factors:

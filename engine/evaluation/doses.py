@@ -3,7 +3,10 @@
 The per-minute amount and the pump rate are always computed from the weight-based
 dose and the weight; figures the source states as equivalents are never used here
 (they live in reviewer notes and ``stated_equivalents``, which the lint checks).
-No weight, no weight-based figure: ``patient.weight_kg`` is reported as missing.
+Per-kg figures use the weight the pack declares for the drug (``dosing.weights``: actual, ideal,
+adjusted or dry); pump rates use the bag in use when the state gives it (``dosing.bags_in_use``),
+else each of the pack's bags for the population. No weight, no weight-based figure: the facts it
+needs (``patient.weight_kg``, or the height and sex for an ideal weight) are reported as missing.
 """
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping
 
+from ..dosing_policy import DosingPolicy
 from ..model import DoseSpec, Preparation, Quantity
+from .dosing_weight import WEIGHT, dosing_weight
 from .units import parse_unit
 
-WEIGHT = "patient.weight_kg"
-CONCENTRATION_IN_USE = "infusions.norepinephrine_concentration_mcg_ml"
 PEDIATRIC = "derived.pediatric_dosing"  # children under the paediatric dosing cut-off (weight)
 
 
@@ -43,10 +46,13 @@ def _scaled(q: Quantity, factor: float, unit: str, cap: float | None = None, pla
     return {**body, "unit": unit, **out}
 
 
-def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[Preparation, ...]) -> dict[str, Any]:
+def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[Preparation, ...],
+                 dosing: DosingPolicy | None = None) -> dict[str, Any]:
     """JSON-ready dose for a fired rule, given the patient's facts (see ``result.schema.json``)."""
+    dosing = dosing or DosingPolicy()
     unit = parse_unit(spec.range.unit)
-    weight = facts.get(WEIGHT)
+    chosen = dosing_weight(spec.drug, facts, dosing) if unit.per_kg or spec.pump_rate else None
+    weight = chosen.weight_kg if chosen else None
     out: dict[str, Any] = {"drug": spec.drug, "range": spec.range.to_dict()}
     if spec.step:
         out["step"] = True
@@ -59,14 +65,18 @@ def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[P
             out[key] = getattr(spec, key)
     missing: list[str] = []
 
-    if unit.per_kg:
+    if unit.per_kg and chosen is not None:
         if weight is None:
-            missing.append(WEIGHT)
+            missing.extend(chosen.missing)
         else:
             out["for_weight"] = _for_weight(spec, unit, weight, facts)
+            if chosen.basis is not None:
+                out["for_weight"]["weight_basis"] = chosen.basis
 
     if spec.pump_rate:
-        rates, needs = _pump_rates(spec, unit, weight, facts, preparations)
+        rates, needs = _pump_rates(spec, unit, weight, facts, preparations, dosing.bags_in_use.get(spec.drug))
+        if unit.per_kg and weight is None and chosen is not None:
+            needs = chosen.missing
         out["pump_rates"] = rates
         missing.extend(m for m in needs if m not in missing)
     if missing:
@@ -87,15 +97,15 @@ def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, An
         if q is not None and parse_unit(q.unit).per_kg:
             result[key] = _scaled(q, weight, parse_unit(q.unit).without_kg(), cap)
     if spec.remaining_after is not None and spec.remaining_after in facts:
-        given = facts[spec.remaining_after]
-        target = spec.range.high
-        result["already_given"] = {"value": _r(given * weight, 0), "unit": shown}
-        result["remaining"] = {"value": _r(max(0.0, target - given) * weight, 0), "unit": shown}
+        # what was given is recorded per kg of the actual weight; the target is per kg of the dosing weight
+        given = facts[spec.remaining_after] * facts.get(WEIGHT, weight)
+        result["already_given"] = {"value": _r(given, 0), "unit": shown}
+        result["remaining"] = {"value": _r(max(0.0, spec.range.high * weight - given), 0), "unit": shown}
     return result
 
 
 def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[str, Any],
-                preparations: tuple[Preparation, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+                preparations: tuple[Preparation, ...], in_use_fact: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     """mL/h at the concentration in use, or at each of the pack's preparations for this population.
 
     Children under the pack's dosing cut-off (``derived.pediatric_dosing``) get the paediatric bags,
@@ -109,8 +119,8 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
     in_units = unit.dimension == "units"
     bags: list[tuple[str, float]] = []
     needs: list[str] = []
-    if spec.drug == "norepinephrine" and CONCENTRATION_IN_USE in facts:
-        bags.append(("in use", facts[CONCENTRATION_IN_USE]))
+    if in_use_fact is not None and facts.get(in_use_fact) is not None:
+        bags.append(("in use", facts[in_use_fact]))
     else:
         pediatric = facts.get(PEDIATRIC)
         for prep in preparations:

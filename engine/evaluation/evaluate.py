@@ -257,7 +257,7 @@ def _when_missing(pack: RulePack, undecided: list[Rule], facts: Mapping[str, Any
     if dosed:
         conditional = list(conditional)
         for i, spec in dosed:
-            dose = compute_dose(spec, facts, pack.preparations)
+            dose = compute_dose(spec, facts, pack.preparations, pack.dosing)
             if dose is not None:
                 conditional[i] = replace(conditional[i], dose=dose)
         conditional = tuple(conditional)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple
 
 from ..model import All, Compare, Condition, Derived, Evidence, Not
+from .dosing_weight import per_dosing_kg
 from .kleene import decides, junction, not3
 
 _ORDER = {
@@ -158,6 +159,8 @@ class Derivation:
             facts = self._facts
             if d.product is not None:
                 self._why[name] = tuple(Evidence(p, f"{p} is a factor of {name}", facts[p]) for p in d.product)
+            elif d.per_dosing_kg is not None:
+                self._why[name] = per_dosing_kg_evidence(d, facts)
             elif d.mean_pressure is not None:
                 m, sbp, dbp = d.mean_pressure
                 if m in facts:
@@ -206,6 +209,28 @@ def estimated_map(sbp: float, dbp: float) -> float:
     return round(dbp + (sbp - dbp) / 3.0, 1)
 
 
+def derive_per_dosing_kg(d: Derived, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
+    """``d`` (a ``per_dosing_kg`` derived fact) into ``facts``, or its missing inputs into ``missing_of``."""
+    assert d.per_dosing_kg is not None
+    fact, drug, policy = d.per_dosing_kg
+    if fact not in facts:
+        missing_of[d.name] = missing_of.get(fact, frozenset((fact,)))
+        return
+    value, missing = per_dosing_kg(facts[fact], drug, facts, policy)
+    if value is None:
+        missing_of[d.name] = frozenset().union(*(missing_of.get(m, frozenset((m,))) for m in missing))
+    else:
+        facts[d.name] = value
+
+
+def per_dosing_kg_evidence(d: Derived, facts: Mapping[str, Any]) -> tuple[Evidence, ...]:
+    """Why a ``per_dosing_kg`` fact has its value: the per-kg fact and the weights it was re-expressed with."""
+    assert d.per_dosing_kg is not None
+    fact, drug, _ = d.per_dosing_kg
+    test = f"{d.name} is {fact} per kg of the weight the pack doses {drug} on"
+    return tuple(Evidence(f, test, facts[f]) for f in (fact, *sorted(d.weight_reads)) if f in facts)
+
+
 def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
     """Add the pack's derived facts to ``facts`` in place (they are in dependency order).
 
@@ -231,6 +256,9 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
                 missing_of[d.name] = frozenset().union(
                     *(missing_of.get(p, frozenset((p,))) for p in (a, b) if p not in facts)
                 )
+            continue
+        if d.per_dosing_kg is not None:
+            derive_per_dosing_kg(d, facts, missing_of)
             continue
         if d.when is not None:
             t, missing = unknowns(d.when, facts, missing_of)

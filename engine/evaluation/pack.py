@@ -14,6 +14,9 @@ from typing import Any
 from ._durable import ENGINE_MAX_FACTS, MAX_FACTS
 from .compile import ConditionCompiler, FactType, engine_limit, problems_from, state_vocabulary
 from ..errors import InputError, Problem, RuleFileError, close_matches
+from ..dosing_policy import DosingPolicy
+from .dosing_load import load_dosing
+from .dosing_weight import weight_facts
 from .load import Document, load_document
 from ..model import (
     TEMPORAL_KINDS,
@@ -164,7 +167,9 @@ class _Builder:
         for doc, items in self._sections("parameters"):
             for i, item in enumerate(items):
                 self._citations(doc, f"/parameters/{i}/citations", item["citations"], references, item["name"], False)
-        derived = self._derived(references)
+        dosing = load_dosing(self._sections("dosing"), self.vocab, self.problems,
+                             lambda doc, ptr, data: self._citations(doc, ptr, data, references, "dosing", False))
+        derived = self._derived(references, dosing)
         preparations = self._preparations(references)
         rules = _expand_scope_rules(self._rules(references, {p.drug for p in preparations}, refs_meta["document"]))
         self._supersedes(rules)
@@ -188,6 +193,7 @@ class _Builder:
             decisions=tuple(decisions), bans=tuple(bans), question_relevance=tuple(question_relevance),
             waivers=tuple(waivers), absent_means=tuple(absent_means),
             temporal=tuple(temporal), parameters=tuple(params.values()), profile=profile,
+            dosing=dosing,
         )
         self._engine_check(pack)
         return pack
@@ -242,7 +248,7 @@ class _Builder:
         return tuple(out)
 
     # -- derived facts --------------------------------------------------------
-    def _derived(self, refs: dict[int, Reference]) -> list[Derived]:
+    def _derived(self, refs: dict[int, Reference], dosing: DosingPolicy) -> list[Derived]:
         entries = []
         for doc, items in self._sections("derived"):
             for i, item in enumerate(items):
@@ -287,6 +293,14 @@ class _Builder:
                     ft = self.vocab.get(mp[key])
                     if ft is None or ft.kind != "number":
                         report(f"{ptr}/mean_pressure/{key}", f"'{mp[key]}' is not a numeric fact", None)
+            pdk = item.get("per_dosing_kg")
+            if pdk is not None:
+                ft = self.vocab.get(pdk["fact"])
+                if item["type"] != "number" or ft is None or ft.kind != "number" or ft.derived:
+                    report(f"{ptr}/per_dosing_kg/fact", f"'{pdk['fact']}' is not a numeric fact of the state", "name a per-kg state fact")
+                if not any(w.drug == pdk["drug"] for w in dosing.weights):
+                    report(f"{ptr}/per_dosing_kg/drug", f"the pack declares no dosing weight for '{pdk['drug']}'",
+                           "declare one under dosing: weights")
             for j, path in enumerate(item.get("product", [])):
                 ft = self.vocab.get(path)
                 if ft is None or ft.kind != "number":
@@ -302,6 +316,8 @@ class _Builder:
                 cases=tuple((c, v) for c, v in cases if c is not None), default=item.get("default"),
                 product=tuple(item["product"]) if "product" in item else None,
                 mean_pressure=(mp["map"], mp["sbp"], mp["dbp"]) if mp is not None else None,
+                per_dosing_kg=(pdk["fact"], pdk["drug"], dosing) if pdk is not None else None,
+                weight_reads=weight_facts(dosing, pdk["drug"]) if pdk is not None else frozenset(),
                 status=item.get("status", "approved"), file=doc.file, line=line, raw=item,
             ))
         return self._order_derived(out)

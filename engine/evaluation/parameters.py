@@ -115,8 +115,14 @@ def load_profile(path: str | Path, params: dict[str, Parameter]) -> tuple[dict[s
 
 
 def _unit_slug(unit: str) -> str:
-    """How a unit ends a fact name (``mcg/kg/min`` -> ``mcg_kg_min``, ``h`` -> ``hours``)."""
-    return {"h": "hours"}.get(unit, unit.replace("/", "_").lower())
+    """How a unit appears in a fact name (``mcg/kg/min`` -> ``mcg_kg_min``, ``h`` -> ``hours``)."""
+    return {"h": "hours", "min": "minutes"}.get(unit, unit.replace("/", "_").lower())
+
+
+def _named_in(fact: str, unit: str) -> bool:
+    """Does the fact's name say it is in ``unit``: at its end, or as a word of its last part (``hours_since_x``)?"""
+    slug = _unit_slug(unit)
+    return fact.endswith(slug) or f"_{fact.rsplit('.', 1)[-1]}_".find(f"_{slug}_") >= 0
 
 
 def resolve(doc: Document, params: dict[str, Parameter], problems: list[Problem]) -> None:
@@ -139,7 +145,7 @@ def resolve(doc: Document, params: dict[str, Parameter], problems: list[Problem]
                     problems.append(Problem(f"parameter '{p.name}' is in {p.unit}, but this quantity is in {unit}",
                                             suggestion="use a parameter in the same unit", **doc.where(ptr)))
                     continue
-                if isinstance(fact, str) and not fact.startswith("derived.") and not fact.endswith(_unit_slug(p.unit)):
+                if isinstance(fact, str) and not fact.startswith("derived.") and not _named_in(fact, p.unit):
                     problems.append(Problem(f"parameter '{p.name}' is in {p.unit}, but fact '{fact}' is not",
                                             suggestion="compare the fact with a parameter in its own unit", **doc.where(ptr)))
                     continue

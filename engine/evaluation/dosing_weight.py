@@ -1,0 +1,147 @@
+"""The weight a per-kg dose uses for this patient, as the pack's ``dosing.weights`` declare.
+
+Ideal body weight is Devine's (50 kg for men, 45.5 kg for women, plus 0.91 kg per cm above 152.4 cm);
+adjusted weight is ideal plus 40% of the excess of actual over ideal. A basis that applies from a BMI
+needs the height to know the BMI, except when the weight alone decides it: at or above the BMI even
+at the tallest adult height the pack declares. Nothing is guessed: when the declared basis applies but
+cannot be computed, the dose has no weight-based figure and names the missing facts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..dosing_policy import DosingPolicy, WeightBasis
+
+WEIGHT = "patient.weight_kg"
+HEIGHT = "patient.height_cm"
+SEX = "patient.sex"
+DRY_WEIGHT = "patient.dry_weight_kg"
+PEDIATRIC = "derived.pediatric_dosing"  # children under the paediatric dosing cut-off (weight)
+
+_DEVINE_BASE = {"male": 50.0, "female": 45.5}
+
+
+@dataclass(frozen=True)
+class DosingWeight:
+    """The weight to dose on (None: not computable, see ``missing``) and how it was chosen (``basis``)."""
+
+    weight_kg: float | None
+    basis: dict[str, Any] | None = None  # JSON-ready; None when the actual weight is used with nothing to say
+    missing: list[str] = field(default_factory=list)
+
+
+def weight_facts(policy: DosingPolicy, drug: str) -> frozenset[str]:
+    """The facts ``drug``'s dosing weight may read (the weight, and what its declared bases need)."""
+    entries = [w for w in policy.weights if w.drug == drug]
+    out = {WEIGHT}
+    if any(w.population != "all" for w in entries):
+        out.add(PEDIATRIC)
+    bases = {w.basis for w in entries} | {w.fallback for w in entries if w.fallback}
+    if bases & {"ideal", "adjusted"} or any(w.from_bmi is not None for w in entries):
+        out |= {HEIGHT, SEX}
+    if "dry" in bases:
+        out.add(DRY_WEIGHT)
+    return frozenset(out)
+
+
+def per_dosing_kg(value_per_actual_kg: float, drug: str, facts: Mapping[str, Any], policy: DosingPolicy) -> tuple[float | None, list[str]]:
+    """A per-kg amount recorded on the actual weight, per kg of ``drug``'s dosing weight (None: the facts missing).
+
+    With no weight recorded, nothing shows another weight applies (as with a BMI the height would decide, the
+    actual weight is used): the amount is returned as recorded."""
+    if facts.get(WEIGHT) is None or value_per_actual_kg == 0:  # nothing given is nothing on any weight
+        return value_per_actual_kg, []
+    chosen = dosing_weight(drug, facts, policy)
+    if chosen.weight_kg is None:
+        return None, chosen.missing
+    actual = facts[WEIGHT]
+    if chosen.weight_kg == actual:
+        return value_per_actual_kg, []
+    return value_per_actual_kg * actual / chosen.weight_kg, []
+
+
+def facts_read(policy: DosingPolicy) -> set[str]:
+    """The patient-state facts the policy reads: each bag in use, and what its weight bases need."""
+    out = set(policy.bags_in_use.values())
+    bases = {w.basis for w in policy.weights} | {w.fallback for w in policy.weights if w.fallback}
+    if bases & {"ideal", "adjusted"} or any(w.from_bmi is not None for w in policy.weights):
+        out |= {HEIGHT, SEX}
+    if "dry" in bases:
+        out.add(DRY_WEIGHT)
+    return out
+
+
+def ideal_body_weight(height_cm: float, sex: str) -> float:
+    """Devine's ideal body weight in kg."""
+    return _DEVINE_BASE[sex] + 0.91 * (height_cm - 152.4)
+
+
+def dosing_weight(drug: str, facts: Mapping[str, Any], policy: DosingPolicy) -> DosingWeight:
+    """The weight ``drug``'s per-kg dose uses for the patient in ``facts``."""
+    actual = facts.get(WEIGHT)
+    if actual is None:
+        return DosingWeight(None, missing=[WEIGHT])
+    entry = policy.basis_for(drug, facts.get(PEDIATRIC))
+    if entry is None or entry.basis == "actual":
+        return DosingWeight(actual, _described(entry, "actual", actual, actual) if entry else None)
+    height = facts.get(HEIGHT)
+    if entry.from_bmi is not None:
+        applies = _bmi_at_least(actual, height, entry.from_bmi, policy.tallest_adult_cm)
+        if applies is False:
+            return DosingWeight(actual, _described(entry, "actual", actual, actual, bmi=_bmi(actual, height)))
+        if applies is None:  # the BMI needs the height: dose on actual weight and say what would change it
+            info = _described(entry, "actual", actual, actual)
+            info["note"] = (f"at a BMI of {entry.from_bmi:g} or more the pack uses the {entry.basis} body weight; "
+                            f"height not recorded ({HEIGHT})")
+            return DosingWeight(actual, info, missing=[])
+    return _computed(entry, entry.basis, actual, facts, policy)
+
+
+def _computed(entry: WeightBasis, basis: str, actual: float, facts: Mapping[str, Any], policy: DosingPolicy) -> DosingWeight:
+    height, sex = facts.get(HEIGHT), facts.get(SEX)
+    bmi = _bmi(actual, height)
+    if basis == "dry":
+        dry = facts.get(DRY_WEIGHT)
+        if dry is not None:
+            return DosingWeight(dry, _described(entry, "dry", dry, actual, bmi=bmi))
+        if entry.fallback:
+            return _computed(entry, entry.fallback, actual, facts, policy)
+        return DosingWeight(None, missing=[DRY_WEIGHT])
+    if height is None or sex is None:
+        return DosingWeight(None, missing=[f for f, v in ((HEIGHT, height), (SEX, sex)) if v is None])
+    ideal = ideal_body_weight(height, sex)
+    if basis == "ideal":
+        weight = min(ideal, actual)  # never dose above the actual weight
+    else:  # adjusted
+        weight = min(actual, ideal + 0.4 * max(0.0, actual - ideal))
+    return DosingWeight(round(weight, 1), _described(entry, basis, round(weight, 1), actual, bmi=bmi, ideal=ideal))
+
+
+def _bmi(weight: float, height_cm: float | None) -> float | None:
+    return None if not height_cm else weight / (height_cm / 100.0) ** 2
+
+
+def _bmi_at_least(weight: float, height_cm: float | None, threshold: float, tallest_cm: float) -> bool | None:
+    """Is the BMI at least ``threshold``? Decided without a height when true at the tallest adult height."""
+    if height_cm:
+        return weight / (height_cm / 100.0) ** 2 >= threshold
+    if weight / (tallest_cm / 100.0) ** 2 >= threshold:
+        return True
+    return None
+
+
+def _described(entry: WeightBasis | None, basis: str, weight: float, actual: float, *, bmi: float | None = None,
+               ideal: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"basis": basis, "weight_kg": weight, "actual_weight_kg": actual}
+    if bmi is not None:
+        out["bmi"] = round(bmi, 1)
+    if ideal is not None:
+        out["ideal_weight_kg"] = round(ideal, 1)
+    if entry is not None:
+        out["declared"] = entry.basis + (f" from BMI {entry.from_bmi:g}" if entry.from_bmi is not None else "")
+        if entry.reason:
+            out["reason"] = entry.reason
+        if entry.citations:
+            out["citations"] = [c.ref for c in entry.citations]
+    return out
