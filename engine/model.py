@@ -196,7 +196,7 @@ class Preparation:
             return self.amount_units / self.volume_ml
         if self.amount_mg is not None:
             return self.amount_mg * 1000.0 / self.volume_ml
-        if weight_kg is None:
+        if weight_kg is None or self.amount_mg_per_kg is None:
             return None
         return self.amount_mg_per_kg * weight_kg * 1000.0 / self.volume_ml
 
@@ -431,7 +431,7 @@ class RulePack:
 
     def manifest(self) -> dict[str, Any]:
         """The pack's identity: name, version, the SHA-256 of every file and of the whole pack."""
-        meta = {k: self.raw_pack[k] for k in ("author", "effective") if k in self.raw_pack}
+        meta: dict[str, Any] = {k: self.raw_pack[k] for k in ("author", "effective") if k in self.raw_pack}
         return {
             "name": self.name, "version": self.version, "title": self.title, **meta,
             "sha256": self.sha256, "directory": self.directory, "rules": len(self.rules),

@@ -190,7 +190,7 @@ class AuditSink:
                     self._cv.wait()
                 if not self._queue:
                     return
-                jobs = []
+                jobs: list[_AuditJob] = []
                 while self._queue and len(jobs) < self.MAX_BATCH:
                     jobs.append(self._queue.popleft())
             try:
@@ -516,7 +516,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Fetch what the prefetch lacks; why each key still missing is missing, and notes. 412 if a required one is."""
         rt = rt_of(request)
         prefetch = body.get("prefetch") or {}
-        unusable = {k: why for k in rt.templates if k in prefetch and (why := unusable_prefetch(prefetch[k]))}
+        unusable = {k: problem for k in rt.templates if k in prefetch and (problem := unusable_prefetch(prefetch[k]))}
         lacking = {k: t for k, t in rt.templates.items() if k not in prefetch or k in unusable}
         if not lacking:
             return {}, []
@@ -530,7 +530,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             why, notes = fetched.failed, fetched.notes
             request.state.fetched = sorted(fetched.prefetch)
         else:
-            why = {k: refusal for k in lacking}
+            why = dict.fromkeys(lacking, refusal)
         why = {k: f"{unusable[k]}; {reason}" if k in unusable else reason for k, reason in why.items()}
         required = [k for k in rt.config.fhir_fetch.required if k in why]
         if required:
@@ -629,7 +629,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(_remember, rt.repeats, patient_id, cards, now)
         request.state.cards, request.state.audit_recorded = cards, audited["recorded"]
         request.state.not_fetched = bool(why_missing)
-        extension = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
+        extension: dict[str, Any] = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
         if why_missing:
             extension["not_fetched"] = why_missing
@@ -781,7 +781,7 @@ def _selected_drafts(body: dict[str, Any]) -> tuple[dict[str, Any], list[int] | 
         keep = f"{drafts.get('resourceType')}/{drafts.get('id')}" in chosen
         return ({**body, "context": {**context, "draftOrders": drafts}} if keep else
                 {**body, "context": {k: v for k, v in context.items() if k != "draftOrders"}}), None
-    entries = drafts.get("entry") if isinstance(drafts.get("entry"), list) else []
+    entries = entry if isinstance(entry := drafts.get("entry"), list) else []
     index = [i for i, e in enumerate(entries) if not isinstance(e, dict) or not isinstance(e.get("resource"), dict)
              or f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" in chosen]
     if len(index) == len(entries):

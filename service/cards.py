@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from pressor.engine.audit.card_ids import CARD_NAMESPACE, card_uuid, stable_uuid  # noqa: F401 (re-exported)
 from pressor.engine.ehr.fhir import Conversion
@@ -196,7 +196,7 @@ def why_lines(evidence: list[dict[str, Any]], decided: dict[str, Any] | None = N
     return [f"- {because_text(e, decided)}" for e in ordered_evidence(evidence)]
 
 
-def _detail(rec: dict[str, Any], pack: dict[str, str], decided: dict[str, Any] | None = None,
+def _detail(rec: dict[str, Any], pack: dict[str, Any], decided: dict[str, Any] | None = None,
             citations: list[dict[str, Any]] | None = None) -> str:
     lines = [f"**{rec['title']}**", "", rec["detail"]]
     if rec.get("dose"):
@@ -218,9 +218,9 @@ def _detail(rec: dict[str, Any], pack: dict[str, str], decided: dict[str, Any] |
     return "\n".join(lines)
 
 
-def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_instance: str, base_url: str,
+def recommendation_card(rec: dict[str, Any], *, pack: dict[str, Any], hook_instance: str, base_url: str,
                         patient_id: str, drug_coding: dict[str, str] | None, ui_base_url: str | None = None,
-                        drafts: list[dict[str, Any]] = (), replacement: dict[str, Any] | None = None) -> dict[str, Any]:
+                        drafts: Sequence[dict[str, Any]] = (), replacement: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card for one recommendation; ``drafts`` are the draft orders a ban is about, ``replacement``
     the norepinephrine order proposed instead of them."""
     card_id = card_uuid(hook_instance, rec["rule_id"], rec["rule_version"], pack["sha256"])
@@ -255,7 +255,7 @@ def recommendation_card(rec: dict[str, Any], *, pack: dict[str, str], hook_insta
     return card
 
 
-def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dict[str, str], hook_instance: str,
+def missing_card(conversion: Conversion, results: Iterable[Result], *, pack: dict[str, Any], hook_instance: str,
                  base_url: str, why_missing: dict[str, str] | None = None) -> dict[str, Any] | None:
     """An info card naming the data that was neither supplied nor fetched (and why), and what could
     not be decided for want of it."""
@@ -352,7 +352,7 @@ def _norepinephrine_order(recs: list[dict[str, Any]], patient_id: str,
     return None
 
 
-def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dict[str, str], hook_instance: str,
+def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dict[str, Any], hook_instance: str,
                       base_url: str) -> list[dict[str, Any]]:
     """Advice that the first questions' answers would make firm, as info cards whose summary starts "If ...".
 
@@ -383,7 +383,7 @@ def conditional_cards(results: list[Result], fired: dict[str, Any], *, pack: dic
     return cards
 
 
-def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance: str, base_url: str) -> dict[str, Any] | None:
+def questions_card(results: list[Result], *, pack: dict[str, Any], hook_instance: str, base_url: str) -> dict[str, Any] | None:
     """One info card listing the questions whose answers decide the most severe advice, best first."""
     asks: dict[str, dict[str, Any]] = {}
     for result in results:
@@ -404,7 +404,7 @@ def questions_card(results: list[Result], *, pack: dict[str, str], hook_instance
     }
 
 
-def unless_ban_cards(unless: list[tuple[dict[str, Any] | None, str, Result]], fired: set[str], *, pack: dict[str, str],
+def unless_ban_cards(unless: list[tuple[dict[str, Any] | None, str, Result]], fired: set[str], *, pack: dict[str, Any],
                      hook_instance: str, base_url: str, patient_id: str, drug_codings: dict[str, dict[str, str]],
                      ui_base_url: str | None = None) -> list[dict[str, Any]]:
     """Ban cards on draft orders whose purpose the record leaves unknown: each ``(draft, words, result)`` is the
@@ -451,7 +451,7 @@ def _ordered_union(lists: Iterable[Iterable[str]]) -> list[str]:
     return out
 
 
-def plan_cards(results: list[Result], *, pack: dict[str, str], hook_instance: str, base_url: str, patient_id: str,
+def plan_cards(results: list[Result], *, pack: dict[str, Any], hook_instance: str, base_url: str, patient_id: str,
                drug_codings: dict[str, dict[str, str]], ui_base_url: str | None = None,
                banned: dict[str, list[dict[str, Any]]] | None = None,
                replacement: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -527,7 +527,7 @@ def plan_cards(results: list[Result], *, pack: dict[str, str], hook_instance: st
 PLAN_QUESTIONS = 3
 
 
-def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pack: dict[str, str], hook_instance: str,
+def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pack: dict[str, Any], hook_instance: str,
                     base_url: str, patient_id: str, drug_codings: dict[str, dict[str, str]], ui_base_url: str | None,
                     decided: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
     label = f"pressor: {pack['name']} {pack['version']}"
@@ -535,7 +535,7 @@ def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pa
         lines = [f"**{item['title']}: depends on what is not yet known** (ask first)", ""]
         lines += [f"- If {u['if']}: {u['summary']}" for u in item["unless"]]
         first = item["unless"][0]
-        card = {"uuid": stable_uuid(hook_instance, "plan", item["decision"], pack["sha256"]),
+        card: dict[str, Any] = {"uuid": stable_uuid(hook_instance, "plan", item["decision"], pack["sha256"]),
                 "summary": _short(f"{item['title']}: if {first['if']}: {first['summary']}"),
                 "indicator": "info", "detail": "\n".join(lines),
                 "source": {"label": f"{label} (conditional)", "url": f"{base_url}/rules/{first['rule_id']}",
@@ -581,7 +581,7 @@ def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pa
     summary = f"{item['title']}: {rec['summary']}"
     if item["status"] == "conditional":
         summary = f"{summary} (unless {item['unless'][0]['if']})"
-    card: dict[str, Any] = {
+    card = {
         "uuid": card_id, "summary": _short(summary), "indicator": rec["severity"], "detail": "\n".join(lines),
         "source": {"label": label, "url": f"{base_url}/rules/{rec['rule_id']}",
                    "topic": {"system": RULE_SYSTEM, "code": f"{rec['rule_id']}|{rec['rule_version']}", "display": rec["title"]}},
@@ -604,7 +604,7 @@ def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pa
                    [u["rule_id"] for u in item["unless"]])
 
 
-def _plan_questions_card(asks: list[dict[str, Any]], *, pack: dict[str, str], hook_instance: str,
+def _plan_questions_card(asks: list[dict[str, Any]], *, pack: dict[str, Any], hook_instance: str,
                          base_url: str) -> dict[str, Any]:
     lines = ["Each answer changes the plan above (best first).", ""]
     lines += [f"{i}. **{a['question']}** Decides: {decides_text(a, limit=4)}" for i, a in enumerate(asks, 1)]

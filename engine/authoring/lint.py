@@ -249,7 +249,7 @@ class _Linter:
 
     def _core(self, cond: Condition) -> list[Condition]:
         """A smallest-found set of top-level conjuncts that cannot hold together (deletion-based)."""
-        parts = list(cond.children) if isinstance(cond, All) else [cond]
+        parts: list[Condition] = list(cond.children) if isinstance(cond, All) else [cond]
         i = 0
         while i < len(parts) and len(parts) > 1:
             trial = parts[:i] + parts[i + 1:]
@@ -310,18 +310,19 @@ class _Linter:
             return ids <= set(self._evaluate(state, include_draft).fired_ids())
 
         first = rules[0]
-        regions = [w for w in self._waivers_for(code, ids) if w.when is not None]
+        regions = [(w, w.when) for w in self._waivers_for(code, ids) if w.when is not None]
         base = {"decision": decision.id} if decision else {}
         return [Finding(code, "warning" if extra or witness is None else severity_for(rules), message + note, first.file,
                         first.line, tuple(r.id for r in rules), witness, suggestion=None if extra else _CONTRADICTION_FIX,
                         details={**base, **extra})
                 for witness, note, extra in self._search(parts, confirm, regions, message, rules)]
 
-    def _search(self, parts: list[Any], confirm: Any, regions: list[Waiver], what: str,
+    def _search(self, parts: list[Any], confirm: Any, regions: list[tuple[Waiver, Condition]], what: str,
                 rules: Iterable[Rule]) -> Iterator[tuple[dict[str, Any] | None, str, dict[str, Any]]]:
-        """(witness, message suffix, details) for the problem outside waived regions, then inside each of them."""
-        goals = [(conj(*parts, *(self.space.formula(w.when, "NT") for w in regions)), None)]  # type: ignore[arg-type]
-        goals += [(conj(*parts, self.space.formula(w.when, "T")), w) for w in regions]  # type: ignore[arg-type]
+        """(witness, message suffix, details) for the problem outside waived regions (each a waiver and where it
+        holds), then inside each of them."""
+        goals: list[tuple[Any, Waiver | None]] = [(conj(*parts, *(self.space.formula(when, "NT") for _, when in regions)), None)]
+        goals += [(conj(*parts, self.space.formula(when, "T")), w) for w, when in regions]
         for goal, waiver in goals:
             try:
                 found = self._witness(goal, confirm)
@@ -346,9 +347,9 @@ class _Linter:
             if not d.complete:  # "nothing to do" is one of its answers
                 continue
             shown = [self.by_id[r] for r in d.rules if self.by_id[r].status == "approved"]
-            waivers = [w for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
+            waivers = [(w, w.when) for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
             needed = self.space.inputs(d.population)
-            for cond in [r.when for r in shown] + [w.when for w in waivers]:
+            for cond in [r.when for r in shown] + [when for _, when in waivers]:
                 needed |= self.space.inputs(cond)
             parts = [self.space.formula(d.population, "T")]
             pop = d.population

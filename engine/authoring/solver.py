@@ -160,6 +160,7 @@ class Space:
         if found is not None:
             return found
         d = self.derived.get(path)
+        out: tuple[list[tuple[Any, tuple[str, Any]]], Any, Any]
         if path in self.assumed:
             out = ([(TRUE, ("const", self.assumed[path]))], TRUE, FALSE)
         elif d is None:
@@ -245,9 +246,10 @@ class Space:
             elif isinstance(f, Or):
                 ors.append(f)
             else:
-                store = self._apply(store, f)
-                if store is None:
+                applied = self._apply(store, f)
+                if applied is None:
                     return
+                store = applied
         if not ors:
             yield store
             return
@@ -272,9 +274,10 @@ class Space:
         if isinstance(f, And):
             for item in f.items:
                 if isinstance(item, Atom):
-                    store = self._apply(store, item)
-                    if store is None:
+                    applied = self._apply(store, item)
+                    if applied is None:
                         return False
+                    store = applied
         return f is not FALSE
 
     def domain(self, store: Store, var: str) -> tuple[Any, ...]:

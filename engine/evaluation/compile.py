@@ -88,7 +88,8 @@ class ConditionCompiler:
                 if not kids:
                     self.report(f"{pointer}/{key}", f"'{key}' needs at least one condition", None)
                     return None
-                return None if None in kids else cls(tuple(kids), pointer)
+                parsed = [kid for kid in kids if kid is not None]
+                return cls(tuple(parsed), pointer) if len(parsed) == len(kids) else None
         if "not" in data:
             kid = self.parse(data["not"], f"{pointer}/not", allow_fact_refs=allow_fact_refs)
             return None if kid is None else Not(kid, pointer)
@@ -125,15 +126,15 @@ class ConditionCompiler:
                 return None
             return Compare(ft.path, op, value_fact=other.path, pointer=pointer)
         value = data.get("value")
-        values = value if op == "in" else [value]
         if op == "in" and not isinstance(value, list):
             self.report(f"{pointer}/value", "'in' needs a list of values", None)
             return None
+        values: list[Any] = value if isinstance(value, list) and op == "in" else [value]
         for i, v in enumerate(values):
             vp = f"{pointer}/value/{i}" if op == "in" else f"{pointer}/value"
             if not self._value_ok(ft, v, vp):
                 return None
-        return Compare(ft.path, op, tuple(value) if op == "in" else value, pointer=pointer)
+        return Compare(ft.path, op, tuple(values) if op == "in" else value, pointer=pointer)
 
     def _value_ok(self, ft: FactType, v: Any, pointer: str) -> bool:
         if ft.kind == "number":

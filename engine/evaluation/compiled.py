@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import operator
 from dataclasses import MISSING, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence, TypeGuard
 
 from .doses import compute_dose
 from .logic import Derivation, estimated_map
 from .pack_cache import compiled_code
-from ..model import All, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
+from ..model import All, Any_, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
 
 Truth = Callable[[Mapping[str, Any]], "bool | None"]
 Missing = Callable[[Mapping[str, Any], Mapping[str, frozenset]], frozenset]
@@ -95,7 +95,7 @@ class _TruthSource:
             test = f"v {_PY_OPS[leaf.op]} {value}"
         return f"(None if (v := g({key}, _A)) is _A else {test})"
 
-    def _group(self, cond: Condition) -> list[str]:
+    def _group(self, cond: All | Any_) -> list[str]:
         conj = isinstance(cond, All)
         decisive = "False" if conj else "True"
         out = ["    u = False"]
@@ -107,11 +107,11 @@ class _TruthSource:
         return out
 
 
-def _is_any(cond: Condition) -> bool:
+def _is_any(cond: Condition) -> TypeGuard[Any_]:
     return not isinstance(cond, (All, Compare, Not))
 
 
-def compile_truths(conditions: list[Condition]) -> list[Truth]:
+def compile_truths(conditions: Sequence[Condition]) -> list[Truth]:
     """One compiled truth function per condition (one ``compile`` call for all of them)."""
     source = _TruthSource()
     names = [source.function(c) for c in conditions]

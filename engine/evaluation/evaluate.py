@@ -190,7 +190,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
             continue
         truth = rule.truth(facts)
         if truth is None:
-            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of) if advice else ()))
+            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of) if advice else frozenset()))
             undecided.append(rule.rule)
         elif truth:
             raise EvaluationError.single(

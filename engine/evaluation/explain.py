@@ -106,7 +106,7 @@ class RuleExplanation:
 class Explanation:
     """Every explained rule of one evaluation, in pack order."""
 
-    pack: dict[str, str]
+    pack: dict[str, Any]
     evaluated_at: str
     engine_version: str
     include_draft: bool

@@ -210,6 +210,8 @@ class _Builder:
     # -- references -----------------------------------------------------------
     def _references(self, doc: Document | None, meta: dict[str, Any]) -> dict[int, Reference]:
         refs: dict[int, Reference] = {}
+        if doc is None:  # no references section: reported by _single
+            return refs
         for i, item in enumerate(meta.get("items", [])):
             if item["number"] in refs:
                 self.problems.append(Problem(f"reference {item['number']} is listed twice", **doc.where(f"/references/items/{i}/number")))
@@ -469,9 +471,9 @@ class _Builder:
             except ValueError:
                 dates.append(None)
                 report(f"{ptr}/status_history/{j}/date", f"'{entry['date']}' is not a calendar date", "write YYYY-MM-DD")
-        for j in range(1, len(dates)):
-            if dates[j] is not None and dates[j - 1] is not None and dates[j] < dates[j - 1]:
-                report(f"{ptr}/status_history/{j}/date", f"{dates[j]} is earlier than the entry before it ({dates[j - 1]})",
+        for j, (before, this) in enumerate(zip(dates, dates[1:]), start=1):
+            if this is not None and before is not None and this < before:
+                report(f"{ptr}/status_history/{j}/date", f"{this} is earlier than the entry before it ({before})",
                        "list the status history oldest first")
         if history and history[-1]["status"] != item["status"]:
             report(f"{ptr}/status_history/{len(history) - 1}/status",
@@ -638,6 +640,9 @@ class _Builder:
     def _quantity(self, data: dict[str, Any] | None, pointer: str, report: Any) -> Quantity | None:
         if data is None:
             return None
+        return self._required_quantity(data, pointer, report)
+
+    def _required_quantity(self, data: dict[str, Any], pointer: str, report: Any) -> Quantity:
         try:
             parse_unit(data["unit"])
         except UnitError as exc:
@@ -648,16 +653,16 @@ class _Builder:
         return Quantity(data["unit"], float(low), float(high), data.get("label"))
 
     def _dose(self, doc: Document, ptr: str, data: dict[str, Any], report: Any, prepared_drugs: set[str]) -> DoseSpec:
-        q = {k: self._quantity(data.get(k), f"{ptr}/{k}", report) for k in ("range", "typical", "maximum", "cap", "alternative")}
-        rng = q["range"]
-        unit = parse_unit(rng.unit) if rng else None
+        rng = self._required_quantity(data["range"], f"{ptr}/range", report)  # the rule-file schema requires it
+        q = {k: self._quantity(data.get(k), f"{ptr}/{k}", report) for k in ("typical", "maximum", "cap", "alternative")}
+        unit = parse_unit(rng.unit)
         if data.get("remaining_after"):
             ft = self.vocab.get(data["remaining_after"])
             if ft is None or ft.kind != "number":
                 report(f"{ptr}/remaining_after", f"'{data['remaining_after']}' is not a numeric fact", None)
         if data.get("pump_rate"):
             if unit is None or unit.dimension not in ("mass", "units") or unit.per_time is None:
-                report(f"{ptr}/pump_rate", f"a pump rate needs a mass- or units-per-time dose, not {rng.unit if rng else '?'}", None)
+                report(f"{ptr}/pump_rate", f"a pump rate needs a mass- or units-per-time dose, not {rng.unit}", None)
             if data["drug"] not in prepared_drugs:
                 report(f"{ptr}/pump_rate", f"no preparation of '{data['drug']}' is declared", "add one under preparations:")
         if q["cap"] is not None and (unit is None or not unit.per_kg):

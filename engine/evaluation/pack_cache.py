@@ -231,7 +231,8 @@ def state_validator(definition: dict[str, Any]) -> Callable[[Any], Any]:
     material = json.dumps(definition, sort_keys=True) + f"\0{fastjsonschema.VERSION}\0{sys.version}\0{__version__}"
     name = hashlib.sha256(material.encode()).hexdigest() + ".validator"
     payload = _read(name)
-    code = entry = None
+    code: CodeType | None = None
+    entry = b""
     if payload is not None:
         entry, _, body = payload.partition(b"\n")
         try:

@@ -182,7 +182,7 @@ class ResidualContext:
             # a comparison with an unknown derived number: the known side against each value it can take
             extra = []
             for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
-                if side in facts and other is not None and other not in facts:
+                if side is not None and side in facts and other is not None and other not in facts:
                     v = facts[side]
                     extra.append(tuple(_ORDER_OF[leaf.op](v, c) if side == leaf.fact else _ORDER_OF[leaf.op](c, v)
                                        for c in cases))

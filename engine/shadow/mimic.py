@@ -72,7 +72,7 @@ def _rows(root: Path, names: str | list[str], required: bool = True,
         wanted = {str(i) for i in items} if items is not None else None
         column = header.index("itemid") if wanted is not None and "itemid" in header else None
         for row in reader:
-            if column is not None and (column >= len(row) or row[column] not in wanted):
+            if column is not None and wanted is not None and (column >= len(row) or row[column] not in wanted):
                 continue
             yield dict(zip(header, row))
 
