@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
+from .evaluation.memo import PackMemo
+
 if TYPE_CHECKING:
     from .evaluation.parameters import Parameter, Profile
 
@@ -419,8 +421,8 @@ class RulePack:
     #: The pack's parameters with the values in force, and the site profile that set them (if any).
     parameters: tuple["Parameter", ...] = ()
     profile: "Profile | None" = None
-    #: Per-pack runtime objects (the compiled engine); not part of the pack's identity.
-    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: What evaluation builds once per pack (the compiled engine); not part of the pack's identity.
+    cache: PackMemo = field(default_factory=PackMemo, compare=False, repr=False)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id (KeyError if none)."""

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeGuard
 
 from .doses import compute_dose
 from .logic import Derivation, estimated_map
+from .memo import BUILD_LOCK
 from .pack_cache import compiled_code
 from ..model import All, Any_, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
 
@@ -488,7 +489,10 @@ class _CompiledDerivation(Derivation):
 
 def compiled_pack(pack: RulePack) -> CompiledPack:
     """The pack's compiled form, built on first use and kept in ``pack.cache``."""
-    found = pack.cache.get("compiled")
+    found = pack.cache.compiled
     if found is None:
-        found = pack.cache.setdefault("compiled", CompiledPack(pack))
+        with BUILD_LOCK:
+            found = pack.cache.compiled
+            if found is None:
+                found = pack.cache.compiled = CompiledPack(pack)
     return found

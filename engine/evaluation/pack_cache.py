@@ -192,15 +192,10 @@ def get(key: str) -> RulePack | None:
     return pack if isinstance(pack, RulePack) else None
 
 
-#: What a pack's ``cache`` keeps in the pack cache: plain data that loading prepared (the engine's ruleset
-#: JSON, the residual analysis's probes). Everything else there is a runtime object, rebuilt on load.
-KEPT = ("rulesets", "residual_probes")
-
-
 def put(key: str, pack: RulePack) -> None:
-    """Store ``pack`` under ``key``, with what :data:`KEPT` names of its cache and none of its runtime objects."""
-    kept = {name: pack.cache[name] for name in KEPT if name in pack.cache}
-    _write(f"{key}.pack", pickle.dumps(replace(pack, cache=kept), protocol=pickle.HIGHEST_PROTOCOL))
+    """Store ``pack`` under ``key``, with the plain data of its ``cache`` and none of its runtime objects
+    (:meth:`.memo.PackMemo.kept`)."""
+    _write(f"{key}.pack", pickle.dumps(replace(pack, cache=pack.cache.kept()), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def compiled_code(source: str, filename: str) -> CodeType:

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 from ..model import SEVERITY_ORDER, AbsentMeans, Compare, Condition, Rule, RulePack, leaves
 from .logic import _ORDER as _ORDER_OF, compare, derive, truth
 from .partial import Residual, Partial, inputs_of
+from .memo import BUILD_LOCK, superseded_by
 
 
 class Undecided(NamedTuple):
@@ -108,9 +109,9 @@ class ResidualContext:
         #: it, or None if the rule's own condition does). Plain data, kept in the pack cache with the pack.
         self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]]
         self._probe_index: dict[str, tuple[tuple[int, frozenset[str] | None], ...]]
-        kept = pack.cache.get("residual_probes")
+        kept = pack.cache.residual_probes
         if kept is None:
-            kept = pack.cache["residual_probes"] = self._probes(pack)
+            kept = pack.cache.residual_probes = self._probes(pack)
         self._probe_list, self._probe_index = kept
         self._number_names = frozenset(d.name for d in self.numbers)
 
@@ -274,9 +275,12 @@ class ResidualContext:
 
 def context(pack: RulePack) -> ResidualContext:
     """The pack's residual context (built on first use, then kept with the pack)."""
-    ctx = pack.cache.get("residual")
+    ctx = pack.cache.residual
     if ctx is None:
-        ctx = pack.cache.setdefault("residual", ResidualContext(pack))
+        with BUILD_LOCK:
+            ctx = pack.cache.residual
+            if ctx is None:
+                ctx = pack.cache.residual = ResidualContext(pack)
     return ctx
 
 
@@ -288,9 +292,7 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     ctx = context(pack)
     absent, declared = ctx.absent_declared(facts)
     seen = ctx.observe(facts, absent)
-    superseded = pack.cache.get("superseded_by")
-    if superseded is None:
-        superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    superseded = superseded_by(pack)
     keys = []
     outcomes: list[Undecided] = []
     partials: list[Partial] = []  # built on the first cache miss only
