@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from itertools import product as cartesian
 from typing import Any, Iterable, Iterator, Mapping
 
+from ..evaluation.kleene import NEGATED, Polarity, every_part, positive
 from ..evaluation.logic import _ORDER
 from .formulas import EVERYTHING, FALSE, INF, TRUE, And, Atom, Interval, Or, Span, complement, conj, disj, meet, op_span, points  # noqa: F401 (re-exported)
 from ..model import All, Any_, Compare, Condition, Derived, Not, RulePack
@@ -117,7 +118,7 @@ class Space:
         return other
 
     # -- translation ------------------------------------------------------------
-    def formula(self, cond: Condition, pol: str) -> Any:
+    def formula(self, cond: Condition, pol: Polarity) -> Any:
         """``cond`` as a formula for polarity ``T`` (true), ``F`` (false), ``NT`` (not true) or ``NF`` (not false)."""
         key = (cond, pol)  # by value: equal conditions have equal formulas, and the key keeps ``cond`` alive
         found = self._memo.get(key)
@@ -129,16 +130,15 @@ class Space:
         """``cond`` is unknown (neither true nor false)."""
         return conj(self.formula(cond, "NT"), self.formula(cond, "NF"))
 
-    def _translate(self, cond: Condition, pol: str) -> Any:
+    def _translate(self, cond: Condition, pol: Polarity) -> Any:
         if isinstance(cond, Not):
-            return self.formula(cond.child, {"T": "F", "F": "T", "NT": "NF", "NF": "NT"}[pol])
+            return self.formula(cond.child, NEGATED[pol])
         if isinstance(cond, (All, Any_)):
             kids = [self.formula(c, pol) for c in cond.children]
-            conjunctive = (pol in ("T", "NF")) == isinstance(cond, All)
-            return conj(*kids) if conjunctive else disj(*kids)
+            return conj(*kids) if every_part(isinstance(cond, All), positive(pol)) else disj(*kids)
         return self._leaf(cond, pol)
 
-    def _leaf(self, leaf: Compare, pol: str) -> Any:
+    def _leaf(self, leaf: Compare, pol: Polarity) -> Any:
         lb, lk, lu = self.branches(leaf.fact)
         if leaf.op in ("known", "unknown"):
             is_true = lk if leaf.op == "known" else lu

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..errors import Problem, close_matches
 from ..model import All, Any_, Compare, Condition, Not
+from .kleene import every_part
 
 NUMERIC_OPS = {"<", "<=", ">", ">=", "==", "!=", "in"}
 OPS_BY_KIND = {
@@ -166,8 +167,8 @@ def to_engine(cond: Condition, negated: bool = False) -> dict[str, Any]:
     if isinstance(cond, Not):
         return to_engine(cond.child, not negated)
     if isinstance(cond, (All, Any_)):
-        conj = isinstance(cond, All) != negated
-        return group("$and" if conj else "$or", [to_engine(c, negated) for c in cond.children])
+        every = every_part(isinstance(cond, All), not negated)  # the engine fires on true: under a not(), on false
+        return group("$and" if every else "$or", [to_engine(c, negated) for c in cond.children])
     name = engine_name(cond.fact)
     op = cond.op
     if op == "known":

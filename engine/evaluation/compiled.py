@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeGuard
 
 from .doses import compute_dose
 from .logic import Derivation, estimated_map
+from .kleene import gather, not3
 from .memo import BUILD_LOCK
 from .pack_cache import compiled_code
 from ..model import All, Any_, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
@@ -97,14 +98,15 @@ class _TruthSource:
         return f"(None if (v := g({key}, _A)) is _A else {test})"
 
     def _group(self, cond: All | Any_) -> list[str]:
+        """:func:`.kleene.junction` written out: stop at the first part that decides, else unknown if one was."""
         conj = isinstance(cond, All)
-        decisive = "False" if conj else "True"
+        decisive = repr(not conj)  # the part's truth that decides the whole (kleene.decides)
         out = ["    u = False"]
         for child in cond.children:
             out.append(f"    r = {self._expr(child)}")
             out.append(f"    if r is {decisive}: return {decisive}")
             out.append("    if r is None: u = True")
-        out.append(f"    return None if u else {'True' if conj else 'False'}")
+        out.append(f"    return None if u else {conj!r}")
         return out
 
 
@@ -207,31 +209,15 @@ def compile_verdict(cond: Condition) -> VerdictFn:
 
         def not_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
             t, evidence = inner(facts)
-            return (None, ()) if t is None else (not t, evidence)
+            return not3(t), evidence  # unknown carries no evidence
 
         return not_verdict
     conj = isinstance(cond, All)
     kids = tuple(compile_verdict(c) for c in cond.children)
 
     def group_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
-        held: list[Evidence] = []
-        failed: list[Evidence] = []
-        unknown = False
-        for kid in kids:
-            t, evidence = kid(facts)
-            if t is None:
-                unknown = True
-            elif t:
-                held.extend(evidence)
-            elif conj:
-                return False, evidence
-            else:
-                failed.extend(evidence)
-        if not conj and held:
-            return True, tuple(held)
-        if unknown:
-            return None, ()
-        return (True, tuple(held)) if conj else (False, tuple(failed))
+        t, deciding = gather(conj, (kid(facts) for kid in kids))
+        return t, (() if t is None else tuple(e for evidence in deciding for e in evidence))
 
     return group_verdict
 
