@@ -50,7 +50,8 @@ from pressor.engine.report import rule_detail
 from . import logs
 from .auth import AuthError, Verifier, client_of
 from .repeats import RepeatSettings, RepeatWindow, Suppressed, open_shown_store, show_repeats_requested
-from .cards import CONDITIONAL_SYSTEM, cards_for, dict_of, deceased_card, not_recorded_card, unless_ban_cards
+from .card_parts import CONDITIONAL_SYSTEM, dict_of
+from .cards import cards_for, deceased_card, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
 from .audit_sink import AuditSink
 from .drafts import draft_of, selected_drafts, unselect_pointer
