@@ -266,7 +266,7 @@ class AuditLog:
         before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
         prev_seq, prev_hash = before if before else (0, GENESIS)
         try:
-            rec = self._record(row)  # type: ignore[arg-type]
+            rec = self._record(row)
             reasons = record_problems(rec, self.database_id, prev_seq + 1, prev_hash, prev_seq)
         except AuditError as exc:
             reasons = [str(exc.problems[0].message) if exc.problems else str(exc)]

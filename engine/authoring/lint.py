@@ -21,7 +21,7 @@ from ..errors import InputError, PatientStateError, Problem, RuleFileError
 from ..evaluation.evaluate import evaluate, flatten_state
 from ..evaluation.load import Document, load_document
 from ..evaluation.logic import derive, truth
-from ..model import All, Compare, Condition, Decision, Rule, RulePack, Waiver, leaves
+from ..model import All, Compare, Condition, Decision, DoseSpec, Rule, RulePack, Waiver, leaves
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .findings import CODES, SEVERITIES, Finding, LintReport, drug_of, rule_ids, severity_for  # noqa: F401 (re-exported)
 from .lint_thresholds import threshold_findings
@@ -274,9 +274,9 @@ class _Linter:
                     do, avoid = (a, b) if a.kind == "do" else (b, a)
                     out += self._overlap("contradiction-do-avoid", [do, avoid],
                                          f"'{do.id}' says do and '{avoid.id}' says avoid for {drug_of(a)}, for the same patient")
-                if a.dose is not None and b.dose is not None and _comparable_doses(a, b):
+                if a.dose is not None and b.dose is not None and _comparable_doses(a.dose, b.dose):
                     decided.add(frozenset((a.id, b.id)))
-                    if _dose_key(a) != _dose_key(b):
+                    if _dose_key(a.dose) != _dose_key(b.dose):
                         out += self._overlap(
                             "contradiction-dose", [a, b],
                             f"'{a.id}' gives {_quantity(a.dose.range)} and '{b.id}' gives {_quantity(b.dose.range)} "
@@ -289,7 +289,7 @@ class _Linter:
                 for b in members[i + 1:]:
                     if self._supersede_pair(a, b) or frozenset((a.id, b.id)) in decided:
                         continue
-                    if a.dose is not None and b.dose is not None and _dose_key(a) == _dose_key(b):
+                    if a.dose is not None and b.dose is not None and _dose_key(a.dose) == _dose_key(b.dose):
                         continue  # the same answer twice is not a contradiction
                     out += self._overlap("contradiction-decision", [a, b],
                                          f"'{a.id}' and '{b.id}' both answer '{d.id}' ({d.description}) for the same patient",
@@ -545,22 +545,21 @@ _CONTRADICTION_FIX = ("make the conditions exclusive, or declare 'supersedes: [o
                       "the other, or record a reviewed waiver")
 
 
-def _comparable_doses(a: Rule, b: Rule) -> bool:
+def _comparable_doses(a: DoseSpec, b: DoseSpec) -> bool:
     """Both rates or both amounts: a one-off amount (a bag, a bolus) does not compete with an infusion rate."""
     from ..evaluation.units import parse_unit
 
-    return (parse_unit(a.dose.range.unit).per_time is None) == (parse_unit(b.dose.range.unit).per_time is None)  # type: ignore[union-attr]
+    return (parse_unit(a.range.unit).per_time is None) == (parse_unit(b.range.unit).per_time is None)
 
 
-def _dose_key(rule: Rule) -> tuple[Any, ...]:
+def _dose_key(dose: DoseSpec) -> tuple[Any, ...]:
     """A dose range in base units (mcg, units or mL; per kg or not; per minute), for comparison."""
     from ..evaluation.units import parse_unit
 
-    q = rule.dose.range  # type: ignore[union-attr]
+    q = dose.range
     u = parse_unit(q.unit)
     factor = u.to_base * (u.per_minute_factor or 1.0)
-    return (rule.dose.drug, u.dimension, u.per_kg, u.per_time is None,  # type: ignore[union-attr]
-            round(q.low * factor, 9), round(q.high * factor, 9))
+    return (dose.drug, u.dimension, u.per_kg, u.per_time is None, round(q.low * factor, 9), round(q.high * factor, 9))
 
 
 def _quantity(q: Any) -> str:

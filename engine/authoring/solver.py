@@ -353,11 +353,11 @@ class Space:
             fixed[var] = self._candidates(v, dom, typical.get(var))
             if not fixed[var]:
                 return
-        products = [(var, self.variables[var]) for var, dom in store.items()
-                    if var in self.variables and self.variables[var].factors is not None and not dom[1]]
-        computed = {v.factors[0] for _, v in products}  # type: ignore[index]
-        estimates = [self.variables[var] for var, dom in store.items()
-                     if var in self.variables and self.variables[var].estimate is not None and not dom[1]]
+        products = [(var, factors) for var, dom in store.items()
+                    if var in self.variables and (factors := self.variables[var].factors) is not None and not dom[1]]
+        computed = {factors[0] for _, factors in products}
+        estimates = [(self.variables[var], estimate) for var, dom in store.items()
+                     if var in self.variables and (estimate := self.variables[var].estimate) is not None and not dom[1]]
         vary = set(coupled) | {r[0] for r in store.get(RELATIONS, ())} | {r[2] for r in store.get(RELATIONS, ())}
         # itertools.product varies its last iterable fastest: put the coupled facts there.
         names = sorted((n for n in fixed if n not in computed), key=lambda n: (n in vary, n))
@@ -369,7 +369,7 @@ class Space:
             facts = dict(zip(names, combo))
             if not self._realise_products(products, store, facts, typical):
                 continue
-            if not all(self._realise_estimate(var, store, facts, typical) for var in estimates):
+            if not all(self._realise_estimate(var, estimate, store, facts, typical) for var, estimate in estimates):
                 continue
             if not all(self._relation_holds(r, facts) for r in store.get(RELATIONS, ())):
                 continue
@@ -377,10 +377,10 @@ class Space:
             if valid is None or valid(state):
                 yield state
 
-    def _realise_products(self, products: list[tuple[str, Variable]], store: Store, facts: dict[str, Any],
+    def _realise_products(self, products: list[tuple[str, tuple[str, str]]], store: Store, facts: dict[str, Any],
                           typical: Mapping[str, Any]) -> bool:
-        for name, var in products:
-            a, b = var.factors  # type: ignore[misc]
+        """Give each known product (name, its two factors) a value its factors realise."""
+        for name, (a, b) in products:
             target = self.domain(store, name)[2]
             if a in facts and b in facts:
                 if not any(iv.contains(facts[a] * facts[b]) for iv in target):
@@ -404,9 +404,11 @@ class Space:
             facts[free] = options[0]
         return True
 
-    def _realise_estimate(self, var: Variable, store: Store, facts: dict[str, Any], typical: Mapping[str, Any]) -> bool:
-        """Give a known mean pressure its value: through the measured MAP if it may be known, else SBP and DBP."""
-        m, sbp, dbp = var.estimate  # type: ignore[misc]
+    def _realise_estimate(self, var: Variable, estimate: tuple[str, str, str], store: Store, facts: dict[str, Any],
+                          typical: Mapping[str, Any]) -> bool:
+        """Give a known mean pressure (``var``, its ``estimate``: measured MAP, SBP, DBP) its value: through the
+        measured MAP if it may be known, else SBP and DBP."""
+        m, sbp, dbp = estimate
         target = self.domain(store, var.path)[2]
         if m in facts:
             return any(iv.contains(facts[m]) for iv in target)

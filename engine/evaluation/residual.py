@@ -91,6 +91,9 @@ class ResidualContext:
         self.derived = {d.name: d for d in pack.derived}
         #: Derived numbers of their own (products, the mean pressure), recomputed when a fact is supplied.
         self.numbers = tuple(d for d in pack.derived if d.product is not None or d.mean_pressure is not None)
+        #: Each derived number's name and the facts it is computed from (a product's factors, the pressures).
+        self.number_inputs: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (d.name, inputs) for d in pack.derived if (inputs := d.product or d.mean_pressure) is not None)
         self._schema = schema(STATE_SCHEMA)
         self.domains = domains_of(self._schema)
         self._space: Any = None
@@ -173,8 +176,7 @@ class ResidualContext:
         read = {p for o in outcomes if o.outcome == "conditional" for p in o.needs if p in self._number_names}
         if not read:
             return ()
-        return tuple((d.name, tuple(facts.get(p) for p in (d.product or d.mean_pressure)))  # type: ignore[union-attr]
-                     for d in self.numbers if d.name in read)
+        return tuple((name, tuple(facts.get(p) for p in inputs)) for name, inputs in self.number_inputs if name in read)
 
     def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
         leaf, cases = self._probe_list[i]
@@ -239,8 +241,8 @@ class ResidualContext:
     def deciding(self, res: Residual, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """The missing facts whose values do not all leave ``res`` in the same state (cached per residual;
         a residual over a product also depends on its known factor, which joins the key)."""
-        factors = tuple(sorted((p, facts[p]) for d in self.numbers if d.name in inputs_of(res)
-                               for p in (d.product or d.mean_pressure) if p in facts))  # type: ignore[union-attr]
+        factors = tuple(sorted((p, facts[p]) for name, inputs in self.number_inputs if name in inputs_of(res)
+                               for p in inputs if p in facts))
         key = (res, factors)
         found = self._deciding.get(key)
         if found is not None:

@@ -87,8 +87,10 @@ def _ts(text: str | None) -> datetime | None:
 
 
 def _num(text: str | None) -> float | None:
+    if text is None:
+        return None
     try:
-        value = float(text)  # type: ignore[arg-type]
+        value = float(text)
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
