@@ -72,13 +72,19 @@ from typing import Any
 
 from pressor.engine.shadow.mimic import convert_rate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, also when loaded by path
-from mimic_cohort import CohortRecords  # noqa: E402
-from mimic_tables import (  # noqa: E402
-    ARTERIAL_LINE_LOOKBACK, DRUGS, HOUR, HYPERTENSION_ICD10, HYPERTENSION_ICD9, LACTATE_LOOKBACK,
-    LACTATE_PREVIOUS_LOOKBACK, SEPTIC_SHOCK, URINE_LOOKBACK, URINE_MAX_INTERVAL, VITALS_LOOKBACK,
-    WEIGHT_OMR_MAX_AGE, num, outside, ts,
-)
+# Its sibling modules, also when it is loaded by path (the tests): bench/ is on sys.path only while they are imported,
+# so that bench's other scripts (bench/fhir.py) never shadow packages of the same name.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH)
+try:
+    from mimic_cohort import CohortRecords  # noqa: E402
+    from mimic_tables import (  # noqa: E402
+        ARTERIAL_LINE_LOOKBACK, DRUGS, HOUR, HYPERTENSION_ICD10, HYPERTENSION_ICD9, LACTATE_LOOKBACK,
+        LACTATE_PREVIOUS_LOOKBACK, SEPTIC_SHOCK, URINE_LOOKBACK, URINE_MAX_INTERVAL, VITALS_LOOKBACK,
+        WEIGHT_OMR_MAX_AGE, num, outside, ts,
+    )
+finally:
+    sys.path.remove(_BENCH)
 
 
 class Cohort(CohortRecords):
