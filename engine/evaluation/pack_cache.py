@@ -7,7 +7,8 @@ code; so the finished :class:`~pressor.engine.model.RulePack` is stored under a 
 SHA-256 of all of those:
 
 * pressor's version, the Python version, and the SHA-256 of every module and schema that shapes
-  a loaded pack (``engine/evaluation/*.py``, ``model.py``, ``errors.py``, ``schemas/*.json``),
+  a loaded pack (``engine/evaluation/*.py``, ``model.py``, ``rule_pack.py``, ``conditions.py``, ``errors.py``,
+  ``schemas/*.json``),
   so a code change, even in an editable install, misses;
 * the pack directory as given, and for each file its label and the SHA-256 of its bytes.
 
@@ -87,7 +88,7 @@ def cache_dir() -> Path | None:
 def _code_fingerprint() -> bytes:
     """SHA-256 over the code and schemas that decide what a loaded pack holds."""
     h = hashlib.sha256()
-    sources = sorted(_HERE.glob("*.py")) + [_HERE.parent / "model.py", _HERE.parent / "errors.py"]
+    sources = sorted(_HERE.glob("*.py")) + [_HERE.parent / name for name in ("model.py", "rule_pack.py", "conditions.py", "errors.py")]
     from ... import schemas as package
 
     schemas = Path(package.DIR)
