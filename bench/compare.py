@@ -52,7 +52,7 @@ from pathlib import Path
 import yaml
 
 from pressor.engine.evaluation.compile import state_vocabulary
-from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state, release
+from pressor.engine.evaluation.evaluate import _engine_fact, engine_slot, evaluate, flatten_state, release
 from pressor.engine.evaluation.pack import default_rules_dir, load_pack
 from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
 
@@ -285,7 +285,7 @@ def floor_fn(pack):
 
     compiled = compiled_pack(pack)
     active = compiled.active(ACTIVE_BY_DEFAULT)
-    matcher = pack.cache["engine"].get(pack).matcher
+    matcher = engine_slot(pack).get(pack).matcher
     members = pack.array_members
 
     def floor(state):
@@ -336,7 +336,7 @@ def compare(size: int, states: list[dict], fresh: int, seed: int) -> dict[str, f
         times[("first", label)] = interleaved_us(run, first_states)
         times[("warm", label)] = interleaved_us(run, first_states)
     times["_caches"] = _caches(pack)
-    matcher = pack.cache["engine"].get(pack).matcher
+    matcher = engine_slot(pack).get(pack).matcher
     engine_facts = [_engine_fact(flatten_state(s), pack.array_members) for s in states]
     times["pressor: durable-rules match alone"] = median_us(matcher.match, engine_facts)
     times["zen decision table (warm)"] = median_us(engines["zen decision table"], states)
@@ -355,7 +355,7 @@ def parts(pack, states: list[dict]) -> dict[str, float]:
 
     compiled = compiled_pack(pack)
     active = compiled.active(ACTIVE_BY_DEFAULT)
-    matcher = pack.cache["engine"].get(pack).matcher
+    matcher = engine_slot(pack).get(pack).matcher
     prepared = []
     for state in states:
         facts = flatten_state(state)

@@ -91,7 +91,7 @@ def main() -> None:
     for item in sparse[:200]:
         evaluate(cold, item, now=NOW)
     first = (time.perf_counter() - t0) / 200 * 1e6
-    ctx = cold.cache["residual"]
+    ctx = cold.cache.residual
     print(f"cold cache: {first:.0f} µs per sparse state over the first 200 ({len(ctx._sat)} residuals solved and cached)")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pressor.engine.evaluation.compile import state_vocabulary
 from pressor.engine.evaluation.compiled import compiled_pack
-from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state
+from pressor.engine.evaluation.evaluate import _engine_fact, engine_slot, evaluate, flatten_state
 from pressor.engine.evaluation.logic import derive, truth
 from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
@@ -122,7 +122,7 @@ def main() -> None:
     pack = load_pack()
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     states = varied_states(args.states)
-    matcher = pack.cache["engine"].get(pack).matcher
+    matcher = engine_slot(pack).get(pack).matcher
     prepared = []
     for s in states:
         facts = flatten_state(s)

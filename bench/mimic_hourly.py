@@ -59,9 +59,6 @@ so a live EHR feed would know them later than this extractor does.
 from __future__ import annotations
 
 import argparse
-import bisect
-import csv
-import gzip
 import json
 import math
 import statistics
@@ -69,313 +66,29 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
 from pressor.engine.shadow.mimic import convert_rate
 
-# --- Look-back windows and limits (a value older than its window is not "current") --------------
-VITALS_LOOKBACK = timedelta(hours=2)          # MAP, SBP/DBP, heart rate: charted at most 2 h before t
-ARTERIAL_LINE_LOOKBACK = timedelta(hours=2)   # an arterial pressure this recent implies the catheter
-LACTATE_LOOKBACK = timedelta(hours=6)         # lactate drawn at most 6 h before t (and resulted by t)
-LACTATE_PREVIOUS_LOOKBACK = timedelta(hours=24)  # the previous lactate, for lactate_rising
-URINE_LOOKBACK = timedelta(hours=2)           # the latest urine charting at most 2 h before t
-URINE_MAX_INTERVAL = timedelta(hours=4)       # ...covering at most 4 h since the previous charting
-WEIGHT_OMR_MAX_AGE = timedelta(days=180)      # an outpatient (omr) weight older than this is stale
-VASOPRESSOR_EPISODE_GAP = timedelta(hours=1)  # infusion gaps up to this are one vasopressor episode
-HOUR = timedelta(hours=1)
-
-# --- Item ids ------------------------------------------------------------------------------------
-HEART_RATE = 220045
-ART = {"map": 220052, "sbp": 220050, "dbp": 220051}      # arterial line
-ART2 = {"map": 225312, "sbp": 225309, "dbp": 225310}     # second arterial line ("ART BP")
-NIBP = {"map": 220181, "sbp": 220179, "dbp": 220180}     # non-invasive
-BP_SOURCES = {"arterial": ART, "arterial2": ART2, "nibp": NIBP}
-BP_ITEM = {item: (source, key) for source, items in BP_SOURCES.items() for key, item in items.items()}
-ARTERIAL_ITEMS = set(ART.values()) | set(ART2.values())
-WEIGHT_CHART = {226512, 224639}                          # admission weight, daily weight (kg)
-LACTATE = 50813
-# Urine output as in mimic-code's urine_output concept; 227488 (GU irrigant in) counts negative.
-URINE_ITEMS = {226559, 226560, 226561, 226584, 226563, 226564, 226565, 226567, 226557, 226558, 227489}
-URINE_NEGATIVE = {227488}
-# NaCl 0.9% and Lactated Ringer's (225158, 225828), their retired "Saline 0,9%" and "Ringers
-# Lactate" items (220954, 220955), and the OR / PACU crystalloid totals charted on arrival in the ICU
-# (226364, 226375: crystalloid of unnamed type, counted at their charted time); only rows where the
-# fluid is the order's main parameter (not a drug's diluent).
-CRYSTALLOID_ITEMS = {225158, 225828, 220954, 220955, 226364, 226375}
-DRUGS = {  # itemid -> (state key, unit the schema wants)
-    221906: ("norepinephrine_mcg_kg_min", "mcg/kg/min"),
-    222315: ("vasopressin_units_min", "units/min"),
-    221289: ("epinephrine_mcg_kg_min", "mcg/kg/min"),
-    221749: ("phenylephrine_mcg_kg_min", "mcg/kg/min"),
-    221662: ("dopamine_mcg_kg_min", "mcg/kg/min"),
-    221653: ("dobutamine_mcg_kg_min", "mcg/kg/min"),
-}
-VASOPRESSOR_EPISODE_DRUGS = {221906, 221289, 222315}  # as the schema defines vasopressor_hours
-LINES = {  # procedureevents item -> access fact
-    224263: "central_venous",   # Multi Lumen
-    224264: "central_venous",   # PICC Line
-    224267: "central_venous",   # Cordis/Introducer
-    224268: "central_venous",   # Trauma line
-    224560: "central_venous",   # PA Catheter
-    224269: "central_venous",   # CCO PAC
-    229532: "central_venous",   # Indwelling Port
-    225202: "central_venous",   # Indwelling Port (PortaCath)
-    225752: "arterial_line",    # Arterial Line
-    228286: "intraosseous",     # Intraosseous Device
-}
-HYPERTENSION_ICD9 = ("401", "402", "403", "404", "405")
-HYPERTENSION_ICD10 = ("I10", "I11", "I12", "I13", "I15")  # I14 does not exist
-SEPTIC_SHOCK = {("9", "78552"), ("10", "R6521")}
-
-# Physiological limits (the schema's ranges, narrowed where a value inside them is impossible).
-LIMITS = {
-    "map_mmhg": (10, 250), "sbp_mmhg": (20, 300), "dbp_mmhg": (5, 200), "heart_rate_bpm": (10, 300),
-    "weight_kg": (20, 350),  # MIMIC-IV has adults only: below 20 kg is a charting error
-    "lactate_mmol_l": (0, 40), "urine_output_ml_kg_h": (0, 50), "crystalloid_ml_kg": (0, 500),
-    "norepinephrine_mcg_kg_min": (0, 10), "vasopressin_units_min": (0, 1), "epinephrine_mcg_kg_min": (0, 10),
-    "dobutamine_mcg_kg_min": (0, 40), "dopamine_mcg_kg_min": (0, 50), "phenylephrine_mcg_kg_min": (0, 20),
-    "vasopressor_hours": (0, 2160), "age_years": (0, 120),
-}
+# Its sibling modules, also when it is loaded by path (the tests): bench/ is on sys.path only while they are imported,
+# so that bench's other scripts (bench/fhir.py) never shadow packages of the same name.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH)
+try:
+    from mimic_cohort import CohortRecords  # noqa: E402
+    from mimic_tables import (  # noqa: E402
+        ARTERIAL_LINE_LOOKBACK, DRUGS, HOUR, HYPERTENSION_ICD10, HYPERTENSION_ICD9, LACTATE_LOOKBACK,
+        LACTATE_PREVIOUS_LOOKBACK, SEPTIC_SHOCK, URINE_LOOKBACK, URINE_MAX_INTERVAL, VITALS_LOOKBACK,
+        WEIGHT_OMR_MAX_AGE, num, outside, ts,
+    )
+finally:
+    sys.path.remove(_BENCH)
 
 
-# --- Reading -------------------------------------------------------------------------------------
-def _table(demo: Path, name: str) -> Path | None:
-    for suffix in (".csv.gz", ".csv"):
-        path = demo / f"{name}{suffix}"
-        if path.exists():
-            return path
-    return None
-
-
-def rows(demo: Path, name: str, required: bool = True) -> Iterator[dict[str, str]]:
-    path = _table(demo, name)
-    if path is None:
-        if required:
-            raise SystemExit(f"error: {demo}/{name}.csv.gz not found (is {demo} the demo's top directory?)")
-        return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)
-
-
-def ts(text: str) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def num(text: str) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def outside(key: str, value: float) -> str | None:
-    low, high = LIMITS[key]
-    if value < low:
-        return f"below {low}"
-    if value > high:
-        return f"above {high}"
-    return None
-
-
-class Series:
-    """Time-ordered values; ``before(t)`` gives the index just past the last entry at or before t."""
-
-    def __init__(self, entries: list[tuple]):
-        self.entries = sorted(entries, key=lambda e: e[0])
-        self.times = [e[0] for e in self.entries]
-
-    def before(self, t: datetime) -> int:
-        return bisect.bisect_right(self.times, t)
-
-
-# --- The cohort ----------------------------------------------------------------------------------
-class Cohort:
-    def __init__(self, demo: Path, stays: int | None, diagnoses: bool):
-        self.demo = demo
-        self.use_diagnoses = diagnoses
-        self.dropped: Counter[str] = Counter()   # raw values left out, per reason
-        self.stays = sorted(rows(demo, "icu/icustays"), key=lambda r: int(r["stay_id"]))
-        if stays is not None:
-            self.stays = self.stays[:stays]
-        stay_ids = {int(s["stay_id"]) for s in self.stays}
-        subjects = {int(s["subject_id"]) for s in self.stays}
-        self.patients = {int(r["subject_id"]): r for r in rows(demo, "hosp/patients")}
-        self.codes: dict[int, set[tuple[str, str]]] = defaultdict(set)
-        for r in rows(demo, "hosp/diagnoses_icd"):
-            self.codes[int(r["hadm_id"])].add((r["icd_version"].strip(), r["icd_code"].strip().upper()))
-        self._vitals_and_weights(demo, stay_ids, subjects)
-        self._inputs(demo, stay_ids, subjects)
-        self._outputs(demo, stay_ids)
-        self._labs(demo, subjects)
-        self._omr(demo, subjects)
-        self._lines(demo, stay_ids)
-        self.weights = {s: Series(v) for s, v in self._weights.items()}
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] += 1
-
-    def _vitals_and_weights(self, demo: Path, stay_ids: set[int], subjects: set[int]) -> None:
-        wanted = set(BP_ITEM) | {HEART_RATE} | WEIGHT_CHART
-        name = "icu/chartevents"
-        if _table(demo, name) is None:
-            name = "derived/chartevents_numeric_from_meds"
-        bp: dict[int, dict[str, dict[datetime, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
-        hr: dict[int, list] = defaultdict(list)
-        art_times: dict[int, list] = defaultdict(list)
-        self._weights: dict[int, list] = defaultdict(list)
-        for r in rows(demo, name):
-            item = int(r["itemid"])
-            if item not in wanted:
-                continue
-            value, when = num(r["valuenum"]), ts(r["charttime"])
-            if when is None:
-                continue
-            if item in WEIGHT_CHART:
-                subject = int(r["subject_id"])
-                if subject in subjects and value is not None:
-                    self._add_weight(subject, when, value, f"chartevents {item}")
-                continue
-            if not r["stay_id"] or int(float(r["stay_id"])) not in stay_ids:
-                continue
-            stay = int(float(r["stay_id"]))
-            if item in ARTERIAL_ITEMS:
-                art_times[stay].append((when,))
-            if value is None:
-                self.drop("vitals: no numeric value")
-                continue
-            if item == HEART_RATE:
-                reason = outside("heart_rate_bpm", value)
-                if reason:
-                    self.drop(f"heart_rate_bpm {reason}")
-                    hr[stay].append((when, None, f"heart_rate_bpm {value:g} {reason}"))
-                else:
-                    hr[stay].append((when, value, None))
-                continue
-            source, key = BP_ITEM[item]
-            reason = outside(f"{key}_mmhg", value)
-            if reason:
-                self.drop(f"{key}_mmhg {reason}")
-                bp[stay][source].setdefault(when, {})[f"!{key}"] = f"{key}_mmhg {value:g} ({source}) {reason}"
-            else:
-                bp[stay][source].setdefault(when, {})[key] = value
-        # A set charted together whose diastolic is not below its systolic: both are dropped.
-        self.bp: dict[int, dict[str, Series]] = {}
-        for stay, by_source in bp.items():
-            self.bp[stay] = {}
-            for source, sets in by_source.items():
-                for when, values in sets.items():
-                    if "sbp" in values and "dbp" in values and values["dbp"] >= values["sbp"]:
-                        self.drop("sbp/dbp: diastolic not below systolic")
-                        values["!pair"] = f"sbp/dbp {values['sbp']:g}/{values['dbp']:g} ({source}) not systolic > diastolic"
-                        del values["sbp"], values["dbp"]
-                self.bp[stay][source] = Series(list(sets.items()))
-        self.hr = {stay: Series(v) for stay, v in hr.items()}
-        self.art_times = {stay: Series(v) for stay, v in art_times.items()}
-
-    def _add_weight(self, subject: int, when: datetime, kg: float, source: str) -> None:
-        reason = outside("weight_kg", kg)
-        if reason:
-            self.drop(f"weight_kg {reason} ({source.split()[0]})")
-            return
-        self._weights[subject].append((when, kg, source))
-
-    def _inputs(self, demo: Path, stay_ids: set[int], subjects: set[int]) -> None:
-        self.has_inputs: set[int] = set()
-        drugs: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
-        fluids: dict[int, list] = defaultdict(list)
-        for r in rows(demo, "icu/inputevents"):
-            stay = int(r["stay_id"])
-            if stay not in stay_ids:
-                continue
-            self.has_inputs.add(stay)
-            if r["statusdescription"] == "Rewritten":  # replaced by a corrected row
-                continue
-            start, end, item = ts(r["starttime"]), ts(r["endtime"]), int(r["itemid"])
-            weight = num(r["patientweight"])
-            if weight is not None and weight > 0:
-                self._add_weight(int(r["subject_id"]), start, weight, "inputevents.patientweight")
-            if item in DRUGS:
-                drugs[stay][item].append((start, end, r["rate"], r["rateuom"].strip(), weight))
-            elif item in CRYSTALLOID_ITEMS and r["ordercomponenttypedescription"] == "Main order parameter":
-                amount, unit = num(r["amount"]), r["amountuom"].strip().lower()
-                if amount is None or unit not in ("ml", "l"):
-                    self.drop(f"crystalloid amount unreadable ({r['amount']!r} {r['amountuom']!r})")
-                    continue
-                fluids[stay].append((start, end, amount * (1000 if unit == "l" else 1)))
-        self.drugs = drugs
-        self.fluids = {stay: Series(v) for stay, v in fluids.items()}
-        # Vasopressor episodes: runs of norepinephrine / epinephrine / vasopressin rows, gaps joined.
-        self.episodes: dict[int, list[tuple[datetime, datetime]]] = {}
-        for stay, by_item in drugs.items():
-            spans = sorted((s, e) for item, entries in by_item.items() if item in VASOPRESSOR_EPISODE_DRUGS
-                           for s, e, rate, *_ in entries if (num(rate) or 0) > 0)
-            merged: list[list[datetime]] = []
-            for s, e in spans:
-                if merged and s <= merged[-1][1] + VASOPRESSOR_EPISODE_GAP:
-                    merged[-1][1] = max(merged[-1][1], e)
-                else:
-                    merged.append([s, e])
-            self.episodes[stay] = [(s, e) for s, e in merged]
-
-    def _outputs(self, demo: Path, stay_ids: set[int]) -> None:
-        urine: dict[int, dict[datetime, float]] = defaultdict(lambda: defaultdict(float))
-        for r in rows(demo, "icu/outputevents"):
-            item = int(r["itemid"])
-            if item not in URINE_ITEMS and item not in URINE_NEGATIVE:
-                continue
-            stay = int(r["stay_id"])
-            if stay not in stay_ids:
-                continue
-            value = num(r["value"])
-            if value is None or value < 0:
-                self.drop("urine volume unreadable or negative")
-                continue
-            urine[stay][ts(r["charttime"])] += -value if item in URINE_NEGATIVE else value
-        self.urine = {stay: Series(list(v.items())) for stay, v in urine.items()}
-
-    def _labs(self, demo: Path, subjects: set[int]) -> None:
-        lactate: dict[int, list] = defaultdict(list)
-        for r in rows(demo, "hosp/labevents"):
-            if r["itemid"] != str(LACTATE) or int(r["subject_id"]) not in subjects:
-                continue
-            drawn = ts(r["charttime"])
-            resulted = ts(r["storetime"]) or drawn
-            value = num(r["valuenum"])
-            if value is None:
-                self.drop("lactate_mmol_l not numeric")
-                continue
-            reason = outside("lactate_mmol_l", value)
-            if reason:
-                self.drop(f"lactate_mmol_l {reason}")
-                continue
-            lactate[int(r["subject_id"])].append((drawn, value, resulted))
-        self.lactate = {s: Series(v) for s, v in lactate.items()}
-
-    def _omr(self, demo: Path, subjects: set[int]) -> None:
-        for r in rows(demo, "hosp/omr", required=False):
-            subject = int(r["subject_id"])
-            if subject not in subjects or r["result_name"] != "Weight (Lbs)":
-                continue
-            lbs = num(r["result_value"])
-            if lbs is None:
-                self.drop("omr weight not numeric")
-                continue
-            # Dated, not timed: known at the end of its day at the latest.
-            when = datetime.fromisoformat(r["chartdate"]) + timedelta(days=1)
-            self._add_weight(subject, when, round(lbs * 0.45359237, 1), "omr Weight (Lbs)")
-
-    def _lines(self, demo: Path, stay_ids: set[int]) -> None:
-        lines: dict[int, list] = defaultdict(list)
-        for r in rows(demo, "icu/procedureevents", required=False):
-            item = int(r["itemid"])
-            if item in LINES and int(r["stay_id"]) in stay_ids and r["statusdescription"] != "Rewritten":
-                start, end = ts(r["starttime"]), ts(r["endtime"])
-                if start and end:
-                    lines[int(r["stay_id"])].append((start, end, LINES[item]))
-        self.lines = lines
+class Cohort(CohortRecords):
+    """The cohort's patient state at any hour, from the records charted by then."""
 
     # --- One state ---------------------------------------------------------------------------------
     def weight_at(self, subject: int, t: datetime) -> tuple[float | None, str | None]:

@@ -119,12 +119,11 @@ def list_records(since: str | None, until: str | None, rule_id: str | None, user
     """
     from .recommend import parse_now
 
-    filters = {"since": parse_now(since) if since else None, "until": parse_now(until) if until else None,
-               "rule": rule_id, "user": user, "version": pack_version, "patient": patient_forms(patient)}
     count = 0
     with open_log(audit_db) as log:
         # Streamed: one record in memory at a time, whatever the size of the log; the filters run in the database.
-        for record in log.records(**filters):
+        for record in log.records(since=parse_now(since) if since else None, until=parse_now(until) if until else None,
+                                  rule=rule_id, user=user, version=pack_version, patient=patient_forms(patient)):
             r = summary(record)
             if as_json:  # one record a line (the C encoder: indenting would take the slow pure-Python one)
                 sys.stdout.write(("[\n" if count == 0 else ",\n") + json.dumps(r, ensure_ascii=False))

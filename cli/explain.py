@@ -15,7 +15,7 @@ from . import exit_codes
 from .common import emit_json, handles_errors, json_option, profile_option, rules_option, say
 from .recommend import parse_now, read_input, with_facts
 
-_HEADINGS = {
+_HEADINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "fired": ("FIRED", {"fg": "green", "bold": True}),
     "superseded": ("SUPERSEDED (condition held; a refining rule is shown instead)", {"bold": True}),
     "not_fired": ("NOT FIRED", {"bold": True}),

@@ -188,10 +188,9 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
         show(result, as_json, conversion, show_all)
         return
     # With --fhir the patient state the bundle was converted to is recorded: it is what was evaluated.
-    options = {"audit_db": audit_db, "input_mode": audit_input, "user": user}
     if require_audit:
         try:
-            record(pack, state, result, **options)
+            record(pack, state, result, audit_db=audit_db, input_mode=audit_input, user=user)
         except AuditError as exc:
             report_error(exc, as_json)
             say("error: the recommendation is withheld: --require-audit, and it could not be recorded", fg="red", bold=True)
@@ -200,7 +199,7 @@ def recommend(state_file: str, as_json: bool, rules_dir: str | None, profile: st
         return
     # Recorded first, then shown: nothing is shown that is not recorded, unless it says so. Success is silent.
     try:
-        record(pack, state, result, **options)
+        record(pack, state, result, audit_db=audit_db, input_mode=audit_input, user=user)
     except AuditError as exc:
         show(result, as_json, conversion, show_all)
         say(f"WARNING: this recommendation was NOT recorded in the audit log: {exc}", fg="red", bold=True)

@@ -25,7 +25,7 @@ def _commands(command: click.Command, ctx: click.Context) -> Iterator[tuple[str,
 
 def reference() -> str:
     """The CLI reference in Markdown: each command's ``--help``, in command order."""
-    from .main import cli
+    from .group import cli
 
     root = click.Context(cli, info_name="pressor", **{**cli.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH})
     parts = ["# CLI reference", "",

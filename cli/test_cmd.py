@@ -62,8 +62,8 @@ def test(paths: tuple[str, ...], as_json: bool, rules_dir: str | None, profile: 
     examples = sum(1 for o in outcome.outcomes if o.scenario.origin == "example")
     say(f"{passed} passed, {len(outcome.failed)} failed ({len(outcome.outcomes) - examples} scenarios, {examples} examples)",
         fg="green" if not outcome.failed else "red", bold=True)
-    if not outcome.coverage_ok:
-        say(f"rule coverage {cov.rule_percent():.1f}% is below the minimum of {min_coverage:g}%", fg="red", bold=True)  # type: ignore[union-attr]
+    if not outcome.coverage_ok and cov is not None:  # coverage_ok holds when no coverage was measured
+        say(f"rule coverage {cov.rule_percent():.1f}% is below the minimum of {min_coverage:g}%", fg="red", bold=True)
     if not outcome.ok:
         raise SystemExit(exit_codes.INVALID)
 

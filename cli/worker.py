@@ -32,6 +32,10 @@ import sys
 import zlib
 
 import _socket  # the C module: socket.py builds its enums at import, a few ms of every start
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 #: Commands a worker answers (``--batch`` starts its own processes: answered in-process).
 ROUTED = ("recommend",)
@@ -291,7 +295,7 @@ def _warm() -> None:
             sys.stdout, sys.stderr = out, err
 
 
-def _handle(listener: "socket.socket", conn: "socket.socket", mine: str) -> bool:  # noqa: F821 (socket is imported where used)
+def _handle(listener: "socket.socket", conn: "socket.socket", mine: str) -> bool:
     """Answer one connection (fork a child for it); False when the worker should stop (stale)."""
     import socket
 
@@ -339,7 +343,7 @@ def _preload(request: dict) -> None:
         os.chdir("/")
 
 
-def _child(listener: "socket.socket", conn: "socket.socket", fds: list[int], request: dict) -> None:  # noqa: F821 (socket is imported where used)
+def _child(listener: "socket.socket", conn: "socket.socket", fds: list[int], request: dict) -> None:
     import io
     import signal
     import time

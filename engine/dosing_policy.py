@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import Citation
+from .rule_pack import Citation
 
 #: The weights a per-kg dose can use. ``ideal``: Devine's ideal body weight (needs height and sex);
 #: ``adjusted``: ideal plus 40% of the excess over it; ``dry``: the recorded dry (oedema-free) weight.

@@ -2,7 +2,7 @@
 dose lines), shared by :mod:`.report` (the full view) and :mod:`.plan_report` (the plan view)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 BADGE = {"critical": ("CRITICAL", "red"), "warning": ("WARNING", "yellow"), "info": ("INFO", "cyan")}
 MARK = {"do": "+", "avoid": "x", "monitor": "~", "consider": "?"}
@@ -26,7 +26,7 @@ def _value_text(value: Any) -> str:
     return "unknown" if value is None else str(value)
 
 
-def because_text(e: dict[str, Any], decided: dict[str, Any] | None = None) -> str:
+def because_text(e: Mapping[str, Any], decided: Mapping[str, Any] | None = None) -> str:
     """One piece of evidence as words that say what was decided (issue 18, item 6).
 
     A test that did not hold reads "not ..."; ``X is unknown`` reads "X not recorded" (never "X = no");

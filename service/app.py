@@ -14,21 +14,18 @@ answered for the configured origins (none by default). One JSON log line per req
 (``logs``); token checks in ``auth``; configuration in ``config``.
 
 Every evaluation and every feedback item goes to the audit log (``engine.audit``), opened
-once per worker; see :class:`AuditSink`.
+once per worker; see :class:`~.audit_sink.AuditSink`. The OpenAPI document is built in ``openapi``; the
+selected draft orders are picked out in ``drafts``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import re
 import sys
-import threading
-import uuid
-from collections import deque
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
@@ -39,7 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
-from pressor.engine.audit import AuditLog, resolve_path
+from pressor.engine.audit import resolve_path
 from pressor.engine.ehr.fhir import FhirError, FhirMapping, PatientDeceased, from_hook_request, load_mapping, observation_windows, prefetch_templates, unusable_prefetch
 from pressor.engine.errors import AuditError, EvaluationError, InputError, PressorError
 from pressor.engine.evaluation.evaluate import evaluate
@@ -53,9 +50,13 @@ from pressor.engine.report import rule_detail
 from . import logs
 from .auth import AuthError, Verifier, client_of
 from .repeats import RepeatSettings, RepeatWindow, Suppressed, open_shown_store, show_repeats_requested
-from .cards import CONDITIONAL_SYSTEM, cards_for, dict_of, deceased_card, not_recorded_card, unless_ban_cards
+from .card_parts import CONDITIONAL_SYSTEM, dict_of
+from .cards import cards_for, deceased_card, not_recorded_card, unless_ban_cards
 from .config import SETTINGS_ENV, Config, Settings, load_config
+from .audit_sink import AuditSink
+from .drafts import draft_of, selected_drafts, unselect_pointer
 from .fhir_fetch import FhirFetcher
+from .openapi import REQUEST_SCHEMA, body_and_answer, openapi_document
 from pressor.engine.audit.replay_cache import open_replay_cache
 
 __all__ = ["SERVICES", "SETTINGS_ENV", "Settings", "announce_insecure", "build_runtime", "create_app"]
@@ -64,9 +65,6 @@ log = logging.getLogger("pressor.serve")
 
 INSECURE_HEADER = "X-Pressor-Insecure"
 INSECURE_TEXT = "authentication disabled (--insecure-no-auth): do not use with patient data"
-REQUEST_SCHEMA = "cds-hooks-request.schema.json"
-CARD_SCHEMA = "cds-hooks-card.schema.json"
-_DRAFT_POINTER = re.compile(r"/context/draftOrders(?:/entry/(\d+))?(?=/|$)")
 
 
 @dataclass(frozen=True)
@@ -90,172 +88,6 @@ SERVICES = {s.id: s for s in (
             "Checks every draft vasopressor order about to be signed against the protocol, as order-select does for the "
             "selected ones; a ban offers to remove or replace the order."),
 )}
-
-
-# --- the audit log ---------------------------------------------------------------------------
-
-
-class AuditSink:
-    """The worker's one connection to the audit log, shared by all its requests, and its writer thread.
-
-    Opened in the lifespan; if that fails, each later write tries again, so a log that
-    becomes writable is used without a restart. Records are written off the request path: a call hands its
-    results to :meth:`submit` and gets the records' ids and a future at once; one writer thread serialises,
-    compresses and chains what has queued up, and commits it in one transaction (group commit: one fsync for
-    every call waiting, however many), then resolves each call's future. A call that must not answer before
-    its record is durable (``require_audit``, or ``audit_wait``, the default) awaits its future, which is
-    resolved only after the commit; so a crash loses no acknowledged record. Feedback goes through the same
-    queue (after the records it may refer to). Across worker processes SQLite's WAL and ``BEGIN IMMEDIATE``
-    (or PostgreSQL's lock) keep one valid chain.
-    """
-
-    #: Records of at most this many calls go into one transaction.
-    MAX_BATCH = 256
-
-    def __init__(self, path: str | os.PathLike[str], input_mode: str) -> None:
-        self.path = path
-        self.input_mode = input_mode
-        self._log: AuditLog | None = None
-        self._lock = threading.Lock()  # the connection
-        self._queue: deque[_AuditJob] = deque()
-        self._cv = threading.Condition()
-        self._writer: threading.Thread | None = None
-        self._closing = False
-        #: False after a write failed (until one succeeds): a lenient call then waits to learn its fate.
-        self.healthy = True
-
-    def open(self) -> None:
-        """Open the log now; an :class:`AuditError` is logged, not raised (the next write retries)."""
-        try:
-            with self._lock:
-                self._opened()
-        except AuditError as exc:
-            self.healthy = False
-            log.error("the audit log cannot be opened; the next call tries again: %s", exc)
-
-    def _opened(self) -> AuditLog:
-        if self._log is None:
-            self._log = AuditLog.open(self.path)
-        return self._log
-
-    def close(self) -> None:
-        """Write what is queued, stop the writer and close the connection (worker shutdown)."""
-        with self._cv:
-            self._closing = True
-            self._cv.notify_all()
-            writer = self._writer
-        if writer is not None:
-            writer.join()
-        with self._lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-
-    def submit(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str, hook_instance: str,
-               patient: str | None = None, dicts: list[dict[str, Any]] | None = None) -> tuple[list[str], Future]:
-        """Queue one record per ``(state, result)`` (``dicts``: the results' ``to_dict()``, when the caller has
-        them); their ids now, and a future resolved (with the ids) once they are committed, or failed with an
-        :class:`AuditError`."""
-        ids = [str(uuid.uuid4()) for _ in pairs]
-        job = _AuditJob("records", (pack, pairs, dicts, ids, now, user, hook_instance, patient), Future())
-        self._enqueue(job)
-        return ids, job.future
-
-    def record(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str,
-               hook_instance: str, patient: str | None = None) -> list[str]:
-        """One record per evaluated ``(state, result)``, committed; their ids. Raises :class:`AuditError`."""
-        return self.submit(pack, pairs, now=now, user=user, hook_instance=hook_instance, patient=patient)[1].result()
-
-    def record_feedback(self, items: list[dict[str, Any]], *, service: str, now: datetime, user: str) -> list[str]:
-        """One feedback entry per item, all or none, committed; their ids. Raises :class:`AuditError`."""
-        job = _AuditJob("feedback", (items, service, now, user), Future())
-        self._enqueue(job)
-        return job.future.result()
-
-    def _enqueue(self, job: "_AuditJob") -> None:
-        with self._cv:
-            if self._closing:
-                job.future.set_exception(AuditError.single("the service is shutting down: nothing more is recorded"))
-                return
-            self._queue.append(job)
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._run, name="pressor-audit-writer", daemon=True)
-                self._writer.start()
-            self._cv.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._closing:
-                    self._cv.wait()
-                if not self._queue:
-                    return
-                jobs = []
-                while self._queue and len(jobs) < self.MAX_BATCH:
-                    jobs.append(self._queue.popleft())
-            try:
-                self._write(jobs)
-            except BaseException as exc:  # never leave a caller waiting
-                failure = exc if isinstance(exc, AuditError) else AuditError.single(f"the audit writer failed: {exc!r}")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(failure)
-
-    def _write(self, jobs: list["_AuditJob"]) -> None:
-        """Records of consecutive calls in one transaction; feedback in its own, in queue order."""
-        with self._lock:
-            try:
-                audit = self._opened()
-            except AuditError as exc:
-                self.healthy = False
-                for job in jobs:
-                    job.future.set_exception(exc)
-                return
-            group: list[tuple[_AuditJob, list[Any]]] = []
-            for job in jobs:
-                if job.kind == "feedback":
-                    self._commit(audit, group)
-                    group = []
-                    items, service, now, user = job.args
-                    try:
-                        job.future.set_result([e.id for e in audit.append_feedback(items, service=service, now=now, user=user)])
-                    except AuditError as exc:
-                        job.future.set_exception(exc)
-                    continue
-                pack, pairs, dicts, ids, now, user, hook_instance, patient = job.args
-                try:
-                    group.append((job, [audit.prepare(pack, state, result, now=now, user=user, input_mode=self.input_mode,
-                                                      hook_instance=hook_instance, patient=patient, record_id=ids[i],
-                                                      result_dict=dicts[i] if dicts else None)
-                                        for i, (state, result) in enumerate(pairs)]))
-                except Exception as exc:  # this call's records cannot be made: the others go on
-                    job.future.set_exception(exc if isinstance(exc, AuditError) else
-                                             AuditError.single(f"cannot make the audit record: {exc!r}"))
-            self._commit(audit, group)
-
-    def _commit(self, audit: AuditLog, group: list[tuple["_AuditJob", list[Any]]]) -> None:
-        if not group:
-            return
-        try:
-            audit.append_prepared([p for _, prepared in group for p in prepared])
-        except AuditError as exc:
-            if len(group) == 1:
-                self.healthy = False
-                group[0][0].future.set_exception(exc)
-                return
-            for one in group:  # one call's failure must not take the others with it
-                self._commit(audit, [one])
-            return
-        self.healthy = True
-        for job, _ in group:
-            job.future.set_result(job.args[3])
-
-
-@dataclass
-class _AuditJob:
-    kind: str  # "records" | "feedback"
-    args: tuple[Any, ...]
-    future: Future
 
 
 # --- the runtime ---------------------------------------------------------------------------
@@ -496,7 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             base = base_url(request)
             await authenticate(request, [f"{base}/openapi.json", f"{base}/cds-services"])
             if request.app.openapi_schema is None:
-                request.app.openapi_schema = _openapi_document(request.app)
+                request.app.openapi_schema = openapi_document(request.app)
             return JSONResponse(request.app.openapi_schema)
 
     @app.get("/cds-services", summary="CDS Hooks discovery: the services and their prefetch templates")
@@ -516,7 +348,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Fetch what the prefetch lacks; why each key still missing is missing, and notes. 412 if a required one is."""
         rt = rt_of(request)
         prefetch = body.get("prefetch") or {}
-        unusable = {k: why for k in rt.templates if k in prefetch and (why := unusable_prefetch(prefetch[k]))}
+        unusable = {k: problem for k in rt.templates if k in prefetch and (problem := unusable_prefetch(prefetch[k]))}
         lacking = {k: t for k, t in rt.templates.items() if k not in prefetch or k in unusable}
         if not lacking:
             return {}, []
@@ -530,7 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             why, notes = fetched.failed, fetched.notes
             request.state.fetched = sorted(fetched.prefetch)
         else:
-            why = {k: refusal for k in lacking}
+            why = dict.fromkeys(lacking, refusal)
         why = {k: f"{unusable[k]}; {reason}" if k in unusable else reason for k, reason in why.items()}
         required = [k for k in rt.config.fhir_fetch.required if k in why]
         if required:
@@ -557,7 +389,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                          "resource(s) named by reference"] if bundle else [])
 
     @app.post("/cds-services/{service_id}", summary="Call a CDS Service: cards for this patient (CDS Hooks 2.0)",
-              openapi_extra=_body_and_answer("request.hookRequest", "cards.response",
+              openapi_extra=body_and_answer("request.hookRequest", "cards.response",
                                              {"412": "required data neither prefetched nor fetchable",
                                               "503": "the advice could not be recorded (require_audit)"}))
     async def call(request: Request, service_id: str) -> JSONResponse:
@@ -573,16 +405,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         now = _utc_now()
         why_missing, fetch_notes = await complete_prefetch(request, body, now)
         fetch_notes += await fetch_medications(request, body)
-        selected, index = _selected_drafts(body)
+        selected, index = selected_drafts(body)
         try:
             conversion = from_hook_request(selected, now=now, mapping=rt.mapping, pack=rt.pack)
         except PatientDeceased as exc:
             pack = {"name": rt.pack.name, "version": rt.pack.version, "sha256": rt.pack.sha256}
             return JSONResponse({"cards": [deceased_card(body["hookInstance"], pack, base, exc.problems[0].message)]})
         except FhirError as exc:
-            raise FhirError([_unselect_pointer(p, index) for p in exc.problems]) from exc
+            raise FhirError([unselect_pointer(p, index) for p in exc.problems]) from exc
         states = conversion.states()
-        drafts = [_draft_of(order, selected) for order in conversion.orders] or [None]
+        drafts = [draft_of(order, selected) for order in conversion.orders] or [None]
         results = [evaluate(rt.pack, state, now=now, include_draft=rt.config.include_draft) for state in states]
         request.state.rules_fired = sorted({f"{r.rule_id}@{r.rule_version}" for res in results for r in res.recommendations})
         hook_instance = body["hookInstance"]
@@ -629,7 +461,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(_remember, rt.repeats, patient_id, cards, now)
         request.state.cards, request.state.audit_recorded = cards, audited["recorded"]
         request.state.not_fetched = bool(why_missing)
-        extension = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
+        extension: dict[str, Any] = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,
                      "pack": results[0].pack, "mapping_sha256": rt.mapping.sha256, "evaluated_at": results[0].evaluated_at}
         if why_missing:
             extension["not_fetched"] = why_missing
@@ -640,7 +472,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"cards": cards, "extension": {"pressor": extension}})
 
     @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards (CDS Hooks 2.0): recorded in the audit log",
-              openapi_extra=_body_and_answer("request.feedback", None, {"503": "the feedback could not be recorded"}))
+              openapi_extra=body_and_answer("request.feedback", None, {"503": "the feedback could not be recorded"}))
     async def feedback(request: Request, service_id: str) -> JSONResponse:
         service_of(service_id)
         base = base_url(request)
@@ -726,92 +558,6 @@ def patient_of(body: dict[str, Any], config: Config) -> str | None:
     if config.audit_patient == "none" or not isinstance(pid, str) or not pid:
         return None
     return patient_key(pid, config.audit_patient_key if config.audit_patient == "keyed-hash" else None)
-
-
-def _body_and_answer(request_schema: str, answer_schema: str | None, errors: dict[str, str]) -> dict[str, Any]:
-    """OpenAPI for a POST taking a JSON body (a schema of ``components``) and answering JSON."""
-    ok: dict[str, Any] = {"description": "OK"}
-    if answer_schema:
-        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer_schema}"}}}
-    answers = {"200": ok, "400": {"description": "malformed JSON, a request of the wrong shape, or bad FHIR content"},
-               "401": {"description": "no valid CDS Hooks JWT"}, "413": {"description": "body over max_body_bytes"},
-               **{code: {"description": why} for code, why in errors.items()}}
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{request_schema}"}}}}, "responses": answers}
-
-
-def _openapi_document(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the CDS Hooks request and card schemas (schemas/) as its components."""
-    from fastapi.openapi.utils import get_openapi
-
-    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    components = doc.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
-    for prefix, name in (("request", REQUEST_SCHEMA), ("cards", CARD_SCHEMA)):
-        source = schema(name)
-        schemas.update({f"{prefix}.{k}": _components_refs(v, prefix) for k, v in source.get("$defs", {}).items()})
-        if prefix == "cards":
-            schemas["cards.response"] = _components_refs(
-                {k: v for k, v in source.items() if k not in ("$defs", "$schema", "$id")}, prefix)
-    components["securitySchemes"] = {"cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                                     "description": "CDS Hooks JWT signed by a trusted issuer"}}
-    doc["security"] = [{"cdsHooksJwt": []}]
-    return doc
-
-
-def _components_refs(node: Any, prefix: str) -> Any:
-    """A JSON Schema with its ``#/$defs/X`` references pointed at ``#/components/schemas/{prefix}.X``."""
-    if isinstance(node, dict):
-        return {k: (f"#/components/schemas/{prefix}." + v[len("#/$defs/"):] if k == "$ref" and isinstance(v, str)
-                    and v.startswith("#/$defs/") else _components_refs(v, prefix)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_components_refs(v, prefix) for v in node]
-    return node
-
-
-def _selected_drafts(body: dict[str, Any]) -> tuple[dict[str, Any], list[int] | None]:
-    """The request with only the draft orders named in ``context.selections`` (all of them when it is
-    absent), and the original index of each kept entry (None when nothing was dropped)."""
-    context = body["context"]
-    drafts, selections = context.get("draftOrders"), context.get("selections")
-    if selections is None or not isinstance(drafts, dict):
-        return body, None
-    chosen = set(selections)
-    if drafts.get("resourceType") != "Bundle":
-        keep = f"{drafts.get('resourceType')}/{drafts.get('id')}" in chosen
-        return ({**body, "context": {**context, "draftOrders": drafts}} if keep else
-                {**body, "context": {k: v for k, v in context.items() if k != "draftOrders"}}), None
-    entries = drafts.get("entry") if isinstance(drafts.get("entry"), list) else []
-    index = [i for i, e in enumerate(entries) if not isinstance(e, dict) or not isinstance(e.get("resource"), dict)
-             or f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" in chosen]
-    if len(index) == len(entries):
-        return body, None
-    kept = {**drafts, "entry": [entries[i] for i in index]}
-    return {**body, "context": {**context, "draftOrders": kept}}, index
-
-
-def _unselect_pointer(problem: Any, index: list[int] | None) -> Any:
-    """A problem found in the selected draft orders, pointed back at the entry in the request."""
-    if index is None or not problem.pointer:
-        return problem
-    m = _DRAFT_POINTER.match(problem.pointer)
-    if not m or m.group(1) is None:
-        return problem
-    original = f"/context/draftOrders/entry/{index[int(m.group(1))]}"
-    return replace(problem, pointer=original + problem.pointer[m.end():])
-
-
-def _draft_of(order: dict[str, Any], request: dict[str, Any]) -> dict[str, Any] | None:
-    """The draft order resource (in ``request``) a converted order came from."""
-    m = _DRAFT_POINTER.search(str(order.get("source", "")))
-    drafts = request["context"].get("draftOrders")
-    if not m or not isinstance(drafts, dict):
-        return None
-    if m.group(1) is None:
-        return drafts
-    entries = drafts.get("entry") or []
-    i = int(m.group(1))
-    return entries[i].get("resource") if i < len(entries) and isinstance(entries[i], dict) else None
 
 
 class _BadRequest(Exception):

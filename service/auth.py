@@ -183,10 +183,10 @@ class Verifier:
             return self._key_sets[url]
 
 
-def _check_key_fits(key: Any, alg: str, kid: str, iss: str) -> None:
+def _check_key_fits(key: Any, alg: str, kid: str, iss: str | None) -> None:
     """Refuse a header whose algorithm does not fit the key it names (RS384 with an EC key, ES256 with P-384)."""
     kind, curve = _KEY_FOR_ALG.get(alg, (None, None))
-    if kind is None or not isinstance(key, kind) or (curve and key.curve.name != curve):
+    if kind is None or not isinstance(key, kind) or (curve and not (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == curve)):
         have = f"EC {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else (
             "RSA" if isinstance(key, rsa.RSAPublicKey) else type(key).__name__)
         raise AuthError(f"algorithm {alg} does not fit key {kid!r} ({have})", iss=iss)

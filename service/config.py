@@ -175,6 +175,7 @@ def load_config(path: str | None) -> Config:
         if problem:
             raise InputError([Problem(f"{problem}: a FHIR server the service may fetch from", **doc.where(f"/fhir_fetch/servers/{j}"),
                                       suggestion="give the server's https base URL, e.g. https://ehr.example.org/fhir")])
+    fetch_settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}
     return Config(
         base_url=base.rstrip("/") if base else None, issuers=issuers,
         algorithms=tuple(data.get("algorithms", DEFAULT_ALGORITHMS)),
@@ -187,7 +188,7 @@ def load_config(path: str | None) -> Config:
         fhir_mapping=beside(data.get("fhir_mapping")), lookback_hours=dict(data.get("lookback_hours", {})),
         include_draft=data.get("include_draft", False), profile=beside(data.get("profile")),
         jwks=JwksSettings(**data.get("jwks", {})),
-        fhir_fetch=FetchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fetch.items()}),
+        fhir_fetch=FetchSettings(**fetch_settings),
         cors_origins=tuple(data.get("cors_origins", ())), log_file=beside(data.get("log_file")),
         openapi=data.get("openapi", True), ui_base_url=ui.rstrip("/") if ui else None,
         metrics=MetricsSettings(**data.get("metrics", {})),

@@ -18,7 +18,7 @@ class IdleClosingH11Protocol(H11Protocol):
 
     _idle: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm()
 

@@ -29,7 +29,8 @@ _KINDS = {"urn:pressor:rule": "rule", "urn:pressor:rule-conditional": "condition
 
 def card_kind(card: dict[str, Any]) -> str:
     """``rule``, ``conditional``, ``question`` or ``notice`` (missing data, not recorded, deceased)."""
-    return _KINDS.get(((card.get("source") or {}).get("topic") or {}).get("system"), "notice")
+    system = ((card.get("source") or {}).get("topic") or {}).get("system")
+    return _KINDS.get(system, "notice") if isinstance(system, str) else "notice"
 
 
 class Middleware:

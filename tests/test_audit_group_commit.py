@@ -20,7 +20,7 @@ from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.model import Result
 from pressor.service.app import AuditSink
-from pressor.service.cards import dict_of
+from pressor.service.card_parts import dict_of
 
 from .test_cds_service import PATIENT_VIEW, PRESSOR, configured_server, free_port, hook_request, public_pem, signing_key, token  # noqa: F401
 

@@ -21,7 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pressor.service.cards import RULE_SYSTEM, card_uuid
+from pressor.service.card_parts import RULE_SYSTEM
+from pressor.service.cards import card_uuid
 from pressor.engine.audit import AuditLog
 
 FHIR = Path(__file__).resolve().parent.parent / "examples" / "fhir"

@@ -215,9 +215,9 @@ def test_the_shared_outcome_cache_never_changes_the_advice(pack, now, states):
 
     first, second = states
     warm = (advice(first), advice(second))
-    pack.cache.pop("residual", None)
+    pack.cache.residual = None
     cold_second = advice(second)
-    pack.cache.pop("residual", None)
+    pack.cache.residual = None
     assert (advice(first), cold_second) == warm
 
 
@@ -241,7 +241,7 @@ def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
 
     monkeypatch.setattr(ResidualContext, "ANALYSES", 3)
     monkeypatch.setattr(ResidualContext, "CACHE_SIZE", 2)
-    pack.cache.pop("residual", None)
+    pack.cache.residual = None
     try:
         from pathlib import Path
 
@@ -253,7 +253,7 @@ def test_the_analysis_caches_are_bounded(pack, now, monkeypatch):
         assert len(ctx.analyses) == 3 and len(ctx.assembled) == 3 and len(ctx.outcomes) == 8  # filled to the bound, no further
         assert len(ctx._deciding) <= 2
     finally:
-        pack.cache.pop("residual", None)
+        pack.cache.residual = None
 
 
 def test_a_derived_fact_known_only_because_an_input_is_absent_is_not_a_constant(pack, now):

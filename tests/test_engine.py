@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from pressor.engine.evaluation import _durable
 from pressor.engine.evaluation.compile import to_engine
 from pressor.engine.errors import RuleFileError
-from pressor.engine.evaluation.evaluate import _engine_fact, evaluate, flatten_state, completion_of
+from pressor.engine.evaluation.evaluate import _engine_fact, completion_of, engine_slot, evaluate, flatten_state
 from pressor.engine.evaluation.logic import derive, truth
 from pressor.engine.model import All, Any_, Compare, Not
 
@@ -89,7 +89,7 @@ def test_pack_firings_equal_reference_semantics(pack, now, state):
     facts = flatten_state(state)
     completion_of(pack).decide(facts, derive(pack.derived, facts).missing_of)
     expected = {r.id for r in pack.rules if truth(r.when, facts) is True}
-    matcher = pack.cache["engine"].get(pack).matcher
+    matcher = engine_slot(pack).get(pack).matcher
     assert matcher.match(_engine_fact(facts, pack.array_members)) == expected
     result = evaluate(pack, state, now=now, include_draft=True)
     assert set(result.fired_ids()) == _shown(pack, {r.id for r in pack.rules if r.id in expected and r.status != "retired"})

@@ -59,11 +59,12 @@ def test_a_cache_hit_starts_from_the_prepared_engine_rulesets_and_residual_probe
     from pressor.engine.evaluation import _durable, residual
 
     fresh = load_pack(rules)
-    built = {name: fresh.cache[name] for name in pack_cache.KEPT}
+    built = (fresh.cache.rulesets, fresh.cache.residual_probes)
+    assert None not in built
     monkeypatch.setattr(_durable, "rulesets", lambda conditions: pytest.fail("rulesets rebuilt on a cache hit"))
     monkeypatch.setattr(residual.ResidualContext, "_probes", lambda self, pack: pytest.fail("probes rebuilt on a cache hit"))
     cached = load_pack(rules)
-    assert {name: cached.cache[name] for name in pack_cache.KEPT} == built
+    assert (cached.cache.rulesets, cached.cache.residual_probes) == built
     state = load_document(EXAMPLES / "septic-shock-adult.yaml").data
     assert evaluate(cached, state, now=NOW).to_dict() == evaluate(fresh, state, now=NOW).to_dict()
     release(fresh)

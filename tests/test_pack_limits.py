@@ -13,7 +13,8 @@ from pressor.engine.evaluation._durable import ENGINE_MAX_FACTS, MAX_FACTS, Matc
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 from pressor.engine.evaluation.compile import state_vocabulary
-from pressor.engine.evaluation.pack import MAX_DERIVED_DEPTH, default_rules_dir, load_pack
+from pressor.engine.evaluation.pack import default_rules_dir, load_pack
+from pressor.engine.evaluation.pack_facts import MAX_DERIVED_DEPTH
 from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -225,7 +225,7 @@ def test_diff_against_1_2_0_lists_every_change(v1, pack):
 
 
 def test_cds_card_names_the_profile_and_never_orders_a_titration_step():
-    from pressor.service.cards import recommendation_card
+    from pressor.service.card_parts import recommendation_card
 
     site = load_pack(profile=PROFILE)
     state = {"patient": {"age_years": 60, "weight_kg": 70, "chronic_hypertension": False}, "shock": {"type": "septic"},

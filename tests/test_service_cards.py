@@ -121,7 +121,7 @@ def test_why_this_card_says_not_and_not_recorded():
 
     from pressor.engine.evaluation.evaluate import evaluate
     from pressor.engine.evaluation.pack import load_pack
-    from pressor.service.cards import plan_cards
+    from pressor.service.plan_cards import plan_cards
 
     state = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "septic-shock-adult.yaml").read_text())
     result = evaluate(load_pack(), state, now=datetime(2026, 11, 24, 12, tzinfo=timezone.utc))
@@ -143,7 +143,8 @@ def test_cards_follow_the_plan_one_per_item_and_one_question_card():
 
     from pressor.engine.evaluation.evaluate import evaluate
     from pressor.engine.evaluation.pack import load_pack
-    from pressor.service.cards import QUESTION_SYSTEM, plan_cards
+    from pressor.service.card_parts import QUESTION_SYSTEM
+    from pressor.service.plan_cards import plan_cards
 
     state = {"patient": {"age_years": 60, "weight_kg": 70}, "vitals": {"map_mmhg": 55, "sbp_mmhg": 80, "dbp_mmhg": 42},
              "shock": {"type": "septic"}, "fluids": {"crystalloid_ml_kg": 10}}

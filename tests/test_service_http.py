@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pressor.service.cards import RULE_SYSTEM
+from pressor.service.card_parts import RULE_SYSTEM
 from tests import test_cds_service
 from tests.test_cds_service import ISS, PATIENT_VIEW, auth, call, configured_server, hook_request, public_pem
 

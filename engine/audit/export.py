@@ -38,8 +38,8 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
         from .auditevent import audit_event
 
         count = 0
-        for rec in log.records():
-            out.write(canonical_json(audit_event(rec, log.database_id)) + "\n")
+        for record in log.records():
+            out.write(canonical_json(audit_event(record, log.database_id)) + "\n")
             count += 1
             if progress is not None and count % 1000 == 0:
                 progress(count)

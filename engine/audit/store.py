@@ -266,7 +266,7 @@ class AuditLog:
         before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
         prev_seq, prev_hash = before if before else (0, GENESIS)
         try:
-            rec = self._record(row)  # type: ignore[arg-type]
+            rec = self._record(row)
             reasons = record_problems(rec, self.database_id, prev_seq + 1, prev_hash, prev_seq)
         except AuditError as exc:
             reasons = [str(exc.problems[0].message) if exc.problems else str(exc)]
@@ -506,7 +506,8 @@ class AuditLog:
             bad_profiles: dict[str, str | None] = {} if profiles_from is None else {
                 sha: profile_problem(sha, text) for sha, text in self._rows("SELECT sha256, text FROM profiles")}
             total = self.head()[0] if upto is None else upto
-            expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
+            head: tuple[int, str | None, str] = (0, None, GENESIS)  # (seq, id, hash) of the last record read
+            expected_prev, expected_seq = GENESIS, 1
             anchored: str | None = None
             count = 0
             where, args = ("", ()) if upto is None else (" WHERE seq <= ?", (upto,))
@@ -525,8 +526,8 @@ class AuditLog:
                                 if "record_hash" not in r]
                 if rec.pack_sha256 not in bad_packs:
                     reasons.append(f"its rule pack {rec.pack_sha256[:12]} is missing from the stored packs")
-                elif bad_packs[rec.pack_sha256]:
-                    reasons.append(bad_packs[rec.pack_sha256])  # type: ignore[arg-type]
+                elif pack_problem_text := bad_packs[rec.pack_sha256]:
+                    reasons.append(pack_problem_text)
                 if reasons:
                     problems.append(ChainProblem(rec.seq, rec.id, tuple(reasons)))
                 expected_prev, expected_seq, head = rec.record_hash, rec.seq + 1, (rec.seq, rec.id, rec.record_hash)
@@ -547,7 +548,8 @@ class AuditLog:
 
     def _verify_feedback(self, problems: list[ChainProblem]) -> tuple[int, tuple[int, str | None, str]]:
         """Walk the feedback chain like the records chain; append its problems. ``(count, head)``."""
-        expected_prev, expected_seq, head = GENESIS, 1, (0, None, GENESIS)
+        head: tuple[int, str | None, str] = (0, None, GENESIS)
+        expected_prev, expected_seq = GENESIS, 1
         count = 0
         for entry in self.feedback():
             count += 1

@@ -313,7 +313,7 @@ class PostgresAuditLog(AuditLog, opens="url"):
         self._link.close()
 
     @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:  # type: ignore[override]
+    def _translated(self, action: str) -> Iterator[None]:
         psycopg = _psycopg()
         try:
             yield

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -405,7 +405,7 @@ class SqliteAuditLog(AuditLog, opens="file"):
         """Close the connection."""
         self._conn.close()
 
-    def _translated(self, action: str):  # type: ignore[override]
+    def _translated(self, action: str) -> AbstractContextManager[None]:
         return _translated(self.path, action)
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

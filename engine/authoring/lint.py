@@ -21,7 +21,7 @@ from ..errors import InputError, PatientStateError, Problem, RuleFileError
 from ..evaluation.evaluate import evaluate, flatten_state
 from ..evaluation.load import Document, load_document
 from ..evaluation.logic import derive, truth
-from ..model import All, Compare, Condition, Decision, Rule, RulePack, Waiver, leaves
+from ..model import All, Compare, Condition, Decision, DoseSpec, Rule, RulePack, Waiver, leaves
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .findings import CODES, SEVERITIES, Finding, LintReport, drug_of, rule_ids, severity_for  # noqa: F401 (re-exported)
 from .lint_thresholds import threshold_findings
@@ -252,7 +252,7 @@ class _Linter:
 
     def _core(self, cond: Condition) -> list[Condition]:
         """A smallest-found set of top-level conjuncts that cannot hold together (deletion-based)."""
-        parts = list(cond.children) if isinstance(cond, All) else [cond]
+        parts: list[Condition] = list(cond.children) if isinstance(cond, All) else [cond]
         i = 0
         while i < len(parts) and len(parts) > 1:
             trial = parts[:i] + parts[i + 1:]
@@ -277,9 +277,9 @@ class _Linter:
                     do, avoid = (a, b) if a.kind == "do" else (b, a)
                     out += self._overlap("contradiction-do-avoid", [do, avoid],
                                          f"'{do.id}' says do and '{avoid.id}' says avoid for {drug_of(a)}, for the same patient")
-                if a.dose is not None and b.dose is not None and _comparable_doses(a, b):
+                if a.dose is not None and b.dose is not None and _comparable_doses(a.dose, b.dose):
                     decided.add(frozenset((a.id, b.id)))
-                    if _dose_key(a) != _dose_key(b):
+                    if _dose_key(a.dose) != _dose_key(b.dose):
                         out += self._overlap(
                             "contradiction-dose", [a, b],
                             f"'{a.id}' gives {_quantity(a.dose.range)} and '{b.id}' gives {_quantity(b.dose.range)} "
@@ -292,7 +292,7 @@ class _Linter:
                 for b in members[i + 1:]:
                     if self._supersede_pair(a, b) or frozenset((a.id, b.id)) in decided:
                         continue
-                    if a.dose is not None and b.dose is not None and _dose_key(a) == _dose_key(b):
+                    if a.dose is not None and b.dose is not None and _dose_key(a.dose) == _dose_key(b.dose):
                         continue  # the same answer twice is not a contradiction
                     out += self._overlap("contradiction-decision", [a, b],
                                          f"'{a.id}' and '{b.id}' both answer '{d.id}' ({d.description}) for the same patient",
@@ -313,18 +313,19 @@ class _Linter:
             return ids <= set(self._evaluate(state, include_draft).fired_ids())
 
         first = rules[0]
-        regions = [w for w in self._waivers_for(code, ids) if w.when is not None]
+        regions = [(w, w.when) for w in self._waivers_for(code, ids) if w.when is not None]
         base = {"decision": decision.id} if decision else {}
         return [Finding(code, "warning" if extra or witness is None else severity_for(rules), message + note, first.file,
                         first.line, tuple(r.id for r in rules), witness, suggestion=None if extra else _CONTRADICTION_FIX,
                         details={**base, **extra})
                 for witness, note, extra in self._search(parts, confirm, regions, message, rules)]
 
-    def _search(self, parts: list[Any], confirm: Any, regions: list[Waiver], what: str,
+    def _search(self, parts: list[Any], confirm: Any, regions: list[tuple[Waiver, Condition]], what: str,
                 rules: Iterable[Rule]) -> Iterator[tuple[dict[str, Any] | None, str, dict[str, Any]]]:
-        """(witness, message suffix, details) for the problem outside waived regions, then inside each of them."""
-        goals = [(conj(*parts, *(self.space.formula(w.when, "NT") for w in regions)), None)]  # type: ignore[arg-type]
-        goals += [(conj(*parts, self.space.formula(w.when, "T")), w) for w in regions]  # type: ignore[arg-type]
+        """(witness, message suffix, details) for the problem outside waived regions (each a waiver and where it
+        holds), then inside each of them."""
+        goals: list[tuple[Any, Waiver | None]] = [(conj(*parts, *(self.space.formula(when, "NT") for _, when in regions)), None)]
+        goals += [(conj(*parts, self.space.formula(when, "T")), w) for w, when in regions]
         for goal, waiver in goals:
             try:
                 found = self._witness(goal, confirm)
@@ -349,9 +350,9 @@ class _Linter:
             if not d.complete:  # "nothing to do" is one of its answers
                 continue
             shown = [self.by_id[r] for r in d.rules if self.by_id[r].status == "approved"]
-            waivers = [w for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
+            waivers = [(w, w.when) for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
             needed = self.space.inputs(d.population)
-            for cond in [r.when for r in shown] + [w.when for w in waivers]:
+            for cond in [r.when for r in shown] + [when for _, when in waivers]:
                 needed |= self.space.inputs(cond)
             parts = [self.space.formula(d.population, "T")]
             pop = d.population
@@ -547,22 +548,21 @@ _CONTRADICTION_FIX = ("make the conditions exclusive, or declare 'supersedes: [o
                       "the other, or record a reviewed waiver")
 
 
-def _comparable_doses(a: Rule, b: Rule) -> bool:
+def _comparable_doses(a: DoseSpec, b: DoseSpec) -> bool:
     """Both rates or both amounts: a one-off amount (a bag, a bolus) does not compete with an infusion rate."""
     from ..evaluation.units import parse_unit
 
-    return (parse_unit(a.dose.range.unit).per_time is None) == (parse_unit(b.dose.range.unit).per_time is None)  # type: ignore[union-attr]
+    return (parse_unit(a.range.unit).per_time is None) == (parse_unit(b.range.unit).per_time is None)
 
 
-def _dose_key(rule: Rule) -> tuple[Any, ...]:
+def _dose_key(dose: DoseSpec) -> tuple[Any, ...]:
     """A dose range in base units (mcg, units or mL; per kg or not; per minute), for comparison."""
     from ..evaluation.units import parse_unit
 
-    q = rule.dose.range  # type: ignore[union-attr]
+    q = dose.range
     u = parse_unit(q.unit)
     factor = u.to_base * (u.per_minute_factor or 1.0)
-    return (rule.dose.drug, u.dimension, u.per_kg, u.per_time is None,  # type: ignore[union-attr]
-            round(q.low * factor, 9), round(q.high * factor, 9))
+    return (dose.drug, u.dimension, u.per_kg, u.per_time is None, round(q.low * factor, 9), round(q.high * factor, 9))
 
 
 def _quantity(q: Any) -> str:

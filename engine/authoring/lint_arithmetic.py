@@ -95,10 +95,11 @@ def _strength(pack: RulePack, locate: Locate) -> list[Finding]:
         ref = standard.get(prep.drug)
         if ref is None or prep.amount_units is not None:
             continue
-        if prep.amount_mg_per_kg is not None and prep.max_weight_kg is None:
-            strongest, how = None, "with no max_weight_kg, so without limit for a heavy child"
+        strongest = None if prep.amount_mg_per_kg is not None and prep.max_weight_kg is None \
+            else prep.concentration_mcg_ml(prep.max_weight_kg)
+        if strongest is None:
+            how = "with no max_weight_kg, so without limit for a heavy child"
         else:
-            strongest = prep.concentration_mcg_ml(prep.max_weight_kg)
             how = f"{_fmt(strongest)} mcg/mL" + (f" at its {prep.max_weight_kg:g} kg limit" if prep.amount_mg_per_kg else "")
         if strongest is None or strongest > STRENGTH_LIMIT * ref:
             file, line = locate("preparations", prep.id)
@@ -117,7 +118,12 @@ def _preparation(units: _Units, prep: Preparation, locate: Locate) -> list[Findi
         return out
     file, line = locate("preparations", prep.id)
     per_kg = prep.amount_mg_per_kg is not None
-    amount = units.q(prep.amount_mg_per_kg, "mg/kg") if per_kg else units.q(prep.amount_mg, "mg")
+    if prep.amount_mg_per_kg is not None:
+        amount = units.q(prep.amount_mg_per_kg, "mg/kg")
+    elif prep.amount_mg is not None:
+        amount = units.q(prep.amount_mg, "mg")
+    else:  # no amount: the rule-file schema reports it
+        return out
     conc = amount / units.ureg.Quantity(prep.volume_ml, "milliliter")
     if prep.stated_concentration_mcg_ml is not None:
         if per_kg:

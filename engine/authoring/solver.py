@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from itertools import product as cartesian
 from typing import Any, Iterable, Iterator, Mapping
 
+from ..evaluation.kleene import NEGATED, Polarity, every_part, positive
 from ..evaluation.logic import _ORDER
 from .formulas import EVERYTHING, FALSE, INF, TRUE, And, Atom, Interval, Or, Span, complement, conj, disj, meet, op_span, points  # noqa: F401 (re-exported)
 from ..model import All, Any_, Compare, Condition, Derived, Not, RulePack
@@ -119,7 +120,7 @@ class Space:
         return other
 
     # -- translation ------------------------------------------------------------
-    def formula(self, cond: Condition, pol: str) -> Any:
+    def formula(self, cond: Condition, pol: Polarity) -> Any:
         """``cond`` as a formula for polarity ``T`` (true), ``F`` (false), ``NT`` (not true) or ``NF`` (not false)."""
         key = (cond, pol)  # by value: equal conditions have equal formulas, and the key keeps ``cond`` alive
         found = self._memo.get(key)
@@ -131,16 +132,15 @@ class Space:
         """``cond`` is unknown (neither true nor false)."""
         return conj(self.formula(cond, "NT"), self.formula(cond, "NF"))
 
-    def _translate(self, cond: Condition, pol: str) -> Any:
+    def _translate(self, cond: Condition, pol: Polarity) -> Any:
         if isinstance(cond, Not):
-            return self.formula(cond.child, {"T": "F", "F": "T", "NT": "NF", "NF": "NT"}[pol])
+            return self.formula(cond.child, NEGATED[pol])
         if isinstance(cond, (All, Any_)):
             kids = [self.formula(c, pol) for c in cond.children]
-            conjunctive = (pol in ("T", "NF")) == isinstance(cond, All)
-            return conj(*kids) if conjunctive else disj(*kids)
+            return conj(*kids) if every_part(isinstance(cond, All), positive(pol)) else disj(*kids)
         return self._leaf(cond, pol)
 
-    def _leaf(self, leaf: Compare, pol: str) -> Any:
+    def _leaf(self, leaf: Compare, pol: Polarity) -> Any:
         lb, lk, lu = self.branches(leaf.fact)
         if leaf.op in ("known", "unknown"):
             is_true = lk if leaf.op == "known" else lu
@@ -162,6 +162,7 @@ class Space:
         if found is not None:
             return found
         d = self.derived.get(path)
+        out: tuple[list[tuple[Any, tuple[str, Any]]], Any, Any]
         if path in self.assumed:
             out = ([(TRUE, ("const", self.assumed[path]))], TRUE, FALSE)
         elif d is None:
@@ -249,9 +250,10 @@ class Space:
             elif isinstance(f, Or):
                 ors.append(f)
             else:
-                store = self._apply(store, f)
-                if store is None:
+                applied = self._apply(store, f)
+                if applied is None:
                     return
+                store = applied
         if not ors:
             yield store
             return
@@ -276,9 +278,10 @@ class Space:
         if isinstance(f, And):
             for item in f.items:
                 if isinstance(item, Atom):
-                    store = self._apply(store, item)
-                    if store is None:
+                    applied = self._apply(store, item)
+                    if applied is None:
                         return False
+                    store = applied
         return f is not FALSE
 
     def domain(self, store: Store, var: str) -> tuple[Any, ...]:
@@ -354,11 +357,11 @@ class Space:
             fixed[var] = self._candidates(v, dom, typical.get(var))
             if not fixed[var]:
                 return
-        products = [(var, self.variables[var]) for var, dom in store.items()
-                    if var in self.variables and self.variables[var].factors is not None and not dom[1]]
-        computed = {v.factors[0] for _, v in products}  # type: ignore[index]
-        estimates = [self.variables[var] for var, dom in store.items()
-                     if var in self.variables and self.variables[var].estimate is not None and not dom[1]]
+        products = [(var, factors) for var, dom in store.items()
+                    if var in self.variables and (factors := self.variables[var].factors) is not None and not dom[1]]
+        computed = {factors[0] for _, factors in products}
+        estimates = [(self.variables[var], estimate) for var, dom in store.items()
+                     if var in self.variables and (estimate := self.variables[var].estimate) is not None and not dom[1]]
         vary = set(coupled) | {r[0] for r in store.get(RELATIONS, ())} | {r[2] for r in store.get(RELATIONS, ())}
         # itertools.product varies its last iterable fastest: put the coupled facts there.
         names = sorted((n for n in fixed if n not in computed), key=lambda n: (n in vary, n))
@@ -370,7 +373,7 @@ class Space:
             facts = dict(zip(names, combo))
             if not self._realise_products(products, store, facts, typical):
                 continue
-            if not all(self._realise_estimate(var, store, facts, typical) for var in estimates):
+            if not all(self._realise_estimate(var, estimate, store, facts, typical) for var, estimate in estimates):
                 continue
             if not all(self._relation_holds(r, facts) for r in store.get(RELATIONS, ())):
                 continue
@@ -378,10 +381,10 @@ class Space:
             if valid is None or valid(state):
                 yield state
 
-    def _realise_products(self, products: list[tuple[str, Variable]], store: Store, facts: dict[str, Any],
+    def _realise_products(self, products: list[tuple[str, tuple[str, str]]], store: Store, facts: dict[str, Any],
                           typical: Mapping[str, Any]) -> bool:
-        for name, var in products:
-            a, b = var.factors  # type: ignore[misc]
+        """Give each known product (name, its two factors) a value its factors realise."""
+        for name, (a, b) in products:
             target = self.domain(store, name)[2]
             if a in facts and b in facts:
                 if not any(iv.contains(facts[a] * facts[b]) for iv in target):
@@ -405,9 +408,11 @@ class Space:
             facts[free] = options[0]
         return True
 
-    def _realise_estimate(self, var: Variable, store: Store, facts: dict[str, Any], typical: Mapping[str, Any]) -> bool:
-        """Give a known mean pressure its value: through the measured MAP if it may be known, else SBP and DBP."""
-        m, sbp, dbp = var.estimate  # type: ignore[misc]
+    def _realise_estimate(self, var: Variable, estimate: tuple[str, str, str], store: Store, facts: dict[str, Any],
+                          typical: Mapping[str, Any]) -> bool:
+        """Give a known mean pressure (``var``, its ``estimate``: measured MAP, SBP, DBP) its value: through the
+        measured MAP if it may be known, else SBP and DBP."""
+        m, sbp, dbp = estimate
         target = self.domain(store, var.path)[2]
         if m in facts:
             return any(iv.contains(facts[m]) for iv in target)

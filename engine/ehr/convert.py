@@ -129,7 +129,7 @@ def relevance(mapping: FhirMapping, now: datetime):
                 found += loose(comp.get("code")) if isinstance(comp, dict) else [("?", "?")]
         elif comps is not None:
             return True
-        facts = [(qi.get(sc) or ci.get(sc)).fact for sc in found if isinstance(sc[1], str) and (sc in qi or sc in ci)]
+        facts = [(qi[sc] if sc in qi else ci[sc]).fact for sc in found if isinstance(sc[1], str) and (sc in qi or sc in ci)]
         if not facts:
             return any(not isinstance(sc[1], str) or sc == ("?", "?") for sc in found)  # unreadable: let the shape check say so
         when = r.get("effectiveDateTime") or r.get("effectiveInstant")
@@ -198,8 +198,9 @@ class Converter(Medications):
             facts = {qi[sc].fact for sc in found if sc in qi} | {ci[sc].fact for sc in found if sc in ci}
             for name, _ in self.vs.members(found):
                 facts |= {r.fact for r in self.m.conditions if r.valueset == name}
-                if name in self.med_sets and self.med_sets[name].rate_fact:
-                    facts.add(self.med_sets[name].rate_fact)
+                rate_fact = self.med_sets[name].rate_fact if name in self.med_sets else None
+                if rate_fact:
+                    facts.add(rate_fact)
             if loc.type in ("MedicationAdministration", "MedicationRequest") and not facts:
                 facts = {m.rate_fact for m in self.m.medications if m.rate_fact}
             why = f"{loc.label} could not be read ({message} at {pointer})"
@@ -325,7 +326,7 @@ class Converter(Medications):
             for code in unverified:
                 self.notes.append(f"{fact} comes from code {code.code} ({code.display}), which is not verified in the mapping")
         for fact, old in stale.items():
-            rule = next(r for r in (*self.m.quantities, *self.m.coded) if r.fact == fact)
+            rule = next(r for r in self.m.observations() if r.fact == fact)
             hours = self.m.lookback_hours[rule.window]
             left = "" if fact in self.facts or fact in self.unknown else f"; {fact} left unknown"
             shown = ", ".join(old[:5]) + (f" and {len(old) - 5} more" if len(old) > 5 else "")
@@ -366,7 +367,7 @@ class Converter(Medications):
             why = f"unit system '{q.get('system')}' is not UCUM"
         elif unit not in factors:
             why = f"unit '{unit}' is not accepted for {fact} (accepted: {', '.join(factors)})"
-        if why:
+        if why or value is None or unit is None:  # no value or no unit: ``why`` says so
             self.notes.append(f"{loc.where(sub)}: {why}; {fact} from it left unknown")
             return None, why
         factor = factors[unit]

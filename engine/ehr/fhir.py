@@ -90,7 +90,7 @@ OBSERVATION_COUNT = {PREFETCH_OBSERVATIONS: 200, PREFETCH_LABS: 20, PREFETCH_WEI
 
 def observation_codes_of(mapping: FhirMapping, window: str) -> list[str]:
     """``system|code`` of every observation the mapping reads in ``window`` (the BP panel with the vitals)."""
-    codes = [f"{c.system}|{c.code}" for r in (*mapping.quantities, *mapping.coded) if r.window == window for c in r.codes]
+    codes = [f"{c.system}|{c.code}" for r in mapping.observations() if r.window == window for c in r.codes]
     return list(dict.fromkeys(codes + ([BP_PANEL] if window == "vitals" else [])))
 
 
@@ -123,8 +123,7 @@ def cut_observations(prefetch: Mapping[str, Any]) -> list[str]:
     out = []
     for key, count in OBSERVATION_COUNT.items():
         bundle = prefetch.get(key)
-        entries_ = bundle.get("entry") if isinstance(bundle, dict) else None
-        if not isinstance(entries_, list):
+        if not isinstance(bundle, dict) or not isinstance(entries_ := bundle.get("entry"), list):
             continue
         total = bundle.get("total")
         if (isinstance(total, int) and total > len(entries_)) or (not isinstance(total, int) and len(entries_) >= count):
@@ -202,7 +201,7 @@ def from_timeline(doc: Document, *, now: datetime, pack: RulePack) -> Conversion
     for fact, value in given.items():
         prov.given(fact, value, f"{doc.file} /timeline/state")
     mapping = load_mapping()
-    windows = {r.fact: mapping.lookback_hours[r.window] for r in (*mapping.quantities, *mapping.coded)}
+    windows = {r.fact: mapping.lookback_hours[r.window] for r in mapping.observations()}
     notes: list[str] = []
     by_fact: dict[str, list[Any]] = {}
     for r in tl.readings:

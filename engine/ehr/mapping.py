@@ -139,6 +139,10 @@ class FhirMapping:
         """(system, code) -> coded observation rule."""
         return {(c.system, c.code): r for r in self.coded for c in r.codes}
 
+    def observations(self) -> tuple[QuantityRule | CodedRule, ...]:
+        """Every observation rule, numeric then coded."""
+        return (*self.quantities, *self.coded)
+
     def observation_codes(self) -> list[Code]:
         """Every observation code the mapping reads (for prefetch templates)."""
         return [c for r in self.quantities for c in r.codes] + [c for r in self.coded for c in r.codes]

@@ -92,8 +92,8 @@ class Medications:
                 return "recognised", name
         return "unknown", None
 
-    def _rate(self, loc: Located, med: MedicationRule) -> tuple[Any, str, bool]:
-        """(converted rate or None, pointer suffix, whether a rate element is present)."""
+    def _rate(self, loc: Located, med: MedicationRule, fact: str) -> tuple[Any, str, bool]:
+        """(converted rate of ``fact`` or None, pointer suffix, whether a rate element is present)."""
         r = loc.resource
         if loc.type == "MedicationAdministration":
             holders = [(r.get("dosage"), "/dosage")]
@@ -104,24 +104,24 @@ class Medications:
             if not holder:
                 continue
             if "rateQuantity" in holder:
-                v, _ = self.convert_quantity(holder["rateQuantity"], med.factors, med.rate_fact, loc, f"{sub}/rateQuantity")
+                v, _ = self.convert_quantity(holder["rateQuantity"], med.factors, fact, loc, f"{sub}/rateQuantity")
                 return v, f"{sub}/rateQuantity", True
             if "rateRatio" in holder:
-                return self._ratio(holder["rateRatio"], med, loc, f"{sub}/rateRatio"), f"{sub}/rateRatio", True
+                return self._ratio(holder["rateRatio"], med, fact, loc, f"{sub}/rateRatio"), f"{sub}/rateRatio", True
         return None, "", False
 
-    def _ratio(self, ratio: dict[str, Any], med: MedicationRule, loc: Located, sub: str) -> Any:
+    def _ratio(self, ratio: dict[str, Any], med: MedicationRule, fact: str, loc: Located, sub: str) -> Any:
         num, den = ratio.get("numerator"), ratio.get("denominator")
         if num is None or den is None:
-            self.notes.append(f"{loc.where(sub)}: rateRatio needs a numerator and a denominator; {med.rate_fact} left unknown")
+            self.notes.append(f"{loc.where(sub)}: rateRatio needs a numerator and a denominator; {fact} left unknown")
             return None
         dv = den.get("value", 1)
         if dv <= 0:
-            self.notes.append(f"{loc.where(sub)}: denominator {dv!r} is not positive; {med.rate_fact} left unknown")
+            self.notes.append(f"{loc.where(sub)}: denominator {dv!r} is not positive; {fact} left unknown")
             return None
         q = {"value": num.get("value") / dv if num.get("value") is not None else None,
              "code": f"{num.get('code', num.get('unit'))}/{den.get('code', den.get('unit'))}", "system": num.get("system")}
-        v, _ = self.convert_quantity(q, med.factors, med.rate_fact, loc, f"{sub}/numerator")
+        v, _ = self.convert_quantity(q, med.factors, fact, loc, f"{sub}/numerator")
         return v
 
     def _running(self, loc: Located) -> bool:
@@ -193,10 +193,10 @@ class Medications:
                     self.notes.append(f"{med.drug.replace('_', ' ')} is running ({loc.label}); FHIR does not say which line "
                                       "it shares, so it is listed as sharing the norepinephrine line: check the lines")
                 if med.rate_fact:
-                    rate, sub, present = self._rate(loc, med)
-                    others = [o for o in tied.get(med.drug, []) if self._rate(o, med)[0] != rate]
+                    rate, sub, present = self._rate(loc, med, med.rate_fact)
+                    others = [o for o in tied.get(med.drug, []) if self._rate(o, med, med.rate_fact)[0] != rate]
                     if others:
-                        both = ", ".join(f"{x.label} = {self._rate(x, med)[0]}" for x in [loc, *others])
+                        both = ", ".join(f"{x.label} = {self._rate(x, med, med.rate_fact)[0]}" for x in [loc, *others])
                         self.notes.append(f"{med.rate_fact} left unknown: infusions started at the same time disagree ({both})")
                         self.leave_unknown(med.rate_fact, f"infusions started at the same time disagree: {both}")
                     elif rate is None:
@@ -208,7 +208,7 @@ class Medications:
                     else:
                         self.set(med.rate_fact, rate, loc, sub)
                 if med.concentration_fact:
-                    self._concentration(loc, med)
+                    self._concentration(loc, med, med.concentration_fact)
             elif med.rate_fact:
                 blockers = [l for l, unit in unidentified if unit is None or unit in med.factors]
                 if blockers:
@@ -245,7 +245,7 @@ class Medications:
         r = loc.resource
         if start is None or not med.rate_fact or loc.type != "MedicationAdministration":
             return
-        rate, _, present = self._rate(loc, med) if med.rate_fact else (None, "", False)
+        rate, _, present = self._rate(loc, med, med.rate_fact) if med.rate_fact else (None, "", False)
         if not present and "effectivePeriod" not in r:
             self.tl.doses.append(Dose(med.drug, start, f"{loc.label} ({iso(start)})"))
             return
@@ -288,7 +288,7 @@ class Medications:
                     if when is not None:
                         self.tl.fluids.append(Fluid(self.m.fluids[name], when, None, f"{loc.label} ({iso(when)})"))
 
-    def _concentration(self, loc: Located, med: MedicationRule) -> None:
+    def _concentration(self, loc: Located, med: MedicationRule, fact: str) -> None:
         med_res = self._medication(loc.resource)
         if med_res is None:
             return
@@ -301,9 +301,9 @@ class Medications:
                 continue
             q = {"value": (num.get("value") or 0) / den["value"],
                  "code": f"{num.get('code', num.get('unit'))}/{den.get('code', den.get('unit'))}", "system": num.get("system")}
-            v, _ = self.convert_quantity(q, self.m.factors["mcg_ml"], med.concentration_fact, loc, f"/medication ingredient {i}")
+            v, _ = self.convert_quantity(q, self.m.factors["mcg_ml"], fact, loc, f"/medication ingredient {i}")
             if v is not None:
-                self.set(med.concentration_fact, v, loc, "/medicationReference")
+                self.set(fact, v, loc, "/medicationReference")
             return
 
     # -- proposed orders --------------------------------------------------------------------

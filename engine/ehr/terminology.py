@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _read(path: str) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def load_valuesets(local_codes: Mapping[str, list[Mapping[str, str]]] | None = None, path: str | Path | None = None) -> ValueSets:
+def load_valuesets(local_codes: Mapping[str, Sequence[Mapping[str, str]]] | None = None, path: str | Path | None = None) -> ValueSets:
     """The bundled value sets, with a site's local codes added (``{valueset: [{system, code, display, source}]}``)."""
     doc = _read(str(path or default_valuesets_path()))
     sets: dict[str, list[Code]] = {

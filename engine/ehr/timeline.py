@@ -203,7 +203,7 @@ def compute(tf: TemporalFact, tl: Timeline, facts: Mapping[str, Any], now: datet
         unsized = [f for f in given if f.volume_ml is None]
         if unsized:
             return None, f"the volume of {unsized[0].source} is not recorded"
-        total = sum(f.volume_ml for f in given)
+        total = sum(f.volume_ml for f in given if f.volume_ml is not None)
         return round(total / weight, 1), f"{total:g} mL from {len(given)} administration(s) / {weight:g} kg"
     if tf.kind == "hours_since":
         marker = tl.markers.get(p["marker"])

@@ -26,10 +26,15 @@ import signal
 from collections import deque
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, NamedTuple
+from dataclasses import dataclass, replace
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 from ..errors import EvaluationError, InputError, PressorError
 from ..model import Result
+
+if TYPE_CHECKING:
+    from .compact import CompactWriter
+    from .load import Document
 
 #: States per chunk sent to a worker: large enough to amortise the round trip, small enough to keep memory flat.
 CHUNK = 64
@@ -45,11 +50,12 @@ class Item(NamedTuple):
     unreadable: dict[str, Any] | None = None
 
 
-class Answer(NamedTuple):
-    """One output line, its state's place in the input, and (only when asked, for the audit log) the
-    state and result behind it."""
+@dataclass(frozen=True)
+class Answer:
+    """One output line (None when a worker wrote it itself: see :func:`evaluate_many`'s ``out``), its state's
+    place in the input, and (only when asked, for the audit log) the state and result behind it."""
 
-    line: str
+    line: str | None
     exit_code: int
     index: int
     source: str
@@ -89,7 +95,7 @@ class _Worker:
         self.include_draft = include_draft
         self.keep = keep
         self.advice = advice
-        self.compact = None
+        self.compact: CompactWriter | None = None
         if compact:
             from .compact import CompactWriter
 
@@ -113,18 +119,19 @@ class _Worker:
                 document = parse(item.text, file=item.source, fmt="json" if item.source.endswith(".json") else None)
                 state = document.data
             conversion = None
+            evaluated: Document | None = document
             if isinstance(state, dict) and "timeline" in state:  # a timeline input, as `pressor recommend` takes it
                 from ..ehr.fhir import from_timeline
 
                 conversion = from_timeline(document, now=self.now, pack=self.pack)
-                state, document = conversion.state, None
-            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=document,
+                state, evaluated = conversion.state, None
+            result = evaluate(self.pack, state, now=self.now, include_draft=self.include_draft, document=evaluated,
                               advice=self.advice)
         except PressorError as exc:
             code = 4 if isinstance(exc, EvaluationError) else 1
             return Answer(_dumps({**head, "ok": False, "exit_code": code, **exc.to_dict()}), code, index, item.source)
         if self.compact is not None:
-            line = self._compact_line(index, item, result, conversion)
+            line = self._compact_line(self.compact, index, item, result, conversion)
             return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
         text = self.write(result)
         line = f'{{"index":{index},"source":{_dumps(item.source)},"ok":true,"result":'
@@ -134,23 +141,20 @@ class _Worker:
             line += f'{text[:-1]},"facts":{_dumps(conversion.facts)}}},"timeline":{_dumps(conversion.to_dict())}}}'
         return Answer(line, 0, index, item.source, state, result) if self.keep else Answer(line, 0, index, item.source)
 
+    @staticmethod
+    def _compact_line(compact: CompactWriter, index: int, item: Item, result: Result, conversion: Any) -> str:
+        from .compact import dumps
 
-def _compact_line(self: "_Worker", index: int, item: Item, result: Any, conversion: Any) -> str:
-    from .compact import dumps
-
-    defs, data = self.compact(result)
-    line: dict[str, Any] = {"index": index, "source": item.source, "ok": True, "result": data}
-    if conversion is not None:
-        data["facts"] = conversion.facts
-        line["timeline"] = conversion.to_dict()
-    text = dumps(line)
-    return text if defs is None else dumps({"defs": defs}) + "\n" + text
-
-
-_Worker._compact_line = _compact_line  # type: ignore[attr-defined]
+        defs, data = compact(result)
+        line: dict[str, Any] = {"index": index, "source": item.source, "ok": True, "result": data}
+        if conversion is not None:
+            data["facts"] = conversion.facts
+            line["timeline"] = conversion.to_dict()
+        text = dumps(line)
+        return text if defs is None else dumps({"defs": defs}) + "\n" + text
 
 
-def _dumps(data: dict[str, Any]) -> str:
+def _dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -179,7 +183,7 @@ def _answer_chunk_direct(number: int, fd: int, chunk: list[tuple[int, Item]]) ->
     """The chunk's lines, written by this worker to ``fd`` when every earlier chunk has been; its answers
     without their lines (the parent only counts them)."""
     answers = _answer_chunk(chunk)
-    data = "".join(a.line + "\n" for a in answers).encode()
+    data = "".join(a.line + "\n" for a in answers if a.line is not None).encode()  # a worker's answers have lines
     turn, stopped, cond = _turn
     with cond:
         while turn.value != number:
@@ -196,7 +200,7 @@ def _answer_chunk_direct(number: int, fd: int, chunk: list[tuple[int, Item]]) ->
             cond.notify_all()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return [a._replace(line=None) for a in answers]
+    return [replace(a, line=None) for a in answers]
 
 
 def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime, include_draft: bool = False,

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..errors import Problem, close_matches
 from ..model import All, Any_, Compare, Condition, Not
+from .kleene import every_part
 
 NUMERIC_OPS = {"<", "<=", ">", ">=", "==", "!=", "in"}
 OPS_BY_KIND = {
@@ -88,7 +89,8 @@ class ConditionCompiler:
                 if not kids:
                     self.report(f"{pointer}/{key}", f"'{key}' needs at least one condition", None)
                     return None
-                return None if None in kids else cls(tuple(kids), pointer)
+                parsed = [kid for kid in kids if kid is not None]
+                return cls(tuple(parsed), pointer) if len(parsed) == len(kids) else None
         if "not" in data:
             kid = self.parse(data["not"], f"{pointer}/not", allow_fact_refs=allow_fact_refs)
             return None if kid is None else Not(kid, pointer)
@@ -125,15 +127,15 @@ class ConditionCompiler:
                 return None
             return Compare(ft.path, op, value_fact=other.path, pointer=pointer)
         value = data.get("value")
-        values = value if op == "in" else [value]
         if op == "in" and not isinstance(value, list):
             self.report(f"{pointer}/value", "'in' needs a list of values", None)
             return None
+        values: list[Any] = value if isinstance(value, list) and op == "in" else [value]
         for i, v in enumerate(values):
             vp = f"{pointer}/value/{i}" if op == "in" else f"{pointer}/value"
             if not self._value_ok(ft, v, vp):
                 return None
-        return Compare(ft.path, op, tuple(value) if op == "in" else value, pointer=pointer)
+        return Compare(ft.path, op, tuple(values) if op == "in" else value, pointer=pointer)
 
     def _value_ok(self, ft: FactType, v: Any, pointer: str) -> bool:
         if ft.kind == "number":
@@ -165,8 +167,8 @@ def to_engine(cond: Condition, negated: bool = False) -> dict[str, Any]:
     if isinstance(cond, Not):
         return to_engine(cond.child, not negated)
     if isinstance(cond, (All, Any_)):
-        conj = isinstance(cond, All) != negated
-        return group("$and" if conj else "$or", [to_engine(c, negated) for c in cond.children])
+        every = every_part(isinstance(cond, All), not negated)  # the engine fires on true: under a not(), on false
+        return group("$and" if every else "$or", [to_engine(c, negated) for c in cond.children])
     name = engine_name(cond.fact)
     op = cond.op
     if op == "known":

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import operator
 from dataclasses import MISSING, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence, TypeGuard
 
 from .doses import compute_dose
 from .logic import Derivation, derive_per_dosing_kg, estimated_map, per_dosing_kg_evidence
+from .kleene import gather, not3
+from .memo import BUILD_LOCK
 from .pack_cache import compiled_code
-from ..model import All, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
+from ..model import All, Any_, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
 
 Truth = Callable[[Mapping[str, Any]], "bool | None"]
 Missing = Callable[[Mapping[str, Any], Mapping[str, frozenset]], frozenset]
@@ -95,23 +97,24 @@ class _TruthSource:
             test = f"v {_PY_OPS[leaf.op]} {value}"
         return f"(None if (v := g({key}, _A)) is _A else {test})"
 
-    def _group(self, cond: Condition) -> list[str]:
+    def _group(self, cond: All | Any_) -> list[str]:
+        """:func:`.kleene.junction` written out: stop at the first part that decides, else unknown if one was."""
         conj = isinstance(cond, All)
-        decisive = "False" if conj else "True"
+        decisive = repr(not conj)  # the part's truth that decides the whole (kleene.decides)
         out = ["    u = False"]
         for child in cond.children:
             out.append(f"    r = {self._expr(child)}")
             out.append(f"    if r is {decisive}: return {decisive}")
             out.append("    if r is None: u = True")
-        out.append(f"    return None if u else {'True' if conj else 'False'}")
+        out.append(f"    return None if u else {conj!r}")
         return out
 
 
-def _is_any(cond: Condition) -> bool:
+def _is_any(cond: Condition) -> TypeGuard[Any_]:
     return not isinstance(cond, (All, Compare, Not))
 
 
-def compile_truths(conditions: list[Condition]) -> list[Truth]:
+def compile_truths(conditions: Sequence[Condition]) -> list[Truth]:
     """One compiled truth function per condition (one ``compile`` call for all of them)."""
     source = _TruthSource()
     names = [source.function(c) for c in conditions]
@@ -206,31 +209,15 @@ def compile_verdict(cond: Condition) -> VerdictFn:
 
         def not_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
             t, evidence = inner(facts)
-            return (None, ()) if t is None else (not t, evidence)
+            return not3(t), evidence  # unknown carries no evidence
 
         return not_verdict
     conj = isinstance(cond, All)
     kids = tuple(compile_verdict(c) for c in cond.children)
 
     def group_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
-        held: list[Evidence] = []
-        failed: list[Evidence] = []
-        unknown = False
-        for kid in kids:
-            t, evidence = kid(facts)
-            if t is None:
-                unknown = True
-            elif t:
-                held.extend(evidence)
-            elif conj:
-                return False, evidence
-            else:
-                failed.extend(evidence)
-        if not conj and held:
-            return True, tuple(held)
-        if unknown:
-            return None, ()
-        return (True, tuple(held)) if conj else (False, tuple(failed))
+        t, deciding = gather(conj, (kid(facts) for kid in kids))
+        return t, (() if t is None else tuple(e for evidence in deciding for e in evidence))
 
     return group_verdict
 
@@ -495,7 +482,10 @@ class _CompiledDerivation(Derivation):
 
 def compiled_pack(pack: RulePack) -> CompiledPack:
     """The pack's compiled form, built on first use and kept in ``pack.cache``."""
-    found = pack.cache.get("compiled")
+    found = pack.cache.compiled
     if found is None:
-        found = pack.cache.setdefault("compiled", CompiledPack(pack))
+        with BUILD_LOCK:
+            found = pack.cache.compiled
+            if found is None:
+                found = pack.cache.compiled = CompiledPack(pack)
     return found

@@ -21,6 +21,7 @@ from .plan import build_plan
 from ..model import (SEVERITY_ORDER, AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack,
                      leaves)
 from .validate import check_state
+from .memo import BUILD_LOCK, superseded_by
 
 ACTIVE_BY_DEFAULT = frozenset({"approved"})
 ACTIVE_WITH_DRAFTS = frozenset({"approved", "draft", "in-review"})
@@ -58,7 +59,7 @@ class Evaluator:
         self.matcher.close()
 
 
-class _EngineSlot:
+class EngineSlot:
     """Holds a pack's evaluator; rebuilt after an engine failure, shared by threads."""
 
     def __init__(self) -> None:
@@ -68,8 +69,8 @@ class _EngineSlot:
     def get(self, pack: RulePack) -> Evaluator:
         with self._lock:
             if self._evaluator is None:
-                self._evaluator = Evaluator.build(pack.rules, pack.cache.get("rulesets"))
-                pack.cache["rulesets"] = self._evaluator.matcher.rulesets
+                self._evaluator = Evaluator.build(pack.rules, pack.cache.rulesets)
+                pack.cache.rulesets = self._evaluator.matcher.rulesets
             return self._evaluator
 
     def discard(self, evaluator: Evaluator) -> None:
@@ -79,10 +80,14 @@ class _EngineSlot:
         evaluator.close()
 
 
-def _slot(pack: RulePack) -> _EngineSlot:
-    slot = pack.cache.get("engine")
+def engine_slot(pack: RulePack) -> EngineSlot:
+    """The slot holding the pack's evaluator (made on first use, kept with the pack)."""
+    slot = pack.cache.engine
     if slot is None:
-        slot = pack.cache.setdefault("engine", _EngineSlot())
+        with BUILD_LOCK:
+            slot = pack.cache.engine
+            if slot is None:
+                slot = pack.cache.engine = EngineSlot()
     return slot
 
 
@@ -91,7 +96,7 @@ def prepare(pack: RulePack) -> None:
     need (see residual.py) now (load time), so that anything refused fails before any patient."""
     from .residual import context
 
-    _slot(pack).get(pack)
+    engine_slot(pack).get(pack)
     compiled_pack(pack)
     context(pack)
 
@@ -108,7 +113,7 @@ def freeze_long_lived() -> None:
 
 def release(pack: RulePack) -> None:
     """Free the engine built for ``pack`` (on reload: build the new pack first, then release the old)."""
-    slot = pack.cache.pop("engine", None)
+    slot, pack.cache.engine = pack.cache.engine, None
     if slot is not None and slot._evaluator is not None:
         slot._evaluator.close()
 
@@ -164,7 +169,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     derivation = compiled.derive(facts)
     missing_of = derivation.missing_of
     decided = completion_of(pack).decide(facts, missing_of)
-    slot = _slot(pack)
+    slot = engine_slot(pack)
     evaluator = slot.get(pack)
     try:
         fired = evaluator.matcher.match(_engine_fact(facts, pack.array_members))
@@ -190,7 +195,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
             continue
         truth = rule.truth(facts)
         if truth is None:
-            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of) if advice else ()))
+            not_evaluable.append(rule.not_evaluable(rule.missing(facts, missing_of) if advice else frozenset()))
             undecided.append(rule.rule)
         elif truth:
             raise EvaluationError.single(
@@ -231,11 +236,14 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
 
 def completion_of(pack: RulePack) -> Any:
     """The pack's :class:`~.completion.Completion` (built on first use, kept with the pack)."""
-    found = pack.cache.get("completion")
+    found = pack.cache.completion
     if found is None:
         from .completion import Completion
 
-        found = pack.cache.setdefault("completion", Completion(pack, compiled_pack(pack).derived))
+        with BUILD_LOCK:
+            found = pack.cache.completion
+            if found is None:
+                found = pack.cache.completion = Completion(pack, compiled_pack(pack).derived)
     return found
 
 
@@ -284,7 +292,7 @@ def _assemble(pack: RulePack, order: Mapping[str, int], analysis: Any) -> tuple[
                 facts=item.needs, dose=None, drug=rule.drug or (rule.dose.drug if rule.dose else None),
             ))
         elif item.outcome == "superseded":
-            winners = sorted(pack.cache["superseded_by"][rule.id] & shown)
+            winners = sorted(superseded_by(pack)[rule.id] & shown)
             not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, f"superseded by {', '.join(winners)}"))
         elif item.outcome == "not_applicable":
             if item.because:
@@ -341,9 +349,7 @@ def _measurement_warnings(facts: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _drop_superseded(pack: RulePack, recs: list[Recommendation]) -> tuple[list[Recommendation], tuple[str, ...]]:
     """A rule that another shown rule supersedes (``supersedes:``) is left out, and the result says so."""
-    by = pack.cache.get("superseded_by")
-    if by is None:
-        by = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    by = superseded_by(pack)
     if not by:
         return recs, ()
     shown = {r.rule_id for r in recs}

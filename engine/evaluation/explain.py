@@ -17,6 +17,7 @@ from ..errors import EvaluationError
 from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, completion_of, evaluate, flatten_state
 from .load import Document
 from .logic import Derivation, derive, truth, verdict
+from .kleene import gather
 from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, condition_data, leaves
 from .pack import find_rule
 from ..report import because_text, ordered_evidence
@@ -106,7 +107,7 @@ class RuleExplanation:
 class Explanation:
     """Every explained rule of one evaluation, in pack order."""
 
-    pack: dict[str, str]
+    pack: dict[str, Any]
     evaluated_at: str
     engine_version: str
     include_draft: bool
@@ -227,12 +228,7 @@ def _deciding(cond: Condition, facts: Mapping[str, Any], negated: bool) -> list[
         return [(cond, negated)]
     if isinstance(cond, Not):
         return _deciding(cond.child, facts, not negated)
-    own = truth(cond, facts)
-    kids = [(child, truth(child, facts)) for child in cond.children]
-    if isinstance(cond, All) and own is False:
-        chosen = [next(child for child, t in kids if t is False)]
-    else:
-        chosen = [child for child, t in kids if t is own]
+    _, chosen = gather(isinstance(cond, All), ((truth(child, facts), child) for child in cond.children))
     return [pair for child in chosen for pair in _deciding(child, facts, negated)]
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, NamedTuple
 
 from ..model import All, Compare, Condition, Derived, Evidence, Not
 from .dosing_weight import per_dosing_kg
-from .kleene import decides, junction, not3
+from .kleene import decides, gather, junction, not3
 
 _ORDER = {
     "<": lambda a, b: a < b,
@@ -111,28 +111,11 @@ def verdict(cond: Condition, facts: Mapping[str, Any], missing_of: Mapping[str, 
                                     Evidence(cond.value_fact, cond.text, facts[cond.value_fact], t)))
     if isinstance(cond, Not):
         inner = verdict(cond.child, facts, missing_of)
-        if inner.truth is None:
-            return inner
-        return Verdict(not inner.truth, evidence=inner.evidence)
-    conj = isinstance(cond, All)
-    held: list[Evidence] = []  # evidence of the children that were true
-    failed: list[Evidence] = []  # ... and of those that were false
-    unknown: list[Verdict] = []
-    for child in cond.children:
-        v = verdict(child, facts, missing_of)
-        if v.truth is None:
-            unknown.append(v)
-        elif v.truth:
-            held.extend(v.evidence)
-        elif conj:
-            return Verdict(False, evidence=v.evidence)
-        else:
-            failed.extend(v.evidence)
-    if not conj and held:
-        return Verdict(True, evidence=tuple(held))
-    if unknown:
-        return Verdict(None, frozenset().union(*(v.missing for v in unknown)))
-    return Verdict(True, evidence=tuple(held)) if conj else Verdict(False, evidence=tuple(failed))
+        return inner._replace(truth=not3(inner.truth))  # unknown: no evidence; known: nothing missing
+    t, deciding = gather(isinstance(cond, All), ((v.truth, v) for v in (verdict(c, facts, missing_of) for c in cond.children)))
+    if t is None:
+        return Verdict(None, frozenset().union(*(v.missing for v in deciding)))
+    return Verdict(t, evidence=tuple(e for v in deciding for e in v.evidence))
 
 
 class Derivation:

@@ -7,7 +7,8 @@ code; so the finished :class:`~pressor.engine.model.RulePack` is stored under a 
 SHA-256 of all of those:
 
 * pressor's version, the Python version, and the SHA-256 of every module and schema that shapes
-  a loaded pack (``engine/evaluation/*.py``, ``model.py``, ``errors.py``, ``schemas/*.json``),
+  a loaded pack (``engine/evaluation/*.py``, ``model.py``, ``rule_pack.py``, ``conditions.py``, ``dosing_policy.py``,
+  ``errors.py``, ``schemas/*.json``),
   so a code change, even in an editable install, misses;
 * the pack directory as given, and for each file its label and the SHA-256 of its bytes.
 
@@ -87,7 +88,7 @@ def cache_dir() -> Path | None:
 def _code_fingerprint() -> bytes:
     """SHA-256 over the code and schemas that decide what a loaded pack holds."""
     h = hashlib.sha256()
-    sources = sorted(_HERE.glob("*.py")) + [_HERE.parent / "model.py", _HERE.parent / "errors.py"]
+    sources = sorted(_HERE.glob("*.py")) + [_HERE.parent / name for name in ("model.py", "rule_pack.py", "conditions.py", "dosing_policy.py", "errors.py")]
     from ... import schemas as package
 
     schemas = Path(package.DIR)
@@ -192,15 +193,10 @@ def get(key: str) -> RulePack | None:
     return pack if isinstance(pack, RulePack) else None
 
 
-#: What a pack's ``cache`` keeps in the pack cache: plain data that loading prepared (the engine's ruleset
-#: JSON, the residual analysis's probes). Everything else there is a runtime object, rebuilt on load.
-KEPT = ("rulesets", "residual_probes")
-
-
 def put(key: str, pack: RulePack) -> None:
-    """Store ``pack`` under ``key``, with what :data:`KEPT` names of its cache and none of its runtime objects."""
-    kept = {name: pack.cache[name] for name in KEPT if name in pack.cache}
-    _write(f"{key}.pack", pickle.dumps(replace(pack, cache=kept), protocol=pickle.HIGHEST_PROTOCOL))
+    """Store ``pack`` under ``key``, with the plain data of its ``cache`` and none of its runtime objects
+    (:meth:`.memo.PackMemo.kept`)."""
+    _write(f"{key}.pack", pickle.dumps(replace(pack, cache=pack.cache.kept()), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def compiled_code(source: str, filename: str) -> CodeType:
@@ -231,7 +227,8 @@ def state_validator(definition: dict[str, Any]) -> Callable[[Any], Any]:
     material = json.dumps(definition, sort_keys=True) + f"\0{fastjsonschema.VERSION}\0{sys.version}\0{__version__}"
     name = hashlib.sha256(material.encode()).hexdigest() + ".validator"
     payload = _read(name)
-    code = entry = None
+    code: CodeType | None = None
+    entry = b""
     if payload is not None:
         entry, _, body = payload.partition(b"\n")
         try:

@@ -69,10 +69,11 @@ def declared(docs: list[Document], problems: list[Problem]) -> dict[str, Paramet
             ptr = f"/parameters/{i}"
             if not isinstance(item, dict) or not {"name", "value", "unit", "range", "description"} <= item.keys():
                 continue  # the rule-file schema reports the shape
-            rng = item["range"] if isinstance(item["range"], dict) else {}
+            rng: dict[str, Any] = item["range"] if isinstance(item["range"], dict) else {}
             lo, hi, value = rng.get("min"), rng.get("max"), item["value"]
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi, value)):
                 continue
+            assert lo is not None and hi is not None  # numbers, just checked (for the type checker)
             if item["name"] in out:
                 problems.append(Problem(f"parameter '{item['name']}' is declared twice", **doc.where(f"{ptr}/name")))
                 continue

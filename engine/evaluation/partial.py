@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from ..model import All, Any_, Compare, Condition, Derived, Not, leaves
+from .kleene import every_part
 from .logic import compare
 
 Residual = Any  # True | False | Condition
@@ -109,7 +110,7 @@ class Partial:
         if isinstance(cond, Not):
             return self.of(cond.child, not pol)
         parts = (self.of(c, pol) for c in cond.children)
-        return conj(parts) if isinstance(cond, All) == pol else disj(parts)
+        return conj(parts) if every_part(isinstance(cond, All), pol) else disj(parts)
 
     def _leaf(self, leaf: Compare, pol: bool) -> Residual:
         if leaf.op in ("known", "unknown") and leaf.fact not in self.facts and leaf.fact not in self.derived:

@@ -28,9 +28,9 @@ MAX_QUESTIONS = 3
 
 def scope_rules(pack: RulePack) -> frozenset[str]:
     """The pack's scope rules: those that supersede every other (``supersedes: ["*"]``)."""
-    found = pack.cache.get("scope_rules")
-    if found is None:
-        found = pack.cache.setdefault("scope_rules", frozenset(r.id for r in pack.rules if r.raw.get("supersedes") == ["*"]))
+    found = pack.cache.scope_rules
+    if found is None:  # plain data: two threads that both build it build the same
+        found = pack.cache.scope_rules = frozenset(r.id for r in pack.rules if r.raw.get("supersedes") == ["*"])
     return found
 
 

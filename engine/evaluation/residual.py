@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 from ..model import SEVERITY_ORDER, AbsentMeans, Compare, Condition, Rule, RulePack, leaves
 from .logic import _ORDER as _ORDER_OF, compare, derive, truth
 from .partial import Residual, Partial, inputs_of
+from .memo import BUILD_LOCK, superseded_by
 
 
 class Undecided(NamedTuple):
@@ -90,6 +91,9 @@ class ResidualContext:
         self.derived = {d.name: d for d in pack.derived}
         #: Derived numbers of their own (products, the mean pressure), recomputed when a fact is supplied.
         self.numbers = tuple(d for d in pack.derived if d.product is not None or d.mean_pressure is not None)
+        #: Each derived number's name and the facts it is computed from (a product's factors, the pressures).
+        self.number_inputs: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (d.name, inputs) for d in pack.derived if (inputs := d.product or d.mean_pressure) is not None)
         self._schema = schema(STATE_SCHEMA)
         self.domains = domains_of(self._schema)
         self._space: Any = None
@@ -108,9 +112,9 @@ class ResidualContext:
         #: it, or None if the rule's own condition does). Plain data, kept in the pack cache with the pack.
         self._probe_list: list[tuple[Compare, tuple[Any, ...] | None]]
         self._probe_index: dict[str, tuple[tuple[int, frozenset[str] | None], ...]]
-        kept = pack.cache.get("residual_probes")
+        kept = pack.cache.residual_probes
         if kept is None:
-            kept = pack.cache["residual_probes"] = self._probes(pack)
+            kept = pack.cache.residual_probes = self._probes(pack)
         self._probe_list, self._probe_index = kept
         self._number_names = frozenset(d.name for d in self.numbers)
 
@@ -172,8 +176,7 @@ class ResidualContext:
         read = {p for o in outcomes if o.outcome == "conditional" for p in o.needs if p in self._number_names}
         if not read:
             return ()
-        return tuple((d.name, tuple(facts.get(p) for p in (d.product or d.mean_pressure)))  # type: ignore[union-attr]
-                     for d in self.numbers if d.name in read)
+        return tuple((name, tuple(facts.get(p) for p in inputs)) for name, inputs in self.number_inputs if name in read)
 
     def _probe(self, i: int, facts: Mapping[str, Any]) -> Any:
         leaf, cases = self._probe_list[i]
@@ -182,7 +185,7 @@ class ResidualContext:
             # a comparison with an unknown derived number: the known side against each value it can take
             extra = []
             for side, other in ((leaf.fact, leaf.value_fact), (leaf.value_fact, leaf.fact)):
-                if side in facts and other is not None and other not in facts:
+                if side is not None and side in facts and other is not None and other not in facts:
                     v = facts[side]
                     extra.append(tuple(_ORDER_OF[leaf.op](v, c) if side == leaf.fact else _ORDER_OF[leaf.op](c, v)
                                        for c in cases))
@@ -238,8 +241,8 @@ class ResidualContext:
     def deciding(self, res: Residual, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """The missing facts whose values do not all leave ``res`` in the same state (cached per residual;
         a residual over a product also depends on its known factor, which joins the key)."""
-        factors = tuple(sorted((p, facts[p]) for d in self.numbers if d.name in inputs_of(res)
-                               for p in (d.product or d.mean_pressure) if p in facts))  # type: ignore[union-attr]
+        factors = tuple(sorted((p, facts[p]) for name, inputs in self.number_inputs if name in inputs_of(res)
+                               for p in inputs if p in facts))
         key = (res, factors)
         found = self._deciding.get(key)
         if found is not None:
@@ -274,9 +277,12 @@ class ResidualContext:
 
 def context(pack: RulePack) -> ResidualContext:
     """The pack's residual context (built on first use, then kept with the pack)."""
-    ctx = pack.cache.get("residual")
+    ctx = pack.cache.residual
     if ctx is None:
-        ctx = pack.cache.setdefault("residual", ResidualContext(pack))
+        with BUILD_LOCK:
+            ctx = pack.cache.residual
+            if ctx is None:
+                ctx = pack.cache.residual = ResidualContext(pack)
     return ctx
 
 
@@ -288,9 +294,7 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     ctx = context(pack)
     absent, declared = ctx.absent_declared(facts)
     seen = ctx.observe(facts, absent)
-    superseded = pack.cache.get("superseded_by")
-    if superseded is None:
-        superseded = pack.cache.setdefault("superseded_by", pack.superseded_by())
+    superseded = superseded_by(pack)
     keys = []
     outcomes: list[Undecided] = []
     partials: list[Partial] = []  # built on the first cache miss only

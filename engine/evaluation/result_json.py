@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from ..model import Conditional, Evidence, NotEvaluable, Recommendation, Result, condition_data
 
@@ -31,6 +31,9 @@ _STATIC = ("rule_id", "rule_version", "status", "kind", "severity", "title", "su
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one per call
 #: Entries kept per memo (distinct missing-fact lists, result headers): bounded, so memory stays flat.
+K = TypeVar("K")
+V = TypeVar("V")
+
 _MEMO_LIMIT = 4096
 
 
@@ -71,9 +74,9 @@ class ResultWriter:
     def __call__(self, result: Result) -> str:
         if not self.fast or not result.advice:
             return compact_json(result)
-        fresh = [r for r in result.recommendations if r.rule_id not in self._heads]
-        fresh += [n for n in result.not_evaluable if n.rule_id not in self._missing_heads]
-        fresh += [c for c in result.conditional if c.rule_id not in self._conditional_heads]
+        fresh = (any(r.rule_id not in self._heads for r in result.recommendations)
+                 or any(n.rule_id not in self._missing_heads for n in result.not_evaluable)
+                 or any(c.rule_id not in self._conditional_heads for c in result.conditional))
         text = self._write(result)
         if fresh:  # a rule met for the first time: check the whole result against the reference
             reference = compact_json(result)
@@ -159,6 +162,6 @@ def _items(items: tuple) -> str:
     return _dumps([i.to_dict() for i in items]) if items else "[]"
 
 
-def _remember(memo: dict, key: Any, value: str) -> None:
+def _remember(memo: dict[K, V], key: K, value: V) -> None:
     if len(memo) < _MEMO_LIMIT:
         memo[key] = value

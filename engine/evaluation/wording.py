@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from ..model import All, Compare, Condition, Not
+from .kleene import every_part
 
 _OP_WORDS = {"<": "below", "<=": "at most", ">": "above", ">=": "at least", "==": "exactly", "!=": "not"}
 
@@ -108,7 +109,7 @@ def _words(cond: Condition, negated: bool, descriptions: Mapping[str, str] | Non
         if isinstance(cond.child, Compare):
             return _leaf(cond.child, not negated, descriptions)
         return _words(cond.child, not negated, descriptions, top)
-    conjunctive = isinstance(cond, All) != negated  # not(all) reads as any of the negations
+    conjunctive = every_part(isinstance(cond, All), not negated)  # not(all) reads as any of the negations
     children = list(cond.children)
     if not conjunctive and len(children) == 2:
         unrecorded = _not_recorded_unless(children, negated, descriptions)

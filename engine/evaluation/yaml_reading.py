@@ -184,20 +184,20 @@ def _yaml11_reading(text: str) -> tuple[str, str] | None:
         return (f"'{text}' is not a boolean in YAML 1.2 (YAML 1.1 reads it as {'true' if _YAML11_BOOL[text] else 'false'})",
                 "write true or false, or quote it if you mean the text")
     if _RADIX.fullmatch(text):
-        value = int(text.replace("_", ""), 0)
-        return (f"'{text}' is {_RADIX_NAMES[text.lstrip('+-')[1]]} number ({value}); pressor reads decimal numbers only",
-                f"write {value} if you mean it")
+        number = int(text.replace("_", ""), 0)
+        return (f"'{text}' is {_RADIX_NAMES[text.lstrip('+-')[1]]} number ({number}); pressor reads decimal numbers only",
+                f"write {number} if you mean it")
     if _LEADING_ZERO.fullmatch(text):
         digits = text.lstrip("+-")
         reading = f"octal ({int(text, 8)})" if set(digits) <= set("01234567") else "text"
         return (f"'{text}' has a leading zero, which YAML 1.1 reads as {reading}",
                 f"write {int(text, 10)} without the leading zero")
     if _SEPARATED.fullmatch(text):
-        value = text.replace("_", "")
-        return (f"'{text}' has a digit separator, which YAML 1.1 reads as {value} and YAML 1.2 as text", f"write {value}")
+        joined = text.replace("_", "")
+        return (f"'{text}' has a digit separator, which YAML 1.1 reads as {joined} and YAML 1.2 as text", f"write {joined}")
     if _BASE60.fullmatch(text):
         sign = -1 if text.startswith("-") else 1
-        value: float = 0
+        value = 0.0
         for part in text.lstrip("+-").replace("_", "").split(":"):
             value = value * 60 + float(part)
         value *= sign

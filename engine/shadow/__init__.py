@@ -32,7 +32,9 @@ def read_courses(*, mimic_iv: str | None = None, fhir_ndjson: str | None = None,
         return read_fhir_ndjson(fhir_ndjson, at=at)[:stays], f"FHIR Bulk NDJSON {Path(fhir_ndjson).name}"
     from .sources import read_timeline_lines
 
-    return read_timeline_lines(timeline)[:stays], f"timeline {Path(timeline).name}"  # type: ignore[arg-type]
+    if timeline is None:
+        raise ValueError("read_courses needs one of mimic_iv, fhir_ndjson and timeline")
+    return read_timeline_lines(timeline)[:stays], f"timeline {Path(timeline).name}"
 
 
 def shadow(courses: list, out: str | Path, *, source: str, rules_dir: str | None = None, profile: str | None = None,

@@ -60,7 +60,7 @@ def read_call(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _question(q: Any, shown: bool) -> list[Any]:
     decides = _list(q.get("decides")) if isinstance(q, Mapping) else []
-    worst = min((SEVERITY_RANK.get(d.get("severity"), 3) for d in decides if isinstance(d, Mapping)), default=3)
+    worst = min((SEVERITY_RANK.get(str(d.get("severity")), 3) for d in decides if isinstance(d, Mapping)), default=3)
     return [q["fact"], len(decides), _severity_name(worst), shown]
 
 

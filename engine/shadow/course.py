@@ -70,7 +70,8 @@ def _latest(index: CourseIndex, fact: str, t: datetime, hours: float | None, sou
     recent = [r for r in index.window(fact, start, t) if r.value is not None]
     if not recent:
         return None
-    for source in sources or [None]:
+    preferred: list[str | None] = [*sources] if sources else [None]
+    for source in preferred:
         pick = [r for r in recent if source is None or r.source.startswith(source)]
         if pick:
             return pick[-1]
@@ -104,10 +105,10 @@ def state_at(index: CourseIndex, pack: Any, t: datetime, drug_of_rate: Mapping[s
             break
         current[change.drug] = change
     for drug, change in current.items():
-        fact = rate_fact.get(drug)
-        if fact and change.rate is not None:
-            facts[fact] = change.rate
-            prov.record(fact, change.rate, [change.source])
+        rate = rate_fact.get(drug)
+        if rate and change.rate is not None:
+            facts[rate] = change.rate
+            prov.record(rate, change.rate, [change.source])
     # The pack's temporal facts, from the part of the timeline they can look at.
     since = t - TEMPORAL_LOOKBACK
     tl = Timeline(

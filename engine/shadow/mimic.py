@@ -72,7 +72,7 @@ def _rows(root: Path, names: str | list[str], required: bool = True,
         wanted = {str(i) for i in items} if items is not None else None
         column = header.index("itemid") if wanted is not None and "itemid" in header else None
         for row in reader:
-            if column is not None and (column >= len(row) or row[column] not in wanted):
+            if column is not None and wanted is not None and (column >= len(row) or row[column] not in wanted):
                 continue
             yield dict(zip(header, row))
 
@@ -87,8 +87,10 @@ def _ts(text: str | None) -> datetime | None:
 
 
 def _num(text: str | None) -> float | None:
+    if text is None:
+        return None
     try:
-        value = float(text)  # type: ignore[arg-type]
+        value = float(text)
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None

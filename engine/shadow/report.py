@@ -8,7 +8,7 @@ import csv as _csv
 import html
 import io
 from datetime import datetime
-from typing import Any
+from typing import AbstractSet, Any
 
 #: Stays drawn as timelines (those with a vasoactive infusion first, then those in the case lists).
 MAX_PLOTS = 24
@@ -41,7 +41,7 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(header: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
+def _table(header: list[str], rows: list[list[Any]], numeric: AbstractSet[int] = frozenset()) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td class='n'>{_e(v)}</td>" if i in numeric else f"<td>{_e(v)}</td>"
                                     for i, v in enumerate(r)) + "</tr>" for r in rows)

@@ -76,8 +76,8 @@ def checked_state(facts: dict[str, Any]) -> tuple[dict[str, Any], list[str], boo
         except PatientStateError as exc:
             problem = exc.problems[0]
             path = problem.fact_path or (problem.pointer or "").strip("/").replace("/", ".")
-            targets = _DROP_INSTEAD.get(path) if "between" in problem.message else None
-            targets = [t for t in (targets or (path,)) if t in facts]
+            instead = _DROP_INSTEAD.get(path) if "between" in problem.message else None
+            targets = [t for t in (instead or (path,)) if t in facts]
             if not targets:
                 return state, dropped, True
             for t in targets:
@@ -144,15 +144,15 @@ def _converted(course: Course, i: int, t: datetime, pack: Any) -> tuple[dict[str
             return conversion.state, dropped, False, list(conversion.notes), conversion.timeline
         line = course.meta["documents"][i]
         data = {"timeline": copy.deepcopy(line["timeline"])}  # each evaluation may drop values: its own copy
-        dropped: list[str] = []
+        dropped = []
         for _ in range(MAX_DROPS + 1):
             try:
                 conversion = from_timeline(Document(data, line["source"]), now=t, pack=pack)
                 return conversion.state, dropped, False, list(conversion.notes), conversion.timeline
             except InputError as exc:
                 events = data["timeline"].get("events", [])
-                bad = sorted({int(p.pointer.split("/")[3]) for p in exc.problems
-                              if (p.pointer or "").startswith("/timeline/events/") and len(p.pointer.split("/")) > 3}, reverse=True)
+                bad = sorted({int(ptr.split("/")[3]) for p in exc.problems for ptr in [p.pointer or ""]
+                              if ptr.startswith("/timeline/events/") and len(ptr.split("/")) > 3}, reverse=True)
                 if not bad:
                     return {}, dropped + [str(p.message) for p in exc.problems], True, [], None
                 for j in bad:

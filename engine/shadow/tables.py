@@ -13,7 +13,7 @@ import random
 import statistics
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .concordance import advised, course_concordance
 
@@ -27,7 +27,7 @@ START_OR_UP = frozenset({"norepinephrine.start", "norepinephrine.start-emergency
 START_OR_UP_VS_DOWN = (frozenset({"norepinephrine.titrate"}), frozenset({"norepinephrine.wean"}))
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1); 0 for no values."""
     if not values:
         return 0.0
@@ -174,7 +174,7 @@ def build(courses: list[dict[str, Any]], pack: Any, *, detectors: tuple[dict[str
                                  "within_hours": d["within_hours"]}
         detector_rows.append([d["id"], d["label"], " ".join(d["rules"]), d["drug"], " ".join(d["change"]), d["within_hours"],
                               a[0], a[1], summary_conc[d["id"]]["median_minutes_to_action"], t[0], t[1]])
-    summary = {
+    summary: dict[str, Any] = {
         "patient_hours": n,
         "answered": len(answered),
         "refused": refused,

@@ -336,4 +336,6 @@ class Auth:
         """The request carries this session's CSRF token and, if it names one, our own origin."""
         if origin is not None and origin != own_origin:
             return False
-        return bool(offered) and hmac.compare_digest(offered.encode("utf-8"), session.csrf.encode("utf-8"))
+        if not offered:
+            return False
+        return hmac.compare_digest(offered.encode("utf-8"), session.csrf.encode("utf-8"))

@@ -90,7 +90,7 @@ def fhir_page(request: Request, ctx: UiContext, session: Session, text: str, lab
         conversion = from_bundle(bundle, now=ctx.clock(), file=label, mapping=mapping, pack=ctx.pack)
         states = conversion.states()
     except PressorError as exc:
-        result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
+        result: dict[str, Any] = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
         return clinician_page(request, ctx, document=text, document_kind="fhir", advice=result, status=400)
     if len(states) > 1:
         return clinician_page(request, ctx, document=text, document_kind="fhir", status=400,
@@ -110,7 +110,7 @@ def state_page(request: Request, ctx: UiContext, session: Session, text: str, la
     try:
         doc = parse(text, file=label)
     except PressorError as exc:
-        result = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
+        result: dict[str, Any] = {"state": None, "problems": list(exc.problems), "error_kind": exc.kind, "form_errors": {}}
         return clinician_page(request, ctx, document=text, advice=result, status=400)
     if not isinstance(doc.data, dict):
         return clinician_page(request, ctx, document=text, status=400, notice="a patient state is a mapping of sections")

@@ -107,18 +107,20 @@ class OidcClient:
         s = self.settings
         given = {"authorization_endpoint": s.authorization_endpoint, "token_endpoint": s.token_endpoint,
                  "jwks_uri": s.jwks_uri}
-        if all(given.values()):
-            return dict(given)  # type: ignore[arg-type]
+        configured = {name: value for name, value in given.items() if value}
+        if len(configured) == len(given):
+            return configured
         metadata = self._discovered()
         return {name: value or metadata[name] for name, value in given.items()}
 
     def _discovered(self) -> dict[str, Any]:
         with self._lock:
             now = time.monotonic()
-            fresh = self._metadata is not None and now - self._metadata_at < self.settings.discovery_cache_s
+            metadata = self._metadata
+            fresh = now - self._metadata_at < self.settings.discovery_cache_s
             recently_tried = self._attempted_at is not None and now - self._attempted_at < self.settings.jwks.min_refetch_s
-            if fresh or (self._metadata is not None and recently_tried):
-                return self._metadata  # type: ignore[return-value]
+            if metadata is not None and (fresh or recently_tried):
+                return metadata
             self._attempted_at = now
             url = self.settings.issuer.rstrip("/") + DISCOVERY_PATH
             try:

@@ -115,6 +115,8 @@ async def smart_callback(request: Request) -> Response:
     # user is the EHR's launch, with the clinician role only.
     cookie = ctx.auth.new_session_cookie(f"{tokens['iss']}|smart-launch", None, ("clinician",))
     session = ctx.auth.session({COOKIE: cookie})
+    if session is None:  # the session store failed (logged): nobody is let in
+        return render(request, "signin.html", 503, ctx=ctx, session=None, message="the session store is not available; try again")
     request.state.ui_ctx, request.state.ui_session = ctx, session
     advice = await run_in_threadpool(advise, ctx, session, state, record=False) if state else None
     notice = f"Opened from the EHR for Patient/{tokens['patient']}; the record was read from {tokens['iss']}" + (

@@ -71,14 +71,16 @@ class SmartLauncher:
             conf = get_json_object(f"{iss}/.well-known/smart-configuration", timeout_s=self.settings.timeout_s)
         except Unreachable as exc:
             raise LaunchRefused(f"the EHR's SMART configuration cannot be read: {exc}") from exc
-        endpoints = {k: conf.get(k) for k in ("authorization_endpoint", "token_endpoint")}
-        for name, url in endpoints.items():
+        endpoints: dict[str, str] = {}
+        for name in ("authorization_endpoint", "token_endpoint"):
+            url = conf.get(name)
             if not isinstance(url, str) or url_problem(url):
                 raise LaunchRefused(f"the EHR's SMART configuration has no usable {name}")
+            endpoints[name] = url
         methods = conf.get("code_challenge_methods_supported")
         if isinstance(methods, list) and "S256" not in methods:
             raise LaunchRefused("the EHR's authorization server does not support PKCE S256")
-        return endpoints  # type: ignore[return-value]
+        return endpoints
 
     def begin(self, iss: str | None, launch: str | None, redirect_uri: str) -> tuple[str, str]:
         """The authorization URL to send the browser to, and the value of :data:`SMART_COOKIE`."""

@@ -1,0 +1,182 @@
+"""The audit log a service worker writes to: one connection shared by all its requests, and one writer
+thread that commits what has queued up together (group commit)."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pressor.engine.audit import AuditLog
+from pressor.engine.errors import AuditError
+from pressor.engine.model import RulePack
+
+log = logging.getLogger("pressor.serve")
+
+
+class AuditSink:
+    """The worker's one connection to the audit log, shared by all its requests, and its writer thread.
+
+    Opened in the lifespan; if that fails, each later write tries again, so a log that
+    becomes writable is used without a restart. Records are written off the request path: a call hands its
+    results to :meth:`submit` and gets the records' ids and a future at once; one writer thread serialises,
+    compresses and chains what has queued up, and commits it in one transaction (group commit: one fsync for
+    every call waiting, however many), then resolves each call's future. A call that must not answer before
+    its record is durable (``require_audit``, or ``audit_wait``, the default) awaits its future, which is
+    resolved only after the commit; so a crash loses no acknowledged record. Feedback goes through the same
+    queue (after the records it may refer to). Across worker processes SQLite's WAL and ``BEGIN IMMEDIATE``
+    (or PostgreSQL's lock) keep one valid chain.
+    """
+
+    #: Records of at most this many calls go into one transaction.
+    MAX_BATCH = 256
+
+    def __init__(self, path: str | os.PathLike[str], input_mode: str) -> None:
+        self.path = path
+        self.input_mode = input_mode
+        self._log: AuditLog | None = None
+        self._lock = threading.Lock()  # the connection
+        self._queue: deque[_AuditJob] = deque()
+        self._cv = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        #: False after a write failed (until one succeeds): a lenient call then waits to learn its fate.
+        self.healthy = True
+
+    def open(self) -> None:
+        """Open the log now; an :class:`AuditError` is logged, not raised (the next write retries)."""
+        try:
+            with self._lock:
+                self._opened()
+        except AuditError as exc:
+            self.healthy = False
+            log.error("the audit log cannot be opened; the next call tries again: %s", exc)
+
+    def _opened(self) -> AuditLog:
+        if self._log is None:
+            self._log = AuditLog.open(self.path)
+        return self._log
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer and close the connection (worker shutdown)."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+        with self._lock:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def submit(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str, hook_instance: str,
+               patient: str | None = None, dicts: list[dict[str, Any]] | None = None) -> tuple[list[str], Future]:
+        """Queue one record per ``(state, result)`` (``dicts``: the results' ``to_dict()``, when the caller has
+        them); their ids now, and a future resolved (with the ids) once they are committed, or failed with an
+        :class:`AuditError`."""
+        ids = [str(uuid.uuid4()) for _ in pairs]
+        job = _AuditJob("records", (pack, pairs, dicts, ids, now, user, hook_instance, patient), Future())
+        self._enqueue(job)
+        return ids, job.future
+
+    def record(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str,
+               hook_instance: str, patient: str | None = None) -> list[str]:
+        """One record per evaluated ``(state, result)``, committed; their ids. Raises :class:`AuditError`."""
+        return self.submit(pack, pairs, now=now, user=user, hook_instance=hook_instance, patient=patient)[1].result()
+
+    def record_feedback(self, items: list[dict[str, Any]], *, service: str, now: datetime, user: str) -> list[str]:
+        """One feedback entry per item, all or none, committed; their ids. Raises :class:`AuditError`."""
+        job = _AuditJob("feedback", (items, service, now, user), Future())
+        self._enqueue(job)
+        return job.future.result()
+
+    def _enqueue(self, job: "_AuditJob") -> None:
+        with self._cv:
+            if self._closing:
+                job.future.set_exception(AuditError.single("the service is shutting down: nothing more is recorded"))
+                return
+            self._queue.append(job)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="pressor-audit-writer", daemon=True)
+                self._writer.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                jobs: list[_AuditJob] = []
+                while self._queue and len(jobs) < self.MAX_BATCH:
+                    jobs.append(self._queue.popleft())
+            try:
+                self._write(jobs)
+            except BaseException as exc:  # never leave a caller waiting
+                failure = exc if isinstance(exc, AuditError) else AuditError.single(f"the audit writer failed: {exc!r}")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(failure)
+
+    def _write(self, jobs: list["_AuditJob"]) -> None:
+        """Records of consecutive calls in one transaction; feedback in its own, in queue order."""
+        with self._lock:
+            try:
+                audit = self._opened()
+            except AuditError as exc:
+                self.healthy = False
+                for job in jobs:
+                    job.future.set_exception(exc)
+                return
+            group: list[tuple[_AuditJob, list[Any]]] = []
+            for job in jobs:
+                if job.kind == "feedback":
+                    self._commit(audit, group)
+                    group = []
+                    items, service, now, user = job.args
+                    try:
+                        job.future.set_result([e.id for e in audit.append_feedback(items, service=service, now=now, user=user)])
+                    except AuditError as exc:
+                        job.future.set_exception(exc)
+                    continue
+                pack, pairs, dicts, ids, now, user, hook_instance, patient = job.args
+                try:
+                    group.append((job, [audit.prepare(pack, state, result, now=now, user=user, input_mode=self.input_mode,
+                                                      hook_instance=hook_instance, patient=patient, record_id=ids[i],
+                                                      result_dict=dicts[i] if dicts else None)
+                                        for i, (state, result) in enumerate(pairs)]))
+                except Exception as exc:  # this call's records cannot be made: the others go on
+                    job.future.set_exception(exc if isinstance(exc, AuditError) else
+                                             AuditError.single(f"cannot make the audit record: {exc!r}"))
+            self._commit(audit, group)
+
+    def _commit(self, audit: AuditLog, group: list[tuple["_AuditJob", list[Any]]]) -> None:
+        if not group:
+            return
+        try:
+            audit.append_prepared([p for _, prepared in group for p in prepared])
+        except AuditError as exc:
+            if len(group) == 1:
+                self.healthy = False
+                group[0][0].future.set_exception(exc)
+                return
+            for one in group:  # one call's failure must not take the others with it
+                self._commit(audit, [one])
+            return
+        self.healthy = True
+        for job, _ in group:
+            job.future.set_result(job.args[3])
+
+
+@dataclass
+class _AuditJob:
+    kind: str  # "records" | "feedback"
+    args: tuple[Any, ...]
+    future: Future
