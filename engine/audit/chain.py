@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..evaluation.pack import pack_sha256
-from .records import GENESIS, AuditRecord, FeedbackEntry, sha256_text
+from .records import GENESIS, V6_FIELDS, AuditRecord, FeedbackEntry, fired_rules, recorded_profile, sha256_text, stored_sha256, \
+    v6_hashed
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,57 @@ def record_problems(rec: AuditRecord, database_id: str, expected_seq: int, expec
     reasons = chain_problems(rec, database_id, expected_seq, expected_prev, prev_seq, "record")
     if rec.input_json is not None and sha256_text(rec.input_json) != rec.input_sha256:
         reasons.append("the stored input does not match its input_sha256")
+    return reasons
+
+
+def stored_problems(values: dict[str, Any], database_id: str, expected_seq: int, expected_prev: str, prev_seq: int) -> list[str]:
+    """What breaks the chain at a format-6 record, from its stored row (``values``: column -> stored value), without
+    decompressing anything: its place in the chain, its ``record_hash`` over :data:`.records.V6_FIELDS`, and its
+    stored bytes against ``stored_sha256`` (which the hash covers). The texts
+    those bytes decompress to are fixed by them and by the stored pack (whose SHA-256 the hash covers too):
+    :func:`text_problems` checks them as well (``audit verify --deep``)."""
+    seq = values["seq"]
+    reasons = []
+    if seq != expected_seq:
+        reasons.append(f"sequence number {seq} follows #{prev_seq}: records are missing, inserted or reordered"
+                       if prev_seq else f"the chain starts at #{seq}, not #1: records before it are missing")
+    if values["prev_hash"] != expected_prev:
+        before = f"record #{prev_seq}" if prev_seq else "the genesis (64 zeros)"
+        reasons.append(f"prev_hash does not match {before}: the record before it was deleted, replaced or edited")
+    try:
+        digest = sha256_text(v6_hashed({name: values[name] for name in V6_FIELDS}, database_id))
+    except (TypeError, ValueError, UnicodeError):  # bytes where a text was, half a character: damaged
+        digest = None
+    if digest != values["record_hash"]:
+        reasons.append("record_hash does not match the record's content: the record was edited")
+    stored_input, stored_result = values["input_json"], values["result_json"]
+    # Format 6 stores bytes (zstd frames) only: a text in their place (the same bytes, but read as a text of
+    # formats 1-2 would be) is an edit too, and so is an input in hash mode or none in full mode.
+    if (values["input_mode"] == "full") != (stored_input is not None) or not isinstance(stored_result, (bytes, memoryview)) \
+            or not isinstance(stored_input, (bytes, memoryview, type(None))) \
+            or stored_sha256(stored_input, stored_result) != values["stored_sha256"]:
+        reasons.append("its stored input or result does not match its stored_sha256: the record was edited or damaged")
+    return reasons
+
+
+def text_problems(rec: AuditRecord) -> list[str]:
+    """What is wrong with a format-6 record's texts, once decompressed: against ``input_sha256`` and
+    ``result_sha256``, and the columns read from the Result (``evaluated_at``, the fired rules, the profile).
+    The writer made them agree; only a writer at fault (or a flaw in the decompressor) could make them differ."""
+    reasons = []
+    if rec.input_json is not None and sha256_text(rec.input_json) != rec.input_sha256:
+        reasons.append("the stored input does not match its input_sha256")
+    if sha256_text(rec.result_json) != rec.result_sha256:
+        reasons.append("the stored result does not match its result_sha256")
+        return reasons
+    try:
+        result = json.loads(rec.result_json)
+        profile = recorded_profile(result)
+        if (str(result.get("evaluated_at") or ""), fired_rules(result), None if profile is None else profile["sha256"]) != (
+                rec.evaluated_at, json.loads(rec.fired_json or "null"), rec.profile_sha256):
+            reasons.append("evaluated_at, fired_json or profile_sha256 differ from the stored result")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        reasons.append("the stored result is not a Result")
     return reasons
 
 
