@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..evaluation.pack import pack_sha256
-from .records import GENESIS, V6_FIELDS, AuditRecord, FeedbackEntry, fired_rules, recorded_profile, sha256_text, stored_sha256, \
+from .records import GENESIS, AuditRecord, FeedbackEntry, fired_rules, recorded_profile, sha256_text, stored_sha256, \
     v6_hashed
 
 
@@ -115,7 +115,7 @@ def stored_problems(values: dict[str, Any], database_id: str, expected_seq: int,
         before = f"record #{prev_seq}" if prev_seq else "the genesis (64 zeros)"
         reasons.append(f"prev_hash does not match {before}: the record before it was deleted, replaced or edited")
     try:
-        digest = sha256_text(v6_hashed({name: values[name] for name in V6_FIELDS}, database_id))
+        digest = sha256_text(v6_hashed(values, database_id))
     except (TypeError, ValueError, UnicodeError):  # bytes where a text was, half a character: damaged
         digest = None
     if digest != values["record_hash"]:

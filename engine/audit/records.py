@@ -286,19 +286,23 @@ V6_ONLY = ("result_sha256", "stored_sha256", "evaluated_at", "fired_json", "prof
 V6_FIELDS = tuple(c for c in COLUMNS if c not in ("input_json", "result_json", "record_hash"))
 #: The first record format hashed over the stored bytes.
 RECORD_FORMAT = 6
-_V6_SKIP_IF_NONE = ("hook_instance", "patient", "profile_sha256", "suppressed_json")
+_V6_SKIP_IF_NONE = frozenset(("hook_instance", "patient", "profile_sha256", "suppressed_json"))
+#: The keys of a format-6 hash in JCS order (all ASCII: sorted code points).
+_V6_ORDER = tuple(sorted((*V6_FIELDS, "database_id", "record_format")))
 
 
-def v6_hashed(values: dict[str, Any], database_id: str) -> str:
-    """The canonical JSON (RFC 8785) a format-6 ``record_hash`` is the SHA-256 of: :data:`V6_FIELDS` (those in
-    ``_V6_SKIP_IF_NONE`` only when set), ``database_id``, and ``"record_format": 6``. Every key is ASCII and every
-    number a small integer, so Python's sorted compact JSON is exactly JCS here (what :func:`canonical_json`
-    gives, faster: this is what ``verify`` computes for every record)."""
-    data = {k: v for k, v in values.items() if v is not None or k not in _V6_SKIP_IF_NONE}
+def v6_hashed(values: Mapping[str, Any], database_id: str) -> str:
+    """The canonical JSON (RFC 8785) a format-6 ``record_hash`` is the SHA-256 of: :data:`V6_FIELDS` of ``values``
+    (those in ``_V6_SKIP_IF_NONE`` only when set), ``database_id``, and ``"record_format": 6``. Every key is ASCII
+    and every number a small integer, so Python's compact JSON with the keys in sorted order is exactly JCS here
+    (what :func:`canonical_json` gives, faster: this is what ``verify`` computes for every record)."""
+    data: dict[str, Any] = {}
+    for key in _V6_ORDER:
+        value = database_id if key == "database_id" else RECORD_FORMAT if key == "record_format" else values[key]
+        if value is not None or key not in _V6_SKIP_IF_NONE:
+            data[key] = value
     data["include_draft"] = bool(data["include_draft"])
-    data["database_id"] = database_id
-    data["record_format"] = RECORD_FORMAT
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def stored_sha256(stored_input: bytes | None, stored_result: bytes) -> str:
