@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from json.encoder import encode_basestring as _json_string  # the C function json.dumps uses (ensure_ascii=False)
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -293,16 +294,33 @@ _V6_ORDER = tuple(sorted((*V6_FIELDS, "database_id", "record_format")))
 
 def v6_hashed(values: Mapping[str, Any], database_id: str) -> str:
     """The canonical JSON (RFC 8785) a format-6 ``record_hash`` is the SHA-256 of: :data:`V6_FIELDS` of ``values``
-    (those in ``_V6_SKIP_IF_NONE`` only when set), ``database_id``, and ``"record_format": 6``. Every key is ASCII
-    and every number a small integer, so Python's compact JSON with the keys in sorted order is exactly JCS here
-    (what :func:`canonical_json` gives, faster: this is what ``verify`` computes for every record)."""
-    data: dict[str, Any] = {}
+    (those in ``_V6_SKIP_IF_NONE`` only when set), ``database_id``, and ``"record_format": 6``.
+
+    Every key is ASCII (so sorted by code point is JCS order) and every value a string, a small integer, a
+    boolean or null, so the text is written here directly, each string with JSON's minimal escapes as
+    :func:`canonical_json` writes it (the same C function); the same bytes, a third of the time of
+    ``json.dumps``: this is what ``verify`` computes for every record. Anything else (bytes where a text was,
+    in a damaged row) raises :class:`TypeError`."""
+    parts = []
     for key in _V6_ORDER:
         value = database_id if key == "database_id" else RECORD_FORMAT if key == "record_format" else values[key]
-        if value is not None or key not in _V6_SKIP_IF_NONE:
-            data[key] = value
-    data["include_draft"] = bool(data["include_draft"])
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        kind = type(value)
+        if kind is str:
+            text = _json_string(value)
+        elif value is None:
+            if key in _V6_SKIP_IF_NONE:
+                continue
+            text = "null"
+        elif key == "include_draft":
+            text = "true" if value else "false"  # SQLite gives 0 or 1
+        elif kind is int and abs(value) <= 2**53:
+            text = str(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        else:
+            raise TypeError(f"{key} holds a {kind.__name__}")
+        parts.append(f'"{key}":{text}')
+    return "{" + ",".join(parts) + "}"
 
 
 def stored_sha256(stored_input: bytes | None, stored_result: bytes) -> str:
