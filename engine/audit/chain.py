@@ -1,14 +1,21 @@
-"""The hash chain: what breaks it at a record, what is wrong with a stored pack, and the outcome
-of walking it (:class:`Verification`). The same for every store."""
+"""The hash chain: what breaks it at a record, what is wrong with a stored pack, walking it
+(:func:`verify`, which is :meth:`.store.AuditLog.verify`) and the outcome (:class:`Verification`).
+The same for every store."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..evaluation.pack import pack_sha256
-from .records import GENESIS, AuditRecord, FeedbackEntry, fired_rules, recorded_profile, sha256_text, stored_sha256, \
-    v6_hashed
+from .compression import UnreadableText
+from .records import COLUMNS, GENESIS, AuditRecord, FeedbackEntry, fired_rules, record_from_row, recorded_profile, sha256_text, \
+    stored_sha256, v6_hashed
+
+if TYPE_CHECKING:
+    from .store import AuditLog
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -171,3 +178,130 @@ def profile_problem(sha: str, text: str) -> str | None:
     except (UnicodeError, AttributeError):  # edited into bytes that are no UTF-8 text, or not a text at all
         return f"its stored site profile {sha[:12]} is unreadable"
     return None if digest == sha else f"its stored site profile {sha[:12]} was altered (its text hashes to {digest[:12]})"
+
+
+# --- walking the chain: AuditLog.verify -------------------------------------------------------------
+
+#: Progress is reported every this many entries.
+PROGRESS_EVERY = 1000
+
+
+def verify(log: "AuditLog", *, anchor: tuple[int, str] | None = None, progress: Progress | None = None,
+           upto: int | None = None, deep: bool = False) -> Verification:
+    """Walk the chain in sequence order, streamed; report every record that is wrong and why.
+
+    ``anchor`` (seq, record_hash), published earlier, must still be in the chain: this is
+    what catches a chain rebuilt from some record onwards, or a truncated tail.
+    ``progress(done, total)`` is called every :data:`PROGRESS_EVERY` records. ``upto``: only
+    the records up to that seq (what vouches for one record: ``audit show`` and ``replay``), and
+    no feedback.
+
+    A format-6 record is checked from its stored bytes, never decompressed (its hash covers their SHA-256:
+    docs/audit.md); ``deep`` also decompresses its texts and checks them against their SHA-256 and the
+    columns read from them (:func:`.chain.text_problems`), as every older record always is.
+    """
+    problems: list[ChainProblem] = [ChainProblem(None, None, (note,)) for note in log.notes]
+    with log._translated("verify the chain"):
+        missing = sorted(log.expected_triggers - log._triggers_present())
+        if missing:
+            problems.append(ChainProblem(None, None, (f"append-only triggers were removed: {', '.join(missing)}",)))
+        bad_packs: dict[str, str | None] = {
+            sha: pack_problem(sha, files_json) for sha, files_json in log._rows("SELECT sha256, files_json FROM packs")}
+        profiles_from = log.profiles_stored_from
+        bad_profiles: dict[str, str | None] = {} if profiles_from is None else {
+            sha: profile_problem(sha, text) for sha, text in log._rows("SELECT sha256, text FROM profiles")}
+        total = log.head()[0] if upto is None else upto
+        head: tuple[int, str | None, str] = (0, None, GENESIS)
+        expected_prev, expected_seq = GENESIS, 1
+        anchored: str | None = None
+        count = 0
+        where, args = ("", ()) if upto is None else (" WHERE seq <= ?", (upto,))
+        seq_at, id_at, hash_at, pack_at, profile_at = (COLUMNS.index(c) for c in (
+            "seq", "id", "record_hash", "pack_sha256", "profile_sha256"))
+        for row in log._rows(log._record_select() + where + " ORDER BY seq", args):
+            count += 1
+            values = dict(zip(COLUMNS, row))
+            if values["result_sha256"] is not None:  # format 6: from the stored bytes, nothing decompressed
+                seq, rid, record_hash, pack_sha = row[seq_at], row[id_at], row[hash_at], row[pack_at]
+                reasons = stored_problems(values, log.database_id, expected_seq, expected_prev, head[0])
+                if deep and not reasons:
+                    try:
+                        reasons = text_problems(record_from_row(row, log._codec))
+                    except (ValueError, UnicodeError) as exc:
+                        reasons = [f"its stored input or result is not readable ({exc}): the record was damaged"]
+                profile = row[profile_at]
+                if profile is not None and profiles_from is not None and seq >= profiles_from:
+                    problem = bad_profiles.get(profile, f"its site profile {str(profile)[:12]} is missing from the stored profiles")
+                    if problem:
+                        reasons.append(problem)
+                if pack_sha not in bad_packs:
+                    reasons.append(f"its rule pack {str(pack_sha)[:12]} is missing from the stored packs")
+                elif bad_packs[pack_sha]:
+                    reasons.append(bad_packs[pack_sha])  # type: ignore[arg-type]
+                if reasons:
+                    problems.append(ChainProblem(seq, rid, tuple(reasons)))
+                expected_prev, expected_seq, head = record_hash, seq + 1, (seq, rid, record_hash)
+                if anchor is not None and seq == anchor[0]:
+                    anchored = record_hash
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress(count, total)
+                continue
+            try:
+                rec = record_from_row(row, log._codec)
+                reasons = record_problems(rec, log.database_id, expected_seq, expected_prev, head[0])
+                if profiles_from is not None and rec.seq >= profiles_from:
+                    reasons += _profile_reasons(rec, bad_profiles)
+            except (ValueError, UnicodeError) as exc:  # an edit that left bytes no text has, or its pack is missing
+                rec = AuditRecord(**{**dict(zip(COLUMNS, row)), "input_json": None, "result_json": ""})
+                why = f" ({exc})" if isinstance(exc, UnreadableText) else ""
+                reasons = [f"its stored input or result is not readable{why}: the record was edited or damaged"]
+                reasons += [r for r in record_problems(rec, log.database_id, expected_seq, expected_prev, head[0])
+                            if "record_hash" not in r]
+            if rec.pack_sha256 not in bad_packs:
+                reasons.append(f"its rule pack {rec.pack_sha256[:12]} is missing from the stored packs")
+            elif bad_packs[rec.pack_sha256]:
+                reasons.append(bad_packs[rec.pack_sha256])  # type: ignore[arg-type]
+            if reasons:
+                problems.append(ChainProblem(rec.seq, rec.id, tuple(reasons)))
+            expected_prev, expected_seq, head = rec.record_hash, rec.seq + 1, (rec.seq, rec.id, rec.record_hash)
+            if anchor is not None and rec.seq == anchor[0]:
+                anchored = rec.record_hash
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(count, total)
+        feedback_count, feedback_head = _verify_feedback(log, problems) if upto is None else (0, (0, None, GENESIS))
+    if anchor is not None:
+        seq, expected = anchor
+        if anchored is None:
+            problems.append(ChainProblem(None, None, (f"anchor #{seq} is not in the chain: records were deleted from the end",)))
+        elif anchored != expected:
+            problems.append(ChainProblem(None, None, (
+                f"record #{seq} no longer has the anchored hash {expected[:16]}...: the chain was rewritten",)))
+    return Verification(log.database_id, count, head[0], head[1], head[2], tuple(problems),
+                        feedback_count, feedback_head)
+
+def _verify_feedback(log: "AuditLog", problems: list[ChainProblem]) -> tuple[int, tuple[int, str | None, str]]:
+    """Walk the feedback chain like the records chain; append its problems. ``(count, head)``."""
+    head: tuple[int, str | None, str] = (0, None, GENESIS)
+    expected_prev, expected_seq = GENESIS, 1
+    count = 0
+    for entry in log.feedback():
+        count += 1
+        reasons = feedback_problems(entry, log.database_id, expected_seq, expected_prev, head[0])
+        if reasons:
+            problems.append(ChainProblem(entry.seq, entry.id, tuple(reasons), kind="feedback"))
+        expected_prev, expected_seq, head = entry.record_hash, entry.seq + 1, (entry.seq, entry.id, entry.record_hash)
+    return count, head
+
+
+def _profile_reasons(rec: AuditRecord, bad_profiles: Mapping[str, str | None]) -> list[str]:
+    """What is wrong with the stored site profile a record names (its Result, which is hashed, names it)."""
+    if '"profile":{' not in rec.result_json:  # most records have none: skip parsing the Result
+        return []
+    profile = recorded_profile(rec.result)
+    if profile is None:
+        return []
+    sha = profile["sha256"]
+    if sha not in bad_profiles:
+        return [f"its site profile {sha[:12]} is missing from the stored profiles"]
+    problem = bad_profiles[sha]
+    return [problem] if problem else []

@@ -303,7 +303,7 @@ def v6_hashed(values: Mapping[str, Any], database_id: str) -> str:
     in a damaged row) raises :class:`TypeError`."""
     parts = []
     for key in _V6_ORDER:
-        value = database_id if key == "database_id" else RECORD_FORMAT if key == "record_format" else values[key]
+        value: Any = database_id if key == "database_id" else RECORD_FORMAT if key == "record_format" else values[key]
         kind = type(value)
         if kind is str:
             text = _json_string(value)
@@ -323,7 +323,7 @@ def v6_hashed(values: Mapping[str, Any], database_id: str) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def stored_sha256(stored_input: bytes | None, stored_result: bytes) -> str:
+def stored_sha256(stored_input: bytes | memoryview | None, stored_result: bytes | memoryview) -> str:
     """``stored_sha256`` of a format-6 record: the SHA-256 of the input's stored bytes' length (8 bytes, big-endian;
     0 in hash mode), the input's stored bytes, then the Result's (the length fixes where one ends)."""
     digest = hashlib.sha256(len(stored_input or b"").to_bytes(8, "big"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import AuditError, Problem
-from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
+from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
     sha256_text, utc_text
 from .records import V6_ONLY
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog, record_select
