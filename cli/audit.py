@@ -362,7 +362,7 @@ def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
                    "files are the dictionaries of the stored texts).")
 @click.option("--texts", type=click.Choice(["clear", "stored"]), default="clear", show_default=True,
               help="Records' input and result: as text, or (stored; JSON lines) as their stored zstd frames in base64, "
-                   "not decompressed: much faster, and checked against stored_*_sha256 (records from format 6 on).")
+                   "not decompressed: much faster, and checked against stored_sha256 (records from format 6 on).")
 @click.option("--output", metavar="FILE", default=None,
               help="Write here (through a temporary file renamed into place); default stdout.")
 @audit_db_option

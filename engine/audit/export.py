@@ -37,7 +37,7 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
     alone (with ``database_id``, included on every row; feedback rows also hash ``"kind": "feedback"``).
     A format-6 record's row carries ``"record_format": 6``: its hash covers every field but its texts (and the hash),
     which ``input_sha256`` and ``result_sha256`` cover. With ``texts`` "stored", its texts are replaced by
-    ``input_zstd`` and ``result_zstd``, its stored bytes in base64 (``stored_*_sha256`` cover them); records from
+    ``input_zstd`` and ``result_zstd``, its stored bytes in base64 (``stored_sha256`` covers them); records from
     before format 6 keep their texts, which their hash covers.
     """
     if fmt not in EXPORT_FORMATS:
