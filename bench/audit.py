@@ -25,11 +25,12 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pressor.engine.audit import AuditLog, AuditRecord, canonical_json, sha256_text, utc_text
-from pressor.engine.audit.records import legacy_canonical_json
+from pressor.engine.audit.records import V6_ONLY, legacy_canonical_json, with_v6_fields
 from pressor.engine.authoring.scenarios import load_scenarios
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
@@ -126,18 +127,20 @@ class _Fixed:
         return self._data
 
 
-def generate(path: Path, pack, count: int) -> float:
-    """``count`` records of the scenarios, chained and inserted by the log itself; seconds taken.
+def generate(path: Path, pack, count: int, record_format: int = 6, texts=None) -> tuple[float, float]:
+    """``count`` records of the scenarios, chained and inserted by the log itself; (wall, CPU) seconds taken.
 
     Record i takes scenario i mod n, with its own id, ``recorded_at`` (one a second), user, seq and
     hashes; its input and Result texts are the scenario's, compressed once per scenario (compressing
     a 97 KB Result at level 9 takes 1.3 ms: 22 minutes of a million records, for bytes that are
     the same whether compressed once or a million times). Reading costs the same per record
-    whether texts repeat or not: nothing is cached from one record to the next.
+    whether texts repeat or not: nothing is cached from one record to the next. ``record_format`` 5
+    writes records as pressor did before format 6 (hashed over their texts): the baseline.
     """
-    texts = scenario_texts(pack)
-    start = time.perf_counter()
+    texts = texts or scenario_texts(pack)
+    start, cpu = time.perf_counter(), time.process_time()
     with AuditLog.open(path) as log:
+        log.write_format = record_format
         log.append(pack, texts[0][1], _Fixed(texts[0][2]), now=NOW, user="bench")  # stores the pack
         stored: dict[int, tuple[bytes | None, bytes]] = {}
         done = 1
@@ -155,15 +158,29 @@ def generate(path: Path, pack, count: int) -> float:
                         result_json=result_text, prev_hash="", record_hash="")
                     if k not in stored:
                         stored[k] = log.stored_texts(record)
+                    if record_format >= 6:  # what AuditLog.prepare adds (the texts' hashes once per scenario, as above)
+                        record = replace(record, **{name: getattr(sealed(k, record, stored[k], result), name) for name in V6_ONLY})
                     log._insert(tx, record, rules, stored[k])
                     done += 1
             if sys.stderr.isatty():
                 print(f"\r  generated {done:,}/{count:,}", end="", file=sys.stderr, flush=True)
-    return time.perf_counter() - start
+    if sys.stderr.isatty():
+        print("\r\x1b[K", end="", file=sys.stderr)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+_SEALED: dict[int, AuditRecord] = {}
+
+
+def sealed(k, record, stored, result):
+    """Scenario ``k``'s format-6 fields (the same for every record of it: hashes of its texts and their stored bytes)."""
+    if k not in _SEALED:
+        _SEALED[k] = with_v6_fields(record, stored, result)
+    return _SEALED[k]
 
 
 #: Runs one command a line (JSON: argv, env, output) and answers its wall seconds, peak resident
-#: memory and exit code. A child's peak (ru_maxrss) includes the memory of the process it was
+#: memory, exit code and CPU seconds. A child's peak (ru_maxrss) includes the memory of the process it was
 #: forked from, so the commands are started from this small launcher, made before the log is
 #: generated, not from the benchmark itself (which grows past 100 MB generating it).
 _LAUNCHER = r"""
@@ -174,7 +191,8 @@ for line in sys.stdin:
         t = time.perf_counter()
         proc = subprocess.Popen(job["argv"], stdout=out, stderr=subprocess.DEVNULL, env=job["env"])
         _, status, usage = os.wait4(proc.pid, 0)
-    print(json.dumps([time.perf_counter() - t, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]), flush=True)
+    print(json.dumps([time.perf_counter() - t, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
+                      usage.ru_utime + usage.ru_stime]), flush=True)
 """
 
 
@@ -184,56 +202,93 @@ class Launcher:
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def timed(self, args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int]:
-        """Wall seconds, peak resident MB and exit code of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
+    def timed(self, args: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, float, int, float]:
+        """Wall seconds, peak resident MB, exit code and CPU seconds of ``pressor ARGS`` (stdout to ``output`` or discarded)."""
         import json
 
         self.proc.stdin.write(json.dumps({"argv": [str(PRESSOR), *args], "env": env, "output": output or os.devnull}) + "\n")
         self.proc.stdin.flush()
-        took, peak, code = json.loads(self.proc.stdout.readline())
-        return took, peak, code
+        took, peak, code, cpu = json.loads(self.proc.stdout.readline())
+        return took, peak, code, cpu
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+#: Records in the logs the two formats are compared on (format 5 costs ~1 ms a record to write and read: a
+#: million of them would take an hour for a rate that is the same at 20,000).
+BASELINE_RECORDS = 20_000
+#: What each command must reach (issue 24 item 7), in records per wall second.
+TARGETS = {"verify": 20_000, "list --json": 10_000, "export --texts stored": 10_000, "export (clear)": 10_000}
+
+
+def _commands(tmp: Path, tag: str, clear: bool) -> list[tuple[str, list[str], str | None]]:
+    out = [("verify", ["audit", "verify", "--json"], None),
+           ("list --json", ["audit", "list", "--json"], None),
+           ("export --texts stored", ["audit", "export", "--texts", "stored", "--output", str(tmp / f"{tag}-stored.jsonl")], None)]
+    if clear:  # every Result in full (about 100 KB each here): 2 GB a 20,000 records
+        out.append(("export (clear)", ["audit", "export", "--output", str(tmp / f"{tag}-clear.jsonl")], None))
+    return out
+
+
+def _measure(launcher: "Launcher", path: Path, commands, count: int) -> dict[str, tuple[float, float, int, float]]:
+    env = dict(os.environ, PRESSOR_AUDIT_DB=str(path))
+    measured = {}
+    for label, args, output in commands:
+        took, peak, code, cpu = launcher.timed(args, env, output)
+        measured[label] = (count / took, peak, code, cpu)
+        print(f"  {label:<22} {took:8.1f} s {count / took:>9,.0f} records/s  CPU {cpu:7.1f} s ({count / max(cpu, 1e-9):>9,.0f}/CPU-s)  "
+              f"peak {peak:5.0f} MB  exit {code}  (load {_load()})")
+        for _, a, _ in [(label, args, output)]:
+            if "--output" in a:
+                Path(a[a.index("--output") + 1]).unlink(missing_ok=True)
+    return measured
+
+
 def at_scale(count: int, keep: str | None) -> None:
+    """Format 5 (the baseline) and format 6 on :data:`BASELINE_RECORDS` records each, the ratios; then format 6 on
+    ``count`` records (built here: the build time is printed), with peak memory against the small log's."""
     launcher = Launcher()  # before this process grows
     pack = load_pack()
     tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pressor-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "audit.db"
-    if not path.exists():
-        took = generate(path, pack, count)
-        print(f"\ngenerated {count:,} records in {took:.0f} s ({count / took:,.0f} records/s)")
-    with AuditLog.open(path, create=False) as log:  # a kept log may have grown by earlier runs' appends
-        count = log.head()[0]
-    size = path.stat().st_size
-    print(f"file: {size / 1e9:.2f} GB, {size / count:,.0f} B a record")
-    state = load_document(STATE).data
-    result = evaluate(pack, state, now=NOW)
-    with AuditLog.open(path) as log:
-        times = []
-        for _ in range(200):
-            t = time.perf_counter()
-            log.append(pack, state, result, now=NOW + timedelta(days=30), user="bench")
-            times.append(time.perf_counter() - t)
-        rule = "fluids.bolus-30ml-kg"
-        matching = sum(1 for _ in log._rows("SELECT seq FROM record_rules WHERE rule_id = ?", (rule,)))
-    print(f"append at {count:,}: median {statistics.median(times) * 1e3:.2f} ms, p99 {sorted(times)[198] * 1e3:.2f} ms")
-    env = dict(os.environ, PRESSOR_AUDIT_DB=str(path))
-    last_hour = (NOW + timedelta(seconds=count - 3600)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for label, args, output in (
-            ("list --json", ["audit", "list", "--json"], None),
-            ("list --since (last hour: 3,600 + 200)", ["audit", "list", "--json", "--since", last_hour], None),
-            (f"list --rule {rule} ({matching:,})", ["audit", "list", "--json", "--rule", rule], None),
-            ("verify", ["audit", "verify", "--json"], None),
-            ("export --output (jsonl)", ["audit", "export", "--output", str(tmp / "export.jsonl")], None)):
-        took, peak, code = launcher.timed(args, env, output)
-        print(f"{label}: {took:.1f} s, peak {peak:.0f} MB, exit {code}")
+    print(f"load average at start: {_load()} ({os.cpu_count()} cores)")
+    texts = scenario_texts(pack)
+    small = min(count, BASELINE_RECORDS)
+    runs = {}
+    for fmt in (5, 6):
+        path = tmp / f"format{fmt}-{small}.db"
+        if not path.exists():
+            took, cpu = generate(path, pack, small, fmt, texts)
+            print(f"format {fmt}: built {small:,} records in {took:.1f} s ({small / took:,.0f} records/s, CPU {cpu:.1f} s)")
+        print(f"format {fmt}, {small:,} records ({path.stat().st_size / small:,.0f} B a record):")
+        runs[fmt] = _measure(launcher, path, _commands(tmp, f"f{fmt}", clear=True), small)
+    print(f"format 6 / format 5 on {small:,} records (records per wall second; per CPU second in brackets):")
+    for label, (rate, _, _, cpu) in runs[6].items():
+        base, _, _, base_cpu = runs[5][label]
+        print(f"  {label:<22} {rate / base:6.1f}x ({(small / cpu) / (small / base_cpu):5.1f}x CPU)   target {TARGETS[label]:,}/s: "
+              f"{'met' if rate >= TARGETS[label] else 'NOT met'} ({rate:,.0f}/s)")
+    if count > small:
+        path = tmp / "audit.db"
+        if not path.exists():
+            took, cpu = generate(path, pack, count, 6, texts)
+            print(f"format 6: built {count:,} records in {took:.0f} s ({count / took:,.0f} records/s, CPU {cpu:.0f} s); "
+                  f"target under 600 s: {'met' if took < 600 else 'NOT met'}")
+        with AuditLog.open(path, create=False) as log:  # a kept log may have grown by earlier runs' appends
+            count = log.head()[0]
+        size = path.stat().st_size
+        print(f"format 6, {count:,} records: file {size / 1e9:.2f} GB, {size / count:,.0f} B a record")
+        big = _measure(launcher, path, _commands(tmp, "big", clear=False), count)
+        for label, (rate, peak, _, _) in big.items():
+            print(f"  {label:<22} peak memory {peak:.0f} MB at {count:,} against {runs[6][label][1]:.0f} MB at {small:,} "
+                  f"({peak / runs[6][label][1]:.2f}x); target {TARGETS[label]:,}/s: {'met' if rate >= TARGETS[label] else 'NOT met'}")
     launcher.close()
-    print(f"export file: {(tmp / 'export.jsonl').stat().st_size / 1e9:.2f} GB")
+    print(f"load average at end: {_load()}")
     if not keep:
         import shutil
 

@@ -121,10 +121,10 @@ def list_records(since: str | None, until: str | None, rule_id: str | None, user
 
     count = 0
     with open_log(audit_db) as log:
-        # Streamed: one record in memory at a time, whatever the size of the log; the filters run in the database.
-        for record in log.records(since=parse_now(since) if since else None, until=parse_now(until) if until else None,
-                                  rule=rule_id, user=user, version=pack_version, patient=patient_forms(patient)):
-            r = summary(record)
+        # Streamed: one record in memory at a time, whatever the size of the log; the filters run in the database,
+        # and a format-6 record is listed from its columns (its texts are not read).
+        for r in log.summaries(since=parse_now(since) if since else None, until=parse_now(until) if until else None,
+                               rule=rule_id, user=user, version=pack_version, patient=patient_forms(patient)):
             if as_json:  # one record a line (the C encoder: indenting would take the slow pure-Python one)
                 sys.stdout.write(("[\n" if count == 0 else ",\n") + json.dumps(r, ensure_ascii=False))
             else:
@@ -209,11 +209,11 @@ def issuing_records(log: "AuditLog") -> dict[str, list[dict[str, Any]]]:
     from pressor.engine.audit.card_ids import card_uuid
 
     issued: dict[str, list[dict[str, Any]]] = {}
-    for record in log.records(hooked=True):
-        for fired in record.fired():
+    for record in log.summaries(hooked=True):
+        for fired in record["recommendations"]:
             rule, _, version = fired.partition("@")
-            uid = card_uuid(record.hook_instance or "", rule, version, record.pack_sha256)
-            issued.setdefault(uid, []).append({"id": record.id, "seq": record.seq, "rule": fired})
+            uid = card_uuid(record.get("hook_instance") or "", rule, version, record["pack"]["sha256"])
+            issued.setdefault(uid, []).append({"id": record["id"], "seq": record["seq"], "rule": fired})
     return issued
 
 
@@ -267,10 +267,13 @@ def parse_anchor(value: str | None) -> tuple[int, str] | None:
 @audit.command("verify", epilog=exit_codes.help_text())
 @click.option("--anchor", metavar="SEQ:HASH", default=None,
               help="A head published earlier (from verify): that record must still have that hash.")
+@click.option("--deep", is_flag=True, default=False,
+              help="Also decompress every format-6 record's texts and check them against their SHA-256 (slower; "
+                   "without it they are checked by the SHA-256 of their stored bytes, which the chain covers).")
 @audit_db_option
 @json_option
 @handles_errors
-def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
+def verify(anchor: str | None, deep: bool, audit_db: str | None, as_json: bool) -> None:
     """Recompute every record's and feedback entry's hash and link; exit 1 naming the first bad one.
 
     Prints the head (last sequence number and hash): publish it somewhere the log's
@@ -284,7 +287,7 @@ def verify(anchor: str | None, audit_db: str | None, as_json: bool) -> None:
     """
     pinned = parse_anchor(anchor)
     with open_log(audit_db) as log, progress_reporter("verify", as_json) as progress:
-        outcome = log.verify(anchor=pinned, progress=progress)
+        outcome = log.verify(anchor=pinned, progress=progress, deep=deep)
         path = str(log.path)
     if as_json:
         emit_json({"path": path, **outcome.to_dict()})
@@ -353,14 +356,18 @@ def _shown(diff: dict[str, Any], side: str, width: int = 70) -> str:
 @audit.command("export", epilog=exit_codes.help_text())
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "fhir-auditevent"]), default="jsonl", show_default=True,
               help="Output format (fhir-auditevent: one FHIR R4 AuditEvent per record, NDJSON, for an audit repository).")
-@click.option("--kind", type=click.Choice(["records", "feedback"]), default="records", show_default=True,
-              help="Which chain: the recommendation records, or the feedback entries.")
+@click.option("--kind", type=click.Choice(["records", "feedback", "packs"]), default="records", show_default=True,
+              help="Which chain: the recommendation records, or the feedback entries; or the stored rule packs (whose "
+                   "files are the dictionaries of the stored texts).")
+@click.option("--texts", type=click.Choice(["clear", "stored"]), default="clear", show_default=True,
+              help="Records' input and result: as text, or (stored; JSON lines) as their stored zstd frames in base64, "
+                   "not decompressed: much faster, and checked against stored_sha256 (records from format 6 on).")
 @click.option("--output", metavar="FILE", default=None,
               help="Write here (through a temporary file renamed into place); default stdout.")
 @audit_db_option
 @json_option
 @handles_errors
-def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_json: bool) -> None:
+def export(fmt: str, kind: str, texts: str, output: str | None, audit_db: str | None, as_json: bool) -> None:
     """Every record (or, with --kind feedback, every feedback entry), with the exact stored
     texts and hashes, as JSON lines or CSV.
 
@@ -375,6 +382,10 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
     """
     if fmt == "fhir-auditevent" and kind != "records":
         raise click.UsageError("--format fhir-auditevent exports records (--kind records)")
+    if texts == "stored" and (fmt != "jsonl" or kind != "records"):
+        raise click.UsageError("--texts stored exports records as JSON lines (--format jsonl --kind records)")
+    if kind == "packs" and fmt != "jsonl":
+        raise click.UsageError("--kind packs exports JSON lines (--format jsonl)")
     from pressor.engine.audit import output_target, write_atomically
 
     if as_json and output is None:
@@ -383,15 +394,16 @@ def export(fmt: str, kind: str, output: str | None, audit_db: str | None, as_jso
         output_target(output)  # refuse a device, FIFO or directory before reading a single record
     with open_log(audit_db) as log:
         if output is None:
-            log.export(fmt, sys.stdout, kind=kind)
+            log.export(fmt, sys.stdout, kind=kind, texts=texts)
             return
         total = log.head()[0] if kind == "records" else 0
         with progress_reporter("export", as_json) as progress:
             step = (lambda done: progress(done, total)) if progress else None
-            count = write_atomically(output, lambda fh: log.export(fmt, fh, kind=kind, progress=step))
+            count = write_atomically(output, lambda fh: log.export(fmt, fh, kind=kind, progress=step, texts=texts))
     if as_json:
         emit_json({"output": output, "format": fmt, "kind": kind, "records": count})
-    say(f"exported {count} {'record(s)' if kind == 'records' else 'feedback entries'} to {printable(output)}", fg="green")
+    noun = {"records": "record(s)", "feedback": "feedback entries", "packs": "stored pack(s)"}[kind]
+    say(f"exported {count} {noun} to {printable(output)}", fg="green")
 
 
 @audit.command("init", epilog=exit_codes.help_text())

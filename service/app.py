@@ -440,7 +440,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
         # The record and the cards share one serialisation of each result (dict_of).
         ids, pending = rt.audit.submit(rt.pack, pairs, now=now, user=clinician(body, client), hook_instance=hook_instance,
-                                       patient=patient_of(body, rt.config), dicts=[dict_of(res) for _, res in pairs])
+                                       patient=patient_of(body, rt.config), dicts=[dict_of(res) for _, res in pairs],
+                                       # what was not shown again, and why (hashed with the call's first record)
+                                       suppressed=[x.to_dict(now.timestamp()) for x in suppressed] or None)
         try:
             if rt.config.require_audit or rt.config.audit_wait or not rt.audit.healthy:
                 await asyncio.wrap_future(pending)  # answered only once its records are committed

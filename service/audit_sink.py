@@ -76,12 +76,14 @@ class AuditSink:
                 self._log = None
 
     def submit(self, pack: RulePack, pairs: list[tuple[Any, Any]], *, now: datetime, user: str, hook_instance: str,
-               patient: str | None = None, dicts: list[dict[str, Any]] | None = None) -> tuple[list[str], Future]:
+               patient: str | None = None, dicts: list[dict[str, Any]] | None = None,
+               suppressed: list[dict[str, Any]] | None = None) -> tuple[list[str], Future]:
         """Queue one record per ``(state, result)`` (``dicts``: the results' ``to_dict()``, when the caller has
         them); their ids now, and a future resolved (with the ids) once they are committed, or failed with an
-        :class:`AuditError`."""
+        :class:`AuditError`. ``suppressed``: the call's cards not shown again (repeat window), kept in its first
+        record (format 6)."""
         ids = [str(uuid.uuid4()) for _ in pairs]
-        job = _AuditJob("records", (pack, pairs, dicts, ids, now, user, hook_instance, patient), Future())
+        job = _AuditJob("records", (pack, pairs, dicts, ids, now, user, hook_instance, patient, suppressed), Future())
         self._enqueue(job)
         return ids, job.future
 
@@ -146,11 +148,12 @@ class AuditSink:
                     except AuditError as exc:
                         job.future.set_exception(exc)
                     continue
-                pack, pairs, dicts, ids, now, user, hook_instance, patient = job.args
+                pack, pairs, dicts, ids, now, user, hook_instance, patient, suppressed = job.args
                 try:
                     group.append((job, [audit.prepare(pack, state, result, now=now, user=user, input_mode=self.input_mode,
                                                       hook_instance=hook_instance, patient=patient, record_id=ids[i],
-                                                      result_dict=dicts[i] if dicts else None)
+                                                      result_dict=dicts[i] if dicts else None,
+                                                      suppressed=suppressed if i == 0 else None)
                                         for i, (state, result) in enumerate(pairs)]))
                 except Exception as exc:  # this call's records cannot be made: the others go on
                     job.future.set_exception(exc if isinstance(exc, AuditError) else

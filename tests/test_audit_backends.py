@@ -96,9 +96,12 @@ def test_records_verify_list_show_replay_and_export(audit_target, pack, states, 
     prev = "0" * 64
     for line in out.getvalue().splitlines():  # an outside verifier with any RFC 8785 library
         row = json.loads(line)
-        body = {k: v for k, v in row.items() if k != "record_hash"}
+        # format 6: the hash covers every field but the texts, which their SHA-256 fields cover (docs/audit.md)
+        body = {k: v for k, v in row.items() if k not in ("record_hash", "input_json", "result_json")}
+        assert row["record_format"] == 6
         assert hashlib.sha256(rfc8785.dumps(body)).hexdigest() == row["record_hash"] and row["prev_hash"] == prev
         assert hashlib.sha256(row["input_json"].encode()).hexdigest() == row["input_sha256"]
+        assert hashlib.sha256(row["result_json"].encode()).hexdigest() == row["result_sha256"]
         prev = row["record_hash"]
     verified = run("audit", "verify", "--json", "--audit-db", str(audit_target))
     assert verified.exit_code == 0 and json.loads(verified.stdout)["records"] == 4

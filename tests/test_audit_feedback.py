@@ -200,7 +200,7 @@ def old_log(audit_db, pack, state, now):
         # the format-1 hash, spelled out: its fields but record_hash, plus the database id
         old = {k: getattr(rec, k) for k in FORMAT_1_FIELDS}
         rec = replace(rec, record_hash=audit_mod.sha256_text(legacy({**old, "database_id": "old-db"})))
-        cols = [c for c in audit_mod.COLUMNS if c not in ("hook_instance", "patient")]
+        cols = [c for c in audit_mod.COLUMNS if c not in ("hook_instance", "patient", *audit_mod.V6_ONLY)]
         conn.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(getattr(rec, c) for c in cols))
         prev = rec.record_hash

@@ -312,7 +312,8 @@ def test_a_compressed_text_edited_is_caught(audit_db, pack, now):
         outcome = log.verify()
     assert [p.seq for p in outcome.problems if p.seq] == [2, 3]
     assert "was edited" in outcome.problems[-2].reasons[0] or any("edited" in r for r in outcome.problems[-2].reasons)
-    assert any("not readable" in r for r in outcome.problems[-1].reasons)
+    # format 6 finds it by the SHA-256 of the stored bytes, without decompressing (format 5: "not readable")
+    assert any("does not match its stored_sha256" in r for r in outcome.problems[-1].reasons)
 
 
 # --- issue 24 item 5 and issue 23 item 7: the log under damage, and the auditor's path -------------
@@ -526,8 +527,12 @@ def test_csv_export_neutralises_formulas_and_stays_verifiable(audit_db, pack, no
         body = {k: (v[1:] if v.startswith("'") else v) for k, v in row.items() if k != "record_hash"}
         body["seq"] = int(body["seq"])
         body["include_draft"] = body["include_draft"] == "True"
-        for optional in ("hook_instance", "patient"):  # empty in the CSV: absent from the record
+        for optional in ("hook_instance", "patient", "profile_sha256", "suppressed_json"):  # empty: absent from the record
             if not body.get(optional):
                 body.pop(optional, None)
+        assert body["record_format"] == "6"  # format 6: every field but the texts, which their SHA-256 fields cover
+        body["record_format"] = 6
+        assert hashlib.sha256(body.pop("result_json").encode()).hexdigest() == body["result_sha256"]
+        assert hashlib.sha256(body.pop("input_json").encode()).hexdigest() == body["input_sha256"]
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert hashlib.sha256(text.encode()).hexdigest() == row["record_hash"]

@@ -18,6 +18,7 @@ from pressor.cli import exit_codes
 from pressor.cli.main import cli
 from pressor.engine.audit import AuditLog, store as store_mod
 from pressor.engine.audit.compression import ZSTD_MAGIC, PackCodec, pack_dictionary
+from pressor.engine.audit.records import V6_ONLY
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.load import load_document
 from pressor.engine.evaluation.pack import default_rules_dir, load_pack
@@ -41,10 +42,13 @@ def stored_files(raw: Raw) -> dict[str, str]:
 
 
 def downgrade_to_format_3(raw: Raw) -> None:
-    """What a log written before format 4 looks like: no profiles table (nor format 5's patient column), format 3."""
+    """What a log written before format 4 looks like: no profiles table (nor format 5's patient column, nor format
+    6's columns), format 3. Its records must have been written as format 5 (``write_format = 5``)."""
     if not raw.pg:
         raw.execute("DROP INDEX records_patient")
     raw.execute("ALTER TABLE records DROP COLUMN patient")
+    for name in V6_ONLY:
+        raw.execute(f"ALTER TABLE records DROP COLUMN {name}")
     if raw.pg:
         raw.execute("DROP TABLE profiles")
         raw.execute("ALTER TABLE meta DISABLE TRIGGER meta_no_update")
@@ -98,12 +102,16 @@ def test_plain_zlib_and_zstd_rows_read_and_verify_in_one_log(audit_target, pack,
     raw = Raw(audit_target)
     old_forms = [lambda t: zlib.compress(t.encode(), 6)] + ([] if raw.pg else [lambda t: t])
     with AuditLog.open(audit_target) as log:
+        log.write_format = 5  # hashed over their texts, as every record before format 6
         for form in old_forms:
             monkeypatch.setattr(store_mod.AuditLog, "stored_texts", lambda self, record, files=None, form=form: (
                 None if record.input_json is None else form(record.input_json), form(record.result_json)))
             log.append(pack, states[1], evaluate(pack, states[1], now=now), now=now, user="u")
         monkeypatch.undo()
         log.append(pack, states[0], evaluate(pack, states[0], now=now), now=now, user="u")
+        log.write_format = None
+        log.append(pack, states[0], evaluate(pack, states[0], now=now), now=now, user="u")  # and format 6 after them
+    assert [r[0] is None for r in raw.execute("SELECT result_sha256 FROM records ORDER BY seq")] == [True] * len(old_forms) + [True, False]
     blobs = [r[0] for r in raw.execute("SELECT result_json FROM records ORDER BY seq")]
     assert bytes(blobs[0][:1]) == b"\x78" and bytes(blobs[-1]).startswith(ZSTD_MAGIC)
     if not raw.pg:
@@ -115,6 +123,7 @@ def test_plain_zlib_and_zstd_rows_read_and_verify_in_one_log(audit_target, pack,
 
 def test_a_format_3_log_reads_then_migrates(audit_target, pack, states, now, monkeypatch):
     with AuditLog.open(audit_target) as log:
+        log.write_format = 5
         monkeypatch.setattr(store_mod.AuditLog, "stored_texts", lambda self, record, files=None: (
             zlib.compress(record.input_json.encode()), zlib.compress(record.result_json.encode())))
         fill(log, pack, states, now, 2)
@@ -124,15 +133,19 @@ def test_a_format_3_log_reads_then_migrates(audit_target, pack, states, now, mon
     with AuditLog.open(audit_target, create=False) as log:  # read-only: as it is
         assert log.format == 3 and log.verify().ok and log.profiles_stored_from is None
     with AuditLog.open(audit_target) as log:  # for writing: migrated, nothing rewritten
-        assert log.format == 5 and log.profiles_stored_from == 3
+        assert log.format == 6 and log.profiles_stored_from == 3
         log.append(pack, states[0], evaluate(pack, states[0], now=now), now=now, user="u")
         outcome = log.verify()
         assert outcome.ok and outcome.records == 3, outcome.problems
     assert bytes(raw.execute("SELECT result_json FROM records WHERE seq = 3").fetchone()[0]).startswith(ZSTD_MAGIC)
 
 
-def test_a_damaged_blob_is_reported_never_a_traceback(audit_target, pack, states, now):
+@pytest.mark.parametrize("record_format", [5, 6])
+def test_a_damaged_blob_is_reported_never_a_traceback(audit_target, pack, states, now, record_format):
+    """Format 5 finds the damage decompressing; format 6 by the stored bytes' SHA-256, and lists the record from
+    its columns (its texts are not read), while show, which decompresses them, reports it."""
     with AuditLog.open(audit_target) as log:
+        log.write_format = record_format
         recs = fill(log, pack, states, now, 3)
     raw = Raw(audit_target)
     raw.drop_triggers()
@@ -144,18 +157,27 @@ def test_a_damaged_blob_is_reported_never_a_traceback(audit_target, pack, states
         outcome = log.verify()
     damaged = {p.seq: p.reasons for p in outcome.problems if p.seq}
     assert set(damaged) == {2, 3}
-    assert any("not readable (damaged zstd frame" in r for r in damaged[2])
-    assert any("neither a zstd frame nor a zlib stream" in r for r in damaged[3])
+    if record_format == 5:
+        assert any("not readable (damaged zstd frame" in r for r in damaged[2])
+        assert any("neither a zstd frame nor a zlib stream" in r for r in damaged[3])
+    else:
+        assert any("does not match its stored_sha256" in r for r in damaged[2])
+        assert any("does not match its stored_sha256" in r for r in damaged[3])
     shown = run("audit", "show", recs[1].id, "--audit-db", str(audit_target))
     assert shown.exit_code == exit_codes.INVALID and "record #2" in shown.stderr and "cannot be read" in shown.stderr
     listed = run("audit", "list", "--audit-db", str(audit_target))
-    assert listed.exit_code == exit_codes.INVALID and "cannot be read" in listed.stderr
+    if record_format == 5:
+        assert listed.exit_code == exit_codes.INVALID and "cannot be read" in listed.stderr
+    else:
+        assert listed.exit_code == 0 and "3 record(s)" in listed.stdout + listed.stderr
     verified = run("audit", "verify", "--audit-db", str(audit_target))
     assert verified.exit_code == exit_codes.INVALID and "BROKEN: first bad record #2" in verified.stderr
 
 
-def test_a_missing_stored_pack_is_reported(audit_target, pack, states, now):
+@pytest.mark.parametrize("record_format", [5, 6])
+def test_a_missing_stored_pack_is_reported(audit_target, pack, states, now, record_format):
     with AuditLog.open(audit_target) as log:
+        log.write_format = record_format
         recs = fill(log, pack, states, now, 2)
     raw = Raw(audit_target)
     raw.drop_triggers()
@@ -166,7 +188,8 @@ def test_a_missing_stored_pack_is_reported(audit_target, pack, states, now):
         outcome = log.verify()
     reasons = outcome.first_bad.reasons
     assert outcome.first_bad.seq == 1
-    assert any("is not stored, and its texts are compressed against it" in r for r in reasons)
+    # format 6 is verified without decompressing, so only the missing pack itself is named
+    assert record_format == 6 or any("is not stored, and its texts are compressed against it" in r for r in reasons)
     assert any("missing from the stored packs" in r for r in reasons)
     shown = run("audit", "show", recs[0].id, "--audit-db", str(audit_target))
     assert shown.exit_code == exit_codes.INVALID and "is not stored" in shown.stderr
@@ -229,9 +252,11 @@ def test_a_tampered_stored_profile_is_reported(tmp_path):
     assert replayed.exit_code == exit_codes.INVALID and "was altered" in replayed.stderr
 
 
-def test_a_profile_record_from_before_profiles_were_stored_replays_with_the_file(tmp_path):
+def test_a_profile_record_from_before_profiles_were_stored_replays_with_the_file(tmp_path, monkeypatch):
     db = tmp_path / "audit.db"
+    monkeypatch.setattr(store_mod.AuditLog, "write_format", 5)
     _recommend(db, "--profile", PROFILE)
+    monkeypatch.undo()
     downgrade_to_format_3(Raw(db))  # as if recorded by the pressor before this one
     _recommend(db)  # migrates
     assert run("audit", "verify", "--audit-db", str(db)).exit_code == 0

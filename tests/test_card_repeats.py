@@ -44,6 +44,12 @@ def test_an_unchanged_plan_is_not_shown_again_and_says_why(server, signing_key, 
     start = next(s for s in suppressed if s["repeat_key"] == "plan:plan-norepinephrine")
     assert start["indicator"] == "critical" and start["window_s"] == 3600 and "within the 1 h window" in start["reason"]
     assert all(s["window_s"] == 14400 for s in suppressed if s["indicator"] != "critical")
+    # the hash-chained audit record of the call keeps them too (record format 6: suppressed_json, hashed)
+    from pressor.engine.audit import AuditLog
+
+    with AuditLog.open(server.audit_db, create=False) as log:
+        recorded = [r for r in log.records(hooked=True) if r.hook_instance == again_id]
+        assert recorded and json.loads(recorded[0].suppressed_json) == suppressed and log.verify().ok
     time.sleep(0.3)  # the request's log line says what was not shown again, and why (no patient data)
     lines = [json.loads(x) for x in server.stderr_path.read_text().splitlines() if x.startswith("{")]
     line = next(x for x in lines if x.get("hookInstance") == again_id)

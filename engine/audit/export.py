@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -11,27 +12,53 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from ..errors import AuditError
-from .records import COLUMNS, FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json
+from .records import COLUMNS, FEEDBACK_COLUMNS, RECORD_FORMAT, V6_ONLY, AuditRecord, FeedbackEntry, canonical_json
+
+#: The columns a format-6 row leaves out when they are empty (as :meth:`.records.AuditRecord.to_dict` does).
+V6_OPTIONAL = ("hook_instance", "patient", *V6_ONLY)
 
 if TYPE_CHECKING:
     from .store import AuditLog
 
 EXPORT_FORMATS = ("jsonl", "csv", "fhir-auditevent")
-EXPORT_KINDS = ("records", "feedback")
+EXPORT_KINDS = ("records", "feedback", "packs")
+#: How a record's input and Result are exported: as their texts ("clear"), or as the stored zstd frames, base64
+#: ("stored"; JSON lines only: a format-6 record then needs no decompression, and ``--kind packs`` gives the
+#: dictionaries that decompress them).
+EXPORT_TEXTS = ("clear", "stored")
 
 
 def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
-           progress: Callable[[int], None] | None = None) -> int:
-    """Write every record (``kind`` "feedback": every feedback entry) to ``out`` as JSON lines
-    or CSV, one at a time (memory stays flat); returns how many.
+           progress: Callable[[int], None] | None = None, texts: str = "clear") -> int:
+    """Write every record (``kind`` "feedback": every feedback entry; "packs": every stored rule pack) to ``out``
+    as JSON lines or CSV, one at a time (memory stays flat); returns how many.
 
     Texts are exactly as hashed, so that ``record_hash`` can be recomputed from the export
     alone (with ``database_id``, included on every row; feedback rows also hash ``"kind": "feedback"``).
+    A format-6 record's row carries ``"record_format": 6``: its hash covers every field but its texts (and the hash),
+    which ``input_sha256`` and ``result_sha256`` cover. With ``texts`` "stored", its texts are replaced by
+    ``input_zstd`` and ``result_zstd``, its stored bytes in base64 (``stored_sha256`` covers them); records from
+    before format 6 keep their texts, which their hash covers.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}")
     if kind not in EXPORT_KINDS:
         raise ValueError(f"kind must be one of {EXPORT_KINDS}")
+    if texts not in EXPORT_TEXTS:
+        raise ValueError(f"texts must be one of {EXPORT_TEXTS}")
+    if texts == "stored" and (fmt != "jsonl" or kind != "records"):
+        raise ValueError("stored texts are exported as JSON lines of records (--format jsonl --kind records)")
+    if kind == "packs":
+        if fmt != "jsonl":
+            raise ValueError("packs are exported as JSON lines (--format jsonl)")
+        count = 0
+        for sha, name, version, files_json in log.stored_packs():
+            out.write(canonical_json({"database_id": log.database_id, "sha256": sha, "name": name, "version": version,
+                                      "files_json": files_json}) + "\n")
+            count += 1
+        return count
+    if texts == "stored":
+        return _export_stored(log, out, progress)
     if fmt == "fhir-auditevent":
         if kind != "records":
             raise ValueError("fhir-auditevent exports the records (their feedback is not an AuditEvent)")
@@ -45,7 +72,7 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
                 progress(count)
         return count
     entries: Iterator[AuditRecord | FeedbackEntry] = log.records() if kind == "records" else log.feedback()
-    columns = ["database_id", *(COLUMNS if kind == "records" else FEEDBACK_COLUMNS)]
+    columns = ["database_id", *((*COLUMNS, "record_format") if kind == "records" else FEEDBACK_COLUMNS)]
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
     if writer:
         writer.writeheader()
@@ -60,6 +87,35 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
         if progress is not None and count % 1000 == 0:
             progress(count)
     return count
+
+
+def _export_stored(log: "AuditLog", out: TextIO, progress: Callable[[int], None] | None) -> int:
+    """JSON lines of every record, a format-6 record's texts as their stored bytes (base64), never decompressed."""
+    import base64
+
+    count = 0
+    for row in log.stored_rows():
+        values = dict(zip(COLUMNS, row))
+        if values["result_sha256"] is None:  # before format 6: the hash covers the texts themselves
+            data = {"database_id": log.database_id, **log._record(row).to_dict(parsed=False)}
+        else:
+            stored_input, stored_result = values.pop("input_json"), values.pop("result_json")
+            data = {"database_id": log.database_id, "record_format": RECORD_FORMAT,
+                    **{k: v for k, v in values.items() if v is not None or k not in V6_OPTIONAL},
+                    "include_draft": bool(values["include_draft"]),
+                    "result_zstd": base64.b64encode(_bytes(stored_result)).decode("ascii")}
+            if stored_input is not None:
+                data["input_zstd"] = base64.b64encode(_bytes(stored_input)).decode("ascii")
+        out.write(json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n")
+        count += 1
+        if progress is not None and count % 1000 == 0:
+            progress(count)
+    return count
+
+
+def _bytes(stored: Any) -> bytes:
+    """Stored bytes as bytes (a text in their place, which verify reports, by its UTF-8)."""
+    return stored.encode("utf-8", "surrogateescape") if isinstance(stored, str) else bytes(stored)
 
 
 #: What a spreadsheet takes for the start of a formula (OWASP's list), and the apostrophe that neutralises it.

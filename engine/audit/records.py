@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields
+from json.encoder import encode_basestring as _json_string  # the C function json.dumps uses (ensure_ascii=False)
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..errors import AuditError
 from ..model import RulePack
@@ -165,12 +166,37 @@ class AuditRecord:
     #: Whom the advice was about (CDS Hooks: ``Patient/{context.patientId}``, or its keyed hash
     #: ``hmac-sha256:...`` where the site keeps no identifiers in the log); None from the CLI and before format 5.
     patient: str | None = None
+    # -- record format 6 (None in records made before it): what the hash covers instead of the texts --
+    #: SHA-256 of ``result_json`` (the Result's canonical JSON).
+    result_sha256: str | None = None
+    #: SHA-256 of the stored bytes of the input and the Result (their zstd frames): :func:`stored_sha256`.
+    stored_sha256: str | None = None
+    #: The Result's ``evaluated_at``, and ``rule-id@version`` of every recommendation (canonical JSON array), kept
+    #: beside it so that listing and filtering never decompress.
+    evaluated_at: str | None = None
+    fired_json: str | None = None
+    #: The SHA-256 of the site profile the Result names, if any.
+    profile_sha256: str | None = None
+    #: The cards of the call not shown again (the repeat window), canonical JSON; None when none were.
+    suppressed_json: str | None = None
+
+    @property
+    def format(self) -> int:
+        """6 for a record hashed over its stored bytes (:data:`V6_FIELDS`); 5 for one hashed over its texts (formats 1-5)."""
+        return 6 if self.result_sha256 is not None else 5
 
     def hashed(self, database_id: str) -> str:
-        """The canonical JSON that ``record_hash`` is the SHA-256 of (``hook_instance`` and ``patient``
-        only when set, so that records made before they existed keep their hash)."""
+        """The canonical JSON that ``record_hash`` is the SHA-256 of.
+
+        Format 6: :data:`V6_FIELDS` (the texts by their SHA-256 and their stored bytes by theirs; see
+        :func:`v6_hashed`). Before: every field, the texts included (``hook_instance`` and ``patient`` only
+        when set, so that records made before they existed keep their hash)."""
+        if self.result_sha256 is not None:
+            return v6_hashed({name: getattr(self, name) for name in V6_FIELDS}, database_id)
         data = self.to_dict(parsed=False)
         del data["record_hash"]
+        for name in V6_ONLY:
+            data.pop(name, None)
         data["database_id"] = database_id
         return canonical_json(data)
 
@@ -201,9 +227,11 @@ class AuditRecord:
         """JSON-ready. ``parsed``: input and result as objects; otherwise the exact stored texts
         (what an outside verifier must hash)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        for optional in ("hook_instance", "patient"):
+        for optional in ("hook_instance", "patient", *V6_ONLY):
             if data[optional] is None:
                 del data[optional]
+        if self.result_sha256 is not None:  # what tells an outside verifier which fields the hash covers
+            data["record_format"] = RECORD_FORMAT
         if parsed:
             data["input"] = self.input
             data["result"] = self.result
@@ -252,6 +280,56 @@ def fired_rules(result: dict[str, Any]) -> list[str]:
 COLUMNS = tuple(f.name for f in fields(AuditRecord))
 #: The columns for SQL, quoted (``user`` is a reserved word in PostgreSQL).
 SQL_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
+#: The columns record format 6 added (None in older records).
+V6_ONLY = ("result_sha256", "stored_sha256", "evaluated_at", "fired_json", "profile_sha256", "suppressed_json")
+#: What a format-6 ``record_hash`` covers: every column but the texts themselves and the hash (the texts are
+#: covered by ``input_sha256`` / ``result_sha256`` and their stored bytes by ``stored_sha256``).
+V6_FIELDS = tuple(c for c in COLUMNS if c not in ("input_json", "result_json", "record_hash"))
+#: The first record format hashed over the stored bytes.
+RECORD_FORMAT = 6
+_V6_SKIP_IF_NONE = frozenset(("hook_instance", "patient", "profile_sha256", "suppressed_json"))
+#: The keys of a format-6 hash in JCS order (all ASCII: sorted code points).
+_V6_ORDER = tuple(sorted((*V6_FIELDS, "database_id", "record_format")))
+
+
+def v6_hashed(values: Mapping[str, Any], database_id: str) -> str:
+    """The canonical JSON (RFC 8785) a format-6 ``record_hash`` is the SHA-256 of: :data:`V6_FIELDS` of ``values``
+    (those in ``_V6_SKIP_IF_NONE`` only when set), ``database_id``, and ``"record_format": 6``.
+
+    Every key is ASCII (so sorted by code point is JCS order) and every value a string, a small integer, a
+    boolean or null, so the text is written here directly, each string with JSON's minimal escapes as
+    :func:`canonical_json` writes it (the same C function); the same bytes, a third of the time of
+    ``json.dumps``: this is what ``verify`` computes for every record. Anything else (bytes where a text was,
+    in a damaged row) raises :class:`TypeError`."""
+    parts = []
+    for key in _V6_ORDER:
+        value: Any = database_id if key == "database_id" else RECORD_FORMAT if key == "record_format" else values[key]
+        kind = type(value)
+        if kind is str:
+            text = _json_string(value)
+        elif value is None:
+            if key in _V6_SKIP_IF_NONE:
+                continue
+            text = "null"
+        elif key == "include_draft":
+            text = "true" if value else "false"  # SQLite gives 0 or 1
+        elif kind is int and abs(value) <= 2**53:
+            text = str(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        else:
+            raise TypeError(f"{key} holds a {kind.__name__}")
+        parts.append(f'"{key}":{text}')
+    return "{" + ",".join(parts) + "}"
+
+
+def stored_sha256(stored_input: bytes | memoryview | None, stored_result: bytes | memoryview) -> str:
+    """``stored_sha256`` of a format-6 record: the SHA-256 of the input's stored bytes' length (8 bytes, big-endian;
+    0 in hash mode), the input's stored bytes, then the Result's (the length fixes where one ends)."""
+    digest = hashlib.sha256(len(stored_input or b"").to_bytes(8, "big"))
+    digest.update(stored_input or b"")
+    digest.update(stored_result)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -312,6 +390,20 @@ def record_from_row(row: tuple[Any, ...], codec: Callable[[str], PackCodec]) -> 
     data["input_json"] = decode(data["input_json"], lambda: codec(sha))
     data["result_json"] = decode(data["result_json"], lambda: codec(sha))
     return AuditRecord(**data)
+
+
+def with_v6_fields(record: AuditRecord, texts: tuple[bytes | None, bytes], result: Mapping[str, Any],
+                   suppressed: Any = None) -> AuditRecord:
+    """``record`` as format 6 stores it: with the SHA-256 of its Result text and of its stored bytes (``texts``),
+    and what listing reads from the Result (``result``: its dict): ``evaluated_at``, the fired rules, the site
+    profile; ``suppressed``: the cards of the call not shown again (JSON), if any."""
+    profile = recorded_profile(result)
+    stored_input, stored_result = texts
+    return replace(
+        record, result_sha256=sha256_text(record.result_json), stored_sha256=stored_sha256(stored_input, stored_result),
+        evaluated_at=str(result.get("evaluated_at") or ""), fired_json=canonical_json(fired_rules(dict(result))),
+        profile_sha256=None if profile is None else profile["sha256"],
+        suppressed_json=None if not suppressed else canonical_json(suppressed))
 
 
 def record_row(record: AuditRecord, texts: tuple[bytes | None, bytes]) -> tuple[Any, ...]:

@@ -20,23 +20,36 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, TextIO
 
 from ..errors import AuditError
 from ..model import Result, RulePack
-from .chain import ChainProblem, Verification, feedback_problems, pack_problem, profile_problem, record_problems
-from .compression import PackCodec, UnreadableText
+from .chain import Verification, record_problems, stored_problems
+from .compression import PackCodec, UnreadableText, decode
 from .records import (
-    COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, AuditRecord, FeedbackEntry,
-    canonical_json, pack_files, record_from_row, record_row, recorded_profile, sha256_text, utc_text,
+    COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, RECORD_FORMAT, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, V6_ONLY, AuditRecord,
+    FeedbackEntry, canonical_json, fired_rules, pack_files, record_from_row, record_row, sha256_text, utc_text,
+    with_v6_fields,
 )
 
 #: Environment variable naming the audit log, a file or a ``postgresql://`` URL (overridden by an explicit one).
 ENV_VAR = "PRESSOR_AUDIT_DB"
 #: How long an append waits for another process holding the write lock.
 BUSY_TIMEOUT_S = 10.0
-#: Progress is reported every this many entries.
-PROGRESS_EVERY = 1000
 #: Packs whose compression dictionaries an open log keeps (each a few MB; a log rarely holds more than a few packs).
 CODEC_CACHE = 8
 #: The first log format whose records can name their patient (the same number in both stores).
 PATIENT_FORMAT = 5
+#: The columns a listing reads (:meth:`AuditLog.summaries`): never the texts of a format-6 record.
+SUMMARY_COLUMNS = ("seq", "id", "recorded_at", "user", "input_mode", "pack_name", "pack_version", "pack_sha256", "record_hash",
+                   "patient", "hook_instance", "evaluated_at", "fired_json")
+_COLUMN_FORMAT = {"hook_instance": 2, "patient": PATIENT_FORMAT, **{name: RECORD_FORMAT for name in V6_ONLY}}
+
+
+def column_sql(name: str, fmt: int) -> str:
+    """The SQL that reads column ``name`` from a log of format ``fmt`` (NULL where that format has no such column)."""
+    return f"NULL AS {name}" if fmt < _COLUMN_FORMAT.get(name, 0) else f'"{name}"'
+
+
+def record_select(fmt: int) -> str:
+    """``SELECT`` every column of :data:`.records.COLUMNS` ``FROM records`` in a log of format ``fmt``."""
+    return f"SELECT {', '.join(column_sql(c, fmt) for c in COLUMNS)} FROM records"
 
 Progress = Callable[[int, int], None]
 
@@ -94,6 +107,12 @@ class AuditLog:
 
     #: Records from this seq on have their site profile (if any) in ``profiles``; None: a log without that table.
     profiles_stored_from: int | None = None
+    #: The record format appended (None: the log's own, 6 in a format-6 log). Tests and bench/audit.py set 5 to
+    #: write records as pressor did before format 6 (a log of mixed formats, the baseline of a benchmark).
+    write_format: int | None = None
+
+    def _writes_v6(self) -> bool:
+        return (self.write_format or self.format) >= RECORD_FORMAT
 
     def __init__(self) -> None:
         #: What a reader must be told about this log as it was opened (a part that could not be read).
@@ -154,7 +173,7 @@ class AuditLog:
     _lower = "LOWER"
 
     def _record_select(self) -> str:
-        return f"SELECT {SQL_COLUMNS} FROM records"
+        return record_select(self.format)
 
     def _since_hint(self) -> str:
         """What follows the FROM of a ``since`` query so that the store reads the ``recorded_at`` index."""
@@ -187,11 +206,13 @@ class AuditLog:
 
     def prepare(self, pack: RulePack, state: Any, result: Result, *, now: datetime, user: str,
                 input_mode: str = "full", hook_instance: str | None = None, patient: str | None = None,
-                result_dict: Mapping[str, Any] | None = None, record_id: str | None = None) -> "PreparedRecord":
+                result_dict: Mapping[str, Any] | None = None, record_id: str | None = None,
+                suppressed: Any = None) -> "PreparedRecord":
         """Everything of one record that needs no write lock: its canonical JSON and its compressed texts.
 
         ``result_dict``: ``result.to_dict()`` when the caller has it already (the service serialises a result
-        once, for its cards and its record); ``record_id``: the record's id when the caller gave it out already.
+        once, for its cards and its record); ``record_id``: the record's id when the caller gave it out already;
+        ``suppressed``: the cards of the call not shown again (a JSON list; format 6 keeps it, hashed).
         """
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}")
@@ -211,6 +232,8 @@ class AuditLog:
             # Read the pack's files and compress before taking the write lock (the pack's files once per pack).
             files = None if self._has_pack(pack.sha256) else pack_files(pack)
             texts = self.stored_texts(record, files=None if files is None else files["files"])
+        if self._writes_v6():
+            record = with_v6_fields(record, texts, result_dict, suppressed)
         return PreparedRecord(pack, record, rules, texts, files)
 
     def append_prepared(self, prepared: list["PreparedRecord"]) -> list[AuditRecord]:
@@ -266,8 +289,11 @@ class AuditLog:
         before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
         prev_seq, prev_hash = before if before else (0, GENESIS)
         try:
-            rec = self._record(row)
-            reasons = record_problems(rec, self.database_id, prev_seq + 1, prev_hash, prev_seq)
+            values = dict(zip(COLUMNS, row))
+            if values["result_sha256"] is not None:  # format 6: nothing to decompress
+                reasons = stored_problems(values, self.database_id, prev_seq + 1, prev_hash, prev_seq)
+            else:
+                reasons = record_problems(self._record(row), self.database_id, prev_seq + 1, prev_hash, prev_seq)
         except AuditError as exc:
             reasons = [str(exc.problems[0].message) if exc.problems else str(exc)]
         if reasons:
@@ -360,8 +386,32 @@ class AuditLog:
         fired (index ``record_rules``); ``user``: the user's name contains it (any case); ``version``: the
         pack version; ``hooked``: only those made for a CDS Hooks call; ``patient``: about one patient (any of
         these stored forms: its reference and its keyed hash)."""
+        for row in self._filtered(self._record_select(), since, until, rule, user, version, hooked, newest_first, limit, patient):
+            with self._translated("read the records"):  # its pack's dictionary is read from the store too
+                record = self._record(row)
+            yield record
+
+    def summaries(self, *, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
+                  user: str | None = None, version: str | None = None, hooked: bool = False,
+                  newest_first: bool = False, limit: int | None = None,
+                  patient: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+        """What ``audit list`` shows of each record :meth:`records` gives (same filters), as dicts: seq, id,
+        recorded_at, user, evaluated_at, input_mode, pack, recommendations (``rule-id@version``), record_hash,
+        and patient and hook_instance when set. A format-6 record is read from its columns alone (its texts are
+        not even read from the store); an older one from its decompressed Result."""
+        text = "CASE WHEN fired_json IS NULL THEN result_json END" if self.format >= RECORD_FORMAT else "result_json"
+        select = f"SELECT {', '.join(column_sql(c, self.format) for c in SUMMARY_COLUMNS)}, {text} FROM records"
+        for row in self._filtered(select, since, until, rule, user, version, hooked, newest_first, limit, patient):
+            with self._translated("read the records"):
+                summary = self._summary(row)
+            yield summary
+
+    def _filtered(self, select: str, since: datetime | None, until: datetime | None, rule: str | None, user: str | None,
+                  version: str | None, hooked: bool, newest_first: bool, limit: int | None,
+                  patient: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``select`` (``... FROM records``) that pass :meth:`records`' filters, in its order."""
         clauses = self._clauses(since, until, rule, user, version, hooked, patient)
-        select = self._record_select() + self._time_hint(since, until, rule)
+        select += self._time_hint(since, until, rule)
         order = " ORDER BY seq DESC" if newest_first else " ORDER BY seq"
         left = limit
         with self._translated("read the records"):
@@ -372,7 +422,25 @@ class AuditLog:
                 for row in self._rows(sql, args):
                     if left is not None:
                         left -= 1
-                    yield self._record(row)
+                    yield row
+
+    def _summary(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """One :meth:`summaries` dict from its row (:data:`SUMMARY_COLUMNS` and the stored Result of an older record)."""
+        seq, rid, recorded_at, user, input_mode, pack_name, pack_version, pack_sha, record_hash, patient, hook, \
+            evaluated_at, fired_json, stored = row
+        try:
+            if fired_json is None:  # before format 6: from the Result itself
+                result = json.loads(decode(stored, lambda: self._codec(pack_sha)) or "{}")
+                evaluated_at, fired = result.get("evaluated_at"), fired_rules(result)
+            else:
+                fired = json.loads(fired_json)
+        except (UnreadableText, UnicodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise AuditError.single(f"record #{seq} ({rid}): its stored result cannot be read ({exc})", file=self.where,
+                                    suggestion="run `pressor audit verify` to see what is damaged; keep the log for investigation") from exc
+        return {"seq": seq, "id": rid, "recorded_at": recorded_at, "user": user, "evaluated_at": evaluated_at or None,
+                "input_mode": input_mode, "pack": {"name": pack_name, "version": pack_version, "sha256": pack_sha},
+                "recommendations": fired, "record_hash": record_hash, **({"patient": patient} if patient else {}),
+                **({"hook_instance": hook} if hook else {})}
 
     def count_records(self, *, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
                       user: str | None = None, version: str | None = None, hooked: bool = False,
@@ -486,78 +554,12 @@ class AuditLog:
 
     # -- checking -------------------------------------------------------------
     def verify(self, *, anchor: tuple[int, str] | None = None, progress: Progress | None = None,
-               upto: int | None = None) -> Verification:
-        """Walk the chain in sequence order, streamed; report every record that is wrong and why.
+               upto: int | None = None, deep: bool = False) -> Verification:
+        """Walk the chain in sequence order, streamed; report every record that is wrong and why (see
+        :func:`.chain.verify`: ``anchor``, ``progress``, ``upto``, ``deep``)."""
+        from .chain import verify
 
-        ``anchor`` (seq, record_hash), published earlier, must still be in the chain: this is
-        what catches a chain rebuilt from some record onwards, or a truncated tail.
-        ``progress(done, total)`` is called every :data:`PROGRESS_EVERY` records. ``upto``: only
-        the records up to that seq (what vouches for one record: ``audit show`` and ``replay``), and
-        no feedback.
-        """
-        problems: list[ChainProblem] = [ChainProblem(None, None, (note,)) for note in self.notes]
-        with self._translated("verify the chain"):
-            missing = sorted(self.expected_triggers - self._triggers_present())
-            if missing:
-                problems.append(ChainProblem(None, None, (f"append-only triggers were removed: {', '.join(missing)}",)))
-            bad_packs: dict[str, str | None] = {
-                sha: pack_problem(sha, files_json) for sha, files_json in self._rows("SELECT sha256, files_json FROM packs")}
-            profiles_from = self.profiles_stored_from
-            bad_profiles: dict[str, str | None] = {} if profiles_from is None else {
-                sha: profile_problem(sha, text) for sha, text in self._rows("SELECT sha256, text FROM profiles")}
-            total = self.head()[0] if upto is None else upto
-            head: tuple[int, str | None, str] = (0, None, GENESIS)  # (seq, id, hash) of the last record read
-            expected_prev, expected_seq = GENESIS, 1
-            anchored: str | None = None
-            count = 0
-            where, args = ("", ()) if upto is None else (" WHERE seq <= ?", (upto,))
-            for row in self._rows(self._record_select() + where + " ORDER BY seq", args):
-                count += 1
-                try:
-                    rec = record_from_row(row, self._codec)
-                    reasons = record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
-                    if profiles_from is not None and rec.seq >= profiles_from:
-                        reasons += _profile_reasons(rec, bad_profiles)
-                except (ValueError, UnicodeError) as exc:  # an edit that left bytes no text has, or its pack is missing
-                    rec = AuditRecord(**{**dict(zip(COLUMNS, row)), "input_json": None, "result_json": ""})
-                    why = f" ({exc})" if isinstance(exc, UnreadableText) else ""
-                    reasons = [f"its stored input or result is not readable{why}: the record was edited or damaged"]
-                    reasons += [r for r in record_problems(rec, self.database_id, expected_seq, expected_prev, head[0])
-                                if "record_hash" not in r]
-                if rec.pack_sha256 not in bad_packs:
-                    reasons.append(f"its rule pack {rec.pack_sha256[:12]} is missing from the stored packs")
-                elif pack_problem_text := bad_packs[rec.pack_sha256]:
-                    reasons.append(pack_problem_text)
-                if reasons:
-                    problems.append(ChainProblem(rec.seq, rec.id, tuple(reasons)))
-                expected_prev, expected_seq, head = rec.record_hash, rec.seq + 1, (rec.seq, rec.id, rec.record_hash)
-                if anchor is not None and rec.seq == anchor[0]:
-                    anchored = rec.record_hash
-                if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress(count, total)
-            feedback_count, feedback_head = self._verify_feedback(problems) if upto is None else (0, (0, None, GENESIS))
-        if anchor is not None:
-            seq, expected = anchor
-            if anchored is None:
-                problems.append(ChainProblem(None, None, (f"anchor #{seq} is not in the chain: records were deleted from the end",)))
-            elif anchored != expected:
-                problems.append(ChainProblem(None, None, (
-                    f"record #{seq} no longer has the anchored hash {expected[:16]}...: the chain was rewritten",)))
-        return Verification(self.database_id, count, head[0], head[1], head[2], tuple(problems),
-                            feedback_count, feedback_head)
-
-    def _verify_feedback(self, problems: list[ChainProblem]) -> tuple[int, tuple[int, str | None, str]]:
-        """Walk the feedback chain like the records chain; append its problems. ``(count, head)``."""
-        head: tuple[int, str | None, str] = (0, None, GENESIS)
-        expected_prev, expected_seq = GENESIS, 1
-        count = 0
-        for entry in self.feedback():
-            count += 1
-            reasons = feedback_problems(entry, self.database_id, expected_seq, expected_prev, head[0])
-            if reasons:
-                problems.append(ChainProblem(entry.seq, entry.id, tuple(reasons), kind="feedback"))
-            expected_prev, expected_seq, head = entry.record_hash, entry.seq + 1, (entry.seq, entry.id, entry.record_hash)
-        return count, head
+        return verify(self, anchor=anchor, progress=progress, upto=upto, deep=deep)
 
     # -- replay and export ------------------------------------------------------
     def replay(self, ref: str, *, state: Any = None, profile_text: str | None = None) -> Any:
@@ -572,22 +574,21 @@ class AuditLog:
 
         return stored_pack_under(self, pack_sha, profile_sha)
 
-    def export(self, fmt: str, out: TextIO, *, kind: str = "records", progress: Callable[[int], None] | None = None) -> int:
-        """Every record or feedback entry to ``out``, streamed (see :func:`.export.export`); how many."""
+    def export(self, fmt: str, out: TextIO, *, kind: str = "records", progress: Callable[[int], None] | None = None,
+               texts: str = "clear") -> int:
+        """Every record, feedback entry or stored pack to ``out``, streamed (see :func:`.export.export`); how many."""
         from .export import export
 
-        return export(self, fmt, out, kind=kind, progress=progress)
+        return export(self, fmt, out, kind=kind, progress=progress, texts=texts)
 
+    def stored_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every record's row as stored (:data:`.records.COLUMNS`; texts not decompressed), in sequence order."""
+        with self._translated("read the records"):
+            for row in self._rows(self._record_select() + " ORDER BY seq"):
+                yield row
 
-def _profile_reasons(rec: AuditRecord, bad_profiles: Mapping[str, str | None]) -> list[str]:
-    """What is wrong with the stored site profile a record names (its Result, which is hashed, names it)."""
-    if '"profile":{' not in rec.result_json:  # most records have none: skip parsing the Result
-        return []
-    profile = recorded_profile(rec.result)
-    if profile is None:
-        return []
-    sha = profile["sha256"]
-    if sha not in bad_profiles:
-        return [f"its site profile {sha[:12]} is missing from the stored profiles"]
-    problem = bad_profiles[sha]
-    return [problem] if problem else []
+    def stored_packs(self) -> Iterator[tuple[str, str, str, str]]:
+        """``(sha256, name, version, files_json)`` of every stored pack."""
+        with self._translated("read the stored packs"):
+            for row in self._rows("SELECT sha256, name, version, files_json FROM packs ORDER BY sha256"):
+                yield row

@@ -18,14 +18,15 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import AuditError, Problem
-from .records import GENESIS
+from .records import GENESIS, V6_ONLY
 from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
 
 #: The format of a PostgreSQL log (its own numbering started at SQLite's 3: zlib-compressed texts, rule
-#: index; 4: zstd against the record's pack, site profiles stored; 5: ``records.patient``). Formats 3 and 4 are
-#: migrated when opened for writing (by the tables' owner: docs/deploy.md).
-FORMAT = 5
-READABLE_FORMATS = ("3", "4", "5")
+#: index; 4: zstd against the record's pack, site profiles stored; 5: ``records.patient``; 6: records hashed over
+#: their stored bytes, ``evaluated_at`` and the fired rules in columns). Formats 3 to 5 are migrated when opened for
+#: writing (by the tables' owner: docs/deploy.md).
+FORMAT = 6
+READABLE_FORMATS = ("3", "4", "5", "6")
 #: Key of the advisory lock every writer takes ("pressor" in ASCII).
 WRITE_LOCK = 0x70726573736F72
 
@@ -73,6 +74,7 @@ _TABLES = (
         CHECK ((input_mode = 'full') = (input_json IS NOT NULL)))""",
     "CREATE INDEX records_recorded_at ON records (recorded_at)",
     "CREATE INDEX records_patient ON records (patient)",
+    *(f"ALTER TABLE records ADD COLUMN {name} TEXT" for name in V6_ONLY),
     """CREATE TABLE record_rules (
         rule_id TEXT NOT NULL,
         seq BIGINT NOT NULL REFERENCES records (seq),
@@ -230,20 +232,23 @@ class _PostgresTransaction:
 
 
 def _migrate(conn: Any) -> None:
-    """Format 3 or 4 to 5, under the write lock: the ``profiles`` table (records before it kept no profile),
-    the ``records.patient`` column. The format row is the one row of ``meta`` ever changed, with its trigger
-    off for that moment."""
+    """Format 3, 4 or 5 to 6, under the write lock: the ``profiles`` table (records before it kept no profile),
+    the ``records.patient`` column, the format-6 columns (NULL in the records before it, which keep their
+    hashes). The format row is the one row of ``meta`` ever changed, with its trigger off for that moment."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         old = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
-        if old not in ("3", "4"):
+        if old not in ("3", "4", "5"):
             return  # another process migrated it meanwhile
         if old == "3":
             for sql in (_PROFILES_TABLE, *_PROFILES_TRIGGERS.values()):
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) SELECT 'profiles_stored_from', (COALESCE(MAX(seq), 0) + 1)::text FROM records")
-        conn.execute("ALTER TABLE records ADD COLUMN patient TEXT")
-        conn.execute("CREATE INDEX records_patient ON records (patient)")
+        if old in ("3", "4"):
+            conn.execute("ALTER TABLE records ADD COLUMN patient TEXT")
+            conn.execute("CREATE INDEX records_patient ON records (patient)")
+        for name in V6_ONLY:
+            conn.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
         conn.execute("ALTER TABLE meta DISABLE TRIGGER meta_no_update")
         conn.execute("UPDATE meta SET value = %s WHERE key = 'format'", (str(FORMAT),))
         conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_no_update")
@@ -284,7 +289,7 @@ class PostgresAuditLog(AuditLog, opens="url"):
                         conn.execute("INSERT INTO meta (key, value) VALUES ('format', %s), ('database_id', %s)",
                                      (str(FORMAT), str(uuid.uuid4())))
             fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if create and fmt is not None and fmt[0] in ("3", "4"):
+            if create and fmt is not None and fmt[0] in ("3", "4", "5"):
                 _migrate(conn)
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'database_id', 'profiles_stored_from')")
                         .fetchall())
@@ -340,10 +345,6 @@ class PostgresAuditLog(AuditLog, opens="url"):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield _PostgresTransaction(conn)
-
-    def _record_select(self) -> str:
-        select = super()._record_select()
-        return select if self.format >= 5 else select.replace('"patient" FROM', "NULL AS patient FROM")
 
     def _triggers_present(self) -> set[str]:
         return {r[0] for r in self._conn.execute(

@@ -18,19 +18,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import AuditError, Problem
-from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
+from .records import COLUMNS, FEEDBACK_COLUMNS, GENESIS, SQL_FEEDBACK_COLUMNS, AuditRecord, FeedbackEntry, canonical_json, pack_files, \
     sha256_text, utc_text
-from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog
+from .records import V6_ONLY
+from .store import BUSY_TIMEOUT_S, ENV_VAR, AuditLog, record_select
 
 __all__ = ["SqliteAuditLog", "FORMAT", "COLUMNS", "FEEDBACK_COLUMNS", "canonical_json", "pack_files", "sha256_text", "utc_text",
            "AuditRecord", "FeedbackEntry"]
 
 #: Schema version, kept in SQLite's ``user_version``. 1: no feedback, no ``records.hook_instance``;
 #: 2: feedback; 3: zlib-compressed input and result texts, the ``record_rules`` index; 4: texts
-#: compressed with zstd against the record's pack, site profiles stored (``profiles``); 5: ``records.patient``.
-FORMAT = 5
+#: compressed with zstd against the record's pack, site profiles stored (``profiles``); 5: ``records.patient``;
+#: 6: records hashed over their stored bytes, with ``evaluated_at`` and the fired rules in columns (:data:`V6_COLUMNS`).
+FORMAT = 6
 #: Formats this pressor reads (older ones are migrated when opened for writing).
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
 #: Page size of a new log. A record takes 2-10 KB (most 2-4 KB): with 4 KB pages most take a page
 #: of their own and waste 0.7 KB of it; with 1 KB pages SQLite fills whole overflow pages and the
 #: rest packs closely (5.4 KB against 4.8 KB a record on the project's scenarios, bench/audit.py).
@@ -140,6 +142,8 @@ _TABLES = (
     "CREATE INDEX records_recorded_at ON records (recorded_at)",
     "CREATE INDEX records_patient ON records (patient)",
 )
+#: The columns of record format 6 (NULL in the records made before it: a log holds both after a migration).
+V6_COLUMNS = tuple(f"ALTER TABLE records ADD COLUMN {name} TEXT" for name in V6_ONLY)
 #: What turns a format-1 database into format 2.
 _MIGRATE_1_TO_2 = ("ALTER TABLE records ADD COLUMN hook_instance TEXT", *_FEEDBACK_TABLE, *_FEEDBACK_TRIGGERS.values())
 #: What turns a format-2 database into format 3 (records before ``rules_indexed_from`` keep their
@@ -149,11 +153,10 @@ _MIGRATE_2_TO_3 = (*_RULES_TABLE, *_RULES_TRIGGERS.values())
 _MIGRATE_3_TO_4 = (*_PROFILES_TABLE, *_PROFILES_TRIGGERS.values())
 #: What turns a format-4 database into format 5 (records before it name no patient).
 _MIGRATE_4_TO_5 = ("ALTER TABLE records ADD COLUMN patient TEXT", "CREATE INDEX records_patient ON records (patient)")
+#: What turns a format-5 database into format 6 (records before it keep their columns NULL and their hashes).
+_MIGRATE_5_TO_6 = V6_COLUMNS
 
-_SELECT = f"SELECT {SQL_COLUMNS} FROM records"
-#: The same from a format-1 database, opened read-only (no ``hook_instance`` column yet).
-_SELECT_V4 = _SELECT.replace('"patient" FROM', "NULL AS patient FROM")
-_SELECT_V1 = _SELECT_V4.replace('"hook_instance", NULL AS patient FROM', "NULL AS hook_instance, NULL AS patient FROM")
+_SELECT = record_select(FORMAT)
 _FEEDBACK_SELECT = f"SELECT {SQL_FEEDBACK_COLUMNS} FROM feedback"
 #: Records whose result names the rule, read from the result itself (text only: formats 1-2).
 _RULE_IN_TEXT = ("typeof(result_json) = 'text' AND EXISTS (SELECT 1 FROM json_each(records.result_json, '$.recommendations') AS r "
@@ -301,15 +304,16 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-            for sql in (*_TABLES, *_FEEDBACK_TABLE, *_RULES_TABLE, *_PROFILES_TABLE, *_TRIGGERS.values(),
+            for sql in (*_TABLES, *V6_COLUMNS, *_FEEDBACK_TABLE, *_RULES_TABLE, *_PROFILES_TABLE, *_TRIGGERS.values(),
                         *_FEEDBACK_TRIGGERS.values(), *_RULES_TRIGGERS.values(), *_PROFILES_TRIGGERS.values()):
                 conn.execute(sql)
             conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?), ('database_id', ?)", (str(FORMAT), str(uuid.uuid4())))
             conn.execute(f"PRAGMA user_version = {FORMAT}")
-        elif version in (1, 2, 3, 4):
+        elif version in (1, 2, 3, 4, 5):
             # An older log: add what is new; existing records are not rewritten and keep their hashes.
             for sql in (*(_MIGRATE_1_TO_2 if version == 1 else ()), *(_MIGRATE_2_TO_3 if version <= 2 else ()),
-                        *(_MIGRATE_3_TO_4 if version <= 3 else ()), *_MIGRATE_4_TO_5):
+                        *(_MIGRATE_3_TO_4 if version <= 3 else ()), *(_MIGRATE_4_TO_5 if version <= 4 else ()),
+                        *_MIGRATE_5_TO_6):
                 conn.execute(sql)
             head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
             if version <= 2:
@@ -431,9 +435,6 @@ class SqliteAuditLog(AuditLog, opens="file"):
 
     def _triggers_present(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-
-    def _record_select(self) -> str:
-        return _SELECT if self.format >= 5 else _SELECT_V4 if self.format >= 2 else _SELECT_V1
 
     _lower = "unicode_lower"
 
