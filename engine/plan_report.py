@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from .evaluation.logic import SET_ASIDE
 from .report_lines import BADGE as _BADGE, MARK as _MARK, because_line, citations, dose_lines
 
 Line = tuple[str, dict[str, Any]]
@@ -23,9 +24,11 @@ def plan_lines(data: dict[str, Any]) -> list[Line]:
         out += [(f"     {line}", {}) for line in dose_lines(rec["dose"])] if rec.get("dose") else []
         out += _notes(data, decided=False)
         return out
-    if plan.get("others"):  # fired rules outside every decision (an implausible dose, a perfusion flag): first
+    set_aside = [w for w in data["warnings"] if w.startswith(SET_ASIDE)]
+    if plan.get("others") or set_aside:  # a reading set aside, fired rules outside every decision: first
         out.append(("FIRST", {"bold": True}))
-        for rid in plan["others"]:
+        out += [(f" ! {w[len(SET_ASIDE):]}", {"fg": "yellow"}) for w in set_aside]
+        for rid in plan.get("others", ()):
             out += _advice(recs[rid])
         out.append(("", {}))
     out.append(("PLAN", {"bold": True}))
@@ -96,6 +99,7 @@ def _notes(data: dict[str, Any], decided: bool = True) -> list[Line]:
         out.append((f"{left_out} more item{'s' if left_out != 1 else ''} not shown (set aside, not relevant here, or "
                     f"waiting on facts that change nothing above): pressor recommend --all shows everything", {"dim": True}))
     for warning in data["warnings"]:
-        out.append((f"note: {warning}", {"fg": "yellow"}))
+        if not warning.startswith(SET_ASIDE):  # printed first
+            out.append((f"note: {warning}", {"fg": "yellow"}))
     out.append(("Citations marked ? are cited by the source but absent from its reference list.", {"dim": True}))
     return out

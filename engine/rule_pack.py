@@ -125,6 +125,8 @@ class Derived:
     status: str = "approved"
     #: (measured MAP, SBP, DBP): the measured MAP, else DBP + (SBP - DBP) / 3
     mean_pressure: tuple[str, str, str] | None = None
+    #: (low, high) mmHg: a measured mean pressure outside it is treated as unknown (an arterial-line artefact)
+    pressure_envelope: tuple[float, float] | None = None
     #: (per-kg fact, drug, the pack's dosing policy): the fact re-expressed per kg of the drug's dosing weight
     per_dosing_kg: "tuple[str, str, DosingPolicy] | None" = None
     weight_reads: frozenset[str] = frozenset()  # the facts that dosing weight reads

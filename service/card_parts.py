@@ -18,6 +18,8 @@ OUTSIDE_SYSTEM = "urn:pressor:outside-protocol"
 #: Topic systems of the cards for missing facts: advice on a condition, and the questions to ask.
 CONDITIONAL_SYSTEM = "urn:pressor:rule-conditional"
 QUESTION_SYSTEM = "urn:pressor:ask-next"
+#: Topic system of the card for a reading the pack set aside as an artefact (a MAP outside DBP-SBP).
+SET_ASIDE_SYSTEM = "urn:pressor:measurement-set-aside"
 OVERRIDE_SYSTEM = "urn:pressor:override-reason"
 OVERRIDE_REASONS = (
     ("clinical-judgement", "Clinical judgement: the benefit outweighs the risk for this patient"),

@@ -5,9 +5,11 @@ from typing import Any
 
 from pressor.engine.audit.card_ids import card_uuid, stable_uuid
 from pressor.engine.model import SEVERITY_ORDER, Result
+from pressor.engine.evaluation.logic import SET_ASIDE
 from pressor.engine.report import decides_text, dose_lines
 
-from .card_parts import (CONDITIONAL_SYSTEM, OUTSIDE_SYSTEM, QUESTION_SYSTEM, RULE_SYSTEM, card_detail, dict_of, links,
+from .card_parts import (CONDITIONAL_SYSTEM, OUTSIDE_SYSTEM, QUESTION_SYSTEM, RULE_SYSTEM, SET_ASIDE_SYSTEM, card_detail,
+                         dict_of, links,
                          medication_request, order_label, ordered_union, recommendation_card, reference, repeat, short,
                          why_lines)
 
@@ -75,7 +77,9 @@ def plan_cards(results: list[Result], *, pack: dict[str, Any], hook_instance: st
         card.pop("suggestions", None), card.pop("selectionBehavior", None)
         card["detail"] = card_detail(rec, pack, decided)
         others.append(repeat(card, f"other:{rid}", rid, rec["rule_version"]))
-    cards = on_order + others + cards + ban_cards[len(on_order):]
+    set_aside = [_set_aside_card(w, pack=pack, hook_instance=hook_instance, base_url=base_url)
+                 for w in ordered_union([w for w in d["warnings"] if w.startswith(SET_ASIDE)] for d in datas)]
+    cards = on_order + set_aside + others + cards + ban_cards[len(on_order):]
     asks = {a["fact"]: a for data in datas for a in data.get("ask_next", [])}
     questions = ordered_union(d["plan"]["questions"] for d in datas)[:PLAN_QUESTIONS]
     if questions:
@@ -163,6 +167,20 @@ def _plan_item_card(item: dict[str, Any], recs: dict[str, dict[str, Any]], *, pa
     doses = [dose_lines(r["dose"]) for r in dosed]
     return repeat(card, f"plan:{item['decision']}", rec["rule_id"], rec["rule_version"], item["status"], doses,
                    [u["rule_id"] for u in item["unless"]])
+
+
+def _set_aside_card(warning: str, *, pack: dict[str, Any], hook_instance: str, base_url: str) -> dict[str, Any]:
+    """A reading the pack set aside (an arterial-line artefact): shown before the plan, which does not use it."""
+    text = warning[len(SET_ASIDE):]
+    card = {
+        "uuid": stable_uuid(hook_instance, "set-aside", text),
+        "summary": short(f"Check the arterial line: {text}"),
+        "indicator": "warning",
+        "detail": f"**Reading set aside**: {text}.\n\nThe plan below does not use it; advice that needs it is conditional.",
+        "source": {"label": f"pressor: {pack['name']} {pack['version']}", "url": f"{base_url}/rules",
+                   "topic": {"system": SET_ASIDE_SYSTEM, "code": text.split(" ", 1)[0], "display": "Measurement set aside"}},
+    }
+    return repeat(card, f"set-aside:{text.split(' ', 1)[0]}", text)
 
 
 def _plan_questions_card(asks: list[dict[str, Any]], *, pack: dict[str, Any], hook_instance: str,

@@ -56,8 +56,9 @@ def test_every_hour_of_every_stay_is_evaluated_none_refused(run_dir: Path) -> No
 def test_an_artefact_is_a_data_quality_finding_not_a_lost_hour(run_dir: Path) -> None:
     quality = (run_dir / "tables" / "data_quality.csv").read_text()
     assert "vitals.map_mmhg 4 (arterial 220052) below 10; dropped" in quality
-    # MAP 90 with 100/95: the schema refuses it; the pair is dropped, the hour evaluated with the MAP.
-    assert "vitals.sbp_mmhg 100 dropped" in quality and "vitals.dbp_mmhg 95 dropped" in quality
+    # MAP 90 with 100/95: not between them (an arterial-line artefact); the pack sets the three pressures aside,
+    # the hour is evaluated with the MAP unknown, and the finding is in the data-quality table.
+    assert "vitals.map_mmhg 90 mmHg is not between the diastolic 95 and systolic 100 mmHg" in quality
     hours = (run_dir / "tables" / "hours.csv").read_text().splitlines()
     stay3 = [h.split(",") for h in hours if h.startswith("1003,")]
     assert len(stay3) == 5 and all(h[-1] == "0" for h in stay3)

@@ -24,7 +24,7 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable, Mapping, Sequence, TypeGuard
 
 from .doses import compute_dose
-from .logic import Derivation, derive_per_dosing_kg, estimated_map, per_dosing_kg_evidence
+from .logic import Derivation, derive_mean_pressure, derive_per_dosing_kg, per_dosing_kg_evidence
 from .kleene import gather, not3
 from .memo import BUILD_LOCK
 from .pack_cache import compiled_code
@@ -383,13 +383,7 @@ class _CompiledDerived:
     def apply(self, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
         name = self.name
         if self.mean_pressure is not None:
-            m, sbp, dbp = self.mean_pressure
-            if m in facts:
-                facts[name] = facts[m]
-            elif sbp in facts and dbp in facts:
-                facts[name] = estimated_map(facts[sbp], facts[dbp])
-            else:
-                missing_of[name] = frozenset((m,))
+            derive_mean_pressure(self.source, facts, missing_of)
             return
         if self.per_dosing_kg is not None:
             derive_per_dosing_kg(self.source, facts, missing_of)

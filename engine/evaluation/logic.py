@@ -192,6 +192,49 @@ def estimated_map(sbp: float, dbp: float) -> float:
     return round(dbp + (sbp - dbp) / 3.0, 1)
 
 
+#: How a result's warning about a measurement set aside begins (the plan prints these first).
+SET_ASIDE = "measurement set aside: "
+
+
+def pressure_doubt(d: Derived, facts: Mapping[str, Any]) -> str | None:
+    """Why the measured mean pressure of ``d`` (a ``mean_pressure`` derived fact) cannot be used, or None.
+
+    A measured MAP outside the envelope the pack declares, or not between the diastolic and systolic
+    pressures read with it, is what a flushed, damped or disconnected arterial line (or readings from
+    different moments) gives: it is treated as unknown, never estimated from the same suspect readings."""
+    assert d.mean_pressure is not None
+    m, sbp, dbp = d.mean_pressure
+    value = facts.get(m)
+    if value is None:
+        return None
+    if d.pressure_envelope is not None:
+        low, high = d.pressure_envelope
+        if not low <= value <= high:
+            return (f"{SET_ASIDE}{m} {value:g} mmHg is outside the {low:g}-{high:g} mmHg the pack accepts as a mean pressure: "
+                    f"treated as unknown (a flushed, damped or disconnected arterial line?); check the line and re-measure")
+    s, di = facts.get(sbp), facts.get(dbp)
+    if s is not None and di is not None and not di <= value <= s:
+        return (f"{SET_ASIDE}{m} {value:g} mmHg is not between the diastolic {di:g} and systolic {s:g} mmHg: treated as unknown "
+                f"(a damped or flushed line, or readings from different moments); check the line and re-measure")
+    return None
+
+
+def derive_mean_pressure(d: Derived, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
+    """``d`` (a ``mean_pressure`` derived fact): the measured MAP if it can be used, else the estimate from SBP and
+    DBP when no MAP was measured; a measured MAP in doubt leaves it unknown (see :func:`pressure_doubt`)."""
+    assert d.mean_pressure is not None
+    m, sbp, dbp = d.mean_pressure
+    if m in facts:
+        if pressure_doubt(d, facts) is None:
+            facts[d.name] = facts[m]
+        else:
+            missing_of[d.name] = frozenset((m,))
+    elif sbp in facts and dbp in facts:
+        facts[d.name] = estimated_map(facts[sbp], facts[dbp])
+    else:
+        missing_of[d.name] = frozenset((m,))
+
+
 def derive_per_dosing_kg(d: Derived, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
     """``d`` (a ``per_dosing_kg`` derived fact) into ``facts``, or its missing inputs into ``missing_of``."""
     assert d.per_dosing_kg is not None
@@ -223,13 +266,7 @@ def derive(derived: tuple[Derived, ...], facts: dict[str, Any]) -> Derivation:
     missing_of: dict[str, frozenset[str]] = {}
     for d in derived:
         if d.mean_pressure is not None:
-            m, sbp, dbp = d.mean_pressure
-            if m in facts:
-                facts[d.name] = facts[m]
-            elif sbp in facts and dbp in facts:
-                facts[d.name] = estimated_map(facts[sbp], facts[dbp])
-            else:
-                missing_of[d.name] = frozenset((m,))
+            derive_mean_pressure(d, facts, missing_of)
             continue
         if d.product is not None:
             a, b = d.product

@@ -86,6 +86,8 @@ class FactSections(PackSections):
                 cases=tuple((c, v) for c, v in cases if c is not None), default=item.get("default"),
                 product=tuple(item["product"]) if "product" in item else None,
                 mean_pressure=(mp["map"], mp["sbp"], mp["dbp"]) if mp is not None else None,
+                pressure_envelope=(float(mp["envelope"]["low"]), float(mp["envelope"]["high"]))
+                if mp is not None and "envelope" in mp else None,
                 per_dosing_kg=(pdk["fact"], pdk["drug"], dosing) if pdk is not None else None,
                 weight_reads=weight_facts(dosing, pdk["drug"]) if pdk is not None else frozenset(),
                 status=item.get("status", "approved"), file=doc.file, line=line, raw=item,

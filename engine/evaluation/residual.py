@@ -101,7 +101,8 @@ class ResidualContext:
         self._sat: OrderedDict[Any, bool | None] = OrderedDict()
         self._deciding: OrderedDict[Any, tuple[str, ...]] = OrderedDict()
         self.order = {r.id: i for i, r in enumerate(pack.rules)}
-        self.descriptions = {d.name: d.description for d in pack.derived}
+        # a derived fact's own short label when it has one ("MAP"), else its description
+        self.descriptions = {d.name: d.raw.get("label") or d.description for d in pack.derived}
         #: Outcome per (rule, what its known facts say, declarations in force): residuals depend on nothing else
         #: (the deciding facts, which may also depend on known factors of products, are filled in per call).
         self.outcomes: OrderedDict[Any, tuple[Any, Undecided]] = OrderedDict()  # key -> (the key, outcome)

@@ -88,6 +88,7 @@ def checked_state(facts: dict[str, Any]) -> tuple[dict[str, Any], list[str], boo
 def evaluate_course(course: Course, settings: Settings) -> dict[str, Any]:
     """Every evaluation time of one course: its rows and its care."""
     from ..evaluation.evaluate import evaluate
+    from ..evaluation.logic import SET_ASIDE
     pack, rate_fact, drug_of_rate = _pack(settings)
     index = CourseIndex(course)
     rows = []
@@ -117,6 +118,8 @@ def evaluate_course(course: Course, settings: Settings) -> dict[str, Any]:
             rows.append(row)
             continue
         result = evaluate(pack, state, now=t)
+        # a reading the pack set aside (an arterial-line artefact) is a data-quality finding of the hour
+        row["dq"] = list(row["dq"]) + [w[len(SET_ASIDE):] for w in result.warnings if w.startswith(SET_ASIDE)]
         row.update(read_call(result.to_dict()))  # the JSON form, as dicts (cheaper than writing and parsing it)
         row["missing"] = sorted({f for n in result.not_evaluable for f in n.missing})
         rows.append(row)
