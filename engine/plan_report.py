@@ -16,6 +16,10 @@ def plan_lines(data: dict[str, Any]) -> list[Line]:
     plan = data["plan"]
     recs = {r["rule_id"]: r for r in data["recommendations"]}
     out: list[Line] = [("", {})]
+    if data["pack"].get("release") == "validation":
+        out.append(("VALIDATION RELEASE: the rules are in review, without a recorded clinical sign-off; for shadow use "
+                    "or with a clinician checking every answer", {"fg": "yellow", "bold": True}))
+        out.append(("", {}))
     if plan["outside_protocol"]:
         rec = recs[plan["outside_protocol"]]
         out.append(("OUTSIDE THIS PROTOCOL", {"fg": "red", "bold": True}))

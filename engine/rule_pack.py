@@ -341,6 +341,17 @@ class RulePack:
     #: What evaluation builds once per pack (the compiled engine); not part of the pack's identity.
     cache: PackMemo = field(default_factory=PackMemo, compare=False, repr=False)
 
+    @property
+    def release(self) -> str:
+        """``validation`` when the pack is released for validation (its in-review rules in force), else ``clinical``."""
+        return str(self.raw_pack.get("release", {}).get("stage", "clinical"))
+
+    @property
+    def in_force(self) -> frozenset[str]:
+        """The statuses whose rules are shown by default: approved; and in-review too in a validation release
+        (rules whose clinical sign-off is not recorded, for shadow and validation use)."""
+        return frozenset({"approved", "in-review"}) if self.release == "validation" else frozenset({"approved"})
+
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id (KeyError if none)."""
         for rule in self.rules:

@@ -23,7 +23,7 @@ ADULT_BELOW_TARGET = "patient: {age_years: 60, weight_kg: 80, chronic_hypertensi
 
 RULE = f"""  - id: {RULE_ID}
     version: 1.0.0
-    status: approved
+    status: in-review
     title: Consider angiotensin II or methylene blue as rescue
     author: "pressor clinical informatics team"
     reviewers: ["clinical pharmacist (pending)", "critical care physician (pending)"]
@@ -31,7 +31,6 @@ RULE = f"""  - id: {RULE_ID}
     status_history:
       - {{date: {DAY}, status: draft, by: "pressor clinical informatics team", comment: "encoded with pressor new-rule from the rescue-therapy references"}}
       - {{date: {DAY}, status: in-review, by: "pressor clinical informatics team", comment: "threshold and citations checked against both references"}}
-      - {{date: {DAY}, status: approved, by: "pressor clinical informatics team", comment: "approved for the pack; sign-off by the listed clinical reviewers is pending"}}
     source: {{section: "Escalation Strategy for Refractory Hypotension", paragraph: 2, sha256: {{sha}}}}
     when:
       all:

@@ -23,7 +23,7 @@ def test_rules_show_prints_the_provenance():
     assert res.exit_code == 0, res.stderr
     assert res.stdout == ""
     lines = res.stderr.splitlines()
-    assert lines[0] == "target.map-65 v2.0.0 [approved]: Target MAP 65 mmHg"
+    assert lines[0] == "target.map-65 v2.0.0 [in-review]: Target MAP 65 mmHg"
     assert lines[1].endswith("target.yaml:3; source section: Target Blood Pressure and Titration, paragraph 1")
     assert lines[2:9] == [
         f"  source document sha256: {SOURCE_SHA}",
@@ -37,6 +37,7 @@ def test_rules_show_prints_the_provenance():
         "reviewers is pending",
     ]
     assert lines[9] == f"    2026-11-30  approved   by {TEAM}: 2.0.0 (issue 8, item 1): adults only; children get target.pediatric-map"
+    assert lines[10].startswith(f"    2026-12-07  in-review  by {TEAM}: 3.0.0 (protocol v3, item 6): returned to in-review")
     assert ("    [3] Vasopressor Management in Septic Shock, 2026; cited for the 65 mmHg goal, and alone for calling "
             "it the floor for organ perfusion") in lines
     assert any(line.startswith("  note: 2.0.0 (item 1): the source sets no paediatric target") for line in lines)
@@ -49,7 +50,7 @@ def test_rules_show_json_carries_every_provenance_field():
     data = json.loads(res.stdout)
     assert data["author"] == TEAM
     assert data["effective"] == "2026-11-30"
-    assert [h["status"] for h in data["status_history"]] == ["draft", "in-review", "approved", "approved"]
+    assert [h["status"] for h in data["status_history"]] == ["draft", "in-review", "approved", "approved", "in-review"]
     assert data["source"] == {"section": "Line Placement and Administration Route", "paragraph": 1, "sha256": SOURCE_SHA}
     unresolved = next(c for c in data["citations"] if c["number"] == 6)
     assert unresolved["resolved"] is False
@@ -78,13 +79,15 @@ def test_rules_history_json():
     assert res.stderr == ""
     data = json.loads(res.stdout)
     assert data["rule_id"] == "special.hepatorenal"
-    assert (data["version"], data["status"], data["effective"]) == ("2.0.0", "approved", "2026-11-30")
-    assert data["status_history"][-3] == {
+    assert (data["version"], data["status"], data["effective"]) == ("2.0.0", "in-review", "2026-11-30")
+    assert data["status_history"][-4] == {
         "date": "2026-11-24", "status": "approved", "by": TEAM,
         "comment": "approved for the bundled pack; sign-off by the listed clinical reviewers is pending",
     }
-    assert data["status_history"][-2]["comment"].startswith("1.1.0: adults only")
-    assert data["status_history"][-1]["comment"].startswith("2.0.0 (issue 8, item 9)")
+    assert data["status_history"][-3]["comment"].startswith("1.1.0: adults only")
+    assert data["status_history"][-2]["comment"].startswith("2.0.0 (issue 8, item 9)")
+    assert data["status_history"][-1]["status"] == "in-review"
+    assert data["status_history"][-1]["comment"].startswith("3.0.0 (protocol v3, item 6)")
     assert "hepatologist (pending)" in data["reviewers"]
     assert data["source"]["sha256"] == SOURCE_SHA
 

@@ -254,7 +254,7 @@ def test_cli_human_output_for_one_rule_is_exact(tmp_path):
         f"pressor explain: {pack.name} {pack.version} (sha256 {pack.sha256[:12]}), evaluated 2026-11-24T12:00:00Z\n"
         "\n"
         "FIRED (1)\n"
-        "  norepinephrine.titrate v2.0.0: Titrate norepinephrine up toward the MAP target\n"
+        "  norepinephrine.titrate v2.0.0 [in-review]: Titrate norepinephrine up toward the MAP target\n"
         "    [true]    infusions.norepinephrine_mcg_kg_min > 0: actual 0.05\n"
         "    [true]    derived.below_map_target == true: actual true\n"
         # the deciding comparison first, with both its values; a test that did not hold says "not" (issue 18)
@@ -273,11 +273,12 @@ def test_cli_groups_rules_by_outcome():
     # the example leaves findings.active_bleeding unknown under pack 2.0.0: its question closes the output
     assert headings == ["FIRED", "NOT FIRED", "NOT EVALUABLE", "INACTIVE", "ASK FIRST"]
     assert "  titration.every-4h-0.5mg-h v1.1.0 [draft]: " in res.stderr
-    assert ("  avoid.low-dose-dopamine-renal v1.0.0: No low-dose dopamine for renal protection\n"
+    assert ("  avoid.low-dose-dopamine-renal v1.0.0 [in-review]: No low-dose dopamine for renal protection\n"
             "    missing: order.drug, order.purpose\n"
             "    [unknown] order.drug == dopamine: not recorded\n") in res.stderr
     start = load_pack().rule("norepinephrine.start-emergency")
-    assert f"  {start.id} v{start.version}: {start.title}\n" in res.stderr
+    status = "" if start.status == "approved" else f" [{start.status}]"
+    assert f"  {start.id} v{start.version}{status}: {start.title}\n" in res.stderr
 
 
 def test_cli_json_from_stdin_validates(explanation_validator):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from .strategies import patient_states
 
-from pressor.engine.evaluation.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate
+from pressor.engine.evaluation.evaluate import ACTIVE_WITH_DRAFTS, evaluate
 from pressor.engine.evaluation.explain import explain
 from pressor.engine.model import leaves
 from pressor.engine.evaluation.pack import load_pack
@@ -30,7 +30,7 @@ def test_explanation_agrees_with_the_engine(state, include_draft, explanation_va
     explanation = explain(PACK, state, now=NOW, include_draft=include_draft)
     fired = set(result.fired_ids())
     undecided = {n.rule_id: n.missing for n in result.not_evaluable}
-    active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
+    active = ACTIVE_WITH_DRAFTS if include_draft else PACK.in_force
     assert [r.rule_id for r in explanation.rules] == [r.id for r in PACK.rules]
     for rule, explained in zip(PACK.rules, explanation.rules):
         if explained.outcome == "fired":

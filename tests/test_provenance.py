@@ -121,19 +121,23 @@ def only_problem(directory: Path):
 
 V2_ENTRY = ("      - {date: 2026-11-30, status: approved, by: pressor clinical informatics team, "
             "comment: \"2.0.0 (issue 8, item 1): adults only; children get target.pediatric-map\"}\n")
+#: 3.0.0 returned every rule of the bundled pack to in-review (no clinical sign-off recorded).
+REVIEW_ENTRY = ("      - {date: 2026-12-07, status: in-review, by: pressor clinical informatics team, comment: \"3.0.0 "
+                "(protocol v3, item 6): returned to in-review: no clinical reviewer has recorded a decision; in force "
+                "only under the pack's validation release\"}\n")
 APPROVED_ENTRY = ("      - {date: 2026-11-24, status: approved, by: pressor clinical informatics team, "
                   "comment: \"approved for the bundled pack; sign-off by the listed clinical reviewers is pending\"}\n")
 
 
 def test_last_status_history_entry_must_be_the_rules_status(pack_copy):
-    path = pack_copy("target.yaml", APPROVED_ENTRY, "")
+    path = pack_copy("target.yaml", REVIEW_ENTRY, "")
     problem = only_problem(pack_copy.dir)
     assert problem.file.endswith("target.yaml")
-    assert problem.pointer == "/rules/0/status_history/1/status"
-    assert problem.line == line_of(path, "status: in-review")
+    assert problem.pointer == "/rules/0/status_history/2/status"
+    assert problem.line == line_of(path, "approved for the bundled pack")
     assert problem.rule_id == "target.map-65"
-    assert problem.message == "the last status_history entry is 'in-review' but the rule's status is 'approved'"
-    assert "append an entry with status: approved" in problem.suggestion
+    assert problem.message == "the last status_history entry is 'approved' but the rule's status is 'in-review'"
+    assert "append an entry with status: in-review" in problem.suggestion
 
 
 def test_source_sha256_must_match_the_source_document(pack_copy):
@@ -188,6 +192,8 @@ def test_a_quoted_impossible_date_is_located(pack_copy):
 
 
 def test_an_approved_version_cannot_take_effect_before_its_approval(pack_copy):
+    pack_copy("target.yaml", REVIEW_ENTRY, "")
+    pack_copy("target.yaml", "    status: in-review\n    title: Target MAP 65 mmHg\n", "    status: approved\n    title: Target MAP 65 mmHg\n")
     pack_copy("target.yaml", "    effective: 2026-11-24\n", "    effective: 2026-11-01\n")
     problem = only_problem(pack_copy.dir)
     assert problem.pointer == "/rules/0/effective"
@@ -204,12 +210,11 @@ def test_source_section_must_be_a_section_of_the_document(pack_copy):
 
 def test_a_corrected_history_loads(pack_copy):
     """The checks accept what they should: a rule moved back to in-review with a dated entry."""
-    pack_copy("target.yaml", "    status: approved\n    title: Target MAP 65 mmHg\n", "    status: in-review\n    title: Target MAP 65 mmHg\n")
-    pack_copy("target.yaml", APPROVED_ENTRY, APPROVED_ENTRY + "      - {date: 2026-12-01, status: in-review, by: clinical pharmacist, comment: reopened}\n")
+    pack_copy("target.yaml", REVIEW_ENTRY, "      - {date: 2026-12-08, status: in-review, by: clinical pharmacist, comment: reopened}\n")
     copy = load_pack(pack_copy.dir)
     try:
         rule = copy.rule("target.map-65")
         assert rule.status == "in-review"
-        assert rule.status_history[-1].to_dict() == {"date": "2026-12-01", "status": "in-review", "by": "clinical pharmacist", "comment": "reopened"}
+        assert rule.status_history[-1].to_dict() == {"date": "2026-12-08", "status": "in-review", "by": "clinical pharmacist", "comment": "reopened"}
     finally:
         release(copy)

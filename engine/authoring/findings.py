@@ -32,6 +32,10 @@ CODES: dict[str, tuple[str, str]] = {
     "citation-unknown-reference": ("error", "a citation number with no entry in references.yaml"),
     "citation-unresolved": ("warning", "a citation of a reference the source cites but does not list"),
     "citation-only-unresolved": ("error", "an approved rule whose every citation is unresolved"),
+    "signoff-missing": ("error", "an approved rule with no clinical reviewer's signature recorded"),
+    "signoff-changes-requested": ("error", "an approved rule a clinical reviewer asked to change"),
+    "signoff-unreadable": ("error", "a reviewer entry that records no decision (pending, signed or changes requested)"),
+    "release-validation": ("warning", "the pack is released for validation: its in-review rules are in force, unsigned"),
     "status-draft-dependency": ("error", "an approved rule that depends on a derived fact that is not approved"),
     "status-retired-referenced": ("error", "a retired rule still named by a decision (error) or by supersedes (warning)"),
     "waiver-unused": ("warning", "a waiver that matches no finding (remove it)"),
@@ -99,8 +103,9 @@ class LintReport:
 
 
 def severity_for(rules: Iterable[Rule], default: str = "error") -> str:
-    """``default`` for approved rules; one step milder when a draft or in-review rule is involved."""
-    if default == "error" and any(r.status != "approved" for r in rules):
+    """``default`` for approved and in-review rules (in review: proposed for sign-off, so held to the same bar); one
+    step milder when a draft rule is involved."""
+    if default == "error" and any(r.status == "draft" for r in rules):
         return "warning"
     return default
 

@@ -5,9 +5,8 @@ rules involved and, where a patient state can show the problem, a *witness*: a
 schema-valid state found by :mod:`pressor.engine.authoring.solver` and confirmed by running it
 through :func:`~pressor.engine.evaluation.evaluate.evaluate`.
 
-Severity policy: a problem among approved rules is an error; the same problem when a
-draft or in-review rule is involved is a warning (those rules are not shown by
-default); a problem the pack has reviewed and accepted (a ``waivers:`` entry, or for
+Severity policy: a problem among approved or in-review rules is an error; the same problem
+when a draft rule is involved is a warning (drafts are not shown by default); a problem the pack has reviewed and accepted (a ``waivers:`` entry, or for
 stated equivalents a rule note containing "CONTRADICTION") is a warning that says so.
 """
 from __future__ import annotations
@@ -25,6 +24,7 @@ from ..model import All, Compare, Condition, Decision, DoseSpec, Rule, RulePack,
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .findings import CODES, SEVERITIES, Finding, LintReport, drug_of, rule_ids, severity_for  # noqa: F401 (re-exported)
 from .lint_thresholds import threshold_findings
+from .lint_signoff import check_signoff
 from .lint_units import check_dose_units
 from .solver import Atom, SolverLimit, Space, conj
 from ..evaluation.validate import STATE_SCHEMA, schema
@@ -131,6 +131,7 @@ class _Linter:
         self.findings += check_arithmetic(self.pack, self.locate)
         self.findings += check_dose_units(self.pack, self.docs, self.locate)
         self.findings += self._status()
+        self.findings += check_signoff(self.pack)
         self.findings += self._absent_means()
         self.findings += self._temporal()
         self.findings += self._unread_facts()
@@ -307,7 +308,7 @@ class _Linter:
             for winner in self.superseded_by.get(r.id, ()):
                 if self.by_id[winner].status != "retired":
                     parts.append(self.space.formula(self.by_id[winner].when, "NT"))
-        include_draft = any(r.status != "approved" for r in rules)
+        include_draft = any(r.status not in self.pack.in_force for r in rules)
 
         def confirm(state: dict[str, Any]) -> bool:
             return ids <= set(self._evaluate(state, include_draft).fired_ids())
@@ -349,7 +350,7 @@ class _Linter:
         for d in self.pack.decisions:
             if not d.complete:  # "nothing to do" is one of its answers
                 continue
-            shown = [self.by_id[r] for r in d.rules if self.by_id[r].status == "approved"]
+            shown = [self.by_id[r] for r in d.rules if self.by_id[r].status in self.pack.in_force]
             waivers = [(w, w.when) for w in self.pack.waivers if w.code == "gap-decision" and w.decision == d.id and w.when is not None]
             needed = self.space.inputs(d.population)
             for cond in [r.when for r in shown] + [when for _, when in waivers]:
@@ -490,7 +491,7 @@ class _Linter:
                 goal = conj(self.space.formula(rule.when, "T"), none, *([scope] if scope is not None else []))
 
                 def confirm(state: dict[str, Any], rule: Rule = rule) -> bool:
-                    return rule.id in self._evaluate(state, rule.status != "approved").fired_ids()
+                    return rule.id in self._evaluate(state, rule.status not in self.pack.in_force).fired_ids()
 
                 try:
                     found = self._witness(goal, confirm)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import InputError, PatientStateError, Problem
-from ..evaluation.evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, evaluate, flatten_state, superseded_notes
+from ..evaluation.evaluate import ACTIVE_WITH_DRAFTS, evaluate, flatten_state, superseded_notes
 from ..evaluation.load import Document, load_document
 from ..evaluation.logic import compare, derive, verdict
 from ..model import Compare, Result, Rule, RulePack, leaves
@@ -187,7 +187,7 @@ def run_scenario(pack: RulePack, scenario: Scenario) -> Outcome:
 
 def _why(pack: RulePack, rule: Rule, scenario: Scenario, facts: Mapping[str, Any], derivation: Any, result: Result) -> str:
     """Why a rule came out as it did: the deciding facts, the missing ones, or its status."""
-    active = ACTIVE_WITH_DRAFTS if scenario.include_draft else ACTIVE_BY_DEFAULT
+    active = ACTIVE_WITH_DRAFTS if scenario.include_draft else pack.in_force
     if rule.status not in active:
         return f"the rule is {rule.status}" + ("" if scenario.include_draft else "; set include_draft: true to evaluate it")
     hidden = superseded_notes(result.warnings).get(rule.id)
@@ -325,7 +325,7 @@ def coverage(pack: RulePack, scenarios: Iterable[Scenario]) -> Coverage:
             continue  # reported as a failure by run_scenario
         facts = flatten_state(s.state)
         derivation = derive(pack.derived, facts)
-        active = ACTIVE_WITH_DRAFTS if s.include_draft else ACTIVE_BY_DEFAULT
+        active = ACTIVE_WITH_DRAFTS if s.include_draft else pack.in_force
         for rule in counted:
             if rule.status in active:
                 t = verdict(rule.when, facts, derivation.missing_of).truth

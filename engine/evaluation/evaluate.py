@@ -24,7 +24,6 @@ from ..model import (SEVERITY_ORDER, AskNext, Conditional, NotApplicable, NotEva
 from .validate import check_state
 from .memo import BUILD_LOCK, superseded_by
 
-ACTIVE_BY_DEFAULT = frozenset({"approved"})
 ACTIVE_WITH_DRAFTS = frozenset({"approved", "draft", "in-review"})
 #: Among conditional advice for the same answer: acting before avoiding, considering and watching.
 _KIND_ORDER = {"do": 0, "avoid": 1, "consider": 2, "monitor": 3}
@@ -181,7 +180,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     recommendations: list[Recommendation] = []
     not_evaluable: list[NotEvaluable] = []
     undecided: list[Rule] = []
-    active = compiled.active(ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT)
+    active = compiled.active(ACTIVE_WITH_DRAFTS if include_draft else pack.in_force)
     for rule in active.fired(fired):
         # Every rule the engine fires must be TRUE under the reference semantics (compiled).
         truth, evidence = rule.verdict(facts)
@@ -218,6 +217,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     identity: dict[str, Any] = {"name": pack.name, "version": pack.version, "sha256": pack.sha256}
     if pack.profile is not None:
         identity["profile"] = pack.profile.to_dict()
+    if pack.release == "validation":
+        identity["release"] = "validation"
     return Result(
         pack=identity,
         evaluated_at=now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),

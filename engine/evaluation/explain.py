@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from ..errors import EvaluationError
-from .evaluate import ACTIVE_BY_DEFAULT, ACTIVE_WITH_DRAFTS, completion_of, evaluate, flatten_state
+from .evaluate import ACTIVE_WITH_DRAFTS, completion_of, evaluate, flatten_state
 from .load import Document
 from .logic import Derivation, derive, truth, verdict
 from .kleene import gather
@@ -155,7 +155,7 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
     derivation = derive(pack.derived, facts)
     decided = completion_of(pack).decide(facts, derivation.missing_of)  # as evaluate() decides (decided_for_any_value)
     tracer = _Tracer(facts, derivation, _thresholds(pack), decided)
-    active = ACTIVE_WITH_DRAFTS if include_draft else ACTIVE_BY_DEFAULT
+    active = ACTIVE_WITH_DRAFTS if include_draft else pack.in_force
     superseded_by = pack.superseded_by()
     explained = []
     for rule in chosen:
