@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from mimic_tables import (  # bench/ is on sys.path: see mimic_hourly.py
-    ARTERIAL_ITEMS, BP_ITEM, CRYSTALLOID_ITEMS, DRUGS, HEART_RATE, LACTATE, LINES, URINE_ITEMS,
-    URINE_NEGATIVE, VASOPRESSOR_EPISODE_DRUGS, VASOPRESSOR_EPISODE_GAP, WEIGHT_CHART, Series, num,
-    outside, rows, table_path, ts,
+    ARTERIAL_ITEMS, BAG_SOLUTION, BAGS, BP_ITEM, CRYSTALLOID_ITEMS, DRUGS, HEART_RATE, HEIGHT_CHART, HEIGHT_OMR,
+    LACTATE, LINES, URINE_ITEMS, URINE_NEGATIVE, VASOPRESSOR_EPISODE_DRUGS, VASOPRESSOR_EPISODE_GAP,
+    WEIGHT_CHART, Series, num, outside, rows, table_path, ts,
 )
 
 
@@ -37,12 +37,13 @@ class CohortRecords:
         self._omr(demo, subjects)
         self._lines(demo, stay_ids)
         self.weights = {s: Series(v) for s, v in self._weights.items()}
+        self.heights = {s: Series(v) for s, v in self._heights.items()}
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
 
     def _vitals_and_weights(self, demo: Path, stay_ids: set[int], subjects: set[int]) -> None:
-        wanted = set(BP_ITEM) | {HEART_RATE} | WEIGHT_CHART
+        wanted = set(BP_ITEM) | {HEART_RATE} | WEIGHT_CHART | set(HEIGHT_CHART)
         name = "icu/chartevents"
         if table_path(demo, name) is None:
             name = "derived/chartevents_numeric_from_meds"
@@ -50,6 +51,7 @@ class CohortRecords:
         hr: dict[int, list] = defaultdict(list)
         art_times: dict[int, list] = defaultdict(list)
         self._weights: dict[int, list] = defaultdict(list)
+        self._heights: dict[int, list] = defaultdict(list)  # (time, rank: 0 chart cm, 1 chart inches, 2 omr, cm)
         for r in rows(demo, name):
             item = int(r["itemid"])
             if item not in wanted:
@@ -61,6 +63,11 @@ class CohortRecords:
                 subject = int(r["subject_id"])
                 if subject in subjects and value is not None:
                     self._add_weight(subject, when, value, f"chartevents {item}")
+                continue
+            if item in HEIGHT_CHART:
+                subject = int(r["subject_id"])
+                if subject in subjects and value is not None:
+                    self._add_height(subject, when, round(value * HEIGHT_CHART[item], 1), 0 if HEIGHT_CHART[item] == 1 else 1)
                 continue
             if not r["stay_id"] or int(float(r["stay_id"])) not in stay_ids:
                 continue
@@ -106,10 +113,19 @@ class CohortRecords:
             return
         self._weights[subject].append((when, kg, source))
 
+    def _add_height(self, subject: int, when: datetime, cm: float, rank: int) -> None:
+        reason = outside("height_cm", cm)
+        if reason:
+            self.drop(f"height_cm {reason} ({['chartevents', 'chartevents', 'omr'][rank]})")
+            return
+        self._heights[subject].append((when, rank, cm))
+
     def _inputs(self, demo: Path, stay_ids: set[int], subjects: set[int]) -> None:
         self.has_inputs: set[int] = set()
         drugs: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
         fluids: dict[int, list] = defaultdict(list)
+        bag_rows: list[tuple[int, int, datetime, datetime, str, float | None, str]] = []
+        solution_ml: dict[str, float] = {}
         for r in rows(demo, "icu/inputevents"):
             stay = int(r["stay_id"])
             if stay not in stay_ids:
@@ -118,11 +134,19 @@ class CohortRecords:
             if r["statusdescription"] == "Rewritten":  # replaced by a corrected row
                 continue
             start, end, item = ts(r["starttime"]), ts(r["endtime"]), int(r["itemid"])
+            if r.get("ordercomponenttypedescription") == BAG_SOLUTION and r.get("orderid"):
+                ml = num(r.get("originalamount", ""))
+                unit = r.get("amountuom", "").strip().lower()
+                if ml is not None and ml > 0 and unit in ("ml", "l"):
+                    solution_ml[r["orderid"]] = ml * (1000 if unit == "l" else 1)
             weight = num(r["patientweight"])
             if weight is not None and weight > 0:
                 self._add_weight(int(r["subject_id"]), start, weight, "inputevents.patientweight")
             if item in DRUGS:
                 drugs[stay][item].append((start, end, r["rate"], r["rateuom"].strip(), weight))
+                if item in BAGS and r.get("orderid"):
+                    bag_rows.append((stay, item, start, end, r["orderid"], num(r.get("originalamount", "")),
+                                     r["amountuom"].strip().lower()))
             elif item in CRYSTALLOID_ITEMS and r["ordercomponenttypedescription"] == "Main order parameter":
                 amount, unit = num(r["amount"]), r["amountuom"].strip().lower()
                 if amount is None or unit not in ("ml", "l"):
@@ -130,6 +154,16 @@ class CohortRecords:
                     continue
                 fluids[stay].append((start, end, amount * (1000 if unit == "l" else 1)))
         self.drugs = drugs
+        # The bag of each drug row: (start, end, concentration) per stay and item.
+        self.bags: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+        for stay, item, start, end, order, amount, unit in bag_rows:
+            want = BAGS[item][1]
+            factor = {"mcg/mL": {"mg": 1000, "mcg": 1}, "units/mL": {"units": 1}}[want].get(unit)
+            ml = solution_ml.get(order)
+            if amount is None or amount <= 0 or factor is None or not ml:
+                self.drop(f"{BAGS[item][0]}: bag unreadable")
+                continue
+            self.bags[stay][item].append((start, end, float(f"{amount * factor / ml:.4g}")))
         self.fluids = {stay: Series(v) for stay, v in fluids.items()}
         # Vasopressor episodes: runs of norepinephrine / epinephrine / vasopressin rows, gaps joined.
         self.episodes: dict[int, list[tuple[datetime, datetime]]] = {}
@@ -181,6 +215,15 @@ class CohortRecords:
     def _omr(self, demo: Path, subjects: set[int]) -> None:
         for r in rows(demo, "hosp/omr", required=False):
             subject = int(r["subject_id"])
+            if subject in subjects and r["result_name"] == HEIGHT_OMR[0]:
+                inches = num(r["result_value"])
+                if inches is None:
+                    self.drop("omr height not numeric")
+                    continue
+                # Dated, not timed: known at the end of its day at the latest.
+                self._add_height(subject, datetime.fromisoformat(r["chartdate"]) + timedelta(days=1),
+                                 round(inches * HEIGHT_OMR[1], 1), 2)
+                continue
             if subject not in subjects or r["result_name"] != "Weight (Lbs)":
                 continue
             lbs = num(r["result_value"])

@@ -23,6 +23,9 @@ What each fact is mapped from (docs/mimic-burden.md has the table and the limits
 - patient.weight_kg: the latest weight at or before t from chartevents 226512 (admission weight) /
   224639 (daily weight), inputevents.patientweight (at the row's starttime) and hosp/omr "Weight
   (Lbs)" (dated only: counted from the end of its day, and only within WEIGHT_OMR_MAX_AGE).
+- patient.height_cm: chartevents 226730 (Height, cm) or 226707 (Height, inches x 2.54; cm preferred when
+  both are charted together) within HEIGHT_MAX_AGE before t, else hosp/omr "Height (Inches)" (counted from
+  the end of its day, within HEIGHT_MAX_AGE); heights below 120 cm or above 230 cm are dropped (adults).
 - patient.chronic_hypertension: true if the admission has an ICD-9 401-405 or ICD-10 I10-I15 code;
   otherwise absent (a missing code is not a "no"). Codes are assigned at discharge; we take it that
   a chronic condition is known from the history at admission (the one default look-ahead).
@@ -43,6 +46,17 @@ What each fact is mapped from (docs/mimic-burden.md has the table and the limits
   (MetaVision records every ICU infusion). infusions.vasopressor_hours: hours since the start of the
   current run of norepinephrine / epinephrine / vasopressin (gaps up to VASOPRESSOR_EPISODE_GAP
   joined), only while one runs.
+- infusions.<drug>_concentration_mcg_ml / vasopressin_concentration_units_ml: while a drug row runs, the drug
+  in its bag (``originalamount``, mg as mcg) over the volume of the "Mixed solution" row with the same
+  orderid (``originalamount``, mL): what the bag held when the row started. Two bags of different strength
+  running at once: left out. Dopamine has no such fact.
+- infusions.norepinephrine_paused_minutes / norepinephrine_last_rate_mcg_kg_min: while no norepinephrine runs
+  (rate 0), the minutes since the last norepinephrine row ended and the total rate running just before
+  (within PAUSE_MAX); absent if norepinephrine never ran in the stay, or a rate cannot be converted.
+- fluids.hours_since_recognition: hours since the first start of a vasopressor (norepinephrine,
+  epinephrine, vasopressin, phenylephrine, dopamine) in the stay, within RECOGNITION_MAX. The record does
+  not say when shock was recognised; the first vasopressor start is the team's act that shows it, and a
+  floor (it may have been recognised earlier, before the ICU). It does not start the crystalloid count.
 - fluids.crystalloid_ml_kg: NaCl 0.9% / Lactated Ringer's given in the ICU, and OR / PACU crystalloid
   charted in the ICU (inputevents, the fluid ordered for itself, not as a drug's diluent), pro rata
   up to t, divided by the weight at t. Since ICU admission, not since shock was recognised (which
@@ -79,9 +93,10 @@ sys.path.insert(0, _BENCH)
 try:
     from mimic_cohort import CohortRecords  # noqa: E402
     from mimic_tables import (  # noqa: E402
-        ARTERIAL_LINE_LOOKBACK, DRUGS, HOUR, HYPERTENSION_ICD10, HYPERTENSION_ICD9, LACTATE_LOOKBACK,
-        LACTATE_PREVIOUS_LOOKBACK, SEPTIC_SHOCK, URINE_LOOKBACK, URINE_MAX_INTERVAL, VITALS_LOOKBACK,
-        WEIGHT_OMR_MAX_AGE, num, outside, ts,
+        ARTERIAL_LINE_LOOKBACK, BAGS, DRUGS, HEIGHT_MAX_AGE, HOUR, HYPERTENSION_ICD10, HYPERTENSION_ICD9,
+        LACTATE_LOOKBACK, LACTATE_PREVIOUS_LOOKBACK, NOREPINEPHRINE, PAUSE_MAX, RECOGNITION_DRUGS,
+        RECOGNITION_MAX, SEPTIC_SHOCK, URINE_LOOKBACK, URINE_MAX_INTERVAL, VITALS_LOOKBACK, WEIGHT_OMR_MAX_AGE,
+        num, outside, ts,
     )
 finally:
     sys.path.remove(_BENCH)
@@ -104,6 +119,18 @@ class Cohort(CohortRecords):
             return kg, source
         return None, None
 
+    def height_at(self, subject: int, t: datetime) -> float | None:
+        """The height charted in the ICU (cm before inches at the same time) within HEIGHT_MAX_AGE, else the omr one."""
+        series = self.heights.get(subject)
+        if series is None:
+            return None
+        recent = [e for e in series.entries[:series.before(t)] if t - e[0] <= HEIGHT_MAX_AGE]
+        for chart in (True, False):
+            pick = [e for e in recent if (e[1] < 2) == chart]
+            if pick:
+                return max(pick, key=lambda e: (e[0], -e[1]))[2]
+        return None
+
     def state(self, stay: dict[str, str], t: datetime) -> tuple[dict[str, Any], list[str]]:
         notes: list[str] = []
         state: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -125,6 +152,9 @@ class Cohort(CohortRecords):
         weight, _ = self.weight_at(subject, t)
         if weight is not None:
             state["patient"]["weight_kg"] = weight
+        height = self.height_at(subject, t)
+        if height is not None:
+            state["patient"]["height_cm"] = height
         codes = self.codes.get(hadm, set())
         if any((v == "9" and c.startswith(HYPERTENSION_ICD9)) or (v == "10" and c.startswith(HYPERTENSION_ICD10))
                for v, c in codes):
@@ -246,12 +276,41 @@ class Cohort(CohortRecords):
                 self.drop(f"{key} {reason} (state)")
                 continue
             state["infusions"][key] = round(total, 6)
+        for item, (key, _) in BAGS.items():
+            running = {c for start, end, c in self.bags.get(stay, {}).get(item, ()) if start <= t < end}
+            if len(running) == 1:  # two bags of different strength at once: which is unknown
+                state["infusions"][key] = running.pop()
+        self._pause(stay, t, state)
+        started = [start for item in RECOGNITION_DRUGS for start, _, rate, *_ in by_item.get(item, ())
+                   if (num(rate) or 0) > 0 and start <= t]
+        if started and t - min(started) <= RECOGNITION_MAX:
+            state["fluids"]["hours_since_recognition"] = round((t - min(started)) / HOUR, 2)
         for start, end in self.episodes.get(stay, ()):
             if start <= t < end:
                 hours = (t - start) / HOUR
                 if not outside("vasopressor_hours", hours):
                     state["infusions"]["vasopressor_hours"] = round(hours, 2)
                 break
+
+    def _pause(self, stay: int, t: datetime, state: dict) -> None:
+        """Minutes since norepinephrine stopped and the rate before, while none runs (known rates only)."""
+        if state["infusions"].get("norepinephrine_mcg_kg_min") != 0:
+            return
+        rows = []
+        for start, end, rate, rateuom, row_weight in self.drugs.get(stay, {}).get(NOREPINEPHRINE, ()):
+            value = convert(num(rate), rateuom, "mcg/kg/min", row_weight)
+            if value is None:
+                return  # a rate we cannot read: whether it ran is unknown
+            if value > 0 and start < end <= t:
+                rows.append((start, end, value))
+        if not rows:
+            return
+        stop = max(end for _, end, _ in rows)
+        if t - stop > PAUSE_MAX:
+            return
+        state["infusions"]["norepinephrine_paused_minutes"] = round((t - stop).total_seconds() / 60, 1)
+        state["infusions"]["norepinephrine_last_rate_mcg_kg_min"] = round(
+            sum(rate for start, end, rate in rows if start < stop <= end), 6)
 
     def _fluids(self, stay: int, intime: datetime, t: datetime, weight: float | None, state: dict,
                 notes: list[str]) -> None:
@@ -297,13 +356,14 @@ def hours(stay: dict[str, str]) -> Iterator[tuple[int, datetime]]:
 
 
 FACT_PATHS = [f"{section}.{key}" for section, keys in {
-    "patient": ["age_years", "sex", "weight_kg", "chronic_hypertension"],
+    "patient": ["age_years", "sex", "weight_kg", "height_cm", "chronic_hypertension"],
     "shock": ["type"],
     "vitals": ["map_mmhg", "sbp_mmhg", "dbp_mmhg", "heart_rate_bpm"],
     "perfusion": ["lactate_mmol_l", "lactate_rising", "urine_output_ml_kg_h"],
-    "fluids": ["crystalloid_ml_kg"],
+    "fluids": ["crystalloid_ml_kg", "hours_since_recognition"],
     "access": ["central_venous", "arterial_line", "intraosseous"],
-    "infusions": [d[0] for d in DRUGS.values()] + ["vasopressor_hours"],
+    "infusions": [d[0] for d in DRUGS.values()] + ["vasopressor_hours"] + [b[0] for b in BAGS.values()]
+                 + ["norepinephrine_paused_minutes", "norepinephrine_last_rate_mcg_kg_min"],
 }.items() for key in keys]
 
 

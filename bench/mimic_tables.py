@@ -18,6 +18,9 @@ LACTATE_PREVIOUS_LOOKBACK = timedelta(hours=24)  # the previous lactate, for lac
 URINE_LOOKBACK = timedelta(hours=2)           # the latest urine charting at most 2 h before t
 URINE_MAX_INTERVAL = timedelta(hours=4)       # ...covering at most 4 h since the previous charting
 WEIGHT_OMR_MAX_AGE = timedelta(days=180)      # an outpatient (omr) weight older than this is stale
+HEIGHT_MAX_AGE = timedelta(days=365)          # a height older than this is stale (rules/mimic/mapping.yaml: 8760 h)
+PAUSE_MAX = timedelta(days=7)                 # norepinephrine_paused_minutes: the schema's 10080 minutes at most
+RECOGNITION_MAX = timedelta(days=30)          # hours_since_recognition: the schema's 720 h at most
 VASOPRESSOR_EPISODE_GAP = timedelta(hours=1)  # infusion gaps up to this are one vasopressor episode
 HOUR = timedelta(hours=1)
 
@@ -30,6 +33,8 @@ BP_SOURCES = {"arterial": ART, "arterial2": ART2, "nibp": NIBP}
 BP_ITEM = {item: (source, key) for source, items in BP_SOURCES.items() for key, item in items.items()}
 ARTERIAL_ITEMS = set(ART.values()) | set(ART2.values())
 WEIGHT_CHART = {226512, 224639}                          # admission weight, daily weight (kg)
+HEIGHT_CHART = {226730: 1.0, 226707: 2.54}               # Height (cm); Height (inches, x 2.54); cm preferred
+HEIGHT_OMR = ("Height (Inches)", 2.54)                   # hosp/omr, dated only
 LACTATE = 50813
 # Urine output as in mimic-code's urine_output concept; 227488 (GU irrigant in) counts negative.
 URINE_ITEMS = {226559, 226560, 226561, 226584, 226563, 226564, 226565, 226567, 226557, 226558, 227489}
@@ -48,6 +53,19 @@ DRUGS = {  # itemid -> (state key, unit the schema wants)
     221653: ("dobutamine_mcg_kg_min", "mcg/kg/min"),
 }
 VASOPRESSOR_EPISODE_DRUGS = {221906, 221289, 222315}  # as the schema defines vasopressor_hours
+# The bag in use (while its row runs): the drug in the bag over the volume of the solution row that shares
+# its orderid ("Mixed solution"), both as `originalamount`, what the bag held when the row started.
+BAGS = {  # itemid -> (state key, unit); dopamine has no bag fact in the schema
+    221906: ("norepinephrine_concentration_mcg_ml", "mcg/mL"),
+    222315: ("vasopressin_concentration_units_ml", "units/mL"),
+    221289: ("epinephrine_concentration_mcg_ml", "mcg/mL"),
+    221749: ("phenylephrine_concentration_mcg_ml", "mcg/mL"),
+    221653: ("dobutamine_concentration_mcg_ml", "mcg/mL"),
+}
+BAG_SOLUTION = "Mixed solution"
+NOREPINEPHRINE = 221906
+# Shock recognised: the first start of any of these in the stay (a floor; see rules/mimic/mapping.yaml).
+RECOGNITION_DRUGS = {221906, 221289, 222315, 221749, 221662}
 LINES = {  # procedureevents item -> access fact
     224263: "central_venous",   # Multi Lumen
     224264: "central_venous",   # PICC Line
@@ -68,10 +86,14 @@ SEPTIC_SHOCK = {("9", "78552"), ("10", "R6521")}
 LIMITS = {
     "map_mmhg": (10, 250), "sbp_mmhg": (20, 300), "dbp_mmhg": (5, 200), "heart_rate_bpm": (10, 300),
     "weight_kg": (20, 350),  # MIMIC-IV has adults only: below 20 kg is a charting error
+    "height_cm": (120, 230),  # adults only: the demo's 61 and 70 cm are charting errors
     "lactate_mmol_l": (0, 40), "urine_output_ml_kg_h": (0, 50), "crystalloid_ml_kg": (0, 500),
     "norepinephrine_mcg_kg_min": (0, 10), "vasopressin_units_min": (0, 1), "epinephrine_mcg_kg_min": (0, 10),
     "dobutamine_mcg_kg_min": (0, 40), "dopamine_mcg_kg_min": (0, 50), "phenylephrine_mcg_kg_min": (0, 20),
     "vasopressor_hours": (0, 2160), "age_years": (0, 120),
+    "norepinephrine_concentration_mcg_ml": (1, 1000), "vasopressin_concentration_units_ml": (0.01, 2),
+    "epinephrine_concentration_mcg_ml": (1, 1000), "phenylephrine_concentration_mcg_ml": (1, 1000),
+    "dobutamine_concentration_mcg_ml": (100, 10000),
 }
 
 

@@ -4,7 +4,9 @@
 mixed, as a site's extract may be): a patient in shock whose norepinephrine is started and raised, a
 stable patient, and one whose monitor gives an artefact (a MAP of 4, and a MAP that its own systolic
 and diastolic do not bracket, which the patient-state schema refuses). :func:`write_ndjson` writes two
-patients as a FHIR Bulk Data export (one ``<Type>.ndjson`` per resource type).
+patients as a FHIR Bulk Data export (one ``<Type>.ndjson`` per resource type). :func:`write_mimic_changes`
+lays out one stay for the facts of pack 3.0.0: a height in inches after an outpatient one, phenylephrine
+running before norepinephrine, the bags' strengths, a norepinephrine pause, and a day later a new start.
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ def _write(root: Path, name: str, header: list[str], rows: list[list[Any]], gz: 
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+INPUT_COLUMNS = ["subject_id", "hadm_id", "stay_id", "starttime", "endtime", "itemid", "rate", "rateuom", "amount", "amountuom",
+                 "patientweight", "ordercomponenttypedescription", "statusdescription", "orderid", "originalamount"]
 
 
 def write_mimic(root: Path) -> Path:
@@ -73,17 +79,23 @@ def write_mimic(root: Path) -> Path:
     vitals(1003, 13, 103, t3 + timedelta(minutes=210), 70, 105, 55)
     chart.append([13, 103, 1003, _ts(t3 + timedelta(minutes=5)), 226512, 90, "kg"])
     _write(root, "icu/chartevents", ["subject_id", "hadm_id", "stay_id", "charttime", "itemid", "valuenum", "valueuom"], chart)
-    inputs = [  # subject, hadm, stay, start, end, item, rate, rateuom, amount, amountuom, weight, component, status
-        [11, 101, 1001, T0 + timedelta(hours=1), T0 + timedelta(hours=3), 221906, 0.05, "mcg/kg/min", 10, "mg", 80, "Main order parameter", "FinishedRunning"],
-        [11, 101, 1001, T0 + timedelta(hours=3), T0 + timedelta(hours=8), 221906, 0.12, "mcg/kg/min", 10, "mg", 80, "Main order parameter", "FinishedRunning"],
-        [11, 101, 1001, T0 + timedelta(hours=8), T0 + timedelta(hours=10), 221906, 0.04, "mcg/kg/min", 10, "mg", 80, "Main order parameter", "FinishedRunning"],
-        [11, 101, 1001, T0 + timedelta(minutes=20), T0 + timedelta(minutes=80), 225158, 1000, "mL/hour", 1000, "ml", 80, "Main order parameter", "FinishedRunning"],
-        [12, 102, 1002, T0 + timedelta(days=2, hours=1), T0 + timedelta(days=2, hours=2), 225158, 500, "mL/hour", 500, "ml", 65, "Main order parameter", "FinishedRunning"],
-        [13, 103, 1003, t3 + timedelta(hours=1), t3 + timedelta(hours=4), 222315, 2.4, "units/hour", 1, "units", 90, "Main order parameter", "FinishedRunning"],
+    inputs = [  # subject, hadm, stay, start, end, item, rate, rateuom, amount, amountuom, weight, component, status, orderid, originalamount
+        [11, 101, 1001, T0 + timedelta(hours=1), T0 + timedelta(hours=3), 221906, 0.05, "mcg/kg/min", 10, "mg", 80, "Main order parameter", "FinishedRunning", 1, 8],
+        [11, 101, 1001, T0 + timedelta(hours=3), T0 + timedelta(hours=8), 221906, 0.12, "mcg/kg/min", 10, "mg", 80, "Main order parameter", "FinishedRunning", 2, 7.5],
+        [11, 101, 1001, T0 + timedelta(hours=8), T0 + timedelta(hours=10), 221906, 0.04, "mcg/kg/min", 10, "mg", 80, "Main order parameter", "FinishedRunning", 3, 8],
+        [11, 101, 1001, T0 + timedelta(minutes=20), T0 + timedelta(minutes=80), 225158, 1000, "mL/hour", 1000, "ml", 80, "Main order parameter", "FinishedRunning", 4, 1000],
+        [12, 102, 1002, T0 + timedelta(days=2, hours=1), T0 + timedelta(days=2, hours=2), 225158, 500, "mL/hour", 500, "ml", 65, "Main order parameter", "FinishedRunning", 5, 500],
+        [13, 103, 1003, t3 + timedelta(hours=1), t3 + timedelta(hours=4), 222315, 2.4, "units/hour", 1, "units", 90, "Main order parameter", "FinishedRunning", 6, 40],
     ]
-    _write(root, "icu/inputevents", ["subject_id", "hadm_id", "stay_id", "starttime", "endtime", "itemid", "rate", "rateuom",
-                                     "amount", "amountuom", "patientweight", "ordercomponenttypedescription", "statusdescription"],
-           [[r[0], r[1], r[2], _ts(r[3]), _ts(r[4]), *r[5:]] for r in inputs])
+    # Each drug's solution (the bag's volume at the row's start, same orderid): 8 mg in 250 mL (32 mcg/mL),
+    # 7.5 mg left in 234.375 mL (still 32), 8 mg in 125 mL (64), vasopressin 40 units in 100 mL (0.4).
+    for order, (stay, subject, hadm, start, end, ml) in {
+            1: (1001, 11, 101, T0 + timedelta(hours=1), T0 + timedelta(hours=3), 250),
+            2: (1001, 11, 101, T0 + timedelta(hours=3), T0 + timedelta(hours=8), 234.375),
+            3: (1001, 11, 101, T0 + timedelta(hours=8), T0 + timedelta(hours=10), 125),
+            6: (1003, 13, 103, t3 + timedelta(hours=1), t3 + timedelta(hours=4), 100)}.items():
+        inputs.append([subject, hadm, stay, start, end, 225158, 5, "mL/hour", 5, "ml", 80, "Mixed solution", "FinishedRunning", order, ml])
+    _write(root, "icu/inputevents", INPUT_COLUMNS, [[r[0], r[1], r[2], _ts(r[3]), _ts(r[4]), *r[5:]] for r in inputs])
     _write(root, "icu/outputevents", ["subject_id", "hadm_id", "stay_id", "charttime", "itemid", "value", "valueuom"],
            [[11, 101, 1001, _ts(T0 + timedelta(hours=h)), 226559, v, "ml"] for h, v in ((1, 30), (2, 20), (3, 15), (4, 40))])
     _write(root, "hosp/labevents", ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "charttime", "storetime",
@@ -92,6 +104,40 @@ def write_mimic(root: Path) -> Path:
             [2, 11, 101, 2, 50813, _ts(T0 + timedelta(hours=3)), _ts(T0 + timedelta(hours=3, minutes=30)), "5.2", 5.2, "mmol/L"]])
     _write(root, "icu/procedureevents", ["subject_id", "hadm_id", "stay_id", "starttime", "endtime", "itemid", "statusdescription"],
            [[11, 101, 1001, _ts(T0 + timedelta(minutes=40)), _ts(T0 + timedelta(hours=10)), 224263, "FinishedRunning"]])
+    return root
+
+
+def write_mimic_changes(root: Path) -> Path:
+    """One ICU stay (2001, 30 h) for pack 3.0.0's facts, in the MIMIC-IV layout under ``root``; returns ``root``.
+
+    A man of 70, 121 kg charted (120 kg on the pumps, 250 lb as an outpatient); an outpatient height of 65 inches the day before, then 66 inches charted at 1 h 30.
+    MAP 58 (SBP 65, DBP 40: profound hypotension) all along. Phenylephrine 1.0 mcg/kg/min from 0 h 30 to 3 h
+    (60 mg in 250 mL), norepinephrine 0.1 from 3 h to 4 h 30 (8 mg in 250 mL), then paused for good."""
+    subject, hadm, stay = 21, 201, 2001
+    _write(root, "icu/icustays", ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime", "los"],
+           [[subject, hadm, stay, "MICU", "MICU", _ts(T0), _ts(T0 + timedelta(hours=30)), 1.25]])
+    _write(root, "hosp/patients", ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+           [[subject, "M", 70, 2150, "2017 - 2019", ""]])
+    _write(root, "hosp/omr", ["subject_id", "chartdate", "seq_num", "result_name", "result_value"],
+           [[subject, (T0 - timedelta(days=1)).strftime("%Y-%m-%d"), 1, "Height (Inches)", "65"],
+            [subject, (T0 - timedelta(days=1)).strftime("%Y-%m-%d"), 1, "Weight (Lbs)", "250"]])
+    chart: list[list[Any]] = [[subject, "", "", _ts(T0 + timedelta(minutes=5)), 226512, 121, "kg"],
+                              [subject, "", "", _ts(T0 + timedelta(minutes=90)), 226707, 66, "Inch"]]
+    for k in range(30):
+        t = _ts(T0 + timedelta(minutes=30 + 60 * k))
+        chart += [[subject, hadm, stay, t, item, value, unit] for item, value, unit in
+                  ((220052, 58, "mmHg"), (220050, 65, "mmHg"), (220051, 40, "mmHg"), (220045, 110, "bpm"))]
+    _write(root, "icu/chartevents", ["subject_id", "hadm_id", "stay_id", "charttime", "itemid", "valuenum", "valueuom"], chart)
+    rows = [  # start, end, item, rate, rateuom, amount, amountuom, component, status, orderid, originalamount
+        (T0 + timedelta(minutes=30), T0 + timedelta(hours=3), 221749, 1.0, "mcg/kg/min", 18, "mg", "Main order parameter", "Stopped", 11, 60),
+        (T0 + timedelta(minutes=30), T0 + timedelta(hours=3), 225823, 75, "mL/hour", 75, "ml", "Mixed solution", "Stopped", 11, 250),
+        (T0 + timedelta(hours=3), T0 + timedelta(minutes=270), 221906, 0.1, "mcg/kg/min", 1.08, "mg", "Main order parameter", "Paused", 12, 8),
+        (T0 + timedelta(hours=3), T0 + timedelta(minutes=270), 225158, 22.5, "mL/hour", 33.75, "ml", "Mixed solution", "Paused", 12, 250),
+    ]
+    _write(root, "icu/inputevents", INPUT_COLUMNS,
+           [[subject, hadm, stay, _ts(s), _ts(e), item, rate, ru, a, au, 120, comp, status, order, orig]
+            for s, e, item, rate, ru, a, au, comp, status, order, orig in rows])
+    _write(root, "hosp/diagnoses_icd", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"], [])
     return root
 
 

@@ -86,7 +86,8 @@ def test_one_state_per_hour_from_what_was_charted_by_its_end(tmp_path, capsys):
     assert first["perfusion"] == {"lactate_mmol_l": 3.0, "urine_output_ml_kg_h": 0.5}  # 40 mL / 1 h / 80 kg
     assert first["infusions"]["norepinephrine_mcg_kg_min"] == 0.1
     assert first["infusions"]["vasopressin_units_min"] == 0 and first["infusions"]["vasopressor_hours"] == 0.5
-    assert first["fluids"] == {"crystalloid_ml_kg": 5.0}  # 400 of the 800 mL bag by 09:00, diluent left out
+    # 400 of the 800 mL bag by 09:00, diluent left out; 0.5 h since the first vasopressor start (08:30)
+    assert first["fluids"] == {"crystalloid_ml_kg": 5.0, "hours_since_recognition": 0.5}
     assert first["access"] == {"arterial_line": True}
     assert "central_venous" not in first["access"] and "pregnant" not in first["patient"]
     assert "stays, 3 states written, 0 refused" in capsys.readouterr().err
@@ -110,3 +111,38 @@ def test_later_hours_new_rates_late_results_and_dropped_values(tmp_path):
 def test_septic_shock_only_with_diagnoses(tmp_path):
     states, _ = run(tmp_path, "--diagnoses")
     assert all(s["shock"] == {"type": "septic"} for s in states)
+
+
+def test_height_bags_pause_and_recognition(tmp_path):
+    demo = tmp_path / "demo"
+    cohort(demo)
+    s, h, st = 1, 11, 101
+    write(demo, "derived/chartevents_numeric_from_meds",
+          ["subject_id", "hadm_id", "stay_id", "charttime", "itemid", "valuenum", "valueuom"],
+          [[s, "", "", "2150-01-01 07:00:00", 226512, 80, "kg"],
+           [s, "", "", "2150-01-01 07:00:00", 226707, 60, "Inch"],       # 152.4 cm
+           [s, "", "", "2150-01-01 07:30:00", 226730, 61, "cm"],         # an adult of 61 cm: dropped
+           [s, h, st, "2150-01-01 08:30:00", 220052, 58, "mmHg"]])
+    columns = INPUT_COLUMNS + ["orderid", "originalamount"]
+    write(demo, "icu/inputevents", columns,
+          [[s, h, st, "2150-01-01 08:30:00", "2150-01-01 09:30:00", "", 221906, 0.5, "mg", 0.1, "mcg/kg/min",
+            "Main order parameter", 80, "Paused", 1, 8],
+           [s, h, st, "2150-01-01 08:30:00", "2150-01-01 09:30:00", "", 225158, 15, "ml", 15, "mL/hour",
+            "Mixed solution", 80, "Paused", 1, 250],                                   # 8 mg in 250 mL: 32 mcg/mL
+           [s, h, st, "2150-01-01 10:30:00", "2150-01-01 12:00:00", "", 221906, 0.5, "mg", 0.2, "mcg/kg/min",
+            "Main order parameter", 80, "ChangeDose/Rate", 2, 7.5]])                   # no solution row: unknown bag
+    out = tmp_path / "states.jsonl"
+    assert mimic.main([str(demo), "--out", str(out)]) == 0
+    first, second, third = [json.loads(x) for x in out.read_text().splitlines()]
+    assert first["patient"]["height_cm"] == 152.4
+    assert first["infusions"]["norepinephrine_concentration_mcg_ml"] == 32
+    assert first["fluids"]["hours_since_recognition"] == 0.5
+    assert "norepinephrine_paused_minutes" not in first["infusions"]
+    assert second["infusions"]["norepinephrine_mcg_kg_min"] == 0
+    assert second["infusions"]["norepinephrine_paused_minutes"] == 30
+    assert second["infusions"]["norepinephrine_last_rate_mcg_kg_min"] == 0.1
+    assert "norepinephrine_concentration_mcg_ml" not in second["infusions"]
+    assert second["fluids"]["hours_since_recognition"] == 1.5
+    assert third["infusions"]["norepinephrine_mcg_kg_min"] == 0.2
+    assert "norepinephrine_paused_minutes" not in third["infusions"]
+    assert "norepinephrine_concentration_mcg_ml" not in third["infusions"]

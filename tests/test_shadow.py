@@ -15,7 +15,7 @@ from pressor.engine.shadow.mimic import load_mapping
 from pressor.engine.shadow.run import Settings, evaluate_courses
 from pressor.engine.shadow.tables import contradictions, suppressed_cards
 
-from .shadow_cohort import write_mimic, write_ndjson
+from .shadow_cohort import write_mimic, write_mimic_changes, write_ndjson
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,71 @@ def test_temporal_facts_are_computed_per_evaluation_time(mimic: Path) -> None:
     # norepinephrine 0.05 from 1 h, 0.12 from 3 h, 0.04 from 8 h, stopped at 10 h: each hour sees the rate running at its end
     assert [r["rates"].get("norepinephrine") for r in rows] == [0.05, 0.05, 0.12, 0.12, 0.12, 0.12, 0.12, 0.04, 0.04, None]
     assert [c[0] for c in out["care"]].count("norepinephrine") >= 3
+
+
+def _facts_by_hour(root: Path) -> list[dict]:
+    from pressor.engine.shadow.course import CourseIndex, state_at
+    from pressor.engine.shadow.run import _pack
+    pack, rate_fact, drug_of_rate = _pack(Settings(None, None))
+    courses, _ = read_courses(mimic_iv=str(root))
+    return [state_at(CourseIndex(c), pack, t, drug_of_rate, rate_fact)[0] for c in courses for t in c.times]
+
+
+def test_mapping_fills_height_bags_pause_and_recognition(tmp_path: Path) -> None:
+    hours = _facts_by_hour(write_mimic_changes(tmp_path / "changes"))
+    assert len(hours) == 30
+    first, second = hours[0], hours[1]
+    # the outpatient 65 inches (known from the end of its day), then the 66 inches charted at 1 h 30: cm, as charted
+    assert first["patient.height_cm"] == 165.1 and second["patient.height_cm"] == 167.6
+    assert first["patient.weight_kg"] == 121  # charted, preferred over the pumps' 120 and the outpatient 113.4
+    # phenylephrine from 0 h 30, 60 mg in 250 mL; shock recognised at the first vasopressor start
+    assert first["infusions.phenylephrine_mcg_kg_min"] == 1.0 and first["infusions.norepinephrine_mcg_kg_min"] == 0
+    assert first["infusions.phenylephrine_concentration_mcg_ml"] == 240
+    assert first["fluids.hours_since_recognition"] == 0.5
+    assert "fluids.crystalloid_ml_kg" not in first  # no "shock recognised" marker: the fluid count stays unknown
+    assert "infusions.norepinephrine_paused_minutes" not in first  # norepinephrine never ran yet: no pause
+    at4 = hours[3]  # 4 h: norepinephrine 0.1 running, 8 mg in 250 mL; phenylephrine stopped at 3 h
+    assert at4["infusions.norepinephrine_mcg_kg_min"] == 0.1 and at4["infusions.norepinephrine_concentration_mcg_ml"] == 32
+    assert "infusions.phenylephrine_concentration_mcg_ml" not in at4 and "infusions.norepinephrine_paused_minutes" not in at4
+    at5, at6 = hours[4], hours[5]  # paused at 4 h 30
+    assert at5["infusions.norepinephrine_paused_minutes"] == 30 and at5["infusions.norepinephrine_last_rate_mcg_kg_min"] == 0.1
+    assert "infusions.norepinephrine_concentration_mcg_ml" not in at5  # no bag in use
+    assert at6["infusions.norepinephrine_paused_minutes"] == 90
+    assert hours[27]["fluids.hours_since_recognition"] == 27.5
+
+
+def test_other_weight_sources_when_none_is_charted(tmp_path: Path) -> None:
+    from pressor.engine.shadow.course import CourseIndex, state_at
+    from pressor.engine.shadow.run import _pack
+    pack, rate_fact, drug_of_rate = _pack(Settings(None, None))
+    course = read_courses(mimic_iv=str(write_mimic_changes(tmp_path / "changes")))[0][0]
+    course.timeline.readings = [r for r in course.timeline.readings if not r.source.startswith("chart")]
+    index = CourseIndex(course)
+    facts = [state_at(index, pack, t, drug_of_rate, rate_fact)[0] for t in course.times[:2]]
+    assert facts[0]["patient.weight_kg"] == 120  # inputevents.patientweight (the `also` sources, in their order)
+    assert facts[0]["patient.height_cm"] == 165.1 == facts[1]["patient.height_cm"]  # the outpatient height only
+
+
+def test_bag_strength_from_the_solution_row_of_the_same_order(mimic: Path) -> None:
+    hours = _facts_by_hour(mimic)
+    stay1 = hours[:10]
+    # 8 mg in 250 mL, then 7.5 mg left in 234.375 mL (the same bag, 32 mcg/mL), then 8 mg in 125 mL
+    assert [h.get("infusions.norepinephrine_concentration_mcg_ml") for h in stay1] == [32] * 7 + [64, 64, None]
+    stay3 = hours[16:]
+    assert [h.get("infusions.vasopressin_concentration_units_ml") for h in stay3] == [0.4, 0.4, 0.4, None, None]
+    # stay 1001: norepinephrine runs without a break and stops at discharge, the last evaluation (0 min paused)
+    assert [h.get("infusions.norepinephrine_paused_minutes") for h in stay1] == [None] * 9 + [0]
+    assert stay1[-1]["infusions.norepinephrine_last_rate_mcg_kg_min"] == 0.04
+
+
+def test_new_rules_fire_on_the_record(tmp_path: Path) -> None:
+    courses, _ = read_courses(mimic_iv=str(write_mimic_changes(tmp_path / "changes")))
+    rows = evaluate_courses(courses, Settings(None, None))[0]["rows"]
+    firm = [{r[0] for r in row["firm"]} for row in rows]
+    assert "norepinephrine.switch-from-other-vasopressor" in firm[0]  # phenylephrine running, start indicated
+    assert "norepinephrine.restart-after-pause" in firm[4]  # 30 min after the pause, MAP 58
+    assert "norepinephrine.restart-after-pause" not in firm[5]  # 90 min: past the 60-min window
+    assert "norepinephrine.start-late-reassess" in firm[27] and "norepinephrine.start-late-reassess" not in firm[5]
 
 
 def test_team_actions_and_concordance_both_ways(run_dir: Path) -> None:

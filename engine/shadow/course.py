@@ -36,6 +36,10 @@ class Course:
     notes: list[tuple[datetime, str]] = field(default_factory=list)  # data-quality notes found while reading
     implied: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # fact <- (series, source prefix, hours)
     meta: dict[str, Any] = field(default_factory=dict)
+    # drug -> (minutes fact, last-rate fact, max minutes): a pause of the drug's infusion (see :func:`pause_at`)
+    pauses: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    # (fact, drugs, max hours): hours since the first start of any of the drugs (see :func:`first_start_hours`)
+    recognition: tuple[str, tuple[str, ...], float] | None = None
 
 
 class CourseIndex:
@@ -78,6 +82,37 @@ def _latest(index: CourseIndex, fact: str, t: datetime, hours: float | None, sou
     return None
 
 
+def pause_at(changes: list, drug: str, t: datetime) -> tuple[float, float] | None:
+    """(minutes since ``drug`` stopped, the rate that ran just before) when it had been running, was
+    stopped and runs no more at ``t``; None while it runs, if it never ran, or if its rate is unknown.
+    ``changes``: rate changes sorted by time."""
+    rate: float | None = 0.0
+    stopped: tuple[datetime, float] | None = None
+    for c in changes:
+        if c.at > t:
+            break
+        if c.drug != drug:
+            continue
+        if c.rate == 0 and rate:  # running (a known rate > 0), then stopped
+            stopped = (c.at, rate)
+        elif c.rate != 0:
+            stopped = None
+        rate = c.rate
+    if rate != 0 or stopped is None:
+        return None
+    return round((t - stopped[0]).total_seconds() / 60.0, 1), stopped[1]
+
+
+def first_start_hours(changes: list, drugs: tuple[str, ...], t: datetime) -> tuple[float, Any] | None:
+    """(hours since the first start of any of ``drugs`` at or before ``t``, that change); None if none started."""
+    for c in changes:
+        if c.at > t:
+            return None
+        if c.drug in drugs and c.rate != 0:
+            return round((t - c.at).total_seconds() / 3600.0, 2), c
+    return None
+
+
 def state_at(index: CourseIndex, pack: Any, t: datetime, drug_of_rate: Mapping[str, str],
              rate_fact: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(flat facts at ``t``, their provenance): only what was known at ``t``; temporal facts computed at ``t``."""
@@ -95,10 +130,16 @@ def state_at(index: CourseIndex, pack: Any, t: datetime, drug_of_rate: Mapping[s
         if fact not in facts and any(r.source.startswith(prefix) for r in index.window(series, t - timedelta(hours=hours), t)):
             facts[fact] = True
             prov.record(fact, True, [f"inferred from {series} ({prefix}) within {hours:g} h"])
+    spanned: dict[str, list] = {}
     for fact, start, end, value in course.spans:
         if start <= t < end:
-            facts[fact] = value
-            prov.record(fact, value, [f"in place {start.isoformat()} to {end.isoformat()}"])
+            spanned.setdefault(fact, []).append((value, start, end))
+    for fact, held in spanned.items():
+        if len({value for value, _, _ in held}) > 1:  # two bags of different strength at once: which is unknown
+            continue
+        value, start, end = held[-1]
+        facts[fact] = value
+        prov.record(fact, value, [f"in place {start.isoformat()} to {end.isoformat()}"])
     current: dict[str, Any] = {}
     for change in index.rates:
         if change.at > t:
@@ -109,6 +150,21 @@ def state_at(index: CourseIndex, pack: Any, t: datetime, drug_of_rate: Mapping[s
         if rate and change.rate is not None:
             facts[rate] = change.rate
             prov.record(rate, change.rate, [change.source])
+    own: set[str] = set()  # facts the course computes itself (the mapping's definitions), kept from the pack's
+    for drug, (minutes_fact, rate_fact_, most) in course.pauses.items():
+        pause = pause_at(index.rates, drug, t)
+        if pause is not None and pause[0] <= most:
+            facts[minutes_fact], facts[rate_fact_] = pause
+            prov.record(minutes_fact, pause[0], [f"{drug} stopped {pause[0]:g} min before, none running since"])
+            prov.record(rate_fact_, pause[1], [f"the {drug} rate before it stopped"])
+            own.update((minutes_fact, rate_fact_))
+    if course.recognition is not None:
+        fact, drugs, most = course.recognition
+        first = first_start_hours(index.rates, drugs, t)
+        if first is not None and first[0] <= most:
+            facts[fact] = first[0]
+            prov.record(fact, first[0], [f"since the first vasopressor start of the stay ({first[1].source})"])
+            own.add(fact)
     # The pack's temporal facts, from the part of the timeline they can look at.
     since = t - TEMPORAL_LOOKBACK
     tl = Timeline(
@@ -122,7 +178,7 @@ def state_at(index: CourseIndex, pack: Any, t: datetime, drug_of_rate: Mapping[s
     probe = dict(facts)
     derive(pack.derived, probe)
     for tf in pack.temporal:
-        if tf.fact in course.given:
+        if tf.fact in course.given or tf.fact in own:
             continue
         value, how = compute(tf, tl, probe, t, drug_of_rate)
         if value is None:

@@ -26,6 +26,11 @@ from .course import Course
 MAPPING_SCHEMA = "mimic-mapping.schema.json"
 HOUR = timedelta(hours=1)
 _LB = 0.45359237
+_INCH = 2.54
+#: A reading item's own unit -> the factor to the fact's unit (mapping: ``prefer[].unit``).
+UNIT_FACTOR = {"inch": _INCH, "lb": _LB}
+#: hosp/omr results a mapping may name in ``also`` -> (the fact, the factor to its unit).
+OMR_RESULTS = {"Weight (Lbs)": ("patient.weight_kg", _LB), "Height (Inches)": ("patient.height_cm", _INCH)}
 
 
 def default_mapping_path() -> Path:
@@ -152,11 +157,13 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
     notes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     subject_notes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
 
-    item_of: dict[str, dict[int, tuple[str, str, list | None]]] = defaultdict(dict)  # table -> item -> (fact, source, limits)
+    # table -> item -> (fact, source, limits, factor to the fact's unit)
+    item_of: dict[str, dict[int, tuple[str, str, list | None, float]]] = defaultdict(dict)
     for fact, spec in m["readings"].items():
         for group in spec["prefer"]:
             for item in group["items"]:
-                item_of[spec["table"]][item] = (fact, f"{group['source']} {item}", spec.get("limits"))
+                item_of[spec["table"]][item] = (fact, f"{group['source']} {item}", spec.get("limits"),
+                                                UNIT_FACTOR.get(group.get("unit", ""), 1.0))
     weight_spec = m["readings"].get("patient.weight_kg", {})
 
     def add(fact: str, source: str, limits: list | None, value: float | None, when: datetime, stay: int | None,
@@ -169,43 +176,49 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
         if why:
             target_notes.append((when, f"{fact} {value:g} ({source}) {why}; dropped"))
             return
-        value = int(value) if value == int(value) and fact != "patient.weight_kg" else value
+        value = int(value) if value == int(value) and fact not in ("patient.weight_kg", "patient.height_cm") else value
         (readings[stay] if stay is not None else subject_readings[subject]).append(Reading(fact, when, value, source))
 
     for r in _rows(root, t["chartevents"], items=set(item_of["chartevents"])):
         hit = item_of["chartevents"].get(_int(r["itemid"]) or -1)
         if hit is None:
             continue
-        fact, source, limits = hit
+        fact, source, limits, factor = hit
         when, subject = _ts(r["charttime"]), _int(r["subject_id"])
         if when is None or subject not in subjects:
             continue
-        if fact == "patient.weight_kg":
-            add(fact, source, limits, _num(r["valuenum"]), when, None, subject)
+        value = _num(r["valuenum"])
+        if value is not None and factor != 1.0:
+            value = round(value * factor, 1)
+        if fact.startswith("patient."):  # the patient's, not the stay's: charted in any stay (or none)
+            add(fact, source, limits, value, when, None, subject)
             continue
         stay = _int(r.get("stay_id"))
         if stay in stay_ids:
-            add(fact, source, limits, _num(r["valuenum"]), when, stay, subject)
+            add(fact, source, limits, value, when, stay, subject)
 
     for r in _rows(root, t["labevents"], required=False, items=set(item_of["labevents"])):
         hit = item_of["labevents"].get(_int(r["itemid"]) or -1)
         subject = _int(r["subject_id"])
         if hit is None or subject not in subjects:
             continue
-        fact, source, limits = hit
+        fact, source, limits, _ = hit
         known = _ts(r.get("storetime")) or _ts(r["charttime"])
         if known is not None:
             add(fact, source, limits, _num(r["valuenum"]), known, None, subject)
 
-    if "omr.Weight (Lbs)" in weight_spec.get("also", []):
+    omr = {name: OMR_RESULTS[name] for fact, spec in m["readings"].items() for also in spec.get("also", [])
+           if also.startswith("omr.") and (name := also[4:]) in OMR_RESULTS and OMR_RESULTS[name][0] == fact}
+    if omr:
         for r in _rows(root, t["omr"], required=False):
             subject = _int(r["subject_id"])
-            if subject in subjects and r["result_name"] == "Weight (Lbs)":
+            if subject in subjects and r["result_name"] in omr:
+                fact, factor = omr[r["result_name"]]
                 day = _ts(r["chartdate"])
-                lbs = _num(r["result_value"])
+                raw = _num(r["result_value"])
                 if day is not None:  # dated, not timed: known at the end of its day
-                    add("patient.weight_kg", "omr", weight_spec.get("limits"),
-                        round(lbs * _LB, 1) if lbs is not None else None, day + timedelta(days=1), None, subject)
+                    add(fact, "omr", m["readings"][fact].get("limits"),
+                        round(raw * factor, 1) if raw is not None else None, day + timedelta(days=1), None, subject)
 
     infusions = m["infusions"]
     drug_of = {item: (drug, spec["unit"]) for drug, spec in infusions["drugs"].items() for item in spec["items"]}
@@ -213,6 +226,10 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
     rows_by_drug: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     fluids: dict[int, list[Fluid]] = defaultdict(list)
     has_inputs: set[int] = set()
+    bag_of = {drug: spec["bag"] for drug, spec in infusions["drugs"].items() if "bag" in spec}
+    solution = infusions.get("bag_solution_component")
+    bag_rows: list[tuple[int, str, datetime, datetime, str, float | None, str]] = []  # stay, drug, start, end, orderid, amount, unit
+    solution_ml: dict[str, float | None] = {}  # orderid -> mL in the bag when the row started
     for r in _rows(root, t["inputevents"]):
         stay = _int(r["stay_id"])
         if stay not in stay_ids:
@@ -223,6 +240,8 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
         start, end, item = _ts(r["starttime"]), _ts(r["endtime"]), _int(r["itemid"])
         if start is None:
             continue
+        if solution and bag_of and r.get("ordercomponenttypedescription") == solution and r.get("orderid"):
+            solution_ml[r["orderid"]] = _ml(r.get("originalamount"), r.get("amountuom", ""))
         weight = _num(r.get("patientweight"))
         if weight and "inputevents.patientweight" in weight_spec.get("also", []):
             add("patient.weight_kg", "inputevents.patientweight", weight_spec.get("limits"), weight, start, None,
@@ -239,6 +258,9 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
                 notes[stay].append((start, f"{drug} {rate:g} {unit} {why}; dropped"))
                 continue
             rows_by_drug[stay][drug].append((start, end or start, round(rate, 6), f"inputevents {item} {start.isoformat()}"))
+            if drug in bag_of and end is not None and r.get("orderid"):
+                bag_rows.append((stay, drug, start, end, r["orderid"], _num(r.get("originalamount")),
+                                 r.get("amountuom", "").strip().lower()))
         elif item in fluid_of:
             kind, component = fluid_of[item]
             if component and r.get("ordercomponenttypedescription") != component:
@@ -246,6 +268,16 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
             amount, uom = _num(r.get("amount")), r.get("amountuom", "").strip().lower()
             ml = amount * (1000 if uom == "l" else 1) if amount is not None and uom in ("ml", "l") else None
             fluids[stay].append(Fluid(kind, start, ml, f"inputevents {item} {start.isoformat()}"))
+
+    spans: dict[int, list] = defaultdict(list)
+    for stay, drug, start, end, order, amount, unit in bag_rows:
+        bag = bag_of[drug]
+        concentration = _concentration(amount, unit, solution_ml.get(order), bag["unit"])
+        if concentration is None:
+            notes[stay].append((start, f"{bag['fact']}: the bag of {drug} ({amount!r} {unit!r} in "
+                                       f"{solution_ml.get(order)!r} mL) cannot be read; left out"))
+        else:
+            spans[stay].append((bag["fact"], start, end, concentration))
 
     urine = m.get("urine")
     urine_rows: dict[int, dict[datetime, float]] = defaultdict(lambda: defaultdict(float))
@@ -263,7 +295,6 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
                 continue
             urine_rows[stay][when] += -value if item in negative else value
 
-    spans: dict[int, list] = defaultdict(list)
     line_of = {item: fact for fact, items in m.get("access", {}).items() for item in items}
     for r in _rows(root, t["procedureevents"], required=False):
         item, stay = _int(r["itemid"]), _int(r["stay_id"])
@@ -274,12 +305,20 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
 
     every = timedelta(hours=m.get("evaluate", {}).get("every_hours", 1))
     windows = {fact: spec["window_hours"] for fact, spec in m["readings"].items()}
-    prefer = {fact: [g["source"] for g in spec["prefer"]] for fact, spec in m["readings"].items()}
+    # the item groups in order, then the other sources (`also`) in theirs
+    prefer = {fact: [g["source"] for g in spec["prefer"]] + [a.split(".")[0] if a.startswith("omr.") else a
+                                                            for a in spec.get("also", [])]
+              for fact, spec in m["readings"].items()}
     if urine:
         windows[urine["fact"]] = urine["window_hours"]
     implied = {}
     if m.get("arterial_line_from_pressure_hours"):
         implied["access.arterial_line"] = ("vitals.map_mmhg", "arterial", m["arterial_line_from_pressure_hours"])
+    pauses = {drug: (p["minutes"], p["last_rate"], float(p.get("max_minutes", 10080)))
+              for drug, p in m.get("pauses", {}).items()}
+    r_spec = m.get("recognition")
+    recognition = ((r_spec["fact"], tuple(r_spec["first_start_of"]), float(r_spec.get("max_hours", 720)))
+                   if r_spec else None)
     courses = []
     for s in stay_rows:
         stay, subject, hadm = int(s["stay_id"]), int(s["subject_id"]), _int(s.get("hadm_id"))
@@ -316,9 +355,30 @@ def read_cohort(root: str | Path, *, mapping_path: str | None = None, diagnoses:
             times = hourly(intime, outtime, every)
         courses.append(Course(id=str(stay), given=given, timeline=tl, times=times, windows=windows, prefer=prefer,
                               spans=spans.get(stay, []), notes=course_notes, implied=implied,
+                              pauses=pauses, recognition=recognition,
                               meta={"subject_id": subject, "hadm_id": hadm, "intime": intime.isoformat(),
                                     "outtime": outtime.isoformat()}))
     return courses
+
+
+#: A drug amount's unit -> its factor to the concentration's numerator (mcg or units).
+_AMOUNT_FACTOR: dict[str, dict[str, float]] = {"mcg/mL": {"mg": 1000, "mcg": 1, "g": 1e6, "grams": 1e6},
+                                                "units/mL": {"units": 1, "u": 1}}
+
+
+def _ml(amount: str | None, unit: str) -> float | None:
+    value, u = _num(amount), unit.strip().lower()
+    if value is None or value <= 0 or u not in ("ml", "l"):
+        return None
+    return value * (1000 if u == "l" else 1)
+
+
+def _concentration(amount: float | None, unit: str, ml: float | None, want: str) -> float | None:
+    """Drug ``amount`` (in ``unit``) in ``ml`` as ``want`` (mcg/mL or units/mL), 4 significant digits; None if it cannot be."""
+    factor = _AMOUNT_FACTOR.get(want, {}).get(unit)
+    if amount is None or amount <= 0 or not ml or factor is None:
+        return None
+    return float(f"{amount * factor / ml:.4g}")
 
 
 def hourly(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
