@@ -32,6 +32,8 @@ class DosingPolicy:
     weights: tuple[WeightBasis, ...] = ()
     #: No adult is taller than this (cm): at or above ``from_bmi`` at this height, the BMI is decided without one.
     tallest_adult_cm: float = 210.0
+    #: Below this height (cm) Devine's formula gives no usable ideal weight (near 0 kg at 100 cm): the actual weight is used.
+    shortest_adult_cm: float = 120.0
 
     def basis_for(self, drug: str, pediatric: bool | None) -> WeightBasis | None:
         """The declared basis for ``drug`` in this population (None: actual weight, nothing declared).

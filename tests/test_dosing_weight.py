@@ -97,3 +97,11 @@ def test_a_consistent_pressure_is_used(pack, now):
     assert result.to_dict()["derived"]["derived.map_mmhg"] == 58
     assert "norepinephrine.titrate" in result.fired_ids()
     assert not any(w.startswith(SET_ASIDE) for w in result.warnings)
+
+
+def test_a_height_below_the_formula_range_never_gives_a_weight_near_zero():
+    # Devine at 97.42 cm for a man: 50 + 0.91 x (97.42 - 152.4) = -0.03 kg; the actual weight is used instead
+    facts = {**ADULT, "patient.weight_kg": 60, "patient.height_cm": 97.42, "patient.sex": "male"}
+    got = dosing_weight("crystalloid", facts, POLICY)
+    assert got.weight_kg == 60 and got.basis is not None and "confirm the dosing weight" in got.basis["note"]
+    assert per_dosing_kg(20, "crystalloid", facts, POLICY) == (20, [])

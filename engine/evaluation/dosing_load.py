@@ -50,4 +50,5 @@ def load_dosing(sections: list[tuple[Document, Any]], vocab: dict[str, FactType]
             citations=cite(doc, f"{ptr}/citations", item.get("citations", [])),
         ))
     return DosingPolicy(bags_in_use=bags, weights=tuple(weights),
-                        tallest_adult_cm=float(data.get("tallest_adult_cm", DosingPolicy.tallest_adult_cm)))
+                        tallest_adult_cm=float(data.get("tallest_adult_cm", DosingPolicy.tallest_adult_cm)),
+                        shortest_adult_cm=float(data.get("shortest_adult_cm", DosingPolicy.shortest_adult_cm)))

@@ -56,7 +56,7 @@ def per_dosing_kg(value_per_actual_kg: float, drug: str, facts: Mapping[str, Any
     if chosen.weight_kg is None:
         return None, chosen.missing
     actual = facts[WEIGHT]
-    if chosen.weight_kg == actual:
+    if chosen.weight_kg == actual or chosen.weight_kg <= 0:
         return value_per_actual_kg, []
     return value_per_actual_kg * actual / chosen.weight_kg, []
 
@@ -110,6 +110,11 @@ def _computed(entry: WeightBasis, basis: str, actual: float, facts: Mapping[str,
         return DosingWeight(None, missing=[DRY_WEIGHT])
     if height is None or sex is None:
         return DosingWeight(None, missing=[f for f, v in ((HEIGHT, height), (SEX, sex)) if v is None])
+    if height < policy.shortest_adult_cm:  # outside the formula's range: never a weight near or below zero
+        info = _described(entry, "actual", actual, actual, bmi=bmi)
+        info["note"] = (f"height {height:g} cm is below the {policy.shortest_adult_cm:g} cm the ideal-weight formula is "
+                        f"used from: the actual weight is used; confirm the dosing weight")
+        return DosingWeight(actual, info)
     ideal = ideal_body_weight(height, sex)
     if basis == "ideal":
         weight = min(ideal, actual)  # never dose above the actual weight
