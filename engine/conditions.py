@@ -5,9 +5,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+#: What a condition keeps about itself once computed (its hash, its leaves): never pickled, because a hash of
+#: text differs between processes (``PYTHONHASHSEED``) and the leaves are rebuilt on demand.
+_CACHED = ("_hash", "_leaves")
+
+
+class _Node:
+    """The hash ``@dataclass(frozen=True)`` generates (of the fields compared), computed once per node: the
+    residual analysis keys its caches by conditions, and the generated hash rehashed every child on every
+    lookup. Equality stays the generated one."""
+
+    __slots__ = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __hash__(self) -> int:
+        d = self.__dict__
+        h = d.get("_hash")
+        if h is None:
+            h = d["_hash"] = hash(self._key())
+        return h
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__
+        if "_hash" in state or "_leaves" in state:
+            state = {k: v for k, v in state.items() if k not in _CACHED}
+        return state
+
 
 @dataclass(frozen=True)
-class Compare:
+class Compare(_Node):
     """A leaf: ``fact op value`` (or ``fact op value_fact``), or ``fact known|unknown``."""
 
     fact: str
@@ -19,6 +47,11 @@ class Compare:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", self._text())
+
+    __hash__ = _Node.__hash__  # defined here, so the dataclass keeps it (and its generated __eq__)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.fact, self.op, self.value, self.value_fact, self.pointer)
 
     def facts(self) -> tuple[str, ...]:
         """Fact paths this leaf reads."""
@@ -36,27 +69,42 @@ class Compare:
 
 
 @dataclass(frozen=True)
-class All:
+class All(_Node):
     """Every child holds."""
 
     children: tuple["Condition", ...]
     pointer: str = ""
 
+    __hash__ = _Node.__hash__  # defined here, so the dataclass keeps it (and its generated __eq__)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.children, self.pointer)
+
 
 @dataclass(frozen=True)
-class Any_:
+class Any_(_Node):
     """At least one child holds."""
 
     children: tuple["Condition", ...]
     pointer: str = ""
 
+    __hash__ = _Node.__hash__  # defined here, so the dataclass keeps it (and its generated __eq__)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.children, self.pointer)
+
 
 @dataclass(frozen=True)
-class Not:
+class Not(_Node):
     """The child does not hold."""
 
     child: "Condition"
     pointer: str = ""
+
+    __hash__ = _Node.__hash__  # defined here, so the dataclass keeps it (and its generated __eq__)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.child, self.pointer)
 
 
 Condition = Union[Compare, All, Any_, Not]
@@ -85,15 +133,24 @@ def condition_data(cond: Condition) -> dict[str, Any]:
 
 
 def leaves(cond: Condition) -> list[Compare]:
-    """Every comparison in a condition, in document order."""
-    if isinstance(cond, Compare):
+    """Every comparison in a condition, in document order (a new list; kept with the node once computed)."""
+    if cond.__class__ is Compare:
         return [cond]
-    if isinstance(cond, Not):
-        return leaves(cond.child)
-    out: list[Compare] = []
-    for child in cond.children:
-        out.extend(leaves(child))
-    return out
+    return list(_leaves(cond))
+
+
+def _leaves(cond: Condition) -> tuple[Compare, ...]:
+    if isinstance(cond, Compare):
+        return (cond,)
+    d = cond.__dict__
+    found = d.get("_leaves")
+    if found is None:
+        if isinstance(cond, Not):
+            found = _leaves(cond.child)
+        else:
+            found = tuple(leaf for child in cond.children for leaf in _leaves(child))
+        d["_leaves"] = found
+    return found
 
 
 def render_condition(cond: Condition, indent: str = "") -> list[str]:

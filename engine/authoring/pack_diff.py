@@ -11,11 +11,13 @@ above it. It reports which recommendations appear, disappear or change dose.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import PatientStateError
 from ..evaluation.evaluate import evaluate, flatten_state
@@ -289,8 +291,8 @@ def _variants(state: Mapping[str, Any], fact: str, k: float, products: Mapping[s
 
 
 def _shown(pack: RulePack, state: Mapping[str, Any], include_draft: bool) -> dict[str, Any] | None:
-    try:
-        result = evaluate(pack, state, now=DEFAULT_NOW, include_draft=include_draft)
+    try:  # only the fired rules and their doses are compared: the advice about unknowns is not asked
+        result = evaluate(pack, state, now=DEFAULT_NOW, include_draft=include_draft, advice=False)
     except PatientStateError:
         return None
     return {r.rule_id: r.dose for r in result.recommendations}
@@ -302,19 +304,9 @@ def _behaviour(old: RulePack, new: RulePack, scenarios: list[Scenario]) -> tuple
     products.update({d.name: d.product for d in old.derived if d.product is not None})
     # a mean pressure moves with its measured MAP (the scale factor 1 holds it to itself)
     products.update({d.name: (d.mean_pressure[0], d.mean_pressure[0]) for d in (*old.derived, *new.derived) if d.mean_pressure is not None})
-    states: dict[str, tuple[str, dict[str, Any], bool]] = {}
-    for s in scenarios:
-        try:
-            check_state(s.state)
-        except PatientStateError:
-            continue
-        for label, state in [("as written", dict(s.state))] + [
-                v for fact, k in sorted(limits) for v in _variants(s.state, fact, k, products)]:
-            key = json.dumps([state, s.include_draft], sort_keys=True)
-            states.setdefault(key, (f"{s.name} ({label})", state, s.include_draft))
     found: dict[tuple[str, str], Behaviour] = {}
     checked = 0
-    for label, state, drafts in states.values():
+    for label, state, drafts in _states(scenarios, sorted(limits), products):
         before, after = _shown(old, state, drafts), _shown(new, state, drafts)
         if before is None or after is None:
             continue
@@ -336,6 +328,25 @@ def _behaviour(old: RulePack, new: RulePack, scenarios: list[Scenario]) -> tuple
                 shown = {p: flat[p] for p in sorted(_inputs(new, rid) | _inputs(old, rid)) if p in flat}
                 b.example = {"state": label, "facts": shown, "patient": state, **detail}
     return sorted(found.values(), key=lambda b: (b.rule_id, b.change)), checked, len(limits)
+
+
+def _states(scenarios: list[Scenario], limits: list[tuple[str, float]], products: Mapping[str, tuple[str, str]]
+            ) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """Each scenario's state as written and moved to every threshold, the first of each distinct state once,
+    generated one at a time: only a digest of each state seen is kept (a pack of thousands of rules has
+    thousands of thresholds, and holding every variant with its JSON took gigabytes)."""
+    seen: set[bytes] = set()
+    for s in scenarios:
+        try:
+            check_state(s.state)
+        except PatientStateError:
+            continue
+        variants = (v for fact, k in limits for v in _variants(s.state, fact, k, products))
+        for label, state in itertools.chain([("as written", dict(s.state))], variants):
+            key = hashlib.sha256(json.dumps([state, s.include_draft], sort_keys=True).encode()).digest()
+            if key not in seen:
+                seen.add(key)
+                yield f"{s.name} ({label})", state, s.include_draft
 
 
 def _inputs(pack: RulePack, rule_id: str) -> set[str]:

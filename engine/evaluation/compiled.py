@@ -250,6 +250,8 @@ class _Conditions:
 
 # --- rules ---------------------------------------------------------------------
 
+_new_tuple = tuple.__new__  # a named tuple from its values, without its generated __new__'s keyword handling
+
 _SET_PER_RULE = {"rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail", "citations",
                  "source_section", "drug", "evidence", "dose"}
 #: Fields a later Recommendation may add beyond those set here: their defaults (a field without one fails at import).
@@ -289,7 +291,7 @@ class CompiledRule:
 
     def not_evaluable(self, missing: frozenset[str]) -> NotEvaluable:
         """The entry listing this rule as undecidable for want of ``missing``."""
-        return NotEvaluable(self.rule.id, self.rule.version, self.rule.title, tuple(sorted(missing)))
+        return _new_tuple(NotEvaluable, (self.rule.id, self.rule.version, self.rule.title, tuple(sorted(missing))))
 
 
 
@@ -302,6 +304,8 @@ class CompiledPack:
         #: Each rule's citations resolved against the pack's references.
         self.citations = {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules}
         self.rules = tuple(CompiledRule(r, conditions, self.citations[r.id]) for r in pack.rules)
+        #: Rule id -> its dose, for the rules that have one.
+        self.dose_specs = {r.id: r.dose for r in pack.rules if r.dose is not None}
         self._active: dict[frozenset[str], ActiveRules] = {}
         self.derived = tuple(_CompiledDerived(d, conditions) for d in pack.derived)
         self._derived_model = pack.derived

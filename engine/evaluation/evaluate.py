@@ -219,7 +219,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         identity["profile"] = pack.profile.to_dict()
     if pack.release == "validation":
         identity["release"] = "validation"
-    return Result(
+    return Result.of(dict(
         pack=identity,
         evaluated_at=now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
         engine_version=_ENGINE_VERSION,
@@ -234,7 +234,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
         decided_for_any_value=decided,
         plan=plan,
         advice=advice,
-    )
+    ))
 
 
 def completion_of(pack: RulePack) -> Any:
@@ -316,7 +316,7 @@ def _assemble(pack: RulePack, order: Mapping[str, int], analysis: Any) -> tuple[
                 rule_key(best)[:2], order[best.rule_id])
 
     conditional = tuple(c for members in sorted(groups.values(), key=group_key) for c in sorted(members, key=rule_key))
-    specs = {r.id: r.dose for r in pack.rules if r.dose is not None}
+    specs = compiled_pack(pack).dose_specs
     dosed = tuple((i, specs[c.rule_id]) for i, c in enumerate(conditional) if c.rule_id in specs)
     ask = tuple(AskNext(q.fact, question(q.fact), tuple((r.id, r.severity, r.title) for r in q.decides))
                 for q in analysis.questions)
