@@ -25,11 +25,25 @@ class WeightBasis:
 
 
 @dataclass(frozen=True)
+class DosingFacts:
+    """The facts dose arithmetic reads, as the pack names them (``dosing.facts``); these defaults serve a pack
+    without a dosing section (the bundled pack declares every one)."""
+
+    weight: str = "patient.weight_kg"
+    height: str = "patient.height_cm"
+    sex: str = "patient.sex"
+    dry_weight: str = "patient.dry_weight_kg"
+    #: true for a child dosed as a child (the paediatric bags and weight bases), false for adult dosing
+    pediatric: str = "derived.pediatric_dosing"
+
+
+@dataclass(frozen=True)
 class DosingPolicy:
     """The pack's dosing section: the fact giving each drug's bag in use, and each drug's weight basis."""
 
     bags_in_use: dict[str, str] = field(default_factory=dict)
     weights: tuple[WeightBasis, ...] = ()
+    facts: DosingFacts = DosingFacts()
     #: No adult is taller than this (cm): at or above ``from_bmi`` at this height, the BMI is decided without one.
     tallest_adult_cm: float = 210.0
     #: Below this height (cm) Devine's formula gives no usable ideal weight (near 0 kg at 100 cm): the actual weight is used.

@@ -105,3 +105,22 @@ def test_a_height_below_the_formula_range_never_gives_a_weight_near_zero():
     got = dosing_weight("crystalloid", facts, POLICY)
     assert got.weight_kg == 60 and got.basis is not None and "confirm the dosing weight" in got.basis["note"]
     assert per_dosing_kg(20, "crystalloid", facts, POLICY) == (20, [])
+
+
+def test_the_dosing_facts_are_the_packs_to_name(tmp_path, now):
+    """Rename the weight the pack doses on: the doses follow the pack's declaration, not a name in the engine."""
+    import shutil
+
+    from pressor.engine.evaluation.pack import default_rules_dir, load_pack
+
+    rules = tmp_path / "rules"
+    shutil.copytree(default_rules_dir(), rules, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    dosing = rules / "dosing.yaml"
+    dosing.write_text(dosing.read_text().replace("height: patient.height_cm", "height: vitals.heart_rate_bpm"))
+    renamed = load_pack(rules)
+    state = {"patient": {"age_years": 50, "weight_kg": 180, "sex": "male", "height_cm": 175}, "shock": {"type": "septic"},
+             "vitals": {"map_mmhg": 58, "heart_rate_bpm": 200}, "fluids": {"crystalloid_ml_kg": 0}}
+    dose = next(r for r in evaluate(renamed, state, now=now).to_dict()["recommendations"]
+                if r["rule_id"] == "fluids.bolus-30ml-kg")["dose"]
+    # 200 read as the height: 50 + 0.91 x (200 - 152.4) = 93.3 kg ideal weight
+    assert dose["for_weight"]["weight_kg"] == 93.3

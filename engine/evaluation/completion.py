@@ -95,7 +95,7 @@ def _representatives(pack: RulePack, domains: Mapping[str, tuple[str, Any]]) -> 
     # thresholds that depend on the other factor: it is never completed here.
     factors = {p for d in pack.derived for p in (d.product or d.mean_pressure or ())}
     factors |= {p for d in pack.derived if d.per_dosing_kg is not None for p in d.reads()
-                if not p.startswith("derived.") and p != "patient.sex"}  # the numbers it rescales with
+                if not p.startswith("derived.") and p != d.per_dosing_kg[2].facts.sex}  # the numbers it rescales with
     out: dict[str, tuple[Any, ...]] = {}
     for fact, (kind, domain) in domains.items():
         if fact in factors:

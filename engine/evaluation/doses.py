@@ -16,10 +16,9 @@ from typing import Any, Mapping
 
 from ..dosing_policy import DosingPolicy
 from ..model import DoseSpec, Preparation, Quantity
-from .dosing_weight import WEIGHT, dosing_weight
+from .dosing_weight import dosing_weight
 from .units import parse_unit
 
-PEDIATRIC = "derived.pediatric_dosing"  # children under the paediatric dosing cut-off (weight)
 
 
 def _r(x: float, places: int = 2) -> float:
@@ -69,12 +68,12 @@ def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[P
         if weight is None:
             missing.extend(chosen.missing)
         else:
-            out["for_weight"] = _for_weight(spec, unit, weight, facts)
+            out["for_weight"] = _for_weight(spec, unit, weight, facts, dosing.facts.weight)
             if chosen.basis is not None:
                 out["for_weight"]["weight_basis"] = chosen.basis
 
     if spec.pump_rate:
-        rates, needs = _pump_rates(spec, unit, weight, facts, preparations, dosing.bags_in_use.get(spec.drug))
+        rates, needs = _pump_rates(spec, unit, weight, facts, preparations, dosing)
         if unit.per_kg and weight is None and chosen is not None:
             needs = chosen.missing
         out["pump_rates"] = rates
@@ -85,7 +84,7 @@ def compute_dose(spec: DoseSpec, facts: Mapping[str, Any], preparations: tuple[P
     return out
 
 
-def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, Any]) -> dict[str, Any]:
+def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, Any], weight_fact: str) -> dict[str, Any]:
     shown = unit.without_kg()
     cap = None
     if spec.cap is not None:
@@ -98,14 +97,14 @@ def _for_weight(spec: DoseSpec, unit: Any, weight: float, facts: Mapping[str, An
             result[key] = _scaled(q, weight, parse_unit(q.unit).without_kg(), cap)
     if spec.remaining_after is not None and spec.remaining_after in facts:
         # what was given is recorded per kg of the actual weight; the target is per kg of the dosing weight
-        given = facts[spec.remaining_after] * facts.get(WEIGHT, weight)
+        given = facts[spec.remaining_after] * facts.get(weight_fact, weight)
         result["already_given"] = {"value": _r(given, 0), "unit": shown}
         result["remaining"] = {"value": _r(max(0.0, spec.range.high * weight - given), 0), "unit": shown}
     return result
 
 
 def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[str, Any],
-                preparations: tuple[Preparation, ...], in_use_fact: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+                preparations: tuple[Preparation, ...], dosing: DosingPolicy) -> tuple[list[dict[str, Any]], list[str]]:
     """mL/h at the concentration in use, or at each of the pack's preparations for this population.
 
     Children under the pack's dosing cut-off (``derived.pediatric_dosing``) get the paediatric bags,
@@ -113,16 +112,17 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
     A drug dosed in units (vasopressin) gets units/h beside mL/h.
     """
     if unit.per_kg and weight is None:
-        return [], [WEIGHT]
+        return [], [dosing.facts.weight]
     # amount per minute (mcg or units) per unit of dose
     per_min = unit.to_base * unit.per_minute_factor * (weight if unit.per_kg else 1.0)
     in_units = unit.dimension == "units"
     bags: list[tuple[str, float]] = []
     needs: list[str] = []
+    in_use_fact = dosing.bags_in_use.get(spec.drug)
     if in_use_fact is not None and facts.get(in_use_fact) is not None:
         bags.append(("in use", facts[in_use_fact]))
     else:
-        pediatric = facts.get(PEDIATRIC)
+        pediatric = facts.get(dosing.facts.pediatric)
         for prep in preparations:
             if prep.drug != spec.drug:
                 continue
@@ -132,7 +132,7 @@ def _pump_rates(spec: DoseSpec, unit: Any, weight: float | None, facts: Mapping[
                 continue
             conc = prep.concentration_mcg_ml(weight)
             if conc is None:
-                needs.append(WEIGHT)
+                needs.append(dosing.facts.weight)
                 continue
             bags.append((prep.id, conc))
     rates = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..dosing_policy import DosingPolicy, WeightBasis
+from ..dosing_policy import DosingFacts, DosingPolicy, WeightBasis
 from ..errors import Problem
 from ..model import Citation
 from .compile import FactType
@@ -49,6 +49,16 @@ def load_dosing(sections: list[tuple[Document, Any]], vocab: dict[str, FactType]
             fallback=item.get("fallback"), reason=" ".join(item.get("reason", "").split()),
             citations=cite(doc, f"{ptr}/citations", item.get("citations", [])),
         ))
-    return DosingPolicy(bags_in_use=bags, weights=tuple(weights),
+    roles = data.get("facts", {})
+    for role, fact in roles.items():
+        if fact.startswith("derived."):  # derived facts load after this section: pack.py checks these
+            continue
+        ft = vocab.get(fact)
+        wanted = "boolean" if role == "pediatric" else ("enum" if role == "sex" else "number")
+        if ft is None or ft.kind != wanted:
+            problems.append(Problem(f"dosing fact '{role}' names '{fact}', which is not a {wanted} fact", fact_path=fact,
+                                    suggestion=f"name the {wanted} fact that gives the patient's {role.replace('_', ' ')}",
+                                    **doc.where(f"/dosing/facts/{role}")))
+    return DosingPolicy(bags_in_use=bags, weights=tuple(weights), facts=DosingFacts(**roles),
                         tallest_adult_cm=float(data.get("tallest_adult_cm", DosingPolicy.tallest_adult_cm)),
                         shortest_adult_cm=float(data.get("shortest_adult_cm", DosingPolicy.shortest_adult_cm)))

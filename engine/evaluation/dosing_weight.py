@@ -13,12 +13,6 @@ from typing import Any, Mapping
 
 from ..dosing_policy import DosingPolicy, WeightBasis
 
-WEIGHT = "patient.weight_kg"
-HEIGHT = "patient.height_cm"
-SEX = "patient.sex"
-DRY_WEIGHT = "patient.dry_weight_kg"
-PEDIATRIC = "derived.pediatric_dosing"  # children under the paediatric dosing cut-off (weight)
-
 _DEVINE_BASE = {"male": 50.0, "female": 45.5}
 
 
@@ -33,15 +27,16 @@ class DosingWeight:
 
 def weight_facts(policy: DosingPolicy, drug: str) -> frozenset[str]:
     """The facts ``drug``'s dosing weight may read (the weight, and what its declared bases need)."""
+    f = policy.facts
     entries = [w for w in policy.weights if w.drug == drug]
-    out = {WEIGHT}
+    out = {f.weight}
     if any(w.population != "all" for w in entries):
-        out.add(PEDIATRIC)
+        out.add(f.pediatric)
     bases = {w.basis for w in entries} | {w.fallback for w in entries if w.fallback}
     if bases & {"ideal", "adjusted"} or any(w.from_bmi is not None for w in entries):
-        out |= {HEIGHT, SEX}
+        out |= {f.height, f.sex}
     if "dry" in bases:
-        out.add(DRY_WEIGHT)
+        out.add(f.dry_weight)
     return frozenset(out)
 
 
@@ -50,12 +45,12 @@ def per_dosing_kg(value_per_actual_kg: float, drug: str, facts: Mapping[str, Any
 
     With no weight recorded, nothing shows another weight applies (as with a BMI the height would decide, the
     actual weight is used): the amount is returned as recorded."""
-    if facts.get(WEIGHT) is None or value_per_actual_kg == 0:  # nothing given is nothing on any weight
+    if facts.get(policy.facts.weight) is None or value_per_actual_kg == 0:  # nothing given is nothing on any weight
         return value_per_actual_kg, []
     chosen = dosing_weight(drug, facts, policy)
     if chosen.weight_kg is None:
         return None, chosen.missing
-    actual = facts[WEIGHT]
+    actual = facts[policy.facts.weight]
     if chosen.weight_kg == actual or chosen.weight_kg <= 0:
         return value_per_actual_kg, []
     return value_per_actual_kg * actual / chosen.weight_kg, []
@@ -64,11 +59,8 @@ def per_dosing_kg(value_per_actual_kg: float, drug: str, facts: Mapping[str, Any
 def facts_read(policy: DosingPolicy) -> set[str]:
     """The patient-state facts the policy reads: each bag in use, and what its weight bases need."""
     out = set(policy.bags_in_use.values())
-    bases = {w.basis for w in policy.weights} | {w.fallback for w in policy.weights if w.fallback}
-    if bases & {"ideal", "adjusted"} or any(w.from_bmi is not None for w in policy.weights):
-        out |= {HEIGHT, SEX}
-    if "dry" in bases:
-        out.add(DRY_WEIGHT)
+    for drug in {w.drug for w in policy.weights}:
+        out |= {f for f in weight_facts(policy, drug) if not f.startswith("derived.")}
     return out
 
 
@@ -79,13 +71,14 @@ def ideal_body_weight(height_cm: float, sex: str) -> float:
 
 def dosing_weight(drug: str, facts: Mapping[str, Any], policy: DosingPolicy) -> DosingWeight:
     """The weight ``drug``'s per-kg dose uses for the patient in ``facts``."""
-    actual = facts.get(WEIGHT)
+    f = policy.facts
+    actual = facts.get(f.weight)
     if actual is None:
-        return DosingWeight(None, missing=[WEIGHT])
-    entry = policy.basis_for(drug, facts.get(PEDIATRIC))
+        return DosingWeight(None, missing=[f.weight])
+    entry = policy.basis_for(drug, facts.get(f.pediatric))
     if entry is None or entry.basis == "actual":
         return DosingWeight(actual, _described(entry, "actual", actual, actual) if entry else None)
-    height = facts.get(HEIGHT)
+    height = facts.get(f.height)
     if entry.from_bmi is not None:
         applies = _bmi_at_least(actual, height, entry.from_bmi, policy.tallest_adult_cm)
         if applies is False:
@@ -93,23 +86,24 @@ def dosing_weight(drug: str, facts: Mapping[str, Any], policy: DosingPolicy) -> 
         if applies is None:  # the BMI needs the height: dose on actual weight and say what would change it
             info = _described(entry, "actual", actual, actual)
             info["note"] = (f"at a BMI of {entry.from_bmi:g} or more the pack uses the {entry.basis} body weight; "
-                            f"height not recorded ({HEIGHT})")
+                            f"height not recorded ({f.height})")
             return DosingWeight(actual, info, missing=[])
     return _computed(entry, entry.basis, actual, facts, policy)
 
 
 def _computed(entry: WeightBasis, basis: str, actual: float, facts: Mapping[str, Any], policy: DosingPolicy) -> DosingWeight:
-    height, sex = facts.get(HEIGHT), facts.get(SEX)
+    f = policy.facts
+    height, sex = facts.get(f.height), facts.get(f.sex)
     bmi = _bmi(actual, height)
     if basis == "dry":
-        dry = facts.get(DRY_WEIGHT)
+        dry = facts.get(f.dry_weight)
         if dry is not None:
             return DosingWeight(dry, _described(entry, "dry", dry, actual, bmi=bmi))
         if entry.fallback:
             return _computed(entry, entry.fallback, actual, facts, policy)
-        return DosingWeight(None, missing=[DRY_WEIGHT])
+        return DosingWeight(None, missing=[f.dry_weight])
     if height is None or sex is None:
-        return DosingWeight(None, missing=[f for f, v in ((HEIGHT, height), (SEX, sex)) if v is None])
+        return DosingWeight(None, missing=[name for name, v in ((f.height, height), (f.sex, sex)) if v is None])
     if height < policy.shortest_adult_cm:  # outside the formula's range: never a weight near or below zero
         info = _described(entry, "actual", actual, actual, bmi=bmi)
         info["note"] = (f"height {height:g} cm is below the {policy.shortest_adult_cm:g} cm the ideal-weight formula is "

@@ -210,7 +210,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     plan = build_plan(pack, recommendations, conditional, ask_next, facts)
     derived_out = {d.name: facts.get(d.name) for d in pack.derived}
     unresolved = sorted({c.number for r in recommendations for c in r.citations if not c.resolved})
-    warnings = doubts + _measurement_warnings(facts) + superseded + tuple(
+    warnings = doubts + _measurement_warnings(pack, facts) + superseded + tuple(
         f"reference [{n}] is cited by the source but missing from its reference list; treat its claims as unverified"
         for n in unresolved
     )
@@ -323,11 +323,6 @@ def _assemble(pack: RulePack, order: Mapping[str, int], analysis: Any) -> tuple[
     return conditional, ask, tuple(not_applicable), dosed
 
 
-MAP, SBP, DBP = "vitals.map_mmhg", "vitals.sbp_mmhg", "vitals.dbp_mmhg"
-MAP_USED, MAP_TARGET = "derived.map_mmhg", "derived.map_target_mmhg"
-BELOW_TARGET, FLAG = "derived.below_map_target", "findings.hypotension_persists"
-
-
 def _set_aside_doubtful_pressures(pack: RulePack, facts: dict[str, Any]) -> tuple[str, ...]:
     """Remove from ``facts`` the pressures a mean-pressure check of the pack doubts (see :func:`.logic.pressure_doubt`):
     the MAP outside its envelope; the MAP, SBP and DBP together when they contradict each other (which one is
@@ -348,24 +343,37 @@ def _set_aside_doubtful_pressures(pack: RulePack, facts: dict[str, Any]) -> tupl
     return tuple(out)
 
 
-def _measurement_warnings(facts: Mapping[str, Any]) -> tuple[str, ...]:
-    """Say when the MAP was estimated, and when the hypotension flag contradicts the measured pressure.
+def _measurement_warnings(pack: RulePack, facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """Say when a mean pressure was estimated, and when a recorded flag contradicts the derived fact the pack
+    says it should agree with (``agrees_with``: the hypotension flag against "below target").
 
-    The pack decides "below target" from the pressure (``derived.below_map_target``); the flag never
-    overrides it, but a disagreement is worth a look (a stale flag, or a wrong reading).
+    The derived fact decides; the flag never overrides it, but a disagreement is worth a look (a stale flag,
+    or a wrong reading). The facts are the pack's (``mean_pressure``, ``agrees_with``): the engine names none.
     """
     out: list[str] = []
-    if MAP_USED in facts and MAP not in facts:
-        out.append(f"MAP not measured: ESTIMATED as {facts[MAP_USED]:g} mmHg from SBP {facts[SBP]:g} and DBP "
-                   f"{facts[DBP]:g} (DBP + (SBP - DBP) / 3); rules that compare the MAP used this estimate")
-    below, flag = facts.get(BELOW_TARGET), facts.get(FLAG)
-    if below is not None and flag is not None and below != flag:
-        if MAP_USED in facts and MAP_TARGET in facts:
-            shown = (f"the {'measured' if MAP in facts else 'estimated'} MAP is {facts[MAP_USED]:g} mmHg against a "
-                     f"target of {facts[MAP_TARGET]:g} mmHg")
+    pressures = [d for d in pack.derived if d.mean_pressure is not None]
+    for d in pressures:
+        m, sbp, dbp = d.mean_pressure  # type: ignore[misc]
+        if d.name in facts and m not in facts:
+            out.append(f"MAP not measured: ESTIMATED as {facts[d.name]:g} mmHg from SBP {facts[sbp]:g} and DBP "
+                       f"{facts[dbp]:g} (DBP + (SBP - DBP) / 3); rules that compare the MAP used this estimate")
+    for d in pack.derived:
+        agree = d.raw.get("agrees_with")
+        if not agree:
+            continue
+        value, flag = facts.get(d.name), facts.get(agree["fact"])
+        if value is None or flag is None or value == flag:
+            continue
+        side = "below" if value else "not below"
+        mean = next((p for p in pressures if p.name in facts), None)
+        target = agree.get("target")
+        if mean is not None and target in facts:
+            measured = "measured" if mean.mean_pressure and mean.mean_pressure[0] in facts else "estimated"
+            shown = f"the {measured} MAP is {facts[mean.name]:g} mmHg against a target of {facts[target]:g} mmHg"
         else:
-            shown = f"the pressure ({SBP} {facts.get(SBP, 'unknown')}) is {'below' if below else 'not below'} the target for age"
-        out.append(f"{FLAG} is {str(flag).lower()} but {shown} ({'below' if below else 'not below'} target): the "
+            sbp = pressures[0].mean_pressure[1] if pressures and pressures[0].mean_pressure else None
+            shown = f"the pressure ({sbp} {facts.get(sbp, 'unknown') if sbp else ''}) is {side} the target for age"
+        out.append(f"{agree['fact']} is {str(flag).lower()} but {shown} ({side} target): the "
                    f"recommendations follow the measured pressure; check the flag and the reading")
     return tuple(out)
 

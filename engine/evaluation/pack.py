@@ -132,6 +132,12 @@ class _Builder(RuleSections, FactSections, DecisionSections):
         dosing = load_dosing(self._sections("dosing"), self.vocab, self.problems,
                              lambda doc, ptr, data: self._citations(doc, ptr, data, references, "dosing", False))
         derived = self._derived(references, dosing)
+        derived_types = {d.name: d.type for d in derived}
+        declared_roles = {k: v for _, data in self._sections("dosing")[:1] for k, v in data.get("facts", {}).items()}
+        for role, fact in declared_roles.items():
+            if fact.startswith("derived.") and derived_types.get(fact) != ("boolean" if role == "pediatric" else "number"):
+                self.problems.append(Problem(f"dosing fact '{role}' names '{fact}', which is not a derived fact of that type",
+                                             fact_path=fact, file="dosing", suggestion="declare it under derived:"))
         preparations = self._preparations(references)
         rules = expand_scope_rules(self._rules(references, {p.drug for p in preparations}, refs_meta["document"]))
         self._supersedes(rules)
