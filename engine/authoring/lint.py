@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 from ..errors import InputError, PatientStateError, Problem, RuleFileError
 from ..evaluation.evaluate import evaluate, flatten_state
 from ..evaluation.load import Document, load_document
-from ..evaluation.logic import derive, truth
+from ..evaluation.logic import derive, set_aside_doubtful_pressures, truth
 from ..model import All, Compare, Condition, Decision, DoseSpec, Rule, RulePack, Waiver, leaves
 from ..evaluation.pack import default_rules_dir, load_pack, rule_files
 from .findings import CODES, SEVERITIES, Finding, LintReport, drug_of, rule_ids, severity_for  # noqa: F401 (re-exported)
@@ -367,6 +367,7 @@ class _Linter:
             def confirm(state: dict[str, Any], d: Decision = d, ids: set[str] = ids) -> bool:
                 result = self._evaluate(state, False)
                 facts = flatten_state(state)
+                set_aside_doubtful_pressures(self.pack.derived, facts)
                 derive(self.pack.derived, facts)
                 quiet = ids.isdisjoint(result.fired_ids()) and ids.isdisjoint(n.rule_id for n in result.not_evaluable)
                 return truth(d.population, facts) is True and quiet

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 from ..errors import InputError, PatientStateError, Problem
 from ..evaluation.evaluate import ACTIVE_WITH_DRAFTS, evaluate, flatten_state, superseded_notes
 from ..evaluation.load import Document, load_document
-from ..evaluation.logic import compare, derive, verdict
+from ..evaluation.logic import compare, derive, set_aside_doubtful_pressures, verdict
 from ..model import Compare, Result, Rule, RulePack, leaves
 from ..evaluation.validate import check_state, schema_problems
 
@@ -170,6 +170,7 @@ def run_scenario(pack: RulePack, scenario: Scenario) -> Outcome:
     except PatientStateError as exc:
         return Outcome(scenario, [Failure("-", "state", "a valid patient state", "invalid", str(exc))])
     facts = flatten_state(scenario.state)
+    set_aside_doubtful_pressures(pack.derived, facts)  # as evaluate() does
     derivation = derive(pack.derived, facts)
     fired = set(result.fired_ids())
     not_evaluable = {n.rule_id: n for n in result.not_evaluable}
@@ -324,6 +325,7 @@ def coverage(pack: RulePack, scenarios: Iterable[Scenario]) -> Coverage:
         except PatientStateError:
             continue  # reported as a failure by run_scenario
         facts = flatten_state(s.state)
+        set_aside_doubtful_pressures(pack.derived, facts)
         derivation = derive(pack.derived, facts)
         active = ACTIVE_WITH_DRAFTS if s.include_draft else pack.in_force
         for rule in counted:

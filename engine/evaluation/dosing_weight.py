@@ -18,7 +18,8 @@ _DEVINE_BASE = {"male": 50.0, "female": 45.5}
 
 @dataclass(frozen=True)
 class DosingWeight:
-    """The weight to dose on (None: not computable, see ``missing``) and how it was chosen (``basis``)."""
+    """The weight to dose on (None: not computable, see ``missing``) and how it was chosen (``basis``: only when it
+    is not simply the actual weight, or there is something to say about it)."""
 
     weight_kg: float | None
     basis: dict[str, Any] | None = None  # JSON-ready; None when the actual weight is used with nothing to say
@@ -77,12 +78,12 @@ def dosing_weight(drug: str, facts: Mapping[str, Any], policy: DosingPolicy) -> 
         return DosingWeight(None, missing=[f.weight])
     entry = policy.basis_for(drug, facts.get(f.pediatric))
     if entry is None or entry.basis == "actual":
-        return DosingWeight(actual, _described(entry, "actual", actual, actual) if entry else None)
+        return DosingWeight(actual)  # the actual weight, nothing to say (the dose shows it as for_weight.weight_kg)
     height = facts.get(f.height)
     if entry.from_bmi is not None:
         applies = _bmi_at_least(actual, height, entry.from_bmi, policy.tallest_adult_cm)
         if applies is False:
-            return DosingWeight(actual, _described(entry, "actual", actual, actual, bmi=_bmi(actual, height)))
+            return DosingWeight(actual)
         if applies is None:  # the BMI needs the height: dose on actual weight and say what would change it
             info = _described(entry, "actual", actual, actual)
             info["note"] = (f"at a BMI of {entry.from_bmi:g} or more the pack uses the {entry.basis} body weight; "
@@ -139,8 +140,6 @@ def _described(entry: WeightBasis | None, basis: str, weight: float, actual: flo
         out["ideal_weight_kg"] = round(ideal, 1)
     if entry is not None:
         out["declared"] = entry.basis + (f" from BMI {entry.from_bmi:g}" if entry.from_bmi is not None else "")
-        if entry.reason:
-            out["reason"] = entry.reason
         if entry.citations:
             out["citations"] = [c.ref for c in entry.citations]
     return out

@@ -18,7 +18,7 @@ from ..errors import EvaluationError, PatientStateError, Problem
 from .load import Document
 from .doses import compute_dose
 from .plan import build_plan
-from .logic import pressure_doubt
+from .logic import set_aside_doubtful_pressures
 from ..model import (SEVERITY_ORDER, AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack,
                      leaves)
 from .validate import check_state
@@ -166,7 +166,7 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
     check_state(state, document)
     compiled = compiled_pack(pack)
     facts = flatten_state(state)
-    doubts = _set_aside_doubtful_pressures(pack, facts)
+    doubts = set_aside_doubtful_pressures(pack.derived, facts)
     derivation = compiled.derive(facts)
     missing_of = derivation.missing_of
     decided = completion_of(pack).decide(facts, missing_of)
@@ -321,26 +321,6 @@ def _assemble(pack: RulePack, order: Mapping[str, int], analysis: Any) -> tuple[
     ask = tuple(AskNext(q.fact, question(q.fact), tuple((r.id, r.severity, r.title) for r in q.decides))
                 for q in analysis.questions)
     return conditional, ask, tuple(not_applicable), dosed
-
-
-def _set_aside_doubtful_pressures(pack: RulePack, facts: dict[str, Any]) -> tuple[str, ...]:
-    """Remove from ``facts`` the pressures a mean-pressure check of the pack doubts (see :func:`.logic.pressure_doubt`):
-    the MAP outside its envelope; the MAP, SBP and DBP together when they contradict each other (which one is
-    wrong is not known). Each is then unknown: the advice that needs it is conditional and it is asked again."""
-    out: list[str] = []
-    for d in pack.derived:
-        if d.mean_pressure is None:
-            continue
-        why = pressure_doubt(d, facts)
-        if why is None:
-            continue
-        m, sbp, dbp = d.mean_pressure
-        envelope = d.pressure_envelope
-        inside = envelope is None or envelope[0] <= facts[m] <= envelope[1]
-        for fact in (m, sbp, dbp) if inside else (m,):
-            facts.pop(fact, None)
-        out.append(why)
-    return tuple(out)
 
 
 def _measurement_warnings(pack: RulePack, facts: Mapping[str, Any]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ..errors import EvaluationError
 from .evaluate import ACTIVE_WITH_DRAFTS, completion_of, evaluate, flatten_state
 from .load import Document
-from .logic import Derivation, derive, truth, verdict
+from .logic import Derivation, derive, set_aside_doubtful_pressures, truth, verdict
 from .kleene import gather
 from ..model import All, Compare, Condition, Evidence, Not, Rule, RulePack, condition_data, leaves
 from .pack import find_rule
@@ -152,6 +152,7 @@ def explain(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include_
         c.rule_id: {"outcome": "conditional", "if": c.text, "condition": condition_data(c.condition)} for c in result.conditional}
     when_missing.update({n.rule_id: {"outcome": "not_applicable", "because": n.because} for n in result.not_applicable})
     facts = flatten_state(state)
+    set_aside_doubtful_pressures(pack.derived, facts)  # as evaluate() does
     derivation = derive(pack.derived, facts)
     decided = completion_of(pack).decide(facts, derivation.missing_of)  # as evaluate() decides (decided_for_any_value)
     tracer = _Tracer(facts, derivation, _thresholds(pack), decided)

@@ -219,6 +219,26 @@ def pressure_doubt(d: Derived, facts: Mapping[str, Any]) -> str | None:
     return None
 
 
+def set_aside_doubtful_pressures(derived: tuple[Derived, ...], facts: dict[str, Any]) -> tuple[str, ...]:
+    """Remove from ``facts`` the pressures a mean-pressure check doubts (see :func:`pressure_doubt`): the MAP outside
+    its envelope; the MAP, SBP and DBP together when they contradict each other (which one is wrong is not known).
+    Each is then unknown everywhere (rules, derived facts, questions). Returns the notes, one per check that fired."""
+    out: list[str] = []
+    for d in derived:
+        if d.mean_pressure is None:
+            continue
+        why = pressure_doubt(d, facts)
+        if why is None:
+            continue
+        m, sbp, dbp = d.mean_pressure
+        envelope = d.pressure_envelope
+        inside = envelope is None or envelope[0] <= facts[m] <= envelope[1]
+        for fact in (m, sbp, dbp) if inside else (m,):
+            facts.pop(fact, None)
+        out.append(why)
+    return tuple(out)
+
+
 def derive_mean_pressure(d: Derived, facts: dict[str, Any], missing_of: dict[str, frozenset[str]]) -> None:
     """``d`` (a ``mean_pressure`` derived fact): the measured MAP if it can be used, else the estimate from SBP and
     DBP when no MAP was measured; a measured MAP in doubt leaves it unknown (see :func:`pressure_doubt`)."""
