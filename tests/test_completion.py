@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from pressor.engine.evaluation.evaluate import evaluate, flatten_state
-from pressor.engine.evaluation.logic import derive
+from pressor.engine.evaluation.logic import derive, set_aside_doubtful_pressures
 from pressor.engine.evaluation.residual import domains_of
 from pressor.engine.evaluation.validate import STATE_SCHEMA, schema
 
@@ -68,6 +68,7 @@ def _completions(pack, inputs):
 def test_completion_agrees_with_kleene_and_with_enumeration(pack, now, state):
     result = evaluate(pack, state, now=now)
     kleene = flatten_state(state)
+    set_aside_doubtful_pressures(pack.derived, kleene)  # as evaluate() does: a MAP a line artefact explains
     derive(pack.derived, kleene)  # the reference semantics, without completion
     for name, value in kleene.items():
         if name.startswith("derived."):
@@ -76,6 +77,7 @@ def test_completion_agrees_with_kleene_and_with_enumeration(pack, now, state):
         assert name not in kleene
         for completion in _completions(pack, inputs):
             trial = {k: v for k, v in flatten_state(state).items()}
+            set_aside_doubtful_pressures(pack.derived, trial)
             trial.update(completion)
             derive(pack.derived, trial)
             assert trial.get(name) == result.derived[name], (name, completion)
