@@ -2,8 +2,9 @@
 
 Everything else about the package is declared in pyproject.toml; this file exists only because
 setuptools takes C extensions from setup.py. The engine is durable-rules 2.0.28's C code (MIT, its
-licence and attribution in third_party/durable-rules/) with one patch
-(third_party/durable-rules/patches/) that makes it compile and import on Python 3.13 and later.
+licence and attribution in third_party/durable-rules/) with two patches
+(third_party/durable-rules/patches/): one makes it compile and import on Python 3.13 and later, the
+other lets one ruleset match more than 64 comparisons on one fact (so a pack needs fewer rulesets).
 It is built into pressor's own package as ``pressor.engine.evaluation.durable_rules_engine``, so
 nothing is fetched from durable-rules' sdist at install time and every Python gets the same code.
 """

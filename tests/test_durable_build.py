@@ -18,7 +18,11 @@ import pytest
 from pressor.engine.evaluation import _durable
 
 VENDORED = Path(__file__).resolve().parent.parent / "third_party" / "durable-rules"
-PATCH = VENDORED / "patches" / "0001-rules.c-PyObject_CallObject-for-Python-3.13.patch"
+#: Each patched file and the patch applied to it (third_party/durable-rules/patches/).
+PATCHES = {
+    "src/rulespy/rules.c": VENDORED / "patches" / "0001-rules.c-PyObject_CallObject-for-Python-3.13.patch",
+    "src/rules/events.c": VENDORED / "patches" / "0002-events.c-MAX_STACK_SIZE-1024.patch",
+}
 
 
 def test_the_adapter_loads_the_engine_built_with_pressor_for_this_python():
@@ -75,12 +79,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _unpatched(text: str, patch: str) -> str:
+def _unpatched(text: str, patch: str, name: str) -> str:
     """``text`` with ``patch`` (unified diff, one file, whole lines) undone: each hunk's added lines
     put back to its removed ones, checked against the context."""
     lines = text.splitlines(keepends=True)
     hunks, hunk = [], None
-    for line in patch.splitlines(keepends=True)[patch.splitlines().index("+++ b/src/rulespy/rules.c") + 1:]:
+    for line in patch.splitlines(keepends=True)[patch.splitlines().index(f"+++ b/{name}") + 1:]:
         if line.startswith("@@"):
             hunk = {"at": int(line.split("+")[1].split(",")[0]) - 1, "new": [], "old": []}
             hunks.append(hunk)
@@ -91,21 +95,22 @@ def _unpatched(text: str, patch: str) -> str:
                 hunk["old"].append(line[1:])
     for hunk in reversed(hunks):
         at, new = hunk["at"], hunk["new"]
-        assert lines[at:at + len(new)] == new, f"the shipped rules.c does not match the patch at line {at + 1}"
+        assert lines[at:at + len(new)] == new, f"the shipped {name} does not match its patch at line {at + 1}"
         lines[at:at + len(new)] = hunk["old"]
     return "".join(lines)
 
 
 @pytest.mark.skipif(not VENDORED.is_dir(), reason="needs the source tree (third_party/)")
-def test_the_vendored_sources_are_upstream_plus_the_recorded_patch():
-    """Every file is durable-rules 2.0.28's (UPSTREAM.sha256, from its sdist), rules.c once the patch is undone."""
+def test_the_vendored_sources_are_upstream_plus_the_recorded_patches():
+    """Every file is durable-rules 2.0.28's (UPSTREAM.sha256, from its sdist), each patched file once its patch is undone."""
     expected = dict(reversed(line.split()) for line in (VENDORED / "UPSTREAM.sha256").read_text().splitlines())
     shipped = sorted(str(p.relative_to(VENDORED)) for p in (VENDORED / "src").rglob("*") if p.is_file())
     assert shipped == sorted(name for name in expected if name.startswith("src/"))
-    patch = PATCH.read_text()
+    assert sorted(p.name for p in (VENDORED / "patches").iterdir()) == sorted(p.name for p in PATCHES.values())
     for name, digest in expected.items():
         data = (VENDORED / name).read_bytes()
-        if name == "src/rulespy/rules.c":
-            assert "PyEval_CallObject" not in data.decode()
-            data = _unpatched(data.decode(), patch).encode()
+        if name in PATCHES:
+            data = _unpatched(data.decode(), PATCHES[name].read_text(), name).encode()
         assert _sha256(data) == digest, f"{name} differs from durable-rules 2.0.28's"
+    assert "PyEval_CallObject" not in (VENDORED / "src/rulespy/rules.c").read_text()
+    assert "#define MAX_STACK_SIZE 1024\n" in (VENDORED / "src/rules/events.c").read_text()

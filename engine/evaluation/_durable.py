@@ -44,13 +44,18 @@ from . import durable_rules_engine as _dre  # type: ignore[attr-defined]  # the 
 
 from ..errors import EvaluationError, RuleFileError
 
-#: Distinct leaf comparisons per shard. The engine fails past 64 distinct alpha tests
-#: matching one fact (measured: 64 distinct pass, 65 give error 303; identical tests are
-#: shared, 200 copies of one test pass); a shard's distinct tests, plus the shared ``_ps``
-#: guard, bound how many one fact can match.
-MAX_TESTS_PER_SHARD = 56
-#: Rules per shard, well below the 512 conditions the engine stops returning at.
-MAX_RULES_PER_SHARD = 48
+#: Distinct leaf comparisons per shard. Upstream, the engine fails past 64 alpha tests matching one
+#: fact (error 303: a fixed traversal stack of 64 in events.c); pressor's build raises that stack to 1,024
+#: (third_party/durable-rules/patches/0002), and the engine never returns from building a ruleset with
+#: more than 511 distinct conditions under one node (a next-node table of 512 entries, rules.h:
+#: measured, 511 build and all fire on one fact, 520 hang). A shard's distinct tests, plus the shared
+#: ``_ps`` guard, bound both, so 400 leaves a margin under each. Every shard costs one JSON parse, assert
+#: and retract per evaluation (about 7 µs even for a shard that matches nothing), which is why few large
+#: shards beat many small ones (issue 21: 17 shards of 512 generated rules became 2).
+MAX_TESTS_PER_SHARD = 400
+#: Rules per shard: each rule adds its own first test under the shared guard, so this stays well below
+#: the 511 conditions one node takes.
+MAX_RULES_PER_SHARD = 256
 #: ``$and``/``$or`` groups per rule. The engine writes two entries (open, close) per group of a
 #: rule into a fixed sequence that refuses its 32nd entry (``MAX_SEQUENCE_EXPRESSIONS`` in
 #: rete.c: error 113), and the ``_ps`` guard is one group: measured, 14 groups compile, 15 fail.
@@ -203,7 +208,7 @@ def limit_problem(key: str, cond: dict[str, Any]) -> tuple[str, str] | None:
     tests = len(distinct_tests(cond))
     if tests > MAX_TESTS_PER_SHARD:
         return (f"rule '{key}' is too complex for durable-rules: its condition compiles to {tests} distinct comparisons, "
-                f"and pressor gives the engine at most {MAX_TESTS_PER_SHARD} per rule (past 64 on one fact, nothing fires: error 303)",
+                f"and pressor gives the engine at most {MAX_TESTS_PER_SHARD} per rule (past 511 under one node it never finishes building)",
                 "move part of the condition into a derived fact in derived.yaml, or split the rule")
     return None
 

@@ -213,6 +213,8 @@ def compile_verdict(cond: Condition) -> VerdictFn:
 
         return not_verdict
     conj = isinstance(cond, All)
+    if conj and all(_constant_leaf(c) for c in cond.children):
+        return _all_constants_verdict(cond)
     kids = tuple(compile_verdict(c) for c in cond.children)
 
     def group_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
@@ -220,6 +222,33 @@ def compile_verdict(cond: Condition) -> VerdictFn:
         return t, (() if t is None else tuple(e for evidence in deciding for e in evidence))
 
     return group_verdict
+
+
+def _constant_leaf(cond: Condition) -> bool:
+    return isinstance(cond, Compare) and cond.value_fact is None and cond.op not in ("known", "unknown")
+
+
+def _all_constants_verdict(cond: All) -> VerdictFn:
+    """The verdict of an ``all`` of comparisons with constants (most rules) in one loop, as
+    :func:`.kleene.gather` decides it from its leaves' verdicts: false with the first false leaf's evidence,
+    else unknown (no evidence) if a fact is missing, else true with every leaf's evidence, in order."""
+    spec = tuple((c.fact, c.text, _OPERATOR[c.op], c.value) for c in cond.children if isinstance(c, Compare))
+
+    def all_constants_verdict(facts: Mapping[str, Any]) -> tuple[bool | None, tuple[Evidence, ...]]:
+        held = []
+        unknown = False
+        for fact, text, op, value in spec:
+            if fact in facts:
+                shown = facts[fact]
+                t = op(shown, value)
+                if not t:
+                    return False, (_new_evidence(Evidence, (fact, text, shown, t)),)
+                held.append(_new_evidence(Evidence, (fact, text, shown, t)))
+            else:
+                unknown = True
+        return (None, ()) if unknown else (True, tuple(held))
+
+    return all_constants_verdict
 
 
 class _Conditions:
