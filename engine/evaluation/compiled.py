@@ -28,7 +28,8 @@ from .logic import Derivation, derive_mean_pressure, derive_per_dosing_kg, per_d
 from .kleene import gather, not3
 from .memo import BUILD_LOCK
 from .pack_cache import compiled_code
-from ..model import All, Any_, Compare, Condition, Derived, Evidence, NotEvaluable, Not, Recommendation, Rule, RulePack, leaves
+from ..model import (SEVERITY_ORDER, All, Any_, Compare, Condition, Conditional, Derived, Evidence, NotEvaluable, Not,
+                     Recommendation, Rule, RulePack, leaves)
 
 Truth = Callable[[Mapping[str, Any]], "bool | None"]
 Missing = Callable[[Mapping[str, Any], Mapping[str, frozenset]], frozenset]
@@ -213,7 +214,7 @@ def compile_verdict(cond: Condition) -> VerdictFn:
 
         return not_verdict
     conj = isinstance(cond, All)
-    if conj and all(_constant_leaf(c) for c in cond.children):
+    if isinstance(cond, All) and all(_constant_leaf(c) for c in cond.children):
         return _all_constants_verdict(cond)
     kids = tuple(compile_verdict(c) for c in cond.children)
 
@@ -288,12 +289,23 @@ _OTHER_RECOMMENDATION_FIELDS = {f.name: f.default for f in fields(Recommendation
 if MISSING in _OTHER_RECOMMENDATION_FIELDS.values():
     raise TypeError(f"CompiledRule does not set Recommendation fields {sorted(_OTHER_RECOMMENDATION_FIELDS)}")
 
+#: Conditional fields a CompiledRule takes from its recommendation's static part (the rest: per analysis).
+_CONDITIONAL_STATIC = ("rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail", "citations",
+                       "source_section", "drug")
+if {f.name for f in fields(Conditional)} != {*_CONDITIONAL_STATIC, "condition", "text", "facts", "dose"}:
+    raise TypeError("CompiledRule.conditional does not set every Conditional field")
+
+#: How advice is ordered: most severe first, then acting before watching (then the rule's place in the pack).
+KIND_ORDER = {"do": 0, "avoid": 1, "consider": 2, "monitor": 3}
+
+
 class CompiledRule:
     """One rule ready to evaluate: compiled condition and the patient-independent part of its recommendation."""
 
-    __slots__ = ("rule", "id", "reads", "truth", "missing", "verdict", "static", "dose")
+    __slots__ = ("rule", "id", "reads", "truth", "missing", "verdict", "static", "dose", "advice_static", "rank",
+                 "named")
 
-    def __init__(self, rule: Rule, conditions: _Conditions, citations: tuple) -> None:
+    def __init__(self, rule: Rule, conditions: _Conditions, citations: tuple, position: int) -> None:
         self.rule = rule
         self.id = rule.id
         self.reads = frozenset(p for leaf in leaves(rule.when) for p in leaf.facts())
@@ -308,6 +320,10 @@ class CompiledRule:
             "drug": rule.drug or (rule.dose.drug if rule.dose else None),
             **_OTHER_RECOMMENDATION_FIELDS,
         }
+        self.advice_static = {k: self.static[k] for k in _CONDITIONAL_STATIC}
+        #: Where its advice sorts (severity, kind, place in the pack) and how a question names it.
+        self.rank = (SEVERITY_ORDER[rule.severity], KIND_ORDER[rule.kind], position)
+        self.named = (rule.id, rule.severity, rule.title)
 
     def recommendation(self, evidence: tuple[Evidence, ...], facts: Mapping[str, Any], pack: RulePack) -> Recommendation:
         """The rule's recommendation for this patient: the static part plus evidence and dose."""
@@ -317,6 +333,17 @@ class CompiledRule:
         d["evidence"] = evidence
         d["dose"] = compute_dose(self.dose, facts, pack.preparations, pack.dosing) if self.dose is not None else None
         return rec
+
+    def conditional(self, condition: Condition, text: str, facts: tuple[str, ...]) -> Conditional:
+        """The rule's conditional advice: it applies if ``condition`` (its residual, in words ``text``) holds."""
+        advice = object.__new__(Conditional)  # frozen dataclass: its __dict__ filled at once, as recommendation() does
+        d = advice.__dict__
+        d.update(self.advice_static)
+        d["condition"] = condition
+        d["text"] = text
+        d["facts"] = facts
+        d["dose"] = None
+        return advice
 
     def not_evaluable(self, missing: frozenset[str]) -> NotEvaluable:
         """The entry listing this rule as undecidable for want of ``missing``."""
@@ -332,7 +359,8 @@ class CompiledPack:
         conditions = _Conditions(roots)
         #: Each rule's citations resolved against the pack's references.
         self.citations = {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules}
-        self.rules = tuple(CompiledRule(r, conditions, self.citations[r.id]) for r in pack.rules)
+        self.rules = tuple(CompiledRule(r, conditions, self.citations[r.id], i) for i, r in enumerate(pack.rules))
+        self.by_id = {c.id: c for c in self.rules}
         #: Rule id -> its dose, for the rules that have one.
         self.dose_specs = {r.id: r.dose for r in pack.rules if r.dose is not None}
         self._active: dict[frozenset[str], ActiveRules] = {}
