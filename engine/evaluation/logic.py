@@ -10,21 +10,22 @@ are :mod:`.kleene`'s.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, Mapping, NamedTuple
 
 from ..model import All, Compare, Condition, Derived, Evidence, Not
 from .dosing_weight import per_dosing_kg
 from .kleene import decides, gather, junction, not3
 
-_ORDER = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
+_ORDER = {  # C functions where Python has them (each as the comparison operator it names)
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
     "in": lambda a, b: a in b,
-    "includes": lambda a, b: b in a,
+    "includes": operator.contains,
 }
 
 

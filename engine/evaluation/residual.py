@@ -47,6 +47,9 @@ class Undecided(NamedTuple):
     needs: tuple[str, ...] = ()  # conditional: the facts the residual reads
 
 
+_new_tuple = tuple.__new__  # a named tuple from its values, without its generated __new__
+
+
 class Question(NamedTuple):
     """A missing fact and the conditional rules its answer decides (most severe first)."""
 
@@ -117,6 +120,12 @@ class ResidualContext:
         if kept is None:
             kept = pack.cache.residual_probes = self._probes(pack)
         self._probe_list, self._probe_index = kept
+        #: Per probe, (fact, operator, constant) when it is a plain comparison with a constant (most are): its
+        #: answer is then the comparison's, or unknown without the fact, with no call (see :meth:`_probe`).
+        self._plain: list[tuple[str, Any, Any] | None] = [
+            (leaf.fact, _ORDER_OF[leaf.op], leaf.value)
+            if cases is None and leaf.value_fact is None and leaf.op in _ORDER_OF else None
+            for leaf, cases in self._probe_list]
         self._number_names = frozenset(d.name for d in self.numbers)
 
     def _probes(self, pack: RulePack) -> tuple[list[tuple[Compare, tuple[Any, ...] | None]], dict[str, Any]]:
@@ -198,12 +207,18 @@ class ResidualContext:
     def key(self, rule: Rule, seen: "_Observed") -> tuple[Any, ...]:
         """What a rule's residual depends on: what the known facts say to each comparison it can reach,
         and which absent facts the pack declares not applicable."""
-        parts, facts = seen.parts, seen.facts
+        parts, facts, plain = seen.parts, seen.facts, self._plain
         out = [rule.id, seen.common]
         for i, held in self._probe_index[rule.id]:
             part = parts[i]
             if part is _UNSEEN:
-                part = parts[i] = self._probe(i, facts)
+                quick = plain[i]
+                if quick is None:
+                    part = self._probe(i, facts)
+                else:
+                    fact, op, value = quick
+                    part = op(facts[fact], value) if fact in facts else None
+                parts[i] = part
             out.append(part)
         return tuple(out)
 
@@ -243,7 +258,7 @@ class ResidualContext:
         """The missing facts whose values do not all leave ``res`` in the same state (cached per residual;
         a residual over a product also depends on its known factor, which joins the key)."""
         factors = tuple(sorted((p, facts[p]) for name, inputs in self.number_inputs if name in inputs_of(res)
-                               for p in inputs if p in facts))
+                               for p in inputs if p in facts)) if self.number_inputs else ()
         key = (res, factors)
         found = self._deciding.get(key)
         if found is not None:
@@ -317,7 +332,8 @@ def analyse(pack: RulePack, rules: Iterable[Rule], facts: Mapping[str, Any], sho
     undecided: list[Undecided] = []
     for found in outcomes:
         if found.outcome == "conditional":
-            found = found._replace(deciding=ctx.deciding(found.residual, facts))
+            # Undecided(*found[:4], deciding, *found[5:]), without _replace's keyword handling
+            found = _new_tuple(Undecided, (*found[:4], ctx.deciding(found.residual, facts), *found[5:]))
             if superseded.get(found.rule.id, frozenset()) & shown:
                 found = found._replace(outcome="superseded")
         undecided.append(found)
