@@ -188,6 +188,21 @@ def test_compiled_condition_code_is_cached_by_its_source(cache):
     assert len(list(cache.glob("*.code"))) == 2  # another source, another entry
 
 
+def test_a_code_entry_that_holds_no_code_is_a_miss(cache):
+    """An entry under a code key whose payload is intact but is not a code object (another version of pressor
+    wrote something else there) is compiled again, never handed to exec."""
+    import marshal
+
+    source = "def answer(f):\n    return 1\n"
+    pack_cache.compiled_code(source, "<test>")
+    (entry,) = cache.glob("*.code")
+    pack_cache._write(entry.name, marshal.dumps((1, 2)))
+    code = pack_cache.compiled_code(source, "<test>")
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - the test's own source
+    assert namespace["answer"](None) == 1
+
+
 def test_a_site_profile_is_part_of_the_key_and_never_served_stale(cache, rules, tmp_path):
     profile = sorted((EXAMPLES / "profiles").glob("*.yaml"))[0]
     mine = tmp_path / "site.yaml"

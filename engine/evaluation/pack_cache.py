@@ -208,9 +208,11 @@ def compiled_code(source: str, filename: str) -> CodeType:
     payload = _read(name)
     if payload is not None:
         try:
-            return marshal.loads(payload)
+            found = marshal.loads(payload)
         except (EOFError, ValueError, TypeError):
-            pass
+            found = None
+        if isinstance(found, CodeType):  # anything else (another version's entry) is a miss
+            return found
     code = compile(source, filename, "exec")
     _write(name, marshal.dumps(code))
     return code
