@@ -297,7 +297,8 @@ def floor_fn(pack):
         derivation = compiled.derive(facts)
         keys = matcher.match(_engine_fact(facts, members))
         for rule in active.fired(keys):
-            rule.recommendation(derivation.expand(rule.verdict(facts)[1]), facts, pack)
+            evidence = rule.verdict(facts)[1]
+            rule.recommendation(evidence if rule.plain_evidence else derivation.expand(evidence), facts, pack)
         for rule in active.reading_absent(facts.keys()):
             if rule.id not in keys and rule.truth(facts) is None:
                 rule.not_evaluable(rule.missing(facts, derivation.missing_of))
@@ -371,7 +372,8 @@ def parts(pack, states: list[dict]) -> dict[str, float]:
     def fired(p):
         facts, derivation, keys = p
         for rule in active.fired(keys):
-            rule.recommendation(derivation.expand(rule.verdict(facts)[1]), facts, pack)
+            evidence = rule.verdict(facts)[1]
+            rule.recommendation(evidence if rule.plain_evidence else derivation.expand(evidence), facts, pack)
 
     def undecided(p):
         facts, derivation, keys = p

@@ -303,12 +303,16 @@ class CompiledRule:
     """One rule ready to evaluate: compiled condition and the patient-independent part of its recommendation."""
 
     __slots__ = ("rule", "id", "reads", "truth", "missing", "verdict", "static", "dose", "advice_static", "rank",
-                 "named")
+                 "named", "plain_evidence")
 
-    def __init__(self, rule: Rule, conditions: _Conditions, citations: tuple, position: int) -> None:
+    def __init__(self, rule: Rule, conditions: _Conditions, citations: tuple, position: int,
+                 derived_names: frozenset[str]) -> None:
         self.rule = rule
         self.id = rule.id
         self.reads = frozenset(p for leaf in leaves(rule.when) for p in leaf.facts())
+        tested = [(p, leaf.text) for leaf in leaves(rule.when) for p in leaf.facts()]
+        #: Its evidence needs no expansion: it reads no derived fact and no two of its items can coincide.
+        self.plain_evidence = not (self.reads & derived_names) and len(set(tested)) == len(tested)
         self.truth = conditions.truth(rule.when)
         self.missing = compile_missing(rule.when, conditions.truth)
         self.verdict = compile_verdict(rule.when)
@@ -359,7 +363,9 @@ class CompiledPack:
         conditions = _Conditions(roots)
         #: Each rule's citations resolved against the pack's references.
         self.citations = {r.id: tuple(pack.references[c.ref] for c in r.citations) for r in pack.rules}
-        self.rules = tuple(CompiledRule(r, conditions, self.citations[r.id], i) for i, r in enumerate(pack.rules))
+        derived_names = frozenset(d.name for d in pack.derived)
+        self.rules = tuple(CompiledRule(r, conditions, self.citations[r.id], i, derived_names)
+                           for i, r in enumerate(pack.rules))
         self.by_id = {c.id: c for c in self.rules}
         #: Rule id -> its dose, for the rules that have one.
         self.dose_specs = {r.id: r.dose for r in pack.rules if r.dose is not None}

@@ -192,7 +192,8 @@ def evaluate(pack: RulePack, state: Mapping[str, Any], *, now: datetime, include
                 f"engine fired '{rule.id}' but its condition is {truth}; refusing to answer",
                 rule_id=rule.id, suggestion="report this: the engine and the reference semantics disagree",
             )
-        recommendations.append(rule.recommendation(derivation.expand(evidence), facts, pack))
+        recommendations.append(rule.recommendation(evidence if rule.plain_evidence else derivation.expand(evidence),
+                                                   facts, pack))
     # A rule not fired is false if it knows all its facts; unknown or false otherwise: ask the reference.
     for rule in active.reading_absent(facts.keys()):
         if rule.id in fired:
