@@ -32,8 +32,8 @@ import sys
 import zlib
 
 import _socket  # the C module: socket.py builds its enums at import, a few ms of every start
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing's: importing typing costs a few ms of every start (checkers read it as true)
 if TYPE_CHECKING:
     import socket
 
