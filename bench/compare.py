@@ -133,7 +133,8 @@ def write_pack(rules: list[dict], directory: Path) -> Path:
     bundled = default_rules_dir()
     for name in ("pack.yaml", "references.yaml"):
         shutil.copy(bundled / name, directory / name)
-    template = next(r for r in load_pack(bundled).rules if r.status == "approved").raw
+    pack = load_pack(bundled)
+    template = next(r for r in pack.rules if r.status in pack.in_force).raw  # in review in a validation release
     keep = ("version", "status", "author", "reviewers", "effective", "status_history", "source", "citations")
     items = []
     for rule in rules:
