@@ -133,8 +133,8 @@ def write_pack(rules: list[dict], directory: Path) -> Path:
     bundled = default_rules_dir()
     for name in ("pack.yaml", "references.yaml"):
         shutil.copy(bundled / name, directory / name)
-    # a rule in force (approved, or in review under the bundled pack's validation release) lends its provenance
-    template = next(r for r in load_pack(bundled).rules if r.status in ("approved", "in-review")).raw
+    pack = load_pack(bundled)
+    template = next(r for r in pack.rules if r.status in pack.in_force).raw  # in review in a validation release
     keep = ("version", "status", "author", "reviewers", "effective", "status_history", "source", "citations")
     items = []
     for rule in rules:

@@ -181,21 +181,21 @@ def test_old_entries_are_pruned(cache, monkeypatch):
 def test_compiled_condition_code_is_cached_by_its_source(cache):
     source = "def answer(f):\n    return f.get('x', 0) < 3\n"
     first = pack_cache.compiled_code(source, "<test>")
-    assert len(list(cache.glob("*.code"))) == 1
+    assert len(list(cache.glob("*.codes"))) == 1
     second = pack_cache.compiled_code(source, "<test>")
     assert second == first  # the same code object, read back from its marshalled form
     pack_cache.compiled_code(source + "\n", "<test>")
-    assert len(list(cache.glob("*.code"))) == 2  # another source, another entry
+    assert len(list(cache.glob("*.codes"))) == 2  # another source, another entry
 
 
 def test_a_code_entry_that_holds_no_code_is_a_miss(cache):
-    """An entry under a code key whose payload is intact but is not a code object (another version of pressor
+    """An entry under a code key whose payload is intact but is not code objects (another version of pressor
     wrote something else there) is compiled again, never handed to exec."""
     import marshal
 
     source = "def answer(f):\n    return 1\n"
     pack_cache.compiled_code(source, "<test>")
-    (entry,) = cache.glob("*.code")
+    (entry,) = cache.glob("*.codes")
     pack_cache._write(entry.name, marshal.dumps((1, 2)))
     code = pack_cache.compiled_code(source, "<test>")
     namespace: dict = {}

@@ -2,6 +2,7 @@
 write it to a file (a regular file or a new path, replaced atomically)."""
 from __future__ import annotations
 
+import codecs
 import csv
 import errno
 import json
@@ -9,7 +10,9 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, TextIO
+
+import orjson
 
 from ..errors import AuditError
 from .records import COLUMNS, FEEDBACK_COLUMNS, RECORD_FORMAT, V6_ONLY, AuditRecord, FeedbackEntry, canonical_json
@@ -76,11 +79,14 @@ def export(log: "AuditLog", fmt: str, out: TextIO, *, kind: str = "records",
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
     if writer:
         writer.writeheader()
+    binary = _utf8_buffer(out) if writer is None else None
     count = 0
     for rec in entries:
         row = {"database_id": log.database_id, **rec.to_dict(parsed=False)}
         if writer:
             writer.writerow({k: _cell(v) for k, v in row.items()})
+        elif binary is not None:
+            binary[0].write(_line(row, binary[1]))
         else:
             out.write(canonical_json(row) + "\n")
         count += 1
@@ -111,6 +117,41 @@ def _export_stored(log: "AuditLog", out: TextIO, progress: Callable[[int], None]
         if progress is not None and count % 1000 == 0:
             progress(count)
     return count
+
+
+def _utf8_buffer(out: TextIO) -> tuple[BinaryIO, str] | None:
+    """``out``'s byte stream and its error handler, once what was written as text is flushed to it, when ``out``
+    writes UTF-8 (a file from :func:`write_atomically`, or stdout in a UTF-8 locale); else None (write text)."""
+    buffer, encoding = getattr(out, "buffer", None), getattr(out, "encoding", None)
+    if buffer is None or not isinstance(encoding, str) or codecs.lookup(encoding).name != "utf-8":
+        return None
+    out.flush()
+    return buffer, out.errors or "strict"
+
+
+#: Integers up to this size print the same in JCS as in orjson (beyond, JCS prints them as ECMAScript numbers).
+_EXACT = 2**53
+
+
+def _line(row: Mapping[str, Any], errors: str) -> bytes:
+    """``canonical_json(row) + "\\n"`` in UTF-8, each string (and null, boolean, exact integer) written by orjson:
+    the same bytes (it escapes exactly what ``json.dumps(ensure_ascii=False)`` does, checked over every code
+    point), in a quarter of the time over the ~105 KB Result text of a record (70 against 250 µs). ``row``'s
+    keys are column names (ASCII: sorted is JCS order); a string orjson refuses (a lone surrogate) is written
+    as the text stream would write it."""
+    parts = []
+    for key in sorted(row):
+        value = row[key]
+        kind = type(value)
+        if kind is str or kind is bool or value is None or (kind is int and abs(value) <= _EXACT):
+            try:
+                text = orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                text = json.dumps(value, ensure_ascii=False).encode("utf-8", errors)
+        else:  # a float, a large integer, a structure: as canonical_json writes it
+            text = canonical_json(value).encode("utf-8", errors)
+        parts.append(orjson.dumps(key) + b":" + text)
+    return b"{" + b",".join(parts) + b"}\n"
 
 
 def _bytes(stored: Any) -> bytes:

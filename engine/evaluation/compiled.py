@@ -27,7 +27,7 @@ from .doses import compute_dose
 from .logic import Derivation, derive_mean_pressure, derive_per_dosing_kg, per_dosing_kg_evidence
 from .kleene import gather, not3
 from .memo import BUILD_LOCK
-from .pack_cache import compiled_code
+from .pack_cache import compiled_codes
 from ..model import (SEVERITY_ORDER, All, Any_, Compare, Condition, Conditional, Derived, Evidence, NotEvaluable, Not,
                      Recommendation, Rule, RulePack, leaves)
 
@@ -115,14 +115,31 @@ def _is_any(cond: Condition) -> TypeGuard[Any_]:
     return not isinstance(cond, (All, Compare, Not))
 
 
+#: Lines of generated source compiled at a time: a whole 3,000-rule pack at once peaked ~140 MB above
+#: the pack (the compiler holds the module's syntax tree and symbol tables until it is done).
+CHUNK_LINES = 1000
+
+
 def compile_truths(conditions: Sequence[Condition]) -> list[Truth]:
-    """One compiled truth function per condition (one ``compile`` call for all of them)."""
+    """One compiled truth function per condition, all in one namespace, compiled in parts of whole functions."""
     source = _TruthSource()
     names = [source.function(c) for c in conditions]
     namespace = dict(source.constants)
-    code = compiled_code("\n".join(source.lines) + "\n", "<pressor compiled conditions>")
-    exec(code, namespace)  # noqa: S102 - our own generated source: names, operators, constants bound by name
+    for code in compiled_codes(_parts(source.lines, CHUNK_LINES), "<pressor compiled conditions>"):
+        exec(code, namespace)  # noqa: S102 - our own generated source: names, operators, constants bound by name
     return [namespace[n] for n in names]
+
+
+def _parts(lines: list[str], size: int) -> list[str]:
+    """The source in parts of about ``size`` lines, each cut before a ``def`` (a function is never split)."""
+    parts: list[str] = []
+    start = 0
+    for i, line in enumerate(lines):
+        if i - start >= size and line.startswith("def "):
+            parts.append("\n".join(lines[start:i]) + "\n")
+            start = i
+    parts.append("\n".join(lines[start:]) + "\n")
+    return parts
 
 
 # --- missing facts and evidence: closures (cold path) ---------------------------
