@@ -49,6 +49,7 @@ from pressor.engine.report import rule_detail
 
 from . import logs
 from .auth import AuthError, Verifier, client_of
+from .slashes import TrailingSlash
 from .repeats import RepeatSettings, RepeatWindow, Suppressed, open_shown_store, show_repeats_requested
 from .card_parts import CONDITIONAL_SYSTEM, dict_of
 from .cards import cards_for, deceased_card, not_recorded_card, unless_ban_cards
@@ -165,25 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="pressor CDS Hooks service", version="2.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, description="CDS Hooks 2.0 services for the norepinephrine protocol.")
 
-    # Starlette's own trailing-slash redirect takes its host from the Host header (anyone's to choose): ours
-    # points at the configured base_url, or is relative (the host the client already chose).
+    # Starlette's own trailing-slash redirect takes its host from the Host header: ours (service/slashes.py) does not.
     app.router.redirect_slashes = False
-
-    @app.middleware("http")
-    async def trailing_slash(request: Request, call_next: Any) -> Any:
-        path = request.scope["path"]
-        if path != "/" and path.endswith("/"):
-            from starlette.responses import RedirectResponse
-            from starlette.routing import Match
-
-            def found(scope: Any) -> bool:
-                return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
-
-            stripped = {**request.scope, "path": path.rstrip("/") or "/"}
-            if not found(request.scope) and found(stripped):  # as Starlette's: only where the path itself is not served
-                query = request.scope.get("query_string", b"").decode("latin-1")
-                return RedirectResponse(f"{config.base_url or ''}{stripped['path']}{'?' + query if query else ''}", 307)
-        return await call_next(request)
+    app.add_middleware(TrailingSlash, router=app.router, base_url=config.base_url)
 
     if settings.insecure:
         @app.middleware("http")
@@ -436,7 +421,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                               and c["source"]["topic"]["code"].split("|")[0] in banned)]
             cards[:0] = extra
         patient_id = body["context"]["patientId"]
-        cards, suppressed = await run_in_threadpool(_without_repeats, rt.repeats, body, patient_id, cards, now)
+        blocks = rt.repeats is not None and rt.repeats.may_block
+        cards, suppressed = (await run_in_threadpool(_without_repeats, rt.repeats, body, patient_id, cards, now) if blocks
+                             else _without_repeats(rt.repeats, body, patient_id, cards, now))
         pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
         # The record and the cards share one serialisation of each result (dict_of).
         ids, pending = rt.audit.submit(rt.pack, pairs, now=now, user=clinician(body, client), hook_instance=hook_instance,
@@ -460,7 +447,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cards.append(not_recorded_card(hook_instance, results[0].pack, base, exc.problems[0].message))
             audited = {"recorded": False, "reason": str(exc)}
         if rt.repeats is not None:
-            await run_in_threadpool(_remember, rt.repeats, patient_id, cards, now)
+            if blocks:
+                await run_in_threadpool(_remember, rt.repeats, patient_id, cards, now)
+            else:
+                _remember(rt.repeats, patient_id, cards, now)
         request.state.cards, request.state.audit_recorded = cards, audited["recorded"]
         request.state.not_fetched = bool(why_missing)
         extension: dict[str, Any] = {"notes": fetch_notes + conversion.notes, "missing": conversion.missing, "audit": audited,

@@ -214,6 +214,9 @@ class RepeatWindow:
     def __init__(self, settings: RepeatSettings, store: ShownStore) -> None:
         self.settings = settings
         self.store = store
+        #: Whether reading or writing the store may wait on I/O (a database): then it belongs in a thread, not on
+        #: the event loop; the in-process store is asked in place (two thread hops a call saved).
+        self.may_block = not isinstance(store, MemoryShownStore)
 
     def split(self, patient_id: str, cards: list[dict[str, Any]], now: float) -> tuple[list[dict[str, Any]], list[Suppressed]]:
         """``(shown, suppressed)``: a card is suppressed when the same key with the same signature was shown to this

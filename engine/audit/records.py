@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from json.encoder import encode_basestring as _json_string  # the C function json.dumps uses (ensure_ascii=False)
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import orjson
 
 from ..errors import AuditError
 from ..model import RulePack
@@ -99,15 +102,80 @@ def _jcs_slow(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def canonical_json(value: Any) -> str:
-    """RFC 8785 (JCS): keys sorted by UTF-16 code units, no whitespace, numbers as ECMAScript prints
-    them (``36.0`` -> ``36``, ``1e-7``), strings with JSON's minimal escapes, UTF-8 kept. Hash its
-    UTF-8 encoding; any JCS implementation, in any language, gives the same bytes."""
+def _reference_json(value: Any) -> str:
+    """What :func:`canonical_json` gives, written by :mod:`json` (and :func:`_jcs_slow`): the reference its
+    orjson path must equal byte for byte, and what writes (or refuses) anything that path leaves to it."""
     try:
         normal = _normal(value)
     except _Exotic:
         return _jcs_slow(value)
     return json.dumps(normal, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_SAFE_INT = 2**53
+#: A 4-byte UTF-8 sequence: a character beyond the BMP, where UTF-16 order may differ from orjson's.
+_NON_BMP = re.compile(rb"[\xf0-\xff]")
+
+
+def _orjson_ready(value: Any) -> Any:
+    """``value`` with each float as JCS writes it (an integral one as an int, any other as a
+    :class:`orjson.Fragment` of its ``repr``, which is what :mod:`json` writes), copying only the containers on
+    the way to a float; raises :class:`_Exotic` at anything only :func:`_reference_json` may judge: a type other
+    than exactly dict, list, tuple, str, int, float, bool or None, a number beyond 2**53, an exponent form, NaN."""
+    kind = type(value)
+    if kind is dict:
+        copy = None
+        for key, item in value.items():
+            inner = type(item)
+            if inner is str or inner is bool or item is None:
+                continue
+            ready = _orjson_ready(item)
+            if ready is not item:
+                if copy is None:
+                    copy = dict(value)
+                copy[key] = ready
+        return value if copy is None else copy
+    if kind is list or kind is tuple:
+        items = None
+        for index, item in enumerate(value):
+            ready = _orjson_ready(item)
+            if ready is not item:
+                if items is None:
+                    items = list(value)
+                items[index] = ready
+        return value if items is None else items
+    if kind is float:
+        if value.is_integer() and -_SAFE_INT <= value <= _SAFE_INT:
+            return int(value)
+        text = repr(value)
+        if not math.isfinite(value) or "e" in text or value.is_integer():
+            raise _Exotic
+        return orjson.Fragment(text)
+    if kind is int:
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value
+        raise _Exotic
+    if kind is str or kind is bool or value is None:
+        return value
+    raise _Exotic
+
+
+def canonical_json(value: Any) -> str:
+    """RFC 8785 (JCS): keys sorted by UTF-16 code units, no whitespace, numbers as ECMAScript prints
+    them (``36.0`` -> ``36``, ``1e-7``), strings with JSON's minimal escapes, UTF-8 kept. Hash its
+    UTF-8 encoding; any JCS implementation, in any language, gives the same bytes.
+
+    Written by orjson (sorted keys; its string escapes are :mod:`json`'s for every character), a fifth of the
+    time of :mod:`json`, except where it could differ from :func:`_reference_json`, which then writes it (or
+    raises): anything :func:`_orjson_ready` refuses, anything orjson refuses (a non-str key, depth beyond 254,
+    a lone surrogate), and a text with a character beyond the BMP (UTF-16 order)."""
+    try:
+        data = orjson.dumps(_orjson_ready(value), option=orjson.OPT_SORT_KEYS)
+    except (_Exotic, orjson.JSONEncodeError, RecursionError):
+        return _reference_json(value)
+    if not data.isascii() and _NON_BMP.search(data):
+        return _reference_json(value)
+    return data.decode("utf-8")
 
 
 def legacy_canonical_json(value: Any) -> str:

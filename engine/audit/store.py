@@ -59,6 +59,8 @@ class Transaction(Protocol):
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> None: ...
 
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
     def one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None: ...
 
 
@@ -274,8 +276,8 @@ class AuditLog:
         record = replace(record, record_hash=record.compute_hash(self.database_id))
         tx.execute(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
                    record_row(record, texts))
-        for rule in rules:
-            tx.execute("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", (rule, record.seq))
+        if rules:
+            tx.execute_many("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", [(rule, record.seq) for rule in rules])
         return record
 
     def _check_head(self, tx: Transaction) -> None:

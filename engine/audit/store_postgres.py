@@ -227,6 +227,10 @@ class _PostgresTransaction:
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> None:
         self._conn.execute(_sql(sql), args)
 
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(_sql(sql), rows)
+
     def one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         return self._conn.execute(_sql(sql), args).fetchone()
 

@@ -337,6 +337,9 @@ class _SqliteTransaction:
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> None:
         self._conn.execute(sql, args)
 
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
+
     def one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         return self._conn.execute(sql, args).fetchone()
 
