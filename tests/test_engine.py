@@ -111,6 +111,19 @@ def test_stress_more_alpha_tests_on_one_fact_than_one_ruleset_allows():
         matcher.close()
 
 
+def test_one_rule_of_many_distinct_comparisons_fires_only_when_all_hold():
+    """Past upstream's 64 alpha tests on one fact (pressor's build takes 1,024): a rule of 150 comparisons, one
+    of them false by 0.01, does not fire; with all true it does."""
+    rule = All(tuple(Compare("vitals.map_mmhg", ">", float(i) / 10) for i in range(150)))
+    matcher = _durable.Matcher({"many": to_engine(rule)})
+    try:
+        assert matcher.match({"vitals__map_mmhg": 100}) == {"many"}
+        assert matcher.match({"vitals__map_mmhg": 14.89}) == set()
+        assert matcher.match({"vitals__map_mmhg": 0.05}) == set()
+    finally:
+        matcher.close()
+
+
 def _greedy_state(pack) -> tuple[dict, int, int]:
     """A state that satisfies as many of the pack's comparisons on input facts as one state can.
 
