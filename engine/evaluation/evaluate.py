@@ -19,8 +19,7 @@ from .load import Document
 from .doses import compute_dose
 from .plan import build_plan
 from .logic import set_aside_doubtful_pressures
-from ..model import (AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack,
-                     leaves)
+from ..model import (AskNext, Conditional, NotApplicable, NotEvaluable, Recommendation, Result, Rule, RulePack)
 from .validate import check_state
 from .memo import BUILD_LOCK, superseded_by
 
@@ -286,24 +285,24 @@ def _assemble(pack: RulePack, analysis: Any) -> tuple[tuple[Conditional, ...], t
     from .wording import question
 
     shown = analysis.key[1]
-    rank = {q.fact: i for i, q in enumerate(analysis.questions)}
+    asked = {q.fact: i for i, q in enumerate(analysis.questions)}
     compiled = compiled_pack(pack).by_id
-    groups: dict[str, list[Conditional]] = {}  # by the residual's words
-    best: dict[str, tuple[tuple[int, int, int], Conditional]] = {}  # each group's best-ranked advice
+    # by the residual's words: each group's best-ranked member (its rank and outcome) and its advice, ranked
+    groups: dict[str, list[tuple[tuple[int, int, int], Conditional]]] = {}
+    best: dict[str, tuple[tuple[int, int, int], Any]] = {}
     not_applicable: list[NotApplicable] = []
     for item in analysis.undecided:
         rule = item.rule
         if item.outcome == "conditional":
-            at = compiled[rule.id]
-            advice = at.conditional(item.residual, item.text, item.needs)
+            rank = compiled[rule.id].rank
             members = groups.get(item.text)
             if members is None:
-                groups[item.text] = [advice]
-                best[item.text] = (at.rank, advice)
+                groups[item.text] = [(rank, item.advice)]
+                best[item.text] = (rank, item)
             else:
-                members.append(advice)
-                if at.rank < best[item.text][0]:
-                    best[item.text] = (at.rank, advice)
+                members.append((rank, item.advice))
+                if rank < best[item.text][0]:
+                    best[item.text] = (rank, item)
         elif item.outcome == "superseded":
             winners = sorted(superseded_by(pack)[rule.id] & shown)
             not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, f"superseded by {', '.join(winners)}"))
@@ -313,20 +312,17 @@ def _assemble(pack: RulePack, analysis: Any) -> tuple[tuple[Conditional, ...], t
             else:
                 because, declared = "no value of the missing facts makes it apply", ()
             not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, because, declared))
-    unranked = len(rank)
+    unranked = [len(asked)] * max((len(item.needs) for item in analysis.undecided), default=0)
 
     def group_key(text: str) -> tuple:
         # The answer to the best question first; among its answers, the one that makes the most advice firm
         # (advice that holds whatever the answer comes last), then the most severe, acting before watching.
         (severity, kind, place), first = best[text]
-        whatever = all(leaf.op == "known" for leaf in leaves(first.condition))
-        return (min(rank.get(f, unranked) for f in first.facts), len(first.facts), whatever, -len(groups[text]),
+        return (min(map(asked.get, first.needs, unranked)), len(first.needs), first.whatever, -len(groups[text]),
                 (severity, kind), place)
 
-    def advice_rank(c: Conditional) -> tuple[int, int, int]:
-        return compiled[c.rule_id].rank
-
-    conditional = tuple(c for text in sorted(groups, key=group_key) for c in sorted(groups[text], key=advice_rank))
+    conditional = tuple(advice for text in sorted(groups, key=group_key)
+                        for _, advice in (sorted(groups[text]) if len(groups[text]) > 1 else groups[text]))
     specs = compiled_pack(pack).dose_specs
     dosed = tuple((i, specs[c.rule_id]) for i, c in enumerate(conditional) if c.rule_id in specs)
     ask = tuple(AskNext(q.fact, question(q.fact), tuple(compiled[r.id].named for r in q.decides))

@@ -45,6 +45,10 @@ class Undecided(NamedTuple):
     deciding: tuple[str, ...] = ()  # conditional: the missing facts whose answer changes it
     text: str = ""  # conditional: the residual in clinical words
     needs: tuple[str, ...] = ()  # conditional: the facts the residual reads
+    #: conditional: the advice it becomes (built with the outcome, so that analyses sharing it share it too)
+    advice: Any = None
+    #: conditional: its residual only asks whether facts are recorded (advice that holds whatever the answer)
+    whatever: bool = False
 
 
 _new_tuple = tuple.__new__  # a named tuple from its values, without its generated __new__
@@ -358,7 +362,12 @@ def _outcome(ctx: "ResidualContext", rule: Rule, facts: Mapping[str, Any], absen
     from .wording import words
 
     # which missing facts decide it is asked per patient (it may depend on the known factor of a product)
-    return Undecided(rule, res, "conditional", text=words(res, ctx.descriptions), needs=inputs_of(res))
+    from .compiled import compiled_pack
+
+    text, needs = words(res, ctx.descriptions), inputs_of(res)
+    advice = compiled_pack(ctx.pack).by_id[rule.id].conditional(res, text, needs)
+    return Undecided(rule, res, "conditional", text=text, needs=needs, advice=advice,
+                     whatever=all(leaf.op == "known" for leaf in leaves(res)))
 
 
 def _with(ctx: ResidualContext, facts: Mapping[str, Any], fact: str, value: Any) -> dict[str, Any]:
