@@ -26,22 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import random_states  # noqa: E402  (the bundled pack's benchmark states)
 
 BLOCK = 2_000
-#: Devine's ideal body weight is 0 or less below about 98 cm (men) and 102 cm (women); on today's main such a
-#: patient's weight-based dose divides by it (ZeroDivisionError, the batch stops; or a negative dose). Until
-#: that is decided, the generated heights stay above it (a state with a shorter height gets 100 cm more).
-SHORTEST_CM = 110.0
 
 
 def _states(n: int, kind: str):
-    """``n`` states, generated a block at a time (complete: every fact present; varied: each with p = 0.85)."""
+    """``n`` states, generated a block at a time (complete: every fact present; varied: each with p = 0.85).
+
+    Heights under the dosing policy's shortest adult (120 cm), where Devine's ideal weight would be 0 or less,
+    are kept: the policy then doses on the actual weight (rules/dosing.yaml)."""
     present = 1.0 if kind == "complete" else 0.85
     done, seed = 0, 1_000
     while done < n:
         block = random_states(min(BLOCK, n - done), present, seed, plausible_pressures=True)
-        for state in block:
-            patient = state.get("patient", {})
-            if patient.get("height_cm", SHORTEST_CM) < SHORTEST_CM:
-                patient["height_cm"] += 100
         yield from block
         done += len(block)
         seed += 1
