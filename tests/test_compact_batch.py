@@ -61,3 +61,29 @@ def test_compact_needs_batch():
     done = subprocess.run([PRESSOR, "recommend", "-", "--compact", "--no-audit"], input="{}", capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "--batch only" in done.stderr
+
+
+def test_a_writer_remembers_a_bounded_number_of_contents_and_defines_again_what_it_forgot(monkeypatch):
+    """A long batch of varied states meets new contents without end (plan items with doses, residuals): the
+    writer keeps at most REMEMBERED content keys, and one it forgot is defined again before it is used."""
+    from datetime import datetime, timezone
+
+    from evaluate import varied_states
+
+    from pressor.engine.evaluation import compact
+    from pressor.engine.evaluation.evaluate import evaluate
+    from pressor.engine.evaluation.pack import load_pack
+
+    monkeypatch.setattr(compact, "REMEMBERED", 16)
+    pack, writer = load_pack(), compact.CompactWriter()
+    defs: dict = {}
+    defined_again = 0
+    for state in varied_states(40, seed=5):
+        result = evaluate(pack, state, now=datetime(2026, 11, 24, 12, tzinfo=timezone.utc))
+        new, data = writer(result)
+        for key, value in (new or {}).items():
+            defined_again += key in defs
+            assert defs.setdefault(key, value) == value
+        assert json.loads(compact.dumps(compact.expand(data, defs))) == json.loads(json.dumps(result.to_dict()))
+        assert len(writer._written) <= 16
+    assert defined_again > 0

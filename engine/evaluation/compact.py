@@ -22,6 +22,7 @@ value). Every other line is a batch line as without ``--compact`` (``index``, ``
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -30,15 +31,20 @@ HEADER = {"format": "pressor-batch-compact", "version": 1}
 STATIC = ("rule_id", "rule_version", "status", "kind", "severity", "title", "summary", "detail", "citations",
           "source_section")
 _SORTED = orjson.OPT_SORT_KEYS
+#: Content keys a writer remembers as written, least recently used dropped first: a long batch of varied
+#: states meets new contents (plan items with doses, residuals) without end, and one dropped and met again
+#: is simply defined again (the format allows a key to be defined twice, always with the same value).
+REMEMBERED = 8192
 
 
 class CompactWriter:
     """Per batch process: the keys it has defined, and the compact form of each result."""
 
     def __init__(self) -> None:
-        self._defined: dict[str, bytes] = {}
+        self._defined: dict[str, bytes] = {}  # rule keys (as many as the pack has rules): their texts
+        self._written: OrderedDict[str, None] = OrderedDict()  # content keys, bounded (see REMEMBERED)
         self._new: dict[str, Any] = {}
-        self._tests: dict[tuple[str, str], str] = {}  # an evidence item's (fact, test) -> its key
+        self._tests: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # evidence (fact, test) -> key, value
 
     def __call__(self, result: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """(the definitions this result needs that this writer has not written yet, or None; the compact result)."""
@@ -74,12 +80,20 @@ class CompactWriter:
         return self._define(f"{key}#{hashlib.sha256(text).hexdigest()[:16]}", value, text)
 
     def _content(self, kind: str, value: Any) -> dict[str, str]:
-        text = orjson.dumps(value, option=_SORTED)
-        key = f"{kind}:{hashlib.sha256(text).hexdigest()[:20]}"
-        if key not in self._defined:
-            self._defined[key] = text
-            self._new[key] = value
+        key = f"{kind}:{hashlib.sha256(orjson.dumps(value, option=_SORTED)).hexdigest()[:20]}"
+        self._written_once(key, value)
         return {"ref": key}
+
+    def _written_once(self, key: str, value: Any) -> None:
+        """Define content ``key`` unless this writer has (and still remembers that it has)."""
+        written = self._written
+        if key in written:
+            written.move_to_end(key)
+            return
+        written[key] = None
+        self._new[key] = value
+        if len(written) > REMEMBERED:
+            written.popitem(last=False)
 
     def _shown_content(self, kind: str, entry: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in entry.items() if k != "shown"}
@@ -99,10 +113,13 @@ class CompactWriter:
     def _evidence(self, e: dict[str, Any]) -> list[Any]:
         """``[KEY, value, holds]``, KEY defining the item's fact and test."""
         pair = (e["fact"], e["test"])
-        key = self._tests.get(pair)
-        if key is None:
-            key = self._tests[pair] = self._content("ev", {"fact": e["fact"], "test": e["test"]})["ref"]
-        return [key, e["value"], e["holds"]]
+        found = self._tests.get(pair)
+        if found is None:
+            value = {"fact": e["fact"], "test": e["test"]}
+            found = self._tests[pair] = (self._content("ev", value)["ref"], value)
+        else:
+            self._written_once(*found)
+        return [found[0], e["value"], e["holds"]]
 
     def _not_evaluable(self, entry: dict[str, Any]) -> dict[str, Any]:
         static = {k: v for k, v in entry.items() if k != "missing"}
