@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
 from ..errors import PatientStateError, Problem
@@ -501,10 +502,16 @@ def checked_state(c: Converter, orders: list[dict[str, Any]], prov: Provenance, 
 
 def fill_unmapped(prov: Provenance, why: str) -> None:
     """Every state fact (not order, not derived) gets an entry: unknown with ``why`` if nothing else said."""
-    for path, ft in state_vocabulary(schema(STATE_SCHEMA)).items():
-        if ft.derived or path.startswith("order.") or path in prov.entries:
-            continue
-        prov.unknown(path, why)
+    for path in _unmapped_candidates():
+        if path not in prov.entries:
+            prov.unknown(path, why)
+
+
+@lru_cache(maxsize=1)
+def _unmapped_candidates() -> tuple[str, ...]:
+    """The state facts :func:`fill_unmapped` covers, in the schema's order (read off it once per process)."""
+    return tuple(path for path, ft in state_vocabulary(schema(STATE_SCHEMA)).items()
+                 if not ft.derived and not path.startswith("order."))
 
 
 def _order_fact(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from ..errors import InputError, Problem
 from ..evaluation.load import Document
-from ..evaluation.logic import derive
+from ..evaluation.compiled import compiled_pack
 from ..evaluation.validate import schema, schema_problems
 from ..model import RulePack, TemporalFact
 
@@ -217,9 +217,12 @@ def apply(pack: RulePack, tl: Timeline, facts: dict[str, Any], given: set[str], 
           drug_of_rate: Mapping[str, str]) -> list[str]:
     """Compute the pack's temporal facts into ``facts`` (flat paths); a fact in ``given`` keeps its value. Returns notes."""
     notes = []
+    derive = compiled_pack(pack).derive  # as logic.derive computes them (tests/test_compiled.py compares)
+    probe: dict[str, Any] | None = None  # the facts with the derived ones, derived again once a fact is added
     for tf in pack.temporal:
-        probe = dict(facts)
-        derive(pack.derived, probe)
+        if probe is None:
+            probe = dict(facts)
+            derive(probe)
         value, how = compute(tf, tl, probe, now, drug_of_rate)
         if tf.fact in given:
             entry = prov.entries.get(tf.fact, {})
@@ -231,6 +234,7 @@ def apply(pack: RulePack, tl: Timeline, facts: dict[str, Any], given: set[str], 
             prov.unknown(tf.fact, how)
             continue
         facts[tf.fact] = value
+        probe = None
         prov.entries[tf.fact] = {"value": value, "from": "computed", "how": how, "kind": tf.kind}
     return notes
 
