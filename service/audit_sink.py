@@ -10,7 +10,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from pressor.engine.audit import AuditLog
 from pressor.engine.errors import AuditError
@@ -121,14 +121,9 @@ class AuditSink:
     def _prepare_run(self) -> None:
         try:
             while True:
-                with self._cv:
-                    while not self._queue and not self._closing:
-                        self._cv.wait()
-                    if not self._queue:
-                        return
-                    jobs: list[_AuditJob] = []
-                    while self._queue and len(jobs) < self.MAX_BATCH:
-                        jobs.append(self._queue.popleft())
+                jobs = self._take(self._cv, self._queue, lambda: self._closing)
+                if jobs is None:
+                    return
                 try:
                     ready = self._prepare(jobs)
                 except BaseException as exc:  # never leave a caller waiting
@@ -171,16 +166,20 @@ class AuditSink:
                               result_dict=dicts[i] if dicts else None, suppressed=suppressed if i == 0 else None)
                 for i, (state, result) in enumerate(pairs)]
 
+    def _take(self, cv: threading.Condition, queue: deque, finished: Callable[[], bool]) -> list[Any] | None:
+        """Up to :attr:`MAX_BATCH` items from ``queue`` once it has any, or None when it is empty and ``finished()``."""
+        with cv:
+            while not queue and not finished():
+                cv.wait()
+            if not queue:
+                return None
+            return [queue.popleft() for _ in range(min(len(queue), self.MAX_BATCH))]
+
     def _commit_run(self) -> None:
         while True:
-            with self._prepared_cv:
-                while not self._prepared and not self._drained:
-                    self._prepared_cv.wait()
-                if not self._prepared:
-                    return
-                batch: list[tuple[_AuditJob, list[Any] | None]] = []
-                while self._prepared and len(batch) < self.MAX_BATCH:
-                    batch.append(self._prepared.popleft())
+            batch = self._take(self._prepared_cv, self._prepared, lambda: self._drained)
+            if batch is None:
+                return
             try:
                 self._write(batch)
             except BaseException as exc:  # never leave a caller waiting

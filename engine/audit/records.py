@@ -112,6 +112,22 @@ def _reference_json(value: Any) -> str:
     return json.dumps(normal, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _ready_members(value: Any, members: Any, copy_of: Any) -> Any:
+    """A dict's or list's members made ready (:func:`_orjson_ready`): ``value`` itself if none changed, else a
+    copy (``copy_of(value)``) with the changed ones replaced (``members``: its (key or index, item) pairs)."""
+    copy = None
+    for key, item in members:
+        inner = type(item)
+        if inner is str or inner is bool or item is None:
+            continue
+        ready = _orjson_ready(item)
+        if ready is not item:
+            if copy is None:
+                copy = copy_of(value)
+            copy[key] = ready
+    return value if copy is None else copy
+
+
 _SAFE_INT = 2**53
 #: A 4-byte UTF-8 sequence: a character beyond the BMP, where UTF-16 order may differ from orjson's.
 _NON_BMP = re.compile(rb"[\xf0-\xff]")
@@ -124,26 +140,9 @@ def _orjson_ready(value: Any) -> Any:
     than exactly dict, list, tuple, str, int, float, bool or None, a number beyond 2**53, an exponent form, NaN."""
     kind = type(value)
     if kind is dict:
-        copy = None
-        for key, item in value.items():
-            inner = type(item)
-            if inner is str or inner is bool or item is None:
-                continue
-            ready = _orjson_ready(item)
-            if ready is not item:
-                if copy is None:
-                    copy = dict(value)
-                copy[key] = ready
-        return value if copy is None else copy
+        return _ready_members(value, value.items(), dict)
     if kind is list or kind is tuple:
-        items = None
-        for index, item in enumerate(value):
-            ready = _orjson_ready(item)
-            if ready is not item:
-                if items is None:
-                    items = list(value)
-                items[index] = ready
-        return value if items is None else items
+        return _ready_members(value, enumerate(value), list)
     if kind is float:
         if value.is_integer() and -_SAFE_INT <= value <= _SAFE_INT:
             return int(value)

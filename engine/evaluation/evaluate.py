@@ -312,13 +312,13 @@ def _assemble(pack: RulePack, analysis: Any) -> tuple[tuple[Conditional, ...], t
             else:
                 because, declared = "no value of the missing facts makes it apply", ()
             not_applicable.append(NotApplicable(rule.id, rule.version, rule.title, because, declared))
-    unranked = [len(asked)] * max((len(item.needs) for item in analysis.undecided), default=0)
+    unasked = len(asked)
 
     def group_key(text: str) -> tuple:
         # The answer to the best question first; among its answers, the one that makes the most advice firm
         # (advice that holds whatever the answer comes last), then the most severe, acting before watching.
         (severity, kind, place), first = best[text]
-        return (min(map(asked.get, first.needs, unranked)), len(first.needs), first.whatever, -len(groups[text]),
+        return (min(asked.get(f, unasked) for f in first.needs), len(first.needs), first.whatever, -len(groups[text]),
                 (severity, kind), place)
 
     conditional = tuple(advice for text in sorted(groups, key=group_key)
