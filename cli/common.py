@@ -9,6 +9,7 @@ import sys
 from typing import Any, Callable
 
 import click
+import orjson
 
 from pressor.engine.errors import EvaluationError, PressorError
 
@@ -54,7 +55,44 @@ def checked_user(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 def emit_json(data: Any) -> None:
     """Write one JSON document to stdout."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
+    click.echo(pretty_json(data))
+
+
+#: The classes :func:`pretty_json` hands to orjson (exactly these: a subclass, an enum, goes to :mod:`json`).
+_PLAIN = frozenset({dict, list, tuple, str, int, bool, type(None)})
+
+
+def pretty_json(data: Any) -> str:
+    """``json.dumps(data, indent=2, ensure_ascii=False)``, written by orjson where the text is certainly the same.
+
+    :mod:`json` writes indented output in pure Python (1.5 ms for a recommendation's 70 KB, the largest part of
+    a warm worker's answer); orjson writes it in 0.03 ms. The two agree on the plain types' text (key order,
+    indentation, escapes with ``ensure_ascii=False``; floats from 1e-4 up to 1e16, where both print the
+    shortest round-trip digits in fixed notation: outside that range Python writes ``1e-05``, orjson
+    ``0.00001``). So one walk checks the value holds only plain types and such floats; anything else (NaN,
+    a float outside the range, a subclass, a set) and anything orjson refuses (an integer beyond 64 bits, a
+    non-str key, a lone surrogate, nesting deeper than 254) is written by :mod:`json`, which gives the text or
+    raises as it always did. ``tests/test_pretty_json.py`` compares the two on generated values."""
+    stack = [data]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        kind = value.__class__
+        if kind is dict:
+            push(value.values())
+        elif kind is list or kind is tuple:
+            push(value)
+        elif kind is float:
+            if value != 0.0 and not 1e-4 <= abs(value) < 1e16:  # NaN fails the comparison too
+                break
+        elif kind not in _PLAIN:
+            break
+    else:
+        try:
+            return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+        except (orjson.JSONEncodeError, RecursionError):
+            pass
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def say(text: str = "", **style: Any) -> None:

@@ -11,6 +11,14 @@ import click
 
 from . import exit_codes
 from . import worker as w
+from .common import emit_json, json_option
+
+
+def _report(pid: int | None, as_json: bool, text: str, *, stopped: bool = False) -> None:
+    """The worker's state: ``text`` on stderr; with ``--json``, ``{"running", "pid", "socket"}`` on stdout."""
+    if as_json:
+        emit_json({"running": pid is not None and not stopped, "pid": pid, "socket": w.socket_path()})
+    click.echo(text, err=True)
 
 
 @click.group(epilog=exit_codes.help_text())
@@ -25,7 +33,8 @@ def worker() -> None:
 
 
 @worker.command(epilog=exit_codes.help_text())
-def start() -> None:
+@json_option
+def start(as_json: bool) -> None:
     """Start the worker in the background (if none runs) and wait until it answers.
 
     \b
@@ -41,11 +50,12 @@ def start() -> None:
     pid = w.running_pid()
     if pid is None:
         raise click.ClickException("the worker did not start within 30 s")
-    click.echo(f"worker {pid} on {w.socket_path()}", err=True)
+    _report(pid, as_json, f"worker {pid} on {w.socket_path()}")
 
 
 @worker.command(epilog=exit_codes.help_text())
-def stop() -> None:
+@json_option
+def stop(as_json: bool) -> None:
     """Stop the worker (SIGTERM); children answering a command finish it.
 
     \b
@@ -54,17 +64,18 @@ def stop() -> None:
     """
     pid = w.running_pid()
     if pid is None:
-        click.echo("no worker is running", err=True)
+        _report(None, as_json, "no worker is running")
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while w.running_pid() is not None and time.monotonic() < deadline:
         time.sleep(0.05)
-    click.echo(f"worker {pid} stopped", err=True)
+    _report(pid, as_json, f"worker {pid} stopped", stopped=True)
 
 
 @worker.command(epilog=exit_codes.help_text())
-def status() -> None:
+@json_option
+def status(as_json: bool) -> None:
     """Say whether a worker runs (exit 0) or not (exit 1).
 
     \b
@@ -72,7 +83,6 @@ def status() -> None:
       pressor worker status
     """
     pid = w.running_pid()
+    _report(pid, as_json, "no worker is running" if pid is None else f"worker {pid} on {w.socket_path()}")
     if pid is None:
-        click.echo("no worker is running", err=True)
         sys.exit(1)
-    click.echo(f"worker {pid} on {w.socket_path()}", err=True)

@@ -111,3 +111,29 @@ def test_a_stale_worker_is_not_used_and_no_worker_means_in_process(runtime):
     subprocess.run([PRESSOR, "worker", "stop"], env=runtime, capture_output=True, timeout=60)
     assert subprocess.run([PRESSOR, "worker", "start"], env=runtime, capture_output=True, timeout=60).returncode == 0
     assert run(runtime, args, worker=True) == expected
+
+
+def _spares(env: dict) -> list[int]:
+    status = subprocess.run([PRESSOR, "worker", "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    pid = json.loads(status.stdout)["pid"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            return [int(c) for c in children]
+        time.sleep(0.05)
+    return []
+
+
+def test_the_spare_child_answers_and_a_dead_one_is_replaced(runtime):
+    """The worker forks the child for the next request ahead of it (warmed up, waiting): requests in a row are
+    answered by spares with the same bytes; a spare that died is replaced and the request still answered."""
+    args = ["recommend", EXAMPLE, "--json", "--no-audit", *NOW]
+    expected = run(runtime, args, worker=False)
+    for _ in range(3):
+        assert run(runtime, args, worker=True) == expected
+    spares = _spares(runtime)
+    assert len(spares) == 1
+    os.kill(spares[0], 9)
+    assert run(runtime, args, worker=True) == expected
+    assert run(runtime, args, worker=True) == expected

@@ -52,6 +52,7 @@ _HERE = Path(__file__).resolve().parent
 #: Packs kept in this process's memory by key (the warm CLI worker only: see pressor.cli.worker); None: off.
 _MEMORY: dict[str, RulePack] | None = None
 _MEMORY_SIZE = 0
+_MEMORY_LOADS = 0
 
 
 def keep_in_memory(size: int) -> None:
@@ -65,9 +66,16 @@ def in_memory(key: str) -> RulePack | None:
     return None if _MEMORY is None else _MEMORY.get(key)
 
 
+def memory_loads() -> int:
+    """How many packs were put in memory so far (a change says a pack was loaded that memory did not hold)."""
+    return _MEMORY_LOADS
+
+
 def remember(key: str, pack: RulePack) -> None:
+    global _MEMORY_LOADS
     if _MEMORY is None:
         return
+    _MEMORY_LOADS += 1
     _MEMORY.pop(key, None)
     _MEMORY[key] = pack
     while len(_MEMORY) > _MEMORY_SIZE:
