@@ -289,3 +289,36 @@ def test_a_fact_not_recorded_or_answered_one_way_reads_as_it_is_not_recorded_tha
     # a different fact on the other side is not the same thing: both are said
     other = words(Any_((unknown, Compare("access.central_venous", "==", False))))
     assert "not recorded" in other and "central line" in other and "it is not recorded that" not in other
+
+
+def test_the_solver_memory_is_bounded_and_its_answers_unchanged(now, monkeypatch):
+    """The solver's translated formulas are dropped past ResidualContext.SOLVER_FORMULAS (a long batch of varied
+    states kept meeting new residuals: +65 MB by 200,000 states); starting afresh changes no answer."""
+    from pressor.engine.evaluation.pack import load_pack
+    from pressor.engine.evaluation.residual import ResidualContext
+
+    states = []
+    for name in ("septic-no-infusions.yaml", "pediatric-extremities-unknown.yaml", "septic-shock-adult.yaml",
+                 "cardiogenic-on-norepinephrine.yaml", "hepatorenal.yaml"):
+        full = _state(name)
+        facts = [(section, key) for section, values in full.items() if isinstance(values, dict) for key in values]
+        for i, (section, key) in enumerate(facts):  # each state without one or two of its facts: new residuals
+            for other in (None, facts[(i + 3) % len(facts)]):
+                state = {s: dict(v) if isinstance(v, dict) else v for s, v in full.items()}
+                for s, k in filter(None, ((section, key), other)):
+                    state[s].pop(k, None)
+                states.append(state)
+    expected = [evaluate(load_pack(), s, now=now).to_dict() for s in states]
+
+    monkeypatch.setattr(ResidualContext, "SOLVER_FORMULAS", 8)
+    pack = load_pack()
+    spaces, largest = set(), 0
+    for state, want in zip(states, expected):
+        assert evaluate(pack, state, now=now).to_dict() == want
+        space = context(pack)._space
+        if space is not None:
+            spaces.add(id(space))
+            largest = max(largest, len(space._memo))
+    assert len(spaces) > 1, "the solver never started afresh: the bound was not reached"
+    print(f"{len(states)} states, {len(spaces)} solver spaces, at most {largest} formulas kept")
+    assert largest < 200  # the bound (8) plus what one question translates, never the whole run's

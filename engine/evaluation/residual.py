@@ -88,6 +88,9 @@ class ResidualContext:
     #: Solver steps allowed per question; past it the rule is left "could not decide".
     BUDGET = 20_000
     CACHE_SIZE = 4096
+    #: The solver's translated formulas kept before it starts afresh: about 4 KB each, and new residuals keep
+    #: coming (varied states: 20,000 formulas and +65 MB by 200,000 states at the former 50,000).
+    SOLVER_FORMULAS = 2048
     #: Whole analyses (and their advice lists) kept: the same patient asked about again, or alike ones.
     ANALYSES = 4096
 
@@ -247,7 +250,7 @@ class ResidualContext:
                 return self._sat[res]
             from ..authoring.solver import SolverLimit, Space
 
-            if self._space is None or len(self._space._memo) > 50_000:
+            if self._space is None or len(self._space._memo) > self.SOLVER_FORMULAS:
                 self._space = Space(self.pack, self._schema, budget=self.BUDGET)
             try:
                 answer: bool | None = self._space.satisfiable(self._space.formula(res, "T"))
