@@ -163,7 +163,7 @@ def generate(path: Path, pack, count: int, record_format: int = 6, texts=None) -
                         stored[k] = log.stored_texts(record)
                     if record_format >= 6:  # what AuditLog.prepare adds (the texts' hashes once per scenario, as above)
                         record = replace(record, **{name: getattr(sealed(k, record, stored[k], result), name) for name in V6_ONLY})
-                    log._insert(tx, record, rules, stored[k])
+                    log._insert(tx, [(record, rules, stored[k])])
                     done += 1
             if sys.stderr.isatty():
                 print(f"\r  generated {done:,}/{count:,}", end="", file=sys.stderr, flush=True)
