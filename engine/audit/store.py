@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, TextIO
 
 from ..errors import AuditError
 from ..model import Result, RulePack
-from .chain import Verification, record_problems, stored_problems
+from .chain import Verification, head_problems
 from .compression import PackCodec, UnreadableText, decode
 from .records import (
     COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, RECORD_FORMAT, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, V6_ONLY, AuditRecord,
@@ -277,38 +277,26 @@ class AuditLog:
         statements for all of them."""
         seq, prev = head or tx.one("SELECT seq, record_hash FROM records ORDER BY seq DESC LIMIT 1") or (0, GENESIS)
         out: list[AuditRecord] = []
-        rows: list[tuple[Any, ...]] = []
-        rule_rows: list[tuple[str, int]] = []
-        for record, rules, texts in records:
+        for record, _, _ in records:
             record = replace(record, seq=seq + 1, prev_hash=prev)
-            record = replace(record, record_hash=record.compute_hash(self.database_id))
-            seq, prev = record.seq, record.record_hash
-            out.append(record)
-            rows.append(record_row(record, texts))
-            rule_rows.extend((rule, seq) for rule in rules)
-        tx.execute_many(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+            out.append(replace(record, record_hash=record.compute_hash(self.database_id)))
+            seq, prev = out[-1].seq, out[-1].record_hash
+        tx.execute_many(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                        [record_row(record, texts) for record, (_, _, texts) in zip(out, records)])
+        rule_rows = [(rule, record.seq) for record, (_, rules, _) in zip(out, records) for rule in rules]
         if rule_rows:
             tx.execute_many("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", rule_rows)
         return out
 
     def _check_head(self, tx: Transaction) -> tuple[int, str]:
-        """The head's seq and hash, refusing to extend a chain whose head is broken: the head record's content must
-        still hash to its ``record_hash`` and its ``prev_hash`` must be the hash of the record before it. (Only the
-        head is read, so that an append costs the same at any length; ``audit verify`` walks the whole chain.)"""
+        """The head's seq and hash, refusing to extend a chain whose head is broken (:func:`.chain.head_problems`). Only
+        the head is read, so that an append costs the same at any length; ``audit verify`` walks the whole chain."""
         row = tx.one(self._record_select() + " ORDER BY seq DESC LIMIT 1")
         if row is None:
             return 0, GENESIS
         seq = row[0]
         before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
-        prev_seq, prev_hash = before if before else (0, GENESIS)
-        values = dict(zip(COLUMNS, row))
-        try:
-            if values["result_sha256"] is not None:  # format 6: nothing to decompress
-                reasons = stored_problems(values, self.database_id, prev_seq + 1, prev_hash, prev_seq)
-            else:
-                reasons = record_problems(self._record(row), self.database_id, prev_seq + 1, prev_hash, prev_seq)
-        except AuditError as exc:
-            reasons = [str(exc.problems[0].message) if exc.problems else str(exc)]
+        reasons = head_problems(row, before, self.database_id, self._record)
         if reasons:
             raise AuditError.single(
                 f"the audit chain is broken at its last record #{seq}: {'; '.join(reasons)}; nothing more is appended to it",
@@ -316,7 +304,7 @@ class AuditLog:
                 suggestion="run `pressor audit verify` to see what is damaged; keep the log unchanged for investigation and "
                            "tell whoever is responsible for it (see docs/audit.md, 'When the chain is broken'); record into a "
                            f"new log meanwhile (--audit-db NEW or {ENV_VAR})")
-        return seq, values["record_hash"]
+        return seq, row[COLUMNS.index("record_hash")]
 
     def append_feedback(self, items: list[Mapping[str, Any]], *, service: str, now: datetime, user: str) -> list[FeedbackEntry]:
         """Record the items of one CDS Hooks feedback call, all in one transaction (all or none).
@@ -350,12 +338,10 @@ class AuditLog:
         return out
 
     def _has_pack(self, sha: str) -> bool:
-        if sha not in self._packs_held:
-            with self._reading:
-                if self._one("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)) is None:
-                    return False
-            self._packs_held.add(sha)
-        return True
+        with self._reading:
+            if sha not in self._packs_held and self._one("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)) is not None:
+                self._packs_held.add(sha)
+        return sha in self._packs_held
 
     def _codec(self, sha: str, files: Mapping[str, str] | None = None) -> PackCodec:
         """The codec of pack ``sha``: its dictionary made from the stored pack's files (``files``:
