@@ -26,8 +26,8 @@ class AuditSink:
     Opened in the lifespan; if that fails, each later write tries again, so a log that becomes writable is used
     without a restart. A call hands its results to :meth:`submit`, which queues them (their place in the chain is
     taken there) and prepares its records on the calling thread (serialises and compresses them: the CPU of a
-    record), on a reading connection the callers share, up to :attr:`PREPARING` calls at once and the others in
-    queue order; then it answers the records' ids and a future. One thread commits the prepared calls at the head
+    record), on a reading connection the callers share, :attr:`PREPARING` calls at a time, in queue order; then it
+    answers the records' ids and a future. One thread commits the prepared calls at the head
     of the queue in one transaction (group commit: one fsync for every call waiting, however many), in queue
     order, once they are at least half of those queued, so that the calls behind a group prepare during its fsync;
     then it resolves each call's future. A call that must not answer before its record is durable
@@ -39,9 +39,10 @@ class AuditSink:
 
     #: Records of at most this many calls go into one transaction.
     MAX_BATCH = 256
-    #: Calls preparing their records at once; the others wait their turn, in queue order. Two overlap one's zstd and
-    #: hashlib (which release the GIL) with the other's Python; more only contend for the GIL (bench/audit.py).
-    PREPARING = 2
+    #: Calls preparing their records at once; the others wait their turn, in queue order. Two may overlap one's zstd
+    #: and hashlib (which release the GIL) with the other's Python, but on the 2 shared cores measured (load 3-6) one
+    #: was as fast or faster, and spent less CPU a record (docs/performance.md).
+    PREPARING = 1
 
     def __init__(self, path: str | os.PathLike[str], input_mode: str) -> None:
         self.path = path

@@ -91,9 +91,11 @@ def test_a_failed_call_does_not_take_the_batch_with_it(tmp_path, pack):
         assert [r.id for r in log.records()] == ids and log.verify().ok
 
 
-def test_records_chain_in_the_order_of_submit_whichever_is_prepared_first(tmp_path, pack, monkeypatch):
+@pytest.mark.parametrize("preparing", [1, 2])
+def test_records_chain_in_the_order_of_submit_whichever_is_prepared_first(tmp_path, pack, monkeypatch, preparing):
     """A call queued first but prepared last still takes its place first: the calls behind it wait for it."""
     sink = AuditSink(tmp_path / "audit.db", "full")
+    sink.PREPARING = preparing
     result = evaluate(pack, STATE, now=NOW)
     release = threading.Event()
     real = AuditLog.prepare
@@ -104,29 +106,38 @@ def test_records_chain_in_the_order_of_submit_whichever_is_prepared_first(tmp_pa
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(AuditLog, "prepare", slow_for_first)
-    first: list = []
-    caller = threading.Thread(target=lambda: first.append(sink.submit(pack, [(STATE, result)], now=NOW, user="first",
-                                                                     hook_instance="h1")))
-    caller.start()
+
+    def call(user: str) -> threading.Thread:
+        thread = threading.Thread(target=sink.submit, args=(pack, [(STATE, result)]),
+                                  kwargs={"now": NOW, "user": user, "hook_instance": user})
+        thread.start()
+        return thread
+
+    callers = [call("first")]
     while not sink._queue:  # the first call is queued (and preparing)
         time.sleep(0.001)
-    later = [sink.submit(pack, [(STATE, result)], now=NOW, user=f"later-{i}", hook_instance=f"h{i}") for i in range(3)]
-    assert not any(pending.done() for _, pending in later)  # prepared, but behind the first call
+    callers += [call(f"later-{i}") for i in range(3)]
+    while len(sink._queue) < 4:
+        time.sleep(0.001)
+    queued = list(sink._queue)
+    assert not any(job.future.done() for job in queued)  # all behind the first call
     release.set()
-    caller.join(timeout=30)
-    ids = [first[0][0][0]] + [ids[0] for ids, _ in later]
-    for _, pending in [first[0], *later]:
-        pending.result(timeout=30)
+    ids = [job.future.result(timeout=30)[0] for job in queued]
+    for thread in callers:
+        thread.join(timeout=30)
     sink.close()
     with AuditLog.open(tmp_path / "audit.db", create=False) as log:
-        assert [r.id for r in log.records()] == ids and log.verify().ok
+        assert [r.id for r in log.records()] == ids and [r.user for r in log.records()][0] == "first"
+        assert log.verify().ok
 
 
 def test_calls_from_many_threads_store_what_one_context_compressing_alone_stores(tmp_path, pack):
-    """Records prepared at once on many threads (each compressing in its own zstd context) are stored byte for byte
-    as format 6 defines them: each text one frame of the pack's dictionary at :data:`LEVEL`, as a context of its
-    own made from the recipe makes it, and the record's hashes over those bytes; the chain verifies."""
+    """Records prepared at once on several threads (each compressing in its own zstd context, on one reading
+    connection) are stored byte for byte as format 6 defines them: each text one frame of the pack's dictionary at
+    :data:`LEVEL`, as a context of its own made from the recipe makes it, and the record's hashes over those bytes;
+    the chain verifies."""
     sink = AuditSink(tmp_path / "audit.db", "full")
+    sink.PREPARING = 4
     states = [{**STATE, "vitals": {"map_mmhg": 50 + i % 20}} for i in range(48)]
     results = [evaluate(pack, state, now=NOW) for state in states]
 
