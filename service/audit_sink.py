@@ -27,10 +27,10 @@ class AuditSink:
     without a restart. A call hands its results to :meth:`submit`, which queues them (their place in the chain is
     taken there) and prepares its records on the calling thread (serialises and compresses them: the CPU of a
     record), on a reading connection the callers share, :attr:`PREPARING` calls at a time, in queue order; then it
-    answers the records' ids and a future. One thread commits the prepared calls at the head
-    of the queue in one transaction (group commit: one fsync for every call waiting, however many), in queue
-    order, once they are at least half of those queued, so that the calls behind a group prepare during its fsync;
-    then it resolves each call's future. A call that must not answer before its record is durable
+    answers the records' ids and a future. One thread commits the prepared calls at the head of the queue in one
+    transaction (group commit: one fsync for every call waiting, however many), in queue order, once they are at
+    least half of those queued, so that the calls behind a group prepare during its fsync; then it resolves each
+    call's future. A call that must not answer before its record is durable
     (``require_audit``, or ``audit_wait``, the default) awaits its future, which is resolved only after the commit;
     so a crash loses no acknowledged record. Records are chained in the order of :meth:`submit`, and feedback goes
     through the same queue (after the records it may refer to). Across worker processes SQLite's WAL and ``BEGIN
@@ -40,8 +40,8 @@ class AuditSink:
     #: Records of at most this many calls go into one transaction.
     MAX_BATCH = 256
     #: Calls preparing their records at once; the others wait their turn, in queue order. Two may overlap one's zstd
-    #: and hashlib (which release the GIL) with the other's Python, but on the 2 shared cores measured (load 3-6) one
-    #: was as fast or faster, and spent less CPU a record (docs/performance.md).
+    #: and hashlib (which release the GIL) with the other's Python: on the 2 shared cores measured they were faster at
+    #: load 3-4.3 but slower at 4.5 and over, with more CPU a record, so one (docs/performance.md).
     PREPARING = 1
 
     def __init__(self, path: str | os.PathLike[str], input_mode: str) -> None:
