@@ -4,6 +4,7 @@ on a log of N records.
 
 Run: .venv/bin/python bench/audit.py                  (writes only into a temporary directory)
      .venv/bin/python bench/audit.py --size           (bytes a record and compression costs only)
+     .venv/bin/python bench/audit.py --group-commit 3000   (the service's audit writer only)
      .venv/bin/python bench/audit.py --records 1000000 [--keep DIR]
 
 The large log is generated efficiently: each of the project's scenarios (tests/scenarios) is
@@ -163,7 +164,7 @@ def generate(path: Path, pack, count: int, record_format: int = 6, texts=None) -
                         stored[k] = log.stored_texts(record)
                     if record_format >= 6:  # what AuditLog.prepare adds (the texts' hashes once per scenario, as above)
                         record = replace(record, **{name: getattr(sealed(k, record, stored[k], result), name) for name in V6_ONLY})
-                    log._insert(tx, record, rules, stored[k])
+                    log._insert(tx, [(record, rules, stored[k])])
                     done += 1
             if sys.stderr.isatty():
                 print(f"\r  generated {done:,}/{count:,}", end="", file=sys.stderr, flush=True)
@@ -300,8 +301,9 @@ def at_scale(count: int, keep: str | None) -> None:
 
 def group_commit(pack, state, result, tmp: Path, records: int = 3000) -> None:
     """The service's audit writer (``AuditSink``): calls from several threads, their records committed in
-    groups, beside one append per transaction in the same run; appends per wall second and CPU per record
-    (this process's CPU time: the writer thread and the callers)."""
+    groups, beside one append per transaction in the same run; appends per wall second, CPU per record
+    (this process's CPU time: the writer thread and the callers, who prepare their records) and the cores
+    that CPU kept busy (CPU per wall second), each with the load average as it started."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pressor.service.app import AuditSink
@@ -309,12 +311,13 @@ def group_commit(pack, state, result, tmp: Path, records: int = 3000) -> None:
     def cpu() -> float:
         return time.process_time()
 
+    load = _load()
     with AuditLog.open(tmp / "single.db") as log:
         c0, t0 = cpu(), time.perf_counter()
         for _ in range(records // 3):
             log.append(pack, state, result, now=NOW, user="bench")
         single = (records // 3 / (time.perf_counter() - t0), (cpu() - c0) / (records // 3) * 1e3)
-    rows = [f"one append per transaction: {single[0]:,.0f} appends/s, {single[1]:.2f} ms CPU each"]
+    rows = [f"one append per transaction: {single[0]:,.0f} appends/s, {single[1]:.2f} ms CPU each (load {load})"]
     for threads in (1, 8, 32):
         sink = AuditSink(tmp / f"group-{threads}.db", "full")
         sink.open()
@@ -323,6 +326,7 @@ def group_commit(pack, state, result, tmp: Path, records: int = 3000) -> None:
         def call(_):
             return sink.submit(pack, [(state, result)], now=NOW, user="bench", hook_instance="h", dicts=dicts)[1].result()  # noqa: B023 (called in this iteration)
 
+        load = _load()
         c0, t0 = cpu(), time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             for _ in pool.map(call, range(records)):
@@ -332,8 +336,10 @@ def group_commit(pack, state, result, tmp: Path, records: int = 3000) -> None:
         with AuditLog.open(tmp / f"group-{threads}.db", create=False) as log:
             ok = log.verify().ok
         rows.append(f"group commit, {threads:>2} calling threads: {records / took:,.0f} appends/s, {used / records * 1e3:.2f} ms CPU "
-                    f"each ({records / took / single[0]:.1f}x one per transaction; chain ok={ok})")
-    print(f"load average {os.getloadavg()[0]:.2f}; SQLite audit log, {records:,} records of the example:\n  " + "\n  ".join(rows))
+                    f"each, {used / took:.2f} cores busy ({records / took / single[0]:.1f}x one per transaction; chain ok={ok}; "
+                    f"load {load})")
+    print(f"SQLite audit log, {records:,} records of the example ({os.cpu_count()} cores):\n  " + "\n  ".join(rows)
+          + f"\n  load average at end: {_load()}")
 
 
 def main() -> None:
@@ -341,6 +347,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=0, help="also measure the commands on a log of this many records")
     parser.add_argument("--keep", metavar="DIR", help="generate into (or reuse) DIR/audit.db and keep it")
     parser.add_argument("--size", action="store_true", help="only the bytes a record and the compression costs")
+    parser.add_argument("--group-commit", type=int, metavar="N", default=0,
+                        help="only the service's audit writer (group commit), on N records a run")
     options = parser.parse_args()
     if options.records:
         at_scale(options.records, options.keep)
@@ -352,6 +360,10 @@ def main() -> None:
         return
     state = load_document(STATE).data
     result = evaluate(pack, state, now=NOW)
+    if options.group_commit:
+        with tempfile.TemporaryDirectory(prefix="pressor-bench-") as tmp:
+            group_commit(pack, state, result, Path(tmp), options.group_commit)
+        return
     with tempfile.TemporaryDirectory(prefix="pressor-bench-") as tmp:
         bytes_per_record(pack, Path(tmp))
         path = Path(tmp, "audit.db")

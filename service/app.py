@@ -425,11 +425,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cards, suppressed = (await run_in_threadpool(_without_repeats, rt.repeats, body, patient_id, cards, now) if blocks
                              else _without_repeats(rt.repeats, body, patient_id, cards, now))
         pairs = list(zip(states, results)) + [(state, res) for _, state, _, res in unless]
-        # The record and the cards share one serialisation of each result (dict_of).
-        ids, pending = rt.audit.submit(rt.pack, pairs, now=now, user=clinician(body, client), hook_instance=hook_instance,
-                                       patient=patient_of(body, rt.config), dicts=[dict_of(res) for _, res in pairs],
-                                       # what was not shown again, and why (hashed with the call's first record)
-                                       suppressed=[x.to_dict(now.timestamp()) for x in suppressed] or None)
+        # The record and the cards share one serialisation of each result (dict_of); the records are prepared on a
+        # thread of the pool (their compression beside the next call's evaluation), then committed by the writer.
+        ids, pending = await run_in_threadpool(
+            rt.audit.submit, rt.pack, pairs, now=now, user=clinician(body, client), hook_instance=hook_instance,
+            patient=patient_of(body, rt.config), dicts=[dict_of(res) for _, res in pairs],
+            # what was not shown again, and why (hashed with the call's first record)
+            suppressed=[x.to_dict(now.timestamp()) for x in suppressed] or None)
         try:
             if rt.config.require_audit or rt.config.audit_wait or not rt.audit.healthy:
                 await asyncio.wrap_future(pending)  # answered only once its records are committed

@@ -1,6 +1,7 @@
-"""The service's audit writer (issue 21, item 6): records written off the request path, several calls'
-records committed in one transaction (group commit), and nothing acknowledged lost when the service is
-killed (SIGKILL) under load. The load is bounded (a fixed number of calls, a deadline) and on 127.0.0.1."""
+"""The service's audit writer (issue 21, item 6): records prepared on the calling threads, in parallel, and
+committed in the order of submit, several calls' records in one transaction (group commit), byte for byte what
+one context compressing alone stores, and nothing acknowledged lost when the service is killed (SIGKILL) under
+load. The load is bounded (a fixed number of calls, a deadline) and on 127.0.0.1."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,11 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from pressor.engine.audit import AuditLog
+import zstandard
+
+from pressor.engine.audit import AuditLog, canonical_json
+from pressor.engine.audit.compression import LEVEL, TABLE_LOG, PackCodec, pack_dictionary
+from pressor.engine.audit.records import COLUMNS, pack_files, stored_sha256
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.pack import load_pack
 from pressor.engine.model import Result
@@ -84,6 +89,90 @@ def test_a_failed_call_does_not_take_the_batch_with_it(tmp_path, pack):
     sink.close()
     with AuditLog.open(tmp_path / "audit.db", create=False) as log:
         assert [r.id for r in log.records()] == ids and log.verify().ok
+
+
+@pytest.mark.parametrize("preparing", [1, 2])
+def test_records_chain_in_the_order_of_submit_whichever_is_prepared_first(tmp_path, pack, monkeypatch, preparing):
+    """A call queued first but prepared last still takes its place first: the calls behind it wait for it."""
+    sink = AuditSink(tmp_path / "audit.db", "full")
+    sink.PREPARING = preparing
+    result = evaluate(pack, STATE, now=NOW)
+    release = threading.Event()
+    real = AuditLog.prepare
+
+    def slow_for_first(self, *args, **kwargs):
+        if kwargs["user"] == "first":
+            release.wait(timeout=30)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AuditLog, "prepare", slow_for_first)
+
+    def call(user: str) -> threading.Thread:
+        thread = threading.Thread(target=sink.submit, args=(pack, [(STATE, result)]),
+                                  kwargs={"now": NOW, "user": user, "hook_instance": user})
+        thread.start()
+        return thread
+
+    callers = [call("first")]
+    while not sink._queue:  # the first call is queued (and preparing)
+        time.sleep(0.001)
+    callers += [call(f"later-{i}") for i in range(3)]
+    while len(sink._queue) < 4:
+        time.sleep(0.001)
+    queued = list(sink._queue)
+    assert not any(job.future.done() for job in queued)  # all behind the first call
+    release.set()
+    ids = [job.future.result(timeout=30)[0] for job in queued]
+    for thread in callers:
+        thread.join(timeout=30)
+    sink.close()
+    with AuditLog.open(tmp_path / "audit.db", create=False) as log:
+        assert [r.id for r in log.records()] == ids and [r.user for r in log.records()][0] == "first"
+        assert log.verify().ok
+
+
+def test_calls_from_many_threads_store_what_one_context_compressing_alone_stores(tmp_path, pack):
+    """Records prepared at once on several threads (each compressing in its own zstd context, on one reading
+    connection) are stored byte for byte as format 6 defines them: each text one frame of the pack's dictionary at
+    :data:`LEVEL`, as a context of its own made from the recipe makes it, and the record's hashes over those bytes;
+    the chain verifies."""
+    sink = AuditSink(tmp_path / "audit.db", "full")
+    sink.PREPARING = 4
+    states = [{**STATE, "vitals": {"map_mmhg": 50 + i % 20}} for i in range(48)]
+    results = [evaluate(pack, state, now=NOW) for state in states]
+
+    def one(i: int) -> str:
+        ids, pending = sink.submit(pack, [(states[i], results[i])], now=NOW, user=f"u{i}", hook_instance=f"h{i}")
+        pending.result(timeout=30)
+        return ids[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(one, range(len(states))))
+    sink.close()
+    raw = pack_dictionary(pack_files(pack)["files"])
+    params = zstandard.ZstdCompressionParameters.from_level(LEVEL, dict_size=len(raw), hash_log=TABLE_LOG, chain_log=TABLE_LOG,
+                                                            write_checksum=True, write_content_size=True)
+    alone = zstandard.ZstdCompressor(compression_params=params, dict_data=zstandard.ZstdCompressionDict(
+        raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT))
+    by_id = dict(zip(ids, range(len(states))))
+    with AuditLog.open(tmp_path / "audit.db", create=False) as log:
+        assert log.verify().ok
+        rows = [dict(zip(COLUMNS, row)) for row in log.stored_rows()]
+    assert sorted(row["id"] for row in rows) == sorted(ids)
+    for row in rows:
+        i = by_id[row["id"]]
+        texts = (canonical_json(states[i]), canonical_json(results[i].to_dict()))
+        assert (bytes(row["input_json"]), bytes(row["result_json"])) == tuple(alone.compress(t.encode()) for t in texts)
+        assert row["stored_sha256"] == stored_sha256(bytes(row["input_json"]), bytes(row["result_json"]))
+
+
+def test_a_codec_compresses_from_many_threads_as_from_one(pack):
+    codec = PackCodec(pack_files(pack)["files"])
+    texts = [canonical_json({"n": i, "text": "norepinephrine " * (i * 200)}) for i in range(64)]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(codec.compress, texts))
+    assert together == [PackCodec(pack_files(pack)["files"]).compress(t) for t in texts]
+    assert [codec.decompress(frame) for frame in together] == texts
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..errors import AuditError
 from ..evaluation.pack import pack_sha256
 from .compression import UnreadableText
 from .records import COLUMNS, GENESIS, AuditRecord, FeedbackEntry, fired_rules, record_from_row, recorded_profile, sha256_text, \
@@ -135,6 +136,21 @@ def stored_problems(values: dict[str, Any], database_id: str, expected_seq: int,
             or stored_sha256(stored_input, stored_result) != values["stored_sha256"]:
         reasons.append("its stored input or result does not match its stored_sha256: the record was edited or damaged")
     return reasons
+
+
+def head_problems(row: tuple[Any, ...], before: tuple[int, str] | None, database_id: str,
+                  record_of: Callable[[tuple[Any, ...]], AuditRecord]) -> list[str]:
+    """Why the head record (``row``, in :data:`.records.COLUMNS`) may not be extended: its content must still hash to
+    its ``record_hash`` and its ``prev_hash`` must be the hash of the record before it (``before``: that record's seq
+    and hash; None: none). ``record_of(row)`` reads a record of format 5 or older (its texts decompressed)."""
+    prev_seq, prev_hash = before if before else (0, GENESIS)
+    values = dict(zip(COLUMNS, row))
+    try:
+        if values["result_sha256"] is not None:  # format 6: nothing to decompress
+            return stored_problems(values, database_id, prev_seq + 1, prev_hash, prev_seq)
+        return record_problems(record_of(row), database_id, prev_seq + 1, prev_hash, prev_seq)
+    except AuditError as exc:
+        return [str(exc.problems[0].message) if exc.problems else str(exc)]
 
 
 def text_problems(rec: AuditRecord) -> list[str]:

@@ -28,6 +28,8 @@ LEVEL = 9
 TABLE_LOG = 18
 #: The first bytes of a zstd frame (magic number 0xFD2FB528, little-endian).
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: Idle compression contexts a codec keeps (about 2 MB each): one per thread compressing at once, up to this many.
+IDLE_CONTEXTS = 4
 #: A stored text claiming to be larger than this is damaged (a Result is ~100 KB; an input at most 1 MiB).
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
@@ -42,7 +44,10 @@ def pack_dictionary(files: Mapping[str, str]) -> bytes:
 
 
 class PackCodec:
-    """Compresses and decompresses texts against one pack's dictionary (safe across threads)."""
+    """Compresses and decompresses texts against one pack's dictionary (safe across threads).
+
+    Threads compress at once, each in a zstd context of its own (the digested dictionary is shared, read-only;
+    zstd releases the GIL): every context gives the same bytes."""
 
     def __init__(self, files: Mapping[str, str]) -> None:
         import zstandard
@@ -55,15 +60,23 @@ class PackCodec:
             LEVEL, dict_size=len(raw), hash_log=TABLE_LOG, chain_log=TABLE_LOG, write_checksum=True,
             write_content_size=True)
         dictionary.precompute_compress(compression_params=params)
-        self._compressor = zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary)
+        self._params, self._dictionary = params, dictionary
+        self._idle: list[Any] = []  # compressors not in use (list.pop and append are atomic)
         self._decompressor = zstandard.ZstdDecompressor(dict_data=dictionary)
-        self._lock = threading.Lock()  # a zstd context serves one call at a time
+        self._lock = threading.Lock()  # the decompressing context serves one call at a time
 
     def compress(self, text: str) -> bytes:
         """The stored form of ``text``: one zstd frame."""
         data = text.encode("utf-8")
-        with self._lock:
-            return self._compressor.compress(data)
+        try:
+            compressor = self._idle.pop()
+        except IndexError:
+            compressor = self._zstd.ZstdCompressor(compression_params=self._params, dict_data=self._dictionary)
+        try:
+            return compressor.compress(data)
+        finally:
+            if len(self._idle) < IDLE_CONTEXTS:
+                self._idle.append(compressor)
 
     def decompress(self, blob: bytes) -> str:
         """The text of a zstd frame made by :meth:`compress`; :class:`UnreadableText` if it is damaged."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections import OrderedDict
 from contextlib import AbstractContextManager
@@ -20,7 +21,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, TextIO
 
 from ..errors import AuditError
 from ..model import Result, RulePack
-from .chain import Verification, record_problems, stored_problems
+from .chain import Verification, head_problems
 from .compression import PackCodec, UnreadableText, decode
 from .records import (
     COLUMNS, FEEDBACK_COLUMNS, FEEDBACK_OUTCOMES, RECORD_FORMAT, SQL_COLUMNS, SQL_FEEDBACK_COLUMNS, GENESIS, INPUT_MODES, V6_ONLY, AuditRecord,
@@ -121,6 +122,8 @@ class AuditLog:
         self.notes: list[str] = []
         #: Compression dictionaries by pack SHA-256, least recently used first (at most :data:`CODEC_CACHE`).
         self._codecs: OrderedDict[str, PackCodec] = OrderedDict()
+        self._packs_held: set[str] = set()  # packs seen stored (never deleted: the triggers refuse it)
+        self._reading = threading.Lock()  # what :meth:`prepare` reads, so that threads may prepare at once
 
     @staticmethod
     def open(target: str | os.PathLike[str], *, create: bool = True) -> "AuditLog":
@@ -210,7 +213,8 @@ class AuditLog:
                 input_mode: str = "full", hook_instance: str | None = None, patient: str | None = None,
                 result_dict: Mapping[str, Any] | None = None, record_id: str | None = None,
                 suppressed: Any = None) -> "PreparedRecord":
-        """Everything of one record that needs no write lock: its canonical JSON and its compressed texts.
+        """Everything of one record that needs no write lock: its canonical JSON and its compressed texts (several
+        threads may prepare at once: zstd and hashlib release the GIL).
 
         ``result_dict``: ``result.to_dict()`` when the caller has it already (the service serialises a result
         once, for its cards and its record); ``record_id``: the record's id when the caller gave it out already;
@@ -254,8 +258,7 @@ class AuditLog:
                         if profile is not None and tx.one("SELECT 1 FROM profiles WHERE sha256 = ?", (profile.sha256,)) is None:
                             tx.execute("INSERT INTO profiles (sha256, name, text) VALUES (?, ?, ?)",
                                        (profile.sha256, profile.name, profile.text))
-                self._check_head(tx)
-                return [self._insert(tx, item.record, item.rules, item.texts) for item in prepared]
+                return self._insert(tx, [(item.record, item.rules, item.texts) for item in prepared], self._check_head(tx))
 
     def stored_texts(self, record: AuditRecord, *, files: Mapping[str, str] | None = None) -> tuple[bytes | None, bytes]:
         """The record's input and result as stored: compressed against its pack's dictionary
@@ -267,37 +270,33 @@ class AuditLog:
                                     suggestion="run `pressor audit verify`; keep the log for investigation") from exc
         return (None if record.input_json is None else codec.compress(record.input_json)), codec.compress(record.result_json)
 
-    def _insert(self, tx: Transaction, record: AuditRecord, rules: list[str], texts: tuple[bytes | None, bytes]) -> AuditRecord:
-        """Chain ``record`` to the head and insert it with ``texts`` (its stored input and result),
-        and its rule index rows (inside ``tx``)."""
-        head = tx.one("SELECT seq, record_hash FROM records ORDER BY seq DESC LIMIT 1")
-        seq, prev = head if head else (0, GENESIS)
-        record = replace(record, seq=seq + 1, prev_hash=prev)
-        record = replace(record, record_hash=record.compute_hash(self.database_id))
-        tx.execute(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                   record_row(record, texts))
-        if rules:
-            tx.execute_many("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", [(rule, record.seq) for rule in rules])
-        return record
+    def _insert(self, tx: Transaction, records: list[tuple[AuditRecord, list[str], tuple[bytes | None, bytes]]],
+                head: tuple[int, str] | None = None) -> list[AuditRecord]:
+        """Chain ``(record, rules, texts)`` to the head (``head``: its seq and hash, if read already) in that order and
+        insert them with ``texts`` (their stored input and result) and their rule index rows (inside ``tx``): two
+        statements for all of them."""
+        seq, prev = head or tx.one("SELECT seq, record_hash FROM records ORDER BY seq DESC LIMIT 1") or (0, GENESIS)
+        out: list[AuditRecord] = []
+        for record, _, _ in records:
+            record = replace(record, seq=seq + 1, prev_hash=prev)
+            out.append(replace(record, record_hash=record.compute_hash(self.database_id)))
+            seq, prev = out[-1].seq, out[-1].record_hash
+        tx.execute_many(f"INSERT INTO records ({SQL_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                        [record_row(record, texts) for record, (_, _, texts) in zip(out, records)])
+        rule_rows = [(rule, record.seq) for record, (_, rules, _) in zip(out, records) for rule in rules]
+        if rule_rows:
+            tx.execute_many("INSERT INTO record_rules (rule_id, seq) VALUES (?, ?)", rule_rows)
+        return out
 
-    def _check_head(self, tx: Transaction) -> None:
-        """Refuse to extend a chain whose head is broken: the head record's content must still hash to its
-        ``record_hash`` and its ``prev_hash`` must be the hash of the record before it. (Only the head is read,
-        so that an append costs the same at any length; ``audit verify`` walks the whole chain.)"""
+    def _check_head(self, tx: Transaction) -> tuple[int, str]:
+        """The head's seq and hash, refusing to extend a chain whose head is broken (:func:`.chain.head_problems`). Only
+        the head is read, so that an append costs the same at any length; ``audit verify`` walks the whole chain."""
         row = tx.one(self._record_select() + " ORDER BY seq DESC LIMIT 1")
         if row is None:
-            return
+            return 0, GENESIS
         seq = row[0]
         before = tx.one("SELECT seq, record_hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,))
-        prev_seq, prev_hash = before if before else (0, GENESIS)
-        try:
-            values = dict(zip(COLUMNS, row))
-            if values["result_sha256"] is not None:  # format 6: nothing to decompress
-                reasons = stored_problems(values, self.database_id, prev_seq + 1, prev_hash, prev_seq)
-            else:
-                reasons = record_problems(self._record(row), self.database_id, prev_seq + 1, prev_hash, prev_seq)
-        except AuditError as exc:
-            reasons = [str(exc.problems[0].message) if exc.problems else str(exc)]
+        reasons = head_problems(row, before, self.database_id, self._record)
         if reasons:
             raise AuditError.single(
                 f"the audit chain is broken at its last record #{seq}: {'; '.join(reasons)}; nothing more is appended to it",
@@ -305,6 +304,7 @@ class AuditLog:
                 suggestion="run `pressor audit verify` to see what is damaged; keep the log unchanged for investigation and "
                            "tell whoever is responsible for it (see docs/audit.md, 'When the chain is broken'); record into a "
                            f"new log meanwhile (--audit-db NEW or {ENV_VAR})")
+        return seq, row[COLUMNS.index("record_hash")]
 
     def append_feedback(self, items: list[Mapping[str, Any]], *, service: str, now: datetime, user: str) -> list[FeedbackEntry]:
         """Record the items of one CDS Hooks feedback call, all in one transaction (all or none).
@@ -338,33 +338,37 @@ class AuditLog:
         return out
 
     def _has_pack(self, sha: str) -> bool:
-        return self._one("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)) is not None
+        with self._reading:
+            if sha not in self._packs_held and self._one("SELECT 1 FROM packs WHERE sha256 = ?", (sha,)) is not None:
+                self._packs_held.add(sha)
+        return sha in self._packs_held
 
     def _codec(self, sha: str, files: Mapping[str, str] | None = None) -> PackCodec:
         """The codec of pack ``sha``: its dictionary made from the stored pack's files (``files``:
         the texts about to be stored). Raises :class:`UnreadableText` if the pack is not stored."""
-        codec = self._codecs.get(sha)
-        if codec is not None:
-            self._codecs.move_to_end(sha)
-            return codec
-        if files is None:
-            row = self._one("SELECT files_json FROM packs WHERE sha256 = ?", (sha,))
-            if row is None:
-                raise UnreadableText(f"its rule pack {sha[:12]} is not stored, and its texts are compressed against it")
+        with self._reading:  # one thread at a time reads the stored pack and digests it
+            codec = self._codecs.get(sha)
+            if codec is not None:
+                self._codecs.move_to_end(sha)
+                return codec
+            if files is None:
+                row = self._one("SELECT files_json FROM packs WHERE sha256 = ?", (sha,))
+                if row is None:
+                    raise UnreadableText(f"its rule pack {sha[:12]} is not stored, and its texts are compressed against it")
+                try:
+                    files = json.loads(row[0])["files"]
+                    if not isinstance(files, dict) or not all(isinstance(t, str) for t in files.values()):
+                        raise TypeError
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise UnreadableText(f"its stored rule pack {sha[:12]} is unreadable") from exc
             try:
-                files = json.loads(row[0])["files"]
-                if not isinstance(files, dict) or not all(isinstance(t, str) for t in files.values()):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError) as exc:
+                codec = PackCodec(files)
+            except UnicodeError as exc:  # a stored pack edited into bytes that are no UTF-8 text
                 raise UnreadableText(f"its stored rule pack {sha[:12]} is unreadable") from exc
-        try:
-            codec = PackCodec(files)
-        except UnicodeError as exc:  # a stored pack edited into bytes that are no UTF-8 text
-            raise UnreadableText(f"its stored rule pack {sha[:12]} is unreadable") from exc
-        self._codecs[sha] = codec
-        while len(self._codecs) > CODEC_CACHE:
-            self._codecs.popitem(last=False)
-        return codec
+            self._codecs[sha] = codec
+            while len(self._codecs) > CODEC_CACHE:
+                self._codecs.popitem(last=False)
+            return codec
 
     def _record(self, row: tuple[Any, ...]) -> AuditRecord:
         """The record of a row; a stored text that cannot be read is a clear :class:`AuditError`."""
