@@ -89,8 +89,9 @@ class ResidualContext:
     BUDGET = 20_000
     CACHE_SIZE = 4096
     #: The solver's translated formulas kept before it starts afresh: about 4 KB each, and new residuals keep
-    #: coming (varied states: 20,000 formulas and +65 MB by 200,000 states at the former 50,000).
-    SOLVER_FORMULAS = 2048
+    #: coming (varied states: 20,000 formulas and +65 MB by 200,000 states at the former 50,000; the satisfiable
+    #: answers in front of it keep their own cache, so starting afresh costs little).
+    SOLVER_FORMULAS = 1024
     #: Whole analyses (and their advice lists) kept: the same patient asked about again, or alike ones.
     ANALYSES = 4096
 
