@@ -262,9 +262,14 @@ def evaluate_many(items: Iterable[Item], *, rules_dir: str | None, now: datetime
                     yield from pending.popleft().result()
             finally:
                 if direct:  # whatever stopped the batch: no worker waits for a turn that will not come
-                    with _turn[2]:
-                        _turn[1].value = 1
-                        _turn[2].notify_all()
+                    _turn[1].value = 1  # a waiting worker sees it within its 0.5 s poll
+                    # A worker killed while holding the turn's lock (the pool terminates them) holds it for ever:
+                    # wake the others only if it can be had.
+                    if _turn[2].acquire(timeout=1.0):
+                        try:
+                            _turn[2].notify_all()
+                        finally:
+                            _turn[2].release()
     except BrokenProcessPool as exc:  # a worker died (killed, out of memory, a crash in the engine)
         raise EvaluationError.single(
             "a batch worker process died; the states from the first unanswered one on were not evaluated",
