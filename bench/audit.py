@@ -117,7 +117,8 @@ def compression_costs(pack, texts) -> None:
               f"compress {ct:.2f} ms ({ct / base[1]:.2f}x), decompress {dt:.2f} ms ({dt / base[2]:.2f}x)")
     codec = compression.PackCodec(pack_files(pack)["files"])
     size, ct, dt = measure(lambda d: codec.compress(d.decode()), lambda b: codec.decompress(b).encode())
-    print(f"  in use, zstd {compression.LEVEL} with tables of 2**{compression.TABLE_LOG}: {size:,.0f} B ({size / base[0]:.2f}x zlib), "
+    print(f"  in use, zstd {compression.LEVEL} with tables of 2**{compression.TABLE_LOG}, lazy, matches of "
+          f"{compression.MIN_MATCH}+ bytes: {size:,.0f} B ({size / base[0]:.2f}x zlib), "
           f"compress {ct:.2f} ms ({ct / base[1]:.2f}x), decompress {dt:.2f} ms ({dt / base[2]:.2f}x)")
 
 

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from pressor.engine.audit import AuditLog, canonical_json
-from pressor.engine.audit.compression import LEVEL, TABLE_LOG, PackCodec, pack_dictionary
+from pressor.engine.audit.compression import PackCodec, compression_parameters, pack_dictionary
 from pressor.engine.audit.records import COLUMNS, pack_files, stored_sha256
 from pressor.engine.evaluation.evaluate import evaluate
 from pressor.engine.evaluation.pack import load_pack
@@ -134,7 +134,7 @@ def test_records_chain_in_the_order_of_submit_whichever_is_prepared_first(tmp_pa
 def test_calls_from_many_threads_store_what_one_context_compressing_alone_stores(tmp_path, pack):
     """Records prepared at once on several threads (each compressing in its own zstd context, on one reading
     connection) are stored byte for byte as format 6 defines them: each text one frame of the pack's dictionary at
-    :data:`LEVEL`, as a context of its own made from the recipe makes it, and the record's hashes over those bytes;
+    the parameters of :func:`compression_parameters`, as a context of its own made from the recipe makes it, and the record's hashes over those bytes;
     the chain verifies."""
     sink = AuditSink(tmp_path / "audit.db", "full")
     sink.PREPARING = 4
@@ -150,9 +150,7 @@ def test_calls_from_many_threads_store_what_one_context_compressing_alone_stores
         ids = list(pool.map(one, range(len(states))))
     sink.close()
     raw = pack_dictionary(pack_files(pack)["files"])
-    params = zstandard.ZstdCompressionParameters.from_level(LEVEL, dict_size=len(raw), hash_log=TABLE_LOG, chain_log=TABLE_LOG,
-                                                            write_checksum=True, write_content_size=True)
-    alone = zstandard.ZstdCompressor(compression_params=params, dict_data=zstandard.ZstdCompressionDict(
+    alone = zstandard.ZstdCompressor(compression_params=compression_parameters(len(raw)), dict_data=zstandard.ZstdCompressionDict(
         raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT))
     by_id = dict(zip(ids, range(len(states))))
     with AuditLog.open(tmp_path / "audit.db", create=False) as log:
