@@ -18,10 +18,11 @@ import pytest
 from pressor.engine.evaluation import _durable
 
 VENDORED = Path(__file__).resolve().parent.parent / "third_party" / "durable-rules"
-#: Each patched file and the patch applied to it (third_party/durable-rules/patches/).
+#: Each patched file and the patches applied to it, in order (third_party/durable-rules/patches/).
 PATCHES = {
-    "src/rulespy/rules.c": VENDORED / "patches" / "0001-rules.c-PyObject_CallObject-for-Python-3.13.patch",
-    "src/rules/events.c": VENDORED / "patches" / "0002-events.c-MAX_STACK_SIZE-1024.patch",
+    "src/rulespy/rules.c": [VENDORED / "patches" / "0001-rules.c-PyObject_CallObject-for-Python-3.13.patch"],
+    "src/rules/events.c": [VENDORED / "patches" / "0002-events.c-MAX_STACK_SIZE-1024.patch",
+                           VENDORED / "patches" / "0003-events.c-regex-operand-in-scope.patch"],
 }
 
 
@@ -102,15 +103,16 @@ def _unpatched(text: str, patch: str, name: str) -> str:
 
 @pytest.mark.skipif(not VENDORED.is_dir(), reason="needs the source tree (third_party/)")
 def test_the_vendored_sources_are_upstream_plus_the_recorded_patches():
-    """Every file is durable-rules 2.0.28's (UPSTREAM.sha256, from its sdist), each patched file once its patch is undone."""
+    """Every file is durable-rules 2.0.28's (UPSTREAM.sha256, from its sdist), each patched file once its patches are undone."""
     expected = dict(reversed(line.split()) for line in (VENDORED / "UPSTREAM.sha256").read_text().splitlines())
     shipped = sorted(str(p.relative_to(VENDORED)) for p in (VENDORED / "src").rglob("*") if p.is_file())
     assert shipped == sorted(name for name in expected if name.startswith("src/"))
-    assert sorted(p.name for p in (VENDORED / "patches").iterdir()) == sorted(p.name for p in PATCHES.values())
+    assert sorted(p.name for p in (VENDORED / "patches").iterdir()) == sorted(p.name for ps in PATCHES.values() for p in ps)
     for name, digest in expected.items():
         data = (VENDORED / name).read_bytes()
-        if name in PATCHES:
-            data = _unpatched(data.decode(), PATCHES[name].read_text(), name).encode()
+        for patch in reversed(PATCHES.get(name, [])):  # the last applied is undone first
+            data = _unpatched(data.decode(), patch.read_text(), name).encode()
         assert _sha256(data) == digest, f"{name} differs from durable-rules 2.0.28's"
     assert "PyEval_CallObject" not in (VENDORED / "src/rulespy/rules.c").read_text()
-    assert "#define MAX_STACK_SIZE 1024\n" in (VENDORED / "src/rules/events.c").read_text()
+    events = (VENDORED / "src/rules/events.c").read_text()
+    assert "#define MAX_STACK_SIZE 1024\n" in events and "                    char newString[" not in events
