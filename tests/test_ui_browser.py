@@ -224,7 +224,11 @@ def test_a_fhir_bundle_file_is_uploaded_and_converted(page, app):
     page.locator("details.paste summary").click()
     page.check("input[name=kind][value=fhir]")
     page.set_input_files("#document-file", str(EXAMPLES / "fhir" / "septic-adult.json"))
-    page.wait_for_function("document.getElementById('document-text').value.includes('Bundle')")
+    # Playwright's retrying assertion, not wait_for_function: a string predicate is evaluated in the page, and once
+    # the file is not read at the first check its polling needs eval, which the app's CSP (script-src 'self') refuses.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#document-text")).to_have_value(re.compile("Bundle"), timeout=15_000)
     page.get_by_role("button", name="Convert and advise", exact=True).click()
     assert "FHIR bundle (pasted bundle) converted" in page.locator(".notice").inner_text()
     assert page.input_value("#f-patient-weight_kg") != ""
