@@ -15,15 +15,14 @@ from setuptools import Extension, setup
 
 SRC = "third_party/durable-rules/src"
 
-# -O2 (Python's own flags give -O3 and -fwrapv; the last -O wins): measured against the -O0 build that
-# durable-rules' own setup.py gives (it sets CFLAGS, which setuptools puts in place of Python's flags), in
-# alternating processes, the match took 213 -> 143 µs a state at 512 generated rules and 23.5 -> 17.6 at 32
-# (issue 21). -fno-strict-aliasing: the engine lays several types out in one buffer (regex.c's state machines),
-# so the optimiser is not let assume that pointers of different types never meet. The optimised build has the third patch
-# (patches/0003-...): an array read after its scope ended, which gcc reports at -O2 (-Wdangling-pointer)
-# and an optimiser may reuse; -Wall -Wextra report nothing else but unused parameters, intended
-# fall-throughs and a deliberate one-byte strncpy. The differential tests (tests/test_engine.py) compare every
-# firing with the plain-Python reference on each build.
+# -O2 (Python's own flags give -O3 and -fwrapv; the last -O wins), measured against the -O0 build that
+# durable-rules' own setup.py gives (it sets CFLAGS, which setuptools puts in place of Python's flags) in
+# alternating processes: the match 213 -> 143 µs a state at 512 generated rules, 23.5 -> 17.6 at 32 (issue 21).
+# -fno-strict-aliasing: the engine lays several types out in one buffer (regex.c's state machines), so the
+# optimiser may not assume that pointers of different types never meet. The third patch (patches/0003-...) fixes
+# the one fault gcc reports at -O2 (-Wdangling-pointer); -Wall -Wextra report nothing else but unused parameters,
+# intended fall-throughs and a deliberate one-byte strncpy. tests/test_engine.py compares every firing with the
+# plain-Python reference on each build.
 if sys.platform == "win32":
     FLAGS = []  # MSVC: setuptools' release flags (optimised)
 elif sys.platform == "darwin":

@@ -133,9 +133,9 @@ def test_records_chain_in_the_order_of_submit_whichever_is_prepared_first(tmp_pa
 
 def test_calls_from_many_threads_store_what_one_context_compressing_alone_stores(tmp_path, pack):
     """Records prepared at once on several threads (each compressing in its own zstd context, on one reading
-    connection) are stored byte for byte as format 6 defines them: each text one frame of the pack's dictionary at
-    the parameters of :func:`compression_parameters`, as a context of its own made from the recipe makes it, and the record's hashes over those bytes;
-    the chain verifies."""
+    connection) are stored byte for byte as format 6 defines them: each text one frame of the pack's dictionary
+    with :func:`compression_parameters`, as a context of its own made from the recipe makes it, and the record's
+    hashes over those bytes; the chain verifies."""
     sink = AuditSink(tmp_path / "audit.db", "full")
     sink.PREPARING = 4
     states = [{**STATE, "vitals": {"map_mmhg": 50 + i % 20}} for i in range(48)]
@@ -150,8 +150,8 @@ def test_calls_from_many_threads_store_what_one_context_compressing_alone_stores
         ids = list(pool.map(one, range(len(states))))
     sink.close()
     raw = pack_dictionary(pack_files(pack)["files"])
-    alone = zstandard.ZstdCompressor(compression_params=compression_parameters(len(raw)), dict_data=zstandard.ZstdCompressionDict(
-        raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT))
+    alone = zstandard.ZstdCompressor(compression_params=compression_parameters(len(raw)),
+                                     dict_data=zstandard.ZstdCompressionDict(raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT))
     by_id = dict(zip(ids, range(len(states))))
     with AuditLog.open(tmp_path / "audit.db", create=False) as log:
         assert log.verify().ok
