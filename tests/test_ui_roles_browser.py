@@ -115,6 +115,7 @@ def test_a_clinician_cannot_export_and_an_auditor_lists_one_clinician_and_one_pa
         page.get_by_label("User").fill("Practitioner/dr-ito")
         page.get_by_label("Patient").fill(patient)
         page.get_by_role("button", name="Filter").click()
+        page.wait_for_load_state()  # the click returns once the filtered page starts loading
         page.get_by_role("status").filter(has_text="record(s)").wait_for()
         assert page.get_by_role("status").filter(has_text="record(s)").inner_text().startswith("1 record(s)")
         rows = page.locator("table.audit tbody tr")
