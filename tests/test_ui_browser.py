@@ -127,6 +127,14 @@ def check_view(page, name: str, out: Path) -> None:
     page.set_viewport_size({"width": 1280, "height": 800})
 
 
+def navigate(page, target) -> None:
+    """Click ``target`` and wait for the page it opens to load: Playwright's click returns once loading starts,
+    and a count or ``is_visible`` read straight after it can see a page not yet parsed (an empty audit table, once
+    in CI)."""
+    target.click()
+    page.wait_for_load_state()
+
+
 def _flatten(state, prefix=""):
     for key, value in state.items():
         path = f"{prefix}.{key}" if prefix else key
@@ -210,13 +218,11 @@ def test_septic_shock_form_gives_critical_advice_dose_for_72_kg_and_its_explanat
 
 def test_an_example_is_one_click_away(page, app):
     page.goto(app["url"])
-    page.get_by_role("link", name="pregnant-septic", exact=True).click()
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("link", name="pregnant-septic", exact=True))
     assert "Example: pregnant-septic" in page.locator(".notice").inner_text()
     assert page.input_value("#f-patient-weight_kg") != ""
     assert page.locator("#advice li.rec").count() > 0
-    page.get_by_role("link", name="fhir/septic-adult").click()
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("link", name="fhir/septic-adult"))
     assert "FHIR bundle" in page.locator(".notice").inner_text()
     assert page.locator("#advice li.rec").count() > 0
 
@@ -231,8 +237,7 @@ def test_a_fhir_bundle_file_is_uploaded_and_converted(page, app):
     from playwright.sync_api import expect
 
     expect(page.locator("#document-text")).to_have_value(re.compile("Bundle"), timeout=15_000)
-    page.get_by_role("button", name="Convert and advise", exact=True).click()
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("button", name="Convert and advise", exact=True))
     assert "FHIR bundle (pasted bundle) converted" in page.locator(".notice").inner_text()
     assert page.input_value("#f-patient-weight_kg") != ""
     assert page.locator("#advice li.rec").count() > 0
@@ -241,13 +246,11 @@ def test_a_fhir_bundle_file_is_uploaded_and_converted(page, app):
 def test_rule_browser_search_and_rule_page(page, app, tmp_path_factory):
     page.goto(app["url"] + "rules")
     page.fill("#q", "vasopressin")
-    page.get_by_role("button", name="Search").click()
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("button", name="Search"))
     rows = page.locator("table.rules tbody tr")
     assert 0 < rows.count() < 10
     check_view(page, "rules", screenshot_dir(tmp_path_factory))
-    page.get_by_role("link", name="escalation.add-vasopressin", exact=True).click()
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("link", name="escalation.add-vasopressin", exact=True))
     body = page.locator("main").inner_text()
     assert "Norepinephrine (mcg/kg/min) is at least" in body and "infusions.norepinephrine_mcg_kg_min >=" in body
     assert "Citations" in body and "History" in body and "approved" in body
@@ -257,8 +260,7 @@ def test_rule_browser_search_and_rule_page(page, app, tmp_path_factory):
 def test_lint_witness_opens_in_the_clinician_view(page, app, tmp_path_factory):
     page.goto(app["url"] + "lint")
     check_view(page, "lint", screenshot_dir(tmp_path_factory))
-    page.get_by_role("link", name="Open the witness patient in the clinician view").first.click()
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("link", name="Open the witness patient in the clinician view").first)
     assert "Lint witness for" in page.locator(".notice").inner_text()
     assert page.locator("#advice h2", has_text="Advice").is_visible()
 
@@ -279,15 +281,11 @@ def test_coverage_and_diff_views(page, app, tmp_path_factory):
 def test_audit_record_verify_and_replay(page, app, tmp_path_factory):
     page.goto(app["url"] + "audit")
     page.fill("#rule", "norepinephrine.start-emergency")
-    page.get_by_role("button", name="Filter").click()
-    # a click that navigates returns once the new page starts loading: count its rows once it has loaded
-    # (counted at once, the table was found empty in one CI run)
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("button", name="Filter"))
     rows = page.locator("table.audit tbody tr")
     assert rows.count() == 1 and "local:" in rows.first.inner_text()
     check_view(page, "audit", screenshot_dir(tmp_path_factory))
-    rows.first.locator("a").click()
-    page.wait_for_load_state()
+    navigate(page, rows.first.locator("a"))
     assert page.get_by_role("heading", name="Audit record #1").is_visible()
     assert "For 72 kg: 1.44-3.6 mcg/min" in page.locator("main").inner_text()
     page.get_by_role("button", name="Verify the chain").click()
@@ -314,8 +312,7 @@ def test_a_session_ending_while_typing_leads_to_the_sign_in_page(browser_context
 def test_after_sign_out_no_patient_data_and_no_audit_record(browser_context, app, page):
     page.goto(app["url"] + "audit")
     record_id = page.locator("table.audit tbody tr a").first.inner_text()
-    page.get_by_role("button", name="Sign out").click()  # a plain form POST, with the page's CSRF token
-    page.wait_for_load_state()
+    navigate(page, page.get_by_role("button", name="Sign out"))  # a plain form POST, with the page's CSRF token
     assert "Sign in to pressor" in page.content()
     assert not [c for c in browser_context.cookies() if c["name"] == "pressor_ui"]
     for path in ("", "?example=septic-shock-adult", "audit", f"audit/{record_id}", "audit/export", "rules", "lint"):

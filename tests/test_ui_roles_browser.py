@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.oidc_provider import FakeOidcProvider
 from tests.test_cds_service import hook_request
-from tests.test_ui_browser import PRESSOR  # the browser: tests/conftest.py's browser_context
+from tests.test_ui_browser import PRESSOR, navigate  # the browser: tests/conftest.py's browser_context
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ISS = "https://ehr.test.invalid"
@@ -114,8 +114,7 @@ def test_a_clinician_cannot_export_and_an_auditor_lists_one_clinician_and_one_pa
         page.goto(f"{base}/ui/audit")
         page.get_by_label("User").fill("Practitioner/dr-ito")
         page.get_by_label("Patient").fill(patient)
-        page.get_by_role("button", name="Filter").click()
-        page.wait_for_load_state()  # the click returns once the filtered page starts loading
+        navigate(page, page.get_by_role("button", name="Filter"))
         page.get_by_role("status").filter(has_text="record(s)").wait_for()
         assert page.get_by_role("status").filter(has_text="record(s)").inner_text().startswith("1 record(s)")
         rows = page.locator("table.audit tbody tr")
